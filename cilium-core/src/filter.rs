@@ -93,8 +93,7 @@ impl LabelPrefix {
 
     /// If the rule matches the label, the length of the matched part of the key.
     pub fn matches(&self, label: &Label) -> Option<usize> {
-        if !self.source.is_empty() && self.source != source::ANY && self.source != label.source()
-        {
+        if !self.source.is_empty() && self.source != source::ANY && self.source != label.source() {
             return None;
         }
         // Leftmost-first match, accepted only at the start of the key (as Go's

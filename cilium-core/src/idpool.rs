@@ -257,8 +257,6 @@ mod tests {
     }
 
     fn used_complement_after(used: &BTreeSet<u32>, len: u32, start: u32) -> Option<u32> {
-        (start..len)
-            .chain(0..start)
-            .find(|i| !used.contains(i))
+        (start..len).chain(0..start).find(|i| !used.contains(i))
     }
 }

@@ -121,7 +121,12 @@ impl Label {
         if self.value.contains(';') {
             return Err(invalid(input, "value contains ';'"));
         }
-        if self.key.chars().chain(self.value.chars()).any(char::is_control) {
+        if self
+            .key
+            .chars()
+            .chain(self.value.chars())
+            .any(char::is_control)
+        {
             return Err(invalid(input, "control character"));
         }
         Ok(())
@@ -414,7 +419,16 @@ mod tests {
 
     #[test]
     fn bad_labels_are_errors() {
-        for bad in ["", "k8s:", "k8s:=v", ":app=web", "k8s:a;b=c", "k8s:a=b;c", "$", "a\u{7}=b"] {
+        for bad in [
+            "",
+            "k8s:",
+            "k8s:=v",
+            ":app=web",
+            "k8s:a;b=c",
+            "k8s:a=b;c",
+            "$",
+            "a\u{7}=b",
+        ] {
             assert!(bad.parse::<Label>().is_err(), "{bad:?} should be rejected");
         }
     }
