@@ -1,0 +1,130 @@
+// SPDX-License-Identifier: Apache-2.0
+
+//! The seed's cluster, control plane only: three nodes get their pod CIDRs from the cluster
+//! pool, each node's pods get IPs and identities, and each node's endpoints are printed as
+//! `cilium-dbg endpoint list` prints them.
+//!
+//! `cargo run -p cilium-examples --example seed`
+
+use cilium_core::{LabelFilter, LabelSet};
+use cilium_identity::{AllocatorConfig, IdentityAllocator, MemoryBackend};
+use cilium_ipam::{ClusterPool, ClusterPoolConfig, Family, NodeAllocator, Owner};
+
+struct Endpoint {
+    id: u32,
+    identity: u32,
+    labels: Vec<String>,
+    ipv4: String,
+}
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let filter = LabelFilter::default();
+    // One identity store for the whole cluster, so every node agrees on the numbers.
+    let identities = IdentityAllocator::new(MemoryBackend::new(0), AllocatorConfig::default());
+    let mut pool = ClusterPool::new(&ClusterPoolConfig::ipv4("172.20.0.0/16", 24)?)?;
+
+    // The seed's workloads: webpod (2 replicas, one per worker) and curl-pod on k8s-ctr.
+    let pods: [(&str, &str, &[&str]); 3] = [
+        ("k8s-ctr", "curl-pod", &["app=curl"]),
+        ("k8s-w1", "webpod-84755789dd-j9xr8", &["app=webpod", "pod-template-hash=84755789dd"]),
+        ("k8s-w2", "webpod-84755789dd-stlss", &["app=webpod", "pod-template-hash=84755789dd"]),
+    ];
+    let mut next_endpoint_id = 100;
+    for node in ["k8s-ctr", "k8s-w1", "k8s-w2"] {
+        let cidrs = pool.allocate(node)?;
+        let mut ipam = NodeAllocator::new(&cidrs.to_vec())?;
+        ipam.allocate_next(Family::V4, Owner::new(Owner::ROUTER)?)?;
+        let mut endpoints = Vec::new();
+
+        let host = LabelSet::parse_list(&["reserved:host"])?;
+        endpoints.push(Endpoint {
+            id: next_endpoint_id,
+            identity: identities.acquire(&host).await?.identity.id.get(),
+            labels: host.to_strings(),
+            ipv4: String::new(),
+        });
+        let health = LabelSet::parse_list(&["reserved:health"])?;
+        endpoints.push(Endpoint {
+            id: next_endpoint_id + 1,
+            identity: identities.acquire(&health).await?.identity.id.get(),
+            labels: health.to_strings(),
+            ipv4: ipam
+                .allocate_next(Family::V4, Owner::new(Owner::HEALTH)?)?
+                .to_string(),
+        });
+        next_endpoint_id += 2;
+
+        for (_, pod, own) in pods.iter().filter(|(n, _, _)| *n == node) {
+            let mut labels = LabelSet::from_pairs(
+                "k8s",
+                own.iter().filter_map(|kv| kv.split_once('=')),
+            )?;
+            for extra in [
+                "k8s:io.cilium.k8s.namespace.labels.kubernetes.io/metadata.name=default",
+                "k8s:io.cilium.k8s.policy.cluster=default",
+                "k8s:io.cilium.k8s.policy.serviceaccount=default",
+                "k8s:io.kubernetes.pod.namespace=default",
+            ] {
+                labels.insert(extra.parse()?);
+            }
+            let (identity_labels, _info) = filter.filter(&labels);
+            let identity = identities.acquire(&identity_labels).await?.identity.id.get();
+            let ip = ipam.allocate_next(Family::V4, Owner::pod("default", pod))?;
+            endpoints.push(Endpoint {
+                id: next_endpoint_id,
+                identity,
+                labels: identity_labels.to_strings(),
+                ipv4: ip.to_string(),
+            });
+            next_endpoint_id += 1;
+        }
+
+        println!("=== {node} (podCIDR {}) ===", cidrs.to_vec()[0]);
+        println!("IPAM:   IPv4: {}", ipam.status(Family::V4).unwrap_or_default());
+        print_endpoint_list(&endpoints);
+        println!();
+    }
+    Ok(())
+}
+
+/// Prints endpoints in the layout of `cilium-dbg endpoint list`.
+fn print_endpoint_list(endpoints: &[Endpoint]) {
+    let label_w = endpoints
+        .iter()
+        .flat_map(|e| e.labels.iter().map(String::len))
+        .max()
+        .unwrap_or(0)
+        .max("LABELS (source:key[=value])".len());
+    let row = |a: &str, b: &str, c: &str, d: &str, e: &str, f: &str, g: &str, h: &str| {
+        let line = format!("{a:<10} {b:<18} {c:<17} {d:<10} {e:<label_w$}   {f:<6} {g:<15} {h}");
+        println!("{}", line.trim_end());
+    };
+    row(
+        "ENDPOINT",
+        "POLICY (ingress)",
+        "POLICY (egress)",
+        "IDENTITY",
+        "LABELS (source:key[=value])",
+        "IPv6",
+        "IPv4",
+        "STATUS",
+    );
+    row("", "ENFORCEMENT", "ENFORCEMENT", "", "", "", "", "");
+    for ep in endpoints {
+        let first = ep.labels.first().map(String::as_str).unwrap_or("");
+        row(
+            &ep.id.to_string(),
+            "Disabled",
+            "Disabled",
+            &ep.identity.to_string(),
+            first,
+            "",
+            &ep.ipv4,
+            "ready",
+        );
+        for more in ep.labels.iter().skip(1) {
+            row("", "", "", "", more, "", "", "");
+        }
+    }
+}
