@@ -14,8 +14,14 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     // Labels as the agent sees them: the pod's own, plus those Cilium adds.
     let pods: [(&str, &[&str]); 4] = [
         ("curl-pod", &["k8s:app=curl"]),
-        ("webpod-84755789dd-j9xr8", &["k8s:app=webpod", "k8s:pod-template-hash=84755789dd"]),
-        ("webpod-84755789dd-stlss", &["k8s:app=webpod", "k8s:pod-template-hash=84755789dd"]),
+        (
+            "webpod-84755789dd-j9xr8",
+            &["k8s:app=webpod", "k8s:pod-template-hash=84755789dd"],
+        ),
+        (
+            "webpod-84755789dd-stlss",
+            &["k8s:app=webpod", "k8s:pod-template-hash=84755789dd"],
+        ),
         ("health", &["reserved:health"]),
     ];
     for (name, own) in pods {
@@ -45,7 +51,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     println!("\nidentity list:");
     for ident in alloc.list().await? {
-        println!("{:<8} {}", ident.id.get(), ident.labels.to_strings().join(" "));
+        println!(
+            "{:<8} {}",
+            ident.id.get(),
+            ident.labels.to_strings().join(" ")
+        );
     }
     Ok(())
 }

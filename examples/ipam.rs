@@ -16,10 +16,16 @@ fn main() -> Result<(), IpamError> {
         ipam.allocate_next(Family::V4, Owner::new(Owner::ROUTER)?)?;
         ipam.allocate_next(Family::V4, Owner::new(Owner::HEALTH)?)?;
         for pod in 0..3 {
-            ipam.allocate_next(Family::V4, Owner::pod("default", &format!("pod-{node}-{pod}")))?;
+            ipam.allocate_next(
+                Family::V4,
+                Owner::pod("default", &format!("pod-{node}-{pod}")),
+            )?;
         }
         println!("{node}: podCIDRs {:?}", cidrs.to_vec());
-        println!("  IPAM: IPv4: {}", ipam.status(Family::V4).unwrap_or_default());
+        println!(
+            "  IPAM: IPv4: {}",
+            ipam.status(Family::V4).unwrap_or_default()
+        );
         for (ip, owner) in ipam.list() {
             println!("    {ip:<15} {owner}");
         }

@@ -27,8 +27,16 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     // The seed's workloads: webpod (2 replicas, one per worker) and curl-pod on k8s-ctr.
     let pods: [(&str, &str, &[&str]); 3] = [
         ("k8s-ctr", "curl-pod", &["app=curl"]),
-        ("k8s-w1", "webpod-84755789dd-j9xr8", &["app=webpod", "pod-template-hash=84755789dd"]),
-        ("k8s-w2", "webpod-84755789dd-stlss", &["app=webpod", "pod-template-hash=84755789dd"]),
+        (
+            "k8s-w1",
+            "webpod-84755789dd-j9xr8",
+            &["app=webpod", "pod-template-hash=84755789dd"],
+        ),
+        (
+            "k8s-w2",
+            "webpod-84755789dd-stlss",
+            &["app=webpod", "pod-template-hash=84755789dd"],
+        ),
     ];
     let mut next_endpoint_id = 100;
     for node in ["k8s-ctr", "k8s-w1", "k8s-w2"] {
@@ -56,10 +64,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         next_endpoint_id += 2;
 
         for (_, pod, own) in pods.iter().filter(|(n, _, _)| *n == node) {
-            let mut labels = LabelSet::from_pairs(
-                "k8s",
-                own.iter().filter_map(|kv| kv.split_once('=')),
-            )?;
+            let mut labels =
+                LabelSet::from_pairs("k8s", own.iter().filter_map(|kv| kv.split_once('=')))?;
             for extra in [
                 "k8s:io.cilium.k8s.namespace.labels.kubernetes.io/metadata.name=default",
                 "k8s:io.cilium.k8s.policy.cluster=default",
@@ -69,7 +75,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 labels.insert(extra.parse()?);
             }
             let (identity_labels, _info) = filter.filter(&labels);
-            let identity = identities.acquire(&identity_labels).await?.identity.id.get();
+            let identity = identities
+                .acquire(&identity_labels)
+                .await?
+                .identity
+                .id
+                .get();
             let ip = ipam.allocate_next(Family::V4, Owner::pod("default", pod))?;
             endpoints.push(Endpoint {
                 id: next_endpoint_id,
@@ -81,7 +92,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
 
         println!("=== {node} (podCIDR {}) ===", cidrs.to_vec()[0]);
-        println!("IPAM:   IPv4: {}", ipam.status(Family::V4).unwrap_or_default());
+        println!(
+            "IPAM:   IPv4: {}",
+            ipam.status(Family::V4).unwrap_or_default()
+        );
         print_endpoint_list(&endpoints);
         println!();
     }

@@ -7,7 +7,6 @@
 //! identity: every label written `source:key=value;`, sorted by key, for example
 //! `k8s:app=web;k8s:io.kubernetes.pod.namespace=default;`. Printing and parsing round-trip.
 
-use std::collections::BTreeMap;
 use std::fmt;
 use std::str::FromStr;
 
@@ -236,7 +235,8 @@ impl<'de> Deserialize<'de> for Label {
 /// ```
 #[derive(Debug, Clone, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct LabelSet {
-    labels: BTreeMap<String, Label>,
+    /// Sorted by key, keys unique.
+    labels: Vec<Label>,
 }
 
 impl LabelSet {
@@ -263,7 +263,7 @@ impl LabelSet {
         let mut set = LabelSet::new();
         for item in items {
             let label: Label = item.as_ref().parse()?;
-            if set.labels.contains_key(label.key()) {
+            if set.get(label.key()).is_some() {
                 return Err(CoreError::DuplicateLabelKey {
                     key: label.key,
                     input: items
@@ -280,27 +280,38 @@ impl LabelSet {
 
     /// Inserts a label, replacing (and returning) any label with the same key.
     pub fn insert(&mut self, label: Label) -> Option<Label> {
-        self.labels.insert(label.key.clone(), label)
+        match self.find(&label.key) {
+            Ok(i) => Some(std::mem::replace(&mut self.labels[i], label)),
+            Err(i) => {
+                self.labels.insert(i, label);
+                None
+            }
+        }
+    }
+
+    fn find(&self, key: &str) -> Result<usize, usize> {
+        self.labels.binary_search_by(|l| l.key.as_str().cmp(key))
     }
 
     /// Removes the label with this key.
     pub fn remove(&mut self, key: &str) -> Option<Label> {
-        self.labels.remove(key)
+        let i = self.find(key).ok()?;
+        Some(self.labels.remove(i))
     }
 
     /// The label with this key.
     pub fn get(&self, key: &str) -> Option<&Label> {
-        self.labels.get(key)
+        self.find(key).ok().map(|i| &self.labels[i])
     }
 
     /// Whether this exact label (source, key and value) is in the set.
     pub fn contains(&self, label: &Label) -> bool {
-        self.labels.get(&label.key) == Some(label)
+        self.get(&label.key) == Some(label)
     }
 
     /// Whether any label has this source.
     pub fn has_source(&self, source: &str) -> bool {
-        self.labels.values().any(|l| l.source == source)
+        self.labels.iter().any(|l| l.source == source)
     }
 
     /// Number of labels.
@@ -315,14 +326,14 @@ impl LabelSet {
 
     /// The labels, sorted by key.
     pub fn iter(&self) -> impl ExactSizeIterator<Item = &Label> + '_ {
-        self.labels.values()
+        self.labels.iter()
     }
 
     /// The kvstore key form: `source:key=value;` per label, sorted by key. This string is a
     /// cross-node contract (it names identities in the kvstore): it must not change.
     pub fn kvstore_key(&self) -> String {
         let mut out = String::with_capacity(self.labels.len() * 32);
-        for label in self.labels.values() {
+        for label in &self.labels {
             label.write_kvstore(&mut out);
         }
         out
@@ -330,7 +341,7 @@ impl LabelSet {
 
     /// Each label as `source:key[=value]`, sorted by key (the form `cilium-dbg` prints).
     pub fn to_strings(&self) -> Vec<String> {
-        self.labels.values().map(ToString::to_string).collect()
+        self.labels.iter().map(ToString::to_string).collect()
     }
 }
 
@@ -346,9 +357,9 @@ impl FromIterator<Label> for LabelSet {
 
 impl<'a> IntoIterator for &'a LabelSet {
     type Item = &'a Label;
-    type IntoIter = std::collections::btree_map::Values<'a, String, Label>;
+    type IntoIter = std::slice::Iter<'a, Label>;
     fn into_iter(self) -> Self::IntoIter {
-        self.labels.values()
+        self.labels.iter()
     }
 }
 
@@ -372,7 +383,7 @@ impl FromStr for LabelSet {
         let mut set = LabelSet::new();
         for part in body.split(';') {
             let label: Label = part.parse()?;
-            if set.labels.contains_key(label.key()) {
+            if set.get(label.key()).is_some() {
                 return Err(CoreError::DuplicateLabelKey {
                     key: label.key,
                     input: s.to_owned(),
@@ -387,7 +398,7 @@ impl FromStr for LabelSet {
 /// Serialised as a list of `source:key[=value]` strings, as Cilium's API does.
 impl Serialize for LabelSet {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.collect_seq(self.labels.values().map(ToString::to_string))
+        serializer.collect_seq(self.labels.iter().map(ToString::to_string))
     }
 }
 

@@ -67,10 +67,12 @@ struct Entry {
     unused_since: Option<Duration>,
 }
 
+type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
+
 #[derive(Debug, Default)]
 struct State {
-    entries: HashMap<NumericIdentity, Entry>,
-    by_labels: HashMap<Arc<LabelSet>, NumericIdentity>,
+    entries: FastMap<NumericIdentity, Entry>,
+    by_labels: FastMap<Arc<LabelSet>, NumericIdentity>,
     /// Identities with no users, by the time they became unused.
     unused: BTreeSet<(Duration, NumericIdentity)>,
     /// Node-local (CIDR/FQDN) identity indexes; created on first use.

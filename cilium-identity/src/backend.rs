@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 use std::future::Future;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use cilium_core::{IdPool, LabelSet, NumericIdentity};
 
@@ -72,8 +72,8 @@ pub struct MemoryBackend {
 
 #[derive(Debug)]
 struct MemState {
-    by_labels: HashMap<LabelSet, (NumericIdentity, u64)>,
-    by_id: HashMap<NumericIdentity, LabelSet>,
+    by_labels: HashMap<Arc<LabelSet>, (NumericIdentity, u64), foldhash::fast::RandomState>,
+    by_id: HashMap<NumericIdentity, Arc<LabelSet>, foldhash::fast::RandomState>,
     pool: IdPool,
 }
 
@@ -92,8 +92,8 @@ impl MemoryBackend {
             min,
             max,
             state: Mutex::new(MemState {
-                by_labels: HashMap::new(),
-                by_id: HashMap::new(),
+                by_labels: HashMap::default(),
+                by_id: HashMap::default(),
                 pool: IdPool::new(len),
             }),
         }
@@ -125,8 +125,9 @@ impl MemoryBackend {
             });
         };
         let id = NumericIdentity::new(self.min + idx);
+        let labels = Arc::new(labels.clone());
         st.by_labels.insert(labels.clone(), (id, 1));
-        st.by_id.insert(id, labels.clone());
+        st.by_id.insert(id, labels);
         Ok(id)
     }
 
@@ -162,12 +163,12 @@ impl IdentityBackend for MemoryBackend {
     }
 
     async fn lookup_by_id(&self, id: NumericIdentity) -> Result<Option<LabelSet>, IdentityError> {
-        Ok(self.lock().by_id.get(&id).cloned())
+        Ok(self.lock().by_id.get(&id).map(|l| (**l).clone()))
     }
 
     async fn list(&self) -> Result<Vec<(NumericIdentity, LabelSet)>, IdentityError> {
         let st = self.lock();
-        let mut v: Vec<_> = st.by_id.iter().map(|(i, l)| (*i, l.clone())).collect();
+        let mut v: Vec<_> = st.by_id.iter().map(|(i, l)| (*i, (**l).clone())).collect();
         v.sort_by_key(|(i, _)| *i);
         Ok(v)
     }

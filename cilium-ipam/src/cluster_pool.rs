@@ -4,6 +4,7 @@
 //! CIDRs (`cluster-pool-ipv4-cidr`, `cluster-pool-ipv4-mask-size` and their IPv6 twins).
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use cilium_core::IdPool;
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
@@ -170,6 +171,8 @@ struct CidrSet {
     base: u128,
     shift: u32,
     pool: IdPool,
+    /// The node holding each node CIDR, by index.
+    owners: Vec<Option<Arc<str>>>,
 }
 
 impl CidrSet {
@@ -202,6 +205,7 @@ impl CidrSet {
             base: addr_to_u128(cluster.network()),
             shift: u32::from(bits - mask),
             pool: IdPool::new(count),
+            owners: vec![None; count as usize],
         })
     }
 
@@ -257,10 +261,11 @@ impl FamilyPool {
     }
 
     /// Next-fit in the first cluster CIDR that is not full.
-    fn allocate(&mut self) -> Result<IpNet, IpamError> {
+    fn allocate(&mut self, node: &Arc<str>) -> Result<IpNet, IpamError> {
         let family = self.family;
         for set in &mut self.sets {
             if let Some(idx) = set.pool.allocate_next() {
+                set.owners[idx as usize] = Some(node.clone());
                 return Ok(set.cidr_at(family, idx));
             }
         }
@@ -280,7 +285,13 @@ impl FamilyPool {
     fn release(&mut self, cidr: IpNet) {
         if let Some((set, idx)) = self.locate(cidr) {
             self.sets[set].pool.put(idx);
+            self.sets[set].owners[idx as usize] = None;
         }
+    }
+
+    fn owner_of(&self, cidr: IpNet) -> Option<&Arc<str>> {
+        let (set, idx) = self.locate(cidr)?;
+        self.sets[set].owners[idx as usize].as_ref()
     }
 }
 
@@ -299,8 +310,7 @@ impl FamilyPool {
 pub struct ClusterPool {
     v4: Option<FamilyPool>,
     v6: Option<FamilyPool>,
-    nodes: HashMap<String, NodeCidrs>,
-    owners: HashMap<IpNet, String>,
+    nodes: HashMap<Arc<str>, NodeCidrs, foldhash::fast::RandomState>,
 }
 
 impl ClusterPool {
@@ -317,11 +327,22 @@ impl ClusterPool {
         let v6 = (!v6.is_empty())
             .then(|| FamilyPool::new(Family::V6, &v6, config.ipv6_mask_size))
             .transpose()?;
+        // Size the node table for the pool up front (up to 2^16 nodes): carving a large
+        // pool then never rehashes.
+        let capacity = v4
+            .iter()
+            .chain(v6.iter())
+            .map(FamilyPool::capacity)
+            .max()
+            .unwrap_or(0)
+            .min(1 << 16);
         Ok(ClusterPool {
             v4,
             v6,
-            nodes: HashMap::new(),
-            owners: HashMap::new(),
+            nodes: HashMap::with_capacity_and_hasher(
+                usize::try_from(capacity).unwrap_or(0),
+                foldhash::fast::RandomState::default(),
+            ),
         })
     }
 
@@ -331,12 +352,20 @@ impl ClusterPool {
         if node.is_empty() {
             return Err(IpamError::EmptyNodeName);
         }
-        let held = self.nodes.get(node).copied().unwrap_or_default();
+        let (name, held) = match self.nodes.get_key_value(node) {
+            Some((k, v)) => (k.clone(), *v),
+            None => (Arc::from(node), NodeCidrs::default()),
+        };
         let mut out = held;
+        let complete = (self.v4.is_none() || held.ipv4.is_some())
+            && (self.v6.is_none() || held.ipv6.is_some());
+        if complete && self.nodes.contains_key(node) {
+            return Ok(held);
+        }
         if out.ipv4.is_none()
             && let Some(p) = &mut self.v4
         {
-            match p.allocate()? {
+            match p.allocate(&name)? {
                 IpNet::V4(n) => out.ipv4 = Some(n),
                 IpNet::V6(_) => unreachable!("IPv4 pool yields IPv4 CIDRs"),
             }
@@ -344,7 +373,7 @@ impl ClusterPool {
         if out.ipv6.is_none()
             && let Some(p) = &mut self.v6
         {
-            match p.allocate() {
+            match p.allocate(&name) {
                 Ok(IpNet::V6(n)) => out.ipv6 = Some(n),
                 Ok(IpNet::V4(_)) => unreachable!("IPv6 pool yields IPv6 CIDRs"),
                 Err(e) => {
@@ -358,11 +387,15 @@ impl ClusterPool {
                 }
             }
         }
-        for net in out.to_vec() {
-            self.owners.insert(net, node.to_owned());
-        }
-        self.nodes.insert(node.to_owned(), out);
+        self.nodes.insert(name, out);
         Ok(out)
+    }
+
+    fn family(&self, net: IpNet) -> Option<&FamilyPool> {
+        match net {
+            IpNet::V4(_) => self.v4.as_ref(),
+            IpNet::V6(_) => self.v6.as_ref(),
+        }
     }
 
     /// Records CIDRs a node already holds (from its CiliumNode record), before any new
@@ -399,14 +432,18 @@ impl ClusterPool {
                 }
                 None => {}
             }
-            if let Some(owner) = self.owners.get(&net) {
+            if let Some(owner) = self.family(net).and_then(|p| p.owner_of(net)) {
                 return Err(IpamError::CidrAllocated {
                     cidr: net,
-                    owner: owner.clone(),
+                    owner: owner.to_string(),
                 });
             }
             plan.push((net, set, idx));
         }
+        let name: Arc<str> = match self.nodes.get_key_value(node) {
+            Some((k, _)) => k.clone(),
+            None => Arc::from(node),
+        };
         let mut out = held;
         for (net, set, idx) in plan {
             let pool = match net {
@@ -419,11 +456,12 @@ impl ClusterPool {
                     self.v6.as_mut()
                 }
             };
-            let took = pool.expect("located above").sets[set].pool.take(idx);
+            let set = &mut pool.expect("located above").sets[set];
+            let took = set.pool.take(idx);
             debug_assert!(took, "owners and pools agree");
-            self.owners.insert(net, node.to_owned());
+            set.owners[idx as usize] = Some(name.clone());
         }
-        self.nodes.insert(node.to_owned(), out);
+        self.nodes.insert(name, out);
         Ok(())
     }
 
@@ -431,7 +469,6 @@ impl ClusterPool {
     pub fn release(&mut self, node: &str) -> Option<NodeCidrs> {
         let held = self.nodes.remove(node)?;
         for net in held.to_vec() {
-            self.owners.remove(&net);
             let pool = match net {
                 IpNet::V4(_) => self.v4.as_mut(),
                 IpNet::V6(_) => self.v6.as_mut(),
@@ -450,12 +487,16 @@ impl ClusterPool {
 
     /// The node holding a CIDR.
     pub fn owner_of(&self, cidr: IpNet) -> Option<&str> {
-        self.owners.get(&cidr).map(String::as_str)
+        self.family(cidr)?.owner_of(cidr).map(|s| &**s)
     }
 
     /// Every node and its CIDRs, sorted by node name.
     pub fn nodes(&self) -> Vec<(String, NodeCidrs)> {
-        let mut v: Vec<_> = self.nodes.iter().map(|(n, c)| (n.clone(), *c)).collect();
+        let mut v: Vec<_> = self
+            .nodes
+            .iter()
+            .map(|(n, c)| (n.to_string(), *c))
+            .collect();
         v.sort_by(|a, b| a.0.cmp(&b.0));
         v
     }

@@ -5,6 +5,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use cilium_core::IdPool;
 use ipnet::IpNet;
@@ -19,7 +20,7 @@ pub const MAX_IPV6_RANGE: u32 = 1 << 16;
 /// Who holds an IP: `<namespace>/<pod>` for pods, or one of the fixed owners.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
-pub struct Owner(String);
+pub struct Owner(Arc<str>);
 
 impl Owner {
     /// The router IP of `cilium_host`.
@@ -37,12 +38,12 @@ impl Owner {
         if s.is_empty() {
             return Err(IpamError::EmptyOwner);
         }
-        Ok(Owner(s))
+        Ok(Owner(s.into()))
     }
 
     /// The owner string of a pod: `<namespace>/<pod>`.
     pub fn pod(namespace: &str, name: &str) -> Self {
-        Owner(format!("{namespace}/{name}"))
+        Owner(format!("{namespace}/{name}").into())
     }
 
     /// The owner as a string.
@@ -73,7 +74,7 @@ impl TryFrom<&str> for Owner {
 
 impl From<Owner> for String {
     fn from(o: Owner) -> String {
-        o.0
+        o.0.to_string()
     }
 }
 
@@ -85,7 +86,7 @@ struct Range {
     /// Integer value of the first usable address (the network address + 1).
     first: u128,
     pool: IdPool,
-    owners: HashMap<u32, Owner>,
+    owners: HashMap<u32, Owner, foldhash::fast::RandomState>,
 }
 
 impl Range {
@@ -123,7 +124,7 @@ impl Range {
             cidr,
             first: addr_to_u128(cidr.network()) + 1,
             pool: IdPool::new(size),
-            owners: HashMap::new(),
+            owners: HashMap::default(),
         })
     }
 
