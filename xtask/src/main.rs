@@ -1,0 +1,170 @@
+// SPDX-License-Identifier: Apache-2.0
+
+//! `cargo xtask <task>`: the project's developer tasks, with no dependencies beyond std.
+//!
+//! - `test`: every test of the workspace (privileged ones run when root, else report
+//!   "skipped: needs root");
+//! - `demo`: the main job (until the lab exists: the seed cluster's control plane);
+//! - `bench [FILTER]`: the criterion benches, then a table of ratios against each group's
+//!   same-run `baseline`;
+//! - `fuzz-check`: checks that every fuzz target compiles (fuzz/ is its own workspace);
+//! - `ci`: test, clippy, fmt, docs and fuzz-check, as `.ci/run` runs them.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode};
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let root = workspace_root();
+    let result = match args.first().map(String::as_str) {
+        Some("test") => test(&root),
+        Some("demo") => demo(&root),
+        Some("bench") => bench(&root, args.get(1).map(String::as_str)),
+        Some("fuzz-check") => fuzz_check(&root),
+        Some("ci") => ci(&root),
+        _ => {
+            eprintln!("usage: cargo xtask <test|demo|bench [FILTER]|fuzz-check|ci>");
+            return ExitCode::from(64);
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("xtask: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn workspace_root() -> PathBuf {
+    let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    manifest.parent().map(Path::to_path_buf).unwrap_or(manifest)
+}
+
+fn cargo(root: &Path, args: &[&str]) -> Result<(), String> {
+    eprintln!("+ cargo {}", args.join(" "));
+    let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+        .args(args)
+        .current_dir(root)
+        .status()
+        .map_err(|e| format!("cannot run cargo: {e}"))?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!("cargo {} failed ({status})", args.join(" ")))
+    }
+}
+
+fn test(root: &Path) -> Result<(), String> {
+    cargo(root, &["test", "--workspace", "--all-targets"])?;
+    cargo(root, &["test", "--workspace", "--doc"])
+}
+
+fn demo(root: &Path) -> Result<(), String> {
+    cargo(
+        root,
+        &[
+            "run",
+            "--quiet",
+            "-p",
+            "cilium-examples",
+            "--example",
+            "seed",
+        ],
+    )
+}
+
+fn fuzz_check(root: &Path) -> Result<(), String> {
+    let fuzz = root.join("fuzz");
+    let manifest = fuzz.join("Cargo.toml");
+    let manifest = manifest.to_str().ok_or("non-UTF-8 path")?;
+    cargo(
+        root,
+        &["check", "--locked", "--manifest-path", manifest, "--bins"],
+    )
+}
+
+fn ci(root: &Path) -> Result<(), String> {
+    test(root)?;
+    cargo(
+        root,
+        &[
+            "clippy",
+            "--workspace",
+            "--all-targets",
+            "--",
+            "-D",
+            "warnings",
+        ],
+    )?;
+    cargo(root, &["fmt", "--all", "--check"])?;
+    doc(root)?;
+    fuzz_check(root)
+}
+
+fn doc(root: &Path) -> Result<(), String> {
+    eprintln!("+ RUSTDOCFLAGS=-Dwarnings cargo doc --workspace --no-deps");
+    let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+        .args(["doc", "--workspace", "--no-deps"])
+        .env("RUSTDOCFLAGS", "-D warnings")
+        .current_dir(root)
+        .status()
+        .map_err(|e| format!("cannot run cargo: {e}"))?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err("cargo doc failed".into())
+    }
+}
+
+fn bench(root: &Path, filter: Option<&str>) -> Result<(), String> {
+    let mut args = vec!["bench", "-p", "cilium-benches", "--"];
+    if let Some(f) = filter {
+        args.push(f);
+    }
+    cargo(root, &args)?;
+    let dir = root.join("target").join("criterion");
+    let mut groups: Vec<_> = std::fs::read_dir(&dir)
+        .map_err(|e| format!("{}: {e}", dir.display()))?
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| p.join("ours").is_dir())
+        .collect();
+    groups.sort();
+    println!(
+        "\n{:<40} {:>14} {:>14} {:>9}",
+        "group", "baseline", "ours", "ratio"
+    );
+    for g in groups {
+        let name = g.file_name().and_then(|n| n.to_str()).unwrap_or("?");
+        let ours = mean_ns(&g.join("ours"));
+        let base = mean_ns(&g.join("baseline"));
+        let fmt = |v: Option<f64>| v.map_or_else(|| "-".to_owned(), human);
+        let ratio = match (base, ours) {
+            (Some(b), Some(o)) if o > 0.0 => format!("{:.2}x", b / o),
+            _ => "-".to_owned(),
+        };
+        println!("{name:<40} {:>14} {:>14} {ratio:>9}", fmt(base), fmt(ours));
+    }
+    println!("(ratio = baseline / ours: above 1 means ours is faster)");
+    Ok(())
+}
+
+/// The mean point estimate (ns) criterion wrote for one bench.
+fn mean_ns(bench: &Path) -> Option<f64> {
+    let text = std::fs::read_to_string(bench.join("new").join("estimates.json")).ok()?;
+    let mean = &text[text.find("\"mean\"")?..];
+    let pe = &mean[mean.find("\"point_estimate\":")? + "\"point_estimate\":".len()..];
+    let end = pe.find([',', '}'])?;
+    pe[..end].trim().parse().ok()
+}
+
+fn human(ns: f64) -> String {
+    if ns >= 1e6 {
+        format!("{:.2} ms", ns / 1e6)
+    } else if ns >= 1e3 {
+        format!("{:.2} µs", ns / 1e3)
+    } else {
+        format!("{ns:.1} ns")
+    }
+}
