@@ -210,7 +210,9 @@ impl CidrSet {
     }
 
     fn cidr_at(&self, family: Family, idx: u32) -> IpNet {
-        let addr = u128_to_addr(family, self.base + (u128::from(idx) << self.shift));
+        // A shift of 128 (an IPv6 node mask of /0) only ever sees index 0.
+        let offset = u128::from(idx).checked_shl(self.shift).unwrap_or(0);
+        let addr = u128_to_addr(family, self.base + offset);
         IpNet::new(addr, self.mask).expect("mask checked at construction")
     }
 
@@ -223,7 +225,7 @@ impl CidrSet {
         if cidr.network() != cidr.addr() {
             return None;
         }
-        u32::try_from((addr - self.base) >> self.shift).ok()
+        u32::try_from((addr - self.base).checked_shr(self.shift).unwrap_or(0)).ok()
     }
 }
 
@@ -638,6 +640,19 @@ mod tests {
         ));
         assert_eq!(p.usage(Family::V4), Some((1, 2)));
         assert_eq!(p.usage(Family::V6), Some((2, 2)));
+    }
+
+    #[test]
+    fn whole_address_space_as_one_node_cidr() {
+        // Found by the cluster_pool_config fuzz target: a shift by the full width.
+        let cfg = ClusterPoolConfig::default().with_ipv6("::/0", 0).unwrap();
+        let mut p = ClusterPool::new(&cfg).unwrap();
+        let a = p.allocate("a").unwrap().ipv6.unwrap();
+        assert_eq!(a.to_string(), "::/0");
+        assert_eq!(p.owner_of(a.into()), Some("a"));
+        assert!(p.allocate("b").is_err());
+        let mut p = pool("0.0.0.0/0", 0);
+        assert_eq!(p.allocate("a").unwrap().ipv4.unwrap().to_string(), "0.0.0.0/0");
     }
 
     #[test]
