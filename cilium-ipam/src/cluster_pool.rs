@@ -652,7 +652,10 @@ mod tests {
         assert_eq!(p.owner_of(a.into()), Some("a"));
         assert!(p.allocate("b").is_err());
         let mut p = pool("0.0.0.0/0", 0);
-        assert_eq!(p.allocate("a").unwrap().ipv4.unwrap().to_string(), "0.0.0.0/0");
+        assert_eq!(
+            p.allocate("a").unwrap().ipv4.unwrap().to_string(),
+            "0.0.0.0/0"
+        );
     }
 
     #[test]

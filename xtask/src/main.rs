@@ -42,9 +42,15 @@ fn workspace_root() -> PathBuf {
 }
 
 fn cargo(root: &Path, args: &[&str]) -> Result<(), String> {
-    eprintln!("+ cargo {}", args.join(" "));
+    cargo_env(root, args, &[])
+}
+
+fn cargo_env(root: &Path, args: &[&str], env: &[(&str, &str)]) -> Result<(), String> {
+    let vars: Vec<String> = env.iter().map(|(k, v)| format!("{k}={v} ")).collect();
+    eprintln!("+ {}cargo {}", vars.concat(), args.join(" "));
     let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
         .args(args)
+        .envs(env.iter().copied())
         .current_dir(root)
         .status()
         .map_err(|e| format!("cannot run cargo: {e}"))?;
@@ -103,18 +109,11 @@ fn ci(root: &Path) -> Result<(), String> {
 }
 
 fn doc(root: &Path) -> Result<(), String> {
-    eprintln!("+ RUSTDOCFLAGS=-Dwarnings cargo doc --workspace --no-deps");
-    let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
-        .args(["doc", "--workspace", "--no-deps"])
-        .env("RUSTDOCFLAGS", "-D warnings")
-        .current_dir(root)
-        .status()
-        .map_err(|e| format!("cannot run cargo: {e}"))?;
-    if status.success() {
-        Ok(())
-    } else {
-        Err("cargo doc failed".into())
-    }
+    cargo_env(
+        root,
+        &["doc", "--workspace", "--no-deps"],
+        &[("RUSTDOCFLAGS", "-D warnings")],
+    )
 }
 
 fn bench(root: &Path, filter: Option<&str>) -> Result<(), String> {
