@@ -118,3 +118,78 @@ mod tests {
         assert_eq!(b.allocate_next(), Some(7));
     }
 }
+
+/// Cilium's Maglev table computation as upstream writes it (the reference for the
+/// benchmarks): the whole `N x M` permutation table is materialised first, then filled.
+/// `hashes` must be sorted; returns backend indexes.
+pub fn maglev_reference(hashes: &[String], weights: &[u16], m: u32, seed: u32) -> Vec<u32> {
+    let m64 = u64::from(m);
+    let n = hashes.len();
+    let mut perm = vec![0u64; n * m as usize];
+    for (i, h) in hashes.iter().enumerate() {
+        let (offset, skip) = cilium_lb::maglev::offset_and_skip(h, m, seed);
+        let row = &mut perm[i * m as usize..(i + 1) * m as usize];
+        row[0] = u64::from(offset) % m64;
+        for j in 1..m as usize {
+            row[j] = (row[j - 1] + u64::from(skip)) % m64;
+        }
+    }
+    let weight_sum: u64 = weights.iter().map(|&w| u64::from(w)).sum();
+    let mut counter: Vec<f64> = weights.iter().map(|&w| f64::from(w) / n as f64).collect();
+    let weights_used = weight_sum / n as u64 > 1;
+    let mut next = vec![0usize; n];
+    let mut entry = vec![u32::MAX; m as usize];
+    for slot in 0..m64 {
+        let mut i = (slot % n as u64) as usize;
+        loop {
+            if weights_used {
+                if (slot + 1) * u64::from(weights[i]) < counter[i] as u64 {
+                    i = (i + 1) % n;
+                    continue;
+                }
+                counter[i] += weight_sum as f64;
+            }
+            let mut c = perm[i * m as usize + next[i]];
+            while entry[c as usize] != u32::MAX {
+                next[i] += 1;
+                c = perm[i * m as usize + next[i]];
+            }
+            entry[c as usize] = i as u32;
+            next[i] += 1;
+            break;
+        }
+    }
+    entry
+}
+
+#[cfg(test)]
+mod reference_tests {
+    use cilium_lb::maglev::{DEFAULT_HASH_SEED, Maglev, MaglevBackend, MaglevConfig};
+
+    /// The benchmark's reference and the library agree (so the ratio compares equals).
+    #[test]
+    fn reference_matches_library() {
+        for (n, weighted) in [(7u32, false), (13, true)] {
+            let mut set: Vec<MaglevBackend> = (0..n)
+                .map(|i| {
+                    MaglevBackend::new(
+                        format!("b{i}"),
+                        if weighted { (i * 7 % 50) as u16 } else { 100 },
+                        i,
+                    )
+                })
+                .collect();
+            set.sort_by(|a, b| a.hash.cmp(&b.hash));
+            let cfg = MaglevConfig::new(1021, DEFAULT_HASH_SEED).unwrap();
+            let ours = Maglev::new(cfg).lookup_table(&set).unwrap();
+            let hashes: Vec<String> = set.iter().map(|b| b.hash.clone()).collect();
+            let weights: Vec<u16> = set.iter().map(|b| b.weight).collect();
+            let reference: Vec<u32> =
+                super::maglev_reference(&hashes, &weights, 1021, cfg.seed().murmur)
+                    .into_iter()
+                    .map(|i| set[i as usize].id)
+                    .collect();
+            assert_eq!(ours, reference);
+        }
+    }
+}
