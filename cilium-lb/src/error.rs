@@ -38,4 +38,62 @@ pub enum LbError {
         /// The text given.
         input: String,
     },
+    /// An algorithm name is not `random` or `maglev`.
+    #[error("invalid load-balancing algorithm {input:?}: expected random or maglev")]
+    InvalidAlgorithm {
+        /// The text given.
+        input: String,
+    },
+    /// An address is not `ADDR:PORT[/PROTO]`.
+    #[error("invalid address {input:?}: {reason}")]
+    InvalidAddress {
+        /// The text given.
+        input: String,
+        /// Why it was rejected.
+        reason: String,
+    },
+    /// Cilium does not allow this backend state change.
+    #[error("backend {backend}: cannot go from {from} to {to}")]
+    InvalidStateTransition {
+        /// The backend.
+        backend: String,
+        /// Its state.
+        from: crate::service::BackendState,
+        /// The state asked for.
+        to: crate::service::BackendState,
+    },
+    /// A service is inconsistent.
+    #[error("invalid service {service}: {reason}")]
+    InvalidService {
+        /// The service's frontend.
+        service: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The maps of this family are not supported yet.
+    #[error("{address}: only IPv4 services are translated into map entries so far")]
+    UnsupportedFamily {
+        /// The frontend.
+        address: String,
+    },
+    /// No id is left.
+    #[error("no free {what} id left (ids 1..={max} are all in use)")]
+    IdsExhausted {
+        /// `service` or `backend`.
+        what: &'static str,
+        /// The largest id.
+        max: u32,
+    },
+    /// The backend is not known.
+    #[error("unknown backend {backend}")]
+    UnknownBackend {
+        /// The backend.
+        backend: String,
+    },
+    /// Map contents read back at start do not fit together.
+    #[error("cannot restore load-balancing state from the maps: {reason}")]
+    InvalidRestore {
+        /// What does not fit.
+        reason: String,
+    },
 }

@@ -5,6 +5,12 @@
 //! - [`maglev`]: Maglev consistent hashing that builds the same lookup tables as Cilium
 //!   (same seed split, MurmurHash3, backend hash strings, weighted fill), without Cilium's
 //!   `N x M` permutation table.
+//! - [`service`]: the service model (frontend, type, backends and their states, session
+//!   affinity, algorithm, traffic policies) and random selection (`rand % count + 1`).
+//! - [`maps`]: the `cilium_lb4_*` map entries with Cilium's fields and flags.
+//! - [`manager`]: [`LbManager`](manager::LbManager) turns services into the minimal,
+//!   ordered map updates (adds before deletes), allocating service (rev-NAT) and backend ids
+//!   node-locally and restoring them from the maps after a restart.
 //!
 //! ```
 //! use cilium_lb::maglev::{backend_hash_string, L4Proto, Maglev, MaglevBackend, MaglevConfig};
@@ -25,5 +31,11 @@
 
 mod error;
 pub mod maglev;
+pub mod manager;
+pub mod maps;
+pub mod service;
 
 pub use error::LbError;
+
+#[cfg(test)]
+mod manager_tests;
