@@ -2,11 +2,14 @@
 
 //! From services to map updates: ids, entries, Maglev tables and ordered diffs.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::sync::Arc;
 
 use cilium_core::IdPool;
+
+type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
+type HashSet<K> = std::collections::HashSet<K, foldhash::fast::RandomState>;
 
 use crate::LbError;
 use crate::maglev::{L4Proto, Maglev, MaglevBackend, MaglevConfig};
@@ -224,12 +227,12 @@ impl LbManager {
         LbManager {
             config,
             maglev,
-            services: HashMap::new(),
+            services: HashMap::default(),
             service_ids: IdPool::new(u32::from(u16::MAX)),
-            backends: HashMap::new(),
+            backends: HashMap::default(),
             backend_ids,
-            orphan_backends: HashSet::new(),
-            dirty: HashSet::new(),
+            orphan_backends: HashSet::default(),
+            dirty: HashSet::default(),
         }
     }
 
@@ -240,7 +243,7 @@ impl LbManager {
     pub fn restore(config: LbConfig, maps: RestoredMaps) -> Result<Self, LbError> {
         let mut lb = LbManager::new(config);
         let bad = |reason: String| LbError::InvalidRestore { reason };
-        let mut by_id: HashMap<u32, BackendKey> = HashMap::new();
+        let mut by_id: HashMap<u32, BackendKey> = HashMap::default();
         for (id, value) in &maps.backends {
             if *id == 0 || *id > lb.config.max_backends || !lb.backend_ids.take(id - 1) {
                 return Err(bad(format!("backend id {id} is out of range or repeated")));
@@ -431,9 +434,9 @@ impl LbManager {
     /// (including entries restored from the maps that no service claims). Returns the
     /// minimal map updates, adds before deletes. On error nothing changes.
     pub fn apply(&mut self, desired: &[Service]) -> Result<Vec<MapOp>, LbError> {
-        let mut seen = HashSet::new();
+        let mut seen = HashSet::default();
         let mut new_services = 0u32;
-        let mut new_backends: HashSet<BackendKey> = HashSet::new();
+        let mut new_backends: HashSet<BackendKey> = HashSet::default();
         for svc in desired {
             if !seen.insert(svc.frontend) {
                 return Err(LbError::InvalidService {
@@ -589,6 +592,12 @@ impl LbManager {
             IpAddr::V4(a) => a,
             IpAddr::V6(_) => unreachable!("checked: IPv4 only"),
         };
+        if let Some(o) = self.services.get(&fe)
+            && o.service.as_ref() == Some(svc)
+        {
+            // Same desired state as what the maps hold: nothing to do.
+            return;
+        }
         let old = self.services.remove(&fe);
         let id = match &old {
             Some(o) => o.id,
@@ -604,7 +613,7 @@ impl LbManager {
         // Backend ids and entries; their map values are written once per batch, in
         // `finish`, from every service's view.
         let mut keys: Vec<BackendKey> = Vec::new();
-        let mut ids: HashMap<BackendKey, u32> = HashMap::new();
+        let mut ids: HashMap<BackendKey, u32> = HashMap::default();
         for b in &svc.backends {
             let key = (b.address, b.cluster_id);
             let base = Self::backend_value(b);

@@ -369,7 +369,8 @@ impl Service {
                 "session affinity timeout {t}s exceeds {MAX_AFFINITY_TIMEOUT}s"
             )));
         }
-        let mut seen = std::collections::HashSet::new();
+        let mut seen =
+            std::collections::HashSet::with_hasher(foldhash::fast::RandomState::default());
         for b in &self.backends {
             if b.address.address.is_ipv4() != self.frontend.address.is_ipv4() {
                 return Err(bad(format!(
