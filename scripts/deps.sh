@@ -3,11 +3,12 @@
 # Installs the Debian packages cilium-rs needs to build and test. Idempotent: packages
 # already present are not touched, and apt is not called at all when nothing is missing.
 #
-# Today: build-essential (gcc/g++: libFuzzer for the fuzz targets), pkg-config,
-# ca-certificates, git, curl. The Rust toolchain (1.95) comes from rustup.
+# build-essential (gcc/g++: libFuzzer for the fuzz targets), pkg-config, ca-certificates,
+# git, curl; clang-19, llvm-19, libbpf-dev, bpftool (the BPF datapath); iproute2,
+# iputils-ping, iperf3 (privileged datapath tests). The Rust toolchain (1.95) comes from rustup.
 set -euo pipefail
 
-PKGS=(build-essential pkg-config ca-certificates git curl)
+PKGS=(build-essential pkg-config ca-certificates git curl clang-19 llvm-19 libbpf-dev bpftool iproute2 iputils-ping iperf3)
 
 missing=()
 for p in "${PKGS[@]}"; do

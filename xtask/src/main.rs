@@ -8,6 +8,8 @@
 //! - `bench [FILTER]`: the criterion benches, then a table of ratios against each group's
 //!   same-run `baseline`;
 //! - `fuzz-check`: checks that every fuzz target compiles (fuzz/ is its own workspace);
+//! - `build-bpf`: recompiles `cilium-bpf/bpf/*.c` into `cilium-bpf/bpf/prebuilt/` with
+//!   clang-19 and the flags of `bpf/clang.flags` (commit the result);
 //! - `ci`: test, clippy, fmt, docs and fuzz-check, as `.ci/run` runs them.
 
 use std::path::{Path, PathBuf};
@@ -21,9 +23,10 @@ fn main() -> ExitCode {
         Some("demo") => demo(&root),
         Some("bench") => bench(&root, args.get(1).map(String::as_str)),
         Some("fuzz-check") => fuzz_check(&root),
+        Some("build-bpf") => build_bpf(&root),
         Some("ci") => ci(&root),
         _ => {
-            eprintln!("usage: cargo xtask <test|demo|bench [FILTER]|fuzz-check|ci>");
+            eprintln!("usage: cargo xtask <test|demo|bench [FILTER]|build-bpf|fuzz-check|ci>");
             return ExitCode::from(64);
         }
     };
@@ -88,6 +91,27 @@ fn fuzz_check(root: &Path) -> Result<(), String> {
         root,
         &["check", "--locked", "--manifest-path", manifest, "--bins"],
     )
+}
+
+fn build_bpf(root: &Path) -> Result<(), String> {
+    let bpf = root.join("cilium-bpf").join("bpf");
+    let flags = std::fs::read_to_string(bpf.join("clang.flags"))
+        .map_err(|e| format!("reading clang.flags: {e}"))?;
+    for name in ["bpf_lxc", "types", "bpf_bench"] {
+        let out = format!("prebuilt/{name}.o");
+        eprintln!("+ clang-19 ... -c {name}.c -o {out}");
+        let status = Command::new("clang-19")
+            .args(flags.split_whitespace())
+            .arg(format!("-fdebug-prefix-map={}=.", bpf.display()))
+            .args(["-c", &format!("{name}.c"), "-o", &out])
+            .current_dir(&bpf)
+            .status()
+            .map_err(|e| format!("cannot run clang-19 (apt-get install clang-19): {e}"))?;
+        if !status.success() {
+            return Err(format!("clang-19 failed on {name}.c"));
+        }
+    }
+    Ok(())
 }
 
 fn ci(root: &Path) -> Result<(), String> {

@@ -1,0 +1,182 @@
+// SPDX-License-Identifier: (GPL-2.0 OR BSD-2-Clause)
+/* cilium-rs datapath: programs on an endpoint's host-side veth (lxc*).
+ *
+ * from_container runs on tc ingress of the lxc device: traffic leaving the pod.
+ * to_container runs on tc egress of the lxc device: traffic the stack sends to the pod.
+ */
+#include "lib/common.h"
+#include "lib/maps.h"
+#include "lib/events.h"
+#include "lib/parse.h"
+
+/* Node-wide settings, written by the loader (EbpfLoader::override_global). */
+volatile const __u32 NODE_IPV4 = 0;      /* network byte order */
+volatile const __u32 ROUTER_IPV4 = 0;    /* network byte order */
+volatile const __u32 NATIVE_CIDR4 = 0;   /* ipv4-native-routing-cidr, network byte order */
+volatile const __u32 NATIVE_CIDR4_LEN = 0;
+volatile const __u32 ENABLE_ARP_RESPONDER = 1;
+
+struct arp_eth {
+	__be16 htype;
+	__be16 ptype;
+	__u8 hlen;
+	__u8 plen;
+	__be16 op;
+	__u8 sha[ETH_ALEN];
+	__be32 sip;
+	__u8 tha[ETH_ALEN];
+	__be32 tip;
+} __attribute__((packed));
+
+#define ARPOP_REQUEST 1
+#define ARPOP_REPLY 2
+
+/* Answers the pod's ARP requests (for its gateway, the router IP) with the MAC of its
+ * host-side veth, as Cilium's ARP responder does: the reply goes back out of the lxc device
+ * to the pod. */
+static __always_inline int handle_arp(struct __sk_buff *skb)
+{
+	void *data = (void *)(long)skb->data;
+	void *data_end = (void *)(long)skb->data_end;
+	struct ethhdr *eth = data;
+	struct arp_eth *arp = (void *)(eth + 1);
+	struct pkt_info pi = {};
+	struct endpoint_info *ep;
+	__be32 sip, tip;
+	__u8 mac[ETH_ALEN];
+
+	if ((void *)(arp + 1) > data_end)
+		return TC_ACT_OK;
+	if (!ENABLE_ARP_RESPONDER || arp->op != bpf_htons(ARPOP_REQUEST) ||
+	    arp->hlen != ETH_ALEN || arp->plen != 4)
+		return TC_ACT_OK;
+	sip = arp->sip;
+	tip = arp->tip;
+	if (sip == tip)
+		return TC_ACT_OK; /* gratuitous */
+	ep = lookup_ip4_endpoint(sip);
+	pi.saddr = sip;
+	pi.daddr = tip;
+	if (!ep || ep->ifindex != skb->ifindex)
+		return send_drop(skb, DROP_INVALID_SIP, METRIC_EGRESS, 0, &pi, 0, 0);
+	__builtin_memcpy(mac, &ep->node_mac, ETH_ALEN);
+	__builtin_memcpy(eth->h_dest, eth->h_source, ETH_ALEN);
+	__builtin_memcpy(eth->h_source, mac, ETH_ALEN);
+	arp->op = bpf_htons(ARPOP_REPLY);
+	__builtin_memcpy(arp->tha, arp->sha, ETH_ALEN);
+	__builtin_memcpy(arp->sha, mac, ETH_ALEN);
+	arp->sip = tip;
+	arp->tip = sip;
+	return bpf_redirect(skb->ifindex, 0);
+}
+
+static __always_inline void decrease_ttl(struct iphdr *ip)
+{
+	__u32 check = (__u32)ip->check;
+
+	check += (__u32)bpf_htons(0x0100);
+	ip->check = (__sum16)(check + (check >= 0xFFFF));
+	ip->ttl--;
+}
+
+SEC("classifier")
+int from_container(struct __sk_buff *skb)
+{
+	void *data = (void *)(long)skb->data;
+	void *data_end = (void *)(long)skb->data_end;
+	struct ethhdr *eth = data;
+	struct pkt_info pi = {};
+	struct endpoint_info *src, *dst;
+	struct iphdr *ip;
+	__u32 src_label, dst_label;
+	__u16 src_id;
+	int ret;
+
+	if ((void *)(eth + 1) > data_end)
+		return send_drop(skb, DROP_INVALID, METRIC_EGRESS, 0, &pi, 0, 0);
+	if (eth->h_proto == bpf_htons(ETH_P_ARP))
+		return handle_arp(skb);
+	if (eth->h_proto != bpf_htons(ETH_P_IP))
+		return send_drop(skb, DROP_UNKNOWN_L3, METRIC_EGRESS, 0, &pi, 0, 0);
+	ip = (void *)(eth + 1);
+	if ((void *)(ip + 1) > data_end)
+		return send_drop(skb, DROP_INVALID, METRIC_EGRESS, 0, &pi, 0, 0);
+	pi.saddr = ip->saddr;
+	pi.daddr = ip->daddr;
+	pi.proto = ip->protocol;
+	ret = parse_l4(data_end, ip, &pi);
+	if (ret)
+		return send_drop(skb, ret, METRIC_EGRESS, 0, &pi, 0, 0);
+
+	/* The source must be the endpoint behind this very interface: no spoofing. */
+	src = lookup_ip4_endpoint(ip->saddr);
+	if (!src || src->ifindex != skb->ifindex)
+		return send_drop(skb, DROP_INVALID_SIP, METRIC_EGRESS, 0, &pi, 0, 0);
+	src_label = src->sec_id;
+	src_id = src->lxc_id;
+
+	dst = lookup_ip4_endpoint(ip->daddr);
+	if (dst && !(dst->flags & ENDPOINT_F_HOST)) {
+		__u32 ifindex = dst->ifindex;
+		__u16 dst_id = dst->lxc_id;
+
+		dst_label = dst->sec_id;
+		if (ip->ttl <= 1)
+			return send_drop(skb, DROP_INVALID, METRIC_EGRESS, src_id, &pi, src_label,
+					 dst_label);
+		/* Deliver straight into the destination pod: L2 rewrite, TTL, redirect_peer. */
+		__builtin_memcpy(eth->h_dest, &dst->mac, ETH_ALEN);
+		__builtin_memcpy(eth->h_source, &dst->node_mac, ETH_ALEN);
+		decrease_ttl(ip);
+		send_trace(skb, TRACE_TO_LXC, METRIC_EGRESS, src_id, &pi, src_label, dst_label,
+			   src_id, dst_id);
+		return bpf_redirect_peer(ifindex, 0);
+	}
+
+	/* Anything else: the node's stack routes it (native routing). */
+	dst_label = resolve_identity4(ip->daddr);
+	send_trace(skb, TRACE_TO_STACK, METRIC_EGRESS, src_id, &pi, src_label, dst_label, src_id,
+		   0);
+	return TC_ACT_OK;
+}
+
+SEC("classifier")
+int to_container(struct __sk_buff *skb)
+{
+	void *data = (void *)(long)skb->data;
+	void *data_end = (void *)(long)skb->data_end;
+	struct ethhdr *eth = data;
+	struct pkt_info pi = {};
+	struct endpoint_info *dst;
+	struct iphdr *ip;
+	__u32 src_label, dst_label;
+	__u16 dst_id;
+	int ret;
+
+	if ((void *)(eth + 1) > data_end)
+		return TC_ACT_OK;
+	if (eth->h_proto != bpf_htons(ETH_P_IP))
+		return TC_ACT_OK;
+	ip = (void *)(eth + 1);
+	if ((void *)(ip + 1) > data_end)
+		return send_drop(skb, DROP_INVALID, METRIC_INGRESS, 0, &pi, 0, 0);
+	pi.saddr = ip->saddr;
+	pi.daddr = ip->daddr;
+	pi.proto = ip->protocol;
+	ret = parse_l4(data_end, ip, &pi);
+	if (ret)
+		return send_drop(skb, ret, METRIC_INGRESS, 0, &pi, 0, 0);
+
+	dst = lookup_ip4_endpoint(ip->daddr);
+	if (!dst)
+		return TC_ACT_OK;
+	dst_label = dst->sec_id;
+	dst_id = dst->lxc_id;
+	src_label = resolve_identity4(ip->saddr);
+	/* Ingress policy goes here. */
+	send_trace(skb, TRACE_TO_LXC, METRIC_INGRESS, dst_id, &pi, src_label, dst_label, 0,
+		   dst_id);
+	return TC_ACT_OK;
+}
+
+char LICENSE[] SEC("license") = "Dual BSD/GPL";

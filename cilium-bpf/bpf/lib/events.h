@@ -1,0 +1,93 @@
+/* SPDX-License-Identifier: (GPL-2.0 OR BSD-2-Clause) */
+/* cilium-rs datapath: parsed packet summary, events and metrics. */
+#ifndef CILIUM_RS_EVENTS_H
+#define CILIUM_RS_EVENTS_H
+
+#include "common.h"
+#include "maps.h"
+
+/* What the programs learn about a packet while parsing it. */
+struct pkt_info {
+	__be32 saddr;
+	__be32 daddr;
+	__be16 sport;
+	__be16 dport;
+	__u8 proto;
+	__u8 tcp_flags;
+	__u8 icmp_type;
+	__u8 pad;
+};
+
+static __always_inline void metrics_add(__u8 reason, __u8 dir, __u32 bytes)
+{
+	struct metrics_key key = { .reason = reason, .dir = dir };
+	struct metrics_value *v = bpf_map_lookup_elem(&cilium_metrics, &key);
+
+	if (v) {
+		v->count += 1;
+		v->bytes += bytes;
+	} else {
+		struct metrics_value init = { .count = 1, .bytes = bytes };
+
+		bpf_map_update_elem(&cilium_metrics, &key, &init, BPF_NOEXIST);
+	}
+}
+
+static __always_inline void emit_event(struct __sk_buff *skb, __u8 type, __u8 subtype,
+				       __u16 source, const struct pkt_info *pi,
+				       __u32 src_label, __u32 dst_label, __u16 src_id,
+				       __u16 dst_id)
+{
+	struct datapath_event *ev;
+
+	ev = bpf_ringbuf_reserve(&cilium_events, sizeof(*ev), 0);
+	if (!ev) {
+		metrics_add(REASON_EVENTS_LOST, 0, 0);
+		return;
+	}
+	ev->type = type;
+	ev->subtype = subtype;
+	ev->source = source;
+	ev->hash = skb->hash;
+	ev->len_orig = skb->len;
+	ev->version = EVENT_VERSION;
+	ev->pad0 = 0;
+	ev->src_label = src_label;
+	ev->dst_label = dst_label;
+	ev->src_id = src_id;
+	ev->dst_id = dst_id;
+	ev->ifindex = skb->ifindex;
+	ev->saddr = pi->saddr;
+	ev->daddr = pi->daddr;
+	ev->sport = pi->sport;
+	ev->dport = pi->dport;
+	ev->proto = pi->proto;
+	ev->tcp_flags = pi->tcp_flags;
+	ev->icmp_type = pi->icmp_type;
+	ev->reply = 0;
+	ev->ktime = bpf_ktime_get_ns();
+	bpf_ringbuf_submit(ev, 0);
+}
+
+/* Drops a packet: counts it, reports it, and returns TC_ACT_SHOT. */
+static __always_inline int send_drop(struct __sk_buff *skb, __u8 reason, __u8 dir,
+				     __u16 source, const struct pkt_info *pi, __u32 src_label,
+				     __u32 dst_label)
+{
+	metrics_add(reason, dir, skb->len);
+	emit_event(skb, CILIUM_NOTIFY_DROP, reason, source, pi, src_label, dst_label, source, 0);
+	return TC_ACT_SHOT;
+}
+
+/* Reports a forwarded packet at an observation point and counts it. */
+static __always_inline void send_trace(struct __sk_buff *skb, __u8 obs_point, __u8 dir,
+				       __u16 source, const struct pkt_info *pi,
+				       __u32 src_label, __u32 dst_label, __u16 src_id,
+				       __u16 dst_id)
+{
+	metrics_add(REASON_FORWARDED, dir, skb->len);
+	emit_event(skb, CILIUM_NOTIFY_TRACE, obs_point, source, pi, src_label, dst_label,
+		   src_id, dst_id);
+}
+
+#endif

@@ -1,0 +1,112 @@
+/* SPDX-License-Identifier: (GPL-2.0 OR BSD-2-Clause) */
+/* cilium-rs datapath: the maps, with Cilium's names. All are pinned by name under the
+ * loader's <bpf-root>/tc/globals/, so every program object and every agent restart shares
+ * them. */
+#ifndef CILIUM_RS_MAPS_H
+#define CILIUM_RS_MAPS_H
+
+#include "common.h"
+
+#define ENDPOINTS_MAP_SIZE 65535
+#define IPCACHE_MAP_SIZE 512000
+#define METRICS_MAP_SIZE 1024
+#define LB_MAP_SIZE 65536
+#define CT_MAP_SIZE_TCP 524288
+#define CT_MAP_SIZE_ANY 262144
+#define SNAT_MAP_SIZE 524288
+#define EVENTS_RING_SIZE (1 << 20)
+
+/* Local endpoints: IP -> interface, MACs, endpoint id, identity. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__type(key, struct endpoint_key);
+	__type(value, struct endpoint_info);
+	__uint(max_entries, ENDPOINTS_MAP_SIZE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} cilium_lxc SEC(".maps");
+
+/* Every known prefix -> identity (and tunnel endpoint). */
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__type(key, struct ipcache_key);
+	__type(value, struct remote_endpoint_info);
+	__uint(max_entries, IPCACHE_MAP_SIZE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} cilium_ipcache_v2 SEC(".maps");
+
+/* Per-CPU packet and byte counters by reason and direction. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_HASH);
+	__type(key, struct metrics_key);
+	__type(value, struct metrics_value);
+	__uint(max_entries, METRICS_MAP_SIZE);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} cilium_metrics SEC(".maps");
+
+/* Trace, drop and policy verdict events for the agent (and Hubble). */
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, EVENTS_RING_SIZE);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} cilium_events SEC(".maps");
+
+/* Services: master entries (slot 0) and backend slots. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__type(key, struct lb4_key);
+	__type(value, struct lb4_service);
+	__uint(max_entries, LB_MAP_SIZE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} cilium_lb4_services_v2 SEC(".maps");
+
+/* Backends by id. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__type(key, __u32);
+	__type(value, struct lb4_backend);
+	__uint(max_entries, LB_MAP_SIZE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} cilium_lb4_backends_v3 SEC(".maps");
+
+/* Rev-NAT index -> frontend, to rewrite replies. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__type(key, __u16);
+	__type(value, struct lb4_reverse_nat);
+	__uint(max_entries, LB_MAP_SIZE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} cilium_lb4_reverse_nat SEC(".maps");
+
+/* TCP connections. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__type(key, struct ipv4_ct_tuple);
+	__type(value, struct ct_entry);
+	__uint(max_entries, CT_MAP_SIZE_TCP);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} cilium_ct4_global SEC(".maps");
+
+/* UDP, ICMP and other flows. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__type(key, struct ipv4_ct_tuple);
+	__type(value, struct ct_entry);
+	__uint(max_entries, CT_MAP_SIZE_ANY);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} cilium_ct_any4_global SEC(".maps");
+
+/* BPF masquerading: original and translated tuples. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__type(key, struct ipv4_ct_tuple);
+	__type(value, struct ipv4_nat_entry);
+	__uint(max_entries, SNAT_MAP_SIZE);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} cilium_snat_v4_external SEC(".maps");
+
+#endif

@@ -1,0 +1,47 @@
+// SPDX-License-Identifier: Apache-2.0
+
+//! The cilium-rs datapath: eBPF programs moving pod traffic, and the Rust side that loads
+//! them, fills their maps and reads their events.
+//!
+//! - [`objects`]: the compiled BPF objects (from `bpf/*.c`; built by clang-19 when present,
+//!   otherwise the committed `bpf/prebuilt/` objects).
+//! - [`types`]: `#[repr(C)]` mirrors of every map key, value and event, with Cilium's
+//!   layouts (checked against the objects' BTF by a test).
+//!
+//! This is the only crate of the workspace with `unsafe` code: the `aya::Pod` impls of
+//! [`types`], each with its SAFETY argument.
+//!
+//! ```
+//! use cilium_bpf::types::{EndpointKey, EndpointInfo};
+//! let key = EndpointKey::ipv4("172.20.1.10".parse().unwrap());
+//! assert_eq!(key.ipv4_addr().unwrap().to_string(), "172.20.1.10");
+//! assert_eq!(std::mem::size_of::<EndpointInfo>(), 48);
+//! ```
+
+pub mod types;
+
+/// The compiled BPF objects, embedded in the crate.
+pub mod objects {
+    /// Programs on an endpoint's veth (`from_container`, `to_container`) and every map.
+    pub static BPF_LXC: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/bpf_lxc.o"));
+    /// Never loaded: one global of each ABI type, for layout checks.
+    pub static TYPES: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/types.o"));
+    /// A program that only returns TC_ACT_OK: the benchmarks' baseline.
+    pub static BPF_BENCH: &[u8] =
+        aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/bpf_bench.o"));
+    /// Whether these objects were compiled from `bpf/` in this build (clang-19 found), as
+    /// opposed to copied from `bpf/prebuilt/`.
+    pub const FRESH: bool = cfg!(bpf_fresh);
+    /// Names of the objects, as files in `bpf/prebuilt/` (`<name>.o`).
+    pub const NAMES: [&str; 3] = ["bpf_lxc", "types", "bpf_bench"];
+
+    /// An object's bytes by name.
+    pub fn by_name(name: &str) -> Option<&'static [u8]> {
+        match name {
+            "bpf_lxc" => Some(BPF_LXC),
+            "types" => Some(TYPES),
+            "bpf_bench" => Some(BPF_BENCH),
+            _ => None,
+        }
+    }
+}
