@@ -7,6 +7,12 @@
 //!   otherwise the committed `bpf/prebuilt/` objects).
 //! - [`types`]: `#[repr(C)]` mirrors of every map key, value and event, with Cilium's
 //!   layouts (checked against the objects' BTF by a test).
+//! - [`loader`]: [`Datapath::load`] loads the programs once per node with its maps pinned
+//!   under `<bpf-root>/tc/globals/`; [`Datapath::attach_endpoint`] attaches them to an
+//!   endpoint's veth as pinned TCX links that survive restarts.
+//! - [`maps`]: typed access to the pinned maps ([`maps::Maps::open`]), for the agent and
+//!   for `cilium-dbg`.
+//! - [`events`]: the `cilium_events` record format and its decoder.
 //!
 //! This is the only crate of the workspace with `unsafe` code: the `aya::Pod` impls of
 //! [`types`], each with its SAFETY argument.
@@ -18,7 +24,14 @@
 //! assert_eq!(std::mem::size_of::<EndpointInfo>(), 48);
 //! ```
 
+mod error;
+pub mod events;
+pub mod loader;
+pub mod maps;
 pub mod types;
+
+pub use error::DatapathError;
+pub use loader::{Attached, Datapath, DatapathConfig};
 
 /// The compiled BPF objects, embedded in the crate.
 pub mod objects {

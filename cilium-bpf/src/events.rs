@@ -1,0 +1,405 @@
+// SPDX-License-Identifier: Apache-2.0
+
+//! Datapath events: the record format of `cilium_events` and its decoder.
+//!
+//! Each ring buffer record is one [`crate::types::RawEvent`] (version 1, 56 bytes, host byte
+//! order except addresses and ports):
+//!
+//! | offset | size | field |
+//! |---|---|---|
+//! | 0 | 1 | type: 1 drop, 4 trace, 5 policy verdict (Cilium's `CILIUM_NOTIFY_*`) |
+//! | 1 | 1 | subtype: the drop reason, or the trace observation point |
+//! | 2 | 2 | source: endpoint id of the emitting endpoint |
+//! | 4 | 4 | skb hash |
+//! | 8 | 4 | packet length |
+//! | 12 | 2 | version (1) |
+//! | 16 | 4, 4 | source identity, destination identity |
+//! | 24 | 2, 2 | source endpoint id, destination endpoint id |
+//! | 28 | 4 | ifindex of the program's interface |
+//! | 32 | 4, 4 | source, destination IPv4 address (network order) |
+//! | 40 | 2, 2 | source, destination port (network order; ICMP: echo id) |
+//! | 44 | 1, 1, 1, 1 | IP protocol, TCP flags, ICMP type, reply |
+//! | 48 | 8 | `bpf_ktime_get_ns()` |
+
+use std::fmt;
+use std::net::Ipv4Addr;
+
+use crate::types::RawEvent;
+
+/// Where a forwarded packet was seen (Cilium's `TRACE_*` observation points).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ObservationPoint {
+    /// Delivered to a local endpoint (Hubble's `to-endpoint`).
+    ToEndpoint,
+    /// To the L7 proxy.
+    ToProxy,
+    /// To the host.
+    ToHost,
+    /// Handed to the node's stack.
+    ToStack,
+    /// Into the overlay.
+    ToOverlay,
+    /// Leaving a local endpoint.
+    FromEndpoint,
+    /// From the proxy.
+    FromProxy,
+    /// From the host.
+    FromHost,
+    /// From the stack.
+    FromStack,
+    /// From the overlay.
+    FromOverlay,
+    /// From the network.
+    FromNetwork,
+    /// To the network.
+    ToNetwork,
+    /// A code this decoder does not know.
+    Unknown(u8),
+}
+
+impl ObservationPoint {
+    /// From the datapath's code.
+    pub fn from_code(code: u8) -> Self {
+        use ObservationPoint::*;
+        match code {
+            0 => ToEndpoint,
+            1 => ToProxy,
+            2 => ToHost,
+            3 => ToStack,
+            4 => ToOverlay,
+            5 => FromEndpoint,
+            6 => FromProxy,
+            7 => FromHost,
+            8 => FromStack,
+            9 => FromOverlay,
+            10 => FromNetwork,
+            11 => ToNetwork,
+            other => Unknown(other),
+        }
+    }
+
+    /// Hubble's name (`to-endpoint`, `to-stack`, ...).
+    pub fn name(self) -> &'static str {
+        use ObservationPoint::*;
+        match self {
+            ToEndpoint => "to-endpoint",
+            ToProxy => "to-proxy",
+            ToHost => "to-host",
+            ToStack => "to-stack",
+            ToOverlay => "to-overlay",
+            FromEndpoint => "from-endpoint",
+            FromProxy => "from-proxy",
+            FromHost => "from-host",
+            FromStack => "from-stack",
+            FromOverlay => "from-overlay",
+            FromNetwork => "from-network",
+            ToNetwork => "to-network",
+            Unknown(_) => "unknown",
+        }
+    }
+}
+
+/// Cilium's drop reason codes used by this datapath, with their descriptions.
+pub mod drop_reason {
+    /// Source IP is not the endpoint's (spoofing).
+    pub const INVALID_SOURCE_IP: u8 = 132;
+    /// Policy denied.
+    pub const POLICY_DENIED: u8 = 133;
+    /// Invalid packet.
+    pub const INVALID_PACKET: u8 = 134;
+    /// Conntrack: invalid header.
+    pub const CT_INVALID_HEADER: u8 = 135;
+    /// Unknown L3 protocol.
+    pub const UNKNOWN_L3: u8 = 139;
+    /// Unknown L4 protocol.
+    pub const UNKNOWN_L4: u8 = 142;
+    /// Service has no backend.
+    pub const NO_SERVICE: u8 = 158;
+    /// Denied by a deny policy.
+    pub const POLICY_DENY: u8 = 181;
+
+    /// The description Cilium prints for a reason.
+    pub fn describe(code: u8) -> &'static str {
+        match code {
+            INVALID_SOURCE_IP => "Invalid source ip",
+            POLICY_DENIED => "Policy denied",
+            INVALID_PACKET => "Invalid packet",
+            CT_INVALID_HEADER => "CT: Invalid header",
+            UNKNOWN_L3 => "Unknown L3 target address",
+            UNKNOWN_L4 => "Unknown L4 protocol",
+            NO_SERVICE => "Service backend not found",
+            POLICY_DENY => "Policy denied by denylist",
+            _ => "Unknown drop reason",
+        }
+    }
+}
+
+/// What kind of event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum EventKind {
+    /// A dropped packet, with Cilium's reason code.
+    Drop {
+        /// The reason code (see [`drop_reason`]).
+        reason: u8,
+    },
+    /// A forwarded packet at an observation point.
+    Trace {
+        /// Where it was seen.
+        point: ObservationPoint,
+    },
+    /// A policy decision.
+    PolicyVerdict,
+}
+
+/// A decoded datapath event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Event {
+    /// Drop, trace or verdict.
+    pub kind: EventKind,
+    /// Endpoint id of the emitting endpoint (0: none).
+    pub source: u16,
+    /// Packet length.
+    pub len: u32,
+    /// Source identity (0: unknown).
+    pub src_identity: u32,
+    /// Destination identity (0: unknown).
+    pub dst_identity: u32,
+    /// Source endpoint id (0: not a local endpoint).
+    pub src_endpoint: u16,
+    /// Destination endpoint id (0: not a local endpoint).
+    pub dst_endpoint: u16,
+    /// Interface the program ran on.
+    pub ifindex: u32,
+    /// Source address.
+    pub saddr: Ipv4Addr,
+    /// Destination address.
+    pub daddr: Ipv4Addr,
+    /// Source port (ICMP: echo id).
+    pub sport: u16,
+    /// Destination port.
+    pub dport: u16,
+    /// IP protocol (6 TCP, 17 UDP, 1 ICMP).
+    pub proto: u8,
+    /// TCP flags (SYN 0x02, ACK 0x10, ...).
+    pub tcp_flags: u8,
+    /// ICMP type.
+    pub icmp_type: u8,
+    /// Whether conntrack saw it as a reply.
+    pub is_reply: bool,
+    /// Monotonic timestamp, ns.
+    pub ktime_ns: u64,
+}
+
+/// Why a record could not be decoded.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum DecodeError {
+    /// The record is shorter than an event.
+    #[error("event record of {len} bytes, expected at least {expected}")]
+    Short {
+        /// Bytes given.
+        len: usize,
+        /// Bytes needed.
+        expected: usize,
+    },
+    /// A format version this decoder does not know.
+    #[error("event format version {version} is not supported (expected 1)")]
+    Version {
+        /// The version.
+        version: u16,
+    },
+    /// An event type this decoder does not know.
+    #[error("unknown event type {event_type}")]
+    Type {
+        /// The type.
+        event_type: u8,
+    },
+}
+
+impl Event {
+    /// Decodes one ring buffer record.
+    pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
+        let expected = size_of::<RawEvent>();
+        if bytes.len() < expected {
+            return Err(DecodeError::Short {
+                len: bytes.len(),
+                expected,
+            });
+        }
+        let u16_at = |o: usize| u16::from_ne_bytes([bytes[o], bytes[o + 1]]);
+        let u32_at =
+            |o: usize| u32::from_ne_bytes([bytes[o], bytes[o + 1], bytes[o + 2], bytes[o + 3]]);
+        let be16_at = |o: usize| u16::from_be_bytes([bytes[o], bytes[o + 1]]);
+        let ip_at = |o: usize| Ipv4Addr::new(bytes[o], bytes[o + 1], bytes[o + 2], bytes[o + 3]);
+        let version = u16_at(12);
+        if version != 1 {
+            return Err(DecodeError::Version { version });
+        }
+        let kind = match bytes[0] {
+            1 => EventKind::Drop { reason: bytes[1] },
+            4 => EventKind::Trace {
+                point: ObservationPoint::from_code(bytes[1]),
+            },
+            5 => EventKind::PolicyVerdict,
+            t => return Err(DecodeError::Type { event_type: t }),
+        };
+        let mut ktime = [0u8; 8];
+        ktime.copy_from_slice(&bytes[48..56]);
+        Ok(Event {
+            kind,
+            source: u16_at(2),
+            len: u32_at(8),
+            src_identity: u32_at(16),
+            dst_identity: u32_at(20),
+            src_endpoint: u16_at(24),
+            dst_endpoint: u16_at(26),
+            ifindex: u32_at(28),
+            saddr: ip_at(32),
+            daddr: ip_at(36),
+            sport: be16_at(40),
+            dport: be16_at(42),
+            proto: bytes[44],
+            tcp_flags: bytes[45],
+            icmp_type: bytes[46],
+            is_reply: bytes[47] != 0,
+            ktime_ns: u64::from_ne_bytes(ktime),
+        })
+    }
+}
+
+/// One line, in the spirit of `cilium-dbg monitor`:
+/// `-> endpoint 12 flow 172.20.0.10:0 -> 172.20.0.11:0 ICMP identity 256->257 to-endpoint`.
+impl fmt::Display for Event {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let proto = match self.proto {
+            1 => "ICMP",
+            6 => "TCP",
+            17 => "UDP",
+            _ => "IP",
+        };
+        match self.kind {
+            EventKind::Drop { reason } => write!(
+                f,
+                "xx drop ({}) flow {}:{} -> {}:{} {proto} identity {}->{}",
+                drop_reason::describe(reason),
+                self.saddr,
+                self.sport,
+                self.daddr,
+                self.dport,
+                self.src_identity,
+                self.dst_identity
+            ),
+            EventKind::Trace { point } => write!(
+                f,
+                "-> {} endpoint {} flow {}:{} -> {}:{} {proto} identity {}->{}",
+                point.name(),
+                self.source,
+                self.saddr,
+                self.sport,
+                self.daddr,
+                self.dport,
+                self.src_identity,
+                self.dst_identity
+            ),
+            EventKind::PolicyVerdict => write!(
+                f,
+                "policy-verdict flow {}:{} -> {}:{} {proto}",
+                self.saddr, self.sport, self.daddr, self.dport
+            ),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn raw() -> Vec<u8> {
+        let ev = RawEvent {
+            event_type: 4,
+            subtype: 0,
+            source: 12,
+            hash: 7,
+            len_orig: 98,
+            version: 1,
+            pad0: 0,
+            src_label: 256,
+            dst_label: 257,
+            src_id: 12,
+            dst_id: 13,
+            ifindex: 5,
+            saddr: [172, 20, 0, 10],
+            daddr: [172, 20, 0, 11],
+            sport: 4321u16.to_be(),
+            dport: 80u16.to_be(),
+            proto: 6,
+            tcp_flags: 0x02,
+            icmp_type: 0,
+            reply: 0,
+            ktime: 99,
+        };
+        // Serialise field by field as the kernel lays the struct out.
+        let mut b = Vec::new();
+        b.extend([ev.event_type, ev.subtype]);
+        b.extend(ev.source.to_ne_bytes());
+        b.extend(ev.hash.to_ne_bytes());
+        b.extend(ev.len_orig.to_ne_bytes());
+        b.extend(ev.version.to_ne_bytes());
+        b.extend(ev.pad0.to_ne_bytes());
+        b.extend(ev.src_label.to_ne_bytes());
+        b.extend(ev.dst_label.to_ne_bytes());
+        b.extend(ev.src_id.to_ne_bytes());
+        b.extend(ev.dst_id.to_ne_bytes());
+        b.extend(ev.ifindex.to_ne_bytes());
+        b.extend(ev.saddr);
+        b.extend(ev.daddr);
+        b.extend(ev.sport.to_ne_bytes());
+        b.extend(ev.dport.to_ne_bytes());
+        b.extend([ev.proto, ev.tcp_flags, ev.icmp_type, ev.reply]);
+        b.extend(ev.ktime.to_ne_bytes());
+        assert_eq!(b.len(), 56);
+        b
+    }
+
+    #[test]
+    fn decodes_a_trace() {
+        let ev = Event::decode(&raw()).unwrap();
+        assert_eq!(
+            ev.kind,
+            EventKind::Trace {
+                point: ObservationPoint::ToEndpoint
+            }
+        );
+        assert_eq!((ev.src_identity, ev.dst_identity), (256, 257));
+        assert_eq!((ev.sport, ev.dport), (4321, 80));
+        assert_eq!(ev.saddr, Ipv4Addr::new(172, 20, 0, 10));
+        assert_eq!(
+            ev.to_string(),
+            "-> to-endpoint endpoint 12 flow 172.20.0.10:4321 -> 172.20.0.11:80 TCP identity 256->257"
+        );
+    }
+
+    #[test]
+    fn rejects_bad_records() {
+        let mut b = raw();
+        assert!(matches!(
+            Event::decode(&b[..10]),
+            Err(DecodeError::Short { .. })
+        ));
+        b[12] = 9;
+        assert!(matches!(
+            Event::decode(&b),
+            Err(DecodeError::Version { .. })
+        ));
+        let mut b = raw();
+        b[0] = 77;
+        assert!(matches!(Event::decode(&b), Err(DecodeError::Type { .. })));
+        let mut drop = raw();
+        drop[0] = 1;
+        drop[1] = drop_reason::INVALID_SOURCE_IP;
+        let ev = Event::decode(&drop).unwrap();
+        assert!(ev.to_string().starts_with("xx drop (Invalid source ip)"));
+    }
+}

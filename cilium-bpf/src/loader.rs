@@ -1,0 +1,286 @@
+// SPDX-License-Identifier: Apache-2.0
+
+//! Loading the datapath once per node, and attaching it to endpoints.
+//!
+//! [`Datapath::load`] loads `bpf_lxc.o` with the node's constants as `volatile const`
+//! globals and its maps pinned under `<bpf-root>/tc/globals/` (existing pins are reused, so
+//! a restarted agent keeps every map's contents). [`Datapath::attach_endpoint`] attaches the
+//! already loaded `from_container` (tc ingress) and `to_container` (tc egress) to an
+//! endpoint's host-side veth as TCX links, pinned under
+//! `<bpf-root>/cilium/endpoints/<ifname>/`: the links outlive the process, and a new loader
+//! atomically swaps its programs into existing links, so traffic never stops.
+
+use std::ffi::CString;
+use std::net::Ipv4Addr;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+
+use aya::programs::links::{FdLink, PinnedLink};
+use aya::programs::tc::{SchedClassifierLink, TcAttachOptions};
+use aya::programs::{LinkOrder, ProgramError, SchedClassifier, TcAttachType};
+use aya::{Ebpf, EbpfLoader};
+
+use crate::DatapathError;
+use crate::maps::globals_dir;
+use crate::objects;
+
+const OBJECT: &str = "bpf_lxc";
+/// The programs attached to an endpoint, with their hooks.
+const ENDPOINT_PROGRAMS: [(&str, TcAttachType); 2] = [
+    ("from_container", TcAttachType::Ingress),
+    ("to_container", TcAttachType::Egress),
+];
+
+/// Node-wide settings compiled into the programs as constants.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DatapathConfig {
+    /// Where the BPF file system is mounted (`/sys/fs/bpf`; the lab gives each node its own).
+    pub bpf_root: PathBuf,
+    /// The node's IP.
+    pub node_ipv4: Ipv4Addr,
+    /// The router IP (pods' gateway, on `cilium_host`).
+    pub router_ipv4: Ipv4Addr,
+    /// `ipv4-native-routing-cidr`.
+    pub native_routing_cidr: Option<(Ipv4Addr, u8)>,
+    /// Answer pods' ARP requests in BPF.
+    pub arp_responder: bool,
+}
+
+impl DatapathConfig {
+    /// Settings for a node, with the ARP responder on and no native-routing CIDR.
+    pub fn new(bpf_root: impl Into<PathBuf>, node_ipv4: Ipv4Addr, router_ipv4: Ipv4Addr) -> Self {
+        DatapathConfig {
+            bpf_root: bpf_root.into(),
+            node_ipv4,
+            router_ipv4,
+            native_routing_cidr: None,
+            arp_responder: true,
+        }
+    }
+}
+
+/// Whether [`Datapath::attach_endpoint`] made new links or took over existing ones.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Attached {
+    /// The endpoint had no links: new ones were created and pinned.
+    New,
+    /// Links pinned by an earlier loader were atomically switched to this loader's programs.
+    Replaced,
+}
+
+/// The loaded datapath of one node.
+#[derive(Debug)]
+pub struct Datapath {
+    config: DatapathConfig,
+    ebpf: Ebpf,
+}
+
+const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
+
+fn io_err(action: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> DatapathError {
+    let path = path.to_path_buf();
+    move |source| DatapathError::Io {
+        action,
+        path,
+        source,
+    }
+}
+
+/// Whether `path` is on a BPF file system.
+pub fn is_bpffs(path: &Path) -> Result<bool, DatapathError> {
+    let c = CString::new(path.as_os_str().as_bytes()).map_err(|_| DatapathError::Io {
+        action: "checking the file system of",
+        path: path.to_path_buf(),
+        source: std::io::Error::from(std::io::ErrorKind::InvalidInput),
+    })?;
+    // SAFETY: `statfs` is a plain C struct for which all-zero bytes are a valid value.
+    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+    // SAFETY: `c` is a NUL-terminated path that outlives the call, and `st` is a valid,
+    // writable `statfs` the kernel fills in.
+    let rc = unsafe { libc::statfs(c.as_ptr(), &mut st) };
+    if rc != 0 {
+        return Err(io_err("checking the file system of", path)(
+            std::io::Error::last_os_error(),
+        ));
+    }
+    Ok(st.f_type as i64 == BPF_FS_MAGIC)
+}
+
+impl Datapath {
+    /// Loads the datapath: creates (or reuses) the pinned maps and loads the programs. Does
+    /// not attach anything.
+    pub fn load(config: DatapathConfig) -> Result<Self, DatapathError> {
+        if !is_bpffs(&config.bpf_root)? {
+            return Err(DatapathError::NotBpffs {
+                path: config.bpf_root.clone(),
+            });
+        }
+        let globals = globals_dir(&config.bpf_root);
+        std::fs::create_dir_all(&globals).map_err(io_err("creating", &globals))?;
+        let be = |ip: Ipv4Addr| u32::from_ne_bytes(ip.octets());
+        let (cidr, cidr_len) = config
+            .native_routing_cidr
+            .map_or((0, 0), |(ip, len)| (be(ip), u32::from(len)));
+        let node = be(config.node_ipv4);
+        let router = be(config.router_ipv4);
+        let arp = u32::from(config.arp_responder);
+        let mut ebpf = EbpfLoader::new()
+            .default_map_pin_directory(&globals)
+            .override_global("NODE_IPV4", &node, true)
+            .override_global("ROUTER_IPV4", &router, true)
+            .override_global("NATIVE_CIDR4", &cidr, true)
+            .override_global("NATIVE_CIDR4_LEN", &cidr_len, true)
+            .override_global("ENABLE_ARP_RESPONDER", &arp, true)
+            .load(objects::BPF_LXC)
+            .map_err(|source| DatapathError::LoadObject {
+                object: OBJECT,
+                source: Box::new(source),
+            })?;
+        for (name, _) in ENDPOINT_PROGRAMS {
+            let prog = classifier(&mut ebpf, name)?;
+            prog.load().map_err(|e| load_error(name, e))?;
+        }
+        Ok(Datapath { config, ebpf })
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &DatapathConfig {
+        &self.config
+    }
+
+    fn links_dir(&self, ifname: &str) -> PathBuf {
+        self.config
+            .bpf_root
+            .join("cilium")
+            .join("endpoints")
+            .join(ifname)
+    }
+
+    /// Attaches the endpoint programs to `ifname` (the endpoint's host-side veth, in the
+    /// network namespace of the calling thread) and pins the links. Nothing is loaded or
+    /// compiled: creating an endpoint stays cheap.
+    pub fn attach_endpoint(&mut self, ifname: &str) -> Result<Attached, DatapathError> {
+        let dir = self.links_dir(ifname);
+        std::fs::create_dir_all(&dir).map_err(io_err("creating", &dir))?;
+        let mut outcome = Attached::New;
+        for (name, hook) in ENDPOINT_PROGRAMS {
+            let pin = dir.join(name);
+            let prog = classifier(&mut self.ebpf, name)?;
+            let existing = if pin.exists() {
+                let pinned = PinnedLink::from_pin(&pin).map_err(|e| DatapathError::Link {
+                    action: "opening pinned",
+                    path: pin.clone(),
+                    source: Box::new(e),
+                })?;
+                let link: SchedClassifierLink =
+                    FdLink::from(pinned)
+                        .try_into()
+                        .map_err(|e| DatapathError::Link {
+                            action: "reusing",
+                            path: pin.clone(),
+                            source: Box::new(e),
+                        })?;
+                Some(link)
+            } else {
+                None
+            };
+            let action = |verb: &str| format!("{verb} {ifname}");
+            let id = match existing {
+                Some(link) => {
+                    outcome = Attached::Replaced;
+                    prog.attach_to_link(link).map_err(|source| {
+                        program_err(action("swapping into the link on"), name, source)
+                    })?
+                }
+                None => prog
+                    .attach_with_options(
+                        ifname,
+                        hook,
+                        TcAttachOptions::TcxOrder(LinkOrder::default()),
+                    )
+                    .map_err(|source| program_err(action("attaching to"), name, source))?,
+            };
+            let link = prog
+                .take_link(id)
+                .map_err(|source| program_err(action("taking the link on"), name, source))?;
+            let fd_link: FdLink = link.try_into().map_err(|e| DatapathError::Link {
+                action: "converting",
+                path: pin.clone(),
+                source: Box::new(e),
+            })?;
+            if pin.exists() {
+                std::fs::remove_file(&pin).map_err(io_err("replacing", &pin))?;
+            }
+            fd_link.pin(&pin).map_err(|e| DatapathError::Link {
+                action: "pinning",
+                path: pin.clone(),
+                source: Box::new(e),
+            })?;
+        }
+        Ok(outcome)
+    }
+
+    /// Detaches the endpoint programs from `ifname` and removes their pins. Returns false if
+    /// nothing was attached.
+    pub fn detach_endpoint(&mut self, ifname: &str) -> Result<bool, DatapathError> {
+        detach_pinned(&self.config.bpf_root, ifname)
+    }
+}
+
+/// Detaches an endpoint's pinned links (used by [`Datapath::detach_endpoint`] and by
+/// cleanup tools that run without loading the programs).
+pub fn detach_pinned(bpf_root: &Path, ifname: &str) -> Result<bool, DatapathError> {
+    let dir = bpf_root.join("cilium").join("endpoints").join(ifname);
+    if !dir.exists() {
+        return Ok(false);
+    }
+    for (name, _) in ENDPOINT_PROGRAMS {
+        let pin = dir.join(name);
+        if !pin.exists() {
+            continue;
+        }
+        let pinned = PinnedLink::from_pin(&pin).map_err(|e| DatapathError::Link {
+            action: "opening pinned",
+            path: pin.clone(),
+            source: Box::new(e),
+        })?;
+        // Unpinning drops the last reference once the fd closes: the link detaches.
+        let link = pinned.unpin().map_err(io_err("unpinning", &pin))?;
+        drop(link);
+    }
+    std::fs::remove_dir(&dir).map_err(io_err("removing", &dir))?;
+    Ok(true)
+}
+
+fn classifier<'a>(
+    ebpf: &'a mut Ebpf,
+    name: &'static str,
+) -> Result<&'a mut SchedClassifier, DatapathError> {
+    let prog = ebpf.program_mut(name).ok_or(DatapathError::Missing {
+        object: OBJECT,
+        kind: "program",
+        name,
+    })?;
+    prog.try_into()
+        .map_err(|source| program_err("using".to_owned(), name, source))
+}
+
+fn program_err(action: String, program: &'static str, source: ProgramError) -> DatapathError {
+    DatapathError::Program {
+        action,
+        object: OBJECT,
+        program,
+        source: Box::new(source),
+    }
+}
+
+fn load_error(program: &'static str, e: ProgramError) -> DatapathError {
+    match e {
+        ProgramError::LoadError { verifier_log, .. } => DatapathError::Verifier {
+            object: OBJECT,
+            program,
+            verifier_log: verifier_log.to_string(),
+        },
+        source => program_err("loading".to_owned(), program, source),
+    }
+}

@@ -1,0 +1,235 @@
+// SPDX-License-Identifier: Apache-2.0
+
+//! Test environments for the privileged tests: a node network namespace with pod
+//! namespaces wired by veth pairs (host side `lxc…` in the node, `eth0` in the pod), a
+//! private BPF file system, and a guard that removes all of it on drop, even on panic.
+//!
+//! Nothing here touches the root network namespace: links, addresses and routes are made
+//! inside namespaces created here, named `crs<pid>x<n>-…`.
+
+#![allow(dead_code, reason = "each test file uses a different part")]
+#![allow(unreachable_pub, reason = "a test-support module shared by test files")]
+
+use std::net::Ipv4Addr;
+use std::os::fd::AsRawFd;
+use std::path::PathBuf;
+use std::process::Command;
+use std::sync::atomic::{AtomicU32, Ordering};
+
+/// True when running as root; otherwise prints why the test is skipped.
+pub fn is_root_or_skip(test: &str) -> bool {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let root = unsafe { libc::geteuid() } == 0;
+    if !root {
+        eprintln!("{test}: skipped: needs root");
+    }
+    root
+}
+
+/// Runs a command, panicking with its output when it fails.
+#[track_caller]
+pub fn run(args: &[&str]) -> String {
+    let out = Command::new(args[0])
+        .args(&args[1..])
+        .output()
+        .unwrap_or_else(|e| panic!("running {args:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{args:?} failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Starts `f` on a new thread that has entered the network namespace `/run/netns/<ns>`.
+pub fn spawn_in_netns<T: Send + 'static>(
+    ns: &str,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> std::thread::JoinHandle<T> {
+    let path = format!("/run/netns/{ns}");
+    std::thread::spawn(move || {
+        let file = std::fs::File::open(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+        // SAFETY: `file` is an open network namespace file that outlives the call; setns
+        // only changes this thread's namespace.
+        let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
+        assert_eq!(rc, 0, "setns {path}: {}", std::io::Error::last_os_error());
+        f()
+    })
+}
+
+/// Runs `f` on a thread inside the network namespace `/run/netns/<ns>` and waits for it.
+pub fn in_netns<T: Send + 'static>(ns: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
+    spawn_in_netns(ns, f).join().expect("netns thread panicked")
+}
+
+/// A pod wired to the node.
+#[derive(Debug, Clone)]
+pub struct Pod {
+    /// Its network namespace.
+    pub netns: String,
+    /// Host-side veth name (in the node namespace).
+    pub lxc: String,
+    /// Host-side veth ifindex (in the node namespace).
+    pub lxc_ifindex: u32,
+    /// Host-side veth MAC.
+    pub lxc_mac: [u8; 6],
+    /// The pod's eth0 MAC.
+    pub mac: [u8; 6],
+    /// The pod's IP.
+    pub ip: Ipv4Addr,
+}
+
+/// A node namespace, its pods, and a private bpffs; all removed on drop.
+#[derive(Debug)]
+pub struct TestNode {
+    /// Name prefix of everything created.
+    pub prefix: String,
+    /// The node's network namespace.
+    pub node: String,
+    /// The pods.
+    pub pods: Vec<Pod>,
+    /// The private BPF file system (the datapath's bpf-root).
+    pub bpffs: PathBuf,
+    namespaces: Vec<String>,
+    mounted: bool,
+}
+
+/// The router IP the pods use as gateway.
+pub const ROUTER: Ipv4Addr = Ipv4Addr::new(172, 20, 0, 254);
+
+fn link_info(ns: &str, dev: &str) -> (u32, [u8; 6]) {
+    let out = run(&["ip", "-n", ns, "-o", "link", "show", "dev", dev]);
+    let ifindex: u32 = out
+        .split(':')
+        .next()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no ifindex in {out}"));
+    let mac_str = out
+        .split("link/ether ")
+        .nth(1)
+        .and_then(|s| s.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no MAC in {out}"));
+    let mut mac = [0u8; 6];
+    for (i, part) in mac_str.split(':').enumerate() {
+        mac[i] = u8::from_str_radix(part, 16).expect("hex MAC");
+    }
+    (ifindex, mac)
+}
+
+impl TestNode {
+    /// Creates the node namespace and `pods` pods (172.20.0.10, .11, ...), and mounts a
+    /// private bpffs.
+    pub fn new(pods: usize) -> Self {
+        static N: AtomicU32 = AtomicU32::new(0);
+        let prefix = format!(
+            "crs{}x{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::SeqCst)
+        );
+        let bpffs = std::env::temp_dir().join(format!("{prefix}-bpffs"));
+        let mut env = TestNode {
+            node: format!("{prefix}-node"),
+            prefix: prefix.clone(),
+            pods: Vec::new(),
+            bpffs: bpffs.clone(),
+            namespaces: Vec::new(),
+            mounted: false,
+        };
+        std::fs::create_dir_all(&bpffs).expect("bpffs dir");
+        run(&[
+            "mount",
+            "-t",
+            "bpf",
+            "bpf",
+            bpffs.to_str().expect("utf-8 path"),
+        ]);
+        env.mounted = true;
+        let node = env.node.clone();
+        run(&["ip", "netns", "add", &node]);
+        env.namespaces.push(node.clone());
+        run(&["ip", "-n", &node, "link", "set", "lo", "up"]);
+        for i in 0..pods {
+            let netns = format!("{prefix}-pod{i}");
+            run(&["ip", "netns", "add", &netns]);
+            env.namespaces.push(netns.clone());
+            let lxc = format!("lxc{:012x}", i + 1);
+            let ip = Ipv4Addr::new(172, 20, 0, 10 + i as u8);
+            run(&[
+                "ip", "-n", &node, "link", "add", &lxc, "type", "veth", "peer", "name", "tmp0",
+            ]);
+            run(&["ip", "-n", &node, "link", "set", "tmp0", "netns", &netns]);
+            run(&["ip", "-n", &netns, "link", "set", "tmp0", "name", "eth0"]);
+            run(&["ip", "-n", &netns, "link", "set", "lo", "up"]);
+            run(&[
+                "ip",
+                "-n",
+                &netns,
+                "addr",
+                "add",
+                &format!("{ip}/32"),
+                "dev",
+                "eth0",
+            ]);
+            run(&["ip", "-n", &netns, "link", "set", "eth0", "up"]);
+            run(&["ip", "-n", &node, "link", "set", &lxc, "up"]);
+            run(&[
+                "ip",
+                "-n",
+                &netns,
+                "route",
+                "add",
+                &format!("{ROUTER}/32"),
+                "dev",
+                "eth0",
+                "scope",
+                "link",
+            ]);
+            run(&[
+                "ip",
+                "-n",
+                &netns,
+                "route",
+                "add",
+                "default",
+                "via",
+                &ROUTER.to_string(),
+                "dev",
+                "eth0",
+            ]);
+            let (lxc_ifindex, lxc_mac) = link_info(&node, &lxc);
+            let (_, mac) = link_info(&netns, "eth0");
+            env.pods.push(Pod {
+                netns,
+                lxc,
+                lxc_ifindex,
+                lxc_mac,
+                mac,
+                ip,
+            });
+        }
+        env
+    }
+
+    /// Runs a command inside a namespace; returns whether it succeeded.
+    pub fn exec_ok(&self, netns: &str, args: &[&str]) -> bool {
+        Command::new("ip")
+            .args(["netns", "exec", netns])
+            .args(args)
+            .output()
+            .map(|o| o.status.success())
+            .unwrap_or(false)
+    }
+}
+
+impl Drop for TestNode {
+    fn drop(&mut self) {
+        for ns in self.namespaces.iter().rev() {
+            let _ = Command::new("ip").args(["netns", "del", ns]).status();
+        }
+        if self.mounted {
+            let _ = Command::new("umount").arg(&self.bpffs).status();
+        }
+        let _ = std::fs::remove_dir(&self.bpffs);
+    }
+}
