@@ -13,6 +13,8 @@
 //! - [`maps`]: typed access to the pinned maps ([`maps::Maps::open`]), for the agent and
 //!   for `cilium-dbg`.
 //! - [`events`]: the `cilium_events` record format and its decoder.
+//! - [`preflight`]: kernel version, configuration, mounts, real probes, and the seed's table
+//!   of advanced features with what this machine offers.
 //!
 //! This is the only crate of the workspace with `unsafe` code: the `aya::Pod` impls of
 //! [`types`], each with its SAFETY argument.
@@ -28,10 +30,12 @@ mod error;
 pub mod events;
 pub mod loader;
 pub mod maps;
+pub mod preflight;
+pub mod testing;
 pub mod types;
 
 pub use error::DatapathError;
-pub use loader::{Attached, Datapath, DatapathConfig};
+pub use loader::{Attached, Datapath, DatapathConfig, TestRunOutcome};
 
 /// The compiled BPF objects, embedded in the crate.
 pub mod objects {

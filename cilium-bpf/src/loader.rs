@@ -220,11 +220,60 @@ impl Datapath {
         Ok(outcome)
     }
 
+    /// Runs an endpoint program (`from_container` or `to_container`) on a packet with
+    /// `BPF_PROG_TEST_RUN`, `repeat` times, in the kernel. The packet's `skb->ifindex` is
+    /// the loopback device's (1). Returns the program's verdict (`TC_ACT_*`) and the
+    /// kernel-measured time per run.
+    pub fn test_run(
+        &mut self,
+        program: &'static str,
+        packet: &[u8],
+        repeat: u32,
+    ) -> Result<TestRunOutcome, DatapathError> {
+        test_run_program(
+            classifier(&mut self.ebpf, program)?,
+            program,
+            packet,
+            repeat,
+        )
+    }
+
     /// Detaches the endpoint programs from `ifname` and removes their pins. Returns false if
     /// nothing was attached.
     pub fn detach_endpoint(&mut self, ifname: &str) -> Result<bool, DatapathError> {
         detach_pinned(&self.config.bpf_root, ifname)
     }
+}
+
+/// The result of [`Datapath::test_run`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TestRunOutcome {
+    /// The program's return value (`TC_ACT_OK` 0, `TC_ACT_SHOT` 2, `TC_ACT_REDIRECT` 7).
+    pub verdict: u32,
+    /// Kernel-measured time per run.
+    pub per_run: std::time::Duration,
+}
+
+/// Runs a loaded tc program with `BPF_PROG_TEST_RUN`.
+pub fn test_run_program(
+    prog: &SchedClassifier,
+    name: &'static str,
+    packet: &[u8],
+    repeat: u32,
+) -> Result<TestRunOutcome, DatapathError> {
+    use aya::programs::TestRun;
+    let opts = aya::programs::TestRunOptions {
+        data_in: Some(packet),
+        repeat: repeat.max(1),
+        ..Default::default()
+    };
+    let r = prog
+        .test_run(opts)
+        .map_err(|source| program_err("test-running".to_owned(), name, source))?;
+    Ok(TestRunOutcome {
+        verdict: r.return_value,
+        per_run: r.duration,
+    })
 }
 
 /// Detaches an endpoint's pinned links (used by [`Datapath::detach_endpoint`] and by

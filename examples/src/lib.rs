@@ -9,7 +9,9 @@
 //! - `seed`: both together, printed as `cilium-dbg endpoint list` prints endpoints;
 //! - `maglev`: the Maglev command-line contract (`--input FILE`, JSON in, table out; see
 //!   [`maglev_json`]);
-//! - `maglev_disruption`: how slots are shared, and what moves when a backend goes.
+//! - `maglev_disruption`: how slots are shared, and what moves when a backend goes;
+//! - `preflight`: the kernel preflight report (`-o json` for JSON), as
+//!   `cilium-dbg preflight` will print it.
 #![forbid(unsafe_code)]
 
 use cilium_lb::maglev::{Maglev, MaglevBackend, MaglevConfig};

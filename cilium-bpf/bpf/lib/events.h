@@ -6,6 +6,9 @@
 #include "common.h"
 #include "maps.h"
 
+/* Unread event bytes after which a submit wakes the reader up. */
+#define EVENTS_WAKEUP_BYTES (64 * 1024)
+
 /* What the programs learn about a packet while parsing it. */
 struct pkt_info {
 	__be32 saddr;
@@ -66,7 +69,10 @@ static __always_inline void emit_event(struct __sk_buff *skb, __u8 type, __u8 su
 	ev->icmp_type = pi->icmp_type;
 	ev->reply = 0;
 	ev->ktime = bpf_ktime_get_ns();
-	bpf_ringbuf_submit(ev, 0);
+	/* Waking the reader for every record costs more than the rest of the program: wake
+	 * it only once a batch has built up. Readers also poll on a short timer. */
+	bpf_ringbuf_submit(ev, bpf_ringbuf_query(&cilium_events, BPF_RB_AVAIL_DATA) >=
+				       EVENTS_WAKEUP_BYTES ? BPF_RB_FORCE_WAKEUP : BPF_RB_NO_WAKEUP);
 }
 
 /* Drops a packet: counts it, reports it, and returns TC_ACT_SHOT. */

@@ -233,3 +233,38 @@ impl Drop for TestNode {
         let _ = std::fs::remove_dir(&self.bpffs);
     }
 }
+
+/// A private BPF file system, unmounted and removed on drop.
+#[derive(Debug)]
+pub struct BpfFs {
+    /// Where it is mounted.
+    pub path: PathBuf,
+}
+
+impl BpfFs {
+    /// Mounts a new bpffs under the temporary directory.
+    pub fn new() -> Self {
+        static N: AtomicU32 = AtomicU32::new(0);
+        let path = std::env::temp_dir().join(format!(
+            "crs{}b{}-bpffs",
+            std::process::id(),
+            N.fetch_add(1, Ordering::SeqCst)
+        ));
+        std::fs::create_dir_all(&path).expect("bpffs dir");
+        run(&[
+            "mount",
+            "-t",
+            "bpf",
+            "bpf",
+            path.to_str().expect("utf-8 path"),
+        ]);
+        BpfFs { path }
+    }
+}
+
+impl Drop for BpfFs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.path).status();
+        let _ = std::fs::remove_dir(&self.path);
+    }
+}

@@ -1,0 +1,80 @@
+// SPDX-License-Identifier: Apache-2.0
+
+//! Packets for tests and benchmarks (`BPF_PROG_TEST_RUN` inputs).
+
+use std::net::Ipv4Addr;
+
+/// An Ethernet + IPv4 + TCP packet (no payload, IPv4 checksum set), as a pod would send it.
+pub fn ipv4_tcp_packet(src: Ipv4Addr, dst: Ipv4Addr, sport: u16, dport: u16, flags: u8) -> Vec<u8> {
+    let mut p = Vec::with_capacity(54);
+    p.extend([0x02, 0, 0, 0, 0, 0x02]); // destination MAC
+    p.extend([0x02, 0, 0, 0, 0, 0x01]); // source MAC
+    p.extend(0x0800u16.to_be_bytes());
+    let total_len: u16 = 20 + 20;
+    let mut ip = [0u8; 20];
+    ip[0] = 0x45;
+    ip[2..4].copy_from_slice(&total_len.to_be_bytes());
+    ip[8] = 64; // TTL
+    ip[9] = 6; // TCP
+    ip[12..16].copy_from_slice(&src.octets());
+    ip[16..20].copy_from_slice(&dst.octets());
+    let csum = checksum(&ip);
+    ip[10..12].copy_from_slice(&csum.to_be_bytes());
+    p.extend(ip);
+    let mut tcp = [0u8; 20];
+    tcp[0..2].copy_from_slice(&sport.to_be_bytes());
+    tcp[2..4].copy_from_slice(&dport.to_be_bytes());
+    tcp[12] = 5 << 4;
+    tcp[13] = flags;
+    tcp[14..16].copy_from_slice(&64240u16.to_be_bytes());
+    p.extend(tcp);
+    p
+}
+
+/// An ARP request from `sender` for `target`.
+pub fn arp_request(sender_mac: [u8; 6], sender: Ipv4Addr, target: Ipv4Addr) -> Vec<u8> {
+    let mut p = Vec::with_capacity(42);
+    p.extend([0xff; 6]);
+    p.extend(sender_mac);
+    p.extend(0x0806u16.to_be_bytes());
+    p.extend([0, 1, 0x08, 0, 6, 4, 0, 1]); // Ethernet, IPv4, request
+    p.extend(sender_mac);
+    p.extend(sender.octets());
+    p.extend([0; 6]);
+    p.extend(target.octets());
+    p
+}
+
+/// The Internet checksum of a header.
+pub fn checksum(header: &[u8]) -> u16 {
+    let mut sum: u32 = header
+        .chunks(2)
+        .map(|c| u32::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)])))
+        .sum();
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    !(sum as u16)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ip_checksum_verifies() {
+        let p = ipv4_tcp_packet(
+            Ipv4Addr::new(10, 0, 0, 1),
+            Ipv4Addr::new(10, 0, 0, 2),
+            1,
+            2,
+            2,
+        );
+        assert_eq!(p.len(), 54);
+        assert_eq!(checksum(&p[14..34]), 0);
+        assert_eq!(
+            arp_request([2; 6], Ipv4Addr::LOCALHOST, Ipv4Addr::LOCALHOST).len(),
+            42
+        );
+    }
+}

@@ -1,0 +1,93 @@
+// SPDX-License-Identifier: Apache-2.0
+
+//! The endpoint programs' verdicts, checked with BPF_PROG_TEST_RUN on crafted packets
+//! (nothing is sent anywhere). Needs root; uses a private bpffs removed on drop.
+
+mod support;
+
+use std::net::Ipv4Addr;
+
+use cilium_bpf::maps::Maps;
+use cilium_bpf::testing::{arp_request, ipv4_tcp_packet};
+use cilium_bpf::types::{EndpointInfo, mac_to_u64};
+use cilium_bpf::{Datapath, DatapathConfig};
+use support::{BpfFs, is_root_or_skip};
+
+const TC_ACT_OK: u32 = 0;
+const TC_ACT_SHOT: u32 = 2;
+const TC_ACT_REDIRECT: u32 = 7;
+
+#[test]
+fn privileged_from_container_verdicts() {
+    if !is_root_or_skip("privileged_from_container_verdicts") {
+        return;
+    }
+    let fs = BpfFs::new();
+    let mut dp = Datapath::load(DatapathConfig::new(
+        &fs.path,
+        Ipv4Addr::new(192, 168, 10, 100),
+        Ipv4Addr::new(10, 0, 0, 254),
+    ))
+    .expect("load");
+    let mut maps = Maps::open(&fs.path).expect("maps");
+    let (a, b) = (Ipv4Addr::new(10, 0, 0, 1), Ipv4Addr::new(10, 0, 0, 2));
+    // Test runs see skb->ifindex 1 (loopback): pretend both endpoints sit behind it.
+    for (i, ip) in [a, b].into_iter().enumerate() {
+        let info = EndpointInfo {
+            ifindex: 1,
+            lxc_id: 10 + i as u16,
+            mac: mac_to_u64([2, 0, 0, 0, 0, 10 + i as u8]),
+            node_mac: mac_to_u64([2, 0, 0, 0, 1, 10 + i as u8]),
+            sec_id: 300 + i as u32,
+            ..EndpointInfo::default()
+        };
+        maps.endpoints.upsert_ipv4(ip, &info).expect("insert");
+    }
+    let run = |dp: &mut Datapath, pkt: &[u8]| {
+        dp.test_run("from_container", pkt, 1)
+            .expect("test run")
+            .verdict
+    };
+    // Local delivery: redirected into the peer.
+    assert_eq!(
+        run(&mut dp, &ipv4_tcp_packet(a, b, 40000, 80, 0x02)),
+        TC_ACT_REDIRECT
+    );
+    // Spoofed source: dropped.
+    let spoofed = Ipv4Addr::new(10, 0, 0, 9);
+    assert_eq!(
+        run(&mut dp, &ipv4_tcp_packet(spoofed, b, 40000, 80, 0x02)),
+        TC_ACT_SHOT
+    );
+    // Not a local endpoint: handed to the stack.
+    let outside = Ipv4Addr::new(192, 0, 2, 1);
+    assert_eq!(
+        run(&mut dp, &ipv4_tcp_packet(a, outside, 40000, 80, 0x02)),
+        TC_ACT_OK
+    );
+    // ARP for the router: answered back out of the same interface.
+    assert_eq!(
+        run(
+            &mut dp,
+            &arp_request([2, 0, 0, 0, 0, 10], a, Ipv4Addr::new(10, 0, 0, 254))
+        ),
+        TC_ACT_REDIRECT
+    );
+    // Garbage: a truncated IPv4 packet is dropped as invalid.
+    let mut short = ipv4_tcp_packet(a, b, 1, 2, 0x02);
+    short.truncate(40);
+    assert_eq!(run(&mut dp, &short), TC_ACT_SHOT);
+    // Counted per reason.
+    assert!(
+        maps.metrics
+            .count(cilium_bpf::events::drop_reason::INVALID_SOURCE_IP, 2)
+            .expect("metrics")
+            >= 1
+    );
+    assert!(
+        maps.metrics
+            .count(cilium_bpf::events::drop_reason::INVALID_PACKET, 2)
+            .expect("metrics")
+            >= 1
+    );
+}
