@@ -33,6 +33,8 @@ pub mod names {
     pub const LB4_BACKENDS: &str = "cilium_lb4_backends_v3";
     /// Reverse NAT.
     pub const LB4_REVERSE_NAT: &str = "cilium_lb4_reverse_nat";
+    /// Maglev lookup tables (hash of maps).
+    pub const LB4_MAGLEV: &str = "cilium_lb4_maglev";
     /// TCP conntrack.
     pub const CT4_TCP: &str = "cilium_ct4_global";
     /// Non-TCP conntrack.
@@ -40,7 +42,7 @@ pub mod names {
     /// BPF masquerade NAT.
     pub const SNAT4: &str = "cilium_snat_v4_external";
     /// Every pinned map.
-    pub const ALL: [&str; 10] = [
+    pub const ALL: [&str; 11] = [
         LXC,
         IPCACHE,
         METRICS,
@@ -48,6 +50,7 @@ pub mod names {
         LB4_SERVICES,
         LB4_BACKENDS,
         LB4_REVERSE_NAT,
+        LB4_MAGLEV,
         CT4_TCP,
         CT4_ANY,
         SNAT4,

@@ -30,6 +30,10 @@ fn privileged_from_container_verdicts() {
     ))
     .expect("load");
     let mut maps = Maps::open(&fs.path).expect("maps");
+    for name in cilium_bpf::maps::names::ALL {
+        let pin = cilium_bpf::maps::globals_dir(&fs.path).join(name);
+        assert!(pin.exists(), "{name} is not pinned at {}", pin.display());
+    }
     let (a, b) = (Ipv4Addr::new(10, 0, 0, 1), Ipv4Addr::new(10, 0, 0, 2));
     // Test runs see skb->ifindex 1 (loopback): pretend both endpoints sit behind it.
     for (i, ip) in [a, b].into_iter().enumerate() {

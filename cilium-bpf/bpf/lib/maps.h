@@ -82,6 +82,27 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } cilium_lb4_reverse_nat SEC(".maps");
 
+/* Maglev: rev-NAT index -> the service's lookup table (an inner array map holding the M
+ * backend ids in its single value). The inner template is sized for Cilium's default
+ * M = 16381; the agent creates one inner map per Maglev service. */
+#define LB_MAGLEV_LUT_SIZE 16381
+#define LB_MAGLEV_MAP_MAX_ENTRIES 65536
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH_OF_MAPS);
+	__type(key, __u16);
+	__type(value, __u32);
+	__uint(max_entries, LB_MAGLEV_MAP_MAX_ENTRIES);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+	__array(values, struct {
+		__uint(type, BPF_MAP_TYPE_ARRAY);
+		__uint(key_size, sizeof(__u32));
+		__uint(value_size, sizeof(__u32) * LB_MAGLEV_LUT_SIZE);
+		__uint(max_entries, 1);
+	});
+} cilium_lb4_maglev SEC(".maps");
+
 /* TCP connections. */
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
