@@ -41,8 +41,11 @@ pub mod names {
     pub const CT4_ANY: &str = "cilium_ct_any4_global";
     /// BPF masquerade NAT.
     pub const SNAT4: &str = "cilium_snat_v4_external";
+    /// Policy: endpoint id -> the endpoint's policy LPM trie (hash of maps).
+    pub const POLICY: &str = "cilium_policy_v2";
     /// Every pinned map.
-    pub const ALL: [&str; 11] = [
+    pub const ALL: [&str; 12] = [
+        POLICY,
         LXC,
         IPCACHE,
         METRICS,

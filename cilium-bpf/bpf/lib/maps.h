@@ -15,6 +15,8 @@
 #define CT_MAP_SIZE_ANY 262144
 #define SNAT_MAP_SIZE 524288
 #define EVENTS_RING_SIZE (1 << 20)
+#define POLICY_MAP_SIZE 16384
+#define POLICY_ENDPOINTS_MAX 65535
 
 /* Local endpoints: IP -> interface, MACs, endpoint id, identity. */
 struct {
@@ -129,5 +131,25 @@ struct {
 	__uint(max_entries, SNAT_MAP_SIZE);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } cilium_snat_v4_external SEC(".maps");
+
+/* Policy: endpoint id -> that endpoint's policy (an inner LPM trie of policy_key ->
+ * policy_entry, Cilium's per-endpoint cilium_policy_v2_<id> layout). The agent creates
+ * one inner map per endpoint. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH_OF_MAPS);
+	__type(key, __u32);
+	__type(value, __u32);
+	__uint(max_entries, POLICY_ENDPOINTS_MAX);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+	__array(values, struct {
+		__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+		/* aya-obj 0.3 reads only sizes in inner map templates. */
+		__uint(key_size, sizeof(struct policy_key));
+		__uint(value_size, sizeof(struct policy_entry));
+		__uint(max_entries, POLICY_MAP_SIZE);
+		__uint(map_flags, BPF_F_NO_PREALLOC);
+	});
+} cilium_policy_v2 SEC(".maps");
 
 #endif
