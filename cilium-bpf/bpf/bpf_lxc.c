@@ -4,17 +4,116 @@
  * from_container runs on tc ingress of the lxc device: traffic leaving the pod.
  * to_container runs on tc egress of the lxc device: traffic the stack sends to the pod.
  */
+#include "lib/config.h"
 #include "lib/common.h"
 #include "lib/maps.h"
 #include "lib/events.h"
 #include "lib/parse.h"
+#include "lib/conntrack.h"
+#include "lib/lb.h"
 
-/* Node-wide settings, written by the loader (EbpfLoader::override_global). */
-volatile const __u32 NODE_IPV4 = 0;      /* network byte order */
-volatile const __u32 ROUTER_IPV4 = 0;    /* network byte order */
-volatile const __u32 NATIVE_CIDR4 = 0;   /* ipv4-native-routing-cidr, network byte order */
-volatile const __u32 NATIVE_CIDR4_LEN = 0;
-volatile const __u32 ENABLE_ARP_RESPONDER = 1;
+/* Translates the destination of a packet to a service frontend into one of its backends,
+ * recording the choice in conntrack so every later packet of the flow goes to the same
+ * backend. Returns 0, or a drop reason. */
+static __always_inline int lb4_local(struct __sk_buff *skb, const struct lb4_service *svc,
+				     struct pkt_info *pi, __u32 ihl, __u32 src_label)
+{
+	struct ipv4_ct_tuple skey = {}, fkey = {};
+	struct ct_entry *e, *fe;
+	struct lb4_backend *be = NULL;
+	__u32 backend_id = 0;
+	__u16 rev_nat = svc->rev_nat_index;
+	__be32 vip = pi->daddr, baddr;
+	__be16 vport = pi->dport, bport;
+	int syn_only = pi->proto == IPPROTO_TCP &&
+		       (pi->tcp_flags & (TCP_FLAG_SYN | TCP_FLAG_ACK)) == TCP_FLAG_SYN;
+	void *ct = ct_map(pi->proto);
+
+	ct_key(&skey, pi->saddr, vip, pi->sport, vport, pi->proto, TUPLE_F_SERVICE);
+	e = bpf_map_lookup_elem(ct, &skey);
+	if (e) {
+		backend_id = (__u32)e->backend_id;
+		be = bpf_map_lookup_elem(&cilium_lb4_backends_v3, &backend_id);
+		/* Existing flows keep a terminating backend; a new connection, or a backend
+		 * that is gone, chooses again. */
+		if (be && be->flags != 0 && syn_only)
+			be = NULL;
+		if (be)
+			ct_touch(e, pi->proto, pi->tcp_flags, skb->len, 1);
+	}
+	if (!be) {
+		struct ct_entry ne = {};
+
+		backend_id = lb4_select_backend(svc, vip, vport, pi->proto, pi->saddr, pi->sport);
+		if (!backend_id)
+			return DROP_NO_SERVICE;
+		be = bpf_map_lookup_elem(&cilium_lb4_backends_v3, &backend_id);
+		if (!be)
+			return DROP_NO_SERVICE;
+		ne.backend_id = backend_id;
+		ne.rev_nat_index = rev_nat;
+		ne.src_sec_id = src_label;
+		ct_touch(&ne, pi->proto, pi->tcp_flags, skb->len, 1);
+		bpf_map_update_elem(ct, &skey, &ne, BPF_ANY);
+	}
+	baddr = be->address;
+	bport = be->port;
+
+	/* The translated flow's entry: replies find the rev-NAT index there. */
+	ct_key(&fkey, pi->saddr, baddr, pi->sport, bport, pi->proto, TUPLE_F_OUT);
+	fe = bpf_map_lookup_elem(ct, &fkey);
+	if (fe) {
+		fe->rev_nat_index = rev_nat;
+		fe->backend_id = backend_id;
+		ct_touch(fe, pi->proto, pi->tcp_flags, skb->len, 1);
+	} else {
+		struct ct_entry fne = {};
+
+		fne.backend_id = backend_id;
+		fne.rev_nat_index = rev_nat;
+		fne.src_sec_id = src_label;
+		ct_touch(&fne, pi->proto, pi->tcp_flags, skb->len, 1);
+		bpf_map_update_elem(ct, &fkey, &fne, BPF_ANY);
+	}
+
+	if (rewrite_addr_port(skb, ihl, pi->proto, 1, vip, baddr, vport, bport))
+		return DROP_INVALID;
+	pi->daddr = baddr;
+	pi->dport = bport;
+	return 0;
+}
+
+/* Reverse NAT for a reply of a service flow: the source goes back to the frontend. Returns
+ * 1 when the packet was translated, 0 when it is not such a reply, or a drop reason
+ * (> 1). */
+static __always_inline int lb4_rev_nat(struct __sk_buff *skb, struct pkt_info *pi, __u32 ihl)
+{
+	struct ipv4_ct_tuple key = {};
+	struct lb4_reverse_nat *rn;
+	struct ct_entry *e;
+	__be32 addr;
+	__be16 port;
+	__u16 idx;
+
+	if (pi->proto != IPPROTO_TCP && pi->proto != IPPROTO_UDP)
+		return 0;
+	ct_key(&key, pi->daddr, pi->saddr, pi->dport, pi->sport, pi->proto, TUPLE_F_OUT);
+	e = bpf_map_lookup_elem(ct_map(pi->proto), &key);
+	if (!e || !e->rev_nat_index)
+		return 0;
+	idx = e->rev_nat_index;
+	ct_touch(e, pi->proto, pi->tcp_flags, skb->len, 0);
+	rn = bpf_map_lookup_elem(&cilium_lb4_reverse_nat, &idx);
+	if (!rn)
+		return 0;
+	addr = rn->address;
+	port = rn->port;
+	if (rewrite_addr_port(skb, ihl, pi->proto, 0, pi->saddr, addr, pi->sport, port))
+		return DROP_INVALID;
+	pi->saddr = addr;
+	pi->sport = port;
+	return 1;
+}
 
 struct arp_eth {
 	__be16 htype;
@@ -88,7 +187,7 @@ int from_container(struct __sk_buff *skb)
 	struct pkt_info pi = {};
 	struct endpoint_info *src, *dst;
 	struct iphdr *ip;
-	__u32 src_label, dst_label;
+	__u32 src_label, dst_label, ihl;
 	__u16 src_id;
 	int ret;
 
@@ -114,6 +213,29 @@ int from_container(struct __sk_buff *skb)
 		return send_drop(skb, DROP_INVALID_SIP, METRIC_EGRESS, 0, &pi, 0, 0);
 	src_label = src->sec_id;
 	src_id = src->lxc_id;
+	ihl = ip->ihl * 4;
+
+	/* Replies of service flows get their frontend back; requests to a frontend get a
+	 * backend. Both rewrite the packet, so its pointers are loaded again after. */
+	ret = lb4_rev_nat(skb, &pi, ihl);
+	if (ret > 1)
+		return send_drop(skb, ret, METRIC_EGRESS, src_id, &pi, src_label, 0);
+	if (ret == 0 && (pi.proto == IPPROTO_TCP || pi.proto == IPPROTO_UDP)) {
+		struct lb4_service *svc = lb4_lookup_service(pi.daddr, pi.dport, pi.proto);
+
+		if (svc) {
+			ret = lb4_local(skb, svc, &pi, ihl, src_label);
+			if (ret)
+				return send_drop(skb, ret, METRIC_EGRESS, src_id, &pi, src_label,
+						 0);
+		}
+	}
+	data = (void *)(long)skb->data;
+	data_end = (void *)(long)skb->data_end;
+	eth = data;
+	ip = (void *)(eth + 1);
+	if ((void *)(ip + 1) > data_end)
+		return send_drop(skb, DROP_INVALID, METRIC_EGRESS, src_id, &pi, src_label, 0);
 
 	dst = lookup_ip4_endpoint(ip->daddr);
 	if (dst && !(dst->flags & ENDPOINT_F_HOST)) {
@@ -173,6 +295,10 @@ int to_container(struct __sk_buff *skb)
 	dst_label = dst->sec_id;
 	dst_id = dst->lxc_id;
 	src_label = resolve_identity4(ip->saddr);
+	/* A reply of a service flow whose backend is behind the stack: restore the frontend. */
+	ret = lb4_rev_nat(skb, &pi, ip->ihl * 4);
+	if (ret > 1)
+		return send_drop(skb, ret, METRIC_INGRESS, dst_id, &pi, src_label, dst_label);
 	/* Ingress policy goes here. */
 	send_trace(skb, TRACE_TO_LXC, METRIC_INGRESS, dst_id, &pi, src_label, dst_label, 0,
 		   dst_id);

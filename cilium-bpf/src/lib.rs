@@ -28,6 +28,7 @@
 
 mod error;
 pub mod events;
+pub mod lb;
 pub mod loader;
 pub mod maps;
 pub mod preflight;

@@ -44,6 +44,9 @@ pub struct DatapathConfig {
     pub native_routing_cidr: Option<(Ipv4Addr, u8)>,
     /// Answer pods' ARP requests in BPF.
     pub arp_responder: bool,
+    /// Seed of the Maglev flow hash: the second word of `bpf-lb-maglev-hash-seed`
+    /// (`cilium_lb::maglev::MaglevSeed::jhash0`).
+    pub maglev_hash_seed: u32,
 }
 
 impl DatapathConfig {
@@ -55,6 +58,7 @@ impl DatapathConfig {
             router_ipv4,
             native_routing_cidr: None,
             arp_responder: true,
+            maglev_hash_seed: cilium_lb::maglev::MaglevConfig::default().seed().jhash0,
         }
     }
 }
@@ -124,6 +128,7 @@ impl Datapath {
         let node = be(config.node_ipv4);
         let router = be(config.router_ipv4);
         let arp = u32::from(config.arp_responder);
+        let seed = config.maglev_hash_seed;
         let mut ebpf = EbpfLoader::new()
             .default_map_pin_directory(&globals)
             .override_global("NODE_IPV4", &node, true)
@@ -131,6 +136,7 @@ impl Datapath {
             .override_global("NATIVE_CIDR4", &cidr, true)
             .override_global("NATIVE_CIDR4_LEN", &cidr_len, true)
             .override_global("ENABLE_ARP_RESPONDER", &arp, true)
+            .override_global("HASH_INIT4_SEED", &seed, true)
             .load(objects::BPF_LXC)
             .map_err(|source| DatapathError::LoadObject {
                 object: OBJECT,

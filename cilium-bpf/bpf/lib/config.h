@@ -1,0 +1,17 @@
+/* SPDX-License-Identifier: (GPL-2.0 OR BSD-2-Clause) */
+/* cilium-rs datapath: node-wide settings, written by the loader into these `volatile
+ * const` globals (aya's EbpfLoader::override_global) before the programs load. */
+#ifndef CILIUM_RS_CONFIG_H
+#define CILIUM_RS_CONFIG_H
+
+#include <linux/types.h>
+
+volatile const __u32 NODE_IPV4 = 0;      /* network byte order */
+volatile const __u32 ROUTER_IPV4 = 0;    /* network byte order */
+volatile const __u32 NATIVE_CIDR4 = 0;   /* ipv4-native-routing-cidr, network byte order */
+volatile const __u32 NATIVE_CIDR4_LEN = 0;
+volatile const __u32 ENABLE_ARP_RESPONDER = 1;
+/* Seed of the Maglev flow hash (bytes 4-7 of bpf-lb-maglev-hash-seed). */
+volatile const __u32 HASH_INIT4_SEED = 0;
+
+#endif

@@ -1,0 +1,150 @@
+/* SPDX-License-Identifier: (GPL-2.0 OR BSD-2-Clause) */
+/* cilium-rs datapath: service load balancing (east-west, in from_container). */
+#ifndef CILIUM_RS_LB_H
+#define CILIUM_RS_LB_H
+
+#include "common.h"
+#include "maps.h"
+#include "events.h"
+#include "conntrack.h"
+
+#define LB_LOOKUP_SCOPE_EXT 0
+#define LB_SELECTION_RANDOM 1
+#define LB_SELECTION_MAGLEV 2
+
+#define IP_CSUM_OFF (ETH_HLEN + offsetof(struct iphdr, check))
+#define IP_SADDR_OFF (ETH_HLEN + offsetof(struct iphdr, saddr))
+#define IP_DADDR_OFF (ETH_HLEN + offsetof(struct iphdr, daddr))
+
+#ifndef offsetof
+#define offsetof(type, member) __builtin_offsetof(type, member)
+#endif
+
+/* Jenkins hash of three words, as Linux's jhash_3words (and Cilium's). */
+static __always_inline __u32 rol32(__u32 word, unsigned int shift)
+{
+	return (word << shift) | (word >> ((-shift) & 31));
+}
+
+static __always_inline __u32 jhash_3words(__u32 a, __u32 b, __u32 c, __u32 initval)
+{
+	initval += 0xdeadbeef + (3 << 2);
+	a += initval;
+	b += initval;
+	c += initval;
+	c ^= b; c -= rol32(b, 14);
+	a ^= c; a -= rol32(c, 11);
+	b ^= a; b -= rol32(a, 25);
+	c ^= b; c -= rol32(b, 16);
+	a ^= c; a -= rol32(c, 4);
+	b ^= a; b -= rol32(a, 14);
+	c ^= b; c -= rol32(b, 24);
+	return c;
+}
+
+/* Offset of the L4 checksum, or 0 when the protocol has none we rewrite. */
+static __always_inline __u32 l4_csum_off(__u8 proto, __u32 ihl)
+{
+	if (proto == IPPROTO_TCP)
+		return ETH_HLEN + ihl + 16;
+	if (proto == IPPROTO_UDP)
+		return ETH_HLEN + ihl + 6;
+	return 0;
+}
+
+/* Rewrites one address (source or destination) and one port of the packet, fixing the IP
+ * and L4 checksums. Invalidates packet pointers. */
+static __always_inline int rewrite_addr_port(struct __sk_buff *skb, __u32 ihl, __u8 proto,
+					     int dest, __be32 old_addr, __be32 new_addr,
+					     __be16 old_port, __be16 new_port)
+{
+	__u32 addr_off = dest ? IP_DADDR_OFF : IP_SADDR_OFF;
+	__u32 port_off = ETH_HLEN + ihl + (dest ? 2 : 0);
+	__u32 csum_off = l4_csum_off(proto, ihl);
+	__u32 udp_flags = proto == IPPROTO_UDP ? BPF_F_MARK_MANGLED_0 : 0;
+
+	if (csum_off) {
+		if (bpf_l4_csum_replace(skb, csum_off, old_addr, new_addr,
+					BPF_F_PSEUDO_HDR | udp_flags | sizeof(new_addr)) < 0)
+			return DROP_INVALID;
+		if (old_port != new_port &&
+		    bpf_l4_csum_replace(skb, csum_off, old_port, new_port,
+					udp_flags | sizeof(new_port)) < 0)
+			return DROP_INVALID;
+		if (old_port != new_port &&
+		    bpf_skb_store_bytes(skb, port_off, &new_port, sizeof(new_port), 0) < 0)
+			return DROP_INVALID;
+	}
+	if (bpf_l3_csum_replace(skb, IP_CSUM_OFF, old_addr, new_addr, sizeof(new_addr)) < 0)
+		return DROP_INVALID;
+	if (bpf_skb_store_bytes(skb, addr_off, &new_addr, sizeof(new_addr), 0) < 0)
+		return DROP_INVALID;
+	return 0;
+}
+
+/* The CT key of a flow from `saddr:sport` to `daddr:dport`. */
+static __always_inline void ct_key(struct ipv4_ct_tuple *t, __be32 saddr, __be32 daddr,
+				   __be16 sport, __be16 dport, __u8 proto, __u8 flags)
+{
+	t->daddr = daddr;
+	t->saddr = saddr;
+	t->dport = dport;
+	t->sport = sport;
+	t->nexthdr = proto;
+	t->flags = flags;
+}
+
+static __always_inline struct lb4_service *lb4_lookup_service(__be32 addr, __be16 port,
+							      __u8 proto)
+{
+	struct lb4_key key = {};
+
+	key.address = addr;
+	key.dport = port;
+	key.proto = proto;
+	key.scope = LB_LOOKUP_SCOPE_EXT;
+	return bpf_map_lookup_elem(&cilium_lb4_services_v2, &key);
+}
+
+/* Picks a backend for a new flow: Maglev when the service has a table, else a random
+ * active slot (rand % count + 1). Returns 0 when there is none. */
+static __always_inline __u32 lb4_select_backend(const struct lb4_service *svc, __be32 addr,
+						__be16 port, __u8 proto, __be32 saddr,
+						__be16 sport)
+{
+	struct lb4_key key = {};
+	struct lb4_service *slot;
+	__u16 rev_nat = svc->rev_nat_index;
+	void *inner;
+
+	if (svc->count == 0)
+		return 0;
+	inner = bpf_map_lookup_elem(&cilium_lb4_maglev, &rev_nat);
+	if (inner) {
+		__u32 zero = 0;
+		__u32 *table = bpf_map_lookup_elem(inner, &zero);
+
+		if (table) {
+			__u32 idx = jhash_3words(saddr, ((__u32)port << 16) | sport, proto,
+						 HASH_INIT4_SEED) % LB_MAGLEV_LUT_SIZE;
+
+			/* Spelled out for the verifier, which loses the modulo's bound (the
+			 * empty asm keeps clang from dropping the check). */
+			asm volatile("" : "+r"(idx));
+			if (idx >= LB_MAGLEV_LUT_SIZE)
+				return 0;
+			return table[idx];
+		}
+	}
+	key.address = addr;
+	key.dport = port;
+	key.proto = proto;
+	key.scope = LB_LOOKUP_SCOPE_EXT;
+	key.backend_slot = (bpf_get_prandom_u32() % svc->count) + 1;
+	slot = bpf_map_lookup_elem(&cilium_lb4_services_v2, &key);
+	if (!slot)
+		return 0;
+	return slot->backend_id;
+}
+
+#endif
