@@ -169,7 +169,7 @@ impl ServiceWriter {
         for op in ops {
             match op {
                 MapOp::UpsertBackend { id, value } => {
-                    self.backends.insert(id, &backend_value(value))?
+                    self.backends.insert(id, &backend_value(value))?;
                 }
                 MapOp::UpsertRevNat { index, value } => {
                     self.rev_nat.insert(&index.to_be(), &rev_nat_value(value))?;
@@ -230,7 +230,7 @@ impl ServiceWriter {
         let mut value = Box::new(MaglevTable([0; MAGLEV_LUT_SIZE]));
         value.0.copy_from_slice(table);
         inner
-            .set(0, &*value, 0)
+            .set(0, value.as_ref(), 0)
             .map_err(map_err("fill inner", names::LB4_MAGLEV))?;
         // One update of the outer map swaps the whole table in.
         self.maglev
