@@ -13,7 +13,6 @@ use std::time::{Duration, Instant};
 
 use cilium_bpf::events::{Event, EventKind, ObservationPoint, drop_reason};
 use cilium_bpf::maps::{DIR_EGRESS, EventReader, Maps, REASON_FORWARDED};
-use cilium_bpf::types::{EndpointInfo, mac_to_u64};
 use cilium_bpf::{Attached, Datapath, DatapathConfig};
 use support::{Pod, ROUTER, TestNode, in_netns, is_root_or_skip, spawn_in_netns};
 
@@ -21,33 +20,8 @@ const NODE_IP: Ipv4Addr = Ipv4Addr::new(192, 168, 10, 100);
 const FIRST_IDENTITY: u32 = 256;
 const FIRST_ENDPOINT: u16 = 100;
 
-/// Loads the datapath in the node namespace, attaches it to every pod and records the
-/// pods in cilium_lxc.
 fn start(env: &TestNode) -> Datapath {
-    let root = env.bpffs.clone();
-    let pods = env.pods.clone();
-    let dp = in_netns(&env.node, move || {
-        let mut dp = Datapath::load(DatapathConfig::new(&root, NODE_IP, ROUTER)).expect("load");
-        for p in &pods {
-            assert_eq!(dp.attach_endpoint(&p.lxc).expect("attach"), Attached::New);
-        }
-        dp
-    });
-    let mut maps = Maps::open(&env.bpffs).expect("open pinned maps");
-    for (i, p) in env.pods.iter().enumerate() {
-        let info = EndpointInfo {
-            ifindex: p.lxc_ifindex,
-            lxc_id: FIRST_ENDPOINT + i as u16,
-            mac: mac_to_u64(p.mac),
-            node_mac: mac_to_u64(p.lxc_mac),
-            sec_id: FIRST_IDENTITY + i as u32,
-            ..EndpointInfo::default()
-        };
-        maps.endpoints
-            .upsert_ipv4(p.ip, &info)
-            .expect("insert endpoint");
-    }
-    dp
+    support::start_datapath(env, NODE_IP)
 }
 
 fn events(reader: &mut EventReader) -> Vec<Event> {

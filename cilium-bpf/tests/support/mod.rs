@@ -268,3 +268,119 @@ impl Drop for BpfFs {
         let _ = std::fs::remove_dir(&self.path);
     }
 }
+
+/// A tiny HTTP server in a pod: answers every request with `Hostname: <name>` (like the
+/// seed's traefik/whoami) and closes the connection. Stopped on drop.
+#[derive(Debug)]
+pub struct HttpServer {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    addr: std::net::SocketAddr,
+    netns: String,
+    handle: Option<std::thread::JoinHandle<()>>,
+}
+
+impl HttpServer {
+    /// Starts serving on `ip:port` inside `netns`.
+    pub fn start(netns: &str, ip: Ipv4Addr, port: u16, hostname: &str) -> Self {
+        use std::io::{Read, Write};
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let addr = std::net::SocketAddr::from((ip, port));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let (flag, name) = (stop.clone(), hostname.to_owned());
+        let handle = spawn_in_netns(netns, move || {
+            let listener = std::net::TcpListener::bind(addr).expect("bind");
+            tx.send(()).expect("ready");
+            for conn in listener.incoming() {
+                if flag.load(Ordering::SeqCst) {
+                    break;
+                }
+                let Ok(mut conn) = conn else { continue };
+                let _ = conn.set_read_timeout(Some(std::time::Duration::from_secs(2)));
+                let mut buf = [0u8; 4096];
+                let mut got = Vec::new();
+                while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match conn.read(&mut buf) {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => got.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let body = format!("Hostname: {name}\n");
+                let _ = write!(
+                    conn,
+                    "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+            }
+        });
+        rx.recv_timeout(std::time::Duration::from_secs(5))
+            .expect("server ready");
+        HttpServer {
+            stop,
+            addr,
+            netns: netns.to_owned(),
+            handle: Some(handle),
+        }
+    }
+}
+
+impl Drop for HttpServer {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        let addr = self.addr;
+        // Wake the accept loop with one last connection from inside the pod.
+        let _ = spawn_in_netns(&self.netns, move || {
+            let _ = std::net::TcpStream::connect_timeout(&addr, std::time::Duration::from_secs(1));
+        })
+        .join();
+        if let Some(h) = self.handle.take() {
+            let _ = h.join();
+        }
+    }
+}
+
+/// Runs `curl` inside a namespace; returns its output when it succeeds.
+pub fn curl(netns: &str, args: &[&str]) -> Option<String> {
+    let out = Command::new("ip")
+        .args(["netns", "exec", netns, "curl", "-s", "--max-time", "3"])
+        .args(args)
+        .output()
+        .ok()?;
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// Loads the datapath in the node namespace, attaches it to every pod and records the
+/// pods in cilium_lxc (endpoint ids 100.., identities 256..).
+pub fn start_datapath(env: &TestNode, node_ip: Ipv4Addr) -> cilium_bpf::Datapath {
+    use cilium_bpf::types::{EndpointInfo, mac_to_u64};
+    let root = env.bpffs.clone();
+    let pods = env.pods.clone();
+    let dp = in_netns(&env.node, move || {
+        let mut dp =
+            cilium_bpf::Datapath::load(cilium_bpf::DatapathConfig::new(&root, node_ip, ROUTER))
+                .expect("load");
+        for p in &pods {
+            assert_eq!(
+                dp.attach_endpoint(&p.lxc).expect("attach"),
+                cilium_bpf::Attached::New
+            );
+        }
+        dp
+    });
+    let mut maps = cilium_bpf::maps::Maps::open(&env.bpffs).expect("open pinned maps");
+    for (i, p) in env.pods.iter().enumerate() {
+        let info = EndpointInfo {
+            ifindex: p.lxc_ifindex,
+            lxc_id: 100 + i as u16,
+            mac: mac_to_u64(p.mac),
+            node_mac: mac_to_u64(p.lxc_mac),
+            sec_id: 256 + i as u32,
+            ..EndpointInfo::default()
+        };
+        maps.endpoints
+            .upsert_ipv4(p.ip, &info)
+            .expect("insert endpoint");
+    }
+    dp
+}

@@ -1,0 +1,177 @@
+// SPDX-License-Identifier: Apache-2.0
+
+//! kube-proxy replacement, east-west: a ClusterIP answered by two backend pods, reached
+//! with real curl from a client pod through from_container's load balancing, conntrack
+//! and reverse NAT. Needs root; namespaces and bpffs are the test's own and removed on drop.
+
+mod support;
+
+use std::collections::HashMap;
+use std::net::Ipv4Addr;
+
+use cilium_bpf::events::{EventKind, drop_reason};
+use cilium_bpf::lb::ServiceWriter;
+use cilium_bpf::maps::EventReader;
+use cilium_lb::maglev::L4Proto;
+use cilium_lb::manager::{LbConfig, LbManager};
+use cilium_lb::service::{Backend, L3n4Addr, LbAlgorithm, Service, ServiceType};
+use support::{HttpServer, TestNode, curl, is_root_or_skip, start_datapath};
+
+const NODE_IP: Ipv4Addr = Ipv4Addr::new(192, 168, 10, 100);
+const VIP: Ipv4Addr = Ipv4Addr::new(10, 96, 0, 10);
+
+fn webpod(env: &TestNode) -> Service {
+    let mut svc = Service::new(
+        "default/webpod",
+        L3n4Addr::new(VIP.into(), 80, L4Proto::Tcp),
+        ServiceType::ClusterIP,
+    );
+    for p in &env.pods[1..] {
+        svc.backends
+            .push(Backend::new(L3n4Addr::new(p.ip.into(), 8080, L4Proto::Tcp)));
+    }
+    svc
+}
+
+fn hostname(body: &str) -> String {
+    body.lines()
+        .find_map(|l| l.strip_prefix("Hostname: "))
+        .unwrap_or("?")
+        .to_owned()
+}
+
+/// Cilium's Maglev flow hash: jhash_3words(saddr, dport << 16 | sport, proto, seed), with
+/// addresses and ports as the packet carries them.
+fn jhash_3words(a: u32, b: u32, c: u32, initval: u32) -> u32 {
+    let init = initval.wrapping_add(0xdead_beef).wrapping_add(3 << 2);
+    let (mut a, mut b, mut c) = (
+        a.wrapping_add(init),
+        b.wrapping_add(init),
+        c.wrapping_add(init),
+    );
+    c ^= b;
+    c = c.wrapping_sub(b.rotate_left(14));
+    a ^= c;
+    a = a.wrapping_sub(c.rotate_left(11));
+    b ^= a;
+    b = b.wrapping_sub(a.rotate_left(25));
+    c ^= b;
+    c = c.wrapping_sub(b.rotate_left(16));
+    a ^= c;
+    a = a.wrapping_sub(c.rotate_left(4));
+    b ^= a;
+    b = b.wrapping_sub(a.rotate_left(14));
+    c ^= b;
+    c.wrapping_sub(b.rotate_left(24))
+}
+
+#[test]
+fn privileged_clusterip_spreads_over_both_backends() {
+    if !is_root_or_skip("privileged_clusterip_spreads_over_both_backends") {
+        return;
+    }
+    let env = TestNode::new(3);
+    let _dp = start_datapath(&env, NODE_IP);
+    let _servers: Vec<HttpServer> = env.pods[1..]
+        .iter()
+        .enumerate()
+        .map(|(i, p)| HttpServer::start(&p.netns, p.ip, 8080, &format!("webpod-{}", i + 1)))
+        .collect();
+    let mut lb = LbManager::new(LbConfig::default());
+    let mut writer = ServiceWriter::open(&env.bpffs).expect("writer");
+    writer
+        .apply(&lb.upsert(&webpod(&env)).expect("upsert"))
+        .expect("apply");
+
+    let mut seen: HashMap<String, usize> = HashMap::new();
+    for _ in 0..50 {
+        let body =
+            curl(&env.pods[0].netns, &[&format!("http://{VIP}/")]).expect("curl to the ClusterIP");
+        *seen.entry(hostname(&body)).or_default() += 1;
+    }
+    assert_eq!(seen.values().sum::<usize>(), 50);
+    assert_eq!(seen.len(), 2, "both backends answer: {seen:?}");
+    assert!(
+        seen.contains_key("webpod-1") && seen.contains_key("webpod-2"),
+        "{seen:?}"
+    );
+
+    // No backends: the connection fails and the datapath reports why.
+    let mut reader = EventReader::open(&env.bpffs).expect("events");
+    reader.drain();
+    let mut empty = webpod(&env);
+    empty.backends.clear();
+    writer
+        .apply(&lb.upsert(&empty).expect("upsert"))
+        .expect("apply");
+    assert!(
+        curl(
+            &env.pods[0].netns,
+            &["--max-time", "1", &format!("http://{VIP}/")]
+        )
+        .is_none()
+    );
+    let drops = reader
+        .drain()
+        .into_iter()
+        .filter_map(Result::ok)
+        .filter(|e| {
+            e.kind
+                == EventKind::Drop {
+                    reason: drop_reason::NO_SERVICE,
+                }
+        })
+        .count();
+    assert!(drops >= 1, "no DROP_NO_SERVICE event");
+}
+
+#[test]
+fn privileged_maglev_picks_the_backend_the_table_says() {
+    if !is_root_or_skip("privileged_maglev_picks_the_backend_the_table_says") {
+        return;
+    }
+    let env = TestNode::new(3);
+    let _dp = start_datapath(&env, NODE_IP);
+    let _servers: Vec<HttpServer> = env.pods[1..]
+        .iter()
+        .enumerate()
+        .map(|(i, p)| HttpServer::start(&p.netns, p.ip, 8080, &format!("webpod-{}", i + 1)))
+        .collect();
+    let mut lb = LbManager::new(LbConfig::default());
+    let mut svc = webpod(&env);
+    svc.algorithm = Some(LbAlgorithm::Maglev);
+    let mut writer = ServiceWriter::open(&env.bpffs).expect("writer");
+    writer
+        .apply(&lb.upsert(&svc).expect("upsert"))
+        .expect("apply");
+    let table = lb.maglev_table(&svc.frontend).expect("a Maglev table");
+    let seed = lb.config().maglev.seed().jhash0;
+    let names: HashMap<u32, &str> = env.pods[1..]
+        .iter()
+        .enumerate()
+        .map(|(i, p)| {
+            let id = lb
+                .backend_id(&L3n4Addr::new(p.ip.into(), 8080, L4Proto::Tcp))
+                .expect("backend id");
+            (id, if i == 0 { "webpod-1" } else { "webpod-2" })
+        })
+        .collect();
+    let client = env.pods[0].ip;
+    let mut seen = HashMap::new();
+    for port in 41000u16..41016 {
+        let body = curl(
+            &env.pods[0].netns,
+            &["--local-port", &port.to_string(), &format!("http://{VIP}/")],
+        )
+        .expect("curl");
+        // Predict the backend from the table, as the datapath indexes it.
+        let saddr = u32::from_ne_bytes(client.octets());
+        let sport = u32::from(u16::from_ne_bytes(port.to_be_bytes()));
+        let dport = u32::from(u16::from_ne_bytes(80u16.to_be_bytes()));
+        let idx = jhash_3words(saddr, (dport << 16) | sport, 6, seed) % table.len() as u32;
+        let want = names[&table[idx as usize]];
+        assert_eq!(hostname(&body), want, "source port {port}");
+        *seen.entry(want).or_insert(0) += 1;
+    }
+    assert_eq!(seen.len(), 2, "{seen:?}");
+}
