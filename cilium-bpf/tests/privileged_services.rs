@@ -33,6 +33,18 @@ fn webpod(env: &TestNode) -> Service {
     svc
 }
 
+/// A node with a client pod and two backend pods serving HTTP on 8080.
+fn setup() -> (TestNode, cilium_bpf::Datapath, Vec<HttpServer>) {
+    let env = TestNode::new(3);
+    let dp = start_datapath(&env, NODE_IP);
+    let servers = env.pods[1..]
+        .iter()
+        .enumerate()
+        .map(|(i, p)| HttpServer::start(&p.netns, p.ip, 8080, &format!("webpod-{}", i + 1)))
+        .collect();
+    (env, dp, servers)
+}
+
 fn hostname(body: &str) -> String {
     body.lines()
         .find_map(|l| l.strip_prefix("Hostname: "))
@@ -70,13 +82,7 @@ fn privileged_clusterip_spreads_over_both_backends() {
     if !is_root_or_skip("privileged_clusterip_spreads_over_both_backends") {
         return;
     }
-    let env = TestNode::new(3);
-    let _dp = start_datapath(&env, NODE_IP);
-    let _servers: Vec<HttpServer> = env.pods[1..]
-        .iter()
-        .enumerate()
-        .map(|(i, p)| HttpServer::start(&p.netns, p.ip, 8080, &format!("webpod-{}", i + 1)))
-        .collect();
+    let (env, _dp, _servers) = setup();
     let mut lb = LbManager::new(LbConfig::default());
     let mut writer = ServiceWriter::open(&env.bpffs).expect("writer");
     writer
@@ -130,13 +136,7 @@ fn privileged_maglev_picks_the_backend_the_table_says() {
     if !is_root_or_skip("privileged_maglev_picks_the_backend_the_table_says") {
         return;
     }
-    let env = TestNode::new(3);
-    let _dp = start_datapath(&env, NODE_IP);
-    let _servers: Vec<HttpServer> = env.pods[1..]
-        .iter()
-        .enumerate()
-        .map(|(i, p)| HttpServer::start(&p.netns, p.ip, 8080, &format!("webpod-{}", i + 1)))
-        .collect();
+    let (env, _dp, _servers) = setup();
     let mut lb = LbManager::new(LbConfig::default());
     let mut svc = webpod(&env);
     svc.algorithm = Some(LbAlgorithm::Maglev);
