@@ -175,3 +175,138 @@ fn privileged_maglev_picks_the_backend_the_table_says() {
     }
     assert_eq!(seen.len(), 2, "{seen:?}");
 }
+
+/// A TCP sink on `ip:port` in a pod: counts the bytes of its first connection and the
+/// longest pause between reads.
+fn sink(
+    netns: &str,
+    ip: Ipv4Addr,
+    port: u16,
+) -> std::thread::JoinHandle<Option<(usize, std::time::Duration)>> {
+    use std::io::Read;
+    let (tx, rx) = std::sync::mpsc::channel();
+    let addr = std::net::SocketAddr::from((ip, port));
+    let h = support::spawn_in_netns(netns, move || {
+        let listener = std::net::TcpListener::bind(addr).expect("bind");
+        listener.set_nonblocking(true).expect("nonblocking");
+        tx.send(()).expect("ready");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        let mut conn = loop {
+            match listener.accept() {
+                Ok((c, _)) => break c,
+                Err(_) if std::time::Instant::now() < deadline => {
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+                Err(_) => return None,
+            }
+        };
+        conn.set_nonblocking(false).expect("blocking");
+        let mut buf = vec![0u8; 65536];
+        let (mut total, mut longest) = (0usize, std::time::Duration::ZERO);
+        let mut last = std::time::Instant::now();
+        loop {
+            let n = conn.read(&mut buf).expect("the stream must not break");
+            if n == 0 {
+                return Some((total, longest));
+            }
+            total += n;
+            longest = longest.max(last.elapsed());
+            last = std::time::Instant::now();
+        }
+    });
+    rx.recv_timeout(std::time::Duration::from_secs(5))
+        .expect("sink ready");
+    h
+}
+
+#[test]
+fn privileged_established_flow_survives_service_changes() {
+    if !is_root_or_skip("privileged_established_flow_survives_service_changes") {
+        return;
+    }
+    use std::io::Write;
+    let env = TestNode::new(4);
+    let _dp = start_datapath(&env, NODE_IP);
+    let vip = Ipv4Addr::new(10, 96, 0, 11);
+    let backend = |p: &support::Pod| Backend::new(L3n4Addr::new(p.ip.into(), 9000, L4Proto::Tcp));
+    let mut svc = Service::new(
+        "default/stream",
+        L3n4Addr::new(vip.into(), 9000, L4Proto::Tcp),
+        ServiceType::ClusterIP,
+    );
+    svc.backends = vec![backend(&env.pods[1]), backend(&env.pods[2])];
+    let sinks: Vec<_> = env.pods[1..]
+        .iter()
+        .map(|p| sink(&p.netns, p.ip, 9000))
+        .collect();
+    let mut lb = LbManager::new(LbConfig::default());
+    let mut writer = ServiceWriter::open(&env.bpffs).expect("writer");
+    writer
+        .apply(&lb.upsert(&svc).expect("upsert"))
+        .expect("apply");
+
+    let client = support::spawn_in_netns(&env.pods[0].netns, move || {
+        let addr = std::net::SocketAddr::from((vip, 9000));
+        let mut conn =
+            std::net::TcpStream::connect_timeout(&addr, std::time::Duration::from_secs(3))
+                .expect("connect");
+        let chunk = vec![1u8; 16384];
+        let start = std::time::Instant::now();
+        let mut sent = 0;
+        while start.elapsed() < std::time::Duration::from_secs(3) {
+            conn.write_all(&chunk).expect("the stream must not break");
+            sent += chunk.len();
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        sent
+    });
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    // Add a backend, remove one (maybe the stream's), change the service: the stream goes on
+    // as long as its own backend exists; we remove the backend it does not use.
+    svc.backends.push(backend(&env.pods[3]));
+    writer
+        .apply(&lb.upsert(&svc).expect("upsert"))
+        .expect("apply");
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let ct = cilium_bpf::maps::Maps::open(&env.bpffs).expect("maps");
+    let stream_backend = ct
+        .ct4_tcp
+        .entries()
+        .expect("ct entries")
+        .into_iter()
+        .find(|(k, v)| k.flags == 4 && v.backend_id != 0)
+        .map(|(_, v)| v.backend_id as u32)
+        .expect("the stream's service entry");
+    let unused = svc
+        .backends
+        .iter()
+        .position(|b| {
+            lb.backend_id(&b.address) != Some(stream_backend)
+                && b.address.address != std::net::IpAddr::V4(env.pods[3].ip)
+        })
+        .expect("a backend the stream does not use");
+    svc.backends.remove(unused);
+    writer
+        .apply(&lb.upsert(&svc).expect("upsert"))
+        .expect("apply");
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    svc.session_affinity_timeout = Some(600);
+    writer
+        .apply(&lb.upsert(&svc).expect("upsert"))
+        .expect("apply");
+
+    let sent = client.join().expect("client");
+    let results: Vec<_> = sinks.into_iter().map(|h| h.join().expect("sink")).collect();
+    let served: Vec<_> = results.iter().flatten().collect();
+    assert_eq!(
+        served.len(),
+        1,
+        "exactly one backend got the stream: {results:?}"
+    );
+    let (received, longest) = served[0];
+    assert_eq!(*received, sent);
+    assert!(
+        *longest < std::time::Duration::from_millis(500),
+        "the stream paused {longest:?}"
+    );
+}
