@@ -26,6 +26,7 @@
 //! assert_eq!(std::mem::size_of::<EndpointInfo>(), 48);
 //! ```
 
+pub mod conntrack;
 mod error;
 pub mod events;
 pub mod lb;

@@ -81,6 +81,39 @@ fn privileged_from_container_verdicts() {
     let mut short = ipv4_tcp_packet(a, b, 1, 2, 0x02);
     short.truncate(40);
     assert_eq!(run(&mut dp, &short), TC_ACT_SHOT);
+    // Conntrack: the SYN to a service created entries; GC keeps them now and removes them
+    // once their lifetime has passed.
+    let mut lb = cilium_lb::manager::LbManager::new(cilium_lb::manager::LbConfig::default());
+    let vip = Ipv4Addr::new(10, 96, 0, 10);
+    let svc = cilium_lb::service::Service::new(
+        "x",
+        cilium_lb::service::L3n4Addr::new(vip.into(), 80, cilium_lb::maglev::L4Proto::Tcp),
+        cilium_lb::service::ServiceType::ClusterIP,
+    )
+    .with_backend(cilium_lb::service::Backend::new(
+        cilium_lb::service::L3n4Addr::new(b.into(), 8080, cilium_lb::maglev::L4Proto::Tcp),
+    ));
+    let mut writer = cilium_bpf::lb::ServiceWriter::open(&fs.path).expect("writer");
+    writer
+        .apply(&lb.upsert(&svc).expect("upsert"))
+        .expect("apply");
+    assert_eq!(
+        run(&mut dp, &ipv4_tcp_packet(a, vip, 40001, 80, 0x02)),
+        TC_ACT_REDIRECT
+    );
+    let now = cilium_bpf::conntrack::monotonic_seconds();
+    let kept = cilium_bpf::conntrack::gc(&mut maps.ct4_tcp, now).expect("gc");
+    assert_eq!(
+        (kept.deleted, kept.alive),
+        (0, 2),
+        "service and translated-flow entries"
+    );
+    let later = cilium_bpf::conntrack::gc(&mut maps.ct4_tcp, now + 61).expect("gc");
+    assert_eq!(
+        (later.deleted, later.alive),
+        (2, 0),
+        "a SYN-only flow expires after 60 s"
+    );
     // Counted per reason.
     assert!(
         maps.metrics
