@@ -37,12 +37,16 @@ pub mod testing;
 pub mod types;
 
 pub use error::DatapathError;
-pub use loader::{Attached, Datapath, DatapathConfig, TestRunOutcome};
+pub use loader::{Attached, Datapath, DatapathConfig, SocketLb, TestRunOutcome};
 
 /// The compiled BPF objects, embedded in the crate.
 pub mod objects {
     /// Programs on an endpoint's veth (`from_container`, `to_container`) and every map.
     pub static BPF_LXC: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/bpf_lxc.o"));
+    /// Socket LB on a cgroup v2 subtree (`cgroup/connect4`, `sendmsg4`, `recvmsg4`,
+    /// `getpeername4`).
+    pub static BPF_SOCK: &[u8] =
+        aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/bpf_sock.o"));
     /// Never loaded: one global of each ABI type, for layout checks.
     pub static TYPES: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/types.o"));
     /// A program that only returns TC_ACT_OK: the benchmarks' baseline.
@@ -52,12 +56,13 @@ pub mod objects {
     /// opposed to copied from `bpf/prebuilt/`.
     pub const FRESH: bool = cfg!(bpf_fresh);
     /// Names of the objects, as files in `bpf/prebuilt/` (`<name>.o`).
-    pub const NAMES: [&str; 3] = ["bpf_lxc", "types", "bpf_bench"];
+    pub const NAMES: [&str; 4] = ["bpf_lxc", "bpf_sock", "types", "bpf_bench"];
 
     /// An object's bytes by name.
     pub fn by_name(name: &str) -> Option<&'static [u8]> {
         match name {
             "bpf_lxc" => Some(BPF_LXC),
+            "bpf_sock" => Some(BPF_SOCK),
             "types" => Some(TYPES),
             "bpf_bench" => Some(BPF_BENCH),
             _ => None,

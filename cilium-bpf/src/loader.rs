@@ -339,3 +339,79 @@ fn load_error(program: &'static str, e: ProgramError) -> DatapathError {
         source => program_err("loading".to_owned(), program, source),
     }
 }
+
+/// The socket LB programs, attached to one cgroup v2 directory (the agent's or a test's own
+/// subtree, never the root). Their maps are the node's pinned service maps. Dropping this
+/// detaches them.
+#[derive(Debug)]
+pub struct SocketLb {
+    _ebpf: Ebpf,
+    cgroup: PathBuf,
+}
+
+const SOCK_OBJECT: &str = "bpf_sock";
+const SOCK_PROGRAMS: [&str; 4] = [
+    "sock4_connect",
+    "sock4_sendmsg",
+    "sock4_recvmsg",
+    "sock4_getpeername",
+];
+
+impl SocketLb {
+    /// Loads `bpf_sock.o` against the maps pinned under `<bpf_root>/tc/globals/` and
+    /// attaches its programs to `cgroup`.
+    pub fn attach(bpf_root: &Path, cgroup: &Path) -> Result<Self, DatapathError> {
+        use aya::programs::{CgroupAttachMode, CgroupSockAddr};
+        if !is_bpffs(bpf_root)? {
+            return Err(DatapathError::NotBpffs {
+                path: bpf_root.to_path_buf(),
+            });
+        }
+        let globals = globals_dir(bpf_root);
+        std::fs::create_dir_all(&globals).map_err(io_err("creating", &globals))?;
+        let mut ebpf = EbpfLoader::new()
+            .default_map_pin_directory(&globals)
+            .load(objects::BPF_SOCK)
+            .map_err(|source| DatapathError::LoadObject {
+                object: SOCK_OBJECT,
+                source: Box::new(source),
+            })?;
+        let cg = std::fs::File::open(cgroup).map_err(io_err("opening cgroup", cgroup))?;
+        for name in SOCK_PROGRAMS {
+            let err = |action: &str, source| DatapathError::Program {
+                action: format!("{action} {}", cgroup.display()),
+                object: SOCK_OBJECT,
+                program: name,
+                source: Box::new(source),
+            };
+            let prog: &mut CgroupSockAddr = ebpf
+                .program_mut(name)
+                .ok_or(DatapathError::Missing {
+                    object: SOCK_OBJECT,
+                    kind: "program",
+                    name,
+                })?
+                .try_into()
+                .map_err(|e| err("using for", e))?;
+            prog.load().map_err(|e| match e {
+                ProgramError::LoadError { verifier_log, .. } => DatapathError::Verifier {
+                    object: SOCK_OBJECT,
+                    program: name,
+                    verifier_log: verifier_log.to_string(),
+                },
+                other => err("loading for", other),
+            })?;
+            prog.attach(&cg, CgroupAttachMode::Single)
+                .map_err(|e| err("attaching to", e))?;
+        }
+        Ok(SocketLb {
+            _ebpf: ebpf,
+            cgroup: cgroup.to_path_buf(),
+        })
+    }
+
+    /// The cgroup the programs are attached to.
+    pub fn cgroup(&self) -> &Path {
+        &self.cgroup
+    }
+}

@@ -43,9 +43,12 @@ pub mod names {
     pub const SNAT4: &str = "cilium_snat_v4_external";
     /// Policy: endpoint id -> the endpoint's policy LPM trie (hash of maps).
     pub const POLICY: &str = "cilium_policy_v2";
+    /// Socket LB reverse translations.
+    pub const LB4_REVERSE_SK: &str = "cilium_lb4_reverse_sk";
     /// Every pinned map.
-    pub const ALL: [&str; 12] = [
+    pub const ALL: [&str; 13] = [
         POLICY,
+        LB4_REVERSE_SK,
         LXC,
         IPCACHE,
         METRICS,

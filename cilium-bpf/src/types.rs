@@ -417,3 +417,31 @@ pub struct RawEvent {
     pub ktime: u64,
 }
 pod!(RawEvent, 56);
+
+/// `lb4_reverse_sk_key`: the key of `cilium_lb4_reverse_sk` (16 bytes).
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct Lb4ReverseSkKey {
+    /// Socket cookie.
+    pub cookie: u64,
+    /// Backend address (network byte order).
+    pub address: [u8; 4],
+    /// Backend port (network byte order).
+    pub port: u16,
+    /// Padding.
+    pub pad: u16,
+}
+pod!(Lb4ReverseSkKey, 16);
+
+/// `lb4_reverse_sk`: the value of `cilium_lb4_reverse_sk` (8 bytes).
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct Lb4ReverseSk {
+    /// Frontend address (network byte order).
+    pub address: [u8; 4],
+    /// Frontend port (network byte order).
+    pub port: u16,
+    /// Rev-NAT index (network byte order).
+    pub rev_nat_index: u16,
+}
+pod!(Lb4ReverseSk, 8);

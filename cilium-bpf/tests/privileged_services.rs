@@ -310,3 +310,82 @@ fn privileged_established_flow_survives_service_changes() {
         "the stream paused {longest:?}"
     );
 }
+
+/// A cgroup v2 directory of the test's own under /sys/fs/cgroup/unified, removed on drop.
+struct TestCgroup(std::path::PathBuf);
+
+impl TestCgroup {
+    fn new(name: &str) -> Self {
+        let path = std::path::Path::new("/sys/fs/cgroup/unified").join(name);
+        std::fs::create_dir(&path).expect("creating the test cgroup");
+        TestCgroup(path)
+    }
+}
+
+impl Drop for TestCgroup {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir(&self.0);
+    }
+}
+
+#[test]
+fn privileged_socket_lb_translates_at_connect() {
+    if !is_root_or_skip("privileged_socket_lb_translates_at_connect") {
+        return;
+    }
+    let (env, _dp, _servers) = setup();
+    let cg = TestCgroup::new(&format!("{}-sock", env.prefix));
+    let _sock = cilium_bpf::SocketLb::attach(&env.bpffs, &cg.0).expect("attach socket LB");
+    let mut lb = LbManager::new(LbConfig::default());
+    let mut writer = ServiceWriter::open(&env.bpffs).expect("writer");
+    writer
+        .apply(&lb.upsert(&webpod(&env)).expect("upsert"))
+        .expect("apply");
+
+    // A client process inside the test's cgroup and the client pod: it connects to the
+    // ClusterIP, reads its peer address and the answer.
+    let script = format!(
+        "import socket\n\
+         s = socket.create_connection(('{VIP}', 80), timeout=3)\n\
+         print('peer', s.getpeername()[0], s.getpeername()[1])\n\
+         s.sendall(b'GET / HTTP/1.1\\r\\nHost: webpod\\r\\n\\r\\n')\n\
+         data = b''\n\
+         while True:\n\
+         \x20   chunk = s.recv(4096)\n\
+         \x20   if not chunk: break\n\
+         \x20   data += chunk\n\
+         print(data.decode())\n"
+    );
+    let procs = cg.0.join("cgroup.procs");
+    let out = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "echo $$ > {} && exec ip netns exec {} python3 -c \"$0\"",
+            procs.display(),
+            env.pods[0].netns
+        ))
+        .arg(&script)
+        .output()
+        .expect("run the client");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "client failed: {stdout} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains(&format!("peer {VIP} 80")),
+        "getpeername shows the service: {stdout}"
+    );
+    assert!(hostname(&stdout).starts_with("webpod-"), "{stdout}");
+    // The translation happened at connect: the datapath never saw a packet to the frontend.
+    let maps = cilium_bpf::maps::Maps::open(&env.bpffs).expect("maps");
+    let service_entries = maps
+        .ct4_tcp
+        .entries()
+        .expect("ct")
+        .into_iter()
+        .filter(|(k, _)| k.flags == 4)
+        .count();
+    assert_eq!(service_entries, 0);
+}

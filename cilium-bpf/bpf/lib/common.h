@@ -198,6 +198,20 @@ struct lb4_reverse_nat {
 	__u16 pad;
 };
 
+/* Socket LB: what a translated socket really talks to -> the frontend it asked for. */
+struct lb4_reverse_sk_key {
+	__u64 cookie;
+	__be32 address;
+	__be16 port;
+	__u16 pad;
+};
+
+struct lb4_reverse_sk {
+	__be32 address;
+	__be16 port;
+	__u16 rev_nat_index;
+};
+
 /* ---- conntrack and NAT ------------------------------------------------------------------ */
 
 struct ipv4_ct_tuple {

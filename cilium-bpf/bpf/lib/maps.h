@@ -105,6 +105,15 @@ struct {
 	});
 } cilium_lb4_maglev SEC(".maps");
 
+/* Socket LB reverse translation (recvmsg, getpeername). */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__type(key, struct lb4_reverse_sk_key);
+	__type(value, struct lb4_reverse_sk);
+	__uint(max_entries, 262144);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} cilium_lb4_reverse_sk SEC(".maps");
+
 /* TCP connections. */
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
