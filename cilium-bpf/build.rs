@@ -8,7 +8,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-const OBJECTS: &[&str] = &["bpf_lxc", "bpf_sock", "types", "bpf_bench"];
+const OBJECTS: &[&str] = &["bpf_lxc", "bpf_host", "bpf_sock", "types", "bpf_bench"];
 
 fn main() {
     let manifest = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").expect("set by cargo"));

@@ -43,6 +43,9 @@ pub use loader::{Attached, Datapath, DatapathConfig, SocketLb, TestRunOutcome};
 pub mod objects {
     /// Programs on an endpoint's veth (`from_container`, `to_container`) and every map.
     pub static BPF_LXC: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/bpf_lxc.o"));
+    /// Programs on the node's device (`from_netdev`, `to_netdev`): NodePort, masquerade.
+    pub static BPF_HOST: &[u8] =
+        aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/bpf_host.o"));
     /// Socket LB on a cgroup v2 subtree (`cgroup/connect4`, `sendmsg4`, `recvmsg4`,
     /// `getpeername4`).
     pub static BPF_SOCK: &[u8] =
@@ -56,12 +59,13 @@ pub mod objects {
     /// opposed to copied from `bpf/prebuilt/`.
     pub const FRESH: bool = cfg!(bpf_fresh);
     /// Names of the objects, as files in `bpf/prebuilt/` (`<name>.o`).
-    pub const NAMES: [&str; 4] = ["bpf_lxc", "bpf_sock", "types", "bpf_bench"];
+    pub const NAMES: [&str; 5] = ["bpf_lxc", "bpf_host", "bpf_sock", "types", "bpf_bench"];
 
     /// An object's bytes by name.
     pub fn by_name(name: &str) -> Option<&'static [u8]> {
         match name {
             "bpf_lxc" => Some(BPF_LXC),
+            "bpf_host" => Some(BPF_HOST),
             "bpf_sock" => Some(BPF_SOCK),
             "types" => Some(TYPES),
             "bpf_bench" => Some(BPF_BENCH),

@@ -25,6 +25,12 @@ use crate::maps::globals_dir;
 use crate::objects;
 
 const OBJECT: &str = "bpf_lxc";
+const HOST_OBJECT: &str = "bpf_host";
+/// The programs attached to the node's device, with their hooks.
+const NETDEV_PROGRAMS: [(&str, TcAttachType); 2] = [
+    ("from_netdev", TcAttachType::Ingress),
+    ("to_netdev", TcAttachType::Egress),
+];
 /// The programs attached to an endpoint, with their hooks.
 const ENDPOINT_PROGRAMS: [(&str, TcAttachType); 2] = [
     ("from_container", TcAttachType::Ingress),
@@ -77,6 +83,7 @@ pub enum Attached {
 pub struct Datapath {
     config: DatapathConfig,
     ebpf: Ebpf,
+    host: Ebpf,
 }
 
 const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
@@ -129,24 +136,32 @@ impl Datapath {
         let router = be(config.router_ipv4);
         let arp = u32::from(config.arp_responder);
         let seed = config.maglev_hash_seed;
-        let mut ebpf = EbpfLoader::new()
-            .default_map_pin_directory(&globals)
-            .override_global("NODE_IPV4", &node, true)
-            .override_global("ROUTER_IPV4", &router, true)
-            .override_global("NATIVE_CIDR4", &cidr, true)
-            .override_global("NATIVE_CIDR4_LEN", &cidr_len, true)
-            .override_global("ENABLE_ARP_RESPONDER", &arp, true)
-            .override_global("HASH_INIT4_SEED", &seed, true)
-            .load(objects::BPF_LXC)
-            .map_err(|source| DatapathError::LoadObject {
-                object: OBJECT,
-                source: Box::new(source),
-            })?;
+        let load = |object: &'static str, bytes: &[u8]| {
+            EbpfLoader::new()
+                .default_map_pin_directory(&globals)
+                .override_global("NODE_IPV4", &node, true)
+                .override_global("ROUTER_IPV4", &router, true)
+                .override_global("NATIVE_CIDR4", &cidr, true)
+                .override_global("NATIVE_CIDR4_LEN", &cidr_len, true)
+                .override_global("ENABLE_ARP_RESPONDER", &arp, true)
+                .override_global("HASH_INIT4_SEED", &seed, true)
+                .load(bytes)
+                .map_err(|source| DatapathError::LoadObject {
+                    object,
+                    source: Box::new(source),
+                })
+        };
+        let mut ebpf = load(OBJECT, objects::BPF_LXC)?;
         for (name, _) in ENDPOINT_PROGRAMS {
-            let prog = classifier(&mut ebpf, name)?;
-            prog.load().map_err(|e| load_error(name, e))?;
+            let prog = classifier(&mut ebpf, OBJECT, name)?;
+            prog.load().map_err(|e| load_error(OBJECT, name, e))?;
         }
-        Ok(Datapath { config, ebpf })
+        let mut host = load(HOST_OBJECT, objects::BPF_HOST)?;
+        for (name, _) in NETDEV_PROGRAMS {
+            let prog = classifier(&mut host, HOST_OBJECT, name)?;
+            prog.load().map_err(|e| load_error(HOST_OBJECT, name, e))?;
+        }
+        Ok(Datapath { config, ebpf, host })
     }
 
     /// The configuration.
@@ -167,66 +182,23 @@ impl Datapath {
     /// compiled: creating an endpoint stays cheap.
     pub fn attach_endpoint(&mut self, ifname: &str) -> Result<Attached, DatapathError> {
         let dir = self.links_dir(ifname);
-        std::fs::create_dir_all(&dir).map_err(io_err("creating", &dir))?;
-        let mut outcome = Attached::New;
-        for (name, hook) in ENDPOINT_PROGRAMS {
-            let pin = dir.join(name);
-            let prog = classifier(&mut self.ebpf, name)?;
-            let existing = if pin.exists() {
-                let pinned = PinnedLink::from_pin(&pin).map_err(|e| DatapathError::Link {
-                    action: "opening pinned",
-                    path: pin.clone(),
-                    source: Box::new(e),
-                })?;
-                let link: SchedClassifierLink =
-                    FdLink::from(pinned)
-                        .try_into()
-                        .map_err(|e| DatapathError::Link {
-                            action: "reusing",
-                            path: pin.clone(),
-                            source: Box::new(e),
-                        })?;
-                Some(link)
-            } else {
-                None
-            };
-            let action = |verb: &str| format!("{verb} {ifname}");
-            let id = match existing {
-                Some(link) => {
-                    outcome = Attached::Replaced;
-                    prog.attach_to_link(link).map_err(|source| {
-                        program_err(action("swapping into the link on"), name, source)
-                    })?
-                }
-                None => prog
-                    .attach_with_options(
-                        ifname,
-                        hook,
-                        TcAttachOptions::TcxOrder(LinkOrder::default()),
-                    )
-                    .map_err(|source| program_err(action("attaching to"), name, source))?,
-            };
-            let link = prog
-                .take_link(id)
-                .map_err(|source| program_err(action("taking the link on"), name, source))?;
-            let fd_link: FdLink = link.try_into().map_err(|e| DatapathError::Link {
-                action: "converting",
-                path: pin.clone(),
-                source: Box::new(e),
-            })?;
-            if pin.exists() {
-                std::fs::remove_file(&pin).map_err(io_err("replacing", &pin))?;
-            }
-            fd_link.pin(&pin).map_err(|e| DatapathError::Link {
-                action: "pinning",
-                path: pin.clone(),
-                source: Box::new(e),
-            })?;
-        }
-        Ok(outcome)
+        attach_pinned(&mut self.ebpf, OBJECT, &ENDPOINT_PROGRAMS, &dir, ifname)
     }
 
-    /// Runs an endpoint program (`from_container` or `to_container`) on a packet with
+    /// Attaches `from_netdev` (NodePort, reverse masquerading) and `to_netdev`
+    /// (masquerading) to the node's device `ifname`, pinned under
+    /// `<bpf-root>/cilium/devices/<ifname>/`.
+    pub fn attach_netdev(&mut self, ifname: &str) -> Result<Attached, DatapathError> {
+        let dir = self
+            .config
+            .bpf_root
+            .join("cilium")
+            .join("devices")
+            .join(ifname);
+        attach_pinned(&mut self.host, HOST_OBJECT, &NETDEV_PROGRAMS, &dir, ifname)
+    }
+
+    /// Runs a datapath program (`from_container`, `to_container`, `from_netdev`, `to_netdev`) on a packet with
     /// `BPF_PROG_TEST_RUN`, `repeat` times, in the kernel. The packet's `skb->ifindex` is
     /// the loopback device's (1). Returns the program's verdict (`TC_ACT_*`) and the
     /// kernel-measured time per run.
@@ -236,12 +208,12 @@ impl Datapath {
         packet: &[u8],
         repeat: u32,
     ) -> Result<TestRunOutcome, DatapathError> {
-        test_run_program(
-            classifier(&mut self.ebpf, program)?,
-            program,
-            packet,
-            repeat,
-        )
+        let (ebpf, object) = if program.ends_with("netdev") {
+            (&mut self.host, HOST_OBJECT)
+        } else {
+            (&mut self.ebpf, OBJECT)
+        };
+        test_run_program(classifier(ebpf, object, program)?, program, packet, repeat)
     }
 
     /// Detaches the endpoint programs from `ifname` and removes their pins. Returns false if
@@ -249,6 +221,74 @@ impl Datapath {
     pub fn detach_endpoint(&mut self, ifname: &str) -> Result<bool, DatapathError> {
         detach_pinned(&self.config.bpf_root, ifname)
     }
+}
+
+/// Attaches `programs` of a loaded object to `ifname` as TCX links pinned in `dir`, or
+/// swaps them into links an earlier loader pinned there.
+fn attach_pinned(
+    ebpf: &mut Ebpf,
+    object: &'static str,
+    programs: &[(&'static str, TcAttachType)],
+    dir: &Path,
+    ifname: &str,
+) -> Result<Attached, DatapathError> {
+    std::fs::create_dir_all(dir).map_err(io_err("creating", dir))?;
+    let mut outcome = Attached::New;
+    for &(name, hook) in programs {
+        let pin = dir.join(name);
+        let prog = classifier(ebpf, object, name)?;
+        let existing = if pin.exists() {
+            let pinned = PinnedLink::from_pin(&pin).map_err(|e| DatapathError::Link {
+                action: "opening pinned",
+                path: pin.clone(),
+                source: Box::new(e),
+            })?;
+            let link: SchedClassifierLink =
+                FdLink::from(pinned)
+                    .try_into()
+                    .map_err(|e| DatapathError::Link {
+                        action: "reusing",
+                        path: pin.clone(),
+                        source: Box::new(e),
+                    })?;
+            Some(link)
+        } else {
+            None
+        };
+        let action = |verb: &str| format!("{verb} {ifname}");
+        let id = match existing {
+            Some(link) => {
+                outcome = Attached::Replaced;
+                prog.attach_to_link(link).map_err(|source| {
+                    program_err(object, action("swapping into the link on"), name, source)
+                })?
+            }
+            None => prog
+                .attach_with_options(
+                    ifname,
+                    hook,
+                    TcAttachOptions::TcxOrder(LinkOrder::default()),
+                )
+                .map_err(|source| program_err(object, action("attaching to"), name, source))?,
+        };
+        let link = prog
+            .take_link(id)
+            .map_err(|source| program_err(object, action("taking the link on"), name, source))?;
+        let fd_link: FdLink = link.try_into().map_err(|e| DatapathError::Link {
+            action: "converting",
+            path: pin.clone(),
+            source: Box::new(e),
+        })?;
+        if pin.exists() {
+            std::fs::remove_file(&pin).map_err(io_err("replacing", &pin))?;
+        }
+        fd_link.pin(&pin).map_err(|e| DatapathError::Link {
+            action: "pinning",
+            path: pin.clone(),
+            source: Box::new(e),
+        })?;
+    }
+    Ok(outcome)
 }
 
 /// The result of [`Datapath::test_run`].
@@ -275,7 +315,7 @@ pub fn test_run_program(
     };
     let r = prog
         .test_run(opts)
-        .map_err(|source| program_err("test-running".to_owned(), name, source))?;
+        .map_err(|source| program_err(OBJECT, "test-running".to_owned(), name, source))?;
     Ok(TestRunOutcome {
         verdict: r.return_value,
         per_run: r.duration,
@@ -309,34 +349,40 @@ pub fn detach_pinned(bpf_root: &Path, ifname: &str) -> Result<bool, DatapathErro
 
 fn classifier<'a>(
     ebpf: &'a mut Ebpf,
+    object: &'static str,
     name: &'static str,
 ) -> Result<&'a mut SchedClassifier, DatapathError> {
     let prog = ebpf.program_mut(name).ok_or(DatapathError::Missing {
-        object: OBJECT,
+        object,
         kind: "program",
         name,
     })?;
     prog.try_into()
-        .map_err(|source| program_err("using".to_owned(), name, source))
+        .map_err(|source| program_err(object, "using".to_owned(), name, source))
 }
 
-fn program_err(action: String, program: &'static str, source: ProgramError) -> DatapathError {
+fn program_err(
+    object: &'static str,
+    action: String,
+    program: &'static str,
+    source: ProgramError,
+) -> DatapathError {
     DatapathError::Program {
         action,
-        object: OBJECT,
+        object,
         program,
         source: Box::new(source),
     }
 }
 
-fn load_error(program: &'static str, e: ProgramError) -> DatapathError {
+fn load_error(object: &'static str, program: &'static str, e: ProgramError) -> DatapathError {
     match e {
         ProgramError::LoadError { verifier_log, .. } => DatapathError::Verifier {
-            object: OBJECT,
+            object,
             program,
             verifier_log: verifier_log.to_string(),
         },
-        source => program_err("loading".to_owned(), program, source),
+        source => program_err(object, "loading".to_owned(), program, source),
     }
 }
 

@@ -97,7 +97,7 @@ fn build_bpf(root: &Path) -> Result<(), String> {
     let bpf = root.join("cilium-bpf").join("bpf");
     let flags = std::fs::read_to_string(bpf.join("clang.flags"))
         .map_err(|e| format!("reading clang.flags: {e}"))?;
-    for name in ["bpf_lxc", "bpf_sock", "types", "bpf_bench"] {
+    for name in ["bpf_lxc", "bpf_host", "bpf_sock", "types", "bpf_bench"] {
         let out = format!("prebuilt/{name}.o");
         eprintln!("+ clang-19 ... -c {name}.c -o {out}");
         let status = Command::new("clang-19")

@@ -47,6 +47,7 @@ struct icmphdr {
 #define DROP_UNKNOWN_L3 139
 #define DROP_UNKNOWN_L4 142
 #define DROP_NO_SERVICE 158
+#define DROP_NAT_NO_MAPPING 160
 #define DROP_POLICY_DENY 181
 
 /* Trace observation points (Cilium's TRACE_*). */

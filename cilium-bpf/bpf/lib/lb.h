@@ -18,6 +18,118 @@
 
 #ifndef offsetof
 #define offsetof(type, member) __builtin_offsetof(type, member)
+/* Translates the destination of a packet to a service frontend into one of its backends,
+ * recording the choice in conntrack so every later packet of the flow goes to the same
+ * backend. Returns 0, or a drop reason. */
+static __always_inline int lb4_local(struct __sk_buff *skb, const struct lb4_service *svc,
+				     struct pkt_info *pi, __u32 ihl, __u32 src_label)
+{
+	struct ipv4_ct_tuple skey = {}, fkey = {};
+	struct ct_entry *e, *fe;
+	struct lb4_backend *be = NULL;
+	__u32 backend_id = 0;
+	__u16 rev_nat = svc->rev_nat_index;
+	__be32 vip = pi->daddr, baddr;
+	__be16 vport = pi->dport, bport;
+	int syn_only = pi->proto == IPPROTO_TCP &&
+		       (pi->tcp_flags & (TCP_FLAG_SYN | TCP_FLAG_ACK)) == TCP_FLAG_SYN;
+	void *ct = ct_map(pi->proto);
+
+	ct_key(&skey, pi->saddr, vip, pi->sport, vport, pi->proto, TUPLE_F_SERVICE);
+	e = bpf_map_lookup_elem(ct, &skey);
+	if (e) {
+		backend_id = (__u32)e->backend_id;
+		be = bpf_map_lookup_elem(&cilium_lb4_backends_v3, &backend_id);
+		/* Existing flows keep a terminating backend; a new connection, or a backend
+		 * that is gone, chooses again. */
+		if (be && be->flags != 0 && syn_only)
+			be = NULL;
+		if (be)
+			ct_touch(e, pi->proto, pi->tcp_flags, skb->len, 1);
+	}
+	if (!be) {
+		struct ct_entry ne = {};
+
+		backend_id = lb4_select_backend(svc, vip, vport, pi->proto, pi->saddr, pi->sport);
+		if (!backend_id)
+			return DROP_NO_SERVICE;
+		be = bpf_map_lookup_elem(&cilium_lb4_backends_v3, &backend_id);
+		if (!be)
+			return DROP_NO_SERVICE;
+		ne.backend_id = backend_id;
+		ne.rev_nat_index = rev_nat;
+		ne.src_sec_id = src_label;
+		ct_touch(&ne, pi->proto, pi->tcp_flags, skb->len, 1);
+		bpf_map_update_elem(ct, &skey, &ne, BPF_ANY);
+	}
+	baddr = be->address;
+	bport = be->port;
+
+	/* The translated flow's entry: replies find the rev-NAT index there. */
+	ct_key(&fkey, pi->saddr, baddr, pi->sport, bport, pi->proto, TUPLE_F_OUT);
+	fe = bpf_map_lookup_elem(ct, &fkey);
+	if (fe) {
+		fe->rev_nat_index = rev_nat;
+		fe->backend_id = backend_id;
+		ct_touch(fe, pi->proto, pi->tcp_flags, skb->len, 1);
+	} else {
+		struct ct_entry fne = {};
+
+		fne.backend_id = backend_id;
+		fne.rev_nat_index = rev_nat;
+		fne.src_sec_id = src_label;
+		ct_touch(&fne, pi->proto, pi->tcp_flags, skb->len, 1);
+		bpf_map_update_elem(ct, &fkey, &fne, BPF_ANY);
+	}
+
+	if (rewrite_addr_port(skb, ihl, pi->proto, 1, vip, baddr, vport, bport))
+		return DROP_INVALID;
+	pi->daddr = baddr;
+	pi->dport = bport;
+	return 0;
+}
+
+/* Reverse NAT for a reply of a service flow: the source goes back to the frontend. Returns
+ * 1 when the packet was translated, 0 when it is not such a reply, or a drop reason
+ * (> 1). */
+static __always_inline int lb4_rev_nat(struct __sk_buff *skb, struct pkt_info *pi, __u32 ihl)
+{
+	struct ipv4_ct_tuple key = {};
+	struct lb4_reverse_nat *rn;
+	struct ct_entry *e;
+	__be32 addr;
+	__be16 port;
+	__u16 idx;
+
+	if (pi->proto != IPPROTO_TCP && pi->proto != IPPROTO_UDP)
+		return 0;
+	ct_key(&key, pi->daddr, pi->saddr, pi->dport, pi->sport, pi->proto, TUPLE_F_OUT);
+	e = bpf_map_lookup_elem(ct_map(pi->proto), &key);
+	if (!e || !e->rev_nat_index)
+		return 0;
+	idx = e->rev_nat_index;
+	ct_touch(e, pi->proto, pi->tcp_flags, skb->len, 0);
+	rn = bpf_map_lookup_elem(&cilium_lb4_reverse_nat, &idx);
+	if (!rn)
+		return 0;
+	addr = rn->address;
+	port = rn->port;
+	if (rewrite_addr_port(skb, ihl, pi->proto, 0, pi->saddr, addr, pi->sport, port))
+		return DROP_INVALID;
+	pi->saddr = addr;
+	pi->sport = port;
+	return 1;
+}
+
+static __always_inline void decrease_ttl(struct iphdr *ip)
+{
+	__u32 check = (__u32)ip->check;
+
+	check += (__u32)bpf_htons(0x0100);
+	ip->check = (__sum16)(check + (check >= 0xFFFF));
+	ip->ttl--;
+}
+
 #endif
 
 /* Jenkins hash of three words, as Linux's jhash_3words (and Cilium's). */
@@ -145,6 +257,118 @@ static __always_inline __u32 lb4_select_backend(const struct lb4_service *svc, _
 	if (!slot)
 		return 0;
 	return slot->backend_id;
+}
+
+/* Translates the destination of a packet to a service frontend into one of its backends,
+ * recording the choice in conntrack so every later packet of the flow goes to the same
+ * backend. Returns 0, or a drop reason. */
+static __always_inline int lb4_local(struct __sk_buff *skb, const struct lb4_service *svc,
+				     struct pkt_info *pi, __u32 ihl, __u32 src_label)
+{
+	struct ipv4_ct_tuple skey = {}, fkey = {};
+	struct ct_entry *e, *fe;
+	struct lb4_backend *be = NULL;
+	__u32 backend_id = 0;
+	__u16 rev_nat = svc->rev_nat_index;
+	__be32 vip = pi->daddr, baddr;
+	__be16 vport = pi->dport, bport;
+	int syn_only = pi->proto == IPPROTO_TCP &&
+		       (pi->tcp_flags & (TCP_FLAG_SYN | TCP_FLAG_ACK)) == TCP_FLAG_SYN;
+	void *ct = ct_map(pi->proto);
+
+	ct_key(&skey, pi->saddr, vip, pi->sport, vport, pi->proto, TUPLE_F_SERVICE);
+	e = bpf_map_lookup_elem(ct, &skey);
+	if (e) {
+		backend_id = (__u32)e->backend_id;
+		be = bpf_map_lookup_elem(&cilium_lb4_backends_v3, &backend_id);
+		/* Existing flows keep a terminating backend; a new connection, or a backend
+		 * that is gone, chooses again. */
+		if (be && be->flags != 0 && syn_only)
+			be = NULL;
+		if (be)
+			ct_touch(e, pi->proto, pi->tcp_flags, skb->len, 1);
+	}
+	if (!be) {
+		struct ct_entry ne = {};
+
+		backend_id = lb4_select_backend(svc, vip, vport, pi->proto, pi->saddr, pi->sport);
+		if (!backend_id)
+			return DROP_NO_SERVICE;
+		be = bpf_map_lookup_elem(&cilium_lb4_backends_v3, &backend_id);
+		if (!be)
+			return DROP_NO_SERVICE;
+		ne.backend_id = backend_id;
+		ne.rev_nat_index = rev_nat;
+		ne.src_sec_id = src_label;
+		ct_touch(&ne, pi->proto, pi->tcp_flags, skb->len, 1);
+		bpf_map_update_elem(ct, &skey, &ne, BPF_ANY);
+	}
+	baddr = be->address;
+	bport = be->port;
+
+	/* The translated flow's entry: replies find the rev-NAT index there. */
+	ct_key(&fkey, pi->saddr, baddr, pi->sport, bport, pi->proto, TUPLE_F_OUT);
+	fe = bpf_map_lookup_elem(ct, &fkey);
+	if (fe) {
+		fe->rev_nat_index = rev_nat;
+		fe->backend_id = backend_id;
+		ct_touch(fe, pi->proto, pi->tcp_flags, skb->len, 1);
+	} else {
+		struct ct_entry fne = {};
+
+		fne.backend_id = backend_id;
+		fne.rev_nat_index = rev_nat;
+		fne.src_sec_id = src_label;
+		ct_touch(&fne, pi->proto, pi->tcp_flags, skb->len, 1);
+		bpf_map_update_elem(ct, &fkey, &fne, BPF_ANY);
+	}
+
+	if (rewrite_addr_port(skb, ihl, pi->proto, 1, vip, baddr, vport, bport))
+		return DROP_INVALID;
+	pi->daddr = baddr;
+	pi->dport = bport;
+	return 0;
+}
+
+/* Reverse NAT for a reply of a service flow: the source goes back to the frontend. Returns
+ * 1 when the packet was translated, 0 when it is not such a reply, or a drop reason
+ * (> 1). */
+static __always_inline int lb4_rev_nat(struct __sk_buff *skb, struct pkt_info *pi, __u32 ihl)
+{
+	struct ipv4_ct_tuple key = {};
+	struct lb4_reverse_nat *rn;
+	struct ct_entry *e;
+	__be32 addr;
+	__be16 port;
+	__u16 idx;
+
+	if (pi->proto != IPPROTO_TCP && pi->proto != IPPROTO_UDP)
+		return 0;
+	ct_key(&key, pi->daddr, pi->saddr, pi->dport, pi->sport, pi->proto, TUPLE_F_OUT);
+	e = bpf_map_lookup_elem(ct_map(pi->proto), &key);
+	if (!e || !e->rev_nat_index)
+		return 0;
+	idx = e->rev_nat_index;
+	ct_touch(e, pi->proto, pi->tcp_flags, skb->len, 0);
+	rn = bpf_map_lookup_elem(&cilium_lb4_reverse_nat, &idx);
+	if (!rn)
+		return 0;
+	addr = rn->address;
+	port = rn->port;
+	if (rewrite_addr_port(skb, ihl, pi->proto, 0, pi->saddr, addr, pi->sport, port))
+		return DROP_INVALID;
+	pi->saddr = addr;
+	pi->sport = port;
+	return 1;
+}
+
+static __always_inline void decrease_ttl(struct iphdr *ip)
+{
+	__u32 check = (__u32)ip->check;
+
+	check += (__u32)bpf_htons(0x0100);
+	ip->check = (__sum16)(check + (check >= 0xFFFF));
+	ip->ttl--;
 }
 
 #endif
