@@ -77,7 +77,7 @@ int from_container(struct __sk_buff *skb)
 	struct iphdr *ip;
 	__u32 src_label, dst_label, ihl;
 	__u16 src_id;
-	int ret;
+	int ret, rev_natted;
 
 	if ((void *)(eth + 1) > data_end)
 		return send_drop(skb, DROP_INVALID, METRIC_EGRESS, 0, &pi, 0, 0);
@@ -108,6 +108,7 @@ int from_container(struct __sk_buff *skb)
 	ret = lb4_rev_nat(skb, &pi, ihl);
 	if (ret > 1)
 		return send_drop(skb, ret, METRIC_EGRESS, src_id, &pi, src_label, 0);
+	rev_natted = ret == 1;
 	if (ret == 0 && (pi.proto == IPPROTO_TCP || pi.proto == IPPROTO_UDP)) {
 		struct lb4_service *svc = lb4_lookup_service(pi.daddr, pi.dport, pi.proto);
 
@@ -141,6 +142,15 @@ int from_container(struct __sk_buff *skb)
 		send_trace(skb, TRACE_TO_LXC, METRIC_EGRESS, src_id, &pi, src_label, dst_label,
 			   src_id, dst_id);
 		return bpf_redirect_peer(ifindex, 0);
+	}
+
+	/* A reply whose source became one of the node's addresses (NodePort) goes straight
+	 * out of the node's device: the stack would drop it as a martian. */
+	if (rev_natted && pi.saddr == NODE_IPV4) {
+		dst_label = resolve_identity4(ip->daddr);
+		send_trace(skb, TRACE_TO_NETWORK, METRIC_EGRESS, src_id, &pi, src_label, dst_label,
+			   src_id, 0);
+		return fib_redirect(skb, pi.saddr, pi.daddr);
 	}
 
 	/* Anything else: the node's stack routes it (native routing). */

@@ -130,6 +130,28 @@ static __always_inline void decrease_ttl(struct iphdr *ip)
 	ip->ttl--;
 }
 
+#ifndef AF_INET
+#define AF_INET 2
+#endif
+
+/* Sends a packet out of the device the node's FIB picks for its destination, resolving the
+ * next hop's MAC (bpf_redirect_neigh). Used for replies whose source is one of the node's
+ * own addresses (NodePort), which the stack would refuse as martians. */
+static __always_inline int fib_redirect(struct __sk_buff *skb, __be32 saddr, __be32 daddr)
+{
+	struct bpf_fib_lookup fib = {};
+	long rc;
+
+	fib.family = AF_INET;
+	fib.ipv4_src = saddr;
+	fib.ipv4_dst = daddr;
+	fib.ifindex = skb->ifindex;
+	rc = bpf_fib_lookup(skb, &fib, sizeof(fib), BPF_FIB_LOOKUP_SKIP_NEIGH);
+	if (rc != BPF_FIB_LKUP_RET_SUCCESS)
+		return TC_ACT_OK;
+	return bpf_redirect_neigh(fib.ifindex, NULL, 0, 0);
+}
+
 #endif
 
 /* Jenkins hash of three words, as Linux's jhash_3words (and Cilium's). */
@@ -369,6 +391,28 @@ static __always_inline void decrease_ttl(struct iphdr *ip)
 	check += (__u32)bpf_htons(0x0100);
 	ip->check = (__sum16)(check + (check >= 0xFFFF));
 	ip->ttl--;
+}
+
+#ifndef AF_INET
+#define AF_INET 2
+#endif
+
+/* Sends a packet out of the device the node's FIB picks for its destination, resolving the
+ * next hop's MAC (bpf_redirect_neigh). Used for replies whose source is one of the node's
+ * own addresses (NodePort), which the stack would refuse as martians. */
+static __always_inline int fib_redirect(struct __sk_buff *skb, __be32 saddr, __be32 daddr)
+{
+	struct bpf_fib_lookup fib = {};
+	long rc;
+
+	fib.family = AF_INET;
+	fib.ipv4_src = saddr;
+	fib.ipv4_dst = daddr;
+	fib.ifindex = skb->ifindex;
+	rc = bpf_fib_lookup(skb, &fib, sizeof(fib), BPF_FIB_LOOKUP_SKIP_NEIGH);
+	if (rc != BPF_FIB_LKUP_RET_SUCCESS)
+		return TC_ACT_OK;
+	return bpf_redirect_neigh(fib.ifindex, NULL, 0, 0);
 }
 
 #endif

@@ -211,6 +211,71 @@ impl TestNode {
         env
     }
 
+    /// Adds an "outside" namespace linked to the node by a veth: the node's `eth0` gets
+    /// `node_ip/24`, the outside's `eth0` gets `outside_ip/24`; the node forwards. Returns
+    /// the outside namespace's name.
+    pub fn add_outside(&mut self, node_ip: Ipv4Addr, outside_ip: Ipv4Addr) -> String {
+        let outside = format!("{}-out", self.prefix);
+        run(&["ip", "netns", "add", &outside]);
+        self.namespaces.push(outside.clone());
+        let node = self.node.clone();
+        run(&[
+            "ip", "-n", &node, "link", "add", "eth0", "type", "veth", "peer", "name", "tmp0",
+        ]);
+        run(&["ip", "-n", &node, "link", "set", "tmp0", "netns", &outside]);
+        run(&["ip", "-n", &outside, "link", "set", "tmp0", "name", "eth0"]);
+        run(&[
+            "ip",
+            "-n",
+            &node,
+            "addr",
+            "add",
+            &format!("{node_ip}/24"),
+            "dev",
+            "eth0",
+        ]);
+        run(&[
+            "ip",
+            "-n",
+            &outside,
+            "addr",
+            "add",
+            &format!("{outside_ip}/24"),
+            "dev",
+            "eth0",
+        ]);
+        run(&["ip", "-n", &node, "link", "set", "eth0", "up"]);
+        run(&["ip", "-n", &outside, "link", "set", "eth0", "up"]);
+        run(&["ip", "-n", &outside, "link", "set", "lo", "up"]);
+        for (key, value) in [
+            ("net.ipv4.ip_forward", "1"),
+            ("net.ipv4.conf.all.rp_filter", "0"),
+            ("net.ipv4.conf.default.rp_filter", "0"),
+        ] {
+            run(&[
+                "ip",
+                "netns",
+                "exec",
+                &node,
+                "sysctl",
+                "-qw",
+                &format!("{key}={value}"),
+            ]);
+        }
+        for p in &self.pods {
+            run(&[
+                "ip",
+                "netns",
+                "exec",
+                &node,
+                "sysctl",
+                "-qw",
+                &format!("net.ipv4.conf.{}.rp_filter=0", p.lxc),
+            ]);
+        }
+        outside
+    }
+
     /// Runs a command inside a namespace; returns whether it succeeded.
     pub fn exec_ok(&self, netns: &str, args: &[&str]) -> bool {
         Command::new("ip")
@@ -304,7 +369,8 @@ impl HttpServer {
                         Ok(n) => got.extend_from_slice(&buf[..n]),
                     }
                 }
-                let body = format!("Hostname: {name}\n");
+                let peer = conn.peer_addr().map(|a| a.to_string()).unwrap_or_default();
+                let body = format!("Hostname: {name}\nRemoteAddr: {peer}\n");
                 let _ = write!(
                     conn,
                     "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
@@ -353,16 +419,30 @@ pub fn curl(netns: &str, args: &[&str]) -> Option<String> {
 /// Loads the datapath in the node namespace, attaches it to every pod and records the
 /// pods in cilium_lxc (endpoint ids 100.., identities 256..).
 pub fn start_datapath(env: &TestNode, node_ip: Ipv4Addr) -> cilium_bpf::Datapath {
+    let config = cilium_bpf::DatapathConfig::new(&env.bpffs, node_ip, ROUTER);
+    start_datapath_with(env, config, None)
+}
+
+/// As [`start_datapath`], with a configuration, and the node device to attach to.
+pub fn start_datapath_with(
+    env: &TestNode,
+    config: cilium_bpf::DatapathConfig,
+    netdev: Option<&str>,
+) -> cilium_bpf::Datapath {
     use cilium_bpf::types::{EndpointInfo, mac_to_u64};
-    let root = env.bpffs.clone();
     let pods = env.pods.clone();
+    let netdev = netdev.map(str::to_owned);
     let dp = in_netns(&env.node, move || {
-        let mut dp =
-            cilium_bpf::Datapath::load(cilium_bpf::DatapathConfig::new(&root, node_ip, ROUTER))
-                .expect("load");
+        let mut dp = cilium_bpf::Datapath::load(config).expect("load");
         for p in &pods {
             assert_eq!(
                 dp.attach_endpoint(&p.lxc).expect("attach"),
+                cilium_bpf::Attached::New
+            );
+        }
+        if let Some(dev) = netdev {
+            assert_eq!(
+                dp.attach_netdev(&dev).expect("attach netdev"),
                 cilium_bpf::Attached::New
             );
         }
