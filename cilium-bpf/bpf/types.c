@@ -22,5 +22,8 @@ struct policy_entry abi_policy_entry __attribute__((used));
 struct datapath_event abi_datapath_event __attribute__((used));
 struct lb4_reverse_sk_key abi_lb4_reverse_sk_key __attribute__((used));
 struct lb4_reverse_sk abi_lb4_reverse_sk __attribute__((used));
+struct lb4_affinity_key abi_lb4_affinity_key __attribute__((used));
+struct lb_affinity_val abi_lb_affinity_val __attribute__((used));
+struct lb_affinity_match abi_lb_affinity_match __attribute__((used));
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";

@@ -18,7 +18,8 @@ use cilium_lb::maps as lbm;
 
 use crate::DatapathError;
 use crate::maps::{
-    BpfHashMap, Lb4BackendsMap, Lb4ReverseNatMap, Lb4ServicesMap, globals_dir, names,
+    BpfHashMap, Lb4BackendsMap, Lb4ReverseNatMap, Lb4ServicesMap, LbAffinityMatchMap, globals_dir,
+    names,
 };
 use crate::types;
 
@@ -121,11 +122,20 @@ pub fn backend_from_kernel(v: &types::Lb4Backend) -> lbm::Lb4Backend {
     }
 }
 
+fn affinity_key(backend_id: u32, rev_nat_index: u16) -> types::LbAffinityMatch {
+    types::LbAffinityMatch {
+        backend_id,
+        rev_nat_id: rev_nat_index.to_be(),
+        pad: 0,
+    }
+}
+
 /// Writes service updates into the pinned load-balancing maps.
 pub struct ServiceWriter {
     services: Lb4ServicesMap,
     backends: Lb4BackendsMap,
     rev_nat: Lb4ReverseNatMap,
+    affinity_match: LbAffinityMatchMap,
     maglev: HashOfMaps<MapData, u16, Array<MapData, MaglevTable>>,
 }
 
@@ -159,6 +169,7 @@ impl ServiceWriter {
             services: BpfHashMap::open(bpf_root, names::LB4_SERVICES)?,
             backends: BpfHashMap::open(bpf_root, names::LB4_BACKENDS)?,
             rev_nat: BpfHashMap::open(bpf_root, names::LB4_REVERSE_NAT)?,
+            affinity_match: BpfHashMap::open(bpf_root, names::LB_AFFINITY_MATCH)?,
             maglev,
         })
     }
@@ -188,6 +199,20 @@ impl ServiceWriter {
                 },
                 MapOp::DeleteRevNat { index } => {
                     self.rev_nat.remove(&index.to_be())?;
+                }
+                MapOp::UpsertAffinityMatch {
+                    backend_id,
+                    rev_nat_index,
+                } => {
+                    let key = affinity_key(*backend_id, *rev_nat_index);
+                    self.affinity_match.insert(&key, &1)?;
+                }
+                MapOp::DeleteAffinityMatch {
+                    backend_id,
+                    rev_nat_index,
+                } => {
+                    let key = affinity_key(*backend_id, *rev_nat_index);
+                    self.affinity_match.remove(&key)?;
                 }
                 MapOp::DeleteBackend { id } => {
                     self.backends.remove(id)?;

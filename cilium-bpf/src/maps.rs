@@ -45,8 +45,14 @@ pub mod names {
     pub const POLICY: &str = "cilium_policy_v2";
     /// Socket LB reverse translations.
     pub const LB4_REVERSE_SK: &str = "cilium_lb4_reverse_sk";
+    /// Session affinity by client.
+    pub const LB4_AFFINITY: &str = "cilium_lb4_affinity";
+    /// Backends affinity may use.
+    pub const LB_AFFINITY_MATCH: &str = "cilium_lb_affinity_match";
     /// Every pinned map.
-    pub const ALL: [&str; 13] = [
+    pub const ALL: [&str; 15] = [
+        LB4_AFFINITY,
+        LB_AFFINITY_MATCH,
         POLICY,
         LB4_REVERSE_SK,
         LXC,
@@ -167,6 +173,10 @@ pub type Lb4ReverseNatMap = BpfHashMap<u16, Lb4ReverseNat>;
 pub type Ct4Map = BpfHashMap<Ipv4CtTuple, CtEntry>;
 /// `cilium_snat_v4_external`.
 pub type Snat4Map = BpfHashMap<Ipv4CtTuple, Ipv4NatEntry>;
+/// `cilium_lb_affinity_match`.
+pub type LbAffinityMatchMap = BpfHashMap<LbAffinityMatch, u8>;
+/// `cilium_lb4_affinity`.
+pub type Lb4AffinityMap = BpfHashMap<Lb4AffinityKey, LbAffinityVal>;
 
 impl EndpointMap {
     /// Records a local IPv4 endpoint.

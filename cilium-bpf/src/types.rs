@@ -445,3 +445,46 @@ pub struct Lb4ReverseSk {
     pub rev_nat_index: u16,
 }
 pod!(Lb4ReverseSk, 8);
+
+/// `lb4_affinity_key`: the key of `cilium_lb4_affinity` (16 bytes).
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct Lb4AffinityKey {
+    /// Client IPv4 (network order, first 4 bytes) or a netns cookie.
+    pub client_id: u64,
+    /// Rev-NAT index (network byte order).
+    pub rev_nat_id: u16,
+    /// 1 when `client_id` is a netns cookie.
+    pub netns_cookie: u8,
+    /// Padding.
+    pub pad1: u8,
+    /// Padding.
+    pub pad2: u32,
+}
+pod!(Lb4AffinityKey, 16);
+
+/// `lb_affinity_val`: the value of `cilium_lb4_affinity` (16 bytes).
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct LbAffinityVal {
+    /// Last use, seconds of the monotonic clock.
+    pub last_used: u64,
+    /// The backend.
+    pub backend_id: u32,
+    /// Padding.
+    pub pad: u32,
+}
+pod!(LbAffinityVal, 16);
+
+/// `lb_affinity_match`: the key of `cilium_lb_affinity_match` (8 bytes).
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct LbAffinityMatch {
+    /// The backend.
+    pub backend_id: u32,
+    /// Rev-NAT index (network byte order).
+    pub rev_nat_id: u16,
+    /// Padding.
+    pub pad: u16,
+}
+pod!(LbAffinityMatch, 8);

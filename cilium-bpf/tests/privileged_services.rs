@@ -389,3 +389,47 @@ fn privileged_socket_lb_translates_at_connect() {
         .count();
     assert_eq!(service_entries, 0);
 }
+
+#[test]
+fn privileged_session_affinity_pins_a_client_to_one_backend() {
+    if !is_root_or_skip("privileged_session_affinity_pins_a_client_to_one_backend") {
+        return;
+    }
+    let (env, _dp, _servers) = setup();
+    let mut lb = LbManager::new(LbConfig::default());
+    let mut writer = ServiceWriter::open(&env.bpffs).expect("writer");
+    let mut svc = webpod(&env);
+    svc.session_affinity_timeout = Some(600);
+    writer
+        .apply(&lb.upsert(&svc).expect("upsert"))
+        .expect("apply");
+    let ask = || {
+        let body = curl(&env.pods[0].netns, &[&format!("http://{VIP}/")]).expect("curl");
+        hostname(&body)
+    };
+    // Every new connection from the client goes to the same backend.
+    let first = ask();
+    for _ in 0..10 {
+        assert_eq!(ask(), first, "affinity keeps the client on one backend");
+    }
+    // That backend is quarantined: affinity may no longer lead there.
+    let pinned = env.pods[1..]
+        .iter()
+        .enumerate()
+        .find(|(i, _)| first == format!("webpod-{}", i + 1))
+        .map(|(_, p)| L3n4Addr::new(p.ip.into(), 8080, L4Proto::Tcp))
+        .expect("the pinned backend");
+    let ops = lb
+        .set_backend_state(&pinned, 0, cilium_lb::service::BackendState::Quarantined)
+        .expect("quarantine");
+    writer.apply(&ops).expect("apply");
+    let other = ask();
+    assert_ne!(other, first);
+    for _ in 0..5 {
+        assert_eq!(
+            ask(),
+            other,
+            "the client is pinned to the remaining backend"
+        );
+    }
+}

@@ -84,6 +84,21 @@ pub enum MapOp {
         /// Entry.
         value: Lb4Service,
     },
+    /// Allow session affinity to keep pointing clients of a service at a backend
+    /// (`cilium_lb_affinity_match`; written for active backends only).
+    UpsertAffinityMatch {
+        /// Backend id.
+        backend_id: u32,
+        /// Rev-NAT index of the service.
+        rev_nat_index: u16,
+    },
+    /// Stop session affinity from using a backend for a service.
+    DeleteAffinityMatch {
+        /// Backend id.
+        backend_id: u32,
+        /// Rev-NAT index of the service.
+        rev_nat_index: u16,
+    },
     /// Remove a `cilium_lb4_services_v2` entry.
     DeleteService {
         /// Key.
@@ -111,12 +126,12 @@ impl MapOp {
         match self {
             MapOp::UpsertBackend { .. } => 0,
             MapOp::UpsertRevNat { .. } => 1,
-            MapOp::UpsertMaglev { .. } => 2,
+            MapOp::UpsertMaglev { .. } | MapOp::UpsertAffinityMatch { .. } => 2,
             MapOp::UpsertService { key, .. } if key.backend_slot != 0 => 3,
             MapOp::UpsertService { .. } => 4,
             MapOp::DeleteService { key } if key.backend_slot == 0 => 5,
             MapOp::DeleteService { .. } => 6,
-            MapOp::DeleteMaglev { .. } => 7,
+            MapOp::DeleteMaglev { .. } | MapOp::DeleteAffinityMatch { .. } => 7,
             MapOp::DeleteRevNat { .. } => 8,
             MapOp::DeleteBackend { .. } => 9,
         }
@@ -162,6 +177,8 @@ struct ServiceEntry {
     backends: Vec<BackendKey>,
     maglev: Option<Arc<[u32]>>,
     rev_nat: Lb4RevNat,
+    /// Backend ids session affinity may use (active backends of an affinity service).
+    affinity: Vec<u32>,
 }
 
 /// What the maps hold, as read back at start (for [`LbManager::restore`]).
@@ -175,6 +192,8 @@ pub struct RestoredMaps {
     pub rev_nat: Vec<(u16, Lb4RevNat)>,
     /// `cilium_lb4_maglev` tables.
     pub maglev: Vec<(u16, Vec<u32>)>,
+    /// `cilium_lb_affinity_match` entries: (backend id, rev-NAT index).
+    pub affinity_match: Vec<(u32, u16)>,
 }
 
 /// Turns the desired services into the minimal ordered map updates, allocating service
@@ -292,6 +311,7 @@ impl LbManager {
                         entries: BTreeMap::new(),
                         backends: Vec::new(),
                         maglev: maglev.get(&id).map(|t| Arc::from(t.as_slice())),
+                        affinity: Vec::new(),
                         rev_nat: rev_nat.get(&id).copied().unwrap_or(Lb4RevNat {
                             address: key.address,
                             port: key.dport,
@@ -314,6 +334,12 @@ impl LbManager {
                 if !entry.backends.contains(&bkey) {
                     entry.backends.push(bkey);
                 }
+            }
+        }
+        for (backend_id, index) in &maps.affinity_match {
+            if let Some(entry) = lb.services.values_mut().find(|e| e.id == *index) {
+                entry.affinity.push(*backend_id);
+                entry.affinity.sort_unstable();
             }
         }
         for entry in lb.services.values() {
@@ -756,11 +782,39 @@ impl LbManager {
             None
         };
 
-        // Diff against what the maps hold.
-        let (old_entries, old_backends, old_maglev, old_rev_nat) = match old {
-            Some(o) => (o.entries, o.backends, o.maglev, Some(o.rev_nat)),
-            None => (BTreeMap::new(), Vec::new(), None, None),
+        // Session affinity may only lead to active backends.
+        let mut affinity: Vec<u32> = if svc.session_affinity_timeout.is_some() {
+            svc.backends
+                .iter()
+                .filter(|b| b.state == BackendState::Active)
+                .map(|b| ids[&(b.address, b.cluster_id)])
+                .collect()
+        } else {
+            Vec::new()
         };
+        affinity.sort_unstable();
+
+        // Diff against what the maps hold.
+        let (old_entries, old_backends, old_maglev, old_rev_nat, old_affinity) = match old {
+            Some(o) => (o.entries, o.backends, o.maglev, Some(o.rev_nat), o.affinity),
+            None => (BTreeMap::new(), Vec::new(), None, None, Vec::new()),
+        };
+        for b in &affinity {
+            if !old_affinity.contains(b) {
+                ops.push(MapOp::UpsertAffinityMatch {
+                    backend_id: *b,
+                    rev_nat_index: id,
+                });
+            }
+        }
+        for b in &old_affinity {
+            if !affinity.contains(b) {
+                ops.push(MapOp::DeleteAffinityMatch {
+                    backend_id: *b,
+                    rev_nat_index: id,
+                });
+            }
+        }
         if old_rev_nat != Some(rev_nat) {
             ops.push(MapOp::UpsertRevNat {
                 index: id,
@@ -798,6 +852,7 @@ impl LbManager {
                 backends: keys,
                 maglev,
                 rev_nat,
+                affinity,
             },
         );
     }
@@ -838,6 +893,12 @@ impl LbManager {
         }
         if old.maglev.is_some() {
             ops.push(MapOp::DeleteMaglev { index: old.id });
+        }
+        for b in &old.affinity {
+            ops.push(MapOp::DeleteAffinityMatch {
+                backend_id: *b,
+                rev_nat_index: old.id,
+            });
         }
         ops.push(MapOp::DeleteRevNat { index: old.id });
         if let Some(prev) = &old.service {

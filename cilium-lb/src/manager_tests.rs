@@ -41,6 +41,7 @@ struct SimMaps {
     backends: HashMap<u32, Lb4Backend>,
     rev_nat: HashMap<u16, Lb4RevNat>,
     maglev: HashMap<u16, Arc<[u32]>>,
+    affinity: std::collections::HashSet<(u32, u16)>,
 }
 
 impl SimMaps {
@@ -70,6 +71,18 @@ impl SimMaps {
                 }
                 MapOp::DeleteRevNat { index } => {
                     assert!(self.rev_nat.remove(index).is_some());
+                }
+                MapOp::UpsertAffinityMatch {
+                    backend_id,
+                    rev_nat_index,
+                } => {
+                    self.affinity.insert((*backend_id, *rev_nat_index));
+                }
+                MapOp::DeleteAffinityMatch {
+                    backend_id,
+                    rev_nat_index,
+                } => {
+                    assert!(self.affinity.remove(&(*backend_id, *rev_nat_index)));
                 }
                 MapOp::DeleteBackend { id } => {
                     assert!(
@@ -122,6 +135,7 @@ impl SimMaps {
             backends: self.backends.iter().map(|(k, v)| (*k, *v)).collect(),
             rev_nat: self.rev_nat.iter().map(|(k, v)| (*k, *v)).collect(),
             maglev: self.maglev.iter().map(|(k, v)| (*k, v.to_vec())).collect(),
+            affinity_match: self.affinity.iter().copied().collect(),
         }
     }
 }

@@ -199,6 +199,31 @@ struct lb4_reverse_nat {
 	__u16 pad;
 };
 
+/* Session affinity: client -> the backend it was given, per service. */
+struct lb4_affinity_key {
+	union {
+		__u32 client_ip;
+		__u64 client_cookie;
+	} client_id;
+	__u16 rev_nat_id;
+	__u8 netns_cookie;
+	__u8 pad1;
+	__u32 pad2;
+};
+
+struct lb_affinity_val {
+	__u64 last_used;
+	__u32 backend_id;
+	__u32 pad;
+};
+
+/* Backends affinity may still point to (active ones), per service. */
+struct lb_affinity_match {
+	__u32 backend_id;
+	__u16 rev_nat_id;
+	__u16 pad;
+};
+
 /* Socket LB: what a translated socket really talks to -> the frontend it asked for. */
 struct lb4_reverse_sk_key {
 	__u64 cookie;

@@ -18,141 +18,51 @@
 
 #ifndef offsetof
 #define offsetof(type, member) __builtin_offsetof(type, member)
-/* Translates the destination of a packet to a service frontend into one of its backends,
- * recording the choice in conntrack so every later packet of the flow goes to the same
- * backend. Returns 0, or a drop reason. */
-static __always_inline int lb4_local(struct __sk_buff *skb, const struct lb4_service *svc,
-				     struct pkt_info *pi, __u32 ihl, __u32 src_label)
-{
-	struct ipv4_ct_tuple skey = {}, fkey = {};
-	struct ct_entry *e, *fe;
-	struct lb4_backend *be = NULL;
-	__u32 backend_id = 0;
-	__u16 rev_nat = svc->rev_nat_index;
-	__be32 vip = pi->daddr, baddr;
-	__be16 vport = pi->dport, bport;
-	int syn_only = pi->proto == IPPROTO_TCP &&
-		       (pi->tcp_flags & (TCP_FLAG_SYN | TCP_FLAG_ACK)) == TCP_FLAG_SYN;
-	void *ct = ct_map(pi->proto);
-
-	ct_key(&skey, pi->saddr, vip, pi->sport, vport, pi->proto, TUPLE_F_SERVICE);
-	e = bpf_map_lookup_elem(ct, &skey);
-	if (e) {
-		backend_id = (__u32)e->backend_id;
-		be = bpf_map_lookup_elem(&cilium_lb4_backends_v3, &backend_id);
-		/* Existing flows keep a terminating backend; a new connection, or a backend
-		 * that is gone, chooses again. */
-		if (be && be->flags != 0 && syn_only)
-			be = NULL;
-		if (be)
-			ct_touch(e, pi->proto, pi->tcp_flags, skb->len, 1);
-	}
-	if (!be) {
-		struct ct_entry ne = {};
-
-		backend_id = lb4_select_backend(svc, vip, vport, pi->proto, pi->saddr, pi->sport);
-		if (!backend_id)
-			return DROP_NO_SERVICE;
-		be = bpf_map_lookup_elem(&cilium_lb4_backends_v3, &backend_id);
-		if (!be)
-			return DROP_NO_SERVICE;
-		ne.backend_id = backend_id;
-		ne.rev_nat_index = rev_nat;
-		ne.src_sec_id = src_label;
-		ct_touch(&ne, pi->proto, pi->tcp_flags, skb->len, 1);
-		bpf_map_update_elem(ct, &skey, &ne, BPF_ANY);
-	}
-	baddr = be->address;
-	bport = be->port;
-
-	/* The translated flow's entry: replies find the rev-NAT index there. */
-	ct_key(&fkey, pi->saddr, baddr, pi->sport, bport, pi->proto, TUPLE_F_OUT);
-	fe = bpf_map_lookup_elem(ct, &fkey);
-	if (fe) {
-		fe->rev_nat_index = rev_nat;
-		fe->backend_id = backend_id;
-		ct_touch(fe, pi->proto, pi->tcp_flags, skb->len, 1);
-	} else {
-		struct ct_entry fne = {};
-
-		fne.backend_id = backend_id;
-		fne.rev_nat_index = rev_nat;
-		fne.src_sec_id = src_label;
-		ct_touch(&fne, pi->proto, pi->tcp_flags, skb->len, 1);
-		bpf_map_update_elem(ct, &fkey, &fne, BPF_ANY);
-	}
-
-	if (rewrite_addr_port(skb, ihl, pi->proto, 1, vip, baddr, vport, bport))
-		return DROP_INVALID;
-	pi->daddr = baddr;
-	pi->dport = bport;
-	return 0;
-}
-
-/* Reverse NAT for a reply of a service flow: the source goes back to the frontend. Returns
- * 1 when the packet was translated, 0 when it is not such a reply, or a drop reason
- * (> 1). */
-static __always_inline int lb4_rev_nat(struct __sk_buff *skb, struct pkt_info *pi, __u32 ihl)
-{
-	struct ipv4_ct_tuple key = {};
-	struct lb4_reverse_nat *rn;
-	struct ct_entry *e;
-	__be32 addr;
-	__be16 port;
-	__u16 idx;
-
-	if (pi->proto != IPPROTO_TCP && pi->proto != IPPROTO_UDP)
-		return 0;
-	ct_key(&key, pi->daddr, pi->saddr, pi->dport, pi->sport, pi->proto, TUPLE_F_OUT);
-	e = bpf_map_lookup_elem(ct_map(pi->proto), &key);
-	if (!e || !e->rev_nat_index)
-		return 0;
-	idx = e->rev_nat_index;
-	ct_touch(e, pi->proto, pi->tcp_flags, skb->len, 0);
-	rn = bpf_map_lookup_elem(&cilium_lb4_reverse_nat, &idx);
-	if (!rn)
-		return 0;
-	addr = rn->address;
-	port = rn->port;
-	if (rewrite_addr_port(skb, ihl, pi->proto, 0, pi->saddr, addr, pi->sport, port))
-		return DROP_INVALID;
-	pi->saddr = addr;
-	pi->sport = port;
-	return 1;
-}
-
-static __always_inline void decrease_ttl(struct iphdr *ip)
-{
-	__u32 check = (__u32)ip->check;
-
-	check += (__u32)bpf_htons(0x0100);
-	ip->check = (__sum16)(check + (check >= 0xFFFF));
-	ip->ttl--;
-}
-
-#ifndef AF_INET
-#define AF_INET 2
 #endif
 
-/* Sends a packet out of the device the node's FIB picks for its destination, resolving the
- * next hop's MAC (bpf_redirect_neigh). Used for replies whose source is one of the node's
- * own addresses (NodePort), which the stack would refuse as martians. */
-static __always_inline int fib_redirect(struct __sk_buff *skb, __be32 saddr, __be32 daddr)
-{
-	struct bpf_fib_lookup fib = {};
-	long rc;
+#define SVC_FLAG_AFFINITY (1 << 4)
+#define AFFINITY_TIMEOUT_MASK 0x00ffffff
 
-	fib.family = AF_INET;
-	fib.ipv4_src = saddr;
-	fib.ipv4_dst = daddr;
-	fib.ifindex = skb->ifindex;
-	rc = bpf_fib_lookup(skb, &fib, sizeof(fib), BPF_FIB_LOOKUP_SKIP_NEIGH);
-	if (rc != BPF_FIB_LKUP_RET_SUCCESS)
-		return TC_ACT_OK;
-	return bpf_redirect_neigh(fib.ifindex, NULL, 0, 0);
+/* The backend a client was given within the service's affinity timeout, if it may still
+ * have it (an active backend of the service); 0 otherwise. */
+static __always_inline __u32 lb4_affinity_backend(const struct lb4_service *svc, __be32 client)
+{
+	struct lb4_affinity_key key = {};
+	struct lb_affinity_match match = {};
+	struct lb_affinity_val *val;
+	__u32 timeout = svc->backend_id & AFFINITY_TIMEOUT_MASK;
+	__u64 now = bpf_mono_now();
+
+	key.client_id.client_ip = client;
+	key.rev_nat_id = svc->rev_nat_index;
+	val = bpf_map_lookup_elem(&cilium_lb4_affinity, &key);
+	if (!val)
+		return 0;
+	if (val->last_used + timeout <= now) {
+		bpf_map_delete_elem(&cilium_lb4_affinity, &key);
+		return 0;
+	}
+	match.backend_id = val->backend_id;
+	match.rev_nat_id = svc->rev_nat_index;
+	if (!bpf_map_lookup_elem(&cilium_lb_affinity_match, &match))
+		return 0;
+	val->last_used = now;
+	return val->backend_id;
 }
 
-#endif
+static __always_inline void lb4_affinity_update(const struct lb4_service *svc, __be32 client,
+						__u32 backend_id)
+{
+	struct lb4_affinity_key key = {};
+	struct lb_affinity_val val = {};
+
+	key.client_id.client_ip = client;
+	key.rev_nat_id = svc->rev_nat_index;
+	val.last_used = bpf_mono_now();
+	val.backend_id = backend_id;
+	bpf_map_update_elem(&cilium_lb4_affinity, &key, &val, BPF_ANY);
+}
+
 
 /* Jenkins hash of three words, as Linux's jhash_3words (and Cilium's). */
 static __always_inline __u32 rol32(__u32 word, unsigned int shift)
@@ -313,9 +223,16 @@ static __always_inline int lb4_local(struct __sk_buff *skb, const struct lb4_ser
 	if (!be) {
 		struct ct_entry ne = {};
 
-		backend_id = lb4_select_backend(svc, vip, vport, pi->proto, pi->saddr, pi->sport);
+		backend_id = 0;
+		if (svc->flags & SVC_FLAG_AFFINITY)
+			backend_id = lb4_affinity_backend(svc, pi->saddr);
+		if (!backend_id)
+			backend_id = lb4_select_backend(svc, vip, vport, pi->proto, pi->saddr,
+							pi->sport);
 		if (!backend_id)
 			return DROP_NO_SERVICE;
+		if (svc->flags & SVC_FLAG_AFFINITY)
+			lb4_affinity_update(svc, pi->saddr, backend_id);
 		be = bpf_map_lookup_elem(&cilium_lb4_backends_v3, &backend_id);
 		if (!be)
 			return DROP_NO_SERVICE;

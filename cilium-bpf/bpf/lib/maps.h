@@ -105,6 +105,24 @@ struct {
 	});
 } cilium_lb4_maglev SEC(".maps");
 
+/* Session affinity by client IP. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__type(key, struct lb4_affinity_key);
+	__type(value, struct lb_affinity_val);
+	__uint(max_entries, 65536);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} cilium_lb4_affinity SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__type(key, struct lb_affinity_match);
+	__type(value, __u8);
+	__uint(max_entries, 65536);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} cilium_lb_affinity_match SEC(".maps");
+
 /* Socket LB reverse translation (recvmsg, getpeername). */
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
