@@ -49,6 +49,7 @@ int from_netdev(struct __sk_buff *skb)
 	void *data_end = (void *)(long)skb->data_end;
 	struct ethhdr *eth = data;
 	struct pkt_info pi = {};
+	struct endpoint_info *ep;
 	struct lb4_service *svc;
 	struct iphdr *ip;
 	__u32 ihl, src_label;
@@ -59,24 +60,43 @@ int from_netdev(struct __sk_buff *skb)
 	ip = (void *)(eth + 1);
 	if ((void *)(ip + 1) > data_end)
 		return TC_ACT_OK;
-	if (ip->daddr != NODE_IPV4)
-		return TC_ACT_OK;
 	pi.saddr = ip->saddr;
 	pi.daddr = ip->daddr;
 	pi.proto = ip->protocol;
 	ihl = ip->ihl * 4;
 	if (parse_l4(data_end, ip, &pi))
 		return TC_ACT_OK;
-	if (pi.proto != IPPROTO_TCP && pi.proto != IPPROTO_UDP)
-		return TC_ACT_OK;
 	src_label = resolve_identity4(pi.saddr);
 
-	/* A reply of a masqueraded flow: back to the pod. */
+	/* Traffic for a pod of this node (from another node): straight into the pod, after
+	 * the reverse NAT of a service flow whose client lives here. */
+	ep = lookup_ip4_endpoint(pi.daddr);
+	if (ep && !(ep->flags & ENDPOINT_F_HOST)) {
+		ret = lb4_rev_nat(skb, &pi, ihl);
+		if (ret > 1)
+			return send_drop(skb, ret, METRIC_INGRESS, 0, &pi, src_label, 0);
+		return deliver_local(skb, &pi, src_label);
+	}
+	if (pi.daddr != NODE_IPV4)
+		return TC_ACT_OK;
+	if (pi.proto != IPPROTO_TCP && pi.proto != IPPROTO_UDP)
+		return TC_ACT_OK;
+
+	/* A reply of a masqueraded flow (a pod's, or a NodePort flow to a backend elsewhere). */
 	ret = snat4_ingress(skb, &pi, ihl);
 	if (ret > 1)
 		return send_drop(skb, ret, METRIC_INGRESS, 0, &pi, src_label, 0);
-	if (ret == 1)
-		return deliver_local(skb, &pi, src_label);
+	if (ret == 1) {
+		if (lookup_ip4_endpoint(pi.daddr))
+			return deliver_local(skb, &pi, src_label);
+		/* NodePort reply: back to the frontend, out towards the client. */
+		ret = lb4_rev_nat(skb, &pi, ihl);
+		if (ret > 1)
+			return send_drop(skb, ret, METRIC_INGRESS, 0, &pi, src_label, 0);
+		send_trace(skb, TRACE_TO_NETWORK, METRIC_EGRESS, 0, &pi, src_label, IDENTITY_WORLD,
+			   0, 0);
+		return fib_redirect(skb, pi.saddr, pi.daddr);
+	}
 
 	/* NodePort: a service on the node's address. */
 	svc = lb4_lookup_service(pi.daddr, pi.dport, pi.proto);
@@ -85,7 +105,14 @@ int from_netdev(struct __sk_buff *skb)
 	ret = lb4_local(skb, svc, &pi, ihl, src_label);
 	if (ret)
 		return send_drop(skb, ret, METRIC_INGRESS, 0, &pi, src_label, 0);
-	return deliver_local(skb, &pi, src_label);
+	if (lookup_ip4_endpoint(pi.daddr))
+		return deliver_local(skb, &pi, src_label);
+	/* The backend is on another node: masquerade so its replies come back here. */
+	ret = snat4_egress(skb, &pi, ihl);
+	if (ret)
+		return send_drop(skb, ret, METRIC_INGRESS, 0, &pi, src_label, 0);
+	send_trace(skb, TRACE_TO_NETWORK, METRIC_EGRESS, 0, &pi, src_label, 0, 0, 0);
+	return fib_redirect(skb, pi.saddr, pi.daddr);
 }
 
 SEC("classifier")
@@ -113,9 +140,13 @@ int to_netdev(struct __sk_buff *skb)
 		return TC_ACT_OK;
 	if (pi.proto != IPPROTO_TCP && pi.proto != IPPROTO_UDP)
 		return TC_ACT_OK;
-	/* Only pod traffic to destinations outside the native-routing CIDR is masqueraded. */
+	/* Only pod traffic to destinations outside the cluster is masqueraded: not inside the
+	 * native-routing CIDR, and not to anything the ipcache knows as part of the cluster
+	 * (other nodes, their pods). */
 	src = lookup_ip4_endpoint(pi.saddr);
 	if (!src || in_native_cidr(pi.daddr))
+		return TC_ACT_OK;
+	if (resolve_identity4(pi.daddr) != IDENTITY_WORLD)
 		return TC_ACT_OK;
 	ret = snat4_egress(skb, &pi, ihl);
 	if (ret)

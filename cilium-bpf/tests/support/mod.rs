@@ -98,6 +98,11 @@ pub struct TestNode {
 /// The router IP the pods use as gateway.
 pub const ROUTER: Ipv4Addr = Ipv4Addr::new(172, 20, 0, 254);
 
+/// The router IP of the pods in 172.20.`subnet`.0/24.
+pub fn router_of(subnet: u8) -> Ipv4Addr {
+    Ipv4Addr::new(172, 20, subnet, 254)
+}
+
 fn link_info(ns: &str, dev: &str) -> (u32, [u8; 6]) {
     let out = run(&["ip", "-n", ns, "-o", "link", "show", "dev", dev]);
     let ifindex: u32 = out
@@ -121,6 +126,11 @@ impl TestNode {
     /// Creates the node namespace and `pods` pods (172.20.0.10, .11, ...), and mounts a
     /// private bpffs.
     pub fn new(pods: usize) -> Self {
+        Self::new_in_subnet(pods, 0)
+    }
+
+    /// As [`TestNode::new`], with pods in 172.20.`subnet`.0/24 and the router at .254.
+    pub fn new_in_subnet(pods: usize, subnet: u8) -> Self {
         static N: AtomicU32 = AtomicU32::new(0);
         let prefix = format!(
             "crs{}x{}",
@@ -154,7 +164,8 @@ impl TestNode {
             run(&["ip", "netns", "add", &netns]);
             env.namespaces.push(netns.clone());
             let lxc = format!("lxc{:012x}", i + 1);
-            let ip = Ipv4Addr::new(172, 20, 0, 10 + i as u8);
+            let ip = Ipv4Addr::new(172, 20, subnet, 10 + i as u8);
+            let router = router_of(subnet);
             run(&[
                 "ip", "-n", &node, "link", "add", &lxc, "type", "veth", "peer", "name", "tmp0",
             ]);
@@ -179,7 +190,7 @@ impl TestNode {
                 &netns,
                 "route",
                 "add",
-                &format!("{ROUTER}/32"),
+                &format!("{router}/32"),
                 "dev",
                 "eth0",
                 "scope",
@@ -193,7 +204,7 @@ impl TestNode {
                 "add",
                 "default",
                 "via",
-                &ROUTER.to_string(),
+                &router.to_string(),
                 "dev",
                 "eth0",
             ]);
@@ -463,4 +474,126 @@ pub fn start_datapath_with(
             .expect("insert endpoint");
     }
     dp
+}
+
+/// Several nodes on one underlay (a bridge in a namespace of its own), and an "outside"
+/// namespace on the same underlay; node `i` is 192.168.10.(101 + i) with pods in
+/// 172.20.`i`.0/24 and routes to the other nodes' pod CIDRs (native routing). The outside
+/// is 192.168.10.200. Everything is removed on drop.
+#[derive(Debug)]
+pub struct TestCluster {
+    /// The nodes.
+    pub nodes: Vec<TestNode>,
+    /// The outside namespace.
+    pub outside: String,
+    extra: Vec<String>,
+}
+
+/// The address of node `i` on the underlay.
+pub fn node_ip(i: usize) -> Ipv4Addr {
+    Ipv4Addr::new(192, 168, 10, 101 + i as u8)
+}
+
+/// The outside namespace's address.
+pub const OUTSIDE_IP: Ipv4Addr = Ipv4Addr::new(192, 168, 10, 200);
+
+impl TestCluster {
+    /// Builds `nodes` nodes with `pods` pods each.
+    pub fn new(nodes: usize, pods: usize) -> Self {
+        let nodes: Vec<TestNode> = (0..nodes)
+            .map(|i| TestNode::new_in_subnet(pods, i as u8))
+            .collect();
+        let prefix = nodes[0].prefix.clone();
+        let underlay = format!("{prefix}-ul");
+        let outside = format!("{prefix}-out");
+        let mut cluster = TestCluster {
+            nodes,
+            outside: outside.clone(),
+            extra: Vec::new(),
+        };
+        run(&["ip", "netns", "add", &underlay]);
+        cluster.extra.push(underlay.clone());
+        run(&["ip", "netns", "add", &outside]);
+        cluster.extra.push(outside.clone());
+        run(&[
+            "ip", "-n", &underlay, "link", "add", "br0", "type", "bridge",
+        ]);
+        run(&["ip", "-n", &underlay, "link", "set", "br0", "up"]);
+        let plug = |ns: &str, port: &str, addr: Ipv4Addr| {
+            run(&[
+                "ip", "-n", &underlay, "link", "add", port, "type", "veth", "peer", "name", "tmp0",
+            ]);
+            run(&["ip", "-n", &underlay, "link", "set", "tmp0", "netns", ns]);
+            run(&["ip", "-n", ns, "link", "set", "tmp0", "name", "eth0"]);
+            run(&["ip", "-n", &underlay, "link", "set", port, "master", "br0"]);
+            run(&["ip", "-n", &underlay, "link", "set", port, "up"]);
+            run(&[
+                "ip",
+                "-n",
+                ns,
+                "addr",
+                "add",
+                &format!("{addr}/24"),
+                "dev",
+                "eth0",
+            ]);
+            run(&["ip", "-n", ns, "link", "set", "eth0", "up"]);
+            run(&["ip", "-n", ns, "link", "set", "lo", "up"]);
+        };
+        for (i, node) in cluster.nodes.iter().enumerate() {
+            plug(&node.node, &format!("u{i}"), node_ip(i));
+        }
+        plug(&outside, "uout", OUTSIDE_IP);
+        let count = cluster.nodes.len();
+        for (i, node) in cluster.nodes.iter().enumerate() {
+            for (key, value) in [
+                ("net.ipv4.ip_forward", "1"),
+                ("net.ipv4.conf.all.rp_filter", "0"),
+                ("net.ipv4.conf.default.rp_filter", "0"),
+                ("net.ipv4.conf.eth0.rp_filter", "0"),
+            ] {
+                run(&[
+                    "ip",
+                    "netns",
+                    "exec",
+                    &node.node,
+                    "sysctl",
+                    "-qw",
+                    &format!("{key}={value}"),
+                ]);
+            }
+            for p in &node.pods {
+                run(&[
+                    "ip",
+                    "netns",
+                    "exec",
+                    &node.node,
+                    "sysctl",
+                    "-qw",
+                    &format!("net.ipv4.conf.{}.rp_filter=0", p.lxc),
+                ]);
+            }
+            for j in (0..count).filter(|j| *j != i) {
+                run(&[
+                    "ip",
+                    "-n",
+                    &node.node,
+                    "route",
+                    "add",
+                    &format!("172.20.{j}.0/24"),
+                    "via",
+                    &node_ip(j).to_string(),
+                ]);
+            }
+        }
+        cluster
+    }
+}
+
+impl Drop for TestCluster {
+    fn drop(&mut self) {
+        for ns in self.extra.iter().rev() {
+            let _ = Command::new("ip").args(["netns", "del", ns]).status();
+        }
+    }
 }
