@@ -5,10 +5,11 @@
 #
 # build-essential (gcc/g++: libFuzzer for the fuzz targets), pkg-config, ca-certificates,
 # git, curl; clang-19, llvm-19, libbpf-dev, bpftool (the BPF datapath); iproute2,
-# iputils-ping, iperf3, python3 (privileged datapath tests). Rust 1.95 comes from rustup.
+# iputils-ping, iperf3, python3 (privileged datapath tests); iptables, nftables (the
+# kube-proxy emulation the benchmarks compare against). Rust 1.95 comes from rustup.
 set -euo pipefail
 
-PKGS=(build-essential pkg-config ca-certificates git curl clang-19 llvm-19 libbpf-dev bpftool iproute2 iputils-ping iperf3 python3)
+PKGS=(build-essential pkg-config ca-certificates git curl clang-19 llvm-19 libbpf-dev bpftool iproute2 iputils-ping iperf3 python3 iptables nftables)
 
 missing=()
 for p in "${PKGS[@]}"; do
