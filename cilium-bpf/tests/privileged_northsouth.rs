@@ -66,6 +66,24 @@ fn privileged_nodeport_and_masquerade() {
         );
     }
 
+    // HostPort: the pod's hostPort 8081 on the node's address, as Cilium implements it (a
+    // HostPort service from the node's address to the pod's containerPort).
+    let mut hp = Service::new(
+        "default/webpod-1",
+        L3n4Addr::new(NODE_IP.into(), 8081, L4Proto::Tcp),
+        ServiceType::HostPort,
+    );
+    hp.backends.push(Backend::new(L3n4Addr::new(
+        backend.ip.into(),
+        8080,
+        L4Proto::Tcp,
+    )));
+    writer
+        .apply(&lb.upsert(&hp).expect("upsert"))
+        .expect("apply");
+    let body = curl(&outside, &[&format!("http://{NODE_IP}:8081/")]).expect("HostPort answers");
+    assert_eq!(field(&body, "Hostname: "), "webpod-1");
+
     // Masquerade: pod -> outside server, seen as coming from the node.
     let pod = &env.pods[1];
     for _ in 0..5 {

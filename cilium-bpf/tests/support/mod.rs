@@ -418,10 +418,17 @@ impl Drop for HttpServer {
 /// Runs `curl` inside a namespace; returns its output when it succeeds.
 pub fn curl(netns: &str, args: &[&str]) -> Option<String> {
     let out = Command::new("ip")
-        .args(["netns", "exec", netns, "curl", "-s", "--max-time", "3"])
+        .args(["netns", "exec", netns, "curl", "-sS", "--max-time", "3"])
         .args(args)
         .output()
+        .map_err(|e| eprintln!("running curl in {netns}: {e}"))
         .ok()?;
+    if !out.status.success() {
+        eprintln!(
+            "curl {args:?} in {netns}: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
     out.status
         .success()
         .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
