@@ -77,13 +77,11 @@ int from_netdev(struct __sk_buff *skb)
 			return send_drop(skb, ret, METRIC_INGRESS, 0, &pi, src_label, 0);
 		return deliver_local(skb, &pi, src_label);
 	}
-	if (pi.daddr != NODE_IPV4)
-		return TC_ACT_OK;
 	if (pi.proto != IPPROTO_TCP && pi.proto != IPPROTO_UDP)
 		return TC_ACT_OK;
 
 	/* A reply of a masqueraded flow (a pod's, or a NodePort flow to a backend elsewhere). */
-	ret = snat4_ingress(skb, &pi, ihl);
+	ret = pi.daddr == NODE_IPV4 ? snat4_ingress(skb, &pi, ihl) : 0;
 	if (ret > 1)
 		return send_drop(skb, ret, METRIC_INGRESS, 0, &pi, src_label, 0);
 	if (ret == 1) {
@@ -98,7 +96,7 @@ int from_netdev(struct __sk_buff *skb)
 		return fib_redirect(skb, pi.saddr, pi.daddr);
 	}
 
-	/* NodePort: a service on the node's address. */
+	/* NodePort (the node's address), ExternalIPs and LoadBalancer addresses routed here. */
 	svc = lb4_lookup_service(pi.daddr, pi.dport, pi.proto);
 	if (!svc)
 		return TC_ACT_OK;

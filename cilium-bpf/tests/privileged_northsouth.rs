@@ -84,6 +84,39 @@ fn privileged_nodeport_and_masquerade() {
     let body = curl(&outside, &[&format!("http://{NODE_IP}:8081/")]).expect("HostPort answers");
     assert_eq!(field(&body, "Hostname: "), "webpod-1");
 
+    // A LoadBalancer address and an external IP, routed to the node by the outside (as a
+    // router or an L2 announcement would), reach the same backend.
+    for (addr, kind) in [
+        (Ipv4Addr::new(192, 168, 10, 250), ServiceType::LoadBalancer),
+        (Ipv4Addr::new(192, 168, 10, 251), ServiceType::ExternalIPs),
+    ] {
+        support::run(&[
+            "ip",
+            "-n",
+            &outside,
+            "route",
+            "add",
+            &format!("{addr}/32"),
+            "via",
+            &NODE_IP.to_string(),
+        ]);
+        let mut ext = Service::new(
+            "default/webpod",
+            L3n4Addr::new(addr.into(), 80, L4Proto::Tcp),
+            kind,
+        );
+        ext.backends.push(Backend::new(L3n4Addr::new(
+            backend.ip.into(),
+            8080,
+            L4Proto::Tcp,
+        )));
+        writer
+            .apply(&lb.upsert(&ext).expect("upsert"))
+            .expect("apply");
+        let body = curl(&outside, &[&format!("http://{addr}/")]).expect("external address answers");
+        assert_eq!(field(&body, "Hostname: "), "webpod-1", "{kind}");
+    }
+
     // Masquerade: pod -> outside server, seen as coming from the node.
     let pod = &env.pods[1];
     for _ in 0..5 {

@@ -519,3 +519,95 @@ fn privileged_maglev_removal_moves_only_the_removed_backends_flows() {
         "the removed backend had flows before"
     );
 }
+
+#[test]
+fn privileged_socket_lb_udp_connected_and_unconnected() {
+    if !is_root_or_skip("privileged_socket_lb_udp_connected_and_unconnected") {
+        return;
+    }
+    let env = TestNode::new(3);
+    let _dp = start_datapath(&env, NODE_IP);
+    // UDP echo servers answering with their name, for 5 s at most.
+    let servers: Vec<_> = env.pods[1..]
+        .iter()
+        .enumerate()
+        .map(|(i, p)| {
+            let (ip, name) = (p.ip, format!("webpod-{}", i + 1));
+            support::spawn_in_netns(&p.netns, move || {
+                let sock = std::net::UdpSocket::bind((ip, 5353)).expect("bind");
+                sock.set_read_timeout(Some(std::time::Duration::from_millis(200)))
+                    .expect("timeout");
+                let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+                let mut buf = [0u8; 64];
+                while std::time::Instant::now() < deadline {
+                    if let Ok((_, from)) = sock.recv_from(&mut buf) {
+                        let _ = sock.send_to(name.as_bytes(), from);
+                    }
+                }
+            })
+        })
+        .collect();
+    let cg = TestCgroup::new(&format!("{}-udp", env.prefix));
+    let _sock = cilium_bpf::SocketLb::attach(&env.bpffs, &cg.0).expect("attach socket LB");
+    let mut lb = LbManager::new(LbConfig::default());
+    let mut writer = ServiceWriter::open(&env.bpffs).expect("writer");
+    let mut svc = Service::new(
+        "kube-system/dns",
+        L3n4Addr::new(VIP.into(), 53, L4Proto::Udp),
+        ServiceType::ClusterIP,
+    );
+    for p in &env.pods[1..] {
+        svc.backends
+            .push(Backend::new(L3n4Addr::new(p.ip.into(), 5353, L4Proto::Udp)));
+    }
+    writer
+        .apply(&lb.upsert(&svc).expect("upsert"))
+        .expect("apply");
+    let script = format!(
+        "import socket\n\
+         s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n\
+         s.settimeout(2)\n\
+         s.sendto(b'q', ('{VIP}', 53))\n\
+         data, addr = s.recvfrom(64)\n\
+         print('unconnected', addr[0], addr[1], data.decode())\n\
+         c = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n\
+         c.settimeout(2)\n\
+         c.connect(('{VIP}', 53))\n\
+         c.send(b'q')\n\
+         data = c.recv(64)\n\
+         print('connected', c.getpeername()[0], c.getpeername()[1], data.decode())\n"
+    );
+    let out = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "echo $$ > {} && exec ip netns exec {} python3 -c \"$0\"",
+            cg.0.join("cgroup.procs").display(),
+            env.pods[0].netns
+        ))
+        .arg(&script)
+        .output()
+        .expect("run the client");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "client failed: {stdout} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for line in ["unconnected", "connected"] {
+        let l = stdout
+            .lines()
+            .find(|l| l.starts_with(&format!("{line} ")))
+            .unwrap_or_else(|| panic!("no {line} line in {stdout}"));
+        let parts: Vec<&str> = l.split_whitespace().collect();
+        assert_eq!(
+            (parts[1], parts[2]),
+            (VIP.to_string().as_str(), "53"),
+            "{l}"
+        );
+        assert!(parts[3].starts_with("webpod-"), "{l}");
+    }
+    drop(_sock);
+    for s in servers {
+        s.join().expect("udp server");
+    }
+}
