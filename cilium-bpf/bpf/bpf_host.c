@@ -100,7 +100,7 @@ int from_netdev(struct __sk_buff *skb)
 	svc = lb4_lookup_service(pi.daddr, pi.dport, pi.proto);
 	if (!svc)
 		return TC_ACT_OK;
-	ret = lb4_local(skb, svc, &pi, ihl, src_label);
+	ret = lb4_local(skb, svc, &pi, ihl, src_label, 0);
 	if (ret)
 		return send_drop(skb, ret, METRIC_INGRESS, 0, &pi, src_label, 0);
 	if (lookup_ip4_endpoint(pi.daddr))

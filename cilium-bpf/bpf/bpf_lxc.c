@@ -110,10 +110,11 @@ int from_container(struct __sk_buff *skb)
 		return send_drop(skb, ret, METRIC_EGRESS, src_id, &pi, src_label, 0);
 	rev_natted = ret == 1;
 	if (ret == 0 && (pi.proto == IPPROTO_TCP || pi.proto == IPPROTO_UDP)) {
-		struct lb4_service *svc = lb4_lookup_service(pi.daddr, pi.dport, pi.proto);
+		struct lb4_service *svc =
+			lb4_lookup_service_internal(pi.daddr, pi.dport, pi.proto);
 
 		if (svc) {
-			ret = lb4_local(skb, svc, &pi, ihl, src_label);
+			ret = lb4_local(skb, svc, &pi, ihl, src_label, 1);
 			if (ret)
 				return send_drop(skb, ret, METRIC_EGRESS, src_id, &pi, src_label,
 						 0);

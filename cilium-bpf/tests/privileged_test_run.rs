@@ -114,6 +114,52 @@ fn privileged_from_container_verdicts() {
         (2, 0),
         "a SYN-only flow expires after 60 s"
     );
+    // Two scopes: a NodePort with externalTrafficPolicy=Local whose only backend runs on
+    // another node. Pods (internal scope) reach it; traffic from outside (external scope,
+    // no local backend) is dropped.
+    let mut lb2 = cilium_lb::manager::LbManager::new(cilium_lb::manager::LbConfig {
+        node_name: "this-node".into(),
+        ..cilium_lb::manager::LbConfig::default()
+    });
+    let node_ip = Ipv4Addr::new(192, 168, 10, 100);
+    let mut np = cilium_lb::service::Service::new(
+        "np",
+        cilium_lb::service::L3n4Addr::new(node_ip.into(), 30080, cilium_lb::maglev::L4Proto::Tcp),
+        cilium_lb::service::ServiceType::NodePort,
+    );
+    np.external_traffic_policy = cilium_lb::service::TrafficPolicy::Local;
+    let mut remote = cilium_lb::service::Backend::new(cilium_lb::service::L3n4Addr::new(
+        b.into(),
+        8080,
+        cilium_lb::maglev::L4Proto::Tcp,
+    ));
+    remote.node_name = Some("other-node".into());
+    np.backends.push(remote);
+    // Reuse the writer: the ids of this second manager start at 1 too, so give it its own
+    // frontend and let it overwrite nothing the first one wrote.
+    let ops = lb2.upsert(&np).expect("upsert");
+    let ops: Vec<_> = ops
+        .into_iter()
+        .filter(|op| !matches!(op, cilium_lb::manager::MapOp::UpsertRevNat { .. }))
+        .collect();
+    writer.apply(&ops).expect("apply");
+    let to_np = ipv4_tcp_packet(a, node_ip, 40002, 30080, 0x02);
+    assert_eq!(
+        run(&mut dp, &to_np),
+        TC_ACT_REDIRECT,
+        "a pod uses the internal scope"
+    );
+    // A new flow from outside (the pod's flow above now sits in conntrack).
+    let from_outside = ipv4_tcp_packet(Ipv4Addr::new(192, 0, 2, 7), node_ip, 40003, 30080, 0x02);
+    let netdev = dp
+        .test_run("from_netdev", &from_outside, 1)
+        .expect("test run")
+        .verdict;
+    assert_eq!(
+        netdev, TC_ACT_SHOT,
+        "outside traffic finds no local backend"
+    );
+
     // Counted per reason.
     assert!(
         maps.metrics

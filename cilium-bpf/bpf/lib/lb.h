@@ -138,23 +138,45 @@ static __always_inline void ct_key(struct ipv4_ct_tuple *t, __be32 saddr, __be32
 	t->flags = flags;
 }
 
-static __always_inline struct lb4_service *lb4_lookup_service(__be32 addr, __be16 port,
-							      __u8 proto)
+#define LB_LOOKUP_SCOPE_INT 1
+#define SVC_FLAG2_TWO_SCOPES (1 << 5)
+
+static __always_inline struct lb4_service *lb4_lookup_scope(__be32 addr, __be16 port,
+							    __u8 proto, __u8 scope)
 {
 	struct lb4_key key = {};
 
 	key.address = addr;
 	key.dport = port;
 	key.proto = proto;
-	key.scope = LB_LOOKUP_SCOPE_EXT;
+	key.scope = scope;
 	return bpf_map_lookup_elem(&cilium_lb4_services_v2, &key);
+}
+
+/* The service entry for traffic from outside the node (the external scope). */
+static __always_inline struct lb4_service *lb4_lookup_service(__be32 addr, __be16 port,
+							      __u8 proto)
+{
+	return lb4_lookup_scope(addr, port, proto, LB_LOOKUP_SCOPE_EXT);
+}
+
+/* The service entry for traffic from a pod: the internal scope when the service has one
+ * (externalTrafficPolicy differs from internalTrafficPolicy), else the only one. */
+static __always_inline struct lb4_service *lb4_lookup_service_internal(__be32 addr,
+								       __be16 port, __u8 proto)
+{
+	struct lb4_service *svc = lb4_lookup_scope(addr, port, proto, LB_LOOKUP_SCOPE_EXT);
+
+	if (svc && (svc->flags2 & SVC_FLAG2_TWO_SCOPES))
+		return lb4_lookup_scope(addr, port, proto, LB_LOOKUP_SCOPE_INT);
+	return svc;
 }
 
 /* Picks a backend for a new flow: Maglev when the service has a table, else a random
  * active slot (rand % count + 1). Returns 0 when there is none. */
 static __always_inline __u32 lb4_select_backend(const struct lb4_service *svc, __be32 addr,
 						__be16 port, __u8 proto, __be32 saddr,
-						__be16 sport)
+						__be16 sport, int scope_int)
 {
 	struct lb4_key key = {};
 	struct lb4_service *slot;
@@ -183,7 +205,8 @@ static __always_inline __u32 lb4_select_backend(const struct lb4_service *svc, _
 	key.address = addr;
 	key.dport = port;
 	key.proto = proto;
-	key.scope = LB_LOOKUP_SCOPE_EXT;
+	key.scope = (svc->flags2 & SVC_FLAG2_TWO_SCOPES) && scope_int ? LB_LOOKUP_SCOPE_INT :
+									LB_LOOKUP_SCOPE_EXT;
 	key.backend_slot = (bpf_get_prandom_u32() % svc->count) + 1;
 	slot = bpf_map_lookup_elem(&cilium_lb4_services_v2, &key);
 	if (!slot)
@@ -195,7 +218,7 @@ static __always_inline __u32 lb4_select_backend(const struct lb4_service *svc, _
  * recording the choice in conntrack so every later packet of the flow goes to the same
  * backend. Returns 0, or a drop reason. */
 static __always_inline int lb4_local(struct __sk_buff *skb, const struct lb4_service *svc,
-				     struct pkt_info *pi, __u32 ihl, __u32 src_label)
+				     struct pkt_info *pi, __u32 ihl, __u32 src_label, int scope_int)
 {
 	struct ipv4_ct_tuple skey = {}, fkey = {};
 	struct ct_entry *e, *fe;
@@ -228,7 +251,7 @@ static __always_inline int lb4_local(struct __sk_buff *skb, const struct lb4_ser
 			backend_id = lb4_affinity_backend(svc, pi->saddr);
 		if (!backend_id)
 			backend_id = lb4_select_backend(svc, vip, vport, pi->proto, pi->saddr,
-							pi->sport);
+							pi->sport, scope_int);
 		if (!backend_id)
 			return DROP_NO_SERVICE;
 		if (svc->flags & SVC_FLAG_AFFINITY)
