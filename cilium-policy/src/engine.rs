@@ -101,6 +101,56 @@ fn is_world(id: NumericIdentity) -> bool {
         || id == NumericIdentity::WORLD_IPV6
 }
 
+/// The identities a peer stands for whatever identities exist: 0 for `all`, the world
+/// identities for `world` and `0.0.0.0/0`, a reserved entity's own id.
+pub(crate) fn static_identities(peer: &Peer) -> Vec<NumericIdentity> {
+    const WORLDS: [NumericIdentity; 3] = [
+        NumericIdentity::WORLD,
+        NumericIdentity::WORLD_IPV4,
+        NumericIdentity::WORLD_IPV6,
+    ];
+    match peer {
+        Peer::Entity(Entity::All) => vec![NumericIdentity::UNKNOWN],
+        Peer::Entity(Entity::Reserved(id)) if is_world(*id) => WORLDS.to_vec(),
+        Peer::Entity(Entity::Reserved(id)) => vec![*id],
+        Peer::Cidr { net, except } if net.prefix_len() == 0 && except.is_empty() => WORLDS.to_vec(),
+        _ => Vec::new(),
+    }
+}
+
+/// Whether a peer selects the identity `id` with these labels (beyond its static ids).
+pub(crate) fn selects(peer: &Peer, id: NumericIdentity, labels: &LabelSet) -> bool {
+    match peer {
+        Peer::Entity(Entity::Cluster) => !is_world(id) && !id.is_local(),
+        Peer::Entity(_) => false,
+        Peer::Endpoints(sel) => sel.matches(labels),
+        Peer::Cidr { net, except } => labels.iter().any(|l| {
+            l.source() == "cidr"
+                && l.key()
+                    .parse::<ipnet::IpNet>()
+                    .is_ok_and(|c| net.contains(&c) && !except.iter().any(|e| e.contains(&c)))
+        }),
+    }
+}
+
+/// The verdict of a rule.
+pub(crate) fn verdict_of(rule: &Rule) -> Verdict {
+    if rule.deny {
+        Verdict::Deny
+    } else {
+        Verdict::Allow
+    }
+}
+
+/// The port ranges of a rule's entries (ANY when it names none).
+pub(crate) fn ranges_of(rule: &Rule) -> Vec<PortRange> {
+    if rule.ports.is_empty() {
+        vec![PortRange::ANY]
+    } else {
+        rule.ports.clone()
+    }
+}
+
 impl Repository {
     /// An empty repository.
     pub fn new(mode: EnforcementMode) -> Self {
@@ -139,50 +189,15 @@ impl Repository {
 
     /// The identities a peer stands for (0 for every peer).
     pub fn peer_identities(&self, peer: &Peer) -> Vec<NumericIdentity> {
-        match peer {
-            Peer::Entity(Entity::All) => vec![NumericIdentity::UNKNOWN],
-            Peer::Entity(Entity::Cluster) => self
-                .identities
-                .keys()
-                .filter(|id| !is_world(**id) && !id.is_local())
-                .copied()
-                .collect(),
-            Peer::Entity(Entity::Reserved(id)) if is_world(*id) => vec![
-                NumericIdentity::WORLD,
-                NumericIdentity::WORLD_IPV4,
-                NumericIdentity::WORLD_IPV6,
-            ],
-            Peer::Entity(Entity::Reserved(id)) => vec![*id],
-            Peer::Endpoints(sel) => self
-                .identities
+        let mut ids: std::collections::BTreeSet<NumericIdentity> =
+            static_identities(peer).into_iter().collect();
+        ids.extend(
+            self.identities
                 .iter()
-                .filter(|(_, l)| sel.matches(l))
-                .map(|(id, _)| *id)
-                .collect(),
-            Peer::Cidr { net, except } => {
-                let mut ids: Vec<NumericIdentity> = self
-                    .identities
-                    .iter()
-                    .filter(|(_, labels)| {
-                        labels.iter().any(|l| {
-                            l.source() == "cidr"
-                                && l.key().parse::<ipnet::IpNet>().is_ok_and(|c| {
-                                    net.contains(&c) && !except.iter().any(|e| e.contains(&c))
-                                })
-                        })
-                    })
-                    .map(|(id, _)| *id)
-                    .collect();
-                if net.prefix_len() == 0 && except.is_empty() {
-                    ids.extend([
-                        NumericIdentity::WORLD,
-                        NumericIdentity::WORLD_IPV4,
-                        NumericIdentity::WORLD_IPV6,
-                    ]);
-                }
-                ids
-            }
-        }
+                .filter(|(id, labels)| selects(peer, **id, labels))
+                .map(|(id, _)| *id),
+        );
+        ids.into_iter().collect()
     }
 
     /// The policy of an endpoint with these identity labels.
@@ -200,11 +215,7 @@ impl Repository {
                 Direction::Ingress => p.ingress_enforced = true,
                 Direction::Egress => p.egress_enforced = true,
             }
-            let ports = if rule.ports.is_empty() {
-                vec![PortRange::ANY]
-            } else {
-                rule.ports.clone()
-            };
+            let ports = ranges_of(rule);
             for peer in &rule.peers {
                 for id in self.peer_identities(peer) {
                     for range in &ports {
@@ -213,11 +224,7 @@ impl Repository {
                             peer: id,
                             ports: *range,
                         };
-                        let v = if rule.deny {
-                            Verdict::Deny
-                        } else {
-                            Verdict::Allow
-                        };
+                        let v = verdict_of(rule);
                         let slot = p.entries.entry(key).or_insert(v);
                         if v == Verdict::Deny {
                             *slot = Verdict::Deny;

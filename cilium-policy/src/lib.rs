@@ -9,6 +9,9 @@
 //! - a [`Repository`] resolves rules against identities into each endpoint's
 //!   [`EndpointPolicy`]: (peer identity, direction, protocol, port range) -> allow or deny,
 //!   deny winning, with Cilium's enforcement modes.
+//! - a [`PolicyEngine`] keeps every endpoint's policy up to date as rules, identities and
+//!   endpoints change, through a [`SelectorCache`], and returns only the changed entries
+//!   ([`PolicyDiff`]): what the agent writes into the policy maps.
 //!
 //! ```
 //! use cilium_core::{LabelSet, NumericIdentity};
@@ -36,16 +39,22 @@
 //! ```
 #![forbid(unsafe_code)]
 
+mod cache;
 mod engine;
 mod error;
+mod incremental;
 pub mod model;
 mod rules;
 mod selector;
 
+pub use cache::{SelectionChange, SelectorCache};
 pub use engine::{EndpointPolicy, EnforcementMode, PolicyKey, Repository, Verdict};
 pub use error::PolicyError;
+pub use incremental::{EndpointId, EnforcementChange, PolicyChange, PolicyDiff, PolicyEngine};
 pub use rules::{Direction, Entity, Peer, PolicyDocument, PortRange, Rule, parse};
 pub use selector::{Operator, Requirement, Selector};
 
+#[cfg(test)]
+mod engine_tests;
 #[cfg(test)]
 mod netpol_tests;
