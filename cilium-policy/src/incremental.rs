@@ -180,6 +180,15 @@ impl PolicyEngine {
     /// Adds (or relabels) an endpoint.
     pub fn upsert_endpoint(&mut self, endpoint: EndpointId, labels: LabelSet) -> PolicyDiff {
         let mut before = Before::default();
+        let selected: Vec<u64> = if self.mode == EnforcementMode::Never {
+            Vec::new()
+        } else {
+            self.rules
+                .iter()
+                .filter(|(_, r)| r.subject.matches(&labels))
+                .map(|(id, _)| *id)
+                .collect()
+        };
         if let Some(ep) = self.endpoints.get(&endpoint) {
             if ep.labels == labels {
                 return PolicyDiff::default();
@@ -188,32 +197,22 @@ impl PolicyEngine {
             for r in rules {
                 self.detach(endpoint, r, &mut before);
             }
-            if let Some(ep) = self.endpoints.get_mut(&endpoint) {
-                ep.labels = labels.clone();
-            }
         } else {
             before.enforcement.insert(endpoint, (false, false));
-            self.endpoints.insert(
-                endpoint,
-                EndpointState {
-                    labels: labels.clone(),
-                    rules: BTreeSet::new(),
-                    ingress_rules: 0,
-                    egress_rules: 0,
-                    counts: BTreeMap::new(),
-                },
-            );
         }
-        if self.mode != EnforcementMode::Never {
-            let ids: Vec<u64> = self
-                .rules
-                .iter()
-                .filter(|(_, r)| r.subject.matches(&labels))
-                .map(|(id, _)| *id)
-                .collect();
-            for r in ids {
-                self.attach(endpoint, r, &mut before);
-            }
+        let ep = self
+            .endpoints
+            .entry(endpoint)
+            .or_insert_with(|| EndpointState {
+                labels: LabelSet::new(),
+                rules: BTreeSet::new(),
+                ingress_rules: 0,
+                egress_rules: 0,
+                counts: BTreeMap::new(),
+            });
+        ep.labels = labels;
+        for r in selected {
+            self.attach(endpoint, r, &mut before);
         }
         self.finish(before)
     }
@@ -433,12 +432,12 @@ impl PolicyEngine {
         for peer in peers {
             self.contribute(endpoint, rule_id, peer, false, before);
         }
-        if let Some(ep) = self.endpoints.get_mut(&endpoint) {
-            if ep.rules.remove(&rule_id) {
-                match direction {
-                    Direction::Ingress => ep.ingress_rules -= 1,
-                    Direction::Egress => ep.egress_rules -= 1,
-                }
+        if let Some(ep) = self.endpoints.get_mut(&endpoint)
+            && ep.rules.remove(&rule_id)
+        {
+            match direction {
+                Direction::Ingress => ep.ingress_rules -= 1,
+                Direction::Egress => ep.egress_rules -= 1,
             }
         }
         if let Some(eps) = self.rule_endpoints.get_mut(&rule_id) {
