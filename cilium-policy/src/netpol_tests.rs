@@ -246,6 +246,106 @@ fn k16_all_namespaces_selector() {
     check(&y, TCP, 80, |from, to| to != "x/a" || from.ends_with("/b"));
 }
 
+#[test]
+fn k17_egress_and_ingress_must_both_allow() {
+    let y = [
+        k8s("xa-to-y", "x", "  podSelector: {matchLabels: {pod: a}}\n  policyTypes: [Egress]\n  egress:\n  - to:\n    - namespaceSelector: {matchLabels: {ns: y}}\n"),
+        k8s("y-from-x", "y", "  podSelector: {}\n  ingress:\n  - from:\n    - namespaceSelector: {matchLabels: {ns: x}}\n"),
+    ]
+    .join("---\n");
+    check(&y, TCP, 80, |from, to| {
+        let egress = from != "x/a" || ns_of(to) == "y";
+        let ingress = ns_of(to) != "y" || ns_of(from) == "x";
+        egress && ingress
+    });
+}
+
+#[test]
+fn k18_namespace_selector_match_expressions_in() {
+    let y = k8s(
+        "from-y-z",
+        "x",
+        "  podSelector: {}\n  ingress:\n  - from:\n    - namespaceSelector:\n        matchExpressions: [{key: ns, operator: In, values: [y, z]}]\n",
+    );
+    check(&y, UDP, 81, |from, to| {
+        ns_of(to) != "x" || ns_of(from) != "x"
+    });
+}
+
+#[test]
+fn k19_pod_selector_exists() {
+    let y = k8s(
+        "has-pod",
+        "y",
+        "  podSelector: {matchExpressions: [{key: pod, operator: Exists}]}\n  ingress:\n  - from:\n    - podSelector: {matchExpressions: [{key: pod, operator: In, values: [c]}]}\n",
+    );
+    check(&y, TCP, 80, |from, to| ns_of(to) != "y" || from == "y/c");
+}
+
+#[test]
+fn k20_deny_all_in_two_namespaces() {
+    let y = [
+        k8s(
+            "deny-egress",
+            "y",
+            "  podSelector: {}\n  policyTypes: [Egress]\n",
+        ),
+        k8s(
+            "deny-ingress",
+            "z",
+            "  podSelector: {}\n  policyTypes: [Ingress]\n",
+        ),
+    ]
+    .join("---\n");
+    check(&y, TCP, 81, |from, to| {
+        ns_of(from) != "y" && ns_of(to) != "z"
+    });
+}
+
+#[test]
+fn k21_egress_port_range() {
+    let y = k8s(
+        "egress-range",
+        "x",
+        "  podSelector: {matchLabels: {pod: a}}\n  policyTypes: [Egress]\n  egress:\n  - ports: [{port: 80, endPort: 81, protocol: TCP}]\n",
+    );
+    check(&y, TCP, 80, |_, _| true);
+    check(&y, TCP, 81, |_, _| true);
+    check(&y, UDP, 80, |from, _| from != "x/a");
+}
+
+#[test]
+fn k22_policy_in_y_from_pod_a_of_x() {
+    let y = k8s(
+        "yb-from-xa",
+        "y",
+        "  podSelector: {matchLabels: {pod: b}}\n  ingress:\n  - from:\n    - namespaceSelector: {matchLabels: {ns: x}}\n      podSelector: {matchLabels: {pod: a}}\n    ports: [{port: 81}]\n",
+    );
+    check(&y, TCP, 81, |from, to| to != "y/b" || from == "x/a");
+    check(&y, TCP, 80, |_, to| to != "y/b");
+}
+
+#[test]
+fn k23_empty_ingress_list_denies_selected_pods() {
+    let y = k8s(
+        "deny-c",
+        "z",
+        "  podSelector: {matchLabels: {pod: c}}\n  policyTypes: [Ingress]\n  ingress: []\n",
+    );
+    check(&y, UDP, 80, |_, to| to != "z/c");
+}
+
+#[test]
+fn k24_default_protocol_is_tcp() {
+    let y = k8s(
+        "tcp-80",
+        "x",
+        "  podSelector: {}\n  ingress:\n  - ports: [{port: 80}]\n",
+    );
+    check(&y, TCP, 80, |_, _| true);
+    check(&y, UDP, 80, |_, to| ns_of(to) != "x");
+}
+
 fn cnp(name: &str, ns: &str, spec: &str) -> String {
     format!(
         "apiVersion: cilium.io/v2\nkind: CiliumNetworkPolicy\nmetadata: {{name: {name}, namespace: {ns}}}\nspec:\n{spec}"
@@ -334,6 +434,43 @@ fn c07_cidr_with_except() {
     assert!(!r.allowed(excepted, xa, TCP, 80));
     assert!(!r.allowed(pod_id(1, 0), xa, TCP, 80));
     assert!(!r.allowed(NumericIdentity::WORLD, xa, TCP, 80));
+}
+
+#[test]
+fn c08_clusterwide_from_all_endpoints() {
+    let y = "apiVersion: cilium.io/v2\nkind: CiliumClusterwideNetworkPolicy\nmetadata: {name: cluster}\nspec:\n  endpointSelector: {}\n  ingress:\n  - fromEndpoints: [{}]\n";
+    check(y, TCP, 80, |_, _| true);
+    let r = repo(y, EnforcementMode::Default);
+    // A wildcard peer selector is Cilium's `reserved:all`: it selects the world too.
+    assert!(r.allowed(NumericIdentity::WORLD, pod_id(0, 0), TCP, 80));
+}
+
+#[test]
+fn c09_explicit_namespace_label_lifts_the_scoping() {
+    let y = cnp(
+        "from-y",
+        "z",
+        "  endpointSelector: {}\n  ingress:\n  - fromEndpoints: [{matchLabels: {k8s:io.kubernetes.pod.namespace: y}}]\n    toPorts: [{ports: [{port: \"80\", endPort: 81, protocol: ANY}]}]\n",
+    );
+    for port in [80, 81] {
+        check(&y, UDP, port, |from, to| {
+            ns_of(to) != "z" || ns_of(from) == "y"
+        });
+    }
+    check(&y, TCP, 82, |_, to| ns_of(to) != "z");
+}
+
+#[test]
+fn c10_deny_cluster_on_one_port_beats_allow_all() {
+    let y = cnp(
+        "deny-81",
+        "z",
+        "  endpointSelector: {}\n  ingress:\n  - fromEntities: [all]\n  ingressDeny:\n  - fromEntities: [cluster]\n    toPorts: [{ports: [{port: \"81\"}]}]\n",
+    );
+    check(&y, TCP, 80, |_, _| true);
+    check(&y, TCP, 81, |_, to| ns_of(to) != "z");
+    // A CNP port without a protocol means ANY (a NetworkPolicy port means TCP).
+    check(&y, UDP, 81, |_, to| ns_of(to) != "z");
 }
 
 #[test]
