@@ -11,6 +11,7 @@
 #include "lib/parse.h"
 #include "lib/conntrack.h"
 #include "lib/lb.h"
+#include "lib/policy.h"
 
 struct arp_eth {
 	__be16 htype;
@@ -77,7 +78,7 @@ int from_container(struct __sk_buff *skb)
 	struct iphdr *ip;
 	__u32 src_label, dst_label, ihl;
 	__u16 src_id;
-	int ret, rev_natted;
+	int ret, rev_natted, local, ct_state;
 
 	if ((void *)(eth + 1) > data_end)
 		return send_drop(skb, DROP_INVALID, METRIC_EGRESS, 0, &pi, 0, 0);
@@ -128,11 +129,39 @@ int from_container(struct __sk_buff *skb)
 		return send_drop(skb, DROP_INVALID, METRIC_EGRESS, src_id, &pi, src_label, 0);
 
 	dst = lookup_ip4_endpoint(ip->daddr);
-	if (dst && !(dst->flags & ENDPOINT_F_HOST)) {
+	local = dst && !(dst->flags & ENDPOINT_F_HOST);
+	dst_label = dst ? dst->sec_id : resolve_identity4(ip->daddr);
+
+	/* Policy: replies of tracked flows pass; everything else needs this endpoint's egress
+	 * policy and, for a pod on this node, the destination's ingress policy. */
+	ct_state = rev_natted ? CT_REPLY : ct_policy_state(skb, &pi);
+	if (ct_state != CT_REPLY) {
+		__u16 peer_id = local ? dst->lxc_id : 0;
+
+		ret = policy_verdict(src_id, dst_label, POLICY_EGRESS, pi.proto, pi.dport);
+		if (!ret && local)
+			ret = policy_verdict(peer_id, src_label, POLICY_INGRESS, pi.proto,
+					     pi.dport);
+		if (ct_state == CT_NEW)
+			send_policy_verdict(skb, ret, src_id, &pi, src_label, dst_label, src_id,
+					    peer_id);
+		if (ret)
+			return send_drop(skb, ret, METRIC_EGRESS, src_id, &pi, src_label,
+					 dst_label);
+		if (ct_state == CT_NEW)
+			ct_policy_create(skb, &pi, src_label);
+	}
+	data = (void *)(long)skb->data;
+	data_end = (void *)(long)skb->data_end;
+	eth = data;
+	ip = (void *)(eth + 1);
+	if ((void *)(ip + 1) > data_end)
+		return send_drop(skb, DROP_INVALID, METRIC_EGRESS, src_id, &pi, src_label, 0);
+
+	if (local) {
 		__u32 ifindex = dst->ifindex;
 		__u16 dst_id = dst->lxc_id;
 
-		dst_label = dst->sec_id;
 		if (ip->ttl <= 1)
 			return send_drop(skb, DROP_INVALID, METRIC_EGRESS, src_id, &pi, src_label,
 					 dst_label);
@@ -148,14 +177,12 @@ int from_container(struct __sk_buff *skb)
 	/* A reply whose source became one of the node's addresses (NodePort) goes straight
 	 * out of the node's device: the stack would drop it as a martian. */
 	if (rev_natted && pi.saddr == NODE_IPV4) {
-		dst_label = resolve_identity4(ip->daddr);
 		send_trace(skb, TRACE_TO_NETWORK, METRIC_EGRESS, src_id, &pi, src_label, dst_label,
 			   src_id, 0);
 		return fib_redirect(skb, pi.saddr, pi.daddr);
 	}
 
 	/* Anything else: the node's stack routes it (native routing). */
-	dst_label = resolve_identity4(ip->daddr);
 	send_trace(skb, TRACE_TO_STACK, METRIC_EGRESS, src_id, &pi, src_label, dst_label, src_id,
 		   0);
 	return TC_ACT_OK;
@@ -172,7 +199,7 @@ int to_container(struct __sk_buff *skb)
 	struct iphdr *ip;
 	__u32 src_label, dst_label;
 	__u16 dst_id;
-	int ret;
+	int ret, ct_state;
 
 	if ((void *)(eth + 1) > data_end)
 		return TC_ACT_OK;
@@ -198,7 +225,20 @@ int to_container(struct __sk_buff *skb)
 	ret = lb4_rev_nat(skb, &pi, ip->ihl * 4);
 	if (ret > 1)
 		return send_drop(skb, ret, METRIC_INGRESS, dst_id, &pi, src_label, dst_label);
-	/* Ingress policy goes here. */
+	/* Ingress policy for traffic from the stack (the host, other nodes, the world);
+	 * replies of tracked flows pass. */
+	ct_state = ret == 1 ? CT_REPLY : ct_policy_state(skb, &pi);
+	if (ct_state != CT_REPLY) {
+		ret = policy_verdict(dst_id, src_label, POLICY_INGRESS, pi.proto, pi.dport);
+		if (ct_state == CT_NEW)
+			send_policy_verdict(skb, ret, dst_id, &pi, src_label, dst_label, 0,
+					    dst_id);
+		if (ret)
+			return send_drop(skb, ret, METRIC_INGRESS, dst_id, &pi, src_label,
+					 dst_label);
+		if (ct_state == CT_NEW)
+			ct_policy_create(skb, &pi, src_label);
+	}
 	send_trace(skb, TRACE_TO_LXC, METRIC_INGRESS, dst_id, &pi, src_label, dst_label, 0,
 		   dst_id);
 	return TC_ACT_OK;

@@ -32,6 +32,7 @@ pub mod events;
 pub mod lb;
 pub mod loader;
 pub mod maps;
+pub mod policy;
 pub mod preflight;
 pub mod testing;
 pub mod types;

@@ -144,7 +144,11 @@ fn privileged_pods_talk_through_the_datapath() {
         })
         .expect("the SYN went through from_container");
     assert_eq!((syn.dport, syn.dst_identity), (5001, FIRST_IDENTITY + 2));
-    let tcp_packets = evs.iter().filter(|e| e.proto == 6).count();
+    // Forwarded packets: trace events (new flows also get a policy-verdict event).
+    let tcp_packets = evs
+        .iter()
+        .filter(|e| e.proto == 6 && matches!(e.kind, EventKind::Trace { .. }))
+        .count();
     let forwarded = maps
         .metrics
         .count(REASON_FORWARDED, DIR_EGRESS)

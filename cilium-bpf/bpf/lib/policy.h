@@ -1,0 +1,129 @@
+/* SPDX-License-Identifier: (GPL-2.0 OR BSD-2-Clause) */
+/* cilium-rs datapath: identity-based policy (cilium_policy_v2).
+ *
+ * Each endpoint with policy has an inner LPM trie in cilium_policy_v2 keyed by its endpoint
+ * id. A key is {prefixlen, peer identity, direction, protocol, port}: the first 40 bits
+ * (identity, direction) are always matched, then 8 protocol bits (0 bits: any protocol) and
+ * 0-16 port bits (prefixes encode port ranges). Identity 0 stands for any peer. The agent
+ * writes an allow-all entry for a direction it does not enforce, and never writes an allow
+ * that a deny of the same identity covers, so two lookups decide: the peer's longest match
+ * and the any-peer longest match, a deny in either winning.
+ */
+#ifndef CILIUM_RS_POLICY_H
+#define CILIUM_RS_POLICY_H
+
+#include "common.h"
+#include "maps.h"
+#include "events.h"
+
+#define POLICY_FULL_PREFIX_BITS 64
+#define POLICY_F_DENY 1
+
+#define POLICY_INGRESS 0
+#define POLICY_EGRESS 1
+
+/* Policy verdict event subtypes (the flow's fate). */
+#define POLICY_VERDICT_ALLOWED 1
+#define POLICY_VERDICT_DENIED 2
+
+/* The verdict of an endpoint's policy for a peer: 0 allowed (or the endpoint has no policy
+ * map, so nothing is enforced), DROP_POLICY when nothing allows it, DROP_POLICY_DENY when a
+ * deny entry matches. */
+static __always_inline int policy_verdict(__u16 ep_id, __u32 peer, __u8 egress, __u8 proto,
+					  __be16 dport)
+{
+	__u32 id = ep_id;
+	struct policy_key key = {};
+	struct policy_entry *exact, *any;
+	void *inner;
+	int allowed;
+
+	inner = bpf_map_lookup_elem(&cilium_policy_v2, &id);
+	if (!inner)
+		return 0;
+	key.prefixlen = POLICY_FULL_PREFIX_BITS;
+	key.sec_label = peer;
+	key.egress = egress;
+	key.protocol = proto;
+	key.dport = dport;
+	exact = bpf_map_lookup_elem(inner, &key);
+	key.sec_label = 0;
+	any = bpf_map_lookup_elem(inner, &key);
+	/* Flags are compared one pointer at a time: the verifier refuses `exact || any`
+	 * folded into a pointer OR. */
+	allowed = 0;
+	if (exact) {
+		if (exact->flags & POLICY_F_DENY)
+			return DROP_POLICY_DENY;
+		allowed = 1;
+	}
+	if (any) {
+		if (any->flags & POLICY_F_DENY)
+			return DROP_POLICY_DENY;
+		allowed = 1;
+	}
+	return allowed ? 0 : DROP_POLICY;
+}
+
+/* Reports the verdict on a new flow. */
+static __always_inline void send_policy_verdict(struct __sk_buff *skb, int verdict,
+						__u16 source, const struct pkt_info *pi,
+						__u32 src_label, __u32 dst_label, __u16 src_id,
+						__u16 dst_id)
+{
+	emit_event(skb, CILIUM_NOTIFY_POLICY_VERDICT,
+		   verdict ? POLICY_VERDICT_DENIED : POLICY_VERDICT_ALLOWED, source, pi,
+		   src_label, dst_label, src_id, dst_id);
+}
+
+/* Conntrack state of a non-service packet for policy: CT_REPLY when it answers a flow
+ * tracked in the other direction, CT_ESTABLISHED when its own flow is tracked, else
+ * CT_NEW. Touches the entry it finds. */
+#define CT_NEW 0
+#define CT_ESTABLISHED 1
+#define CT_REPLY 2
+
+static __always_inline int ct_policy_state(struct __sk_buff *skb, const struct pkt_info *pi)
+{
+	struct ipv4_ct_tuple key = {};
+	struct ct_entry *e;
+	void *ct = ct_map(pi->proto);
+	__be16 sport = pi->sport, dport = pi->dport;
+	__be16 rsport = dport, rdport = sport;
+
+	/* ICMP echo: request and reply carry the same id (in sport); the port is 0. */
+	if (pi->proto == IPPROTO_ICMP) {
+		dport = 0;
+		rsport = sport;
+		rdport = 0;
+	}
+	ct_key(&key, pi->daddr, pi->saddr, rsport, rdport, pi->proto, TUPLE_F_OUT);
+	e = bpf_map_lookup_elem(ct, &key);
+	if (e) {
+		ct_touch(e, pi->proto, pi->tcp_flags, skb->len, 0);
+		return CT_REPLY;
+	}
+	ct_key(&key, pi->saddr, pi->daddr, sport, dport, pi->proto, TUPLE_F_OUT);
+	e = bpf_map_lookup_elem(ct, &key);
+	if (e) {
+		ct_touch(e, pi->proto, pi->tcp_flags, skb->len, 1);
+		return CT_ESTABLISHED;
+	}
+	return CT_NEW;
+}
+
+/* Tracks a new flow that policy allowed. */
+static __always_inline void ct_policy_create(struct __sk_buff *skb, const struct pkt_info *pi,
+					     __u32 src_label)
+{
+	struct ipv4_ct_tuple key = {};
+	struct ct_entry e = {};
+	__be16 dport = pi->proto == IPPROTO_ICMP ? 0 : pi->dport;
+
+	ct_key(&key, pi->saddr, pi->daddr, pi->sport, dport, pi->proto, TUPLE_F_OUT);
+	e.src_sec_id = src_label;
+	ct_touch(&e, pi->proto, pi->tcp_flags, skb->len, 1);
+	bpf_map_update_elem(ct_map(pi->proto), &key, &e, BPF_ANY);
+}
+
+#endif
