@@ -9,6 +9,10 @@
 //!   (conntrack miss, backend selection, two conntrack entries, DNAT, delivery).
 //! - `datapath_service_established`: the same packet again (conntrack hit, DNAT).
 //! - `datapath_service_reply`: the backend's reply (reverse NAT, delivery).
+//! - `datapath_policy_new_flow`: a SYN to an endpoint with ingress policy, from a new
+//!   source port each time (conntrack miss, policy lookups, conntrack entry, verdict event).
+//! - `datapath_policy_established`: the same flow's packets once tracked (conntrack hit,
+//!   policy lookups again, as Cilium re-checks established flows; replies skip them).
 //!
 //! The baseline of each is a program that only returns TC_ACT_OK, run in the same process
 //! on the same packet.
@@ -103,7 +107,6 @@ fn main() {
         .apply(&lb.upsert(&svc).expect("upsert"))
         .expect("apply");
 
-    type MakePacket = Box<dyn FnMut(u32) -> Vec<u8>>;
     let cases: [(&str, MakePacket); 4] = [
         (
             "datapath_from_container_local",
@@ -122,33 +125,89 @@ fn main() {
             Box::new(move |_| ipv4_tcp_packet(b, a, 8080, 50000, 0x10)),
         ),
     ];
-    for (name, mut make) in cases {
-        let mut ours = Vec::new();
-        let mut base = Vec::new();
-        let mut n = 0u32;
-        for _ in 0..7 {
-            let (mut o, mut bs) = (0u128, 0u128);
-            for _ in 0..RUNS {
-                let pkt = make(n);
-                n += 1;
-                let r = dp.test_run("from_container", &pkt, 1).expect("test run");
-                assert_eq!(r.verdict, 7, "{name}: delivered to the local endpoint");
-                o += r.per_run.as_nanos();
-                let r = cilium_bpf::loader::test_run_program(pass, "bench_pass", &pkt, 1)
-                    .expect("test run");
-                bs += r.per_run.as_nanos();
-            }
-            ours.push(o as f64 / f64::from(RUNS));
-            base.push(bs as f64 / f64::from(RUNS));
-        }
-        let (o, bs) = (median(ours), median(base));
-        println!("{name}/baseline  {bs:>8.1} ns/packet (pass program)");
-        println!("{name}/ours      {o:>8.1} ns/packet");
-        println!(
-            "{name} ratio     {:>8.2}x the pass program",
-            o / bs.max(1.0)
-        );
+    for (name, make) in cases {
+        measure(&mut dp, pass, name, make);
     }
+
+    // Policy on b: ingress from a's identity on TCP 80, a deny for another peer, and the
+    // host; egress not enforced. a has no policy map.
+    let yaml = "apiVersion: cilium.io/v2\nkind: CiliumNetworkPolicy\nmetadata: {name: b, namespace: default}\nspec:\n  endpointSelector: {matchLabels: {app: b}}\n  ingress:\n  - fromEndpoints: [{matchLabels: {app: a}}]\n    toPorts: [{ports: [{port: \"80\", protocol: TCP}]}]\n  ingressDeny:\n  - fromEndpoints: [{matchLabels: {app: c}}]\n";
+    let mut engine = cilium_policy::PolicyEngine::new(cilium_policy::EnforcementMode::Default);
+    engine.add_rules(
+        cilium_policy::parse(yaml)
+            .expect("policy")
+            .into_iter()
+            .flat_map(|(_, r)| r),
+    );
+    let app = |name: &str| {
+        cilium_core::LabelSet::parse_list(&[
+            format!("k8s:app={name}"),
+            "k8s:io.kubernetes.pod.namespace=default".to_owned(),
+        ])
+        .expect("labels")
+    };
+    for (id, name) in [(300u32, "a"), (301, "b"), (302, "c")] {
+        engine.upsert_identity(cilium_core::NumericIdentity::new(id), app(name));
+    }
+    engine.upsert_endpoint(11, app("b"));
+    let mut writer = cilium_bpf::policy::PolicyWriter::open(&dir, true).expect("policy writer");
+    writer
+        .install(11, &engine.policy(11).expect("endpoint"))
+        .expect("install policy");
+    let policy_cases: [(&str, MakePacket); 2] = [
+        (
+            "datapath_policy_new_flow",
+            Box::new(move |i| ipv4_tcp_packet(a, b, 1024 + (i % 60000) as u16, 80, 0x02)),
+        ),
+        (
+            "datapath_policy_established",
+            Box::new(move |_| ipv4_tcp_packet(a, b, 50001, 80, 0x10)),
+        ),
+    ];
+    for (name, make) in policy_cases {
+        measure(&mut dp, pass, name, make);
+    }
+    // A denied peer is dropped: the policy is really in the path.
+    let denied = ipv4_tcp_packet(a, b, 50002, 81, 0x02);
+    let r = dp.test_run("from_container", &denied, 1).expect("test run");
+    assert_eq!(r.verdict, 2, "port 81 is not allowed");
+}
+
+type MakePacket = Box<dyn FnMut(u32) -> Vec<u8>>;
+
+/// Prints the median per-packet time of `from_container` on the packets `make` builds,
+/// and of the pass program on the same packets.
+fn measure(
+    dp: &mut Datapath,
+    pass: &mut aya::programs::SchedClassifier,
+    name: &str,
+    mut make: MakePacket,
+) {
+    let mut ours = Vec::new();
+    let mut base = Vec::new();
+    let mut n = 0u32;
+    for _ in 0..7 {
+        let (mut o, mut bs) = (0u128, 0u128);
+        for _ in 0..RUNS {
+            let pkt = make(n);
+            n += 1;
+            let r = dp.test_run("from_container", &pkt, 1).expect("test run");
+            assert_eq!(r.verdict, 7, "{name}: delivered to the local endpoint");
+            o += r.per_run.as_nanos();
+            let r = cilium_bpf::loader::test_run_program(pass, "bench_pass", &pkt, 1)
+                .expect("test run");
+            bs += r.per_run.as_nanos();
+        }
+        ours.push(o as f64 / f64::from(RUNS));
+        base.push(bs as f64 / f64::from(RUNS));
+    }
+    let (o, bs) = (median(ours), median(base));
+    println!("{name}/baseline  {bs:>8.1} ns/packet (pass program)");
+    println!("{name}/ours      {o:>8.1} ns/packet");
+    println!(
+        "{name} ratio     {:>8.2}x the pass program",
+        o / bs.max(1.0)
+    );
 }
 
 const RUNS: u32 = 10_000;

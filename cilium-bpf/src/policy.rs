@@ -19,7 +19,7 @@ use std::path::Path;
 use aya::maps::lpm_trie::{Key as LpmKey, LpmTrie};
 use aya::maps::{HashOfMaps, MapData};
 use cilium_core::NumericIdentity;
-use cilium_policy::{Direction, EndpointPolicy, PortRange, Verdict};
+use cilium_policy::{Direction, EndpointPolicy, PolicyDiff, PolicyEngine, PortRange, Verdict};
 
 use crate::DatapathError;
 use crate::maps::{globals_dir, names};
@@ -310,6 +310,30 @@ impl PolicyWriter {
             .map_err(map_err("insert", names::POLICY))?;
         self.installed.insert(endpoint, entries);
         Ok(())
+    }
+
+    /// Brings the maps of the endpoints a [`PolicyDiff`] touched up to date with `engine`
+    /// (each rebuilt whole and swapped in; untouched endpoints are not written). An
+    /// endpoint the engine no longer knows loses its map. Returns how many endpoints were
+    /// written.
+    pub fn apply(
+        &mut self,
+        engine: &PolicyEngine,
+        diff: &PolicyDiff,
+    ) -> Result<usize, DatapathError> {
+        let touched: std::collections::BTreeSet<u16> = diff
+            .entries
+            .iter()
+            .map(|c| c.endpoint)
+            .chain(diff.enforcement.iter().map(|e| e.endpoint))
+            .collect();
+        for ep in &touched {
+            match engine.policy(*ep) {
+                Some(policy) => self.install(*ep, &policy)?,
+                None => self.remove(*ep)?,
+            }
+        }
+        Ok(touched.len())
     }
 
     /// Removes an endpoint's policy map: nothing is enforced on it any more.

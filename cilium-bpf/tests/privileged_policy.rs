@@ -297,3 +297,51 @@ fn privileged_policy_matrix_matches_the_model() {
         "deny drops are counted"
     );
 }
+
+fn tcp_probe(env: &TestNode, from: usize, to: usize, port: u16) -> bool {
+    let addr = SocketAddr::from((env.pods[to].ip, port));
+    spawn_in_netns(&env.pods[from].netns, move || {
+        TcpStream::connect_timeout(&addr, Duration::from_millis(1500)).is_ok()
+    })
+    .join()
+    .expect("probe")
+}
+
+#[test]
+fn privileged_policy_follows_identities_and_rules_incrementally() {
+    if !is_root_or_skip("privileged_policy_follows_identities_and_rules_incrementally") {
+        return;
+    }
+    let env = TestNode::new(9);
+    let _dp = support::start_datapath(&env, NODE_IP);
+    let mut writer = PolicyWriter::open(&env.bpffs, true).expect("policy map");
+    let _servers = Servers::start(&env);
+    let (xa, yb, yc) = (0usize, 4usize, 5usize);
+    let id = |i: usize| NumericIdentity::new(256 + i as u32);
+    let mut engine = PolicyEngine::new(EnforcementMode::Default);
+    // Every pod but y/b has its identity; every pod is an endpoint.
+    for i in 0..9 {
+        if i != yb {
+            engine.upsert_identity(id(i), labels(i));
+        }
+        let diff = engine.upsert_endpoint(100 + i as u16, labels(i));
+        writer.apply(&engine, &diff).expect("apply");
+    }
+    assert!(tcp_probe(&env, yb, xa, 80), "no policy yet");
+    let yaml = "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: from-yb, namespace: x}\nspec:\n  podSelector: {matchLabels: {pod: a}}\n  ingress:\n  - from:\n    - namespaceSelector: {matchLabels: {ns: y}}\n      podSelector: {matchLabels: {pod: b}}\n";
+    let rules = parse(yaml).expect("policy").into_iter().flat_map(|(_, r)| r);
+    let diff = engine.add_rules(rules);
+    assert_eq!(writer.apply(&engine, &diff).expect("apply"), 1, "only x/a changes");
+    assert!(!tcp_probe(&env, yb, xa, 80), "y/b's identity is not known yet");
+    assert!(!tcp_probe(&env, yc, xa, 80), "y/c is not selected");
+    // The identity appears: one entry for one endpoint.
+    let diff = engine.upsert_identity(id(yb), labels(yb));
+    assert_eq!(diff.entries.len(), 1);
+    writer.apply(&engine, &diff).expect("apply");
+    assert!(tcp_probe(&env, yb, xa, 80), "allowed once the identity is known");
+    assert!(!tcp_probe(&env, yc, xa, 81));
+    // The rule goes: x/a is no longer enforced.
+    let diff = engine.remove_rules("NetworkPolicy/x/from-yb");
+    writer.apply(&engine, &diff).expect("apply");
+    assert!(tcp_probe(&env, yc, xa, 81), "no policy any more");
+}
