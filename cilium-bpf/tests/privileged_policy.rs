@@ -3,7 +3,7 @@
 //! Network policy enforced in the datapath, measured with real traffic: nine pods with the
 //! labels of the upstream conformance model (namespaces x, y, z; pods a, b, c), a policy
 //! resolved by cilium-policy and written into cilium_policy_v2, and every pair probed with
-//! TCP connects on ports 80 and 81 and UDP on port 80. The measured matrix must equal the
+//! TCP connects and UDP exchanges on ports 80 and 81. The measured matrix must equal the
 //! one cilium-policy computes, which its own table tests check against the model. Needs
 //! root; the namespaces and bpffs are removed on drop.
 
@@ -28,7 +28,7 @@ const PODS: [&str; 3] = ["a", "b", "c"];
 const TCP: u8 = 6;
 const UDP: u8 = 17;
 /// (protocol, port) probed for every pair.
-const PROBES: [(u8, u16); 3] = [(TCP, 80), (TCP, 81), (UDP, 80)];
+const PROBES: [(u8, u16); 4] = [(TCP, 80), (TCP, 81), (UDP, 80), (UDP, 81)];
 
 fn labels(i: usize) -> LabelSet {
     let (ns, pod) = (NAMESPACES[i / 3], PODS[i % 3]);
@@ -44,7 +44,7 @@ fn name(i: usize) -> String {
     format!("{}/{}", NAMESPACES[i / 3], PODS[i % 3])
 }
 
-/// TCP listeners on 80 and 81 and a UDP echo on 80 in every pod, until dropped.
+/// TCP listeners and UDP echo servers on 80 and 81 in every pod, until dropped.
 struct Servers {
     stop: Arc<AtomicBool>,
     threads: Vec<JoinHandle<()>>,
@@ -68,18 +68,20 @@ impl Servers {
                     }
                 }));
             }
-            let (stop, addr) = (stop.clone(), SocketAddr::from((pod.ip, 80)));
-            threads.push(spawn_in_netns(&pod.netns, move || {
-                let s = UdpSocket::bind(addr).expect("bind udp");
-                s.set_read_timeout(Some(Duration::from_millis(50)))
-                    .expect("timeout");
-                let mut buf = [0u8; 64];
-                while !stop.load(Ordering::Relaxed) {
-                    if let Ok((n, from)) = s.recv_from(&mut buf) {
-                        let _ = s.send_to(&buf[..n], from);
+            for port in [80u16, 81] {
+                let (stop, addr) = (stop.clone(), SocketAddr::from((pod.ip, port)));
+                threads.push(spawn_in_netns(&pod.netns, move || {
+                    let s = UdpSocket::bind(addr).expect("bind udp");
+                    s.set_read_timeout(Some(Duration::from_millis(50)))
+                        .expect("timeout");
+                    let mut buf = [0u8; 64];
+                    while !stop.load(Ordering::Relaxed) {
+                        if let Ok((n, from)) = s.recv_from(&mut buf) {
+                            let _ = s.send_to(&buf[..n], from);
+                        }
                     }
-                }
-            }));
+                }));
+            }
         }
         // Let every listener bind before the first probe.
         std::thread::sleep(Duration::from_millis(300));
@@ -329,16 +331,29 @@ fn privileged_policy_follows_identities_and_rules_incrementally() {
     }
     assert!(tcp_probe(&env, yb, xa, 80), "no policy yet");
     let yaml = "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: from-yb, namespace: x}\nspec:\n  podSelector: {matchLabels: {pod: a}}\n  ingress:\n  - from:\n    - namespaceSelector: {matchLabels: {ns: y}}\n      podSelector: {matchLabels: {pod: b}}\n";
-    let rules = parse(yaml).expect("policy").into_iter().flat_map(|(_, r)| r);
+    let rules = parse(yaml)
+        .expect("policy")
+        .into_iter()
+        .flat_map(|(_, r)| r);
     let diff = engine.add_rules(rules);
-    assert_eq!(writer.apply(&engine, &diff).expect("apply"), 1, "only x/a changes");
-    assert!(!tcp_probe(&env, yb, xa, 80), "y/b's identity is not known yet");
+    assert_eq!(
+        writer.apply(&engine, &diff).expect("apply"),
+        1,
+        "only x/a changes"
+    );
+    assert!(
+        !tcp_probe(&env, yb, xa, 80),
+        "y/b's identity is not known yet"
+    );
     assert!(!tcp_probe(&env, yc, xa, 80), "y/c is not selected");
     // The identity appears: one entry for one endpoint.
     let diff = engine.upsert_identity(id(yb), labels(yb));
     assert_eq!(diff.entries.len(), 1);
     writer.apply(&engine, &diff).expect("apply");
-    assert!(tcp_probe(&env, yb, xa, 80), "allowed once the identity is known");
+    assert!(
+        tcp_probe(&env, yb, xa, 80),
+        "allowed once the identity is known"
+    );
     assert!(!tcp_probe(&env, yc, xa, 81));
     // The rule goes: x/a is no longer enforced.
     let diff = engine.remove_rules("NetworkPolicy/x/from-yb");
