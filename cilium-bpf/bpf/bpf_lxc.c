@@ -135,22 +135,10 @@ int from_container(struct __sk_buff *skb)
 	/* Policy: replies of tracked flows pass; everything else needs this endpoint's egress
 	 * policy and, for a pod on this node, the destination's ingress policy. */
 	ct_state = rev_natted ? CT_REPLY : ct_policy_state(skb, &pi);
-	if (ct_state != CT_REPLY) {
-		__u16 peer_id = local ? dst->lxc_id : 0;
-
-		ret = policy_verdict(src_id, dst_label, POLICY_EGRESS, pi.proto, pi.dport);
-		if (!ret && local)
-			ret = policy_verdict(peer_id, src_label, POLICY_INGRESS, pi.proto,
-					     pi.dport);
-		if (ct_state == CT_NEW)
-			send_policy_verdict(skb, ret, src_id, &pi, src_label, dst_label, src_id,
-					    peer_id);
-		if (ret)
-			return send_drop(skb, ret, METRIC_EGRESS, src_id, &pi, src_label,
-					 dst_label);
-		if (ct_state == CT_NEW)
-			ct_policy_create(skb, &pi, src_label);
-	}
+	ret = policy_enforce(skb, ct_state, &pi, src_id, src_id, local ? dst->lxc_id : 0,
+			     src_label, dst_label);
+	if (ret)
+		return send_drop(skb, ret, METRIC_EGRESS, src_id, &pi, src_label, dst_label);
 	data = (void *)(long)skb->data;
 	data_end = (void *)(long)skb->data_end;
 	eth = data;
@@ -228,17 +216,9 @@ int to_container(struct __sk_buff *skb)
 	/* Ingress policy for traffic from the stack (the host, other nodes, the world);
 	 * replies of tracked flows pass. */
 	ct_state = ret == 1 ? CT_REPLY : ct_policy_state(skb, &pi);
-	if (ct_state != CT_REPLY) {
-		ret = policy_verdict(dst_id, src_label, POLICY_INGRESS, pi.proto, pi.dport);
-		if (ct_state == CT_NEW)
-			send_policy_verdict(skb, ret, dst_id, &pi, src_label, dst_label, 0,
-					    dst_id);
-		if (ret)
-			return send_drop(skb, ret, METRIC_INGRESS, dst_id, &pi, src_label,
-					 dst_label);
-		if (ct_state == CT_NEW)
-			ct_policy_create(skb, &pi, src_label);
-	}
+	ret = policy_enforce(skb, ct_state, &pi, dst_id, 0, dst_id, src_label, dst_label);
+	if (ret)
+		return send_drop(skb, ret, METRIC_INGRESS, dst_id, &pi, src_label, dst_label);
 	send_trace(skb, TRACE_TO_LXC, METRIC_INGRESS, dst_id, &pi, src_label, dst_label, 0,
 		   dst_id);
 	return TC_ACT_OK;

@@ -239,15 +239,7 @@ impl ServiceWriter {
             max_entries: 1,
             ..Default::default()
         };
-        let obj = aya_obj::Map::Legacy(aya_obj::maps::LegacyMap {
-            def,
-            inner_def: None,
-            section_index: 0,
-            section_kind: aya_obj::EbpfSectionKind::Maps,
-            symbol_index: None,
-            data: Vec::new(),
-        });
-        let data = MapData::create(obj, "cilium_maglev_inner", None)
+        let data = crate::maps::create_inner_map(def, "cilium_maglev_inner")
             .map_err(map_err("create inner", names::LB4_MAGLEV))?;
         let mut inner: Array<MapData, MaglevTable> =
             Array::try_from(aya::maps::Map::Array(data))

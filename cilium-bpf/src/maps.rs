@@ -433,3 +433,20 @@ impl Maps {
         })
     }
 }
+
+/// Creates an unpinned map from a definition: the inner maps of map-in-map outers (a Maglev
+/// table, an endpoint's policy), filled and then inserted into their outer map.
+pub(crate) fn create_inner_map(
+    def: aya_obj::maps::bpf_map_def,
+    name: &str,
+) -> Result<MapData, MapError> {
+    let obj = aya_obj::Map::Legacy(aya_obj::maps::LegacyMap {
+        def,
+        inner_def: None,
+        section_index: 0,
+        section_kind: aya_obj::EbpfSectionKind::Maps,
+        symbol_index: None,
+        data: Vec::new(),
+    });
+    MapData::create(obj, name, None)
+}

@@ -288,15 +288,7 @@ impl PolicyWriter {
             map_flags: 1, // BPF_F_NO_PREALLOC, required for LPM tries
             ..Default::default()
         };
-        let obj = aya_obj::Map::Legacy(aya_obj::maps::LegacyMap {
-            def,
-            inner_def: None,
-            section_index: 0,
-            section_kind: aya_obj::EbpfSectionKind::Maps,
-            symbol_index: None,
-            data: Vec::new(),
-        });
-        let data = MapData::create(obj, "cilium_policy_ep", None)
+        let data = crate::maps::create_inner_map(def, "cilium_policy_ep")
             .map_err(map_err("create inner", names::POLICY))?;
         let mut inner: PolicyTrie = LpmTrie::try_from(aya::maps::Map::LpmTrie(data))
             .map_err(map_err("create inner", names::POLICY))?;

@@ -379,22 +379,22 @@ impl PolicyEngine {
         }
     }
 
+    /// The identities a rule's peers select (once per peer that selects them).
+    fn selected_peers(&self, rule: &Rule) -> Vec<NumericIdentity> {
+        rule.peers
+            .iter()
+            .filter_map(|p| self.cache.selection(p))
+            .flat_map(|s| s.iter().copied())
+            .collect()
+    }
+
     fn attach(&mut self, endpoint: EndpointId, rule_id: u64, before: &mut Before) {
         self.note_enforcement(endpoint, before);
         let Some(rule) = self.rules.get(&rule_id) else {
             return;
         };
         let direction = rule.direction;
-        let peers: Vec<NumericIdentity> = rule
-            .peers
-            .iter()
-            .flat_map(|p| {
-                self.cache
-                    .selection(p)
-                    .map(|s| s.iter().copied().collect::<Vec<_>>())
-                    .unwrap_or_default()
-            })
-            .collect();
+        let peers = self.selected_peers(rule);
         if let Some(ep) = self.endpoints.get_mut(&endpoint) {
             if !ep.rules.insert(rule_id) {
                 return;
@@ -419,16 +419,7 @@ impl PolicyEngine {
             return;
         };
         let direction = rule.direction;
-        let peers: Vec<NumericIdentity> = rule
-            .peers
-            .iter()
-            .flat_map(|p| {
-                self.cache
-                    .selection(p)
-                    .map(|s| s.iter().copied().collect::<Vec<_>>())
-                    .unwrap_or_default()
-            })
-            .collect();
+        let peers = self.selected_peers(rule);
         for peer in peers {
             self.contribute(endpoint, rule_id, peer, false, before);
         }

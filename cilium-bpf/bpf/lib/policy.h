@@ -126,4 +126,28 @@ static __always_inline void ct_policy_create(struct __sk_buff *skb, const struct
 	bpf_map_update_elem(ct_map(pi->proto), &key, &e, BPF_ANY);
 }
 
+/* Policy for a packet between `src_id` (0: not a local endpoint) and `dst_id` (same) in
+ * conntrack state `ct_state`: replies pass; otherwise the source's egress policy and the
+ * destination's ingress policy must both allow it. A new flow gets a verdict event and, if
+ * allowed, a conntrack entry. Returns 0 or the drop reason. */
+static __always_inline int policy_enforce(struct __sk_buff *skb, int ct_state,
+					  const struct pkt_info *pi, __u16 source, __u16 src_id,
+					  __u16 dst_id, __u32 src_label, __u32 dst_label)
+{
+	int ret = 0;
+
+	if (ct_state == CT_REPLY)
+		return 0;
+	if (src_id)
+		ret = policy_verdict(src_id, dst_label, POLICY_EGRESS, pi->proto, pi->dport);
+	if (!ret && dst_id)
+		ret = policy_verdict(dst_id, src_label, POLICY_INGRESS, pi->proto, pi->dport);
+	if (ct_state == CT_NEW) {
+		send_policy_verdict(skb, ret, source, pi, src_label, dst_label, src_id, dst_id);
+		if (!ret)
+			ct_policy_create(skb, pi, src_label);
+	}
+	return ret;
+}
+
 #endif
