@@ -1,0 +1,758 @@
+// SPDX-License-Identifier: Apache-2.0
+
+//! The agent's configuration with Cilium's key names (the `cilium-config` ConfigMap keys,
+//! which are also the agent's flags).
+//!
+//! Values come from, lowest precedence first: defaults, a config directory with one file
+//! per key (as Kubernetes mounts the ConfigMap; unknown keys there are reported and
+//! ignored, as Cilium does), environment variables `CILIUM_<KEY>` (upper case, `-` as
+//! `_`), and flags. An invalid value is an error naming the key and where it came from;
+//! an unknown flag is an error.
+//!
+//! ```
+//! use cilium_core::config::{AgentConfig, ConfigSources, RoutingMode};
+//!
+//! let mut sources = ConfigSources::default();
+//! sources.set_flag("routing-mode", "native").unwrap();
+//! sources.set_flag("ipv4-native-routing-cidr", "172.20.0.0/16").unwrap();
+//! sources.set_flag("cluster-pool-ipv4-cidr", "172.20.0.0/16").unwrap();
+//! let config = AgentConfig::from_sources(&sources).unwrap();
+//! assert_eq!(config.routing_mode, RoutingMode::Native);
+//! assert_eq!(config.cluster_pool_ipv4_mask_size, 24);
+//!
+//! sources.set_flag("bpf-lb-maglev-table-size", "1000").unwrap();
+//! let err = AgentConfig::from_sources(&sources).unwrap_err();
+//! assert!(err.to_string().contains("bpf-lb-maglev-table-size"));
+//! ```
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+
+use base64::Engine;
+use ipnet::Ipv4Net;
+use serde::Serialize;
+
+/// Every key the agent understands, its default and what it means.
+pub const KEYS: &[(&str, &str, &str)] = &[
+    ("debug", "false", "debug logging"),
+    ("cluster-name", "default", "name of the cluster"),
+    ("cluster-id", "0", "unique id of the cluster (0-255)"),
+    ("routing-mode", "tunnel", "native or tunnel"),
+    ("tunnel-protocol", "vxlan", "vxlan or geneve"),
+    (
+        "kube-proxy-replacement",
+        "false",
+        "replace kube-proxy with BPF service handling",
+    ),
+    ("ipam", "cluster-pool", "IPAM mode (cluster-pool)"),
+    (
+        "cluster-pool-ipv4-cidr",
+        "10.0.0.0/8",
+        "cluster pod CIDRs (comma or space separated)",
+    ),
+    (
+        "cluster-pool-ipv4-mask-size",
+        "24",
+        "prefix length of each node's pod CIDR",
+    ),
+    (
+        "ipv4-native-routing-cidr",
+        "",
+        "CIDR reachable without masquerading",
+    ),
+    (
+        "auto-direct-node-routes",
+        "false",
+        "install routes to other nodes' pod CIDRs",
+    ),
+    (
+        "enable-endpoint-routes",
+        "false",
+        "one route per endpoint instead of cilium_host",
+    ),
+    (
+        "enable-ipv4-masquerade",
+        "true",
+        "masquerade traffic leaving the native CIDR",
+    ),
+    (
+        "enable-bpf-masquerade",
+        "false",
+        "masquerade in BPF instead of iptables",
+    ),
+    (
+        "install-no-conntrack-iptables-rules",
+        "false",
+        "accepted; no iptables rules are used",
+    ),
+    ("bpf-lb-algorithm", "random", "random or maglev"),
+    (
+        "bpf-lb-maglev-table-size",
+        "16381",
+        "Maglev table size (a listed prime)",
+    ),
+    (
+        "bpf-lb-maglev-hash-seed",
+        "JLfvgnHc2kaSUFaI",
+        "Maglev seed (base64 of 12 bytes)",
+    ),
+    (
+        "enable-policy",
+        "default",
+        "policy enforcement: default, always or never",
+    ),
+    ("kvstore", "", "cluster store: empty (embedded) or etcd"),
+    (
+        "kvstore-opt",
+        "",
+        "store options, k=v pairs separated by commas",
+    ),
+    ("enable-hubble", "false", "flow observability"),
+    ("hubble-listen-address", ":4244", "Hubble observer address"),
+    ("prometheus-serve-addr", "", "metrics address (empty: off)"),
+    (
+        "socket-path",
+        "/var/run/cilium/cilium.sock",
+        "REST API socket",
+    ),
+    ("state-dir", "/var/run/cilium", "state directory"),
+    ("bpf-root", "/sys/fs/bpf", "BPF file system root"),
+    (
+        "local-router-ipv4",
+        "",
+        "router IP on cilium_host (empty: allocate)",
+    ),
+    ("mtu", "0", "device MTU (0: detect)"),
+];
+
+/// The Maglev table sizes Cilium accepts.
+pub const MAGLEV_TABLE_SIZES: [u32; 10] = [
+    251, 509, 1021, 2039, 4093, 8191, 16381, 32749, 65521, 131071,
+];
+
+/// Where a value came from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub enum Source {
+    /// The built-in default.
+    Default,
+    /// A file of the config directory.
+    ConfigDir(PathBuf),
+    /// An environment variable.
+    Env(String),
+    /// A command-line flag.
+    Flag,
+}
+
+impl fmt::Display for Source {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Source::Default => write!(f, "default"),
+            Source::ConfigDir(p) => write!(f, "config file {}", p.display()),
+            Source::Env(v) => write!(f, "environment variable {v}"),
+            Source::Flag => write!(f, "flag"),
+        }
+    }
+}
+
+/// A configuration error, naming the key.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConfigError {
+    /// A flag the agent does not know.
+    #[error("unknown flag --{0}")]
+    UnknownFlag(String),
+    /// A bad value.
+    #[error("invalid value {value:?} for {key} (from {origin}): {reason}")]
+    Invalid {
+        /// The key.
+        key: String,
+        /// The value.
+        value: String,
+        /// Where it came from.
+        origin: String,
+        /// Why.
+        reason: String,
+    },
+    /// Settings that contradict each other.
+    #[error("{0}")]
+    Conflict(String),
+    /// The config directory could not be read.
+    #[error("reading config directory {path}: {reason}")]
+    Io {
+        /// The directory.
+        path: PathBuf,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// Raw values by key, each with its source; later sources override earlier ones.
+#[derive(Debug, Clone, Default)]
+pub struct ConfigSources {
+    values: BTreeMap<String, (String, Source)>,
+    ignored: Vec<String>,
+}
+
+fn known(key: &str) -> bool {
+    KEYS.iter().any(|(k, _, _)| *k == key)
+}
+
+impl ConfigSources {
+    /// Reads a config directory: one file per key, the value its trimmed content. Hidden
+    /// files (Kubernetes' `..data` links) are skipped; unknown keys are recorded in
+    /// [`ConfigSources::ignored`].
+    pub fn load_dir(&mut self, dir: &Path) -> Result<(), ConfigError> {
+        let io = |e: std::io::Error| ConfigError::Io {
+            path: dir.to_owned(),
+            reason: e.to_string(),
+        };
+        let mut entries: Vec<_> = std::fs::read_dir(dir)
+            .map_err(io)?
+            .collect::<Result<_, _>>()
+            .map_err(io)?;
+        entries.sort_by_key(|e| e.file_name());
+        for entry in entries {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let path = entry.path();
+            if name.starts_with('.') || !path.is_file() {
+                continue;
+            }
+            if !known(&name) {
+                self.ignored.push(name);
+                continue;
+            }
+            let value = std::fs::read_to_string(&path).map_err(io)?;
+            self.values
+                .insert(name, (value.trim().to_owned(), Source::ConfigDir(path)));
+        }
+        Ok(())
+    }
+
+    /// Takes `CILIUM_<KEY>` variables through `get` (e.g. `|k| std::env::var(k).ok()`).
+    pub fn load_env(&mut self, get: impl Fn(&str) -> Option<String>) {
+        for (key, _, _) in KEYS {
+            let var = format!("CILIUM_{}", key.to_ascii_uppercase().replace('-', "_"));
+            if let Some(v) = get(&var) {
+                self.values.insert((*key).to_owned(), (v, Source::Env(var)));
+            }
+        }
+    }
+
+    /// Sets a flag (`--key=value`); an unknown key is an error.
+    pub fn set_flag(&mut self, key: &str, value: &str) -> Result<(), ConfigError> {
+        if !known(key) {
+            return Err(ConfigError::UnknownFlag(key.to_owned()));
+        }
+        self.values
+            .insert(key.to_owned(), (value.to_owned(), Source::Flag));
+        Ok(())
+    }
+
+    /// Keys of the config directory that the agent does not know.
+    pub fn ignored(&self) -> &[String] {
+        &self.ignored
+    }
+
+    fn get(&self, key: &str) -> (String, Source) {
+        match self.values.get(key) {
+            Some(v) => v.clone(),
+            None => (
+                KEYS.iter()
+                    .find(|(k, _, _)| *k == key)
+                    .map(|(_, d, _)| (*d).to_owned())
+                    .unwrap_or_default(),
+                Source::Default,
+            ),
+        }
+    }
+}
+
+/// `routing-mode`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RoutingMode {
+    /// Pods' addresses routed by the network.
+    Native,
+    /// Encapsulation between nodes.
+    Tunnel,
+}
+
+/// `bpf-lb-algorithm`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LbAlgorithm {
+    /// A random backend per new flow.
+    Random,
+    /// Maglev consistent hashing.
+    Maglev,
+}
+
+/// `enable-policy`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PolicyEnforcement {
+    /// Enforced once a rule selects the endpoint.
+    Default,
+    /// Always enforced.
+    Always,
+    /// Never enforced.
+    Never,
+}
+
+/// The agent's typed configuration.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct AgentConfig {
+    /// `debug`.
+    pub debug: bool,
+    /// `cluster-name`.
+    pub cluster_name: String,
+    /// `cluster-id`.
+    pub cluster_id: u8,
+    /// `routing-mode`.
+    pub routing_mode: RoutingMode,
+    /// `tunnel-protocol` (`vxlan` or `geneve`).
+    pub tunnel_protocol: String,
+    /// `kube-proxy-replacement`.
+    pub kube_proxy_replacement: bool,
+    /// `ipam`.
+    pub ipam: String,
+    /// `cluster-pool-ipv4-cidr`.
+    pub cluster_pool_ipv4_cidr: Vec<Ipv4Net>,
+    /// `cluster-pool-ipv4-mask-size`.
+    pub cluster_pool_ipv4_mask_size: u8,
+    /// `ipv4-native-routing-cidr`.
+    pub ipv4_native_routing_cidr: Option<Ipv4Net>,
+    /// `auto-direct-node-routes`.
+    pub auto_direct_node_routes: bool,
+    /// `enable-endpoint-routes`.
+    pub enable_endpoint_routes: bool,
+    /// `enable-ipv4-masquerade`.
+    pub enable_ipv4_masquerade: bool,
+    /// `enable-bpf-masquerade`.
+    pub enable_bpf_masquerade: bool,
+    /// `install-no-conntrack-iptables-rules` (accepted for compatibility).
+    pub install_no_conntrack_iptables_rules: bool,
+    /// `bpf-lb-algorithm`.
+    pub bpf_lb_algorithm: LbAlgorithm,
+    /// `bpf-lb-maglev-table-size`.
+    pub bpf_lb_maglev_table_size: u32,
+    /// `bpf-lb-maglev-hash-seed`.
+    pub bpf_lb_maglev_hash_seed: String,
+    /// `enable-policy`.
+    pub enable_policy: PolicyEnforcement,
+    /// `kvstore` (empty: the embedded store).
+    pub kvstore: String,
+    /// `kvstore-opt`.
+    pub kvstore_opt: BTreeMap<String, String>,
+    /// `enable-hubble`.
+    pub enable_hubble: bool,
+    /// `hubble-listen-address`.
+    pub hubble_listen_address: String,
+    /// `prometheus-serve-addr` (empty: off).
+    pub prometheus_serve_addr: String,
+    /// `socket-path`.
+    pub socket_path: PathBuf,
+    /// `state-dir`.
+    pub state_dir: PathBuf,
+    /// `bpf-root`.
+    pub bpf_root: PathBuf,
+    /// `local-router-ipv4`.
+    pub local_router_ipv4: Option<Ipv4Addr>,
+    /// `mtu` (0: detect).
+    pub mtu: u32,
+}
+
+struct Reader<'a> {
+    sources: &'a ConfigSources,
+}
+
+impl Reader<'_> {
+    fn parse<T>(
+        &self,
+        key: &str,
+        f: impl FnOnce(&str) -> Result<T, String>,
+    ) -> Result<T, ConfigError> {
+        let (value, source) = self.sources.get(key);
+        f(value.trim()).map_err(|reason| ConfigError::Invalid {
+            key: key.to_owned(),
+            value,
+            origin: source.to_string(),
+            reason,
+        })
+    }
+
+    fn bool(&self, key: &str) -> Result<bool, ConfigError> {
+        self.parse(key, |v| match v.to_ascii_lowercase().as_str() {
+            "true" | "1" | "t" => Ok(true),
+            "false" | "0" | "f" | "" => Ok(false),
+            _ => Err("expected true or false".into()),
+        })
+    }
+
+    fn string(&self, key: &str) -> Result<String, ConfigError> {
+        self.parse(key, |v| Ok(v.to_owned()))
+    }
+
+    fn choice<T: Copy>(&self, key: &str, options: &[(&str, T)]) -> Result<T, ConfigError> {
+        self.parse(key, |v| {
+            options
+                .iter()
+                .find(|(name, _)| *name == v)
+                .map(|(_, t)| *t)
+                .ok_or_else(|| {
+                    let names: Vec<&str> = options.iter().map(|(n, _)| *n).collect();
+                    format!("expected one of {}", names.join(", "))
+                })
+        })
+    }
+
+    fn number<T: std::str::FromStr>(&self, key: &str) -> Result<T, ConfigError> {
+        self.parse(key, |v| {
+            v.parse::<T>().map_err(|_| "not a valid number".into())
+        })
+    }
+}
+
+impl AgentConfig {
+    /// The configuration the sources describe, or the first invalid key.
+    pub fn from_sources(sources: &ConfigSources) -> Result<Self, ConfigError> {
+        let r = Reader { sources };
+        let config = AgentConfig {
+            debug: r.bool("debug")?,
+            cluster_name: r.parse("cluster-name", |v| {
+                if v.is_empty()
+                    || v.len() > 32
+                    || !v
+                        .chars()
+                        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+                {
+                    Err("1-32 lower-case letters, digits or '-'".into())
+                } else {
+                    Ok(v.to_owned())
+                }
+            })?,
+            cluster_id: r.number("cluster-id")?,
+            routing_mode: r.choice(
+                "routing-mode",
+                &[
+                    ("native", RoutingMode::Native),
+                    ("tunnel", RoutingMode::Tunnel),
+                ],
+            )?,
+            tunnel_protocol: r
+                .choice(
+                    "tunnel-protocol",
+                    &[("vxlan", "vxlan"), ("geneve", "geneve")],
+                )?
+                .to_owned(),
+            kube_proxy_replacement: r.bool("kube-proxy-replacement")?,
+            ipam: r
+                .choice("ipam", &[("cluster-pool", "cluster-pool")])?
+                .to_owned(),
+            cluster_pool_ipv4_cidr: r.parse("cluster-pool-ipv4-cidr", |v| {
+                let cidrs: Result<Vec<Ipv4Net>, String> = v
+                    .split([',', ' '])
+                    .filter(|s| !s.is_empty())
+                    .map(|s| s.parse::<Ipv4Net>().map_err(|e| format!("{s:?}: {e}")))
+                    .collect();
+                match cidrs {
+                    Ok(c) if c.is_empty() => Err("at least one CIDR is required".into()),
+                    other => other,
+                }
+            })?,
+            cluster_pool_ipv4_mask_size: r.parse("cluster-pool-ipv4-mask-size", |v| {
+                match v.parse::<u8>() {
+                    Ok(n) if (1..=32).contains(&n) => Ok(n),
+                    _ => Err("expected a prefix length 1-32".into()),
+                }
+            })?,
+            ipv4_native_routing_cidr: r.parse("ipv4-native-routing-cidr", |v| {
+                if v.is_empty() {
+                    Ok(None)
+                } else {
+                    v.parse::<Ipv4Net>().map(Some).map_err(|e| e.to_string())
+                }
+            })?,
+            auto_direct_node_routes: r.bool("auto-direct-node-routes")?,
+            enable_endpoint_routes: r.bool("enable-endpoint-routes")?,
+            enable_ipv4_masquerade: r.bool("enable-ipv4-masquerade")?,
+            enable_bpf_masquerade: r.bool("enable-bpf-masquerade")?,
+            install_no_conntrack_iptables_rules: r.bool("install-no-conntrack-iptables-rules")?,
+            bpf_lb_algorithm: r.choice(
+                "bpf-lb-algorithm",
+                &[
+                    ("random", LbAlgorithm::Random),
+                    ("maglev", LbAlgorithm::Maglev),
+                ],
+            )?,
+            bpf_lb_maglev_table_size: r.parse("bpf-lb-maglev-table-size", |v| {
+                match v.parse::<u32>() {
+                    Ok(n) if MAGLEV_TABLE_SIZES.contains(&n) => Ok(n),
+                    _ => Err(format!("must be one of {MAGLEV_TABLE_SIZES:?}")),
+                }
+            })?,
+            bpf_lb_maglev_hash_seed: r.parse("bpf-lb-maglev-hash-seed", |v| {
+                match base64::engine::general_purpose::STANDARD.decode(v) {
+                    Ok(b) if b.len() == 12 => Ok(v.to_owned()),
+                    _ => Err("must be the base64 encoding of 12 bytes (16 characters)".into()),
+                }
+            })?,
+            enable_policy: r.choice(
+                "enable-policy",
+                &[
+                    ("default", PolicyEnforcement::Default),
+                    ("always", PolicyEnforcement::Always),
+                    ("never", PolicyEnforcement::Never),
+                ],
+            )?,
+            kvstore: r
+                .choice("kvstore", &[("", ""), ("etcd", "etcd")])?
+                .to_owned(),
+            kvstore_opt: r.parse("kvstore-opt", |v| {
+                let mut m = BTreeMap::new();
+                for pair in v.split(',').filter(|p| !p.trim().is_empty()) {
+                    let (k, val) = pair
+                        .split_once('=')
+                        .ok_or_else(|| format!("{pair:?} is not key=value"))?;
+                    m.insert(k.trim().to_owned(), val.trim().to_owned());
+                }
+                Ok(m)
+            })?,
+            enable_hubble: r.bool("enable-hubble")?,
+            hubble_listen_address: r.string("hubble-listen-address")?,
+            prometheus_serve_addr: r.string("prometheus-serve-addr")?,
+            socket_path: r.parse("socket-path", nonempty_path)?,
+            state_dir: r.parse("state-dir", nonempty_path)?,
+            bpf_root: r.parse("bpf-root", nonempty_path)?,
+            local_router_ipv4: r.parse("local-router-ipv4", |v| {
+                if v.is_empty() {
+                    Ok(None)
+                } else {
+                    v.parse::<Ipv4Addr>().map(Some).map_err(|e| e.to_string())
+                }
+            })?,
+            mtu: r.parse("mtu", |v| match v.parse::<u32>() {
+                Ok(0) => Ok(0),
+                Ok(n) if (1280..=65535).contains(&n) => Ok(n),
+                _ => Err("expected 0 (detect) or 1280-65535".into()),
+            })?,
+        };
+        config.check()?;
+        Ok(config)
+    }
+
+    /// Cross-key rules, with Cilium's wording where it has one.
+    fn check(&self) -> Result<(), ConfigError> {
+        if self.routing_mode == RoutingMode::Tunnel && self.auto_direct_node_routes {
+            return Err(ConfigError::Conflict(
+                "auto-direct-node-routes cannot be used with routing-mode=tunnel".into(),
+            ));
+        }
+        if self.routing_mode == RoutingMode::Native
+            && self.enable_ipv4_masquerade
+            && self.ipv4_native_routing_cidr.is_none()
+        {
+            return Err(ConfigError::Conflict(
+                "native routing cidr must be configured with option --ipv4-native-routing-cidr in combination with --enable-ipv4-masquerade --routing-mode=native".into(),
+            ));
+        }
+        if self.enable_bpf_masquerade && !self.enable_ipv4_masquerade {
+            return Err(ConfigError::Conflict(
+                "enable-bpf-masquerade needs enable-ipv4-masquerade".into(),
+            ));
+        }
+        if let Some(cidr) = self
+            .cluster_pool_ipv4_cidr
+            .iter()
+            .find(|c| c.prefix_len() > self.cluster_pool_ipv4_mask_size)
+        {
+            return Err(ConfigError::Conflict(format!(
+                "cluster-pool-ipv4-mask-size /{} is wider than the cluster CIDR {cidr}",
+                self.cluster_pool_ipv4_mask_size
+            )));
+        }
+        Ok(())
+    }
+
+    /// The effective configuration as `key value` lines in key order (what the agent prints
+    /// at start, and `cilium-dbg config` shows).
+    pub fn effective(&self) -> Vec<(String, String)> {
+        let value = serde_json::to_value(self).unwrap_or_default();
+        let mut out = Vec::new();
+        if let serde_json::Value::Object(m) = value {
+            for (k, v) in m {
+                let text = match v {
+                    serde_json::Value::String(s) => s,
+                    serde_json::Value::Null => String::new(),
+                    serde_json::Value::Array(a) => a
+                        .iter()
+                        .map(|x| x.as_str().map_or_else(|| x.to_string(), str::to_owned))
+                        .collect::<Vec<_>>()
+                        .join(","),
+                    serde_json::Value::Object(o) => o
+                        .iter()
+                        .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or_default()))
+                        .collect::<Vec<_>>()
+                        .join(","),
+                    other => other.to_string(),
+                };
+                out.push((k, text));
+            }
+        }
+        out
+    }
+}
+
+fn nonempty_path(v: &str) -> Result<PathBuf, String> {
+    if v.is_empty() {
+        Err("a path is required".into())
+    } else {
+        Ok(PathBuf::from(v))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn flags(pairs: &[(&str, &str)]) -> Result<AgentConfig, ConfigError> {
+        let mut s = ConfigSources::default();
+        for (k, v) in pairs {
+            s.set_flag(k, v)?;
+        }
+        AgentConfig::from_sources(&s)
+    }
+
+    #[test]
+    fn defaults_are_valid_and_every_key_is_printed() {
+        let c = flags(&[]).unwrap();
+        assert_eq!(c.routing_mode, RoutingMode::Tunnel);
+        assert_eq!(c.bpf_lb_maglev_table_size, 16381);
+        assert_eq!(c.enable_policy, PolicyEnforcement::Default);
+        let eff = c.effective();
+        assert_eq!(eff.len(), KEYS.len());
+        for (k, _, _) in KEYS {
+            assert!(
+                eff.iter().any(|(e, _)| e == k),
+                "{k} missing from effective config"
+            );
+        }
+        let cidr = eff
+            .iter()
+            .find(|(k, _)| k == "cluster-pool-ipv4-cidr")
+            .unwrap();
+        assert_eq!(cidr.1, "10.0.0.0/8");
+    }
+
+    #[test]
+    fn the_seed_settings() {
+        let c = flags(&[
+            ("routing-mode", "native"),
+            ("kube-proxy-replacement", "true"),
+            ("ipam", "cluster-pool"),
+            ("cluster-pool-ipv4-cidr", "172.20.0.0/16"),
+            ("ipv4-native-routing-cidr", "172.20.0.0/16"),
+            ("enable-endpoint-routes", "true"),
+            ("enable-bpf-masquerade", "true"),
+            ("auto-direct-node-routes", "true"),
+            ("install-no-conntrack-iptables-rules", "true"),
+        ])
+        .unwrap();
+        assert!(c.kube_proxy_replacement && c.enable_bpf_masquerade && c.auto_direct_node_routes);
+        assert_eq!(
+            c.cluster_pool_ipv4_cidr,
+            vec!["172.20.0.0/16".parse::<Ipv4Net>().unwrap()]
+        );
+    }
+
+    #[test]
+    fn bad_values_name_the_key_and_source() {
+        let table = [
+            ("routing-mode", "bgp"),
+            ("bpf-lb-algorithm", "roundrobin"),
+            ("bpf-lb-maglev-table-size", "1000"),
+            ("bpf-lb-maglev-hash-seed", "short"),
+            ("cluster-pool-ipv4-cidr", "172.20.0.0/33"),
+            ("cluster-pool-ipv4-cidr", ""),
+            ("cluster-pool-ipv4-mask-size", "40"),
+            ("cluster-id", "256"),
+            ("debug", "yes please"),
+            ("enable-policy", "sometimes"),
+            ("kvstore", "consul"),
+            ("kvstore-opt", "novalue"),
+            ("mtu", "100"),
+            ("ipam", "kubernetes"),
+            ("cluster-name", "Big Cluster"),
+            ("local-router-ipv4", "300.1.1.1"),
+        ];
+        for (key, value) in table {
+            let err = flags(&[(key, value)]).unwrap_err();
+            let text = err.to_string();
+            assert!(
+                text.contains(key) && text.contains("flag"),
+                "{key}={value}: {text}"
+            );
+        }
+        assert_eq!(
+            flags(&[("no-such-flag", "1")]).unwrap_err(),
+            ConfigError::UnknownFlag("no-such-flag".into())
+        );
+    }
+
+    #[test]
+    fn conflicts() {
+        for pairs in [
+            vec![("auto-direct-node-routes", "true")],
+            vec![("routing-mode", "native")],
+            vec![
+                ("enable-ipv4-masquerade", "false"),
+                ("enable-bpf-masquerade", "true"),
+            ],
+            vec![
+                ("cluster-pool-ipv4-cidr", "10.0.0.0/16"),
+                ("cluster-pool-ipv4-mask-size", "8"),
+            ],
+        ] {
+            assert!(
+                matches!(flags(&pairs), Err(ConfigError::Conflict(_))),
+                "{pairs:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn precedence_dir_then_env_then_flags() {
+        let dir = std::env::temp_dir().join(format!("crs-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("debug"), "true\n").unwrap();
+        std::fs::write(dir.join("bpf-lb-algorithm"), "maglev").unwrap();
+        std::fs::write(dir.join("enable-policy"), "always").unwrap();
+        std::fs::write(dir.join("k8s-service-host"), "192.168.10.100").unwrap();
+        std::fs::write(dir.join("..data"), "ignored").unwrap();
+        let mut s = ConfigSources::default();
+        s.load_dir(&dir).unwrap();
+        s.load_env(|k| (k == "CILIUM_ENABLE_POLICY").then(|| "never".to_owned()));
+        s.set_flag("bpf-lb-algorithm", "random").unwrap();
+        let c = AgentConfig::from_sources(&s).unwrap();
+        assert!(c.debug, "from the directory");
+        assert_eq!(
+            c.enable_policy,
+            PolicyEnforcement::Never,
+            "env beats the directory"
+        );
+        assert_eq!(c.bpf_lb_algorithm, LbAlgorithm::Random, "flag beats both");
+        assert_eq!(s.ignored(), ["k8s-service-host"]);
+        std::fs::write(dir.join("mtu"), "12").unwrap();
+        let mut s = ConfigSources::default();
+        s.load_dir(&dir).unwrap();
+        let err = AgentConfig::from_sources(&s).unwrap_err().to_string();
+        assert!(err.contains("mtu") && err.contains("config file"), "{err}");
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert!(matches!(
+            ConfigSources::default().load_dir(&dir),
+            Err(ConfigError::Io { .. })
+        ));
+    }
+}
