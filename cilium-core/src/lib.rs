@@ -28,6 +28,7 @@ mod error;
 mod filter;
 mod identity;
 mod idpool;
+pub mod kvstore;
 pub mod labels;
 
 pub use clock::{Clock, ManualClock, MonotonicClock};

@@ -17,7 +17,11 @@ fuzz_target!(|data: &[u8]| {
     let mut backends = Vec::new();
     for (i, chunk) in rest.chunks(4).enumerate().take(64) {
         let weight = u16::from_le_bytes([chunk[0], *chunk.get(1).unwrap_or(&0)]);
-        let name: String = chunk.iter().skip(2).map(|b| char::from(b'a' + b % 26)).collect();
+        let name: String = chunk
+            .iter()
+            .skip(2)
+            .map(|b| char::from(b'a' + b % 26))
+            .collect();
         backends.push(MaglevBackend::new(name, weight, i as u32));
     }
     let config = MaglevConfig::new(m, "JLfvgnHc2kaSUFaI").expect("valid");
