@@ -123,8 +123,9 @@ pub struct FileStore {
 const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
 
 impl FileStore {
-    /// Opens (or creates) the store at `path`, replaying its log. A torn last record is
-    /// dropped; a corrupt record before the last is an error (nothing is changed).
+    /// Opens (or creates) the store at `path`, replaying its log. A torn last record (no
+    /// newline: its write never returned) is dropped; any complete record that is not valid
+    /// is an error, and nothing is changed.
     pub fn open(path: impl Into<PathBuf>) -> Result<Self, KvError> {
         let path = path.into();
         let io = |source| KvError::Io {
@@ -156,17 +157,19 @@ impl FileStore {
         for (i, line) in lines.into_iter().enumerate() {
             let last = i + 1 == total;
             let complete = line.ends_with(b"\n");
+            // A torn tail (no newline, or not a valid record): the write never returned, so
+            // it never happened; it is neither applied nor kept.
+            if last && !complete {
+                break;
+            }
             let parsed = serde_json::from_slice::<Record>(&line)
                 .map_err(|e| e.to_string())
                 .and_then(|r| apply(&mut data, r));
             match parsed {
-                Ok(()) if complete => {
+                Ok(()) => {
                     records += 1;
                     good_len += line.len() as u64;
                 }
-                // A torn tail: the write never returned, so it never happened.
-                _ if last => break,
-                Ok(()) => unreachable!("only the last line can lack a newline"),
                 Err(reason) => {
                     return Err(KvError::Corrupt {
                         path,
