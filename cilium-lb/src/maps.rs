@@ -120,3 +120,42 @@ pub mod flags {
     /// `flags2`: DSR forwarding.
     pub const FWD_MODE_DSR: u8 = 1 << 7;
 }
+
+/// Service flags as Cilium prints them (`ServiceFlags.String()`): the frontend type, then
+/// the set attributes, e.g. `ClusterIP, non-routable` or `NodePort, Local, two-scopes`.
+///
+/// ```
+/// use cilium_lb::maps::{describe_flags, flags};
+/// assert_eq!(describe_flags(0, 0), "ClusterIP, non-routable");
+/// assert_eq!(describe_flags(flags::NODEPORT | flags::ROUTABLE | flags::EXT_LOCAL_SCOPE, flags::TWO_SCOPES), "NodePort, Local, two-scopes");
+/// ```
+pub fn describe_flags(f: u8, f2: u8) -> String {
+    let kind = if f2 & flags::LOCALREDIRECT != 0 {
+        "LocalRedirect"
+    } else if f & flags::EXTERNAL_IP != 0 {
+        "ExternalIPs"
+    } else if f & flags::NODEPORT != 0 {
+        "NodePort"
+    } else if f & flags::LOADBALANCER != 0 {
+        "LoadBalancer"
+    } else if f & flags::HOSTPORT != 0 {
+        "HostPort"
+    } else {
+        "ClusterIP"
+    };
+    let mut out = vec![kind];
+    let attrs: [(bool, &str); 10] = [
+        (f & flags::EXT_LOCAL_SCOPE != 0, "Local"),
+        (f2 & flags::INT_LOCAL_SCOPE != 0, "InternalLocal"),
+        (f2 & flags::TWO_SCOPES != 0, "two-scopes"),
+        (f & flags::AFFINITY != 0, "sessionAffinity"),
+        (f & flags::ROUTABLE == 0, "non-routable"),
+        (f & flags::SOURCE_RANGE != 0, "check source-range"),
+        (f2 & flags::NAT_46X64 != 0, "46x64"),
+        (f2 & flags::L7_LOADBALANCER != 0, "l7-load-balancer"),
+        (f2 & flags::LOOPBACK != 0, "loopback"),
+        (f2 & flags::FWD_MODE_DSR != 0, "dsr"),
+    ];
+    out.extend(attrs.iter().filter(|(set, _)| *set).map(|(_, name)| *name));
+    out.join(", ")
+}

@@ -1,0 +1,386 @@
+// SPDX-License-Identifier: Apache-2.0
+
+//! `cilium-dbg`, as a library: Cilium's debug views of the pinned datapath maps, formatted
+//! as Cilium prints them (Go tabwriter columns: minimum width 5, padding 3) or as JSON.
+//! Rows are sorted (Cilium prints them in map order).
+//!
+//! ```
+//! use cilium_dbg::table;
+//! let rows = vec![("10.0.0.1/32".to_owned(), vec!["identity=256".to_owned()])];
+//! let out = table(&["IP PREFIX/ADDRESS", "IDENTITY"], &rows);
+//! assert_eq!(out, "IP PREFIX/ADDRESS   IDENTITY\n10.0.0.1/32         identity=256   \n");
+//! ```
+#![forbid(unsafe_code)]
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::net::Ipv4Addr;
+
+use cilium_bpf::DatapathError;
+use cilium_bpf::maps::Maps;
+use cilium_bpf::types::{CtEntry, Ipv4CtTuple, Ipv4NatEntry, RemoteEndpointInfo};
+
+/// Key/value rows: each key with one or more values (continuation lines).
+pub type Rows = Vec<(String, Vec<String>)>;
+
+/// A two-column table as Cilium's `TablePrinter` writes it: header `A\tB`, each value
+/// `key\tvalue\t`, further values of a key with an empty key.
+pub fn table(header: &[&str; 2], rows: &Rows) -> String {
+    // Go's minwidth 5 includes the padding of 3; this crate's excludes it.
+    let mut tw = tabwriter::TabWriter::new(Vec::new()).minwidth(2).padding(3);
+    let _ = writeln!(tw, "{}\t{}", header[0], header[1]);
+    for (key, values) in rows {
+        for (i, v) in values.iter().enumerate() {
+            let k = if i == 0 { key.as_str() } else { "" };
+            let _ = writeln!(tw, "{k}\t{v}\t");
+        }
+    }
+    let bytes = tw.into_inner().unwrap_or_default();
+    String::from_utf8_lossy(&bytes).into_owned()
+}
+
+/// Rows as JSON: key -> list of values (what `-o json` prints for these views).
+pub fn rows_json(rows: &Rows) -> serde_json::Value {
+    let map: BTreeMap<&str, &Vec<String>> = rows.iter().map(|(k, v)| (k.as_str(), v)).collect();
+    serde_json::json!(map)
+}
+
+fn proto_name(p: u8) -> String {
+    match p {
+        6 => "TCP".into(),
+        17 => "UDP".into(),
+        132 => "SCTP".into(),
+        1 => "ICMP".into(),
+        0 => "ANY".into(),
+        other => other.to_string(),
+    }
+}
+
+/// Which `bpf lb list` view.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LbView {
+    /// Frontend slots and their backends.
+    Services,
+    /// Raw service values.
+    Frontends,
+    /// Backends by id.
+    Backends,
+    /// Reverse NAT entries by id.
+    RevNat,
+}
+
+/// `bpf lb list`: the header and rows of a view.
+pub fn lb_list(maps: &Maps, view: LbView) -> Result<([&'static str; 2], Rows), DatapathError> {
+    let mut rows: Rows = Vec::new();
+    let header = match view {
+        LbView::Services => ["SERVICE ADDRESS", "BACKEND ADDRESS (REVNAT_ID) (SLOT)"],
+        LbView::Frontends => ["SERVICE ADDRESS", "BACKEND ID"],
+        LbView::Backends | LbView::RevNat => ["ID", "BACKEND ADDRESS (REVNAT_ID) (SLOT)"],
+    };
+    match view {
+        LbView::Services | LbView::Frontends => {
+            let backends: BTreeMap<u32, _> = maps.lb4_backends.entries()?.into_iter().collect();
+            let mut entries = maps.lb4_services.entries()?;
+            entries.sort_by_key(|(k, _)| {
+                (
+                    k.address,
+                    u16::from_be(k.dport),
+                    k.proto,
+                    k.scope,
+                    k.backend_slot,
+                )
+            });
+            for (k, v) in entries {
+                let mut key = format!(
+                    "{}:{}/{}",
+                    Ipv4Addr::from(k.address),
+                    u16::from_be(k.dport),
+                    proto_name(k.proto)
+                );
+                if k.scope == cilium_lb::maps::SCOPE_INTERNAL {
+                    key.push_str("/i");
+                }
+                let key = format!("{key} ({})", k.backend_slot);
+                let rev_nat = u16::from_be(v.rev_nat_index);
+                let value = if view == LbView::Frontends {
+                    format!(
+                        "{} {}[{}] ({}) [{:#x} {:#x}]",
+                        v.backend_id, v.count, v.qcount, rev_nat, v.flags, v.flags2
+                    )
+                } else if k.backend_slot == 0 {
+                    format!(
+                        "0.0.0.0:0 ({rev_nat}) (0) [{}] ",
+                        cilium_lb::maps::describe_flags(v.flags, v.flags2)
+                    )
+                } else {
+                    match backends.get(&v.backend_id) {
+                        Some(b) => format!(
+                            "{}:{}/{} ({rev_nat}) ({})",
+                            Ipv4Addr::from(b.address),
+                            u16::from_be(b.port),
+                            proto_name(b.proto),
+                            k.backend_slot
+                        ),
+                        None => format!("backend {} not found", v.backend_id),
+                    }
+                };
+                rows.push((key, vec![value]));
+            }
+        }
+        LbView::Backends => {
+            let mut entries = maps.lb4_backends.entries()?;
+            entries.sort_by_key(|(id, _)| *id);
+            for (id, b) in entries {
+                let mut addr = Ipv4Addr::from(b.address).to_string();
+                if b.cluster_id != 0 {
+                    addr = format!("{addr}@{}", b.cluster_id);
+                }
+                rows.push((
+                    id.to_string(),
+                    vec![format!("{}://{addr}", proto_name(b.proto))],
+                ));
+            }
+        }
+        LbView::RevNat => {
+            let mut entries = maps.lb4_reverse_nat.entries()?;
+            entries.sort_by_key(|(id, _)| u16::from_be(*id));
+            for (id, r) in entries {
+                rows.push((
+                    u16::from_be(id).to_string(),
+                    vec![format!(
+                        "{}:{}",
+                        Ipv4Addr::from(r.address),
+                        u16::from_be(r.port)
+                    )],
+                ));
+            }
+        }
+    }
+    Ok((header, rows))
+}
+
+/// An ipcache value as Cilium prints it.
+pub fn ipcache_value(v: &RemoteEndpointInfo) -> String {
+    let tunnel = Ipv4Addr::new(
+        v.tunnel_endpoint[0],
+        v.tunnel_endpoint[1],
+        v.tunnel_endpoint[2],
+        v.tunnel_endpoint[3],
+    );
+    let names = [
+        (1u8, "skiptunnel"),
+        (2, "hastunnel"),
+        (4, "ipv6tunnel"),
+        (8, "remotecluster"),
+    ];
+    let flags: Vec<&str> = names
+        .iter()
+        .filter(|(bit, _)| v.flags & bit != 0)
+        .map(|(_, n)| *n)
+        .collect();
+    format!(
+        "identity={} encryptkey={} tunnelendpoint={tunnel} flags={}",
+        v.sec_identity,
+        v.key,
+        if flags.is_empty() {
+            "<none>".to_owned()
+        } else {
+            flags.join(",")
+        }
+    )
+}
+
+/// `bpf ipcache list`.
+pub fn ipcache_list(maps: &Maps) -> Result<Rows, DatapathError> {
+    let mut entries = maps.ipcache.entries()?;
+    entries.sort_by_key(|(ip, len, _)| (*ip, *len));
+    Ok(entries
+        .into_iter()
+        .map(|(ip, len, v)| (format!("{ip}/{len}"), vec![ipcache_value(&v)]))
+        .collect())
+}
+
+/// A conntrack key as Cilium dumps it (reversed, as `bpf ct list` does: the tuple is stored
+/// with the addresses of the reply direction).
+pub fn ct_key(k: &Ipv4CtTuple) -> String {
+    let dir = if k.flags & 1 != 0 { "IN" } else { "OUT" };
+    let mut s = format!(
+        "{} {dir} {}:{} -> {}:{} ",
+        proto_name(k.nexthdr),
+        Ipv4Addr::from(k.saddr),
+        u16::from_be(k.sport),
+        Ipv4Addr::from(k.daddr),
+        u16::from_be(k.dport)
+    );
+    if k.flags & 2 != 0 {
+        s.push_str("related ");
+    }
+    if k.flags & 4 != 0 {
+        s.push_str("service ");
+    }
+    s
+}
+
+/// A conntrack entry as Cilium prints it (newest format).
+pub fn ct_value(e: &CtEntry) -> String {
+    let names = [
+        (1u16, "RxClosing"),
+        (2, "TxClosing"),
+        (4, "Nat64"),
+        (8, "LBLoopback"),
+        (16, "SeenNonSyn"),
+        (32, "NodePort"),
+        (64, "ProxyRedirect"),
+        (128, "DSR"),
+    ];
+    let set: Vec<&str> = names
+        .iter()
+        .filter(|(bit, _)| e.flags & bit != 0)
+        .map(|(_, n)| *n)
+        .collect();
+    format!(
+        "expires={} Packets={} Bytes={} RxFlagsSeen={:#04x} LastRxReport={} TxFlagsSeen={:#04x} LastTxReport={} Flags={:#06x} {} RevNAT={} SourceSecurityID={} BackendID={} ",
+        e.lifetime,
+        e.packets,
+        e.bytes,
+        e.rx_flags_seen,
+        e.last_rx_report,
+        e.tx_flags_seen,
+        e.last_tx_report,
+        e.flags,
+        if set.is_empty() {
+            "[ ]".to_owned()
+        } else {
+            format!("[ {} ]", set.join(" "))
+        },
+        e.rev_nat_index,
+        e.src_sec_id,
+        e.backend_id
+    )
+}
+
+/// `bpf ct list global`: one line per entry, TCP map then the other protocols.
+pub fn ct_list(maps: &Maps) -> Result<Vec<String>, DatapathError> {
+    let mut out = Vec::new();
+    for map in [&maps.ct4_tcp, &maps.ct4_any] {
+        let mut entries = map.entries()?;
+        entries.sort_by_key(|(k, _)| (k.saddr, k.daddr, k.sport, k.dport, k.nexthdr, k.flags));
+        out.extend(
+            entries
+                .iter()
+                .map(|(k, v)| format!("{}{}", ct_key(k), ct_value(v))),
+        );
+    }
+    Ok(out)
+}
+
+/// A NAT entry as Cilium prints it.
+pub fn nat_line(k: &Ipv4CtTuple, v: &Ipv4NatEntry, now_secs: u64) -> String {
+    let ingress = k.flags & 1 != 0;
+    format!(
+        "{}{} {}:{} Created={}sec ago NeedsCT={}",
+        ct_key(k),
+        if ingress { "XLATE_DST" } else { "XLATE_SRC" },
+        Ipv4Addr::from(v.to_addr),
+        u16::from_be(v.to_port),
+        now_secs.saturating_sub(v.created),
+        v.needs_ct
+    )
+}
+
+/// `bpf nat list`.
+pub fn nat_list(maps: &Maps, now_secs: u64) -> Result<Vec<String>, DatapathError> {
+    let mut entries = maps.snat4.entries()?;
+    entries.sort_by_key(|(k, _)| (k.flags, k.saddr, k.sport, k.daddr, k.dport, k.nexthdr));
+    Ok(entries
+        .iter()
+        .map(|(k, v)| nat_line(k, v, now_secs))
+        .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tables_pad_like_go_tabwriter() {
+        let rows: Rows = vec![
+            (
+                "10.96.0.10:53/UDP (0)".into(),
+                vec!["0.0.0.0:0 (3) (0) [ClusterIP, non-routable] ".into()],
+            ),
+            (
+                "10.96.0.10:53/UDP (1)".into(),
+                vec!["10.244.0.104:53/UDP (3) (1)".into()],
+            ),
+        ];
+        let out = table(
+            &["SERVICE ADDRESS", "BACKEND ADDRESS (REVNAT_ID) (SLOT)"],
+            &rows,
+        );
+        let lines: Vec<&str> = out.lines().collect();
+        assert_eq!(
+            lines[0],
+            "SERVICE ADDRESS         BACKEND ADDRESS (REVNAT_ID) (SLOT)"
+        );
+        assert!(
+            lines[1].starts_with(
+                "10.96.0.10:53/UDP (0)   0.0.0.0:0 (3) (0) [ClusterIP, non-routable] "
+            )
+        );
+        assert!(lines[2].starts_with("10.96.0.10:53/UDP (1)   10.244.0.104:53/UDP (3) (1)"));
+        let two = table(
+            &["ID", "X"],
+            &vec![("1".into(), vec!["a".into(), "b".into()])],
+        );
+        assert_eq!(two, "ID   X\n1    a    \n     b    \n");
+        assert_eq!(
+            rows_json(&rows)["10.96.0.10:53/UDP (1)"][0],
+            "10.244.0.104:53/UDP (3) (1)"
+        );
+    }
+
+    #[test]
+    fn values_as_cilium_prints_them() {
+        let v = RemoteEndpointInfo {
+            sec_identity: 14584,
+            tunnel_endpoint: [172, 18, 0, 3, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
+            flags: 2,
+            ..RemoteEndpointInfo::default()
+        };
+        assert_eq!(
+            ipcache_value(&v),
+            "identity=14584 encryptkey=0 tunnelendpoint=172.18.0.3 flags=hastunnel"
+        );
+        let k = Ipv4CtTuple {
+            daddr: [10, 0, 0, 2],
+            saddr: [10, 0, 0, 1],
+            dport: 80u16.to_be(),
+            sport: 40000u16.to_be(),
+            nexthdr: 6,
+            flags: 0,
+        };
+        let e = CtEntry {
+            lifetime: 19466,
+            flags: 16,
+            rx_flags_seen: 0x18,
+            tx_flags_seen: 0x1a,
+            ..CtEntry::default()
+        };
+        assert_eq!(
+            format!("{}{}", ct_key(&k), ct_value(&e)),
+            "TCP OUT 10.0.0.1:40000 -> 10.0.0.2:80 expires=19466 Packets=0 Bytes=0 RxFlagsSeen=0x18 LastRxReport=0 TxFlagsSeen=0x1a LastTxReport=0 Flags=0x0010 [ SeenNonSyn ] RevNAT=0 SourceSecurityID=0 BackendID=0 "
+        );
+        let n = Ipv4NatEntry {
+            created: 100,
+            needs_ct: 1,
+            to_addr: [192, 168, 10, 200],
+            to_port: 41532u16.to_be(),
+            ..Ipv4NatEntry::default()
+        };
+        assert_eq!(
+            nat_line(&k, &n, 112),
+            "TCP OUT 10.0.0.1:40000 -> 10.0.0.2:80 XLATE_SRC 192.168.10.200:41532 Created=12sec ago NeedsCT=1"
+        );
+    }
+}

@@ -1,0 +1,185 @@
+// SPDX-License-Identifier: Apache-2.0
+
+//! `cilium-dbg`: the per-node debug CLI. The `bpf` commands read the pinned maps directly
+//! (as Cilium's do); the commands that talk to the agent come with the agent.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use cilium_bpf::maps::Maps;
+use cilium_dbg::{LbView, ct_list, ipcache_list, lb_list, nat_list, rows_json, table};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "cilium-dbg",
+    about = "CLI for the local cilium-rs agent and datapath"
+)]
+struct Cli {
+    /// BPF file system root the datapath pins under (`<bpf-root>/tc/globals`).
+    #[arg(long, global = true, default_value = "/sys/fs/bpf")]
+    bpf_root: PathBuf,
+    #[command(subcommand)]
+    command: Top,
+}
+
+#[derive(Debug, Subcommand)]
+enum Top {
+    /// Direct access to the datapath's BPF maps.
+    Bpf {
+        #[command(subcommand)]
+        command: Bpf,
+    },
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum Output {
+    Json,
+}
+
+#[derive(Debug, Args)]
+struct OutputArg {
+    /// json output.
+    #[arg(short, long)]
+    output: Option<Output>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Bpf {
+    /// Load-balancing maps.
+    Lb {
+        #[command(subcommand)]
+        command: LbCmd,
+    },
+    /// The prefix -> identity cache.
+    Ipcache {
+        #[command(subcommand)]
+        command: ListOnly,
+    },
+    /// Connection tracking.
+    Ct {
+        #[command(subcommand)]
+        command: CtCmd,
+    },
+    /// BPF masquerade translations.
+    Nat {
+        #[command(subcommand)]
+        command: ListOnly,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum LbCmd {
+    /// List services, frontends, backends or reverse NAT entries.
+    List {
+        /// Raw frontend entries.
+        #[arg(long, conflicts_with_all = ["backends", "revnat"])]
+        frontends: bool,
+        /// Backends.
+        #[arg(long, conflicts_with = "revnat")]
+        backends: bool,
+        /// Reverse NAT entries.
+        #[arg(long)]
+        revnat: bool,
+        #[command(flatten)]
+        out: OutputArg,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum ListOnly {
+    /// List the entries.
+    List {
+        #[command(flatten)]
+        out: OutputArg,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum CtCmd {
+    /// List the entries of a conntrack table.
+    List {
+        /// Which table (`global`).
+        #[arg(value_parser = ["global"])]
+        table: String,
+        #[command(flatten)]
+        out: OutputArg,
+    },
+}
+
+fn run(cli: Cli) -> Result<String, String> {
+    let maps = Maps::open(&cli.bpf_root).map_err(|e| {
+        format!(
+            "cannot open the datapath maps under {}: {e}",
+            cli.bpf_root.display()
+        )
+    })?;
+    let err = |e: cilium_bpf::DatapathError| e.to_string();
+    let Top::Bpf { command } = cli.command;
+    Ok(match command {
+        Bpf::Lb {
+            command:
+                LbCmd::List {
+                    frontends,
+                    backends,
+                    revnat,
+                    out,
+                },
+        } => {
+            let view = match (frontends, backends, revnat) {
+                (true, _, _) => LbView::Frontends,
+                (_, true, _) => LbView::Backends,
+                (_, _, true) => LbView::RevNat,
+                _ => LbView::Services,
+            };
+            let (header, rows) = lb_list(&maps, view).map_err(err)?;
+            match out.output {
+                Some(Output::Json) => format!("{:#}\n", rows_json(&rows)),
+                None => table(&header, &rows),
+            }
+        }
+        Bpf::Ipcache {
+            command: ListOnly::List { out },
+        } => {
+            let rows = ipcache_list(&maps).map_err(err)?;
+            match out.output {
+                Some(Output::Json) => format!("{:#}\n", rows_json(&rows)),
+                None if rows.is_empty() => {
+                    eprintln!("No entries found.");
+                    String::new()
+                }
+                None => table(&["IP PREFIX/ADDRESS", "IDENTITY"], &rows),
+            }
+        }
+        Bpf::Ct {
+            command: CtCmd::List { out, .. },
+        } => lines(&ct_list(&maps).map_err(err)?, &out),
+        Bpf::Nat {
+            command: ListOnly::List { out },
+        } => lines(
+            &nat_list(&maps, u64::from(cilium_bpf::conntrack::monotonic_seconds())).map_err(err)?,
+            &out,
+        ),
+    })
+}
+
+fn lines(lines: &[String], out: &OutputArg) -> String {
+    match out.output {
+        Some(Output::Json) => format!("{:#}\n", serde_json::json!(lines)),
+        None => lines.iter().map(|l| format!("{l}\n")).collect(),
+    }
+}
+
+fn main() -> ExitCode {
+    match run(Cli::parse()) {
+        Ok(out) => {
+            print!("{out}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("Error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,150 @@
+// SPDX-License-Identifier: Apache-2.0
+
+//! `cilium-dbg bpf ...` against a real datapath: maps pinned in a private bpffs (no network
+//! change anywhere), a ClusterIP written through cilium-lb, an ipcache entry, and the
+//! binary's tables and JSON checked. Needs root; the bpffs is unmounted on drop.
+
+use std::net::Ipv4Addr;
+use std::path::PathBuf;
+use std::process::Command;
+
+use cilium_bpf::types::RemoteEndpointInfo;
+use cilium_bpf::{Datapath, DatapathConfig};
+
+struct BpfFs(PathBuf);
+
+impl BpfFs {
+    fn new() -> Self {
+        let path = std::env::temp_dir().join(format!("crs{}-dbg-bpffs", std::process::id()));
+        std::fs::create_dir_all(&path).expect("dir");
+        let ok = Command::new("mount")
+            .args(["-t", "bpf", "bpf"])
+            .arg(&path)
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(ok, "mount bpffs at {}", path.display());
+        BpfFs(path)
+    }
+}
+
+impl Drop for BpfFs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.0).status();
+        let _ = std::fs::remove_dir(&self.0);
+    }
+}
+
+fn is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("Uid:"))
+                .and_then(|l| l.split_whitespace().nth(2).map(|u| u == "0"))
+        })
+        .unwrap_or(false)
+}
+
+fn dbg(root: &BpfFs, args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_cilium-dbg"))
+        .arg("--bpf-root")
+        .arg(&root.0)
+        .args(args)
+        .output()
+        .expect("run cilium-dbg");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn privileged_bpf_views_show_what_the_datapath_holds() {
+    if !is_root() {
+        eprintln!("privileged_bpf_views_show_what_the_datapath_holds: skipped: needs root");
+        return;
+    }
+    let fs = BpfFs::new();
+    // No maps yet: one clear line, non-zero exit.
+    let (ok, out, err) = dbg(&fs, &["bpf", "lb", "list"]);
+    assert!(
+        !ok && out.is_empty() && err.starts_with("Error: cannot open the datapath maps"),
+        "{err}"
+    );
+
+    let _dp = Datapath::load(DatapathConfig::new(
+        &fs.0,
+        Ipv4Addr::new(192, 168, 10, 100),
+        Ipv4Addr::new(172, 20, 0, 254),
+    ))
+    .expect("load datapath");
+    let vip = Ipv4Addr::new(10, 96, 0, 10);
+    let svc = cilium_lb::service::Service::new(
+        "default/webpod",
+        cilium_lb::service::L3n4Addr::new(vip.into(), 80, cilium_lb::maglev::L4Proto::Tcp),
+        cilium_lb::service::ServiceType::ClusterIP,
+    )
+    .with_backend(cilium_lb::service::Backend::new(
+        cilium_lb::service::L3n4Addr::new(
+            Ipv4Addr::new(172, 20, 0, 11).into(),
+            8080,
+            cilium_lb::maglev::L4Proto::Tcp,
+        ),
+    ));
+    let mut lb = cilium_lb::manager::LbManager::new(cilium_lb::manager::LbConfig::default());
+    cilium_bpf::lb::ServiceWriter::open(&fs.0)
+        .expect("writer")
+        .apply(&lb.upsert(&svc).expect("upsert"))
+        .expect("apply");
+    let mut maps = cilium_bpf::maps::Maps::open(&fs.0).expect("maps");
+    maps.ipcache
+        .upsert_ipv4(
+            Ipv4Addr::new(172, 20, 1, 10),
+            32,
+            &RemoteEndpointInfo {
+                sec_identity: 256,
+                tunnel_endpoint: [192, 168, 10, 101, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
+                ..RemoteEndpointInfo::default()
+            },
+        )
+        .expect("ipcache");
+
+    let (ok, out, _) = dbg(&fs, &["bpf", "lb", "list"]);
+    assert!(ok);
+    let lines: Vec<&str> = out.lines().map(str::trim_end).collect();
+    assert_eq!(
+        lines,
+        [
+            "SERVICE ADDRESS         BACKEND ADDRESS (REVNAT_ID) (SLOT)",
+            "10.96.0.10:80/TCP (0)   0.0.0.0:0 (1) (0) [ClusterIP, non-routable]",
+            "10.96.0.10:80/TCP (1)   172.20.0.11:8080/TCP (1) (1)",
+        ],
+        "{out}"
+    );
+    let (_, out, _) = dbg(&fs, &["bpf", "lb", "list", "--backends"]);
+    assert!(
+        out.lines()
+            .nth(1)
+            .is_some_and(|l| l.starts_with("1    TCP://172.20.0.11")),
+        "{out}"
+    );
+    let (_, out, _) = dbg(&fs, &["bpf", "lb", "list", "--revnat"]);
+    assert!(out.contains("10.96.0.10:80"), "{out}");
+    let (_, out, _) = dbg(&fs, &["bpf", "lb", "list", "-o", "json"]);
+    let json: serde_json::Value = serde_json::from_str(&out).expect("json");
+    assert_eq!(
+        json["10.96.0.10:80/TCP (1)"][0],
+        "172.20.0.11:8080/TCP (1) (1)"
+    );
+
+    let (_, out, _) = dbg(&fs, &["bpf", "ipcache", "list"]);
+    assert!(
+        out.contains("172.20.1.10/32      identity=256 encryptkey=0 tunnelendpoint=192.168.10.101 flags=<none>"),
+        "{out}"
+    );
+    let (ok, out, _) = dbg(&fs, &["bpf", "ct", "list", "global"]);
+    assert!(ok && out.is_empty(), "no flows yet: {out}");
+    let (ok, _, err) = dbg(&fs, &["bpf", "ct", "list", "local"]);
+    assert!(!ok && err.contains("global"), "{err}");
+}
