@@ -338,6 +338,69 @@ impl PolicyWriter {
     }
 }
 
+/// The entries of an endpoint's policy map as the datapath holds them (None: the endpoint
+/// has no policy map, so nothing is enforced on it), in key order.
+pub fn read_endpoint_policy(
+    bpf_root: &Path,
+    endpoint: u16,
+) -> Result<Option<Vec<LpmEntry>>, DatapathError> {
+    let path = globals_dir(bpf_root).join(names::POLICY);
+    let data = MapData::from_pin(&path).map_err(map_err("open pinned", names::POLICY))?;
+    let map = aya::maps::Map::from_map_data(data).map_err(map_err("open pinned", names::POLICY))?;
+    let outer: HashOfMaps<MapData, u32, PolicyTrie> =
+        HashOfMaps::try_from(map).map_err(map_err("open pinned", names::POLICY))?;
+    let inner = match outer.get(&u32::from(endpoint), 0) {
+        Ok(inner) => inner,
+        Err(aya::maps::MapError::KeyNotFound) => return Ok(None),
+        Err(e) => return Err(map_err("lookup", names::POLICY)(e)),
+    };
+    let mut out = Vec::new();
+    for item in inner.iter() {
+        let (key, value) = item.map_err(map_err("read inner", names::POLICY))?;
+        let data = key.data();
+        out.push(LpmEntry {
+            identity: u32::from_ne_bytes([data[0], data[1], data[2], data[3]]),
+            egress: data[4] != 0,
+            protocol: data[5],
+            port: u16::from_be_bytes([data[6], data[7]]),
+            prefixlen: key.prefix_len(),
+            deny: value.flags & POLICY_F_DENY != 0,
+        });
+    }
+    out.sort();
+    Ok(Some(out))
+}
+
+impl LpmEntry {
+    /// `PORT/PROTO` as `cilium-dbg bpf policy get` prints it: `ANY`, `80/TCP`, a range
+    /// `8080-8087/TCP`, or `ANY/TCP` for every port of one protocol.
+    pub fn port_proto(&self) -> String {
+        if self.prefixlen <= STATIC_PREFIX_BITS {
+            return "ANY".to_owned();
+        }
+        let proto = match self.protocol {
+            6 => "TCP".to_owned(),
+            17 => "UDP".to_owned(),
+            132 => "SCTP".to_owned(),
+            p => p.to_string(),
+        };
+        let bits = self
+            .prefixlen
+            .saturating_sub(STATIC_PREFIX_BITS + 8)
+            .min(16);
+        if bits == 0 {
+            return format!("ANY/{proto}");
+        }
+        let span = (1u32 << (16 - bits)) - 1;
+        let lo = u32::from(self.port);
+        if span == 0 {
+            format!("{lo}/{proto}")
+        } else {
+            format!("{lo}-{}/{proto}", lo + span)
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -399,6 +462,22 @@ mod tests {
             .unwrap();
         assert_eq!(v.value().flags, 16 << 3);
         assert_eq!(v.key().data()[6..], 80u16.to_be_bytes());
+    }
+
+    #[test]
+    fn port_proto_names() {
+        let e = |protocol, port, prefixlen| LpmEntry {
+            identity: 0,
+            egress: false,
+            protocol,
+            port,
+            prefixlen,
+            deny: false,
+        };
+        assert_eq!(e(0, 0, 40).port_proto(), "ANY");
+        assert_eq!(e(6, 0, 48).port_proto(), "ANY/TCP");
+        assert_eq!(e(6, 80, 64).port_proto(), "80/TCP");
+        assert_eq!(e(17, 8080, 61).port_proto(), "8080-8087/UDP");
     }
 
     #[test]

@@ -298,6 +298,33 @@ pub fn nat_list(maps: &Maps, now_secs: u64) -> Result<Vec<String>, DatapathError
         .collect())
 }
 
+/// `bpf policy get`: an endpoint's policy entries in Cilium's columns (identities are
+/// numeric: labels come from the agent; 0 is `ANY`). Statistics are not kept (`-`).
+pub fn policy_table(entries: &[cilium_bpf::policy::LpmEntry]) -> String {
+    let mut tw = tabwriter::TabWriter::new(Vec::new()).minwidth(2).padding(3);
+    let _ = writeln!(
+        tw,
+        "POLICY\tDIRECTION\tIDENTITY\tPORT/PROTO\tPROXY PORT\tAUTH TYPE\tBYTES\tPACKETS\tPREFIX\tCOOKIE"
+    );
+    for e in entries {
+        let _ = writeln!(
+            tw,
+            "{}\t{}\t{}\t{}\tNONE\tdisabled\t-\t-\t{}\t0",
+            if e.deny { "Deny" } else { "Allow" },
+            if e.egress { "Egress" } else { "Ingress" },
+            if e.identity == 0 {
+                "ANY".to_owned()
+            } else {
+                e.identity.to_string()
+            },
+            e.port_proto(),
+            e.prefixlen
+        );
+    }
+    let bytes = tw.into_inner().unwrap_or_default();
+    String::from_utf8_lossy(&bytes).into_owned()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

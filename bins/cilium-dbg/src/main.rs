@@ -67,6 +67,25 @@ enum Bpf {
         #[command(subcommand)]
         command: ListOnly,
     },
+    /// Endpoint policy maps.
+    Policy {
+        #[command(subcommand)]
+        command: PolicyCmd,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum PolicyCmd {
+    /// Show an endpoint's policy map.
+    Get {
+        /// Endpoint id.
+        endpoint: u16,
+        /// Numeric identities (the only form without the agent).
+        #[arg(short = 'n', long)]
+        numeric: bool,
+        #[command(flatten)]
+        out: OutputArg,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -155,6 +174,34 @@ fn run(cli: Cli) -> Result<String, String> {
         Bpf::Ct {
             command: CtCmd::List { out, .. },
         } => lines(&ct_list(&maps).map_err(err)?, &out),
+        Bpf::Policy {
+            command: PolicyCmd::Get { endpoint, out, .. },
+        } => {
+            let entries = cilium_bpf::policy::read_endpoint_policy(&cli.bpf_root, endpoint)
+                .map_err(err)?
+                .unwrap_or_default();
+            match out.output {
+                Some(Output::Json) => format!(
+                    "{:#}\n",
+                    serde_json::json!(
+                        entries
+                            .iter()
+                            .map(|e| serde_json::json!({
+                                "policy": if e.deny { "Deny" } else { "Allow" },
+                                "direction": if e.egress { "Egress" } else { "Ingress" },
+                                "identity": e.identity,
+                                "port_proto": e.port_proto(),
+                                "prefix": e.prefixlen,
+                            }))
+                            .collect::<Vec<_>>()
+                    )
+                ),
+                None if entries.is_empty() => {
+                    "Policy stats empty. Perhaps the policy enforcement is disabled?\n".to_owned()
+                }
+                None => cilium_dbg::policy_table(&entries),
+            }
+        }
         Bpf::Nat {
             command: ListOnly::List { out },
         } => lines(

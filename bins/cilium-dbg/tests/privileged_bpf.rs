@@ -143,6 +143,43 @@ fn privileged_bpf_views_show_what_the_datapath_holds() {
         out.contains("172.20.1.10/32      identity=256 encryptkey=0 tunnelendpoint=192.168.10.101 flags=<none>"),
         "{out}"
     );
+    // Policy: nothing for endpoint 7, then an allow from identity 300 on TCP 80-81 and a
+    // deny of UDP from anyone.
+    let (ok, out, _) = dbg(&fs, &["bpf", "policy", "get", "7"]);
+    assert!(ok && out.starts_with("Policy stats empty"), "{out}");
+    let mut policy = cilium_policy::EndpointPolicy {
+        ingress_enforced: true,
+        egress_enforced: false,
+        ..Default::default()
+    };
+    let key = |peer: u32, proto: u8, lo: u16, hi: u16| cilium_policy::PolicyKey {
+        direction: cilium_policy::Direction::Ingress,
+        peer: cilium_core::NumericIdentity::new(peer),
+        ports: cilium_policy::PortRange { proto, lo, hi },
+    };
+    policy
+        .entries
+        .insert(key(300, 6, 80, 81), cilium_policy::Verdict::Allow);
+    policy
+        .entries
+        .insert(key(0, 17, 0, u16::MAX), cilium_policy::Verdict::Deny);
+    cilium_bpf::policy::PolicyWriter::open(&fs.0, false)
+        .expect("policy writer")
+        .install(7, &policy)
+        .expect("install");
+    let (ok, out, _) = dbg(&fs, &["bpf", "policy", "get", "7", "-n"]);
+    let lines: Vec<&str> = out.lines().map(str::trim_end).collect();
+    assert!(ok);
+    assert_eq!(
+        lines,
+        [
+            "POLICY   DIRECTION   IDENTITY   PORT/PROTO   PROXY PORT   AUTH TYPE   BYTES   PACKETS   PREFIX   COOKIE",
+            "Deny     Ingress     ANY        ANY/UDP      NONE         disabled    -       -         48       0",
+            "Allow    Egress      ANY        ANY          NONE         disabled    -       -         40       0",
+            "Allow    Ingress     300        80-81/TCP    NONE         disabled    -       -         63       0",
+        ],
+        "{out}"
+    );
     let (ok, out, _) = dbg(&fs, &["bpf", "ct", "list", "global"]);
     assert!(ok && out.is_empty(), "no flows yet: {out}");
     let (ok, _, err) = dbg(&fs, &["bpf", "ct", "list", "local"]);
