@@ -1,0 +1,219 @@
+// SPDX-License-Identifier: Apache-2.0
+
+//! The REST API over a real unix socket: the in-process server, and the binary as a user
+//! starts it (config errors, effective config, socket mode, graceful stop on SIGTERM).
+
+use std::io::{Read, Write};
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use cilium_core::config::{AgentConfig, ConfigSources};
+use serde_json::Value;
+
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(tag: &str) -> Self {
+        let p = std::env::temp_dir().join(format!("crs-agent-{tag}-{}", std::process::id()));
+        std::fs::create_dir_all(&p).expect("temp dir");
+        TempDir(p)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// One HTTP/1.1 request over the socket; returns (status, JSON body).
+fn request(socket: &Path, method: &str, path: &str, body: &str) -> (u16, Value) {
+    let mut s = UnixStream::connect(socket).expect("connect to the API socket");
+    s.set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .expect("send");
+    let mut raw = String::new();
+    s.read_to_string(&mut raw).expect("read");
+    let status: u16 = raw
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or_else(|| panic!("no status in {raw:?}"));
+    let body = raw.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+    let json =
+        serde_json::from_str(body).unwrap_or_else(|e| panic!("body is not JSON ({e}): {body:?}"));
+    (status, json)
+}
+
+fn wait_for(socket: &Path) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while UnixStream::connect(socket).is_err() {
+        assert!(Instant::now() < deadline, "the API socket never came up");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn api_in_process() {
+    let dir = TempDir::new("inproc");
+    let socket = dir.0.join("run/cilium.sock");
+    let mut sources = ConfigSources::default();
+    sources.set_flag("kube-proxy-replacement", "true").unwrap();
+    let agent = cilium_agent::Agent::new(AgentConfig::from_sources(&sources).unwrap());
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let listener = {
+        let _guard = rt.enter();
+        cilium_agent::bind(&socket).expect("bind")
+    };
+    rt.spawn(async move { axum::serve(listener, cilium_agent::router(agent)).await });
+    wait_for(&socket);
+    assert_eq!(
+        std::fs::metadata(&socket).unwrap().permissions().mode() & 0o777,
+        0o660
+    );
+
+    let (code, health) = request(&socket, "GET", "/v1/healthz", "");
+    assert_eq!(code, 200);
+    assert_eq!(health["cilium"]["state"], "Ok");
+    assert_eq!(health["kube-proxy-replacement"]["mode"], "True");
+    assert_eq!(health["kvstore"]["msg"], "Embedded");
+
+    let (code, config) = request(&socket, "GET", "/v1/config", "");
+    assert_eq!(code, 200);
+    assert_eq!(config["spec"]["options"]["Debug"], "Disabled");
+    assert_eq!(
+        config["status"]["daemonConfigurationMap"]["bpf-lb-algorithm"],
+        "random"
+    );
+
+    let (code, config) = request(
+        &socket,
+        "PATCH",
+        "/v1/config",
+        r#"{"options":{"Debug":"Enabled"},"policy-enforcement":"always"}"#,
+    );
+    assert_eq!(code, 200, "{config}");
+    assert_eq!(config["spec"]["options"]["Debug"], "Enabled");
+    assert_eq!(config["status"]["policy-enforcement"], "always");
+
+    // Bad patches: 400 with a message, and nothing changes (even the valid part).
+    for bad in [
+        r#"{"options":{"Debug":"Enabled"},"policy-enforcement":"sometimes"}"#,
+        r#"{"options":{"Debug":"maybe"}}"#,
+        r#"{"options":{"Conntrack":"Enabled"}}"#,
+        r#"{"routing-mode":"native"}"#,
+        "[1,2]",
+        "{not json",
+    ] {
+        let (code, err) = request(&socket, "PATCH", "/v1/config", bad);
+        assert_eq!(code, 400, "{bad}: {err}");
+        assert!(
+            err["message"].as_str().is_some_and(|m| !m.is_empty()),
+            "{err}"
+        );
+    }
+    let (_, config) = request(
+        &socket,
+        "PATCH",
+        "/v1/config",
+        r#"{"options":{"Debug":"Disabled"}}"#,
+    );
+    assert_eq!(
+        config["status"]["policy-enforcement"], "always",
+        "unchanged by the bad patches"
+    );
+
+    let (code, doc) = request(&socket, "GET", "/v1/openapi.json", "");
+    assert_eq!(code, 200);
+    assert!(doc["paths"]["/config"]["patch"].is_object());
+    let (code, err) = request(&socket, "GET", "/v1/nothing", "");
+    assert_eq!(code, 404);
+    assert!(err["message"].is_string());
+}
+
+#[test]
+fn the_binary_checks_config_and_stops_on_sigterm() {
+    let dir = TempDir::new("bin");
+    let bin = env!("CARGO_BIN_EXE_cilium-agent");
+    let out = Command::new(bin)
+        .args(["--bpf-lb-maglev-table-size=1000"])
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("bpf-lb-maglev-table-size") && err.contains("flag"),
+        "{err}"
+    );
+    let out = Command::new(bin)
+        .args(["--no-such-key", "1"])
+        .output()
+        .expect("run");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("unknown flag --no-such-key"));
+
+    let config_dir = dir.0.join("config");
+    std::fs::create_dir_all(&config_dir).unwrap();
+    std::fs::write(config_dir.join("bpf-lb-algorithm"), "maglev").unwrap();
+    let socket = dir.0.join("cilium.sock");
+    let mut child = Command::new(bin)
+        .arg("--config-dir")
+        .arg(&config_dir)
+        .arg(format!("--socket-path={}", socket.display()))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start the agent");
+    wait_for(&socket);
+    let (code, config) = request(&socket, "GET", "/v1/config", "");
+    assert_eq!(code, 200);
+    assert_eq!(
+        config["status"]["daemonConfigurationMap"]["bpf-lb-algorithm"],
+        "maglev"
+    );
+    // Stop the agent we started, by its pid.
+    let pid = child.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the agent did not stop on SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(status.success(), "{status}");
+    let mut stdout = String::new();
+    child
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut stdout)
+        .unwrap();
+    assert!(
+        stdout
+            .lines()
+            .any(|l| l.starts_with("bpf-lb-algorithm") && l.ends_with("maglev")),
+        "{stdout}"
+    );
+}
