@@ -12,6 +12,8 @@
 //! ```
 #![forbid(unsafe_code)]
 
+pub mod client;
+
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::net::Ipv4Addr;

@@ -20,12 +20,35 @@ struct Cli {
     /// BPF file system root the datapath pins under (`<bpf-root>/tc/globals`).
     #[arg(long, global = true, default_value = "/sys/fs/bpf")]
     bpf_root: PathBuf,
+    /// The agent's API socket.
+    #[arg(
+        short = 'H',
+        long,
+        global = true,
+        default_value = "unix:///var/run/cilium/cilium.sock"
+    )]
+    host: String,
     #[command(subcommand)]
     command: Top,
 }
 
 #[derive(Debug, Subcommand)]
 enum Top {
+    /// The agent's status.
+    Status {
+        /// Only `OK`, or the error.
+        #[arg(long)]
+        brief: bool,
+        #[command(flatten)]
+        out: OutputArg,
+    },
+    /// Show the runtime options, or set them (`Debug=Enabled`, `PolicyEnforcement=always`).
+    Config {
+        /// `KEY=VALUE` assignments.
+        assignments: Vec<String>,
+        #[command(flatten)]
+        out: OutputArg,
+    },
     /// Direct access to the datapath's BPF maps.
     Bpf {
         #[command(subcommand)]
@@ -128,6 +151,43 @@ enum CtCmd {
 }
 
 fn run(cli: Cli) -> Result<String, String> {
+    let api = cilium_dbg::client::Client::new(&cli.host);
+    let command = match cli.command {
+        Top::Status { brief, out } => {
+            let health = api.call("GET", "/healthz", None).map_err(|e| e.0)?;
+            return Ok(match (brief, out.output) {
+                (_, Some(Output::Json)) => format!("{health:#}\n"),
+                (true, None) if health["cilium"]["state"] == "Ok" => "OK\n".to_owned(),
+                (true, None) => {
+                    return Err(format!(
+                        "cilium: {}",
+                        health["cilium"]["msg"].as_str().unwrap_or("not ready")
+                    ));
+                }
+                (false, None) => cilium_dbg::client::status_lines(&health)
+                    .iter()
+                    .map(|l| format!("{l}\n"))
+                    .collect(),
+            });
+        }
+        Top::Config { assignments, out } => {
+            let config = if assignments.is_empty() {
+                api.call("GET", "/config", None)
+            } else {
+                let patch = cilium_dbg::client::config_patch(&assignments).map_err(|e| e.0)?;
+                api.call("PATCH", "/config", Some(&patch))
+            }
+            .map_err(|e| e.0)?;
+            return Ok(match out.output {
+                Some(Output::Json) => format!("{config:#}\n"),
+                None => cilium_dbg::client::config_lines(&config)
+                    .iter()
+                    .map(|l| format!("{l}\n"))
+                    .collect(),
+            });
+        }
+        Top::Bpf { command } => command,
+    };
     let maps = Maps::open(&cli.bpf_root).map_err(|e| {
         format!(
             "cannot open the datapath maps under {}: {e}",
@@ -135,7 +195,6 @@ fn run(cli: Cli) -> Result<String, String> {
         )
     })?;
     let err = |e: cilium_bpf::DatapathError| e.to_string();
-    let Top::Bpf { command } = cli.command;
     Ok(match command {
         Bpf::Lb {
             command:

@@ -1,0 +1,105 @@
+// SPDX-License-Identifier: Apache-2.0
+
+//! `cilium-dbg status` and `config` against a running agent API (in-process, on a socket in
+//! a temporary directory), and the one-line error when no agent answers.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use cilium_core::config::{AgentConfig, ConfigSources};
+
+fn dbg(socket: &Path, args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_cilium-dbg"))
+        .arg("-H")
+        .arg(format!("unix://{}", socket.display()))
+        .args(args)
+        .output()
+        .expect("run cilium-dbg");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn status_and_config_through_the_api() {
+    let dir: PathBuf = std::env::temp_dir().join(format!("crs-dbg-agent-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let socket = dir.join("cilium.sock");
+
+    let (ok, out, err) = dbg(&socket, &["status"]);
+    assert!(!ok && out.is_empty(), "{out}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.contains("cannot reach the cilium agent") && err.contains("cilium.sock"),
+        "{err}"
+    );
+
+    let agent =
+        cilium_agent::Agent::new(AgentConfig::from_sources(&ConfigSources::default()).unwrap());
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let listener = {
+        let _g = rt.enter();
+        cilium_agent::bind(&socket).expect("bind")
+    };
+    rt.spawn(async move { axum::serve(listener, cilium_agent::router(agent)).await });
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::os::unix::net::UnixStream::connect(&socket).is_err() {
+        assert!(Instant::now() < deadline);
+        std::thread::sleep(Duration::from_millis(20));
+    }
+
+    let (ok, out, _) = dbg(&socket, &["status", "--brief"]);
+    assert!(ok);
+    assert_eq!(out, "OK\n");
+    let (_, out, _) = dbg(&socket, &["status"]);
+    assert!(
+        out.lines()
+            .any(|l| l.starts_with("KVStore:") && l.contains("Ok   Embedded")),
+        "{out}"
+    );
+    assert!(
+        out.lines()
+            .any(|l| l.starts_with("Cilium:") && l.contains("Ok   cilium-rs")),
+        "{out}"
+    );
+    let (_, out, _) = dbg(&socket, &["status", "-o", "json"]);
+    let json: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(json["cilium"]["state"], "Ok");
+
+    let (_, out, _) = dbg(&socket, &["config"]);
+    assert!(
+        out.contains("Debug                             : Disabled"),
+        "{out}"
+    );
+    let (ok, out, _) = dbg(
+        &socket,
+        &["config", "Debug=Enabled", "PolicyEnforcement=always"],
+    );
+    assert!(ok, "{out}");
+    assert!(
+        out.contains("Debug                             : Enabled"),
+        "{out}"
+    );
+    assert!(
+        out.contains("PolicyEnforcement                 : always"),
+        "{out}"
+    );
+    let (ok, _, err) = dbg(&socket, &["config", "Conntrack=Enabled"]);
+    assert!(!ok && err.contains("[400 /config]"), "{err}");
+    let (ok, _, err) = dbg(&socket, &["config", "Debug"]);
+    assert!(!ok && err.contains("KEY=VALUE"), "{err}");
+    let (_, out, _) = dbg(&socket, &["config"]);
+    assert!(
+        out.contains("Debug                             : Enabled"),
+        "unchanged by the bad calls"
+    );
+    drop(rt);
+    let _ = std::fs::remove_dir_all(&dir);
+}
