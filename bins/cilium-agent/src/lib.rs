@@ -226,3 +226,52 @@ pub fn bind(socket: &Path) -> std::io::Result<tokio::net::UnixListener> {
     std::fs::set_permissions(socket, std::fs::Permissions::from_mode(0o660))?;
     Ok(listener)
 }
+
+/// The API served from a runtime of its own, for embedding an agent in a process that is
+/// not async (tests, the lab). Serving stops when it is dropped.
+#[derive(Debug)]
+pub struct BackgroundApi {
+    runtime: Option<tokio::runtime::Runtime>,
+    socket: std::path::PathBuf,
+}
+
+impl BackgroundApi {
+    /// Binds `socket`, serves `agent` on one worker thread, and returns once the socket
+    /// accepts connections.
+    pub fn start(agent: Arc<Agent>, socket: &Path) -> std::io::Result<Self> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()?;
+        let listener = {
+            let _guard = runtime.enter();
+            bind(socket)?
+        };
+        runtime.spawn(async move { axum::serve(listener, router(agent)).await });
+        let deadline = Instant::now() + std::time::Duration::from_secs(10);
+        while std::os::unix::net::UnixStream::connect(socket).is_err() {
+            if Instant::now() > deadline {
+                return Err(std::io::Error::other("the API socket never accepted"));
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        Ok(BackgroundApi {
+            runtime: Some(runtime),
+            socket: socket.to_owned(),
+        })
+    }
+
+    /// The socket it serves on.
+    pub fn socket(&self) -> &Path {
+        &self.socket
+    }
+}
+
+impl Drop for BackgroundApi {
+    fn drop(&mut self) {
+        if let Some(rt) = self.runtime.take() {
+            rt.shutdown_background();
+        }
+        let _ = std::fs::remove_file(&self.socket);
+    }
+}

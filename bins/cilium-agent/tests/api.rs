@@ -68,17 +68,7 @@ fn api_in_process() {
     let mut sources = ConfigSources::default();
     sources.set_flag("kube-proxy-replacement", "true").unwrap();
     let agent = cilium_agent::Agent::new(AgentConfig::from_sources(&sources).unwrap());
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .unwrap();
-    let listener = {
-        let _guard = rt.enter();
-        cilium_agent::bind(&socket).expect("bind")
-    };
-    rt.spawn(async move { axum::serve(listener, cilium_agent::router(agent)).await });
-    wait_for(&socket);
+    let _api = cilium_agent::BackgroundApi::start(agent, &socket).expect("serve");
     assert_eq!(
         std::fs::metadata(&socket).unwrap().permissions().mode() & 0o777,
         0o660

@@ -5,7 +5,6 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::{Duration, Instant};
 
 use cilium_core::config::{AgentConfig, ConfigSources};
 
@@ -39,21 +38,7 @@ fn status_and_config_through_the_api() {
 
     let agent =
         cilium_agent::Agent::new(AgentConfig::from_sources(&ConfigSources::default()).unwrap());
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .unwrap();
-    let listener = {
-        let _g = rt.enter();
-        cilium_agent::bind(&socket).expect("bind")
-    };
-    rt.spawn(async move { axum::serve(listener, cilium_agent::router(agent)).await });
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while std::os::unix::net::UnixStream::connect(&socket).is_err() {
-        assert!(Instant::now() < deadline);
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let api = cilium_agent::BackgroundApi::start(agent, &socket).expect("serve");
 
     let (ok, out, _) = dbg(&socket, &["status", "--brief"]);
     assert!(ok);
@@ -100,6 +85,6 @@ fn status_and_config_through_the_api() {
         out.contains("Debug                             : Enabled"),
         "unchanged by the bad calls"
     );
-    drop(rt);
+    drop(api);
     let _ = std::fs::remove_dir_all(&dir);
 }
