@@ -49,6 +49,13 @@ enum Top {
         #[command(flatten)]
         out: OutputArg,
     },
+    /// Check the kernel for what the datapath needs (exit 1 when it cannot run here).
+    Preflight {
+        #[command(flatten)]
+        out: OutputArg,
+    },
+    /// Print the client version.
+    Version,
     /// Direct access to the datapath's BPF maps.
     Bpf {
         #[command(subcommand)]
@@ -185,6 +192,24 @@ fn run(cli: Cli) -> Result<String, String> {
                     .map(|l| format!("{l}\n"))
                     .collect(),
             });
+        }
+        Top::Preflight { out } => {
+            let report = cilium_bpf::preflight::Preflight::run();
+            let text = match out.output {
+                Some(Output::Json) => format!(
+                    "{}\n",
+                    serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?
+                ),
+                None => report.to_string(),
+            };
+            if !report.datapath_ready() {
+                print!("{text}");
+                return Err("the datapath cannot run on this kernel (see above)".to_owned());
+            }
+            return Ok(text);
+        }
+        Top::Version => {
+            return Ok(format!("Client: cilium-rs {}\n", env!("CARGO_PKG_VERSION")));
         }
         Top::Bpf { command } => command,
     };

@@ -86,5 +86,7 @@ fn status_and_config_through_the_api() {
         "unchanged by the bad calls"
     );
     drop(api);
+    let (ok, out, _) = dbg(&socket, &["version"]);
+    assert!(ok && out.starts_with("Client: cilium-rs "), "{out}");
     let _ = std::fs::remove_dir_all(&dir);
 }

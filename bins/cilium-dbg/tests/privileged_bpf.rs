@@ -180,6 +180,11 @@ fn privileged_bpf_views_show_what_the_datapath_holds() {
         ],
         "{out}"
     );
+    // Preflight probes the kernel for real: this one runs the datapath, so it passes.
+    let (ok, out, _) = dbg(&fs, &["preflight", "-o", "json"]);
+    assert!(ok, "{out}");
+    let report: serde_json::Value = serde_json::from_str(&out).expect("json");
+    assert!(report["kernel"]["release"].is_string(), "{report}");
     let (ok, out, _) = dbg(&fs, &["bpf", "ct", "list", "global"]);
     assert!(ok && out.is_empty(), "no flows yet: {out}");
     let (ok, _, err) = dbg(&fs, &["bpf", "ct", "list", "local"]);
