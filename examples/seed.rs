@@ -4,17 +4,22 @@
 //! pool, each node's pods get IPs and identities, and each node's endpoints are printed as
 //! `cilium-dbg endpoint list` prints them.
 //!
-//! `cargo run -p cilium-examples --example seed`
+//! `cargo run -p cilium-examples --example seed [-- --policy FILE]`: with a policy file
+//! (CiliumNetworkPolicy, CiliumClusterwideNetworkPolicy or NetworkPolicy YAML), the POLICY
+//! ENFORCEMENT columns show which endpoints it selects.
 
 use cilium_core::{LabelFilter, LabelSet};
 use cilium_identity::{AllocatorConfig, IdentityAllocator, MemoryBackend};
 use cilium_ipam::{ClusterPool, ClusterPoolConfig, Family, NodeAllocator, Owner};
+use cilium_policy::{EnforcementMode, PolicyEngine, parse};
 
 struct Endpoint {
     id: u32,
     identity: u32,
     labels: Vec<String>,
     ipv4: String,
+    ingress_enforced: bool,
+    egress_enforced: bool,
 }
 
 #[tokio::main(flavor = "current_thread")]
@@ -38,6 +43,17 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             &["app=webpod", "pod-template-hash=84755789dd"],
         ),
     ];
+    // The seed applies no policy; `-- --policy FILE` loads CNP/CCNP/NetworkPolicy YAML.
+    let mut policy = PolicyEngine::new(EnforcementMode::Default);
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match args.as_slice() {
+        [] => {}
+        [flag, file] if flag == "--policy" => {
+            let docs = parse(&std::fs::read_to_string(file)?)?;
+            policy.add_rules(docs.into_iter().flat_map(|(_, rules)| rules));
+        }
+        _ => return Err("usage: seed [--policy FILE]".into()),
+    }
     let mut next_endpoint_id = 100;
     for node in ["k8s-ctr", "k8s-w1", "k8s-w2"] {
         let cidrs = pool.allocate(node)?;
@@ -51,6 +67,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             identity: identities.acquire(&host).await?.identity.id.get(),
             labels: host.to_strings(),
             ipv4: String::new(),
+            ingress_enforced: false,
+            egress_enforced: false,
         });
         let health = LabelSet::parse_list(&["reserved:health"])?;
         endpoints.push(Endpoint {
@@ -60,6 +78,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             ipv4: ipam
                 .allocate_next(Family::V4, Owner::new(Owner::HEALTH)?)?
                 .to_string(),
+            ingress_enforced: false,
+            egress_enforced: false,
         });
         next_endpoint_id += 2;
 
@@ -87,10 +107,22 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 identity,
                 labels: identity_labels.to_strings(),
                 ipv4: ip.to_string(),
+                ingress_enforced: false,
+                egress_enforced: false,
             });
             next_endpoint_id += 1;
         }
 
+        // Policy enforcement as the policy engine resolves it (enable-policy=default: a
+        // direction is enforced once a rule selects the endpoint).
+        for ep in &mut endpoints {
+            let labels = LabelSet::parse_list(&ep.labels)?;
+            policy.upsert_endpoint(ep.id as u16, labels);
+            if let Some(p) = policy.policy(ep.id as u16) {
+                ep.ingress_enforced = p.ingress_enforced;
+                ep.egress_enforced = p.egress_enforced;
+            }
+        }
         println!("=== {node} (podCIDR {}) ===", cidrs.to_vec()[0]);
         println!(
             "IPAM:   IPv4: {}",
@@ -100,6 +132,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         println!();
     }
     Ok(())
+}
+
+fn enabled(on: bool) -> &'static str {
+    if on { "Enabled" } else { "Disabled" }
 }
 
 /// Prints endpoints in the layout of `cilium-dbg endpoint list`.
@@ -129,8 +165,8 @@ fn print_endpoint_list(endpoints: &[Endpoint]) {
         let first = ep.labels.first().map(String::as_str).unwrap_or("");
         row(
             &ep.id.to_string(),
-            "Disabled",
-            "Disabled",
+            enabled(ep.ingress_enforced),
+            enabled(ep.egress_enforced),
             &ep.identity.to_string(),
             first,
             "",
