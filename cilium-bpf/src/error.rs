@@ -99,3 +99,15 @@ pub enum DatapathError {
         reason: String,
     },
 }
+
+/// Wraps an aya map error with the operation and the map's name.
+pub(crate) fn map_err(
+    op: &'static str,
+    map: &'static str,
+) -> impl FnOnce(aya::maps::MapError) -> DatapathError {
+    move |source| DatapathError::Map {
+        op,
+        map,
+        source: Box::new(source),
+    }
+}

@@ -17,6 +17,7 @@ use cilium_lb::manager::MapOp;
 use cilium_lb::maps as lbm;
 
 use crate::DatapathError;
+use crate::error::map_err;
 use crate::maps::{
     BpfHashMap, Lb4BackendsMap, Lb4ReverseNatMap, Lb4ServicesMap, LbAffinityMatchMap, globals_dir,
     names,
@@ -142,17 +143,6 @@ pub struct ServiceWriter {
 impl std::fmt::Debug for ServiceWriter {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ServiceWriter").finish_non_exhaustive()
-    }
-}
-
-fn map_err(
-    op: &'static str,
-    map: &'static str,
-) -> impl FnOnce(aya::maps::MapError) -> DatapathError {
-    move |source| DatapathError::Map {
-        op,
-        map,
-        source: Box::new(source),
     }
 }
 

@@ -22,6 +22,7 @@ use cilium_core::NumericIdentity;
 use cilium_policy::{Direction, EndpointPolicy, PolicyDiff, PolicyEngine, PortRange, Verdict};
 
 use crate::DatapathError;
+use crate::error::map_err;
 use crate::maps::{globals_dir, names};
 use crate::types::PolicyEntry;
 
@@ -215,17 +216,6 @@ pub fn lpm_entries(policy: &EndpointPolicy, allow_localhost: bool) -> Vec<LpmEnt
 }
 
 type PolicyTrie = LpmTrie<MapData, [u8; 8], PolicyEntry>;
-
-fn map_err(
-    op: &'static str,
-    map: &'static str,
-) -> impl FnOnce(aya::maps::MapError) -> DatapathError {
-    move |source| DatapathError::Map {
-        op,
-        map,
-        source: Box::new(source),
-    }
-}
 
 /// Writes endpoints' policy maps into the pinned `cilium_policy_v2`.
 pub struct PolicyWriter {

@@ -105,6 +105,34 @@ struct Record {
     value: String,
 }
 
+impl Record {
+    fn put(key: &str, value: &[u8]) -> Self {
+        Record {
+            op: "put".into(),
+            key: key.to_owned(),
+            value: B64.encode(value),
+        }
+    }
+
+    fn del(key: &str) -> Self {
+        Record {
+            op: "del".into(),
+            key: key.to_owned(),
+            value: String::new(),
+        }
+    }
+
+    /// The record as one log line.
+    fn line(&self, path: &Path) -> Result<Vec<u8>, KvError> {
+        let mut line = serde_json::to_vec(self).map_err(|e| KvError::Io {
+            path: path.to_owned(),
+            source: std::io::Error::other(e),
+        })?;
+        line.push(b'\n');
+        Ok(line)
+    }
+}
+
 #[derive(Debug)]
 struct Inner {
     file: File,
@@ -224,11 +252,7 @@ impl FileStore {
 
     /// Appends one record and syncs it, then applies it to the map.
     fn write(&self, inner: &mut Inner, record: Record) -> Result<(), KvError> {
-        let mut line = serde_json::to_vec(&record).map_err(|e| KvError::Io {
-            path: self.path.clone(),
-            source: std::io::Error::other(e),
-        })?;
-        line.push(b'\n');
+        let line = record.line(&self.path)?;
         inner.file.write_all(&line).map_err(self.io())?;
         inner.file.sync_data().map_err(self.io())?;
         inner.records += 1;
@@ -244,16 +268,7 @@ impl FileStore {
         let tmp = self.path.with_extension("compact");
         let mut out = File::create(&tmp).map_err(self.io())?;
         for (key, value) in &inner.data {
-            let mut line = serde_json::to_vec(&Record {
-                op: "put".into(),
-                key: key.clone(),
-                value: B64.encode(value),
-            })
-            .map_err(|e| KvError::Io {
-                path: self.path.clone(),
-                source: std::io::Error::other(e),
-            })?;
-            line.push(b'\n');
+            let line = Record::put(key, value).line(&self.path)?;
             out.write_all(&line).map_err(self.io())?;
         }
         out.sync_all().map_err(self.io())?;
@@ -302,14 +317,7 @@ impl KvStore for FileStore {
         if inner.data.get(key).is_some_and(|v| v == value) {
             return Ok(());
         }
-        self.write(
-            &mut inner,
-            Record {
-                op: "put".into(),
-                key: key.to_owned(),
-                value: B64.encode(value),
-            },
-        )
+        self.write(&mut inner, Record::put(key, value))
     }
 
     async fn create_only(&self, key: &str, value: &[u8]) -> Result<bool, KvError> {
@@ -318,14 +326,7 @@ impl KvStore for FileStore {
         if inner.data.contains_key(key) {
             return Ok(false);
         }
-        self.write(
-            &mut inner,
-            Record {
-                op: "put".into(),
-                key: key.to_owned(),
-                value: B64.encode(value),
-            },
-        )?;
+        self.write(&mut inner, Record::put(key, value))?;
         Ok(true)
     }
 
@@ -335,14 +336,7 @@ impl KvStore for FileStore {
         if !inner.data.contains_key(key) {
             return Ok(false);
         }
-        self.write(
-            &mut inner,
-            Record {
-                op: "del".into(),
-                key: key.to_owned(),
-                value: String::new(),
-            },
-        )?;
+        self.write(&mut inner, Record::del(key))?;
         Ok(true)
     }
 

@@ -4,22 +4,18 @@
 //! a temporary directory), and the one-line error when no agent answers.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
+
+mod support;
+
+use support::run_dbg;
 
 use cilium_core::config::{AgentConfig, ConfigSources};
 
 fn dbg(socket: &Path, args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_cilium-dbg"))
-        .arg("-H")
-        .arg(format!("unix://{}", socket.display()))
-        .args(args)
-        .output()
-        .expect("run cilium-dbg");
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    let host = format!("unix://{}", socket.display());
+    let mut all = vec!["-H", host.as_str()];
+    all.extend_from_slice(args);
+    run_dbg(&all)
 }
 
 #[test]

@@ -8,8 +8,11 @@ use std::net::Ipv4Addr;
 use std::path::PathBuf;
 use std::process::Command;
 
+mod support;
+
 use cilium_bpf::types::RemoteEndpointInfo;
 use cilium_bpf::{Datapath, DatapathConfig};
+use support::run_dbg;
 
 struct BpfFs(PathBuf);
 
@@ -46,17 +49,9 @@ fn is_root() -> bool {
 }
 
 fn dbg(root: &BpfFs, args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_cilium-dbg"))
-        .arg("--bpf-root")
-        .arg(&root.0)
-        .args(args)
-        .output()
-        .expect("run cilium-dbg");
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    let mut all = vec![std::ffi::OsStr::new("--bpf-root"), root.0.as_os_str()];
+    all.extend(args.iter().map(std::ffi::OsStr::new));
+    run_dbg(&all)
 }
 
 #[test]
