@@ -53,18 +53,15 @@ int from_netdev(struct __sk_buff *skb)
 	struct lb4_service *svc;
 	struct iphdr *ip;
 	__u32 ihl, src_label;
-	int ret;
+	int ret, new_flow;
 
 	if ((void *)(eth + 1) > data_end || eth->h_proto != bpf_htons(ETH_P_IP))
 		return TC_ACT_OK;
 	ip = (void *)(eth + 1);
 	if ((void *)(ip + 1) > data_end)
 		return TC_ACT_OK;
-	pi.saddr = ip->saddr;
-	pi.daddr = ip->daddr;
-	pi.proto = ip->protocol;
 	ihl = ip->ihl * 4;
-	if (parse_l4(data_end, ip, &pi))
+	if (parse_ip4(data_end, ip, &pi))
 		return TC_ACT_OK;
 	src_label = resolve_identity4(pi.saddr);
 
@@ -100,7 +97,7 @@ int from_netdev(struct __sk_buff *skb)
 	svc = lb4_lookup_service(pi.daddr, pi.dport, pi.proto);
 	if (!svc)
 		return TC_ACT_OK;
-	ret = lb4_local(skb, svc, &pi, ihl, src_label, 0);
+	ret = lb4_local(skb, svc, &pi, ihl, src_label, 0, &new_flow);
 	if (ret)
 		return send_drop(skb, ret, METRIC_INGRESS, 0, &pi, src_label, 0);
 	if (lookup_ip4_endpoint(pi.daddr))
@@ -130,11 +127,8 @@ int to_netdev(struct __sk_buff *skb)
 	ip = (void *)(eth + 1);
 	if ((void *)(ip + 1) > data_end)
 		return TC_ACT_OK;
-	pi.saddr = ip->saddr;
-	pi.daddr = ip->daddr;
-	pi.proto = ip->protocol;
 	ihl = ip->ihl * 4;
-	if (parse_l4(data_end, ip, &pi))
+	if (parse_ip4(data_end, ip, &pi))
 		return TC_ACT_OK;
 	if (pi.proto != IPPROTO_TCP && pi.proto != IPPROTO_UDP)
 		return TC_ACT_OK;

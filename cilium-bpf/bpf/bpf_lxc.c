@@ -78,7 +78,7 @@ int from_container(struct __sk_buff *skb)
 	struct iphdr *ip;
 	__u32 src_label, dst_label, ihl;
 	__u16 src_id;
-	int ret, rev_natted, local, ct_state;
+	int ret, rev_natted, local, ct_state, svc_new = -1;
 
 	if ((void *)(eth + 1) > data_end)
 		return send_drop(skb, DROP_INVALID, METRIC_EGRESS, 0, &pi, 0, 0);
@@ -89,10 +89,7 @@ int from_container(struct __sk_buff *skb)
 	ip = (void *)(eth + 1);
 	if ((void *)(ip + 1) > data_end)
 		return send_drop(skb, DROP_INVALID, METRIC_EGRESS, 0, &pi, 0, 0);
-	pi.saddr = ip->saddr;
-	pi.daddr = ip->daddr;
-	pi.proto = ip->protocol;
-	ret = parse_l4(data_end, ip, &pi);
+	ret = parse_ip4(data_end, ip, &pi);
 	if (ret)
 		return send_drop(skb, ret, METRIC_EGRESS, 0, &pi, 0, 0);
 
@@ -115,7 +112,7 @@ int from_container(struct __sk_buff *skb)
 			lb4_lookup_service_internal(pi.daddr, pi.dport, pi.proto);
 
 		if (svc) {
-			ret = lb4_local(skb, svc, &pi, ihl, src_label, 1);
+			ret = lb4_local(skb, svc, &pi, ihl, src_label, 1, &svc_new);
 			if (ret)
 				return send_drop(skb, ret, METRIC_EGRESS, src_id, &pi, src_label,
 						 0);
@@ -134,7 +131,13 @@ int from_container(struct __sk_buff *skb)
 
 	/* Policy: replies of tracked flows pass; everything else needs this endpoint's egress
 	 * policy and, for a pod on this node, the destination's ingress policy. */
-	ct_state = rev_natted ? CT_REPLY : ct_policy_state(skb, &pi);
+	/* A service flow's conntrack state is known from its translation. */
+	if (rev_natted)
+		ct_state = CT_REPLY;
+	else if (svc_new >= 0)
+		ct_state = svc_new ? CT_NEW_TRACKED : CT_ESTABLISHED;
+	else
+		ct_state = ct_policy_state(skb, &pi);
 	ret = policy_enforce(skb, ct_state, &pi, src_id, src_id, local ? dst->lxc_id : 0,
 			     src_label, dst_label);
 	if (ret)
@@ -196,10 +199,7 @@ int to_container(struct __sk_buff *skb)
 	ip = (void *)(eth + 1);
 	if ((void *)(ip + 1) > data_end)
 		return send_drop(skb, DROP_INVALID, METRIC_INGRESS, 0, &pi, 0, 0);
-	pi.saddr = ip->saddr;
-	pi.daddr = ip->daddr;
-	pi.proto = ip->protocol;
-	ret = parse_l4(data_end, ip, &pi);
+	ret = parse_ip4(data_end, ip, &pi);
 	if (ret)
 		return send_drop(skb, ret, METRIC_INGRESS, 0, &pi, 0, 0);
 

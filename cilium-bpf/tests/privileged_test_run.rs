@@ -108,6 +108,22 @@ fn privileged_from_container_verdicts() {
         run(&mut dp, &ipv4_tcp_packet(a, vip, 40001, 80, 0x02)),
         TC_ACT_REDIRECT
     );
+    // The translated flow's entry counted the packet once (policy reuses the translation's
+    // conntrack state instead of looking the flow up again).
+    let translated = cilium_bpf::types::Ipv4CtTuple {
+        daddr: b.octets(),
+        saddr: a.octets(),
+        dport: 8080u16.to_be(),
+        sport: 40001u16.to_be(),
+        nexthdr: 6,
+        flags: 0,
+    };
+    let entry = maps
+        .ct4_tcp
+        .get(&translated)
+        .expect("lookup")
+        .expect("the translated flow is tracked");
+    assert_eq!(entry.packets, 1);
     let now = cilium_bpf::conntrack::monotonic_seconds();
     let kept = cilium_bpf::conntrack::gc(&mut maps.ct4_tcp, now).expect("gc");
     assert_eq!(

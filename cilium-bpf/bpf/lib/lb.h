@@ -216,9 +216,11 @@ static __always_inline __u32 lb4_select_backend(const struct lb4_service *svc, _
 
 /* Translates the destination of a packet to a service frontend into one of its backends,
  * recording the choice in conntrack so every later packet of the flow goes to the same
- * backend. Returns 0, or a drop reason. */
+ * backend. `*new_flow` tells whether the translated flow was new to conntrack (its entry is
+ * created here, so policy need not look it up again). Returns 0, or a drop reason. */
 static __always_inline int lb4_local(struct __sk_buff *skb, const struct lb4_service *svc,
-				     struct pkt_info *pi, __u32 ihl, __u32 src_label, int scope_int)
+				     struct pkt_info *pi, __u32 ihl, __u32 src_label, int scope_int,
+				     int *new_flow)
 {
 	struct ipv4_ct_tuple skey = {}, fkey = {};
 	struct ct_entry *e, *fe;
@@ -271,6 +273,7 @@ static __always_inline int lb4_local(struct __sk_buff *skb, const struct lb4_ser
 	/* The translated flow's entry: replies find the rev-NAT index there. */
 	ct_key(&fkey, pi->saddr, baddr, pi->sport, bport, pi->proto, TUPLE_F_OUT);
 	fe = bpf_map_lookup_elem(ct, &fkey);
+	*new_flow = !fe;
 	if (fe) {
 		fe->rev_nat_index = rev_nat;
 		fe->backend_id = backend_id;

@@ -10,10 +10,14 @@
 #define IP_MF 0x2000
 #define IP_OFFSET 0x1FFF
 
-/* Parses the L4 header of an IPv4 packet into `pi` (ports, TCP flags, ICMP type).
- * Returns 0, or a drop reason. Non-first fragments carry no L4 header. */
-static __always_inline int parse_l4(void *data_end, struct iphdr *ip, struct pkt_info *pi)
+/* Parses an IPv4 packet into `pi`: addresses and protocol, then the L4 header (ports, TCP
+ * flags, ICMP type). Returns 0, or a drop reason (the addresses are filled either way, for
+ * the drop event). Non-first fragments carry no L4 header. */
+static __always_inline int parse_ip4(void *data_end, struct iphdr *ip, struct pkt_info *pi)
 {
+	pi->saddr = ip->saddr;
+	pi->daddr = ip->daddr;
+	pi->proto = ip->protocol;
 	__u32 ihl = ip->ihl * 4;
 	void *l4;
 

@@ -82,6 +82,8 @@ static __always_inline void send_policy_verdict(struct __sk_buff *skb, int verdi
 #define CT_NEW 0
 #define CT_ESTABLISHED 1
 #define CT_REPLY 2
+/* New, and already given its entry (by the service translation). */
+#define CT_NEW_TRACKED 3
 
 static __always_inline int ct_policy_state(struct __sk_buff *skb, const struct pkt_info *pi)
 {
@@ -142,11 +144,10 @@ static __always_inline int policy_enforce(struct __sk_buff *skb, int ct_state,
 		ret = policy_verdict(src_id, dst_label, POLICY_EGRESS, pi->proto, pi->dport);
 	if (!ret && dst_id)
 		ret = policy_verdict(dst_id, src_label, POLICY_INGRESS, pi->proto, pi->dport);
-	if (ct_state == CT_NEW) {
+	if (ct_state == CT_NEW || ct_state == CT_NEW_TRACKED)
 		send_policy_verdict(skb, ret, source, pi, src_label, dst_label, src_id, dst_id);
-		if (!ret)
-			ct_policy_create(skb, pi, src_label);
-	}
+	if (ct_state == CT_NEW && !ret)
+		ct_policy_create(skb, pi, src_label);
 	return ret;
 }
 
