@@ -30,6 +30,7 @@ pub mod conntrack;
 mod error;
 pub mod events;
 pub mod lb;
+pub mod link;
 pub mod loader;
 pub mod maps;
 pub mod policy;

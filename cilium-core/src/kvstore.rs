@@ -87,6 +87,32 @@ pub trait KvStore: Send + Sync {
     ) -> impl Future<Output = Result<Vec<(String, Vec<u8>)>, KvError>> + Send;
 }
 
+/// A shared store is a store: the agent hands one store to several users.
+impl<T: KvStore> KvStore for std::sync::Arc<T> {
+    fn get(&self, key: &str) -> impl Future<Output = Result<Option<Vec<u8>>, KvError>> + Send {
+        (**self).get(key)
+    }
+    fn put(&self, key: &str, value: &[u8]) -> impl Future<Output = Result<(), KvError>> + Send {
+        (**self).put(key, value)
+    }
+    fn create_only(
+        &self,
+        key: &str,
+        value: &[u8],
+    ) -> impl Future<Output = Result<bool, KvError>> + Send {
+        (**self).create_only(key, value)
+    }
+    fn delete(&self, key: &str) -> impl Future<Output = Result<bool, KvError>> + Send {
+        (**self).delete(key)
+    }
+    fn list_prefix(
+        &self,
+        prefix: &str,
+    ) -> impl Future<Output = Result<Vec<(String, Vec<u8>)>, KvError>> + Send {
+        (**self).list_prefix(prefix)
+    }
+}
+
 fn check_key(key: &str) -> Result<(), KvError> {
     if key.is_empty() || key.split('/').any(str::is_empty) {
         return Err(KvError::InvalidKey(key.to_owned()));

@@ -46,6 +46,7 @@
 mod allocator;
 mod backend;
 mod error;
+pub mod kv;
 
 pub use allocator::{
     Acquired, AllocatorConfig, Identity, IdentityAllocator, is_local_scope, reserved_identity,
@@ -53,6 +54,7 @@ pub use allocator::{
 };
 pub use backend::{IdentityBackend, MemoryBackend};
 pub use error::IdentityError;
+pub use kv::KvBackend;
 
 #[cfg(test)]
 mod tests;

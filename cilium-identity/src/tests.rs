@@ -301,3 +301,69 @@ proptest! {
         }
     }
 }
+
+/// A fresh file store path under the temporary directory.
+fn store_path(name: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("crs-idkv-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir.join("store.log")
+}
+
+#[test]
+fn kv_backend_keeps_numbers_across_reopen() {
+    use cilium_core::kvstore::FileStore;
+    let path = store_path("reopen");
+    let (web, curl) = (
+        labels(&["k8s:app=web", "k8s:io.kubernetes.pod.namespace=default"]),
+        labels(&["k8s:app=curl", "k8s:io.kubernetes.pod.namespace=default"]),
+    );
+    let (w, c) = {
+        let b = KvBackend::new(FileStore::open(&path).unwrap(), "node1", 256, 65535);
+        let w = block_on(b.allocate(&web)).unwrap();
+        let c = block_on(b.allocate(&curl)).unwrap();
+        assert_ne!(w, c);
+        assert_eq!(
+            block_on(b.allocate(&web)).unwrap(),
+            w,
+            "same labels, same number"
+        );
+        (w, c)
+    };
+    let b = KvBackend::new(FileStore::open(&path).unwrap(), "node1", 256, 65535);
+    assert_eq!(block_on(b.lookup(&curl)).unwrap(), Some(c));
+    assert_eq!(block_on(b.allocate(&web)).unwrap(), w);
+    assert_eq!(block_on(b.lookup_by_id(c)).unwrap(), Some(curl.clone()));
+    let mut regs = block_on(b.registrations()).unwrap();
+    regs.sort_by_key(|(_, id)| *id);
+    assert_eq!(regs, vec![(web.clone(), w), (curl.clone(), c)]);
+    // Released by its only user: the number is gone and may be reused.
+    block_on(b.release(&curl, c)).unwrap();
+    assert_eq!(block_on(b.lookup(&curl)).unwrap(), None);
+    assert_eq!(block_on(b.lookup_by_id(c)).unwrap(), None);
+    assert_eq!(block_on(b.list()).unwrap(), vec![(w, web)]);
+    let _ = std::fs::remove_dir_all(path.parent().unwrap());
+}
+
+#[test]
+fn kv_backend_second_node_shares_the_number_and_keeps_it_alive() {
+    use cilium_core::kvstore::FileStore;
+    let path = store_path("nodes");
+    let store = Arc::new(FileStore::open(&path).unwrap());
+    let a = KvBackend::new(store.clone(), "a", 256, 260);
+    let b = KvBackend::new(store, "b", 256, 260);
+    let web = labels(&["k8s:app=web"]);
+    let id = block_on(a.allocate(&web)).unwrap();
+    assert_eq!(block_on(b.allocate(&web)).unwrap(), id);
+    block_on(a.release(&web, id)).unwrap();
+    assert_eq!(block_on(b.lookup_by_id(id)).unwrap(), Some(web.clone()));
+    // The range is small: it fills and says so.
+    for i in 0..4 {
+        block_on(a.allocate(&labels(&[&format!("k8s:n={i}")]))).unwrap();
+    }
+    assert!(matches!(
+        block_on(a.allocate(&labels(&["k8s:n=last"]))),
+        Err(IdentityError::Exhausted { min: 256, max: 260 })
+    ));
+    let _ = std::fs::remove_dir_all(path.parent().unwrap());
+}
