@@ -310,6 +310,28 @@ impl Netlink {
             )))
     }
 
+    /// The IPv4 addresses of every device but loopback, as `(ifindex, address)`, in the
+    /// kernel's order.
+    pub async fn ipv4_addresses(&self) -> Result<Vec<(u32, Ipv4Addr)>, LinkError> {
+        use rtnetlink::packet_route::address::AddressAttribute;
+        let mut out = Vec::new();
+        let mut stream = self.handle.address().get().execute();
+        while let Some(msg) = stream
+            .try_next()
+            .await
+            .map_err(kernel("listing addresses"))?
+        {
+            for attr in &msg.attributes {
+                if let AddressAttribute::Address(std::net::IpAddr::V4(ip)) = attr
+                    && !ip.is_loopback()
+                {
+                    out.push((msg.header.index, *ip));
+                }
+            }
+        }
+        Ok(out)
+    }
+
     /// Removes the route to `dst/len` if there is one.
     pub async fn route_del(&self, dst: Ipv4Addr, len: u8) -> Result<(), LinkError> {
         let msg = RouteMessageBuilder::<Ipv4Addr>::new()

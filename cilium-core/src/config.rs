@@ -125,6 +125,21 @@ pub const KEYS: &[(&str, &str, &str)] = &[
         "router IP on cilium_host (empty: allocate)",
     ),
     ("mtu", "0", "device MTU (0: detect)"),
+    (
+        "k8s-node-name",
+        "",
+        "this node's name (empty: $K8S_NODE_NAME, then the host name)",
+    ),
+    (
+        "ipv4-node",
+        "auto",
+        "this node's IPv4 address (auto: the first global address)",
+    ),
+    (
+        "ipv4-range",
+        "auto",
+        "this node's pod CIDR (auto: the first block of cluster-pool-ipv4-cidr)",
+    ),
 ];
 
 /// The Maglev table sizes Cilium accepts.
@@ -362,6 +377,15 @@ pub struct AgentConfig {
     pub local_router_ipv4: Option<Ipv4Addr>,
     /// `mtu` (0: detect).
     pub mtu: u32,
+    /// `k8s-node-name` (empty: `$K8S_NODE_NAME`, then the host name).
+    #[serde(rename = "k8s-node-name")]
+    pub node_name: String,
+    /// `ipv4-node` (None: auto).
+    #[serde(rename = "ipv4-node")]
+    pub ipv4_node: Option<Ipv4Addr>,
+    /// `ipv4-range` (None: auto).
+    #[serde(rename = "ipv4-range")]
+    pub ipv4_range: Option<Ipv4Net>,
 }
 
 struct Reader<'a> {
@@ -537,6 +561,15 @@ impl AgentConfig {
                 Ok(0) => Ok(0),
                 Ok(n) if (1280..=65535).contains(&n) => Ok(n),
                 _ => Err("expected 0 (detect) or 1280-65535".into()),
+            })?,
+            node_name: r.string("k8s-node-name")?,
+            ipv4_node: r.parse("ipv4-node", |v| match v {
+                "auto" | "" => Ok(None),
+                v => v.parse::<Ipv4Addr>().map(Some).map_err(|e| e.to_string()),
+            })?,
+            ipv4_range: r.parse("ipv4-range", |v| match v {
+                "auto" | "" => Ok(None),
+                v => v.parse::<Ipv4Net>().map(Some).map_err(|e| e.to_string()),
             })?,
         };
         config.check()?;

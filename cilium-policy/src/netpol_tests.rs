@@ -39,7 +39,12 @@ fn repo(yaml: &str, mode: EnforcementMode) -> Repository {
         NumericIdentity::WORLD,
         LabelSet::parse_list(&["reserved:world"]).unwrap(),
     );
-    for (_, rules) in parse(yaml).unwrap_or_else(|e| panic!("{e}\n{yaml}")) {
+    for (doc, rules) in parse(yaml).unwrap_or_else(|e| panic!("{e}\n{yaml}")) {
+        // Every document survives the JSON round trip the agent stores it in, and names
+        // the origin its rules carry.
+        let again = parse(&doc.to_json().to_string()).expect("stored form parses");
+        assert_eq!(again, vec![(doc.clone(), rules.clone())]);
+        assert!(rules.iter().all(|rule| rule.origin == doc.origin()));
         r.add(rules);
     }
     r

@@ -572,6 +572,35 @@ pub enum PolicyDocument {
 }
 
 impl PolicyDocument {
+    /// `<kind>/<namespace>/<name>`: the origin its rules carry (the namespace is empty for
+    /// clusterwide policies, `default` when not given).
+    pub fn origin(&self) -> String {
+        match self {
+            PolicyDocument::Cilium(p) => {
+                let ns = if p.kind == "CiliumClusterwideNetworkPolicy" {
+                    ""
+                } else {
+                    p.metadata.namespace.as_deref().unwrap_or("default")
+                };
+                format!("{}/{ns}/{}", p.kind, p.metadata.name)
+            }
+            PolicyDocument::Kubernetes(p) => format!(
+                "NetworkPolicy/{}/{}",
+                p.metadata.namespace.as_deref().unwrap_or("default"),
+                p.metadata.name
+            ),
+        }
+    }
+
+    /// The document as JSON; [`parse`] reads it back to the same document.
+    pub fn to_json(&self) -> serde_json::Value {
+        match self {
+            PolicyDocument::Cilium(p) => serde_json::to_value(p),
+            PolicyDocument::Kubernetes(p) => serde_json::to_value(p),
+        }
+        .unwrap_or(serde_json::Value::Null)
+    }
+
     /// The document's rules in normal form.
     pub fn rules(&self) -> Result<Vec<Rule>, PolicyError> {
         match self {

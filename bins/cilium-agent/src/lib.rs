@@ -2,23 +2,30 @@
 
 //! The cilium-rs agent, as a library so tests and the lab can run it in-process.
 //!
-//! This is its API layer: Cilium's REST API (basePath `/v1`) on a unix socket, mode 0660.
-//! Implemented so far: `GET /v1/healthz` (the status `cilium-dbg status` shows),
-//! `GET /v1/config` and `PATCH /v1/config` (runtime options: `Debug`,
-//! `PolicyEnforcement`), and `GET /v1/openapi.json` (this API's OpenAPI document). A bad
-//! request gets a 4xx with a JSON error and changes nothing.
+//! [`Agent::start`] brings the node up ([`node::Node`]: the embedded store, IPAM, identities,
+//! policy, the datapath and the endpoints of the last run) and [`router`] serves Cilium's
+//! REST API (basePath `/v1`) on a unix socket, mode 0660: `/healthz`, `/config`,
+//! `/endpoint[/{id}]`, `/ipam[/{ip}]`, `/identity[/{id}]`, `/policy`, `/pod/{ns}/{name}`,
+//! `/ip`, `/cluster/nodes`, `/metrics/` and `/openapi.json`. A bad request gets a 4xx with a
+//! JSON error and changes nothing. [`client::Client`] is the API's client.
 //!
 //! ```no_run
-//! # async fn run() -> std::io::Result<()> {
-//! use cilium_agent::{Agent, serve};
+//! # async fn run() -> Result<(), String> {
+//! use cilium_agent::{Agent, StartOptions, serve};
 //! use cilium_core::config::{AgentConfig, ConfigSources};
 //!
 //! let config = AgentConfig::from_sources(&ConfigSources::default()).unwrap();
-//! let agent = Agent::new(config);
-//! serve(agent, "/var/run/cilium/cilium.sock".as_ref()).await
+//! let agent = Agent::start(config, StartOptions { datapath: true }).await?;
+//! serve(agent, "/var/run/cilium/cilium.sock".as_ref()).await.map_err(|e| e.to_string())
 //! # }
 //! ```
 #![forbid(unsafe_code)]
+
+mod api;
+pub mod client;
+pub mod endpoint;
+pub mod metrics;
+pub mod node;
 
 use std::collections::BTreeMap;
 use std::os::unix::fs::PermissionsExt;
@@ -29,10 +36,14 @@ use std::time::Instant;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{delete, get, post, put};
+
 use axum::{Json, Router};
 use cilium_core::config::{AgentConfig, PolicyEnforcement};
 use serde_json::{Value, json};
+
+pub use metrics::Metrics;
+pub use node::{ApiError, Node, StartOptions};
 
 /// The agent's version string.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
@@ -42,15 +53,44 @@ pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 pub struct Agent {
     config: RwLock<AgentConfig>,
     started: Instant,
+    node: Option<Arc<Node>>,
+    metrics: Arc<Metrics>,
 }
 
 impl Agent {
-    /// An agent with this configuration.
+    /// An agent that serves only its configuration and health (no node state): for tools
+    /// and tests of the API layer.
     pub fn new(config: AgentConfig) -> Arc<Self> {
         Arc::new(Agent {
             config: RwLock::new(config),
             started: Instant::now(),
+            node: None,
+            metrics: Arc::new(Metrics::new(None)),
         })
+    }
+
+    /// Starts an agent: the node's state, and the datapath when `options.datapath`.
+    pub async fn start(config: AgentConfig, options: StartOptions) -> Result<Arc<Self>, String> {
+        let metrics = Arc::new(Metrics::new(
+            options.datapath.then(|| config.bpf_root.clone()),
+        ));
+        let node = Node::start(&config, options, metrics.clone()).await?;
+        Ok(Arc::new(Agent {
+            config: RwLock::new(config),
+            started: Instant::now(),
+            node: Some(node),
+            metrics,
+        }))
+    }
+
+    /// The node, for agents made by [`Agent::start`].
+    pub fn node(&self) -> Option<&Arc<Node>> {
+        self.node.as_ref()
+    }
+
+    /// The metrics.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
     }
 
     /// The current configuration (runtime options included).
@@ -81,7 +121,12 @@ fn enforcement_name(p: PolicyEnforcement) -> &'static str {
 
 async fn healthz(State(agent): State<Arc<Agent>>) -> Json<Value> {
     let config = agent.config();
+    let node = match agent.node() {
+        Some(n) => api::node_status(n).await,
+        None => Value::Null,
+    };
     Json(json!({
+        "node-state": node,
         "cilium": {"state": "Ok", "msg": format!("cilium-rs {VERSION}")},
         "kvstore": {
             "state": "Ok",
@@ -168,6 +213,11 @@ async fn patch_config(State(agent): State<Arc<Agent>>, body: axum::body::Bytes) 
             }
         }
     }
+    if let Some(node) = agent.node()
+        && let Err(e) = node.set_enforcement(next.enable_policy).await
+    {
+        return error(StatusCode::INTERNAL_SERVER_ERROR, e.message);
+    }
     *agent.config.write().unwrap_or_else(|e| e.into_inner()) = next.clone();
     Json(config_json(&next)).into_response()
 }
@@ -186,7 +236,50 @@ async fn openapi() -> Json<Value> {
                     "responses": {"200": {"description": "DaemonConfiguration"}, "400": {"description": "Error"}}
                 }
             },
-            "/openapi.json": {"get": {"summary": "This document", "responses": {"200": {"description": "OpenAPI"}}}}
+            "/openapi.json": {"get": {"summary": "This document", "responses": {"200": {"description": "OpenAPI"}}}},
+            "/endpoint": {"get": {"summary": "Every endpoint", "responses": {"200": {"description": "Endpoint list"}}}},
+            "/endpoint/{id}": {
+                "parameters": [{"name": "id", "in": "path", "required": true, "schema": {"type": "string"},
+                    "description": "<id>, cilium-local:<id>, container-id:<id> or pod-name:<ns>:<pod>"}],
+                "get": {"summary": "One endpoint", "responses": {"200": {"description": "Endpoint"}, "404": {"description": "Error"}}},
+                "put": {"summary": "Create an endpoint (id 0: the agent chooses); returns once it is ready",
+                    "requestBody": {"content": {"application/json": {"schema": {"$ref": "#/components/schemas/EndpointChangeRequest"}}}},
+                    "responses": {"201": {"description": "Endpoint"}, "400": {"description": "Error"}, "409": {"description": "Error"}, "503": {"description": "Error"}}},
+                "delete": {"summary": "Delete an endpoint (container-id:<id>: all of a container's)", "responses": {"200": {"description": "Deleted"}, "404": {"description": "Error"}}}
+            },
+            "/ipam": {"post": {"summary": "Allocate an IP for an owner",
+                "parameters": [{"name": "owner", "in": "query", "required": true, "schema": {"type": "string"}},
+                               {"name": "family", "in": "query", "schema": {"type": "string", "enum": ["ipv4"]}}],
+                "responses": {"201": {"description": "IPAMResponse"}, "400": {"description": "Error"}, "503": {"description": "Error"}}}},
+            "/ipam/{ip}": {"delete": {"summary": "Release an IP", "responses": {"200": {"description": "Released"}, "404": {"description": "Error"}, "409": {"description": "Error"}}}},
+            "/identity": {"get": {"summary": "Every identity", "responses": {"200": {"description": "Identity list"}}}},
+            "/identity/{id}": {"get": {"summary": "One identity", "responses": {"200": {"description": "Identity"}, "404": {"description": "Error"}}}},
+            "/pod/{namespace}/{name}": {"put": {"summary": "Register a pod record (labels, serviceAccountName), as Kubernetes would hold it",
+                "responses": {"200": {"description": "Pod"}, "400": {"description": "Error"}}}},
+            "/policy": {
+                "get": {"summary": "The imported policy documents", "responses": {"200": {"description": "Policy"}}},
+                "put": {"summary": "Import CiliumNetworkPolicy / NetworkPolicy documents (YAML or JSON), all or nothing",
+                    "responses": {"200": {"description": "Imported"}, "400": {"description": "Error"}}},
+                "delete": {"summary": "Delete policies by origin prefix (origin=<kind>/<ns>/<name>) or all=true",
+                    "responses": {"200": {"description": "Deleted"}, "404": {"description": "Error"}}}
+            },
+            "/ip": {"get": {"summary": "IPs and their identities", "responses": {"200": {"description": "IP list"}}}},
+            "/cluster/nodes": {"get": {"summary": "Nodes", "responses": {"200": {"description": "ClusterNodeStatus"}}}},
+            "/metrics/": {"get": {"summary": "Prometheus metrics", "responses": {"200": {"description": "text"}}}}
+        },
+        "components": {
+            "schemas": {
+                "EndpointChangeRequest": {"type": "object", "properties": {
+                    "addressing": {"type": "object", "properties": {"ipv4": {"type": "string"}}},
+                    "container-id": {"type": "string"},
+                    "container-interface-name": {"type": "string"},
+                    "interface-name": {"type": "string"},
+                    "k8s-namespace": {"type": "string"},
+                    "k8s-pod-name": {"type": "string"},
+                    "netns": {"type": "string"},
+                    "labels": {"type": "array", "items": {"type": "string"}}
+                }}
+            }
         }
     }))
 }
@@ -201,6 +294,35 @@ pub fn router(agent: Arc<Agent>) -> Router {
         .route("/v1/healthz", get(healthz))
         .route("/v1/config", get(get_config).patch(patch_config))
         .route("/v1/openapi.json", get(openapi))
+        .route("/v1/endpoint", get(api::list_endpoints))
+        .route(
+            "/v1/endpoint/{id}",
+            get(api::get_endpoint)
+                .put(api::put_endpoint)
+                .delete(api::delete_endpoint),
+        )
+        .route("/v1/ipam", post(api::ipam_allocate))
+        .route("/v1/ipam/{ip}", delete(api::ipam_release))
+        .route("/v1/identity", get(api::list_identities))
+        .route("/v1/identity/{id}", get(api::get_identity))
+        .route("/v1/pod/{namespace}/{name}", put(api::put_pod))
+        .route(
+            "/v1/policy",
+            get(api::get_policy)
+                .put(api::put_policy)
+                .delete(api::delete_policy),
+        )
+        .route("/v1/ip", get(api::list_ips))
+        .route("/v1/cluster/nodes", get(api::cluster_nodes))
+        .route("/v1/metrics/", get(api::metrics))
+        .fallback(not_found)
+        .with_state(agent)
+}
+
+/// The metrics endpoint alone (`GET /metrics`), for `prometheus-serve-addr`.
+pub fn metrics_router(agent: Arc<Agent>) -> Router {
+    Router::new()
+        .route("/metrics", get(api::metrics))
         .fallback(not_found)
         .with_state(agent)
 }

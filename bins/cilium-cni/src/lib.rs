@@ -28,6 +28,7 @@
 //! ```
 #![forbid(unsafe_code)]
 
+pub mod plugin;
 pub mod spec;
 
 use sha2::{Digest, Sha256};

@@ -41,6 +41,10 @@ pub mod code {
     pub const UNAVAILABLE_DEGRADED: u32 = 51;
     /// The Cilium agent could not be reached.
     pub const AGENT_UNREACHABLE: u32 = 100;
+    /// The Cilium agent refused the request (its message is in `details`).
+    pub const AGENT_REFUSED: u32 = 101;
+    /// The interface to create already exists (in the host or the container).
+    pub const INTERFACE_EXISTS: u32 = 102;
 }
 
 /// A failure, printed to stdout as the spec's error JSON.

@@ -1,106 +1,11 @@
 // SPDX-License-Identifier: Apache-2.0
 
-//! A client of the agent's REST API on its unix socket (hyper, HTTP/1.1).
+//! Talking to the agent: the API client (from `cilium_agent::client`) and the text
+//! `cilium-dbg` makes of the answers.
 
-use std::path::{Path, PathBuf};
-
-use http_body_util::{BodyExt, Full};
-use hyper::Request;
-use hyper::body::Bytes;
-use hyper_util::rt::TokioIo;
 use serde_json::Value;
 
-/// The default agent socket.
-pub const DEFAULT_SOCKET: &str = "/var/run/cilium/cilium.sock";
-
-/// A failed API call, as one line for the user.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ClientError(pub String);
-
-impl std::fmt::Display for ClientError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-/// The agent's API at a socket path (`-H unix:///path` or a plain path).
-#[derive(Debug, Clone)]
-pub struct Client {
-    socket: PathBuf,
-}
-
-impl Client {
-    /// A client for `host` (`unix:///var/run/cilium/cilium.sock` or a path).
-    pub fn new(host: &str) -> Self {
-        Client {
-            socket: PathBuf::from(host.strip_prefix("unix://").unwrap_or(host)),
-        }
-    }
-
-    /// The socket path.
-    pub fn socket(&self) -> &Path {
-        &self.socket
-    }
-
-    /// One request; a non-2xx answer is an error carrying the agent's message.
-    pub fn call(
-        &self,
-        method: &str,
-        path: &str,
-        body: Option<&Value>,
-    ) -> Result<Value, ClientError> {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .map_err(|e| ClientError(format!("starting the client: {e}")))?;
-        runtime.block_on(self.call_async(method, path, body))
-    }
-
-    async fn call_async(
-        &self,
-        method: &str,
-        path: &str,
-        body: Option<&Value>,
-    ) -> Result<Value, ClientError> {
-        let stream = tokio::net::UnixStream::connect(&self.socket)
-            .await
-            .map_err(|e| {
-                ClientError(format!(
-                    "cannot reach the cilium agent at {}: {e}. Is the agent running?",
-                    self.socket.display()
-                ))
-            })?;
-        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-            .await
-            .map_err(|e| ClientError(format!("talking to the agent: {e}")))?;
-        tokio::spawn(conn);
-        let bytes = body.map(|b| b.to_string()).unwrap_or_default();
-        let request = Request::builder()
-            .method(method)
-            .uri(format!("/v1{path}"))
-            .header("host", "localhost")
-            .header("content-type", "application/json")
-            .body(Full::new(Bytes::from(bytes)))
-            .map_err(|e| ClientError(format!("building the request: {e}")))?;
-        let response = sender
-            .send_request(request)
-            .await
-            .map_err(|e| ClientError(format!("talking to the agent: {e}")))?;
-        let status = response.status();
-        let body = response
-            .into_body()
-            .collect()
-            .await
-            .map_err(|e| ClientError(format!("reading the answer: {e}")))?
-            .to_bytes();
-        let json: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
-        if !status.is_success() {
-            let msg = json["message"].as_str().unwrap_or("no message");
-            return Err(ClientError(format!("[{} {path}] {msg}", status.as_u16())));
-        }
-        Ok(json)
-    }
-}
+pub use cilium_agent::client::{Client, ClientError, DEFAULT_SOCKET};
 
 /// `status` lines from `GET /healthz` (the fields the agent reports).
 pub fn status_lines(health: &Value) -> Vec<String> {

@@ -1,0 +1,309 @@
+// SPDX-License-Identifier: Apache-2.0
+
+//! The API handlers that need the node: endpoints, IPAM, identities, pods, policy, IPs,
+//! nodes and metrics.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::{Path as UrlPath, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde_json::{Value, json};
+
+use crate::endpoint::EndpointChangeRequest;
+use crate::node::{ApiError, Node};
+use crate::{Agent, error};
+
+fn fail(e: ApiError) -> Response {
+    let status = StatusCode::from_u16(e.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    error(status, e.message)
+}
+
+/// The node, or (from the enclosing handler) a 503: this agent has no node state.
+macro_rules! node_or_return {
+    ($agent:expr) => {
+        match $agent.node() {
+            Some(n) => n,
+            None => {
+                return error(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "this agent was started without node state",
+                );
+            }
+        }
+    };
+}
+
+pub(crate) async fn list_endpoints(State(agent): State<Arc<Agent>>) -> Response {
+    let node = node_or_return!(agent);
+    let mut out = Vec::new();
+    for ep in node.endpoints().await {
+        let (i, e) = node.enforcement_of(ep.id).await;
+        out.push(ep.to_json(i, e));
+    }
+    Json(Value::Array(out)).into_response()
+}
+
+pub(crate) async fn get_endpoint(
+    State(agent): State<Arc<Agent>>,
+    UrlPath(id): UrlPath<String>,
+) -> Response {
+    let node = node_or_return!(agent);
+    match node.find_endpoint(&id).await {
+        Ok(ep) => {
+            let (i, e) = node.enforcement_of(ep.id).await;
+            Json(ep.to_json(i, e)).into_response()
+        }
+        Err(e) => fail(e),
+    }
+}
+
+pub(crate) async fn put_endpoint(
+    State(agent): State<Arc<Agent>>,
+    UrlPath(id): UrlPath<String>,
+    body: axum::body::Bytes,
+) -> Response {
+    let node = node_or_return!(agent);
+    let req: EndpointChangeRequest = match serde_json::from_slice(&body) {
+        Ok(r) => r,
+        Err(e) => return error(StatusCode::BAD_REQUEST, format!("endpoint request: {e}")),
+    };
+    // The CNI asks for id 0 ("any"); a specific id is not supported.
+    let wanted = id.strip_prefix("cilium-local:").unwrap_or(&id);
+    if wanted != "0" {
+        return error(
+            StatusCode::BAD_REQUEST,
+            format!("endpoint ids are chosen by the agent: use 0, not {id:?}"),
+        );
+    }
+    match node.create_endpoint(req).await {
+        Ok(ep) => {
+            let (i, e) = node.enforcement_of(ep.id).await;
+            (StatusCode::CREATED, Json(ep.to_json(i, e))).into_response()
+        }
+        Err(e) => fail(e),
+    }
+}
+
+pub(crate) async fn delete_endpoint(
+    State(agent): State<Arc<Agent>>,
+    UrlPath(id): UrlPath<String>,
+) -> Response {
+    let node = node_or_return!(agent);
+    if let Some(container) = id.strip_prefix("container-id:") {
+        return match node.delete_container(container).await {
+            Ok(0) => error(
+                StatusCode::NOT_FOUND,
+                format!("no endpoint of container {container}"),
+            ),
+            Ok(n) => Json(json!({"deleted": n})).into_response(),
+            Err(e) => fail(e),
+        };
+    }
+    match node.delete_endpoint(&id).await {
+        Ok(ep) => Json(json!({"deleted": 1, "id": ep.id})).into_response(),
+        Err(e) => fail(e),
+    }
+}
+
+pub(crate) async fn ipam_allocate(
+    State(agent): State<Arc<Agent>>,
+    Query(q): Query<BTreeMap<String, String>>,
+) -> Response {
+    let node = node_or_return!(agent);
+    if let Some(f) = q.get("family")
+        && f != "ipv4"
+    {
+        return error(
+            StatusCode::BAD_REQUEST,
+            format!("family {f:?}: only ipv4 is enabled"),
+        );
+    }
+    let owner = q.get("owner").map(String::as_str).unwrap_or("");
+    if owner.is_empty() {
+        return error(StatusCode::BAD_REQUEST, "owner is required");
+    }
+    match node.ipam_allocate(owner).await {
+        Ok(v) => (StatusCode::CREATED, Json(v)).into_response(),
+        Err(e) => fail(e),
+    }
+}
+
+pub(crate) async fn ipam_release(
+    State(agent): State<Arc<Agent>>,
+    UrlPath(ip): UrlPath<String>,
+) -> Response {
+    let node = node_or_return!(agent);
+    match node.ipam_release(&ip).await {
+        Ok(()) => Json(json!({"released": ip})).into_response(),
+        Err(e) => fail(e),
+    }
+}
+
+fn identity_json(id: u32, labels: &[String]) -> Value {
+    json!({"id": id, "labels": labels})
+}
+
+pub(crate) async fn list_identities(State(agent): State<Arc<Agent>>) -> Response {
+    let node = node_or_return!(agent);
+    match node.identities().await {
+        Ok(list) => Json(Value::Array(
+            list.iter().map(|(i, l)| identity_json(*i, l)).collect(),
+        ))
+        .into_response(),
+        Err(e) => fail(e),
+    }
+}
+
+pub(crate) async fn get_identity(
+    State(agent): State<Arc<Agent>>,
+    UrlPath(id): UrlPath<String>,
+) -> Response {
+    let node = node_or_return!(agent);
+    let Ok(n) = id.parse::<u32>() else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            format!("{id:?} is not an identity"),
+        );
+    };
+    match node.identities().await {
+        Ok(list) => match list.iter().find(|(i, _)| *i == n) {
+            Some((i, l)) => Json(identity_json(*i, l)).into_response(),
+            None => error(StatusCode::NOT_FOUND, format!("identity {n} not found")),
+        },
+        Err(e) => fail(e),
+    }
+}
+
+pub(crate) async fn put_pod(
+    State(agent): State<Arc<Agent>>,
+    UrlPath((ns, name)): UrlPath<(String, String)>,
+    body: axum::body::Bytes,
+) -> Response {
+    let node = node_or_return!(agent);
+    let pod: Value = match serde_json::from_slice(&body) {
+        Ok(v @ Value::Object(_)) => v,
+        _ => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "the body must be a JSON Pod object",
+            );
+        }
+    };
+    match node.put_pod(&ns, &name, &pod).await {
+        Ok(()) => Json(pod).into_response(),
+        Err(e) => fail(e),
+    }
+}
+
+pub(crate) async fn get_policy(State(agent): State<Arc<Agent>>) -> Response {
+    let node = node_or_return!(agent);
+    match node.policies().await {
+        Ok(list) => Json(json!({"policy": list, "revision": list.len()})).into_response(),
+        Err(e) => fail(e),
+    }
+}
+
+pub(crate) async fn put_policy(
+    State(agent): State<Arc<Agent>>,
+    body: axum::body::Bytes,
+) -> Response {
+    let node = node_or_return!(agent);
+    let Ok(text) = std::str::from_utf8(&body) else {
+        return error(StatusCode::BAD_REQUEST, "the policy is not UTF-8");
+    };
+    match node.import_policy(text).await {
+        Ok((origins, endpoints)) => {
+            Json(json!({"imported": origins, "endpoints-updated": endpoints})).into_response()
+        }
+        Err(e) => fail(e),
+    }
+}
+
+pub(crate) async fn delete_policy(
+    State(agent): State<Arc<Agent>>,
+    Query(q): Query<BTreeMap<String, String>>,
+) -> Response {
+    let node = node_or_return!(agent);
+    let prefix = q.get("origin").map(String::as_str).unwrap_or("");
+    if prefix.is_empty() && q.get("all").map(String::as_str) != Some("true") {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "give origin=<kind>/<namespace>/<name> (a prefix) or all=true",
+        );
+    }
+    match node.delete_policy(prefix).await {
+        Ok(deleted) => Json(json!({"deleted": deleted})).into_response(),
+        Err(e) => fail(e),
+    }
+}
+
+pub(crate) async fn list_ips(State(agent): State<Arc<Agent>>) -> Response {
+    let node = node_or_return!(agent);
+    let mut out = vec![
+        json!({"cidr": format!("{}/32", node.router), "identity": 1, "source": "custom-resource"}),
+    ];
+    out.push(json!({"cidr": format!("{}/32", node.ipv4), "identity": 1, "source": "local"}));
+    for ep in node.endpoints().await {
+        out.push(json!({
+            "cidr": format!("{}/32", ep.ipv4),
+            "identity": ep.identity,
+            "source": "custom-resource",
+            "metadata": {"namespace": ep.k8s_namespace, "name": ep.k8s_pod_name},
+        }));
+    }
+    Json(Value::Array(out)).into_response()
+}
+
+pub(crate) async fn cluster_nodes(State(agent): State<Arc<Agent>>) -> Response {
+    let node = node_or_return!(agent);
+    Json(json!({
+        "self": node.name,
+        "nodes": [{
+            "name": node.name,
+            "primary-address": {"ipv4": {"ip": node.ipv4.to_string(), "enabled": true}},
+            "ipv4-alloc-cidr": node.cidr.to_string(),
+            "ipv4-router": node.router.to_string(),
+            "source": "local",
+        }],
+    }))
+    .into_response()
+}
+
+pub(crate) async fn metrics(State(agent): State<Arc<Agent>>) -> Response {
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        agent.metrics().render(),
+    )
+        .into_response()
+}
+
+/// The node part of `GET /v1/healthz`.
+pub(crate) async fn node_status(node: &Node) -> Value {
+    let (line, allocations) = node.ipam_status().await;
+    let endpoints = node.endpoints().await;
+    let restore = node
+        .restore
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone();
+    json!({
+        "ipam": {"ipv4": [line], "allocations": allocations.into_iter().collect::<BTreeMap<_, _>>()},
+        "node": {"name": node.name, "ipv4": node.ipv4.to_string(), "cidr": node.cidr.to_string(), "router": node.router.to_string()},
+        "datapath": node.has_datapath().await,
+        "endpoints": {
+            "total": endpoints.len(),
+            "ready": endpoints.iter().filter(|e| e.state == crate::endpoint::EndpointState::Ready).count(),
+        },
+        "restore": {
+            "restored": restore.restored.len(),
+            "removed": restore.removed.len(),
+            "replayed-deletes": restore.replayed_deletes,
+        },
+    })
+}
