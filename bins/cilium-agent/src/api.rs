@@ -79,10 +79,7 @@ pub(crate) async fn put_endpoint(
         );
     }
     match node.create_endpoint(req).await {
-        Ok(ep) => {
-            let (i, e) = node.enforcement_of(ep.id).await;
-            (StatusCode::CREATED, Json(ep.to_json(i, e))).into_response()
-        }
+        Ok((ep, (i, e))) => (StatusCode::CREATED, Json(ep.to_json(i, e))).into_response(),
         Err(e) => fail(e),
     }
 }

@@ -64,13 +64,42 @@ impl Client {
         runtime.block_on(self.call_async(method, path, body))
     }
 
-    /// The request, from async code.
+    /// A request whose answer is text (`/metrics/`); a non-2xx answer is an error.
+    pub fn call_text(&self, method: &str, path: &str) -> Result<String, ClientError> {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| ClientError(format!("starting the client: {e}")))?;
+        let (status, body) = runtime.block_on(self.request(method, path, Vec::new()))?;
+        let text = String::from_utf8_lossy(&body).into_owned();
+        if status >= 300 {
+            return Err(ClientError(format!("[{status} {path}] {text}")));
+        }
+        Ok(text)
+    }
+
+    /// The request, from async code; the answer's JSON.
     pub async fn call_async(
         &self,
         method: &str,
         path: &str,
         bytes: Vec<u8>,
     ) -> Result<Value, ClientError> {
+        let (status, body) = self.request(method, path, bytes).await?;
+        let json: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+        if status >= 300 {
+            let msg = json["message"].as_str().unwrap_or("no message");
+            return Err(ClientError(format!("[{status} {path}] {msg}")));
+        }
+        Ok(json)
+    }
+
+    async fn request(
+        &self,
+        method: &str,
+        path: &str,
+        bytes: Vec<u8>,
+    ) -> Result<(u16, Bytes), ClientError> {
         let stream = tokio::net::UnixStream::connect(&self.socket)
             .await
             .map_err(|e| {
@@ -94,18 +123,13 @@ impl Client {
             .send_request(request)
             .await
             .map_err(|e| ClientError(format!("talking to the agent: {e}")))?;
-        let status = response.status();
+        let status = response.status().as_u16();
         let body = response
             .into_body()
             .collect()
             .await
             .map_err(|e| ClientError(format!("reading the answer: {e}")))?
             .to_bytes();
-        let json: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
-        if !status.is_success() {
-            let msg = json["message"].as_str().unwrap_or("no message");
-            return Err(ClientError(format!("[{} {path}] {msg}", status.as_u16())));
-        }
-        Ok(json)
+        Ok((status, body))
     }
 }

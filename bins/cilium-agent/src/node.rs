@@ -427,11 +427,11 @@ impl Node {
 
     /// Creates an endpoint (`PUT /v1/endpoint/{id}`): claims its IP, gives it an id, labels
     /// and an identity, writes its datapath state and policy, and persists it. Returns it
-    /// once it is ready. All or nothing.
+    /// once it is ready, with its (ingress, egress) enforcement. All or nothing.
     pub async fn create_endpoint(
         &self,
         req: EndpointChangeRequest,
-    ) -> Result<EndpointRecord, ApiError> {
+    ) -> Result<(EndpointRecord, (bool, bool)), ApiError> {
         let started = Instant::now();
         let ip: Ipv4Addr = req
             .addressing
@@ -533,12 +533,16 @@ impl Node {
             return Err(e);
         }
         st.endpoints.insert(ep.id, ep.clone());
+        self.gauges(&st);
+        let enforced = st
+            .policy
+            .policy(ep.id)
+            .map_or((false, false), |p| (p.ingress_enforced, p.egress_enforced));
         drop(st);
         self.metrics
             .regeneration_time
             .observe(started.elapsed().as_secs_f64());
-        self.update_gauges().await;
-        Ok(ep)
+        Ok((ep, enforced))
     }
 
     /// Identity, datapath, policy, state file; undoes what it did when a step fails.
@@ -678,8 +682,8 @@ impl Node {
         st.ids.put(u32::from(ep.id) - 1);
         let _ = st.ipam.release(IpAddr::V4(ep.ipv4));
         let _ = self.identities.release(NumericIdentity::new(ep.identity));
+        self.gauges(&st);
         drop(st);
-        self.update_gauges().await;
         Ok(ep)
     }
 
@@ -708,8 +712,8 @@ impl Node {
             .ipam
             .allocate_next(Family::V4, owner)
             .map_err(|e| ApiError::unavailable(e.to_string()))?;
+        self.gauges(&st);
         drop(st);
-        self.update_gauges().await;
         Ok(json!({
             "ipv4": {
                 "ip": ip.to_string(),
@@ -735,8 +739,8 @@ impl Node {
         st.ipam
             .release(IpAddr::V4(ip))
             .map_err(|e| ApiError::not_found(e.to_string()))?;
+        self.gauges(&st);
         drop(st);
-        self.update_gauges().await;
         Ok(())
     }
 
@@ -1081,6 +1085,12 @@ impl Node {
 
     async fn update_gauges(&self) {
         let st = self.state.lock().await;
+        self.gauges(&st);
+    }
+
+    /// Sets the gauges from a state the caller holds (no second lock: a response never
+    /// waits behind queued endpoint creations).
+    fn gauges(&self, st: &NodeState) {
         let ready = st
             .endpoints
             .values()

@@ -33,6 +33,45 @@ pub fn status_lines(health: &Value) -> Vec<String> {
     rows.iter().map(|(k, v)| format!("{k:<24}{v}")).collect()
 }
 
+/// The node lines of `status` (IPAM, endpoints) and, for `--verbose`, the allocated
+/// addresses with their owners and what the last start restored.
+pub fn verbose_lines(health: &Value) -> Vec<String> {
+    let node = &health["node-state"];
+    if node.is_null() {
+        return Vec::new();
+    }
+    let mut out = vec![format!(
+        "{:<24}IPv4: {}",
+        "IPAM:",
+        node["ipam"]["ipv4"][0].as_str().unwrap_or_default()
+    )];
+    out.push("Allocated addresses:".to_owned());
+    if let Some(m) = node["ipam"]["allocations"].as_object() {
+        for (ip, owner) in m {
+            out.push(format!("  {ip} ({})", owner.as_str().unwrap_or_default()));
+        }
+    }
+    out.push(format!(
+        "{:<24}{}/{} ready",
+        "Endpoints:", node["endpoints"]["ready"], node["endpoints"]["total"]
+    ));
+    out.push(format!(
+        "{:<24}{} restored, {} removed, {} queued deletions replayed",
+        "Restore:",
+        node["restore"]["restored"],
+        node["restore"]["removed"],
+        node["restore"]["replayed-deletes"]
+    ));
+    out.push(format!(
+        "{:<24}{} {} (router {})",
+        "Node:",
+        node["node"]["name"].as_str().unwrap_or_default(),
+        node["node"]["ipv4"].as_str().unwrap_or_default(),
+        node["node"]["router"].as_str().unwrap_or_default()
+    ));
+    out
+}
+
 /// `config` lines from `GET /config`: the runtime options as Cilium lists them.
 pub fn config_lines(config: &Value) -> Vec<String> {
     let mut out = vec!["##### Read-write configurations #####".to_owned()];

@@ -9,7 +9,7 @@ use std::process::ExitCode;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use cilium_bpf::maps::Maps;
-use cilium_dbg::{LbView, ct_list, ipcache_list, lb_list, nat_list, rows_json, table};
+use cilium_dbg::{LbView, agent, ct_list, ipcache_list, lb_list, nat_list, rows_json, table};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -37,8 +37,11 @@ enum Top {
     /// The agent's status.
     Status {
         /// Only `OK`, or the error.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "verbose")]
         brief: bool,
+        /// Everything: allocated addresses with their owners, endpoints, restore.
+        #[arg(long)]
+        verbose: bool,
         #[command(flatten)]
         out: OutputArg,
     },
@@ -56,10 +59,90 @@ enum Top {
     },
     /// Print the client version.
     Version,
+    /// Endpoints of this node.
+    Endpoint {
+        #[command(subcommand)]
+        command: EndpointCmd,
+    },
+    /// Security identities.
+    Identity {
+        #[command(subcommand)]
+        command: IdentityCmd,
+    },
+    /// IPs and their identities.
+    Ip {
+        #[command(subcommand)]
+        command: ListOnly,
+    },
+    /// Cluster nodes.
+    Node {
+        #[command(subcommand)]
+        command: ListOnly,
+    },
+    /// Network policies.
+    Policy {
+        #[command(subcommand)]
+        command: PolicyTop,
+    },
+    /// The agent's metrics.
+    Metrics {
+        #[command(subcommand)]
+        command: ListOnly,
+    },
     /// Direct access to the datapath's BPF maps.
     Bpf {
         #[command(subcommand)]
         command: Bpf,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum EndpointCmd {
+    /// List the endpoints.
+    List {
+        #[command(flatten)]
+        out: OutputArg,
+    },
+    /// One endpoint, as JSON (`<id>`, `container-id:<id>`, `pod-name:<ns>:<pod>`).
+    Get {
+        /// The endpoint.
+        id: String,
+        #[command(flatten)]
+        out: OutputArg,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum IdentityCmd {
+    /// List the identities.
+    List {
+        /// Only the identities of this node's endpoints, with their endpoint counts.
+        #[arg(long)]
+        endpoints: bool,
+        #[command(flatten)]
+        out: OutputArg,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum PolicyTop {
+    /// Print the imported policy documents.
+    Get {
+        #[command(flatten)]
+        out: OutputArg,
+    },
+    /// Import policy documents from a YAML or JSON file (`-`: stdin).
+    Import {
+        /// The file.
+        file: PathBuf,
+    },
+    /// Delete policies: an origin prefix `<kind>/<namespace>/<name>`, or `--all`.
+    Delete {
+        /// The origin prefix.
+        origin: Option<String>,
+        /// Delete every policy.
+        #[arg(long, conflicts_with = "origin")]
+        all: bool,
     },
 }
 
@@ -160,8 +243,19 @@ enum CtCmd {
 fn run(cli: Cli) -> Result<String, String> {
     let api = cilium_dbg::client::Client::new(&cli.host);
     let command = match cli.command {
-        Top::Status { brief, out } => {
+        Top::Status {
+            brief,
+            verbose,
+            out,
+        } => {
             let health = api.call("GET", "/healthz", None).map_err(|e| e.0)?;
+            if verbose && out.output.is_none() {
+                return Ok(cilium_dbg::client::status_lines(&health)
+                    .into_iter()
+                    .chain(cilium_dbg::client::verbose_lines(&health))
+                    .map(|l| format!("{l}\n"))
+                    .collect());
+            }
             return Ok(match (brief, out.output) {
                 (_, Some(Output::Json)) => format!("{health:#}\n"),
                 (true, None) if health["cilium"]["state"] == "Ok" => "OK\n".to_owned(),
@@ -207,6 +301,120 @@ fn run(cli: Cli) -> Result<String, String> {
                 return Err("the datapath cannot run on this kernel (see above)".to_owned());
             }
             return Ok(text);
+        }
+        Top::Endpoint { command } => {
+            return match command {
+                EndpointCmd::List { out } => {
+                    let list = api.call("GET", "/endpoint", None).map_err(|e| e.0)?;
+                    Ok(match out.output {
+                        Some(Output::Json) => format!("{list:#}\n"),
+                        None => agent::grid(&agent::ENDPOINT_HEADER, &agent::endpoint_rows(&list)),
+                    })
+                }
+                EndpointCmd::Get { id, .. } => {
+                    let ep = api
+                        .call("GET", &format!("/endpoint/{id}"), None)
+                        .map_err(|e| e.0)?;
+                    Ok(format!("{:#}\n", serde_json::json!([ep])))
+                }
+            };
+        }
+        Top::Identity {
+            command: IdentityCmd::List { endpoints, out },
+        } => {
+            let list = api.call("GET", "/identity", None).map_err(|e| e.0)?;
+            let eps = if endpoints {
+                Some(api.call("GET", "/endpoint", None).map_err(|e| e.0)?)
+            } else {
+                None
+            };
+            let rows = agent::identity_rows(&list, eps.as_ref());
+            let header: &[&str] = if endpoints {
+                &["ID", "LABELS", "REFCOUNT"]
+            } else {
+                &["ID", "LABELS"]
+            };
+            return Ok(grid_or_json(header, &rows, &out));
+        }
+        Top::Ip {
+            command: ListOnly::List { out },
+        } => {
+            let list = api.call("GET", "/ip", None).map_err(|e| e.0)?;
+            return Ok(grid_or_json(
+                &["IP", "IDENTITY", "SOURCE"],
+                &agent::ip_rows(&list),
+                &out,
+            ));
+        }
+        Top::Node {
+            command: ListOnly::List { out },
+        } => {
+            let nodes = api.call("GET", "/cluster/nodes", None).map_err(|e| e.0)?;
+            return Ok(grid_or_json(
+                &[
+                    "Name",
+                    "IPv4 Address",
+                    "Endpoint CIDR",
+                    "IPv6 Address",
+                    "Endpoint CIDR",
+                    "Source",
+                ],
+                &agent::node_rows(&nodes),
+                &out,
+            ));
+        }
+        Top::Policy { command } => {
+            return match command {
+                PolicyTop::Get { .. } => {
+                    let p = api.call("GET", "/policy", None).map_err(|e| e.0)?;
+                    Ok(format!("{:#}\n", p["policy"]))
+                }
+                PolicyTop::Import { file } => {
+                    let text = if file.as_os_str() == "-" {
+                        let mut t = String::new();
+                        std::io::Read::read_to_string(&mut std::io::stdin(), &mut t)
+                            .map_err(|e| format!("reading stdin: {e}"))?;
+                        t
+                    } else {
+                        std::fs::read_to_string(&file)
+                            .map_err(|e| format!("reading {}: {e}", file.display()))?
+                    };
+                    let r = api
+                        .call_raw("PUT", "/policy", text.into_bytes())
+                        .map_err(|e| e.0)?;
+                    Ok(format!(
+                        "Imported {} ({} endpoints updated)\n",
+                        strings_of(&r["imported"]).join(", "),
+                        r["endpoints-updated"]
+                    ))
+                }
+                PolicyTop::Delete { origin, all } => {
+                    let query = match (origin, all) {
+                        (Some(o), _) => format!("origin={o}"),
+                        (None, true) => "all=true".to_owned(),
+                        (None, false) => {
+                            return Err("give an origin prefix or --all".to_owned());
+                        }
+                    };
+                    let r = api
+                        .call("DELETE", &format!("/policy?{query}"), None)
+                        .map_err(|e| e.0)?;
+                    Ok(format!(
+                        "Deleted {} policies\n",
+                        r["deleted"].as_array().map_or(0, Vec::len)
+                    ))
+                }
+            };
+        }
+        Top::Metrics {
+            command: ListOnly::List { out },
+        } => {
+            let text = metrics_text(&api)?;
+            return Ok(grid_or_json(
+                &["Metric", "Labels", "Value"],
+                &agent::metric_rows(&text),
+                &out,
+            ));
         }
         Top::Version => {
             return Ok(format!("Client: cilium-rs {}\n", env!("CARGO_PKG_VERSION")));
@@ -293,6 +501,26 @@ fn run(cli: Cli) -> Result<String, String> {
             &out,
         ),
     })
+}
+
+fn strings_of(v: &serde_json::Value) -> Vec<String> {
+    v.as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|x| x.as_str().map(str::to_owned))
+        .collect()
+}
+
+fn grid_or_json(header: &[&str], rows: &[Vec<Vec<String>>], out: &OutputArg) -> String {
+    match out.output {
+        Some(Output::Json) => format!("{:#}\n", agent::grid_json(header, rows)),
+        None => agent::grid(header, rows),
+    }
+}
+
+/// The metrics text: the API returns it as text, not JSON.
+fn metrics_text(api: &cilium_dbg::client::Client) -> Result<String, String> {
+    api.call_text("GET", "/metrics/").map_err(|e| e.0)
 }
 
 fn lines(lines: &[String], out: &OutputArg) -> String {

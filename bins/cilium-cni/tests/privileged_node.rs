@@ -1,0 +1,631 @@
+// SPDX-License-Identifier: Apache-2.0
+
+//! One node end to end, as a container runtime drives it: the cilium-agent binary runs in a
+//! node namespace (private bpffs, state dir, socket), pods are created by invoking the
+//! cilium-cni binary with the CNI environment and a netconf on stdin, and cilium-dbg reads
+//! the result. Covers pod connectivity, a policy that denies one pair, DEL/CHECK, and the
+//! restart-safety scenario: SIGKILL during 100 concurrent pod creations, then a restart,
+//! with a TCP stream running throughout. Needs root; everything is removed on drop.
+
+use std::io::{Read, Write};
+use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+fn is_root_or_skip(test: &str) -> bool {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let root = unsafe { libc::geteuid() } == 0;
+    if !root {
+        eprintln!("{test}: skipped: needs root");
+    }
+    root
+}
+
+#[track_caller]
+fn run(args: &[&str]) -> String {
+    let out = Command::new(args[0])
+        .args(&args[1..])
+        .output()
+        .unwrap_or_else(|e| panic!("running {args:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{args:?} failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// A binary of the workspace, next to cilium-cni.
+fn sibling(name: &str) -> PathBuf {
+    let p = Path::new(env!("CARGO_BIN_EXE_cilium-cni")).with_file_name(name);
+    assert!(
+        p.exists(),
+        "{} is missing: build the workspace first (cargo build --workspace)",
+        p.display()
+    );
+    p
+}
+
+fn spawn_in_netns<T: Send + 'static>(
+    ns: &str,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> std::thread::JoinHandle<T> {
+    let path = format!("/run/netns/{ns}");
+    std::thread::spawn(move || {
+        let file = std::fs::File::open(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+        // SAFETY: `file` is an open network namespace file that outlives the call; setns
+        // only changes this thread's namespace.
+        let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
+        assert_eq!(rc, 0, "setns {path}: {}", std::io::Error::last_os_error());
+        f()
+    })
+}
+
+/// The node: namespaces, bpffs, state dir and the agent process; all removed on drop.
+#[derive(Debug)]
+struct Node {
+    prefix: String,
+    node: String,
+    bpffs: PathBuf,
+    state: PathBuf,
+    socket: PathBuf,
+    agent: Option<Child>,
+    namespaces: Mutex<Vec<String>>,
+}
+
+const CIDR: &str = "172.20.1.0/24";
+
+impl Node {
+    fn new() -> Self {
+        static N: AtomicU32 = AtomicU32::new(0);
+        let prefix = format!(
+            "crs{}a{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::SeqCst)
+        );
+        let bpffs = std::env::temp_dir().join(format!("{prefix}-bpffs"));
+        let state = std::env::temp_dir().join(format!("{prefix}-state"));
+        let node = Node {
+            node: format!("{prefix}-node"),
+            socket: state.join("cilium.sock"),
+            prefix,
+            bpffs,
+            state,
+            agent: None,
+            namespaces: Mutex::new(Vec::new()),
+        };
+        std::fs::create_dir_all(&node.bpffs).expect("bpffs dir");
+        std::fs::create_dir_all(&node.state).expect("state dir");
+        run(&[
+            "mount",
+            "-t",
+            "bpf",
+            "bpf",
+            node.bpffs.to_str().expect("utf-8"),
+        ]);
+        node.add_netns(&node.node);
+        run(&["ip", "-n", &node.node, "link", "set", "lo", "up"]);
+        node
+    }
+
+    fn add_netns(&self, name: &str) {
+        run(&["ip", "netns", "add", name]);
+        self.namespaces.lock().expect("lock").push(name.to_owned());
+    }
+
+    fn start_agent(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.state.join("agent.log"))
+            .expect("log");
+        let child = Command::new("ip")
+            .args(["netns", "exec", &self.node])
+            .arg(sibling("cilium-agent"))
+            .arg(format!("--bpf-root={}", self.bpffs.display()))
+            .arg(format!("--state-dir={}", self.state.display()))
+            .arg(format!("--socket-path={}", self.socket.display()))
+            .args([
+                "--ipv4-node=192.168.10.101",
+                &format!("--ipv4-range={CIDR}"),
+                "--k8s-node-name=k8s-w1",
+            ])
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn the agent");
+        self.agent = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if self.api("GET", "/healthz", None).is_ok() {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "agent never served: {}",
+                self.log()
+            );
+            if let Some(Ok(Some(status))) = self.agent.as_mut().map(Child::try_wait) {
+                panic!("agent exited with {status}: {}", self.log());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn kill_agent(&mut self) {
+        if let Some(mut child) = self.agent.take() {
+            // `ip netns exec` execs the agent: the child's pid is the agent's.
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.state.join("agent.log")).unwrap_or_default()
+    }
+
+    fn api(&self, method: &str, path: &str, body: Option<&Value>) -> Result<Value, String> {
+        cilium_agent::client::Client::new(&self.socket.to_string_lossy())
+            .call(method, path, body)
+            .map_err(|e| e.0)
+    }
+
+    fn netconf(&self, version: &str) -> String {
+        serde_json::json!({
+            "cniVersion": version,
+            "name": "cilium",
+            "type": "cilium-cni",
+            "agent-socket": self.socket,
+        })
+        .to_string()
+    }
+
+    /// Runs cilium-cni as a runtime does; returns (success, stdout).
+    fn cni(&self, command: &str, container: &str, pod: &str, version: &str) -> (bool, Value) {
+        let netns = format!("/run/netns/{}-{pod}", self.prefix);
+        let mut child = Command::new("ip")
+            .args(["netns", "exec", &self.node])
+            .arg(env!("CARGO_BIN_EXE_cilium-cni"))
+            .env("CNI_COMMAND", command)
+            .env("CNI_CONTAINERID", container)
+            .env("CNI_NETNS", &netns)
+            .env("CNI_IFNAME", "eth0")
+            .env("CNI_PATH", "/opt/cni/bin")
+            .env(
+                "CNI_ARGS",
+                format!("K8S_POD_NAMESPACE=default;K8S_POD_NAME={pod}"),
+            )
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn cilium-cni");
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(self.netconf(version).as_bytes())
+            .expect("netconf");
+        let out = child.wait_with_output().expect("cilium-cni");
+        let json = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+        (out.status.success(), json)
+    }
+
+    fn add_pod(&self, pod: &str, labels: &[(&str, &str)]) -> Ipv4Addr {
+        self.add_netns(&format!("{}-{pod}", self.prefix));
+        let labels: serde_json::Map<String, Value> = labels
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), Value::String((*v).to_owned())))
+            .collect();
+        self.api(
+            "PUT",
+            &format!("/pod/default/{pod}"),
+            Some(&serde_json::json!({"metadata": {"name": pod, "namespace": "default", "labels": labels}})),
+        )
+        .expect("register the pod");
+        let (ok, result) = self.cni("ADD", &format!("ctr-{pod}"), pod, "1.0.0");
+        assert!(ok, "ADD {pod}: {result}\n{}", self.log());
+        ip_of(&result)
+    }
+
+    fn dbg(&self, args: &[&str]) -> (bool, String) {
+        let out = Command::new(sibling("cilium-dbg"))
+            .arg("-H")
+            .arg(format!("unix://{}", self.socket.display()))
+            .args(args)
+            .output()
+            .expect("cilium-dbg");
+        (
+            out.status.success(),
+            format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ),
+        )
+    }
+
+    fn link_exists(&self, name: &str) -> bool {
+        Command::new("ip")
+            .args(["-n", &self.node, "link", "show", name])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    }
+
+    fn pod_ns(&self, pod: &str) -> String {
+        format!("{}-{pod}", self.prefix)
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        self.kill_agent();
+        let namespaces = self
+            .namespaces
+            .lock()
+            .map(|n| n.clone())
+            .unwrap_or_default();
+        for ns in namespaces.iter().rev() {
+            let _ = Command::new("ip").args(["netns", "del", ns]).status();
+        }
+        let _ = Command::new("umount").arg(&self.bpffs).status();
+        let _ = std::fs::remove_dir(&self.bpffs);
+        let _ = std::fs::remove_dir_all(&self.state);
+    }
+}
+
+fn ip_of(result: &Value) -> Ipv4Addr {
+    let addr = result["ips"][0]["address"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no address in {result}"));
+    addr.trim_end_matches("/32").parse().expect("an IPv4 /32")
+}
+
+/// Whether a TCP connection from `from` to `to:port` gets an answer within a second.
+fn tcp_reaches(node: &Node, from: &str, to: Ipv4Addr, port: u16) -> bool {
+    let ns = node.pod_ns(from);
+    spawn_in_netns(&ns, move || {
+        let addr = SocketAddr::from((to, port));
+        let Ok(mut conn) = TcpStream::connect_timeout(&addr, Duration::from_secs(1)) else {
+            return false;
+        };
+        let _ = conn.set_read_timeout(Some(Duration::from_secs(2)));
+        let _ = conn.write_all(b"ping\n");
+        let mut buf = [0u8; 5];
+        conn.read_exact(&mut buf).is_ok() && &buf == b"ping\n"
+    })
+    .join()
+    .expect("client thread")
+}
+
+/// An echo server in a pod's namespace (one line per connection), until the test ends.
+fn echo_server(node: &Node, pod: &str, ip: Ipv4Addr, port: u16) {
+    let (tx, rx) = std::sync::mpsc::channel();
+    spawn_in_netns(&node.pod_ns(pod), move || {
+        let listener = TcpListener::bind((ip, port)).expect("bind");
+        tx.send(()).expect("ready");
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { continue };
+            std::thread::spawn(move || {
+                let mut buf = [0u8; 65536];
+                while let Ok(n) = conn.read(&mut buf) {
+                    if n == 0 || conn.write_all(&buf[..n]).is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+    });
+    rx.recv_timeout(Duration::from_secs(5))
+        .expect("server ready");
+}
+
+#[test]
+fn privileged_pods_via_cni_policy_and_dbg() {
+    if !is_root_or_skip("privileged_pods_via_cni_policy_and_dbg") {
+        return;
+    }
+    let mut node = Node::new();
+    node.start_agent();
+    let web = node.add_pod("web", &[("app", "web")]);
+    let curl = node.add_pod("curl", &[("app", "curl")]);
+    let other = node.add_pod("other", &[("app", "other")]);
+    let cidr: ipnet::Ipv4Net = CIDR.parse().expect("cidr");
+    for ip in [web, curl, other] {
+        assert!(cidr.contains(&ip), "{ip} outside {CIDR}");
+    }
+    assert!(web != curl && curl != other && web != other);
+    echo_server(&node, "web", web, 8080);
+    assert!(tcp_reaches(&node, "curl", web, 8080), "curl -> web");
+    assert!(tcp_reaches(&node, "other", web, 8080), "other -> web");
+
+    // The endpoints, as cilium-dbg shows them.
+    let (ok, out) = node.dbg(&["endpoint", "list", "-o", "json"]);
+    assert!(ok, "{out}");
+    let eps: Value = serde_json::from_str(&out).expect("json");
+    let eps = eps.as_array().expect("a list");
+    assert_eq!(eps.len(), 3);
+    let mut identities = std::collections::BTreeSet::new();
+    for ep in eps {
+        assert_eq!(ep["status"]["state"], "ready", "{ep}");
+        let id = ep["status"]["identity"]["id"].as_u64().expect("identity");
+        assert!(id >= 256, "{ep}");
+        identities.insert(id);
+        let labels = ep["status"]["labels"]["security-relevant"].to_string();
+        assert!(
+            labels.contains("k8s:io.kubernetes.pod.namespace=default"),
+            "{labels}"
+        );
+    }
+    assert_eq!(identities.len(), 3, "three label sets, three identities");
+    let (ok, table) = node.dbg(&["endpoint", "list"]);
+    assert!(ok, "{table}");
+    assert!(
+        table.starts_with("ENDPOINT   POLICY (ingress)   POLICY (egress)   IDENTITY"),
+        "{table}"
+    );
+    assert!(
+        table.contains("k8s:app=web") && table.contains("ready"),
+        "{table}"
+    );
+
+    // A policy: web accepts TCP 8080 from curl only.
+    let policy = node.state.join("web.yaml");
+    std::fs::write(
+        &policy,
+        "apiVersion: cilium.io/v2\nkind: CiliumNetworkPolicy\nmetadata:\n  name: web-from-curl\nspec:\n  endpointSelector:\n    matchLabels:\n      app: web\n  ingress:\n  - fromEndpoints:\n    - matchLabels:\n        app: curl\n    toPorts:\n    - ports:\n      - port: \"8080\"\n        protocol: TCP\n",
+    )
+    .expect("policy file");
+    let (ok, out) = node.dbg(&["policy", "import", policy.to_str().expect("utf-8")]);
+    assert!(ok, "{out}");
+    assert!(
+        tcp_reaches(&node, "curl", web, 8080),
+        "curl -> web is allowed"
+    );
+    assert!(
+        !tcp_reaches(&node, "other", web, 8080),
+        "other -> web is denied"
+    );
+    let (_, table) = node.dbg(&["endpoint", "list"]);
+    let web_row = table
+        .lines()
+        .find(|l| l.contains("k8s:app=web"))
+        .expect("web's row");
+    assert!(web_row.contains("Enabled"), "{table}");
+    // A bad policy is refused and changes nothing.
+    std::fs::write(&policy, "apiVersion: cilium.io/v2\nkind: CiliumNetworkPolicy\nmetadata:\n  name: bad\nspec:\n  endpointSelector: {}\n  ingress:\n  - fromEndpoint: []\n").expect("write");
+    let (ok, out) = node.dbg(&["policy", "import", policy.to_str().expect("utf-8")]);
+    assert!(!ok && out.contains("fromEndpoint"), "{out}");
+    assert!(!tcp_reaches(&node, "other", web, 8080), "still denied");
+    let (ok, out) = node.dbg(&["policy", "delete", "--all"]);
+    assert!(ok, "{out}");
+    assert!(tcp_reaches(&node, "other", web, 8080), "allowed again");
+
+    // Identities, IPs, status, metrics.
+    let (ok, out) = node.dbg(&["identity", "list", "--endpoints"]);
+    let rows = out
+        .lines()
+        .filter(|l| l.starts_with(|c: char| c.is_ascii_digit()))
+        .count();
+    assert!(ok && rows == 3 && out.contains("k8s:app=curl"), "{out}");
+    let (ok, out) = node.dbg(&["status", "--verbose"]);
+    assert!(
+        ok && out.contains("4/254 allocated from 172.20.1.0/24"),
+        "{out}"
+    );
+    let (ok, out) = node.dbg(&["metrics", "list"]);
+    assert!(ok && out.contains("cilium_endpoint_state"), "{out}");
+    assert!(out.contains("cilium_forward_count_total"), "{out}");
+
+    // CHECK, then DEL twice (idempotent), then CHECK fails.
+    let (ok, out) = node.cni("CHECK", "ctr-other", "other", "1.1.0");
+    assert!(ok, "CHECK: {out}");
+    let host = cilium_cni::host_veth_name("ctr-other", "eth0");
+    assert!(node.link_exists(&host));
+    for _ in 0..2 {
+        let (ok, out) = node.cni("DEL", "ctr-other", "other", "1.1.0");
+        assert!(ok, "DEL: {out}");
+    }
+    assert!(!node.link_exists(&host), "the veth is gone");
+    let (ok, out) = node.cni("CHECK", "ctr-other", "other", "1.1.0");
+    assert!(!ok && out["code"].as_u64().is_some(), "{out}");
+    let (_, out) = node.dbg(&["endpoint", "list", "-o", "json"]);
+    let eps: Value = serde_json::from_str(&out).expect("json");
+    assert_eq!(eps.as_array().map(Vec::len), Some(2));
+    // ADD of an interface that exists fails cleanly and leaves the existing one alone.
+    let (ok, out) = node.cni("ADD", "ctr-web", "web", "1.0.0");
+    assert!(
+        !ok && out["code"] == cilium_cni::spec::code::INTERFACE_EXISTS,
+        "{out}"
+    );
+    assert!(tcp_reaches(&node, "curl", web, 8080), "web still serves");
+    let (_, health) = node.dbg(&["status", "--verbose"]);
+    assert!(
+        health.contains("3/254 allocated"),
+        "the failed ADD released its IP: {health}"
+    );
+}
+
+#[test]
+fn privileged_restart_during_100_pod_creations() {
+    if !is_root_or_skip("privileged_restart_during_100_pod_creations") {
+        return;
+    }
+    let mut node = Node::new();
+    node.start_agent();
+    let a = node.add_pod("a", &[("app", "a")]);
+    let b = node.add_pod("b", &[("app", "b")]);
+    echo_server(&node, "b", b, 9000);
+    let _ = a;
+
+    // A TCP stream a -> b that runs through the crash and restart; records the longest gap.
+    let stop = Arc::new(AtomicBool::new(false));
+    let flag = stop.clone();
+    let stream = spawn_in_netns(&node.pod_ns("a"), move || {
+        let mut conn =
+            TcpStream::connect_timeout(&SocketAddr::from((b, 9000)), Duration::from_secs(2))
+                .expect("connect");
+        conn.set_read_timeout(Some(Duration::from_secs(5)))
+            .expect("timeout");
+        let mut longest = Duration::ZERO;
+        let mut last = Instant::now();
+        let mut echoed = 0usize;
+        let chunk = [0x42u8; 1024];
+        let mut buf = [0u8; 1024];
+        while !flag.load(Ordering::SeqCst) {
+            conn.write_all(&chunk).expect("the stream broke (write)");
+            conn.read_exact(&mut buf).expect("the stream broke (read)");
+            echoed += chunk.len();
+            let now = Instant::now();
+            longest = longest.max(now - last);
+            last = now;
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        (echoed, longest)
+    });
+
+    // 100 pods created at once; the agent is killed while they are being created.
+    let names: Vec<String> = (0..100).map(|i| format!("p{i}")).collect();
+    for n in &names {
+        node.add_netns(&node.pod_ns(n));
+    }
+    let node = Arc::new(Mutex::new(node));
+    let results: Vec<(String, bool, Value)> = {
+        let handles: Vec<_> = names
+            .iter()
+            .map(|n| {
+                let (n, node) = (n.clone(), node.clone());
+                let (prefix, socket, node_ns) = {
+                    let g = node.lock().expect("lock");
+                    (g.prefix.clone(), g.socket.clone(), g.node.clone())
+                };
+                std::thread::spawn(move || {
+                    let conf = serde_json::json!({"cniVersion": "1.0.0", "name": "cilium", "type": "cilium-cni", "agent-socket": socket}).to_string();
+                    let mut child = Command::new("ip")
+                        .args(["netns", "exec", &node_ns])
+                        .arg(env!("CARGO_BIN_EXE_cilium-cni"))
+                        .env("CNI_COMMAND", "ADD")
+                        .env("CNI_CONTAINERID", format!("ctr-{n}"))
+                        .env("CNI_NETNS", format!("/run/netns/{prefix}-{n}"))
+                        .env("CNI_IFNAME", "eth0")
+                        .env("CNI_PATH", "/opt/cni/bin")
+                        .env("CNI_ARGS", format!("K8S_POD_NAMESPACE=default;K8S_POD_NAME={n}"))
+                        .stdin(Stdio::piped())
+                        .stdout(Stdio::piped())
+                        .stderr(Stdio::null())
+                        .spawn()
+                        .expect("spawn cilium-cni");
+                    child.stdin.take().expect("stdin").write_all(conf.as_bytes()).expect("netconf");
+                    let out = child.wait_with_output().expect("cilium-cni");
+                    let json = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+                    (n, out.status.success(), json)
+                })
+            })
+            .collect();
+        // Kill the agent once a quarter of the pods exist: the rest are mid-creation.
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            // The endpoint state files: counted without waiting on the agent.
+            let dir = node.lock().expect("lock").state.join("endpoints");
+            let n = std::fs::read_dir(dir).map_or(0, Iterator::count);
+            if n >= 27 || Instant::now() > deadline {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        node.lock().expect("lock").kill_agent();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("cni thread"))
+            .collect()
+    };
+    let mut node = Arc::try_unwrap(node)
+        .expect("one owner")
+        .into_inner()
+        .expect("lock");
+    let succeeded: Vec<(&str, Ipv4Addr)> = results
+        .iter()
+        .filter(|(_, ok, _)| *ok)
+        .map(|(n, _, r)| (n.as_str(), ip_of(r)))
+        .collect();
+    eprintln!(
+        "{} of 100 ADDs succeeded before the agent was killed",
+        succeeded.len()
+    );
+    assert!(
+        !succeeded.is_empty() && succeeded.len() < 100,
+        "the kill must land mid-creation: {} succeeded",
+        succeeded.len()
+    );
+    // Failed ADDs left nothing behind.
+    for (n, ok, out) in &results {
+        if !ok {
+            let host = cilium_cni::host_veth_name(&format!("ctr-{n}"), "eth0");
+            assert!(
+                !node.link_exists(&host),
+                "{n}: failed ADD left {host}: {out}"
+            );
+        }
+    }
+    node.start_agent();
+    let eps: Value = node.api("GET", "/endpoint", None).expect("endpoints");
+    let eps = eps.as_array().expect("list");
+    let mut by_container = std::collections::BTreeMap::new();
+    for ep in eps {
+        let c = ep["status"]["external-identifiers"]["container-id"]
+            .as_str()
+            .expect("container id")
+            .to_owned();
+        let ip: Ipv4Addr = ep["status"]["networking"]["addressing"][0]["ipv4"]
+            .as_str()
+            .and_then(|s| s.parse().ok())
+            .expect("ip");
+        assert_eq!(ep["status"]["state"], "ready");
+        by_container.insert(c, ip);
+    }
+    // Every ADD the CNI saw succeed is restored with its IP; nothing else is.
+    for (n, ip) in &succeeded {
+        assert_eq!(by_container.get(&format!("ctr-{n}")), Some(ip), "{n}");
+    }
+    assert_eq!(by_container.len(), succeeded.len() + 2, "{by_container:?}");
+    let ips: std::collections::BTreeSet<_> = by_container.values().collect();
+    assert_eq!(ips.len(), by_container.len(), "an IP was handed out twice");
+    // IPAM holds exactly the router and the endpoints: half-created IPs were reclaimed.
+    let health = node.api("GET", "/healthz", None).expect("health");
+    let allocations = health["node-state"]["ipam"]["allocations"]
+        .as_object()
+        .expect("allocations")
+        .len();
+    assert_eq!(allocations, by_container.len() + 1, "{health}");
+    // A new pod gets a fresh IP and talks to b.
+    node.add_netns(&node.pod_ns("late"));
+    let api = node.api(
+        "PUT",
+        "/pod/default/late",
+        Some(&serde_json::json!({"metadata": {"labels": {"app": "late"}}})),
+    );
+    assert!(api.is_ok(), "{api:?}");
+    let (ok, result) = node.cni("ADD", "ctr-late", "late", "1.0.0");
+    assert!(ok, "{result}");
+    let late = ip_of(&result);
+    assert!(!ips.contains(&late), "{late} was in use");
+    assert!(tcp_reaches(&node, "late", b, 9000));
+
+    stop.store(true, Ordering::SeqCst);
+    let (echoed, longest) = stream.join().expect("the stream survived");
+    eprintln!("stream a -> b: {echoed} bytes echoed, longest gap {longest:?}");
+    assert!(echoed > 0);
+    assert!(
+        longest < Duration::from_secs(2),
+        "the stream stalled for {longest:?}"
+    );
+}
