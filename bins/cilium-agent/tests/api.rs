@@ -157,10 +157,19 @@ fn the_binary_checks_config_and_stops_on_sigterm() {
     std::fs::create_dir_all(&config_dir).unwrap();
     std::fs::write(config_dir.join("bpf-lb-algorithm"), "maglev").unwrap();
     let socket = dir.0.join("cilium.sock");
+    // Dry mode: no datapath, no cilium_host, no sysctls. This test runs in the test
+    // process's own network namespace (the root one in CI), which must not change.
     let mut child = Command::new(bin)
         .arg("--config-dir")
         .arg(&config_dir)
         .arg(format!("--socket-path={}", socket.display()))
+        .arg(format!("--state-dir={}", dir.0.join("state").display()))
+        .args([
+            "--dry-mode=true",
+            "--ipv4-node=192.0.2.1",
+            "--ipv4-range=10.200.0.0/24",
+            "--bpf-root=/nonexistent-crs-bpf-root",
+        ])
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -193,6 +202,16 @@ fn the_binary_checks_config_and_stops_on_sigterm() {
         std::thread::sleep(Duration::from_millis(20));
     };
     assert!(status.success(), "{status}");
+    // Nothing of a datapath was made here.
+    let host = Command::new("ip")
+        .args(["link", "show", "cilium_host"])
+        .stderr(Stdio::null())
+        .stdout(Stdio::null())
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
+    assert!(!host, "the dry-mode agent created cilium_host");
+    assert!(!Path::new("/nonexistent-crs-bpf-root").exists());
     let mut stdout = String::new();
     child
         .stdout
