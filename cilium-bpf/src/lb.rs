@@ -13,7 +13,7 @@ use std::net::Ipv4Addr;
 use std::path::Path;
 
 use aya::maps::{Array, HashOfMaps, MapData};
-use cilium_lb::manager::MapOp;
+use cilium_lb::manager::{MapOp, RestoredMaps};
 use cilium_lb::maps as lbm;
 
 use crate::DatapathError;
@@ -210,6 +210,68 @@ impl ServiceWriter {
             }
         }
         Ok(())
+    }
+
+    /// The Maglev tables the maps hold, by rev-NAT index (ascending).
+    pub fn maglev_tables(&self) -> Result<Vec<(u16, Vec<u32>)>, DatapathError> {
+        let mut out = Vec::new();
+        for key in self.maglev.keys() {
+            let key = key.map_err(map_err("iterate", names::LB4_MAGLEV))?;
+            let inner = match self.maglev.get(&key, 0) {
+                Ok(inner) => inner,
+                // Deleted between the key walk and the lookup.
+                Err(aya::maps::MapError::KeyNotFound) => continue,
+                Err(e) => return Err(map_err("lookup", names::LB4_MAGLEV)(e)),
+            };
+            let table: Box<MaglevTable> = Box::new(
+                inner
+                    .get(&0, 0)
+                    .map_err(map_err("read inner", names::LB4_MAGLEV))?,
+            );
+            out.push((u16::from_be(key), table.0.to_vec()));
+        }
+        out.sort_by_key(|(id, _)| *id);
+        Ok(out)
+    }
+
+    /// Everything the load-balancing maps hold, in cilium-lb's terms: what
+    /// `LbManager::restore` takes after an agent restart.
+    pub fn read_back(&self) -> Result<RestoredMaps, DatapathError> {
+        Ok(RestoredMaps {
+            services: self
+                .services
+                .entries()?
+                .iter()
+                .map(|(k, v)| service_from_kernel(k, v))
+                .collect(),
+            backends: self
+                .backends
+                .entries()?
+                .iter()
+                .map(|(id, v)| (*id, backend_from_kernel(v)))
+                .collect(),
+            rev_nat: self
+                .rev_nat
+                .entries()?
+                .iter()
+                .map(|(id, v)| {
+                    (
+                        u16::from_be(*id),
+                        lbm::Lb4RevNat {
+                            address: Ipv4Addr::from(v.address),
+                            port: u16::from_be(v.port),
+                        },
+                    )
+                })
+                .collect(),
+            maglev: self.maglev_tables()?,
+            affinity_match: self
+                .affinity_match
+                .entries()?
+                .iter()
+                .map(|(k, _)| (k.backend_id, u16::from_be(k.rev_nat_id)))
+                .collect(),
+        })
     }
 
     fn install_maglev(&mut self, index: u16, table: &[u32]) -> Result<(), DatapathError> {

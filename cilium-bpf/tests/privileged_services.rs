@@ -174,6 +174,21 @@ fn privileged_maglev_picks_the_backend_the_table_says() {
         *seen.entry(want).or_insert(0) += 1;
     }
     assert_eq!(seen.len(), 2, "{seen:?}");
+
+    // What the maps hold reads back into a manager that has nothing left to write (the
+    // agent's restart path), with the very table the datapath used.
+    let restored = writer.read_back().expect("read back");
+    assert_eq!(restored.maglev.len(), 1);
+    assert_eq!(restored.maglev[0].1.as_slice(), &table[..]);
+    let mut again = LbManager::restore(LbConfig::default(), restored).expect("restore");
+    assert_eq!(
+        again.apply(std::slice::from_ref(&svc)).expect("apply"),
+        vec![]
+    );
+    assert_eq!(
+        again.service_id(&svc.frontend),
+        lb.service_id(&svc.frontend)
+    );
 }
 
 /// A TCP sink on `ip:port` in a pod: counts the bytes of its first connection and the

@@ -14,6 +14,7 @@ use serde_json::{Value, json};
 
 use crate::endpoint::EndpointChangeRequest;
 use crate::node::{ApiError, Node};
+use crate::service::{ServiceSpec, service_json};
 use crate::{Agent, error};
 
 fn fail(e: ApiError) -> Response {
@@ -237,6 +238,91 @@ pub(crate) async fn delete_policy(
     }
 }
 
+/// The service id of a path, or (from the enclosing handler) a 400.
+macro_rules! service_id_or_return {
+    ($id:expr) => {
+        match $id.parse::<u16>() {
+            Ok(id) => id,
+            Err(_) => {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    format!("{:?} is not a service id (0-65535)", $id),
+                );
+            }
+        }
+    };
+}
+
+pub(crate) async fn list_services(State(agent): State<Arc<Agent>>) -> Response {
+    let node = node_or_return!(agent);
+    Json(Value::Array(
+        node.services()
+            .await
+            .iter()
+            .map(|(id, svc)| service_json(*id, svc))
+            .collect(),
+    ))
+    .into_response()
+}
+
+pub(crate) async fn get_service(
+    State(agent): State<Arc<Agent>>,
+    UrlPath(id): UrlPath<String>,
+) -> Response {
+    let node = node_or_return!(agent);
+    let id = service_id_or_return!(id);
+    match node.services().await.iter().find(|(i, _)| *i == id) {
+        Some((i, svc)) => Json(service_json(*i, svc)).into_response(),
+        None => error(StatusCode::NOT_FOUND, format!("service {id} not found")),
+    }
+}
+
+pub(crate) async fn put_service(
+    State(agent): State<Arc<Agent>>,
+    UrlPath(id): UrlPath<String>,
+    body: axum::body::Bytes,
+) -> Response {
+    let node = node_or_return!(agent);
+    let id = service_id_or_return!(id);
+    let spec = match ServiceSpec::parse(&body) {
+        Ok(s) => s,
+        Err(e) => return error(StatusCode::BAD_REQUEST, e),
+    };
+    if spec.id != 0 && spec.id != u32::from(id) {
+        return error(
+            StatusCode::BAD_REQUEST,
+            format!("the body's id {} is not the path's {id}", spec.id),
+        );
+    }
+    match node.upsert_service(u32::from(id), &spec).await {
+        Ok((id, created)) => {
+            let svc = node.services().await.into_iter().find(|(i, _)| *i == id);
+            let body = svc.map_or(json!({"id": id}), |(i, s)| service_json(i, &s));
+            let status = if created {
+                StatusCode::CREATED
+            } else {
+                StatusCode::OK
+            };
+            (status, Json(body)).into_response()
+        }
+        Err(e) => fail(e),
+    }
+}
+
+pub(crate) async fn delete_service(
+    State(agent): State<Arc<Agent>>,
+    UrlPath(id): UrlPath<String>,
+) -> Response {
+    let node = node_or_return!(agent);
+    let id = service_id_or_return!(id);
+    match node.delete_service(id).await {
+        Ok(svc) => {
+            Json(json!({"deleted": id, "frontend": svc.frontend.to_string()})).into_response()
+        }
+        Err(e) => fail(e),
+    }
+}
+
 pub(crate) async fn list_ips(State(agent): State<Arc<Agent>>) -> Response {
     let node = node_or_return!(agent);
     let mut out = vec![
@@ -301,6 +387,7 @@ pub(crate) async fn node_status(node: &Node) -> Value {
             "restored": restore.restored.len(),
             "removed": restore.removed.len(),
             "replayed-deletes": restore.replayed_deletes,
+            "services": restore.services,
         },
     })
 }

@@ -26,6 +26,7 @@ pub mod client;
 pub mod endpoint;
 pub mod metrics;
 pub mod node;
+pub mod service;
 
 use std::collections::BTreeMap;
 use std::os::unix::fs::PermissionsExt;
@@ -263,6 +264,16 @@ async fn openapi() -> Json<Value> {
                 "delete": {"summary": "Delete policies by origin prefix (origin=<kind>/<ns>/<name>) or all=true",
                     "responses": {"200": {"description": "Deleted"}, "404": {"description": "Error"}}}
             },
+            "/service": {"get": {"summary": "Every service, by id", "responses": {"200": {"description": "Service list"}}}},
+            "/service/{id}": {
+                "parameters": [{"name": "id", "in": "path", "required": true, "schema": {"type": "integer"},
+                    "description": "The service (rev-NAT) id; 0 on PUT: the agent chooses"}],
+                "get": {"summary": "One service", "responses": {"200": {"description": "Service"}, "404": {"description": "Error"}}},
+                "put": {"summary": "Create or update a service; written to the maps before the answer",
+                    "requestBody": {"content": {"application/json": {"schema": {"$ref": "#/components/schemas/ServiceSpec"}}}},
+                    "responses": {"200": {"description": "Updated"}, "201": {"description": "Created"}, "400": {"description": "Error"}, "409": {"description": "Error"}}},
+                "delete": {"summary": "Delete a service", "responses": {"200": {"description": "Deleted"}, "404": {"description": "Error"}}}
+            },
             "/ip": {"get": {"summary": "IPs and their identities", "responses": {"200": {"description": "IP list"}}}},
             "/cluster/nodes": {"get": {"summary": "Nodes", "responses": {"200": {"description": "ClusterNodeStatus"}}}},
             "/metrics/": {"get": {"summary": "Prometheus metrics", "responses": {"200": {"description": "text"}}}}
@@ -278,6 +289,24 @@ async fn openapi() -> Json<Value> {
                     "k8s-pod-name": {"type": "string"},
                     "netns": {"type": "string"},
                     "labels": {"type": "array", "items": {"type": "string"}}
+                }},
+                "ServiceSpec": {"type": "object", "required": ["frontend-address"], "properties": {
+                    "id": {"type": "integer"},
+                    "frontend-address": {"type": "object", "required": ["ip"], "properties": {
+                        "ip": {"type": "string"}, "port": {"type": "integer"},
+                        "protocol": {"type": "string", "enum": ["TCP", "UDP", "SCTP", "ANY"]},
+                        "scope": {"type": "string", "enum": ["external"]}}},
+                    "backend-addresses": {"type": "array", "items": {"type": "object", "required": ["ip"], "properties": {
+                        "ip": {"type": "string"}, "port": {"type": "integer"}, "protocol": {"type": "string"},
+                        "weight": {"type": "integer"}, "nodeName": {"type": "string"},
+                        "state": {"type": "string", "enum": ["active", "terminating", "quarantined", "maintenance"]}}}},
+                    "flags": {"type": "object", "properties": {
+                        "type": {"type": "string", "enum": ["ClusterIP", "NodePort", "ExternalIPs", "HostPort", "LoadBalancer", "LocalRedirect"]},
+                        "name": {"type": "string"}, "namespace": {"type": "string"},
+                        "extTrafficPolicy": {"type": "string", "enum": ["Cluster", "Local"]},
+                        "intTrafficPolicy": {"type": "string", "enum": ["Cluster", "Local"]},
+                        "sessionAffinityTimeout": {"type": "integer"},
+                        "lbAlgorithm": {"type": "string", "enum": ["random", "maglev"]}}}
                 }}
             }
         }
@@ -311,6 +340,13 @@ pub fn router(agent: Arc<Agent>) -> Router {
             get(api::get_policy)
                 .put(api::put_policy)
                 .delete(api::delete_policy),
+        )
+        .route("/v1/service", get(api::list_services))
+        .route(
+            "/v1/service/{id}",
+            get(api::get_service)
+                .put(api::put_service)
+                .delete(api::delete_service),
         )
         .route("/v1/ip", get(api::list_ips))
         .route("/v1/cluster/nodes", get(api::cluster_nodes))

@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 
+use cilium_bpf::lb::{MAGLEV_LUT_SIZE, ServiceWriter};
 use cilium_bpf::link::Netlink;
 use cilium_bpf::maps::Maps;
 use cilium_bpf::policy::PolicyWriter;
@@ -21,12 +22,16 @@ use cilium_core::kvstore::{FileStore, KvStore};
 use cilium_core::{IdPool, Label, LabelFilter, LabelSet, NumericIdentity};
 use cilium_identity::{AllocatorConfig, IdentityAllocator, IdentityBackend, KvBackend};
 use cilium_ipam::{ClusterPool, ClusterPoolConfig, Family, NodeAllocator, Owner};
+use cilium_lb::maglev::MaglevConfig;
+use cilium_lb::manager::{LbConfig, LbManager};
+use cilium_lb::service::Service;
 use cilium_policy::{EnforcementMode, PolicyDiff, PolicyEngine};
 use ipnet::{IpNet, Ipv4Net};
 use serde_json::{Value, json};
 
 use crate::endpoint::{self, EndpointChangeRequest, EndpointRecord, EndpointState};
 use crate::metrics::Metrics;
+use crate::service::{SERVICES_PREFIX, ServiceSpec};
 
 /// Endpoint ids are 1..=4095, as in Cilium.
 const MAX_ENDPOINT_ID: u32 = 4095;
@@ -106,6 +111,7 @@ struct Dp {
     datapath: Datapath,
     maps: Maps,
     policy: PolicyWriter,
+    services: ServiceWriter,
 }
 
 #[derive(Debug)]
@@ -114,6 +120,7 @@ struct NodeState {
     ids: IdPool,
     endpoints: BTreeMap<u16, EndpointRecord>,
     policy: PolicyEngine,
+    lb: LbManager,
     dp: Option<Dp>,
 }
 
@@ -128,6 +135,8 @@ pub struct RestoreReport {
     pub bad_files: Vec<String>,
     /// Deletions the CNI queued while the agent was down, replayed.
     pub replayed_deletes: usize,
+    /// Services restored from the store (their ids kept from the maps).
+    pub services: usize,
 }
 
 /// The node's state and operations.
@@ -195,6 +204,31 @@ fn mount_bpffs(root: &Path) -> Result<(), String> {
     } else {
         Err(format!("mounting a BPF file system at {}", root.display()))
     }
+}
+
+/// The load-balancing settings from the agent's keys. With the datapath, the Maglev table
+/// size must be the one its programs are built for.
+fn lb_config(config: &AgentConfig, node: &str, datapath: bool) -> Result<LbConfig, String> {
+    let maglev = MaglevConfig::new(
+        config.bpf_lb_maglev_table_size,
+        &config.bpf_lb_maglev_hash_seed,
+    )
+    .map_err(|e| format!("bpf-lb-maglev-table-size / bpf-lb-maglev-hash-seed: {e}"))?;
+    if datapath && maglev.table_size() as usize != MAGLEV_LUT_SIZE {
+        return Err(format!(
+            "bpf-lb-maglev-table-size: the datapath is built for {MAGLEV_LUT_SIZE}, not {}",
+            maglev.table_size()
+        ));
+    }
+    Ok(LbConfig {
+        algorithm: match config.bpf_lb_algorithm {
+            cilium_core::config::LbAlgorithm::Random => cilium_lb::service::LbAlgorithm::Random,
+            cilium_core::config::LbAlgorithm::Maglev => cilium_lb::service::LbAlgorithm::Maglev,
+        },
+        maglev,
+        node_name: node.to_owned(),
+        ..LbConfig::default()
+    })
 }
 
 fn write_sysctl(key: &str, value: &str) -> Result<(), String> {
@@ -271,8 +305,9 @@ impl Node {
                 c
             },
         );
+        let lb_config = lb_config(config, &name, options.datapath)?;
         let dp = if options.datapath {
-            Some(Self::load_datapath(config, ipv4, router, cidr).await?)
+            Some(Self::load_datapath(config, ipv4, router, cidr, &lb_config).await?)
         } else {
             None
         };
@@ -298,13 +333,15 @@ impl Node {
                 ids: IdPool::new(MAX_ENDPOINT_ID),
                 endpoints: BTreeMap::new(),
                 policy: PolicyEngine::new(enforcement(config.enable_policy)),
+                lb: LbManager::new(lb_config.clone()),
                 dp,
             }),
             restore: std::sync::Mutex::new(RestoreReport::default()),
             metrics,
         });
         node.load_policies().await?;
-        let report = node.restore_endpoints().await?;
+        let mut report = node.restore_endpoints().await?;
+        report.services = node.restore_services(lb_config).await?;
         *node.restore.lock().unwrap_or_else(|e| e.into_inner()) = report;
         node.update_gauges().await;
         Ok(node)
@@ -315,9 +352,11 @@ impl Node {
         ipv4: Ipv4Addr,
         router: Ipv4Addr,
         cidr: Ipv4Net,
+        lb: &LbConfig,
     ) -> Result<Dp, String> {
         mount_bpffs(&config.bpf_root)?;
         let mut dp_config = DatapathConfig::new(&config.bpf_root, ipv4, router);
+        dp_config.maglev_hash_seed = lb.maglev.seed().jhash0;
         dp_config.native_routing_cidr = config
             .ipv4_native_routing_cidr
             .map(|n| (n.network(), n.prefix_len()));
@@ -325,6 +364,7 @@ impl Node {
             Datapath::load(dp_config).map_err(|e| format!("loading the datapath: {e}"))?;
         let maps = Maps::open(&config.bpf_root).map_err(|e| e.to_string())?;
         let policy = PolicyWriter::open(&config.bpf_root, true).map_err(|e| e.to_string())?;
+        let services = ServiceWriter::open(&config.bpf_root).map_err(|e| e.to_string())?;
         // The host side: cilium_host (router IP) and its peer cilium_net, as Cilium has them.
         let nl = Netlink::open().map_err(|e| e.to_string())?;
         if nl
@@ -357,6 +397,7 @@ impl Node {
             datapath,
             maps,
             policy,
+            services,
         })
     }
 
@@ -868,6 +909,145 @@ impl Node {
             .into_iter()
             .filter_map(|(_, v)| serde_json::from_slice(&v).ok())
             .collect())
+    }
+
+    /// Creates or updates a service (`PUT /v1/service/{id}`): `id` is 0 or the id the
+    /// frontend already has. Stored, then written to the maps in an order that never shows
+    /// a packet a missing backend. Returns the service's id and whether it is new.
+    pub async fn upsert_service(
+        &self,
+        id: u32,
+        spec: &ServiceSpec,
+    ) -> Result<(u16, bool), ApiError> {
+        let svc = spec.to_service().map_err(ApiError::bad_request)?;
+        let mut st = self.state.lock().await;
+        let existing = st.lb.service_id(&svc.frontend);
+        if id != 0 && existing.map(u32::from) != Some(id) {
+            return Err(ApiError::bad_request(match existing {
+                Some(e) => format!("frontend {} has id {e}, not {id}", svc.frontend),
+                None => format!(
+                    "service ids are chosen by the agent: use 0 for a new frontend, not {id}"
+                ),
+            }));
+        }
+        let key = format!("{SERVICES_PREFIX}/{}", svc.frontend);
+        let previous = self
+            .store
+            .get(&key)
+            .await
+            .map_err(internal("reading the service"))?;
+        let value = serde_json::to_vec(&svc).map_err(internal("encoding the service"))?;
+        self.store
+            .put(&key, &value)
+            .await
+            .map_err(internal("storing the service"))?;
+        let ops = match st.lb.upsert(&svc) {
+            Ok(ops) => ops,
+            Err(e) => {
+                let undo = match &previous {
+                    Some(v) => self.store.put(&key, v).await,
+                    None => self.store.delete(&key).await.map(|_| ()),
+                };
+                if let Err(u) = undo {
+                    eprintln!(
+                        "level=error msg=\"undoing a service write\" key={key} error=\"{u}\""
+                    );
+                }
+                return Err(match e {
+                    cilium_lb::LbError::IdsExhausted { .. } => ApiError::conflict(e.to_string()),
+                    _ => ApiError::bad_request(e.to_string()),
+                });
+            }
+        };
+        if let Some(dp) = st.dp.as_mut() {
+            dp.services
+                .apply(&ops)
+                .map_err(internal("writing the service maps"))?;
+        }
+        let id = st
+            .lb
+            .service_id(&svc.frontend)
+            .ok_or_else(|| ApiError::internal("the service has no id after its update"))?;
+        Ok((id, existing.is_none()))
+    }
+
+    /// Deletes the service with this id (`DELETE /v1/service/{id}`).
+    pub async fn delete_service(&self, id: u16) -> Result<Service, ApiError> {
+        let mut st = self.state.lock().await;
+        let svc = st
+            .lb
+            .services()
+            .into_iter()
+            .find(|(i, _)| *i == id)
+            .map(|(_, s)| s.clone())
+            .ok_or_else(|| ApiError::not_found(format!("service {id} not found")))?;
+        self.store
+            .delete(&format!("{SERVICES_PREFIX}/{}", svc.frontend))
+            .await
+            .map_err(internal("deleting the service"))?;
+        let ops = st.lb.delete(&svc.frontend);
+        if let Some(dp) = st.dp.as_mut() {
+            dp.services
+                .apply(&ops)
+                .map_err(internal("writing the service maps"))?;
+        }
+        Ok(svc)
+    }
+
+    /// The services, by id.
+    pub async fn services(&self) -> Vec<(u16, Service)> {
+        let st = self.state.lock().await;
+        let mut out: Vec<(u16, Service)> = st
+            .lb
+            .services()
+            .into_iter()
+            .map(|(i, s)| (i, s.clone()))
+            .collect();
+        out.sort_by_key(|(i, _)| *i);
+        out
+    }
+
+    /// Brings the services back at start: ids and Maglev tables from the maps (with the
+    /// datapath), the services from the store, and writes only the difference (nothing
+    /// after a plain restart). Returns how many services there are.
+    async fn restore_services(&self, config: LbConfig) -> Result<usize, String> {
+        let mut desired: Vec<Service> = Vec::new();
+        for (key, value) in self
+            .store
+            .list_prefix(&format!("{SERVICES_PREFIX}/"))
+            .await
+            .map_err(|e| e.to_string())?
+        {
+            let parsed = serde_json::from_slice::<Service>(&value)
+                .map_err(|e| e.to_string())
+                .and_then(|s| s.validate().map(|()| s).map_err(|e| e.to_string()));
+            match parsed {
+                Ok(s) => desired.push(s),
+                Err(e) => eprintln!(
+                    "level=warning msg=\"skipping a stored service\" key={key} error=\"{e}\""
+                ),
+            }
+        }
+        let mut st = self.state.lock().await;
+        let NodeState { lb, dp, .. } = &mut *st;
+        if let Some(dp) = dp.as_mut() {
+            let maps = dp.services.read_back().map_err(|e| e.to_string())?;
+            *lb = LbManager::restore(config.clone(), maps).unwrap_or_else(|e| {
+                eprintln!(
+                    "level=warning msg=\"the load-balancing maps do not restore; rewriting them\" error=\"{e}\""
+                );
+                LbManager::new(config)
+            });
+        }
+        let ops = lb
+            .apply(&desired)
+            .map_err(|e| format!("restoring the services: {e}"))?;
+        if let Some(dp) = dp.as_mut() {
+            dp.services
+                .apply(&ops)
+                .map_err(|e| format!("writing the service maps: {e}"))?;
+        }
+        Ok(desired.len())
     }
 
     /// Sets the enforcement mode at run time.

@@ -226,3 +226,127 @@ fn the_binary_checks_config_and_stops_on_sigterm() {
         "{stdout}"
     );
 }
+
+/// An agent with node state but no datapath (no root needed), on `dir`.
+fn dry_agent(dir: &Path) -> (cilium_agent::BackgroundApi, PathBuf) {
+    let socket = dir.join("run/cilium.sock");
+    let mut sources = ConfigSources::default();
+    for (k, v) in [
+        ("state-dir", dir.join("state").to_str().unwrap()),
+        ("socket-path", socket.to_str().unwrap()),
+        ("bpf-root", dir.join("no-bpffs").to_str().unwrap()),
+        ("k8s-node-name", "node-a"),
+        ("ipv4-node", "192.168.10.100"),
+        ("ipv4-range", "172.20.0.0/24"),
+    ] {
+        sources.set_flag(k, v).unwrap();
+    }
+    let config = AgentConfig::from_sources(&sources).unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let agent = rt
+        .block_on(cilium_agent::Agent::start(
+            config,
+            cilium_agent::StartOptions { datapath: false },
+        ))
+        .expect("start the agent");
+    drop(rt);
+    let api = cilium_agent::BackgroundApi::start(agent, &socket).expect("serve");
+    (api, socket)
+}
+
+const WEBPOD: &str = r#"{"frontend-address": {"ip": "10.96.0.10", "port": 80, "protocol": "TCP"},
+    "backend-addresses": [{"ip": "172.20.0.10", "port": 8080}, {"ip": "172.20.0.11", "port": 8080}],
+    "flags": {"type": "ClusterIP", "name": "webpod", "namespace": "default"}}"#;
+
+#[test]
+fn services_through_the_api_persist_and_bad_ones_change_nothing() {
+    let dir = TempDir::new("svc");
+    let (api, socket) = dry_agent(&dir.0);
+    let (code, svc) = request(&socket, "PUT", "/v1/service/0", WEBPOD);
+    assert_eq!(code, 201, "{svc}");
+    let id = svc["spec"]["id"].as_u64().expect("an id");
+    assert!(id > 0);
+    assert_eq!(svc["spec"]["flags"]["name"], "webpod");
+    assert_eq!(
+        svc["status"]["realized"]["backend-addresses"][1]["ip"],
+        "172.20.0.11"
+    );
+
+    // The same frontend again, with its id and one backend fewer: an update.
+    let update = WEBPOD.replace(r#", {"ip": "172.20.0.11", "port": 8080}"#, "");
+    let (code, svc) = request(&socket, "PUT", &format!("/v1/service/{id}"), &update);
+    assert_eq!(code, 200, "{svc}");
+    assert_eq!(svc["spec"]["id"].as_u64(), Some(id));
+    assert_eq!(
+        svc["spec"]["backend-addresses"].as_array().map(Vec::len),
+        Some(1)
+    );
+
+    let (_, before) = request(&socket, "GET", "/v1/service", "");
+    for (path, body, want) in [
+        ("/v1/service/0", "{not json", 400),
+        (
+            "/v1/service/0",
+            r#"{"frontend-address": {"ip": "10.96.0.11"}, "flags": {"type": "Nope"}}"#,
+            400,
+        ),
+        // A new frontend cannot pick its id.
+        (
+            "/v1/service/77",
+            &WEBPOD.replace("10.96.0.10", "10.96.0.12"),
+            400,
+        ),
+        // The existing frontend under another id.
+        ("/v1/service/78", WEBPOD, 400),
+        ("/v1/service/x", WEBPOD, 400),
+        (
+            "/v1/service/0",
+            &WEBPOD.replace("10.96.0.10", "fd00::10"),
+            400,
+        ),
+        (
+            "/v1/service/0",
+            r#"{"frontend-address": {"ip": "fd00::10", "port": 80}, "backend-addresses": [{"ip": "fd00::20", "port": 80}]}"#,
+            400,
+        ),
+    ] {
+        let (code, err) = request(&socket, "PUT", path, body);
+        assert_eq!(code, want, "{path} {body}: {err}");
+        assert!(
+            err["message"].as_str().is_some_and(|m| !m.is_empty()),
+            "{err}"
+        );
+    }
+    let (_, after) = request(&socket, "GET", "/v1/service", "");
+    assert_eq!(before, after, "bad requests changed nothing");
+    assert_eq!(request(&socket, "DELETE", "/v1/service/999", "").0, 404);
+
+    // A restart brings the services back from the store.
+    drop(api);
+    let (api, socket) = dry_agent(&dir.0);
+    let (code, list) = request(&socket, "GET", "/v1/service", "");
+    assert_eq!(code, 200);
+    assert_eq!(list.as_array().map(Vec::len), Some(1), "{list}");
+    assert_eq!(list[0]["spec"]["frontend-address"]["ip"], "10.96.0.10");
+    let (_, health) = request(&socket, "GET", "/v1/healthz", "");
+    assert_eq!(health["node-state"]["restore"]["services"], 1, "{health}");
+    let id = list[0]["spec"]["id"].as_u64().unwrap();
+    let (code, one) = request(&socket, "GET", &format!("/v1/service/{id}"), "");
+    assert_eq!(code, 200);
+    assert_eq!(one, list[0]);
+    assert_eq!(
+        request(&socket, "DELETE", &format!("/v1/service/{id}"), "").0,
+        200
+    );
+    assert_eq!(
+        request(&socket, "GET", &format!("/v1/service/{id}"), "").0,
+        404
+    );
+    drop(api);
+    let (_api, socket) = dry_agent(&dir.0);
+    let (_, list) = request(&socket, "GET", "/v1/service", "");
+    assert_eq!(list, serde_json::json!([]), "the deletion was stored");
+}

@@ -307,14 +307,17 @@ fn tcp_reaches(node: &Node, from: &str, to: Ipv4Addr, port: u16) -> bool {
     .expect("client thread")
 }
 
-/// An echo server in a pod's namespace (one line per connection), until the test ends.
-fn echo_server(node: &Node, pod: &str, ip: Ipv4Addr, port: u16) {
+/// An echo server in a pod's namespace until the test ends; counts its connections.
+fn echo_server(node: &Node, pod: &str, ip: Ipv4Addr, port: u16) -> Arc<AtomicU32> {
     let (tx, rx) = std::sync::mpsc::channel();
+    let accepted = Arc::new(AtomicU32::new(0));
+    let count = accepted.clone();
     spawn_in_netns(&node.pod_ns(pod), move || {
         let listener = TcpListener::bind((ip, port)).expect("bind");
         tx.send(()).expect("ready");
         for conn in listener.incoming() {
             let Ok(mut conn) = conn else { continue };
+            count.fetch_add(1, Ordering::SeqCst);
             std::thread::spawn(move || {
                 let mut buf = [0u8; 65536];
                 while let Ok(n) = conn.read(&mut buf) {
@@ -327,6 +330,7 @@ fn echo_server(node: &Node, pod: &str, ip: Ipv4Addr, port: u16) {
     });
     rx.recv_timeout(Duration::from_secs(5))
         .expect("server ready");
+    accepted
 }
 
 #[test]
@@ -344,7 +348,7 @@ fn privileged_pods_via_cni_policy_and_dbg() {
         assert!(cidr.contains(&ip), "{ip} outside {CIDR}");
     }
     assert!(web != curl && curl != other && web != other);
-    echo_server(&node, "web", web, 8080);
+    let web_served = echo_server(&node, "web", web, 8080);
     assert!(tcp_reaches(&node, "curl", web, 8080), "curl -> web");
     assert!(tcp_reaches(&node, "other", web, 8080), "other -> web");
 
@@ -409,6 +413,126 @@ fn privileged_pods_via_cni_policy_and_dbg() {
     let (ok, out) = node.dbg(&["policy", "delete", "--all"]);
     assert!(ok, "{out}");
     assert!(tcp_reaches(&node, "other", web, 8080), "allowed again");
+
+    // A ClusterIP service with Maglev selection, backed by web and other.
+    let web_hits = web_served;
+    let other_hits = echo_server(&node, "other", other, 8080);
+    let vip = Ipv4Addr::new(10, 96, 0, 10);
+    let spec = serde_json::json!({
+        "frontend-address": {"ip": vip.to_string(), "port": 80, "protocol": "TCP"},
+        "backend-addresses": [{"ip": web.to_string(), "port": 8080}, {"ip": other.to_string(), "port": 8080}],
+        "flags": {"type": "ClusterIP", "name": "webpod", "namespace": "default", "lbAlgorithm": "maglev"},
+    });
+    let svc = node
+        .api("PUT", "/service/0", Some(&spec))
+        .expect("create the service");
+    let svc_id = svc["spec"]["id"].as_u64().expect("service id");
+    let (before_web, before_other) = (
+        web_hits.load(Ordering::SeqCst),
+        other_hits.load(Ordering::SeqCst),
+    );
+    for _ in 0..20 {
+        assert!(tcp_reaches(&node, "curl", vip, 80), "curl -> the ClusterIP");
+    }
+    let (to_web, to_other) = (
+        web_hits.load(Ordering::SeqCst) - before_web,
+        other_hits.load(Ordering::SeqCst) - before_other,
+    );
+    assert_eq!(to_web + to_other, 20);
+    assert!(
+        to_web > 0 && to_other > 0,
+        "both backends serve: {to_web}/{to_other}"
+    );
+    let (ok, svc_table) = node.dbg(&["service", "list"]);
+    assert!(ok, "{svc_table}");
+    let table = &svc_table;
+    let lines: Vec<Vec<&str>> = table
+        .lines()
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    assert_eq!(
+        lines[0],
+        ["ID", "Frontend", "Service", "Type", "Backend"],
+        "{table}"
+    );
+    let first = format!("{web}:8080/TCP");
+    let second = format!("{other}:8080/TCP");
+    let svc_id_text = svc_id.to_string();
+    assert_eq!(
+        lines[1],
+        [
+            svc_id_text.as_str(),
+            "10.96.0.10:80/TCP",
+            "ClusterIP",
+            "1",
+            "=>",
+            first.as_str(),
+            "(active)"
+        ],
+        "{table}"
+    );
+    assert_eq!(
+        lines[2],
+        ["2", "=>", second.as_str(), "(active)"],
+        "{table}"
+    );
+    let bpf_root = format!("--bpf-root={}", node.bpffs.display());
+    let (ok, out) = node.dbg(&[&bpf_root, "bpf", "lb", "list"]);
+    assert!(
+        ok && out.contains(&format!("10.96.0.10:80/TCP (1)   {first} ({svc_id}) (1)")),
+        "{out}"
+    );
+    let (ok, maglev_json) = node.dbg(&[
+        &bpf_root,
+        "bpf",
+        "lb",
+        "maglev",
+        "get",
+        &svc_id_text,
+        "-o",
+        "json",
+    ]);
+    assert!(ok, "{maglev_json}");
+    let tables: Value = serde_json::from_str(&maglev_json).expect("json");
+    let table = tables[format!("[{svc_id}]/v4")]
+        .as_array()
+        .expect("the table");
+    assert_eq!(table.len(), 16381);
+    let distinct: std::collections::BTreeSet<u64> =
+        table.iter().filter_map(Value::as_u64).collect();
+    assert_eq!(distinct.len(), 2, "two backends share the table");
+    let (ok, out) = node.dbg(&[&bpf_root, "bpf", "lb", "maglev", "get", "999"]);
+    assert!(!ok && out.contains("no Maglev table"), "{out}");
+
+    // A restart keeps the service, its id and its table; traffic goes on.
+    node.kill_agent();
+    assert!(
+        tcp_reaches(&node, "curl", vip, 80),
+        "the datapath serves with the agent down"
+    );
+    node.start_agent();
+    let (_, after) = node.dbg(&["service", "list"]);
+    assert_eq!(after, svc_table, "the service came back unchanged");
+    let (_, again) = node.dbg(&[
+        &bpf_root,
+        "bpf",
+        "lb",
+        "maglev",
+        "get",
+        &svc_id_text,
+        "-o",
+        "json",
+    ]);
+    assert_eq!(again, maglev_json, "the table is the same");
+    assert!(
+        tcp_reaches(&node, "curl", vip, 80),
+        "curl -> the ClusterIP after the restart"
+    );
+    let (ok, out) = node.dbg(&["service", "delete", &svc_id_text]);
+    assert!(ok, "{out}");
+    assert!(!tcp_reaches(&node, "curl", vip, 80), "the service is gone");
+    let (_, out) = node.dbg(&["service", "list", "-o", "json"]);
+    assert_eq!(out.trim(), "[]");
 
     // Identities, IPs, status, metrics.
     let (ok, out) = node.dbg(&["identity", "list", "--endpoints"]);

@@ -186,6 +186,68 @@ pub fn metric_rows(exposition: &str) -> Vec<Vec<Vec<String>>> {
     rows
 }
 
+/// The `service list` header.
+pub const SERVICE_HEADER: [&str; 4] = ["ID", "Frontend", "Service Type", "Backend"];
+
+fn address(a: &Value) -> String {
+    let ip = text(&a["ip"]);
+    let host = if ip.contains(':') {
+        format!("[{ip}]")
+    } else {
+        ip
+    };
+    let proto = a["protocol"].as_str().unwrap_or("TCP");
+    format!("{host}:{}/{proto}", a["port"].as_u64().unwrap_or_default())
+}
+
+/// `service list` rows from `GET /service`: one backend per line, numbered, with its state
+/// (`1 => 172.20.1.10:80/TCP (active)`), sorted by id.
+pub fn service_rows(list: &Value) -> Vec<Vec<Vec<String>>> {
+    let mut specs: Vec<&Value> = list
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|s| &s["spec"])
+        .collect();
+    specs.sort_by_key(|s| s["id"].as_u64());
+    specs
+        .into_iter()
+        .map(|spec| {
+            let backends = spec["backend-addresses"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .enumerate()
+                .map(|(i, b)| {
+                    let state = b["state"].as_str().unwrap_or("active");
+                    format!("{} => {} ({state})", i + 1, address(b))
+                })
+                .collect();
+            vec![
+                vec![text(&spec["id"])],
+                vec![address(&spec["frontend-address"])],
+                vec![text(&spec["flags"]["type"])],
+                backends,
+            ]
+        })
+        .collect()
+}
+
+/// `bpf lb maglev list` rows: `[<id>]/v4` and the table as Go prints a slice
+/// (`[1 2 1 ...]`).
+pub fn maglev_rows(tables: &[(u16, Vec<u32>)]) -> Vec<Vec<Vec<String>>> {
+    tables
+        .iter()
+        .map(|(id, table)| {
+            let ids: Vec<String> = table.iter().map(u32::to_string).collect();
+            vec![
+                vec![format!("[{id}]/v4")],
+                vec![format!("[{}]", ids.join(" "))],
+            ]
+        })
+        .collect()
+}
+
 /// Rows as JSON objects keyed by the header.
 pub fn grid_json(header: &[&str], rows: &[Vec<Vec<String>>]) -> Value {
     Value::Array(
@@ -242,6 +304,57 @@ mod tests {
             ]
         );
         assert_eq!(lines[3].trim(), "k8s:io.kubernetes.pod.namespace=default");
+    }
+
+    #[test]
+    fn service_list_reads_like_ciliums() {
+        let list = json!([
+            {"spec": {"id": 2, "frontend-address": {"ip": "10.96.0.10", "port": 53, "protocol": "UDP"},
+                      "backend-addresses": [], "flags": {"type": "ClusterIP"}}},
+            {"spec": {"id": 1, "frontend-address": {"ip": "10.96.0.1", "port": 443, "protocol": "TCP"},
+                      "backend-addresses": [
+                          {"ip": "172.18.0.2", "port": 6443, "protocol": "TCP", "state": "active"},
+                          {"ip": "172.18.0.3", "port": 6443, "protocol": "TCP", "state": "terminating"}],
+                      "flags": {"type": "ClusterIP"}}}
+        ]);
+        let out = grid(&SERVICE_HEADER, &service_rows(&list));
+        let lines: Vec<Vec<&str>> = out
+            .lines()
+            .map(|l| l.split_whitespace().collect())
+            .collect();
+        assert_eq!(lines[0], ["ID", "Frontend", "Service", "Type", "Backend"]);
+        assert_eq!(
+            lines[1],
+            [
+                "1",
+                "10.96.0.1:443/TCP",
+                "ClusterIP",
+                "1",
+                "=>",
+                "172.18.0.2:6443/TCP",
+                "(active)"
+            ]
+        );
+        assert_eq!(
+            lines[2],
+            ["2", "=>", "172.18.0.3:6443/TCP", "(terminating)"]
+        );
+        assert_eq!(lines[3], ["2", "10.96.0.10:53/UDP", "ClusterIP"]);
+        // The backend column starts where its header does.
+        let col = out.lines().next().unwrap().find("Backend").unwrap();
+        assert_eq!(out.lines().nth(2).unwrap().find("2 =>"), Some(col));
+    }
+
+    #[test]
+    fn maglev_tables_print_as_go_slices() {
+        let rows = maglev_rows(&[(3, vec![1, 2, 1])]);
+        assert_eq!(
+            grid(&["SVC ID", "LOOKUP TABLE"], &rows)
+                .lines()
+                .nth(1)
+                .map(str::trim_end),
+            Some("[3]/v4   [1 2 1]")
+        );
     }
 
     #[test]

@@ -64,6 +64,11 @@ enum Top {
         #[command(subcommand)]
         command: EndpointCmd,
     },
+    /// Services (load-balancing frontends and their backends).
+    Service {
+        #[command(subcommand)]
+        command: ServiceCmd,
+    },
     /// Security identities.
     Identity {
         #[command(subcommand)]
@@ -109,6 +114,27 @@ enum EndpointCmd {
         id: String,
         #[command(flatten)]
         out: OutputArg,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum ServiceCmd {
+    /// List the services.
+    List {
+        #[command(flatten)]
+        out: OutputArg,
+    },
+    /// One service, as JSON.
+    Get {
+        /// Service id.
+        id: u16,
+        #[command(flatten)]
+        out: OutputArg,
+    },
+    /// Delete a service.
+    Delete {
+        /// Service id.
+        id: u16,
     },
 }
 
@@ -217,6 +243,27 @@ enum LbCmd {
         #[command(flatten)]
         out: OutputArg,
     },
+    /// Maglev lookup tables.
+    Maglev {
+        #[command(subcommand)]
+        command: MaglevCmd,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum MaglevCmd {
+    /// Every service's table.
+    List {
+        #[command(flatten)]
+        out: OutputArg,
+    },
+    /// One service's table.
+    Get {
+        /// Service id.
+        id: u16,
+        #[command(flatten)]
+        out: OutputArg,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -316,6 +363,28 @@ fn run(cli: Cli) -> Result<String, String> {
                         .call("GET", &format!("/endpoint/{id}"), None)
                         .map_err(|e| e.0)?;
                     Ok(format!("{:#}\n", serde_json::json!([ep])))
+                }
+            };
+        }
+        Top::Service { command } => {
+            return match command {
+                ServiceCmd::List { out } => {
+                    let list = api.call("GET", "/service", None).map_err(|e| e.0)?;
+                    Ok(match out.output {
+                        Some(Output::Json) => format!("{list:#}\n"),
+                        None => agent::grid(&agent::SERVICE_HEADER, &agent::service_rows(&list)),
+                    })
+                }
+                ServiceCmd::Get { id, .. } => {
+                    let svc = api
+                        .call("GET", &format!("/service/{id}"), None)
+                        .map_err(|e| e.0)?;
+                    Ok(format!("{svc:#}\n"))
+                }
+                ServiceCmd::Delete { id } => {
+                    api.call("DELETE", &format!("/service/{id}"), None)
+                        .map_err(|e| e.0)?;
+                    Ok(format!("Service {id} deleted\n"))
                 }
             };
         }
@@ -419,6 +488,42 @@ fn run(cli: Cli) -> Result<String, String> {
         Top::Version => {
             return Ok(format!("Client: cilium-rs {}\n", env!("CARGO_PKG_VERSION")));
         }
+        Top::Bpf {
+            command: Bpf::Lb {
+                command: LbCmd::Maglev { command },
+            },
+        } => {
+            let writer = cilium_bpf::lb::ServiceWriter::open(&cli.bpf_root).map_err(|e| {
+                format!(
+                    "cannot open the datapath maps under {}: {e}",
+                    cli.bpf_root.display()
+                )
+            })?;
+            let mut tables = writer.maglev_tables().map_err(|e| e.to_string())?;
+            let out = match command {
+                MaglevCmd::List { out } => out,
+                MaglevCmd::Get { id, out } => {
+                    tables.retain(|(i, _)| *i == id);
+                    if tables.is_empty() {
+                        return Err(format!("service {id} has no Maglev table"));
+                    }
+                    out
+                }
+            };
+            return Ok(match out.output {
+                Some(Output::Json) => format!(
+                    "{:#}\n",
+                    serde_json::Value::Object(
+                        tables
+                            .iter()
+                            .map(|(id, t)| (format!("[{id}]/v4"), serde_json::json!(t)))
+                            .collect()
+                    )
+                ),
+                None if tables.is_empty() => "No entries found.\n".to_owned(),
+                None => agent::grid(&["SVC ID", "LOOKUP TABLE"], &agent::maglev_rows(&tables)),
+            });
+        }
         Top::Bpf { command } => command,
     };
     let maps = Maps::open(&cli.bpf_root).map_err(|e| {
@@ -429,6 +534,9 @@ fn run(cli: Cli) -> Result<String, String> {
     })?;
     let err = |e: cilium_bpf::DatapathError| e.to_string();
     Ok(match command {
+        Bpf::Lb {
+            command: LbCmd::Maglev { .. },
+        } => unreachable!("handled above"),
         Bpf::Lb {
             command:
                 LbCmd::List {
