@@ -27,6 +27,7 @@
 //! ```
 
 pub mod conntrack;
+pub mod dump;
 mod error;
 pub mod events;
 pub mod lb;

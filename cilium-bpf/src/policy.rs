@@ -215,7 +215,7 @@ pub fn lpm_entries(policy: &EndpointPolicy, allow_localhost: bool) -> Vec<LpmEnt
     out.into_iter().collect()
 }
 
-type PolicyTrie = LpmTrie<MapData, [u8; 8], PolicyEntry>;
+pub(crate) type PolicyTrie = LpmTrie<MapData, [u8; 8], PolicyEntry>;
 
 /// Writes endpoints' policy maps into the pinned `cilium_policy_v2`.
 pub struct PolicyWriter {

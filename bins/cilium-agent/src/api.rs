@@ -323,6 +323,53 @@ pub(crate) async fn delete_service(
     }
 }
 
+/// The BPF root of an agent whose datapath is loaded, or (from the enclosing handler) a 503.
+macro_rules! bpf_root_or_return {
+    ($agent:expr, $node:expr) => {{
+        if !$node.has_datapath().await {
+            return error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "this agent runs without a datapath: no maps to show",
+            );
+        }
+        $agent.config().bpf_root
+    }};
+}
+
+pub(crate) async fn list_maps(State(agent): State<Arc<Agent>>) -> Response {
+    let node = node_or_return!(agent);
+    let root = bpf_root_or_return!(agent, node);
+    match tokio::task::spawn_blocking(move || cilium_bpf::dump::summaries(&root)).await {
+        Ok(Ok(maps)) => Json(json!({ "maps": maps })).into_response(),
+        Ok(Err(e)) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    }
+}
+
+pub(crate) async fn get_map(
+    State(agent): State<Arc<Agent>>,
+    UrlPath(name): UrlPath<String>,
+) -> Response {
+    let node = node_or_return!(agent);
+    let root = bpf_root_or_return!(agent, node);
+    if let Err(e) = cilium_bpf::dump::known_map(&name) {
+        return error(StatusCode::NOT_FOUND, e.to_string());
+    }
+    let path = cilium_bpf::maps::globals_dir(&root).join(&name);
+    match tokio::task::spawn_blocking(move || cilium_bpf::dump::map_entries(&root, &name)).await {
+        Ok(Ok(rows)) => Json(json!({
+            "path": path.display().to_string(),
+            "cache": rows
+                .into_iter()
+                .map(|(key, value)| json!({"key": key, "value": value, "desired-action": "sync", "last-error": ""}))
+                .collect::<Vec<_>>(),
+        }))
+        .into_response(),
+        Ok(Err(e)) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    }
+}
+
 pub(crate) async fn list_ips(State(agent): State<Arc<Agent>>) -> Response {
     let node = node_or_return!(agent);
     let mut out = vec![

@@ -5,8 +5,9 @@
 //! [`Agent::start`] brings the node up ([`node::Node`]: the embedded store, IPAM, identities,
 //! policy, the datapath and the endpoints of the last run) and [`router`] serves Cilium's
 //! REST API (basePath `/v1`) on a unix socket, mode 0660: `/healthz`, `/config`,
-//! `/endpoint[/{id}]`, `/ipam[/{ip}]`, `/identity[/{id}]`, `/policy`, `/pod/{ns}/{name}`,
-//! `/ip`, `/cluster/nodes`, `/metrics/` and `/openapi.json`. A bad request gets a 4xx with a
+//! `/endpoint[/{id}]`, `/ipam[/{ip}]`, `/identity[/{id}]`, `/service[/{id}]`, `/policy`,
+//! `/map[/{name}]`, `/pod/{ns}/{name}`, `/ip`, `/cluster/nodes`, `/metrics/` and
+//! `/openapi.json`. A bad request gets a 4xx with a
 //! JSON error and changes nothing. [`client::Client`] is the API's client.
 //!
 //! ```no_run
@@ -274,6 +275,10 @@ async fn openapi() -> Json<Value> {
                     "responses": {"200": {"description": "Updated"}, "201": {"description": "Created"}, "400": {"description": "Error"}, "409": {"description": "Error"}}},
                 "delete": {"summary": "Delete a service", "responses": {"200": {"description": "Deleted"}, "404": {"description": "Error"}}}
             },
+            "/map": {"get": {"summary": "The datapath's pinned maps: type, sizes, entry counts",
+                "responses": {"200": {"description": "BPFMapList"}, "503": {"description": "No datapath"}}}},
+            "/map/{name}": {"get": {"summary": "One map's entries as key/value text",
+                "responses": {"200": {"description": "BPFMap"}, "404": {"description": "Unknown map"}, "503": {"description": "No datapath"}}}},
             "/ip": {"get": {"summary": "IPs and their identities", "responses": {"200": {"description": "IP list"}}}},
             "/cluster/nodes": {"get": {"summary": "Nodes", "responses": {"200": {"description": "ClusterNodeStatus"}}}},
             "/metrics/": {"get": {"summary": "Prometheus metrics", "responses": {"200": {"description": "text"}}}}
@@ -348,6 +353,8 @@ pub fn router(agent: Arc<Agent>) -> Router {
                 .put(api::put_service)
                 .delete(api::delete_service),
         )
+        .route("/v1/map", get(api::list_maps))
+        .route("/v1/map/{name}", get(api::get_map))
         .route("/v1/ip", get(api::list_ips))
         .route("/v1/cluster/nodes", get(api::cluster_nodes))
         .route("/v1/metrics/", get(api::metrics))

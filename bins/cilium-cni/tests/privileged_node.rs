@@ -504,6 +504,39 @@ fn privileged_pods_via_cni_policy_and_dbg() {
     let (ok, out) = node.dbg(&[&bpf_root, "bpf", "lb", "maglev", "get", "999"]);
     assert!(!ok && out.contains("no Maglev table"), "{out}");
 
+    // The maps through the agent.
+    let (ok, out) = node.dbg(&["map", "list", "-o", "json"]);
+    assert!(ok, "{out}");
+    let maps: Value = serde_json::from_str(&out).expect("json");
+    let count = |name: &str| {
+        maps["maps"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|m| m["name"] == name)
+            .map(|m| m["entries"].clone())
+    };
+    assert_eq!(count("cilium_lb4_maglev"), Some(Value::from(1)), "{out}");
+    assert_eq!(
+        count("cilium_lb4_backends_v3"),
+        Some(Value::from(2)),
+        "{out}"
+    );
+    assert_eq!(count("cilium_events"), Some(Value::Null), "{out}");
+    let (ok, out) = node.dbg(&["map", "list"]);
+    assert!(
+        ok && out.starts_with("Name") && out.contains("Num entries"),
+        "{out}"
+    );
+    let (ok, out) = node.dbg(&["map", "get", "cilium_lxc"]);
+    assert!(ok && out.starts_with("Key"), "{out}");
+    assert!(
+        out.contains(&format!("{web}:0")) && out.contains("sync"),
+        "{out}"
+    );
+    let (ok, out) = node.dbg(&["map", "get", "cilium_nope"]);
+    assert!(!ok && out.contains("unknown map"), "{out}");
+
     // A restart keeps the service, its id and its table; traffic goes on.
     node.kill_agent();
     assert!(

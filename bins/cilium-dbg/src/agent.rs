@@ -248,6 +248,46 @@ pub fn maglev_rows(tables: &[(u16, Vec<u32>)]) -> Vec<Vec<Vec<String>>> {
         .collect()
 }
 
+/// `map list` rows from `GET /map`: name, entries (`-` for the event ring buffer), errors
+/// (always 0: the agent writes maps directly, it keeps no cache to fall out of sync) and
+/// cache enabled (false, for the same reason).
+pub fn map_rows(list: &Value) -> Vec<Vec<Vec<String>>> {
+    list["maps"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|m| {
+            vec![
+                vec![text(&m["name"])],
+                vec![
+                    m["entries"]
+                        .as_u64()
+                        .map_or("-".to_owned(), |n| n.to_string()),
+                ],
+                vec!["0".to_owned()],
+                vec!["false".to_owned()],
+            ]
+        })
+        .collect()
+}
+
+/// `map get` rows (`Key`, `Value`, `State`, `Error`) from `GET /map/{name}`.
+pub fn map_entry_rows(map: &Value) -> Vec<Vec<Vec<String>>> {
+    map["cache"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|e| {
+            vec![
+                vec![text(&e["key"])],
+                vec![text(&e["value"])],
+                vec![text(&e["desired-action"])],
+                vec![text(&e["last-error"])],
+            ]
+        })
+        .collect()
+}
+
 /// Rows as JSON objects keyed by the header.
 pub fn grid_json(header: &[&str], rows: &[Vec<Vec<String>>]) -> Value {
     Value::Array(

@@ -20,8 +20,8 @@ use std::io::Write;
 use std::net::Ipv4Addr;
 
 use cilium_bpf::DatapathError;
+pub use cilium_bpf::dump::{ct_key, ct_value, ipcache_value, nat_line, proto_name};
 use cilium_bpf::maps::Maps;
-use cilium_bpf::types::{CtEntry, Ipv4CtTuple, Ipv4NatEntry, RemoteEndpointInfo};
 
 /// Key/value rows: each key with one or more values (continuation lines).
 pub type Rows = Vec<(String, Vec<String>)>;
@@ -46,17 +46,6 @@ pub fn table(header: &[&str; 2], rows: &Rows) -> String {
 pub fn rows_json(rows: &Rows) -> serde_json::Value {
     let map: BTreeMap<&str, &Vec<String>> = rows.iter().map(|(k, v)| (k.as_str(), v)).collect();
     serde_json::json!(map)
-}
-
-fn proto_name(p: u8) -> String {
-    match p {
-        6 => "TCP".into(),
-        17 => "UDP".into(),
-        132 => "SCTP".into(),
-        1 => "ICMP".into(),
-        0 => "ANY".into(),
-        other => other.to_string(),
-    }
 }
 
 /// Which `bpf lb list` view.
@@ -162,37 +151,6 @@ pub fn lb_list(maps: &Maps, view: LbView) -> Result<([&'static str; 2], Rows), D
     Ok((header, rows))
 }
 
-/// An ipcache value as Cilium prints it.
-pub fn ipcache_value(v: &RemoteEndpointInfo) -> String {
-    let tunnel = Ipv4Addr::new(
-        v.tunnel_endpoint[0],
-        v.tunnel_endpoint[1],
-        v.tunnel_endpoint[2],
-        v.tunnel_endpoint[3],
-    );
-    let names = [
-        (1u8, "skiptunnel"),
-        (2, "hastunnel"),
-        (4, "ipv6tunnel"),
-        (8, "remotecluster"),
-    ];
-    let flags: Vec<&str> = names
-        .iter()
-        .filter(|(bit, _)| v.flags & bit != 0)
-        .map(|(_, n)| *n)
-        .collect();
-    format!(
-        "identity={} encryptkey={} tunnelendpoint={tunnel} flags={}",
-        v.sec_identity,
-        v.key,
-        if flags.is_empty() {
-            "<none>".to_owned()
-        } else {
-            flags.join(",")
-        }
-    )
-}
-
 /// `bpf ipcache list`.
 pub fn ipcache_list(maps: &Maps) -> Result<Rows, DatapathError> {
     let mut entries = maps.ipcache.entries()?;
@@ -201,65 +159,6 @@ pub fn ipcache_list(maps: &Maps) -> Result<Rows, DatapathError> {
         .into_iter()
         .map(|(ip, len, v)| (format!("{ip}/{len}"), vec![ipcache_value(&v)]))
         .collect())
-}
-
-/// A conntrack key as Cilium dumps it (reversed, as `bpf ct list` does: the tuple is stored
-/// with the addresses of the reply direction).
-pub fn ct_key(k: &Ipv4CtTuple) -> String {
-    let dir = if k.flags & 1 != 0 { "IN" } else { "OUT" };
-    let mut s = format!(
-        "{} {dir} {}:{} -> {}:{} ",
-        proto_name(k.nexthdr),
-        Ipv4Addr::from(k.saddr),
-        u16::from_be(k.sport),
-        Ipv4Addr::from(k.daddr),
-        u16::from_be(k.dport)
-    );
-    if k.flags & 2 != 0 {
-        s.push_str("related ");
-    }
-    if k.flags & 4 != 0 {
-        s.push_str("service ");
-    }
-    s
-}
-
-/// A conntrack entry as Cilium prints it (newest format).
-pub fn ct_value(e: &CtEntry) -> String {
-    let names = [
-        (1u16, "RxClosing"),
-        (2, "TxClosing"),
-        (4, "Nat64"),
-        (8, "LBLoopback"),
-        (16, "SeenNonSyn"),
-        (32, "NodePort"),
-        (64, "ProxyRedirect"),
-        (128, "DSR"),
-    ];
-    let set: Vec<&str> = names
-        .iter()
-        .filter(|(bit, _)| e.flags & bit != 0)
-        .map(|(_, n)| *n)
-        .collect();
-    format!(
-        "expires={} Packets={} Bytes={} RxFlagsSeen={:#04x} LastRxReport={} TxFlagsSeen={:#04x} LastTxReport={} Flags={:#06x} {} RevNAT={} SourceSecurityID={} BackendID={} ",
-        e.lifetime,
-        e.packets,
-        e.bytes,
-        e.rx_flags_seen,
-        e.last_rx_report,
-        e.tx_flags_seen,
-        e.last_tx_report,
-        e.flags,
-        if set.is_empty() {
-            "[ ]".to_owned()
-        } else {
-            format!("[ {} ]", set.join(" "))
-        },
-        e.rev_nat_index,
-        e.src_sec_id,
-        e.backend_id
-    )
 }
 
 /// `bpf ct list global`: one line per entry, TCP map then the other protocols.
@@ -275,20 +174,6 @@ pub fn ct_list(maps: &Maps) -> Result<Vec<String>, DatapathError> {
         );
     }
     Ok(out)
-}
-
-/// A NAT entry as Cilium prints it.
-pub fn nat_line(k: &Ipv4CtTuple, v: &Ipv4NatEntry, now_secs: u64) -> String {
-    let ingress = k.flags & 1 != 0;
-    format!(
-        "{}{} {}:{} Created={}sec ago NeedsCT={}",
-        ct_key(k),
-        if ingress { "XLATE_DST" } else { "XLATE_SRC" },
-        Ipv4Addr::from(v.to_addr),
-        u16::from_be(v.to_port),
-        now_secs.saturating_sub(v.created),
-        v.needs_ct
-    )
 }
 
 /// `bpf nat list`.
@@ -367,50 +252,6 @@ mod tests {
         assert_eq!(
             rows_json(&rows)["10.96.0.10:53/UDP (1)"][0],
             "10.244.0.104:53/UDP (3) (1)"
-        );
-    }
-
-    #[test]
-    fn values_as_cilium_prints_them() {
-        let v = RemoteEndpointInfo {
-            sec_identity: 14584,
-            tunnel_endpoint: [172, 18, 0, 3, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
-            flags: 2,
-            ..RemoteEndpointInfo::default()
-        };
-        assert_eq!(
-            ipcache_value(&v),
-            "identity=14584 encryptkey=0 tunnelendpoint=172.18.0.3 flags=hastunnel"
-        );
-        let k = Ipv4CtTuple {
-            daddr: [10, 0, 0, 2],
-            saddr: [10, 0, 0, 1],
-            dport: 80u16.to_be(),
-            sport: 40000u16.to_be(),
-            nexthdr: 6,
-            flags: 0,
-        };
-        let e = CtEntry {
-            lifetime: 19466,
-            flags: 16,
-            rx_flags_seen: 0x18,
-            tx_flags_seen: 0x1a,
-            ..CtEntry::default()
-        };
-        assert_eq!(
-            format!("{}{}", ct_key(&k), ct_value(&e)),
-            "TCP OUT 10.0.0.1:40000 -> 10.0.0.2:80 expires=19466 Packets=0 Bytes=0 RxFlagsSeen=0x18 LastRxReport=0 TxFlagsSeen=0x1a LastTxReport=0 Flags=0x0010 [ SeenNonSyn ] RevNAT=0 SourceSecurityID=0 BackendID=0 "
-        );
-        let n = Ipv4NatEntry {
-            created: 100,
-            needs_ct: 1,
-            to_addr: [192, 168, 10, 200],
-            to_port: 41532u16.to_be(),
-            ..Ipv4NatEntry::default()
-        };
-        assert_eq!(
-            nat_line(&k, &n, 112),
-            "TCP OUT 10.0.0.1:40000 -> 10.0.0.2:80 XLATE_SRC 192.168.10.200:41532 Created=12sec ago NeedsCT=1"
         );
     }
 }

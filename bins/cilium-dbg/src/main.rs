@@ -94,6 +94,11 @@ enum Top {
         #[command(subcommand)]
         command: ListOnly,
     },
+    /// The datapath's maps, through the agent.
+    Map {
+        #[command(subcommand)]
+        command: MapCmd,
+    },
     /// Direct access to the datapath's BPF maps.
     Bpf {
         #[command(subcommand)]
@@ -135,6 +140,22 @@ enum ServiceCmd {
     Delete {
         /// Service id.
         id: u16,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum MapCmd {
+    /// List the maps with their entry counts.
+    List {
+        #[command(flatten)]
+        out: OutputArg,
+    },
+    /// One map's entries.
+    Get {
+        /// The map's name, e.g. `cilium_lxc`.
+        name: String,
+        #[command(flatten)]
+        out: OutputArg,
     },
 }
 
@@ -385,6 +406,31 @@ fn run(cli: Cli) -> Result<String, String> {
                     api.call("DELETE", &format!("/service/{id}"), None)
                         .map_err(|e| e.0)?;
                     Ok(format!("Service {id} deleted\n"))
+                }
+            };
+        }
+        Top::Map { command } => {
+            return match command {
+                MapCmd::List { out } => {
+                    let list = api.call("GET", "/map", None).map_err(|e| e.0)?;
+                    Ok(match out.output {
+                        Some(Output::Json) => format!("{list:#}\n"),
+                        None => agent::grid(
+                            &["Name", "Num entries", "Num errors", "Cache enabled"],
+                            &agent::map_rows(&list),
+                        ),
+                    })
+                }
+                MapCmd::Get { name, out } => {
+                    let map = api
+                        .call("GET", &format!("/map/{name}"), None)
+                        .map_err(|e| e.0)?;
+                    let rows = agent::map_entry_rows(&map);
+                    Ok(match out.output {
+                        Some(Output::Json) => format!("{map:#}\n"),
+                        None if rows.is_empty() => "No entries found.\n".to_owned(),
+                        None => agent::grid(&["Key", "Value", "State", "Error"], &rows),
+                    })
                 }
             };
         }
