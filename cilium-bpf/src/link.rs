@@ -15,7 +15,9 @@ use std::net::Ipv4Addr;
 use std::os::fd::{AsFd, AsRawFd};
 
 use futures_util::TryStreamExt;
-use rtnetlink::packet_route::link::{LinkAttribute, LinkMessage};
+use rtnetlink::packet_route::link::{
+    InfoData, InfoVeth, LinkAttribute, LinkInfo as NlLinkInfo, LinkMessage,
+};
 use rtnetlink::packet_route::route::RouteScope;
 use rtnetlink::{Handle, LinkUnspec, LinkVeth, RouteMessageBuilder};
 
@@ -190,6 +192,52 @@ impl Netlink {
             .execute()
             .await
             .map_err(kernel(format!("creating veth {name}")))
+    }
+
+    /// Creates a veth pair whose peer is born in the network namespace `netns` under its
+    /// final name: no move between namespaces (a move waits for the kernel to quiesce the
+    /// device, tens of milliseconds), no rename. Both ends are down; MTU 0: the default.
+    pub async fn add_veth_into(
+        &self,
+        name: &str,
+        peer: &str,
+        netns: &File,
+        mtu: u32,
+    ) -> Result<(), LinkError> {
+        let mut builder = LinkVeth::new(name, peer);
+        let mut peer_builder = LinkUnspec::new_with_name(peer).setns_by_fd(netns.as_raw_fd());
+        if mtu > 0 {
+            builder = builder.mtu(mtu);
+            peer_builder = peer_builder.mtu(mtu);
+        }
+        let mut msg = builder.build();
+        let peer_msg = peer_builder.build();
+        let mut placed = false;
+        for attr in &mut msg.attributes {
+            if let LinkAttribute::LinkInfo(infos) = attr {
+                for info in infos {
+                    if let NlLinkInfo::Data(InfoData::Veth(InfoVeth::Peer(p))) = info {
+                        *p = peer_msg.clone();
+                        placed = true;
+                    }
+                }
+            }
+        }
+        if !placed {
+            return Err(LinkError::Kernel {
+                action: format!("creating veth {name}"),
+                errno: libc::EINVAL,
+                message: "the veth message has no peer to place".into(),
+            });
+        }
+        self.handle
+            .link()
+            .add(msg)
+            .execute()
+            .await
+            .map_err(kernel(format!(
+                "creating veth {name} with {peer} in the pod"
+            )))
     }
 
     /// Moves a device into the network namespace `netns`.
@@ -377,20 +425,16 @@ pub async fn setup_endpoint_veth(
             });
         }
     }
-    // The peer's temporary name is unique per host device, so concurrent ADDs never clash.
-    let tmp = format!("tmp{}", &host_name[host_name.len().saturating_sub(12)..]);
-    host.add_veth(host_name, &tmp, mtu).await?;
+    host.add_veth_into(host_name, ifname, netns, mtu).await?;
     let result = async {
-        let peer = host.require(&tmp).await?;
-        host.move_to(peer.index, netns).await?;
-        let moved = pod.require(&tmp).await?;
-        pod.rename_up(moved.index, ifname, mtu).await?;
+        let peer = pod.require(ifname).await?;
+        pod.up(peer.index).await?;
         if let Some(lo) = pod.get("lo").await? {
             pod.up(lo.index).await?;
         }
-        pod.add_address(moved.index, ip, 32).await?;
-        pod.route_dev(router, 32, moved.index).await?;
-        pod.route_via(Ipv4Addr::UNSPECIFIED, 0, router, moved.index)
+        pod.add_address(peer.index, ip, 32).await?;
+        pod.route_dev(router, 32, peer.index).await?;
+        pod.route_via(Ipv4Addr::UNSPECIFIED, 0, router, peer.index)
             .await?;
         let container = pod.require(ifname).await?;
         let host_link = host.require(host_name).await?;
@@ -402,8 +446,9 @@ pub async fn setup_endpoint_veth(
     }
     .await;
     if result.is_err() {
+        // Deleting either end removes both.
         let _ = host.delete_by_name(host_name).await;
-        let _ = pod.delete_by_name(&tmp).await;
+        let _ = pod.delete_by_name(ifname).await;
     }
     result
 }

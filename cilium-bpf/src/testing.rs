@@ -1,8 +1,59 @@
 // SPDX-License-Identifier: Apache-2.0
 
-//! Packets for tests and benchmarks (`BPF_PROG_TEST_RUN` inputs).
+//! Helpers for tests and benchmarks: packets (`BPF_PROG_TEST_RUN` inputs), commands, and
+//! threads inside network namespaces. The privileged tests of every crate use these, so a
+//! test that needs root says "skipped: needs root" the same way everywhere.
 
 use std::net::Ipv4Addr;
+use std::os::fd::AsRawFd;
+use std::process::Command;
+
+/// True when running as root; otherwise prints `<test>: skipped: needs root`.
+pub fn is_root_or_skip(test: &str) -> bool {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let root = unsafe { libc::geteuid() } == 0;
+    if !root {
+        eprintln!("{test}: skipped: needs root");
+    }
+    root
+}
+
+/// Runs a command, panicking with its output when it fails; returns its stdout.
+#[track_caller]
+pub fn run(args: &[&str]) -> String {
+    let out = Command::new(args[0])
+        .args(&args[1..])
+        .output()
+        .unwrap_or_else(|e| panic!("running {args:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{args:?} failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Starts `f` on a new thread that has entered the network namespace `/run/netns/<ns>`.
+pub fn spawn_in_netns<T: Send + 'static>(
+    ns: &str,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> std::thread::JoinHandle<T> {
+    let path = format!("/run/netns/{ns}");
+    std::thread::spawn(move || {
+        let file = std::fs::File::open(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+        // SAFETY: `file` is an open network namespace file that outlives the call; setns
+        // only changes this thread's namespace.
+        let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
+        assert_eq!(rc, 0, "setns {path}: {}", std::io::Error::last_os_error());
+        f()
+    })
+}
+
+/// Runs `f` on a thread inside the network namespace `/run/netns/<ns>` and waits for it.
+pub fn in_netns<T: Send + 'static>(ns: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
+    spawn_in_netns(ns, f).join().expect("netns thread panicked")
+}
 
 /// An Ethernet + IPv4 + TCP packet (no payload, IPv4 checksum set), as a pod would send it.
 pub fn ipv4_tcp_packet(src: Ipv4Addr, dst: Ipv4Addr, sport: u16, dport: u16, flags: u8) -> Vec<u8> {

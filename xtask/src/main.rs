@@ -141,11 +141,25 @@ fn doc(root: &Path) -> Result<(), String> {
 }
 
 fn bench(root: &Path, filter: Option<&str>) -> Result<(), String> {
+    // The pod-creation bench runs the real binaries, built like the benches (release).
+    cargo(
+        root,
+        &[
+            "build",
+            "--release",
+            "-p",
+            "cilium-agent",
+            "-p",
+            "cilium-cni",
+        ],
+    )?;
+    let bins = root.join("target").join("release");
+    let bins = bins.to_str().ok_or("non-UTF-8 path")?;
     let mut args = vec!["bench", "-p", "cilium-benches", "--"];
     if let Some(f) = filter {
         args.push(f);
     }
-    cargo(root, &args)?;
+    cargo_env(root, &args, &[("CRS_BIN_DIR", bins)])?;
     let dir = root.join("target").join("criterion");
     let mut groups: Vec<_> = std::fs::read_dir(&dir)
         .map_err(|e| format!("{}: {e}", dir.display()))?

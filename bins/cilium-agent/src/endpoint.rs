@@ -76,6 +76,10 @@ pub struct EndpointChangeRequest {
     /// Extra labels (`source:key=value`).
     #[serde(default)]
     pub labels: Vec<String>,
+    /// The container interface's MAC (`aa:bb:cc:dd:ee:ff`), as the CNI set it up; when
+    /// absent the agent reads it from the pod's namespace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mac: Option<String>,
 }
 
 /// What the agent keeps about an endpoint, and persists in `<state-dir>/endpoints/<id>.json`.

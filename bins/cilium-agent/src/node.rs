@@ -495,6 +495,7 @@ impl Node {
         let labels = self
             .pod_labels(&req.k8s_namespace, &req.k8s_pod_name, &req.labels)
             .await?;
+        let t_labels = started.elapsed();
         let nl = Netlink::open().map_err(internal("netlink"))?;
         let host = nl
             .get(&req.interface_name)
@@ -506,7 +507,9 @@ impl Node {
                     req.interface_name
                 ))
             })?;
+        let t_link = started.elapsed();
         let mut st = self.state.lock().await;
+        let t_locked = started.elapsed();
         if st.dp.is_none() {
             return Err(ApiError::unavailable(
                 "this agent runs without a datapath: endpoints cannot be created",
@@ -564,9 +567,13 @@ impl Node {
             state: EndpointState::WaitingForIdentity,
             regenerations: 0,
         };
-        ep.mac = pod_mac(&req.netns, &req.container_interface_name)
-            .await
-            .unwrap_or(host.mac);
+        ep.mac = match req.mac.as_deref().and_then(parse_mac) {
+            Some(mac) => mac,
+            None => pod_mac(&req.netns, &req.container_interface_name)
+                .await
+                .unwrap_or(host.mac),
+        };
+        let t_mac = started.elapsed();
         let result = self.bring_up(&mut st, &mut ep, &labels, &nl).await;
         if let Err(e) = result {
             st.ids.put(idx);
@@ -580,9 +587,21 @@ impl Node {
             .policy(ep.id)
             .map_or((false, false), |p| (p.ingress_enforced, p.egress_enforced));
         drop(st);
-        self.metrics
-            .regeneration_time
-            .observe(started.elapsed().as_secs_f64());
+        let total = started.elapsed();
+        self.metrics.regeneration_time.observe(total.as_secs_f64());
+        let ms = |d: std::time::Duration| d.as_secs_f64() * 1e3;
+        eprintln!(
+            "level=info msg=\"endpoint ready\" endpoint={} ipv4={} identity={} total-ms={:.2} labels-ms={:.2} link-ms={:.2} lock-wait-ms={:.2} mac-ms={:.2} bring-up-ms={:.2}",
+            ep.id,
+            ep.ipv4,
+            ep.identity,
+            ms(total),
+            ms(t_labels),
+            ms(t_link - t_labels),
+            ms(t_locked - t_link),
+            ms(t_mac - t_locked),
+            ms(total - t_mac),
+        );
         Ok((ep, enforced))
     }
 
@@ -1337,6 +1356,16 @@ fn find_in<'a>(
 }
 
 /// The MAC of `ifname` inside the pod's namespace.
+/// `aa:bb:cc:dd:ee:ff`.
+fn parse_mac(s: &str) -> Option<[u8; 6]> {
+    let mut out = [0u8; 6];
+    let mut parts = s.split(':');
+    for b in &mut out {
+        *b = u8::from_str_radix(parts.next()?, 16).ok()?;
+    }
+    parts.next().is_none().then_some(out)
+}
+
 async fn pod_mac(netns: &str, ifname: &str) -> Option<[u8; 6]> {
     let file = std::fs::File::open(netns).ok()?;
     let nl = Netlink::open_in(&file).ok()?;

@@ -160,8 +160,15 @@ fn add(env: &CniEnv, conf: &NetConf, client: &Client) -> Result<Value, CniError>
             return Err(link_err("setting up the pod's interface", &e));
         }
     };
+    let mac = |m: [u8; 6]| {
+        m.iter()
+            .map(|b| format!("{b:02x}"))
+            .collect::<Vec<_>>()
+            .join(":")
+    };
     let request = json!({
         "addressing": {"ipv4": ip.to_string()},
+        "mac": mac(link.container.mac),
         "container-id": container,
         "container-interface-name": ifname,
         "interface-name": host_name,
@@ -179,12 +186,6 @@ fn add(env: &CniEnv, conf: &NetConf, client: &Client) -> Result<Value, CniError>
         release();
         return Err(agent_err(&e));
     }
-    let mac = |m: [u8; 6]| {
-        m.iter()
-            .map(|b| format!("{b:02x}"))
-            .collect::<Vec<_>>()
-            .join(":")
-    };
     let result = CniResult {
         interfaces: vec![
             Interface {
