@@ -305,6 +305,11 @@ impl Node {
                 c
             },
         );
+        if options.datapath && !config.enable_endpoint_routes {
+            eprintln!(
+                "level=warning msg=\"enable-endpoint-routes=false is not supported: each endpoint gets its /32 route to its lxc device, as with true\""
+            );
+        }
         let lb_config = lb_config(config, &name, options.datapath)?;
         let dp = if options.datapath {
             Some(Self::load_datapath(config, ipv4, router, cidr, &lb_config).await?)
