@@ -30,14 +30,18 @@
 //! # }
 //! ```
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::fs::{File, OpenOptions};
 use std::io::{BufRead, BufReader, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
+use std::task::{Poll, Waker};
 
 use base64::Engine;
 use serde::{Deserialize, Serialize};
+
+#[cfg(feature = "etcd")]
+pub mod etcd;
 
 /// A store failure.
 #[derive(Debug, thiserror::Error)]
@@ -63,11 +67,63 @@ pub enum KvError {
     /// A key that is empty or not a clean path.
     #[error("invalid key {0:?}: keys are non-empty paths without empty segments")]
     InvalidKey(String),
+    /// The store cannot be reached (etcd down or unreachable); nothing was changed, or the
+    /// outcome is unknown for a write that timed out.
+    #[error("kvstore unavailable: {0}")]
+    Unavailable(String),
+    /// A watch asked for changes the store no longer keeps: list again and watch from the
+    /// list's revision.
+    #[error("kvstore: changes since revision {revision} were compacted away")]
+    Compacted {
+        /// The first revision still available.
+        revision: u64,
+    },
+}
+
+/// A key and its value.
+pub type KeyValue = (String, Vec<u8>);
+
+/// Keys and values under a prefix, and the store's revision when they were read.
+pub type Listing = (Vec<KeyValue>, u64);
+
+/// What a watch reports.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EventKind {
+    /// The key was created or changed to this value.
+    Put(Vec<u8>),
+    /// The key was deleted (or its session ended).
+    Delete,
+}
+
+/// One change to a key, with the store revision that made it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WatchEvent {
+    /// The store's revision of the change (increasing).
+    pub revision: u64,
+    /// The key.
+    pub key: String,
+    /// What happened.
+    pub kind: EventKind,
+}
+
+/// A stream of changes under a key prefix, from [`KvStore::watch_prefix`].
+pub trait KvWatch: Send {
+    /// The next change, waiting until there is one. [`KvError::Compacted`] means changes
+    /// were lost: list again and watch from the list's revision. A networked backend
+    /// reconnects by itself and resumes after the last change it delivered.
+    fn next(&mut self) -> impl Future<Output = Result<WatchEvent, KvError>> + Send;
 }
 
 /// A key-value store with Cilium's kvstore operations. Futures of local backends are ready
-/// at once; networked ones (etcd) fit the same signatures.
+/// at once (except a watch waiting for a change); networked ones (etcd) fit the same
+/// signatures.
+///
+/// Keys written with the `_ephemeral` calls belong to this client's session (Cilium's
+/// session lease): they disappear when the session ends, when the process dies and its
+/// lease expires (etcd), or when the store is next opened (embedded store).
 pub trait KvStore: Send + Sync {
+    /// The watch type.
+    type Watch: KvWatch;
     /// The value of a key.
     fn get(&self, key: &str) -> impl Future<Output = Result<Option<Vec<u8>>, KvError>> + Send;
     /// Sets a key.
@@ -78,17 +134,56 @@ pub trait KvStore: Send + Sync {
         key: &str,
         value: &[u8],
     ) -> impl Future<Output = Result<bool, KvError>> + Send;
+    /// Sets a key only if its value is `old`; returns whether it was set.
+    fn compare_and_swap(
+        &self,
+        key: &str,
+        old: &[u8],
+        new: &[u8],
+    ) -> impl Future<Output = Result<bool, KvError>> + Send;
     /// Deletes a key; returns whether it existed.
     fn delete(&self, key: &str) -> impl Future<Output = Result<bool, KvError>> + Send;
+    /// Deletes a key only if its value is `old`; returns whether it did.
+    fn delete_if(
+        &self,
+        key: &str,
+        old: &[u8],
+    ) -> impl Future<Output = Result<bool, KvError>> + Send;
+    /// Sets a key that lives as long as this client's session.
+    fn put_ephemeral(
+        &self,
+        key: &str,
+        value: &[u8],
+    ) -> impl Future<Output = Result<(), KvError>> + Send;
+    /// Creates a key that lives as long as this client's session, only if it does not
+    /// exist (a lock); returns whether it was created.
+    fn create_only_ephemeral(
+        &self,
+        key: &str,
+        value: &[u8],
+    ) -> impl Future<Output = Result<bool, KvError>> + Send;
     /// Every key under a prefix, in key order.
     fn list_prefix(
         &self,
         prefix: &str,
-    ) -> impl Future<Output = Result<Vec<(String, Vec<u8>)>, KvError>> + Send;
+    ) -> impl Future<Output = Result<Vec<KeyValue>, KvError>> + Send;
+    /// Every key under a prefix, in key order, and the store's revision at that moment
+    /// (watch from it to miss nothing).
+    fn list_prefix_revision(
+        &self,
+        prefix: &str,
+    ) -> impl Future<Output = Result<Listing, KvError>> + Send;
+    /// Changes under a prefix made after `after_revision` (0: from now on).
+    fn watch_prefix(
+        &self,
+        prefix: &str,
+        after_revision: u64,
+    ) -> impl Future<Output = Result<Self::Watch, KvError>> + Send;
 }
 
 /// A shared store is a store: the agent hands one store to several users.
-impl<T: KvStore> KvStore for std::sync::Arc<T> {
+impl<T: KvStore> KvStore for Arc<T> {
+    type Watch = T::Watch;
     fn get(&self, key: &str) -> impl Future<Output = Result<Option<Vec<u8>>, KvError>> + Send {
         (**self).get(key)
     }
@@ -102,18 +197,61 @@ impl<T: KvStore> KvStore for std::sync::Arc<T> {
     ) -> impl Future<Output = Result<bool, KvError>> + Send {
         (**self).create_only(key, value)
     }
+    fn compare_and_swap(
+        &self,
+        key: &str,
+        old: &[u8],
+        new: &[u8],
+    ) -> impl Future<Output = Result<bool, KvError>> + Send {
+        (**self).compare_and_swap(key, old, new)
+    }
     fn delete(&self, key: &str) -> impl Future<Output = Result<bool, KvError>> + Send {
         (**self).delete(key)
+    }
+    fn delete_if(
+        &self,
+        key: &str,
+        old: &[u8],
+    ) -> impl Future<Output = Result<bool, KvError>> + Send {
+        (**self).delete_if(key, old)
+    }
+    fn put_ephemeral(
+        &self,
+        key: &str,
+        value: &[u8],
+    ) -> impl Future<Output = Result<(), KvError>> + Send {
+        (**self).put_ephemeral(key, value)
+    }
+    fn create_only_ephemeral(
+        &self,
+        key: &str,
+        value: &[u8],
+    ) -> impl Future<Output = Result<bool, KvError>> + Send {
+        (**self).create_only_ephemeral(key, value)
     }
     fn list_prefix(
         &self,
         prefix: &str,
-    ) -> impl Future<Output = Result<Vec<(String, Vec<u8>)>, KvError>> + Send {
+    ) -> impl Future<Output = Result<Vec<KeyValue>, KvError>> + Send {
         (**self).list_prefix(prefix)
+    }
+    fn list_prefix_revision(
+        &self,
+        prefix: &str,
+    ) -> impl Future<Output = Result<Listing, KvError>> + Send {
+        (**self).list_prefix_revision(prefix)
+    }
+    fn watch_prefix(
+        &self,
+        prefix: &str,
+        after_revision: u64,
+    ) -> impl Future<Output = Result<Self::Watch, KvError>> + Send {
+        (**self).watch_prefix(prefix, after_revision)
     }
 }
 
-fn check_key(key: &str) -> Result<(), KvError> {
+/// Checks a key: a non-empty `/`-separated path without empty segments.
+pub fn check_key(key: &str) -> Result<(), KvError> {
     if key.is_empty() || key.split('/').any(str::is_empty) {
         return Err(KvError::InvalidKey(key.to_owned()));
     }
@@ -129,14 +267,18 @@ struct Record {
     /// Base64 of the value (puts only).
     #[serde(default, skip_serializing_if = "String::is_empty")]
     value: String,
+    /// The key belongs to the session that wrote it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    ephemeral: bool,
 }
 
 impl Record {
-    fn put(key: &str, value: &[u8]) -> Self {
+    fn put(key: &str, value: &[u8], ephemeral: bool) -> Self {
         Record {
             op: "put".into(),
             key: key.to_owned(),
             value: B64.encode(value),
+            ephemeral,
         }
     }
 
@@ -145,6 +287,7 @@ impl Record {
             op: "del".into(),
             key: key.to_owned(),
             value: String::new(),
+            ephemeral: false,
         }
     }
 
@@ -159,27 +302,51 @@ impl Record {
     }
 }
 
+/// A value and whether it belongs to the session.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Entry {
+    value: Vec<u8>,
+    ephemeral: bool,
+}
+
+/// How many changes a `FileStore` keeps for watches that fall behind.
+const HISTORY: usize = 4096;
+
 #[derive(Debug)]
 struct Inner {
     file: File,
-    data: BTreeMap<String, Vec<u8>>,
+    data: BTreeMap<String, Entry>,
     /// Records in the log (live or not).
     records: usize,
+    /// The revision of the last change since the store was opened.
+    revision: u64,
+    /// The last changes, oldest first.
+    history: VecDeque<WatchEvent>,
+    /// Watches waiting for a change.
+    waiting: Vec<Waker>,
 }
 
-/// The embedded durable store: an fsynced append-only log in one file.
+/// The embedded durable store: an fsynced append-only log in one file. Revisions count
+/// the changes since the store was opened (watches live in the same process).
 #[derive(Debug)]
 pub struct FileStore {
     path: PathBuf,
-    inner: Mutex<Inner>,
+    inner: Arc<Mutex<Inner>>,
 }
 
 const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
 
+fn lock(inner: &Mutex<Inner>) -> std::sync::MutexGuard<'_, Inner> {
+    // A panic while holding the lock cannot leave the map and log inconsistent (the map
+    // changes only after the log write succeeded), so a poisoned lock is still usable.
+    inner.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 impl FileStore {
     /// Opens (or creates) the store at `path`, replaying its log. A torn last record (no
     /// newline: its write never returned) is dropped; any complete record that is not valid
-    /// is an error, and nothing is changed.
+    /// is an error, and nothing is changed. Session keys of the previous owner are deleted:
+    /// its session is over.
     pub fn open(path: impl Into<PathBuf>) -> Result<Self, KvError> {
         let path = path.into();
         let io = |source| KvError::Io {
@@ -238,14 +405,30 @@ impl FileStore {
             file.sync_all().map_err(io)?;
         }
         file.seek(SeekFrom::End(0)).map_err(io)?;
-        Ok(FileStore {
+        let store = FileStore {
             path,
-            inner: Mutex::new(Inner {
+            inner: Arc::new(Mutex::new(Inner {
                 file,
                 data,
                 records,
-            }),
-        })
+                revision: 0,
+                history: VecDeque::new(),
+                waiting: Vec::new(),
+            })),
+        };
+        {
+            let mut inner = lock(&store.inner);
+            let stale: Vec<String> = inner
+                .data
+                .iter()
+                .filter(|(_, e)| e.ephemeral)
+                .map(|(k, _)| k.clone())
+                .collect();
+            for key in stale {
+                store.write(&mut inner, Record::del(&key))?;
+            }
+        }
+        Ok(store)
     }
 
     /// The file the store lives in.
@@ -255,18 +438,12 @@ impl FileStore {
 
     /// How many keys the store holds.
     pub fn len(&self) -> usize {
-        self.lock().data.len()
+        lock(&self.inner).data.len()
     }
 
     /// Whether the store is empty.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
-        // A panic while holding the lock cannot leave the map and log inconsistent (the map
-        // changes only after the log write succeeded), so a poisoned lock is still usable.
-        self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     fn io(&self) -> impl Fn(std::io::Error) -> KvError + '_ {
@@ -276,13 +453,31 @@ impl FileStore {
         }
     }
 
-    /// Appends one record and syncs it, then applies it to the map.
+    /// Appends one record and syncs it, then applies it to the map and tells the watches.
     fn write(&self, inner: &mut Inner, record: Record) -> Result<(), KvError> {
         let line = record.line(&self.path)?;
         inner.file.write_all(&line).map_err(self.io())?;
         inner.file.sync_data().map_err(self.io())?;
         inner.records += 1;
+        inner.revision += 1;
+        let kind = if record.op == "put" {
+            EventKind::Put(B64.decode(&record.value).unwrap_or_default())
+        } else {
+            EventKind::Delete
+        };
+        let event = WatchEvent {
+            revision: inner.revision,
+            key: record.key.clone(),
+            kind,
+        };
         let _ = apply(&mut inner.data, record);
+        if inner.history.len() == HISTORY {
+            inner.history.pop_front();
+        }
+        inner.history.push_back(event);
+        for w in inner.waiting.drain(..) {
+            w.wake();
+        }
         if inner.records > 64 && inner.records > 4 * inner.data.len() {
             self.compact(inner)?;
         }
@@ -293,8 +488,8 @@ impl FileStore {
     fn compact(&self, inner: &mut Inner) -> Result<(), KvError> {
         let tmp = self.path.with_extension("compact");
         let mut out = File::create(&tmp).map_err(self.io())?;
-        for (key, value) in &inner.data {
-            let line = Record::put(key, value).line(&self.path)?;
+        for (key, entry) in &inner.data {
+            let line = Record::put(key, &entry.value, entry.ephemeral).line(&self.path)?;
             out.write_all(&line).map_err(self.io())?;
         }
         out.sync_all().map_err(self.io())?;
@@ -314,14 +509,68 @@ impl FileStore {
         inner.records = inner.data.len();
         Ok(())
     }
+
+    /// Sets `key` when `allowed(current)` says so; returns whether it did.
+    fn put_when(
+        &self,
+        key: &str,
+        value: &[u8],
+        ephemeral: bool,
+        allowed: impl FnOnce(Option<&Entry>) -> bool,
+    ) -> Result<bool, KvError> {
+        check_key(key)?;
+        let mut inner = lock(&self.inner);
+        let current = inner.data.get(key);
+        if !allowed(current) {
+            return Ok(false);
+        }
+        let same = Entry {
+            value: value.to_vec(),
+            ephemeral,
+        };
+        if current == Some(&same) {
+            return Ok(true);
+        }
+        self.write(&mut inner, Record::put(key, value, ephemeral))?;
+        Ok(true)
+    }
+
+    /// Deletes `key` when it exists and `allowed(value)` says so; returns whether it did.
+    fn delete_when(&self, key: &str, allowed: impl FnOnce(&[u8]) -> bool) -> Result<bool, KvError> {
+        check_key(key)?;
+        let mut inner = lock(&self.inner);
+        match inner.data.get(key) {
+            Some(e) if allowed(&e.value) => {}
+            _ => return Ok(false),
+        }
+        self.write(&mut inner, Record::del(key))?;
+        Ok(true)
+    }
+
+    fn list(&self, prefix: &str) -> Listing {
+        let inner = lock(&self.inner);
+        let items = inner
+            .data
+            .range(prefix.to_owned()..)
+            .take_while(|(k, _)| k.starts_with(prefix))
+            .map(|(k, e)| (k.clone(), e.value.clone()))
+            .collect();
+        (items, inner.revision)
+    }
 }
 
-fn apply(data: &mut BTreeMap<String, Vec<u8>>, r: Record) -> Result<(), String> {
+fn apply(data: &mut BTreeMap<String, Entry>, r: Record) -> Result<(), String> {
     check_key(&r.key).map_err(|e| e.to_string())?;
     match r.op.as_str() {
         "put" => {
             let value = B64.decode(&r.value).map_err(|e| e.to_string())?;
-            data.insert(r.key, value);
+            data.insert(
+                r.key,
+                Entry {
+                    value,
+                    ephemeral: r.ephemeral,
+                },
+            );
         }
         "del" => {
             data.remove(&r.key);
@@ -332,48 +581,102 @@ fn apply(data: &mut BTreeMap<String, Vec<u8>>, r: Record) -> Result<(), String> 
 }
 
 impl KvStore for FileStore {
+    type Watch = FileWatch;
+
     async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, KvError> {
         check_key(key)?;
-        Ok(self.lock().data.get(key).cloned())
+        Ok(lock(&self.inner).data.get(key).map(|e| e.value.clone()))
     }
 
     async fn put(&self, key: &str, value: &[u8]) -> Result<(), KvError> {
-        check_key(key)?;
-        let mut inner = self.lock();
-        if inner.data.get(key).is_some_and(|v| v == value) {
-            return Ok(());
-        }
-        self.write(&mut inner, Record::put(key, value))
+        self.put_when(key, value, false, |_| true).map(|_| ())
     }
 
     async fn create_only(&self, key: &str, value: &[u8]) -> Result<bool, KvError> {
-        check_key(key)?;
-        let mut inner = self.lock();
-        if inner.data.contains_key(key) {
-            return Ok(false);
-        }
-        self.write(&mut inner, Record::put(key, value))?;
-        Ok(true)
+        self.put_when(key, value, false, |cur| cur.is_none())
+    }
+
+    async fn compare_and_swap(&self, key: &str, old: &[u8], new: &[u8]) -> Result<bool, KvError> {
+        self.put_when(key, new, false, |cur| cur.is_some_and(|e| e.value == old))
     }
 
     async fn delete(&self, key: &str) -> Result<bool, KvError> {
-        check_key(key)?;
-        let mut inner = self.lock();
-        if !inner.data.contains_key(key) {
-            return Ok(false);
-        }
-        self.write(&mut inner, Record::del(key))?;
-        Ok(true)
+        self.delete_when(key, |_| true)
     }
 
-    async fn list_prefix(&self, prefix: &str) -> Result<Vec<(String, Vec<u8>)>, KvError> {
-        Ok(self
-            .lock()
-            .data
-            .range(prefix.to_owned()..)
-            .take_while(|(k, _)| k.starts_with(prefix))
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect())
+    async fn delete_if(&self, key: &str, old: &[u8]) -> Result<bool, KvError> {
+        self.delete_when(key, |v| v == old)
+    }
+
+    async fn put_ephemeral(&self, key: &str, value: &[u8]) -> Result<(), KvError> {
+        self.put_when(key, value, true, |_| true).map(|_| ())
+    }
+
+    async fn create_only_ephemeral(&self, key: &str, value: &[u8]) -> Result<bool, KvError> {
+        self.put_when(key, value, true, |cur| cur.is_none())
+    }
+
+    async fn list_prefix(&self, prefix: &str) -> Result<Vec<KeyValue>, KvError> {
+        Ok(self.list(prefix).0)
+    }
+
+    async fn list_prefix_revision(&self, prefix: &str) -> Result<Listing, KvError> {
+        Ok(self.list(prefix))
+    }
+
+    async fn watch_prefix(&self, prefix: &str, after_revision: u64) -> Result<FileWatch, KvError> {
+        let now = lock(&self.inner).revision;
+        Ok(FileWatch {
+            inner: self.inner.clone(),
+            prefix: prefix.to_owned(),
+            next: if after_revision == 0 {
+                now + 1
+            } else {
+                after_revision + 1
+            },
+        })
+    }
+}
+
+/// A watch on a [`FileStore`]: its changes under a prefix, in order. It sees up to the
+/// last 4096 changes of the store; a watch further behind gets [`KvError::Compacted`].
+#[derive(Debug)]
+pub struct FileWatch {
+    inner: Arc<Mutex<Inner>>,
+    prefix: String,
+    /// The first revision not yet delivered.
+    next: u64,
+}
+
+impl KvWatch for FileWatch {
+    fn next(&mut self) -> impl Future<Output = Result<WatchEvent, KvError>> + Send {
+        std::future::poll_fn(move |cx| {
+            let mut inner = lock(&self.inner);
+            if let Some(oldest) = inner.history.front().map(|e| e.revision)
+                && self.next < oldest
+                && self.next <= inner.revision
+            {
+                return Poll::Ready(Err(KvError::Compacted { revision: oldest }));
+            }
+            let found = inner
+                .history
+                .iter()
+                .find(|e| e.revision >= self.next && e.key.starts_with(&self.prefix))
+                .cloned();
+            match found {
+                Some(event) => {
+                    self.next = event.revision + 1;
+                    Poll::Ready(Ok(event))
+                }
+                None => {
+                    self.next = self.next.max(inner.revision + 1);
+                    if !inner.waiting.iter().any(|w| w.will_wake(cx.waker())) {
+                        inner.waiting.push(cx.waker().clone());
+                    }
+                    Poll::Pending
+                }
+            }
+        })
     }
 }
 
@@ -383,12 +686,12 @@ mod tests {
     use proptest::prelude::*;
 
     fn ready<T>(f: impl Future<Output = T>) -> T {
-        let waker = std::task::Waker::noop();
+        let waker = Waker::noop();
         let mut cx = std::task::Context::from_waker(waker);
         let mut f = std::pin::pin!(f);
         match f.as_mut().poll(&mut cx) {
-            std::task::Poll::Ready(v) => v,
-            std::task::Poll::Pending => panic!("FileStore futures are ready at once"),
+            Poll::Ready(v) => v,
+            Poll::Pending => panic!("FileStore futures are ready at once"),
         }
     }
 
@@ -535,6 +838,88 @@ mod tests {
             text.replacen("put", "pot", 1),
             "untouched"
         );
+    }
+
+    /// A minimal executor: polls on this thread, parks until woken.
+    fn block_on<T>(f: impl Future<Output = T>) -> T {
+        struct Unpark(std::thread::Thread);
+        impl std::task::Wake for Unpark {
+            fn wake(self: Arc<Self>) {
+                self.0.unpark();
+            }
+        }
+        let waker = Waker::from(Arc::new(Unpark(std::thread::current())));
+        let mut cx = std::task::Context::from_waker(&waker);
+        let mut f = std::pin::pin!(f);
+        loop {
+            if let Poll::Ready(v) = f.as_mut().poll(&mut cx) {
+                return v;
+            }
+            std::thread::park_timeout(std::time::Duration::from_secs(5));
+        }
+    }
+
+    #[test]
+    fn conditional_writes_and_session_keys() {
+        let dir = TempDir::new("cas");
+        let path = dir.0.join("store.log");
+        let store = FileStore::open(&path).unwrap();
+        ready(store.put("a/k", b"1")).unwrap();
+        assert!(!ready(store.compare_and_swap("a/k", b"0", b"2")).unwrap());
+        assert!(ready(store.compare_and_swap("a/k", b"1", b"2")).unwrap());
+        assert!(!ready(store.compare_and_swap("a/none", b"1", b"2")).unwrap());
+        assert!(!ready(store.delete_if("a/k", b"1")).unwrap());
+        assert!(ready(store.delete_if("a/k", b"2")).unwrap());
+        assert_eq!(ready(store.get("a/k")).unwrap(), None);
+        ready(store.put_ephemeral("a/node", b"me")).unwrap();
+        assert!(ready(store.create_only_ephemeral("a/lock", b"me")).unwrap());
+        assert!(!ready(store.create_only_ephemeral("a/lock", b"you")).unwrap());
+        ready(store.put("a/kept", b"x")).unwrap();
+        drop(store);
+        // A new owner: the old session's keys are gone, the rest stays.
+        let store = FileStore::open(&path).unwrap();
+        assert_eq!(
+            ready(store.list_prefix("a/")).unwrap(),
+            vec![("a/kept".to_owned(), b"x".to_vec())]
+        );
+    }
+
+    #[test]
+    fn watches_see_changes_after_their_revision_in_order() {
+        let dir = TempDir::new("watch");
+        let store = Arc::new(FileStore::open(dir.0.join("store.log")).unwrap());
+        ready(store.put("svc/a", b"1")).unwrap();
+        let (listed, rev) = ready(store.list_prefix_revision("svc/")).unwrap();
+        assert_eq!(listed.len(), 1);
+        let mut w = ready(store.watch_prefix("svc/", rev)).unwrap();
+        ready(store.put("other/x", b"0")).unwrap();
+        ready(store.put("svc/b", b"2")).unwrap();
+        ready(store.delete("svc/a")).unwrap();
+        let e1 = ready(w.next()).unwrap();
+        assert_eq!(
+            (e1.key.as_str(), &e1.kind),
+            ("svc/b", &EventKind::Put(b"2".to_vec()))
+        );
+        let e2 = ready(w.next()).unwrap();
+        assert_eq!((e2.key.as_str(), &e2.kind), ("svc/a", &EventKind::Delete));
+        assert!(e2.revision > e1.revision && e1.revision > rev);
+        // A watch waits for the next change, made by another thread.
+        let writer = {
+            let store = store.clone();
+            std::thread::spawn(move || {
+                std::thread::sleep(std::time::Duration::from_millis(50));
+                ready(store.put("svc/c", b"3")).unwrap();
+            })
+        };
+        let e3 = block_on(w.next()).unwrap();
+        assert_eq!(e3.key, "svc/c");
+        writer.join().unwrap();
+        // A watch from long ago has lost changes.
+        for i in 0..(HISTORY as u32 + 10) {
+            ready(store.put("svc/churn", &i.to_be_bytes())).unwrap();
+        }
+        let mut old = ready(store.watch_prefix("svc/", 1)).unwrap();
+        assert!(matches!(ready(old.next()), Err(KvError::Compacted { .. })));
     }
 
     #[test]

@@ -330,18 +330,24 @@ fn kv_backend_keeps_numbers_across_reopen() {
         );
         (w, c)
     };
+    // A new session: the old registrations (session keys) are gone, the numbers are not.
     let b = KvBackend::new(FileStore::open(&path).unwrap(), "node1", 256, 65535);
+    assert_eq!(block_on(b.registrations()).unwrap(), vec![]);
     assert_eq!(block_on(b.lookup(&curl)).unwrap(), Some(c));
     assert_eq!(block_on(b.allocate(&web)).unwrap(), w);
     assert_eq!(block_on(b.lookup_by_id(c)).unwrap(), Some(curl.clone()));
-    let mut regs = block_on(b.registrations()).unwrap();
-    regs.sort_by_key(|(_, id)| *id);
-    assert_eq!(regs, vec![(web.clone(), w), (curl.clone(), c)]);
-    // Released by its only user: the number is gone and may be reused.
-    block_on(b.release(&curl, c)).unwrap();
+    assert_eq!(block_on(b.registrations()).unwrap(), vec![(web.clone(), w)]);
+    // curl's number has no user any more: it can be collected, web's cannot.
+    assert_eq!(block_on(b.unused()).unwrap(), vec![(c, curl.clone())]);
+    assert!(!block_on(b.remove_if_unused(w, &web)).unwrap());
+    assert!(block_on(b.remove_if_unused(c, &curl)).unwrap());
     assert_eq!(block_on(b.lookup(&curl)).unwrap(), None);
     assert_eq!(block_on(b.lookup_by_id(c)).unwrap(), None);
-    assert_eq!(block_on(b.list()).unwrap(), vec![(w, web)]);
+    assert_eq!(block_on(b.list()).unwrap(), vec![(w, web.clone())]);
+    // Released by its only user: the number is gone and may be reused.
+    block_on(b.release(&web, w)).unwrap();
+    assert_eq!(block_on(b.lookup(&web)).unwrap(), None);
+    assert_eq!(block_on(b.list()).unwrap(), vec![]);
     let _ = std::fs::remove_dir_all(path.parent().unwrap());
 }
 

@@ -1255,6 +1255,20 @@ impl Node {
                 }
             }
         }
+        // With the embedded store this node is the only user: identities that no restored
+        // endpoint re-registered (their registrations went with the last session) are
+        // garbage. (With a shared store the operator collects them, after a grace period.)
+        if let Ok(unused) = self.identities.backend().unused().await {
+            for (id, labels) in unused {
+                if !claimed.contains(&id.get()) {
+                    let _ = self
+                        .identities
+                        .backend()
+                        .remove_if_unused(id, &labels)
+                        .await;
+                }
+            }
+        }
         report.replayed_deletes = self.replay_delete_queue().await;
         Ok(report)
     }
