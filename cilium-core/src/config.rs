@@ -126,6 +126,11 @@ pub const KEYS: &[(&str, &str, &str)] = &[
     ),
     ("mtu", "0", "device MTU (0: detect)"),
     (
+        "kvstore-lease-ttl",
+        "15m",
+        "lifetime of the agent's session keys after it stops renewing them",
+    ),
+    (
         "k8s-node-name",
         "",
         "this node's name (empty: $K8S_NODE_NAME, then the host name)",
@@ -386,6 +391,50 @@ pub struct AgentConfig {
     /// `ipv4-range` (None: auto).
     #[serde(rename = "ipv4-range")]
     pub ipv4_range: Option<Ipv4Net>,
+    /// `kvstore-lease-ttl`, in seconds.
+    #[serde(rename = "kvstore-lease-ttl")]
+    pub kvstore_lease_ttl: u64,
+}
+
+/// A duration as Cilium writes them (`15m`, `30s`, `1h`, `1m30s`; a plain number is
+/// seconds), in seconds.
+pub fn parse_duration(text: &str) -> Result<u64, String> {
+    let t = text.trim();
+    if let Ok(n) = t.parse::<u64>() {
+        return Ok(n);
+    }
+    let mut total = 0u64;
+    let mut digits = String::new();
+    for c in t.chars() {
+        if c.is_ascii_digit() {
+            digits.push(c);
+            continue;
+        }
+        let unit = match c {
+            'h' => 3600,
+            'm' => 60,
+            's' => 1,
+            _ => {
+                return Err(format!(
+                    "{text:?}: expected a duration such as 30s, 15m or 1h"
+                ));
+            }
+        };
+        let n: u64 = digits
+            .parse()
+            .map_err(|_| format!("{text:?}: expected a duration such as 30s, 15m or 1h"))?;
+        total = n
+            .checked_mul(unit)
+            .and_then(|v| total.checked_add(v))
+            .ok_or_else(|| format!("{text:?}: too long"))?;
+        digits.clear();
+    }
+    if !digits.is_empty() || t.is_empty() {
+        return Err(format!(
+            "{text:?}: expected a duration such as 30s, 15m or 1h"
+        ));
+    }
+    Ok(total)
 }
 
 struct Reader<'a> {
@@ -571,13 +620,77 @@ impl AgentConfig {
                 "auto" | "" => Ok(None),
                 v => v.parse::<Ipv4Net>().map(Some).map_err(|e| e.to_string()),
             })?,
+            kvstore_lease_ttl: r.parse("kvstore-lease-ttl", |v| match parse_duration(v)? {
+                0 => Err("must be at least 1s".to_owned()),
+                n => Ok(n),
+            })?,
         };
         config.check()?;
         Ok(config)
     }
 
+    /// The etcd endpoints of `kvstore-opt`: `etcd.address=<url>` (several separated by
+    /// `;`), or `etcd.config=<file>`, a YAML file with an `endpoints:` list as Cilium
+    /// mounts it.
+    pub fn etcd_endpoints(&self) -> Result<Vec<String>, ConfigError> {
+        let bad = |reason: String| ConfigError::Invalid {
+            key: "kvstore-opt".into(),
+            value: self
+                .kvstore_opt
+                .iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect::<Vec<_>>()
+                .join(","),
+            origin: "the effective configuration".into(),
+            reason,
+        };
+        if let Some(addr) = self.kvstore_opt.get("etcd.address") {
+            let list: Vec<String> = addr
+                .split(';')
+                .map(str::trim)
+                .filter(|a| !a.is_empty())
+                .map(|a| {
+                    if a.contains("://") {
+                        a.to_owned()
+                    } else {
+                        format!("http://{a}")
+                    }
+                })
+                .collect();
+            if list.is_empty() {
+                return Err(bad("etcd.address is empty".into()));
+            }
+            return Ok(list);
+        }
+        if let Some(path) = self.kvstore_opt.get("etcd.config") {
+            #[derive(serde::Deserialize)]
+            struct EtcdConfig {
+                endpoints: Vec<String>,
+            }
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| bad(format!("reading etcd.config {path}: {e}")))?;
+            let conf: EtcdConfig = serde_norway::from_str(&text)
+                .map_err(|e| bad(format!("etcd.config {path}: {e}")))?;
+            if conf.endpoints.is_empty() {
+                return Err(bad(format!("etcd.config {path} lists no endpoints")));
+            }
+            return Ok(conf.endpoints);
+        }
+        Err(bad(
+            "kvstore=etcd needs etcd.address=<url> or etcd.config=<file>".into(),
+        ))
+    }
+
     /// Cross-key rules, with Cilium's wording where it has one.
     fn check(&self) -> Result<(), ConfigError> {
+        if self.kvstore == "etcd"
+            && !self.kvstore_opt.contains_key("etcd.address")
+            && !self.kvstore_opt.contains_key("etcd.config")
+        {
+            return Err(ConfigError::Conflict(
+                "kvstore=etcd needs kvstore-opt etcd.address=<url> or etcd.config=<file>".into(),
+            ));
+        }
         if self.routing_mode == RoutingMode::Tunnel && self.auto_direct_node_routes {
             return Err(ConfigError::Conflict(
                 "auto-direct-node-routes cannot be used with routing-mode=tunnel".into(),
@@ -656,6 +769,45 @@ mod tests {
             s.set_flag(k, v)?;
         }
         AgentConfig::from_sources(&s)
+    }
+
+    #[test]
+    fn durations_and_etcd_endpoints() {
+        assert_eq!(parse_duration("15m"), Ok(900));
+        assert_eq!(parse_duration("1m30s"), Ok(90));
+        assert_eq!(parse_duration("2h"), Ok(7200));
+        assert_eq!(parse_duration("45"), Ok(45));
+        for bad in ["", "m", "5x", "10m5", "-1s"] {
+            assert!(parse_duration(bad).is_err(), "{bad}");
+        }
+        let c = flags(&[("kvstore-lease-ttl", "30s")]).unwrap();
+        assert_eq!(c.kvstore_lease_ttl, 30);
+        assert!(flags(&[("kvstore-lease-ttl", "0s")]).is_err());
+        // kvstore=etcd needs to know where etcd is.
+        let err = flags(&[("kvstore", "etcd")]).unwrap_err().to_string();
+        assert!(err.contains("etcd.address"), "{err}");
+        let c = flags(&[
+            ("kvstore", "etcd"),
+            (
+                "kvstore-opt",
+                "etcd.address=192.168.10.1:2379;http://192.168.10.2:2379",
+            ),
+        ])
+        .unwrap();
+        assert_eq!(
+            c.etcd_endpoints().unwrap(),
+            ["http://192.168.10.1:2379", "http://192.168.10.2:2379"]
+        );
+        let dir = std::env::temp_dir().join(format!("crs-etcdconf-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("etcd.config");
+        std::fs::write(&file, "---\nendpoints:\n- https://192.168.10.100:2379\n").unwrap();
+        let opt = format!("etcd.config={}", file.display());
+        let c = flags(&[("kvstore", "etcd"), ("kvstore-opt", &opt)]).unwrap();
+        assert_eq!(c.etcd_endpoints().unwrap(), ["https://192.168.10.100:2379"]);
+        std::fs::write(&file, "endpoints: []\n").unwrap();
+        assert!(c.etcd_endpoints().is_err());
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

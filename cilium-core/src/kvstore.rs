@@ -680,6 +680,96 @@ impl KvWatch for FileWatch {
     }
 }
 
+/// One of the backends, chosen at run time (the agent's `kvstore` setting): the embedded
+/// file store, or etcd (feature `etcd`).
+#[derive(Debug)]
+pub enum AnyStore {
+    /// The embedded store.
+    File(FileStore),
+    /// etcd.
+    #[cfg(feature = "etcd")]
+    Etcd(Box<etcd::EtcdStore>),
+}
+
+/// A watch on an [`AnyStore`].
+#[derive(Debug)]
+pub enum AnyWatch {
+    /// On the embedded store.
+    File(FileWatch),
+    /// On etcd.
+    #[cfg(feature = "etcd")]
+    Etcd(Box<etcd::EtcdWatch>),
+}
+
+impl KvWatch for AnyWatch {
+    async fn next(&mut self) -> Result<WatchEvent, KvError> {
+        match self {
+            AnyWatch::File(w) => w.next().await,
+            #[cfg(feature = "etcd")]
+            AnyWatch::Etcd(w) => w.next().await,
+        }
+    }
+}
+
+/// Calls the same method on whichever backend.
+macro_rules! either {
+    ($self:expr, $s:ident => $call:expr) => {
+        match $self {
+            AnyStore::File($s) => $call.await,
+            #[cfg(feature = "etcd")]
+            AnyStore::Etcd($s) => $call.await,
+        }
+    };
+}
+
+impl KvStore for AnyStore {
+    type Watch = AnyWatch;
+
+    async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, KvError> {
+        either!(self, s => s.get(key))
+    }
+    async fn put(&self, key: &str, value: &[u8]) -> Result<(), KvError> {
+        either!(self, s => s.put(key, value))
+    }
+    async fn create_only(&self, key: &str, value: &[u8]) -> Result<bool, KvError> {
+        either!(self, s => s.create_only(key, value))
+    }
+    async fn compare_and_swap(&self, key: &str, old: &[u8], new: &[u8]) -> Result<bool, KvError> {
+        either!(self, s => s.compare_and_swap(key, old, new))
+    }
+    async fn delete(&self, key: &str) -> Result<bool, KvError> {
+        either!(self, s => s.delete(key))
+    }
+    async fn delete_if(&self, key: &str, old: &[u8]) -> Result<bool, KvError> {
+        either!(self, s => s.delete_if(key, old))
+    }
+    async fn put_ephemeral(&self, key: &str, value: &[u8]) -> Result<(), KvError> {
+        either!(self, s => s.put_ephemeral(key, value))
+    }
+    async fn create_only_ephemeral(&self, key: &str, value: &[u8]) -> Result<bool, KvError> {
+        either!(self, s => s.create_only_ephemeral(key, value))
+    }
+    async fn list_prefix(&self, prefix: &str) -> Result<Vec<KeyValue>, KvError> {
+        either!(self, s => s.list_prefix(prefix))
+    }
+    async fn list_prefix_revision(&self, prefix: &str) -> Result<Listing, KvError> {
+        either!(self, s => s.list_prefix_revision(prefix))
+    }
+    async fn watch_prefix(&self, prefix: &str, after_revision: u64) -> Result<AnyWatch, KvError> {
+        match self {
+            AnyStore::File(s) => s
+                .watch_prefix(prefix, after_revision)
+                .await
+                .map(AnyWatch::File),
+            #[cfg(feature = "etcd")]
+            AnyStore::Etcd(s) => s
+                .watch_prefix(prefix, after_revision)
+                .await
+                .map(|w| AnyWatch::Etcd(Box::new(w))),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -23,6 +23,7 @@
 #![forbid(unsafe_code)]
 
 mod clock;
+pub mod cluster;
 pub mod config;
 mod error;
 mod filter;

@@ -6,56 +6,10 @@
 //! which installs it).
 #![cfg(feature = "etcd")]
 
-use std::net::{SocketAddr, TcpListener};
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use cilium_core::kvstore::etcd::{EtcdServer, EtcdStore};
 use cilium_core::kvstore::{EventKind, KvError, KvStore, KvWatch};
-
-/// A running etcd and its data dir, both gone on drop.
-struct Etcd {
-    server: EtcdServer,
-    dir: PathBuf,
-}
-
-impl Drop for Etcd {
-    fn drop(&mut self) {
-        self.server.stop();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-fn free_addr() -> SocketAddr {
-    let l = TcpListener::bind("127.0.0.1:0").expect("bind");
-    l.local_addr().expect("addr")
-}
-
-/// Starts etcd, or None (printing why) when it is not installed outside CI.
-fn etcd(test: &str) -> Option<Etcd> {
-    let installed = std::process::Command::new("etcd")
-        .arg("--version")
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !installed {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "{test}: etcd is not installed (scripts/deps.sh installs etcd-server)"
-        );
-        eprintln!("{test}: skipped: etcd not installed");
-        return None;
-    }
-    static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
-    let dir = std::env::temp_dir().join(format!(
-        "crs-etcd-{}-{}",
-        std::process::id(),
-        N.fetch_add(1, std::sync::atomic::Ordering::SeqCst)
-    ));
-    std::fs::create_dir_all(&dir).expect("dir");
-    let server = EtcdServer::start(&dir.join("data"), free_addr(), free_addr(), &[])
-        .unwrap_or_else(|e| panic!("{test}: {e}"));
-    Some(Etcd { server, dir })
-}
 
 fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread()
@@ -67,12 +21,12 @@ fn runtime() -> tokio::runtime::Runtime {
 
 #[test]
 fn etcd_operations_match_the_trait() {
-    let Some(etcd) = etcd("etcd_operations_match_the_trait") else {
+    let Some(server) = EtcdServer::start_for_test("etcd_operations_match_the_trait") else {
         return;
     };
     runtime().block_on(async {
         let store = EtcdStore::connect(
-            std::slice::from_ref(&etcd.server.endpoint),
+            std::slice::from_ref(&server.endpoint),
             Duration::from_secs(30),
         )
         .await
@@ -111,7 +65,7 @@ fn etcd_operations_match_the_trait() {
 
         // Session keys: visible to others, gone when the session ends.
         let other = EtcdStore::connect(
-            std::slice::from_ref(&etcd.server.endpoint),
+            std::slice::from_ref(&server.endpoint),
             Duration::from_secs(30),
         )
         .await
@@ -154,12 +108,13 @@ fn etcd_operations_match_the_trait() {
 
 #[test]
 fn etcd_session_keys_expire_when_the_client_dies() {
-    let Some(etcd) = etcd("etcd_session_keys_expire_when_the_client_dies") else {
+    let Some(server) = EtcdServer::start_for_test("etcd_session_keys_expire_when_the_client_dies")
+    else {
         return;
     };
     runtime().block_on(async {
         let observer = EtcdStore::connect(
-            std::slice::from_ref(&etcd.server.endpoint),
+            std::slice::from_ref(&server.endpoint),
             Duration::from_secs(30),
         )
         .await
@@ -168,7 +123,7 @@ fn etcd_session_keys_expire_when_the_client_dies() {
             // A client with a 2 s lease that stops renewing (dropped without closing, as a
             // killed process would).
             let dying = EtcdStore::connect(
-                std::slice::from_ref(&etcd.server.endpoint),
+                std::slice::from_ref(&server.endpoint),
                 Duration::from_secs(2),
             )
             .await
@@ -191,12 +146,13 @@ fn etcd_session_keys_expire_when_the_client_dies() {
 
 #[test]
 fn etcd_watch_resumes_across_an_etcd_restart_without_losing_changes() {
-    let Some(mut etcd) = etcd("etcd_watch_resumes_across_an_etcd_restart_without_losing_changes")
-    else {
+    let Some(mut server) = EtcdServer::start_for_test(
+        "etcd_watch_resumes_across_an_etcd_restart_without_losing_changes",
+    ) else {
         return;
     };
     let rt = runtime();
-    let endpoint = etcd.server.endpoint.clone();
+    let endpoint = server.endpoint.clone();
     let (store, mut watch, rev) = rt.block_on(async {
         let store = EtcdStore::connect(std::slice::from_ref(&endpoint), Duration::from_secs(60))
             .await
@@ -223,12 +179,12 @@ fn etcd_watch_resumes_across_an_etcd_restart_without_losing_changes() {
         );
     });
     // etcd goes away; writes fail clearly meanwhile; it comes back; the watch goes on.
-    etcd.server.stop();
+    server.stop();
     rt.block_on(async {
         let err = store.put("cilium/svc/c", b"3").await.unwrap_err();
         assert!(matches!(err, KvError::Unavailable(_)), "{err}");
     });
-    etcd.server.restart().expect("restart etcd");
+    server.restart().expect("restart etcd");
     rt.block_on(async {
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {

@@ -8,7 +8,6 @@
 //! under CI).
 
 use std::collections::BTreeMap;
-use std::net::{SocketAddr, TcpListener};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
@@ -26,12 +25,6 @@ fn label_set(i: usize) -> LabelSet {
         "k8s:io.kubernetes.pod.namespace=default".to_owned(),
     ];
     LabelSet::parse_list(&items).expect("labels")
-}
-
-fn free_addr() -> SocketAddr {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
 }
 
 /// The worker: allocates every label set (in an order of its own) and prints the numbers.
@@ -71,29 +64,10 @@ fn identities_agree_across_racing_processes() {
     if std::env::var_os("CRS_ID_WORKER").is_some() {
         return;
     }
-    let installed = Command::new("etcd")
-        .arg("--version")
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !installed {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "etcd is not installed (scripts/deps.sh installs etcd-server)"
-        );
-        eprintln!("identities_agree_across_racing_processes: skipped: etcd not installed");
+    let Some(server) = EtcdServer::start_for_test("identities_agree_across_racing_processes")
+    else {
         return;
-    }
-    struct Cleanup(std::path::PathBuf);
-    impl Drop for Cleanup {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
-    }
-    let dir = std::env::temp_dir().join(format!("crs-idetcd-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("dir");
-    let _cleanup = Cleanup(dir.clone());
-    let server =
-        EtcdServer::start(&dir.join("data"), free_addr(), free_addr(), &[]).expect("start etcd");
+    };
     let exe = std::env::current_exe().expect("test binary");
     let children: Vec<_> = (0..WORKERS)
         .map(|n| {

@@ -17,8 +17,9 @@ use cilium_bpf::maps::Maps;
 use cilium_bpf::policy::PolicyWriter;
 use cilium_bpf::types::{EndpointInfo, RemoteEndpointInfo, mac_to_u64};
 use cilium_bpf::{Datapath, DatapathConfig};
+use cilium_core::cluster::{CILIUM_NODES_PREFIX, Change, CiliumNode, Informer};
 use cilium_core::config::{AgentConfig, PolicyEnforcement};
-use cilium_core::kvstore::{FileStore, KvStore};
+use cilium_core::kvstore::{AnyStore, FileStore, KvStore};
 use cilium_core::{IdPool, Label, LabelFilter, LabelSet, NumericIdentity};
 use cilium_identity::{AllocatorConfig, IdentityAllocator, IdentityBackend, KvBackend};
 use cilium_ipam::{ClusterPool, ClusterPoolConfig, Family, NodeAllocator, Owner};
@@ -154,8 +155,8 @@ pub struct Node {
     pub state_dir: PathBuf,
     /// Where the CNI queues deletions while the agent is down.
     pub delete_queue: PathBuf,
-    store: Arc<FileStore>,
-    identities: IdentityAllocator<KvBackend<Arc<FileStore>>>,
+    store: Arc<AnyStore>,
+    identities: IdentityAllocator<KvBackend<Arc<AnyStore>>>,
     filter: LabelFilter,
     cluster: String,
     endpoint_routes: bool,
@@ -231,6 +232,110 @@ fn lb_config(config: &AgentConfig, node: &str, datapath: bool) -> Result<LbConfi
     })
 }
 
+/// The store `kvstore` names: the embedded one in `state-dir`, or etcd (retried every
+/// second until it answers: without its cluster state the node cannot start).
+async fn open_store(config: &AgentConfig, state_dir: &Path) -> Result<AnyStore, String> {
+    if config.kvstore != "etcd" {
+        return FileStore::open(state_dir.join("kvstore.log"))
+            .map(AnyStore::File)
+            .map_err(|e| format!("opening the embedded store: {e}"));
+    }
+    let endpoints = config.etcd_endpoints().map_err(|e| e.to_string())?;
+    let ttl = std::time::Duration::from_secs(config.kvstore_lease_ttl);
+    let mut logged = false;
+    loop {
+        match cilium_core::kvstore::etcd::EtcdStore::connect(&endpoints, ttl).await {
+            Ok(store) => {
+                eprintln!(
+                    "level=info msg=\"connected to etcd\" endpoints={} lease={:#x}",
+                    endpoints.join(","),
+                    store.lease_id()
+                );
+                return Ok(AnyStore::Etcd(Box::new(store)));
+            }
+            Err(e) => {
+                if !logged {
+                    eprintln!(
+                        "level=warning msg=\"etcd is not reachable yet; retrying every second\" endpoints={} error=\"{e}\"",
+                        endpoints.join(",")
+                    );
+                    logged = true;
+                }
+                tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+            }
+        }
+    }
+}
+
+/// The node's IP when `ipv4-node` is auto: the first address that is not loopback, not on
+/// `cilium_host`, and not in `ipv4-range`.
+async fn detect_node_ip(range: Option<Ipv4Net>) -> Result<Ipv4Addr, String> {
+    let nl = Netlink::open().map_err(|e| e.to_string())?;
+    let host = nl
+        .get("cilium_host")
+        .await
+        .map_err(|e| e.to_string())?
+        .map(|l| l.index);
+    nl.ipv4_addresses()
+        .await
+        .map_err(|e| e.to_string())?
+        .into_iter()
+        .filter(|(idx, _)| Some(*idx) != host)
+        .map(|(_, ip)| ip)
+        .find(|ip| !range.is_some_and(|r| r.contains(ip)))
+        .ok_or_else(|| "this node has no IPv4 address: set ipv4-node".to_owned())
+}
+
+/// Registers this node's CiliumNode (cluster-pool IPAM) and waits until the operator has
+/// written a pod CIDR into it.
+async fn wait_for_pod_cidr(
+    store: &Arc<AnyStore>,
+    name: &str,
+    ipv4: Ipv4Addr,
+) -> Result<Ipv4Net, String> {
+    let mine = CiliumNode::new(name, ipv4);
+    let key = mine.key();
+    let encoded = serde_json::to_vec(&mine).map_err(|e| e.to_string())?;
+    // Create it if it is new; an existing one (a restart) keeps its CIDR.
+    store
+        .create_only(&key, &encoded)
+        .await
+        .map_err(|e| format!("registering CiliumNode {name}: {e}"))?;
+    let (mut informer, initial) =
+        Informer::<_, CiliumNode>::start(store.clone(), CILIUM_NODES_PREFIX)
+            .await
+            .map_err(|e| format!("watching CiliumNodes: {e}"))?;
+    let mut changes: std::collections::VecDeque<Change<CiliumNode>> = initial.into();
+    let mut reported = String::new();
+    eprintln!(
+        "level=info msg=\"waiting for the operator to allocate this node's pod CIDR\" ciliumnode={name}"
+    );
+    loop {
+        let change = match changes.pop_front() {
+            Some(c) => c,
+            None => informer
+                .next()
+                .await
+                .map_err(|e| format!("watching CiliumNodes: {e}"))?,
+        };
+        if let Change::Upsert { object, .. } = change
+            && object.metadata.name == name
+        {
+            if let Some(cidr) = object.spec.ipam.pod_cidrs.first() {
+                eprintln!("level=info msg=\"pod CIDR allocated\" ciliumnode={name} cidr={cidr}");
+                return Ok(*cidr);
+            }
+            let error = &object.status.ipam.operator_status.error;
+            if !error.is_empty() && *error != reported {
+                eprintln!(
+                    "level=warning msg=\"the operator cannot allocate a pod CIDR\" ciliumnode={name} error=\"{error}\""
+                );
+                reported = error.clone();
+            }
+        }
+    }
+}
+
 fn write_sysctl(key: &str, value: &str) -> Result<(), String> {
     let path = format!("/proc/sys/{}", key.replace('.', "/"));
     std::fs::write(&path, value).map_err(|e| format!("setting {key}: {e}"))
@@ -249,13 +354,15 @@ impl Node {
         let state_dir = config.state_dir.clone();
         std::fs::create_dir_all(&state_dir)
             .map_err(|e| format!("creating state-dir {}: {e}", state_dir.display()))?;
-        let store = Arc::new(
-            FileStore::open(state_dir.join("kvstore.log"))
-                .map_err(|e| format!("opening the embedded store: {e}"))?,
-        );
+        let store = Arc::new(open_store(config, &state_dir).await?);
         let name = node_name(config);
+        let ipv4 = match config.ipv4_node {
+            Some(ip) => ip,
+            None => detect_node_ip(config.ipv4_range).await?,
+        };
         let cidr = match config.ipv4_range {
             Some(c) => c,
+            None if config.kvstore == "etcd" => wait_for_pod_cidr(&store, &name, ipv4).await?,
             None => {
                 let text = config
                     .cluster_pool_ipv4_cidr
@@ -271,19 +378,6 @@ impl Node {
                     Some(n) => n,
                     _ => return Err("the cluster pool gave no IPv4 CIDR".into()),
                 }
-            }
-        };
-        let ipv4 = match config.ipv4_node {
-            Some(ip) => ip,
-            None => {
-                let nl = Netlink::open().map_err(|e| e.to_string())?;
-                nl.ipv4_addresses()
-                    .await
-                    .map_err(|e| e.to_string())?
-                    .into_iter()
-                    .map(|(_, ip)| ip)
-                    .find(|ip| !cidr.contains(ip))
-                    .ok_or("this node has no IPv4 address: set ipv4-node")?
             }
         };
         let router = config
@@ -407,7 +501,7 @@ impl Node {
     }
 
     /// The embedded store.
-    pub fn store(&self) -> &Arc<FileStore> {
+    pub fn store(&self) -> &Arc<AnyStore> {
         &self.store
     }
 

@@ -404,6 +404,8 @@ impl KvWatch for EtcdWatch {
 pub struct EtcdServer {
     child: Option<std::process::Child>,
     command: Vec<String>,
+    /// A directory removed on drop (the data of a server started by `start_for_test`).
+    owned_dir: Option<std::path::PathBuf>,
     /// The URL clients connect to (`http://ip:port`).
     pub endpoint: String,
 }
@@ -434,6 +436,7 @@ impl EtcdServer {
         let mut server = EtcdServer {
             child: None,
             command,
+            owned_dir: None,
             endpoint: format!("http://{client}"),
         };
         server.run()?;
@@ -468,6 +471,43 @@ impl EtcdServer {
         }
     }
 
+    /// For tests: an etcd on 127.0.0.1 (free ports) with its data in a fresh directory under
+    /// the temp dir, removed with the server. `None` (after printing `<test>: skipped: etcd
+    /// not installed`) when there is no `etcd` binary; under CI (`$CI` set) that is a panic
+    /// instead, since CI installs it.
+    pub fn start_for_test(test: &str) -> Option<EtcdServer> {
+        use std::sync::atomic::{AtomicU32, Ordering};
+        static N: AtomicU32 = AtomicU32::new(0);
+        let installed = std::process::Command::new("etcd")
+            .arg("--version")
+            .output()
+            .is_ok_and(|o| o.status.success());
+        if !installed {
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "{test}: etcd is not installed (scripts/deps.sh installs etcd-server)"
+            );
+            eprintln!("{test}: skipped: etcd not installed");
+            return None;
+        }
+        let free = || {
+            std::net::TcpListener::bind("127.0.0.1:0")
+                .and_then(|l| l.local_addr())
+                .unwrap_or_else(|e| panic!("{test}: no free port: {e}"))
+        };
+        let dir = std::env::temp_dir().join(format!(
+            "crs-etcd-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::SeqCst)
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("{test}: {e}"));
+        let mut server = EtcdServer::start(&dir.join("data"), free(), free(), &[])
+            .unwrap_or_else(|e| panic!("{test}: {e}"));
+        server.owned_dir = Some(dir);
+        Some(server)
+    }
+
     /// The process id, while it runs.
     pub fn pid(&self) -> Option<u32> {
         self.child.as_ref().map(std::process::Child::id)
@@ -497,5 +537,8 @@ impl EtcdServer {
 impl Drop for EtcdServer {
     fn drop(&mut self) {
         self.stop();
+        if let Some(dir) = self.owned_dir.take() {
+            let _ = std::fs::remove_dir_all(dir);
+        }
     }
 }

@@ -1,0 +1,317 @@
+// SPDX-License-Identifier: Apache-2.0
+
+//! The cilium-rs operator, as a library so tests and the lab can run it in-process.
+//!
+//! One operator leads at a time ([`acquire_leadership`]: a session key in the store; when
+//! the leader dies its session ends and the key goes, and a standby takes over). The leader
+//! runs:
+//! - cluster-pool IPAM ([`ipam_loop`]): every CiliumNode without a pod CIDR gets the next
+//!   one from `cluster-pool-ipv4-cidr` / `cluster-pool-ipv4-mask-size`, written into
+//!   `spec.ipam.podCIDRs` with a compare-and-swap; CIDRs already in CiliumNodes are taken
+//!   back first (a restarted operator hands out nothing twice); a deleted CiliumNode frees
+//!   its CIDR; an exhausted pool is written into `status.ipam.operator-status.error`;
+//! - identity GC ([`identity_gc_loop`]): identities no node is registered as a user of for
+//!   `identity-heartbeat-timeout` are deleted.
+//!
+//! ```no_run
+//! # async fn run() -> Result<(), String> {
+//! use std::sync::Arc;
+//! use cilium_core::kvstore::{AnyStore, FileStore};
+//! use cilium_operator::{OperatorConfig, run};
+//!
+//! let store = Arc::new(AnyStore::File(FileStore::open("/tmp/store.log").map_err(|e| e.to_string())?));
+//! let config = OperatorConfig::new("op-1", "172.20.0.0/16", 24)?;
+//! run(store, config).await
+//! # }
+//! ```
+#![forbid(unsafe_code)]
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use cilium_core::cluster::{CILIUM_NODES_PREFIX, Change, CiliumNode, Informer};
+use cilium_core::kvstore::{AnyStore, EventKind, KvStore, KvWatch};
+use cilium_identity::KvBackend;
+use cilium_ipam::{ClusterPool, ClusterPoolConfig, IpamError};
+use ipnet::{IpNet, Ipv4Net};
+
+/// The key the leader holds (a session key).
+pub const LEADER_KEY: &str = "cilium/state/operator/v1/leader";
+
+/// What the operator needs to know.
+#[derive(Debug, Clone)]
+pub struct OperatorConfig {
+    /// This operator's name in leader election.
+    pub id: String,
+    /// `cluster-pool-ipv4-cidr` and `cluster-pool-ipv4-mask-size`.
+    pub cluster_pool: ClusterPoolConfig,
+    /// `identity-gc-interval`: how often unused identities are looked for.
+    pub identity_gc_interval: Duration,
+    /// `identity-heartbeat-timeout`: how long an identity must stay unused to be deleted.
+    pub identity_heartbeat_timeout: Duration,
+}
+
+impl OperatorConfig {
+    /// Cilium's defaults (GC every 15 minutes, unused for 30) for a pool.
+    pub fn new(id: &str, pool_cidrs: &str, mask_size: u8) -> Result<Self, String> {
+        Ok(OperatorConfig {
+            id: id.to_owned(),
+            cluster_pool: ClusterPoolConfig::ipv4(pool_cidrs, mask_size)
+                .map_err(|e| format!("cluster-pool-ipv4-cidr: {e}"))?,
+            identity_gc_interval: Duration::from_secs(15 * 60),
+            identity_heartbeat_timeout: Duration::from_secs(30 * 60),
+        })
+    }
+}
+
+fn log(level: &str, msg: &str, fields: &str) {
+    eprintln!("level={level} subsys=cilium-operator msg=\"{msg}\" {fields}");
+}
+
+/// Waits until this operator holds [`LEADER_KEY`].
+pub async fn acquire_leadership<S: KvStore>(store: &S, id: &str) -> Result<(), String> {
+    let mut announced = false;
+    loop {
+        if store
+            .create_only_ephemeral(LEADER_KEY, id.as_bytes())
+            .await
+            .map_err(|e| format!("leader election: {e}"))?
+        {
+            return Ok(());
+        }
+        if !announced {
+            let leader = store
+                .get(LEADER_KEY)
+                .await
+                .ok()
+                .flatten()
+                .map(|v| String::from_utf8_lossy(&v).into_owned())
+                .unwrap_or_default();
+            log(
+                "info",
+                "another operator leads; standing by",
+                &format!("leader={leader}"),
+            );
+            announced = true;
+        }
+        // Wait for the key to go (or a second, in case the deletion was missed).
+        let (_, rev) = store
+            .list_prefix_revision(LEADER_KEY)
+            .await
+            .map_err(|e| format!("leader election: {e}"))?;
+        let mut watch = store
+            .watch_prefix(LEADER_KEY, rev)
+            .await
+            .map_err(|e| format!("leader election: {e}"))?;
+        let deleted = async {
+            while let Ok(e) = watch.next().await {
+                if e.key == LEADER_KEY && e.kind == EventKind::Delete {
+                    return;
+                }
+            }
+        };
+        let _ = tokio::time::timeout(Duration::from_secs(1), deleted).await;
+    }
+}
+
+/// Leads (after winning the election) until an error or the loss of leadership.
+pub async fn run(store: Arc<AnyStore>, config: OperatorConfig) -> Result<(), String> {
+    acquire_leadership(&*store, &config.id).await?;
+    log("info", "leading", &format!("id={}", config.id));
+    let check = {
+        let store = store.clone();
+        let id = config.id.clone();
+        async move {
+            loop {
+                tokio::time::sleep(Duration::from_secs(2)).await;
+                match store.get(LEADER_KEY).await {
+                    Ok(Some(v)) if v == id.as_bytes() => {}
+                    Ok(_) => {
+                        return "lost leadership (the leader key is gone or another's)".to_owned();
+                    }
+                    // Unreachable store: keep leading; the key tells when it is back.
+                    Err(_) => {}
+                }
+            }
+        }
+    };
+    tokio::select! {
+        r = ipam_loop(store.clone(), config.cluster_pool.clone()) => r,
+        r = identity_gc_loop(store.clone(), config.identity_gc_interval, config.identity_heartbeat_timeout) => r,
+        why = check => Err(why),
+    }
+}
+
+/// Writes `cidr` into a CiliumNode that has none (compare-and-swap on its stored bytes, so
+/// a concurrent change is never overwritten); `error` instead records why there is none.
+async fn write_node<S: KvStore>(
+    store: &S,
+    name: &str,
+    cidr: Option<Ipv4Net>,
+    error: &str,
+) -> Result<(), String> {
+    let key = format!("{CILIUM_NODES_PREFIX}/{name}");
+    loop {
+        let Some(raw) = store.get(&key).await.map_err(|e| e.to_string())? else {
+            return Ok(()); // Deleted meanwhile.
+        };
+        let Ok(mut node) = serde_json::from_slice::<CiliumNode>(&raw) else {
+            return Ok(()); // Not ours to fix.
+        };
+        if !node.spec.ipam.pod_cidrs.is_empty() {
+            return Ok(());
+        }
+        match cidr {
+            Some(c) => {
+                node.spec.ipam.pod_cidrs = vec![c];
+                node.status.ipam.operator_status.error.clear();
+            }
+            None if node.status.ipam.operator_status.error == error => return Ok(()),
+            None => node.status.ipam.operator_status.error = error.to_owned(),
+        }
+        let new = serde_json::to_vec(&node).map_err(|e| e.to_string())?;
+        if store
+            .compare_and_swap(&key, &raw, &new)
+            .await
+            .map_err(|e| e.to_string())?
+        {
+            return Ok(());
+        }
+    }
+}
+
+fn v4(cidrs: &[Ipv4Net]) -> Vec<IpNet> {
+    cidrs.iter().map(|c| IpNet::V4(*c)).collect()
+}
+
+/// Cluster-pool IPAM over the CiliumNodes, until the store fails.
+pub async fn ipam_loop(store: Arc<AnyStore>, pool_config: ClusterPoolConfig) -> Result<(), String> {
+    let mut pool = ClusterPool::new(&pool_config).map_err(|e| e.to_string())?;
+    let (mut informer, initial) =
+        Informer::<_, CiliumNode>::start(store.clone(), CILIUM_NODES_PREFIX)
+            .await
+            .map_err(|e| format!("watching CiliumNodes: {e}"))?;
+    // Take back what is already handed out before handing out anything.
+    for change in &initial {
+        if let Change::Upsert { object, .. } = change
+            && !object.spec.ipam.pod_cidrs.is_empty()
+            && let Err(e) = pool.occupy(&object.metadata.name, &v4(&object.spec.ipam.pod_cidrs))
+        {
+            log(
+                "warning",
+                "a CiliumNode's pod CIDR does not fit the pool",
+                &format!("ciliumnode={} error=\"{e}\"", object.metadata.name),
+            );
+        }
+    }
+    let mut pending: std::collections::VecDeque<Change<CiliumNode>> = initial.into();
+    loop {
+        let change = match pending.pop_front() {
+            Some(c) => c,
+            None => informer
+                .next()
+                .await
+                .map_err(|e| format!("watching CiliumNodes: {e}"))?,
+        };
+        match change {
+            Change::Upsert { object, .. } => {
+                let name = object.metadata.name.clone();
+                if !object.spec.ipam.pod_cidrs.is_empty() {
+                    if pool.get(&name).is_none() {
+                        let _ = pool.occupy(&name, &v4(&object.spec.ipam.pod_cidrs));
+                    }
+                    continue;
+                }
+                match pool.allocate(&name) {
+                    Ok(cidrs) => {
+                        let Some(cidr) = cidrs.ipv4 else { continue };
+                        log(
+                            "info",
+                            "allocated a pod CIDR",
+                            &format!("ciliumnode={name} cidr={cidr}"),
+                        );
+                        write_node(&*store, &name, Some(cidr), "").await?;
+                    }
+                    Err(e @ IpamError::PoolExhausted { .. }) => {
+                        log(
+                            "warning",
+                            "pod CIDR pool exhausted",
+                            &format!("ciliumnode={name}"),
+                        );
+                        write_node(&*store, &name, None, &e.to_string()).await?;
+                    }
+                    Err(e) => {
+                        write_node(&*store, &name, None, &e.to_string()).await?;
+                    }
+                }
+            }
+            Change::Delete { last, .. } => {
+                if let Some(freed) = pool.release(&last.metadata.name) {
+                    // Nodes that waited for a CIDR get another chance.
+                    for node in informer.cache().values() {
+                        if node.spec.ipam.pod_cidrs.is_empty() {
+                            pending.push_back(Change::Upsert {
+                                key: node.key(),
+                                object: node.clone(),
+                            });
+                        }
+                    }
+                    log(
+                        "info",
+                        "released a pod CIDR",
+                        &format!(
+                            "ciliumnode={} cidr={}",
+                            last.metadata.name,
+                            freed
+                                .to_vec()
+                                .iter()
+                                .map(ToString::to_string)
+                                .collect::<Vec<_>>()
+                                .join(",")
+                        ),
+                    );
+                }
+            }
+            Change::Invalid { key, error } => {
+                log(
+                    "warning",
+                    "skipping an invalid CiliumNode",
+                    &format!("key={key} error=\"{error}\""),
+                );
+            }
+        }
+    }
+}
+
+/// Deletes identities that stay without users for `timeout`, looking every `interval`.
+pub async fn identity_gc_loop(
+    store: Arc<AnyStore>,
+    interval: Duration,
+    timeout: Duration,
+) -> Result<(), String> {
+    let backend = KvBackend::new(store, "cilium-operator", 256, u32::MAX);
+    let mut unused_since: BTreeMap<u32, Instant> = BTreeMap::new();
+    loop {
+        tokio::time::sleep(interval).await;
+        let Ok(unused) = backend.unused().await else {
+            continue; // The store is away: try again next round.
+        };
+        let now = Instant::now();
+        let ids: std::collections::BTreeSet<u32> = unused.iter().map(|(id, _)| id.get()).collect();
+        unused_since.retain(|id, _| ids.contains(id));
+        for (id, labels) in unused {
+            let since = *unused_since.entry(id.get()).or_insert(now);
+            if now.duration_since(since) >= timeout
+                && backend.remove_if_unused(id, &labels).await.unwrap_or(false)
+            {
+                log(
+                    "info",
+                    "garbage-collected an unused identity",
+                    &format!("identity={} labels=\"{}\"", id.get(), labels.kvstore_key()),
+                );
+                unused_since.remove(&id.get());
+            }
+        }
+    }
+}

@@ -1,0 +1,136 @@
+// SPDX-License-Identifier: Apache-2.0
+
+//! `cilium-operator`: connects to the cluster store (etcd, `--kvstore-opt
+//! etcd.address=<url>`), stands by until it leads, then allocates pod CIDRs to CiliumNodes
+//! and garbage-collects unused identities, until SIGINT/SIGTERM or the loss of leadership
+//! (exit 1, as Cilium's operator does, to be restarted).
+
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use cilium_core::config::parse_duration;
+use cilium_core::kvstore::AnyStore;
+use cilium_core::kvstore::etcd::EtcdStore;
+use cilium_operator::OperatorConfig;
+use clap::Parser;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "cilium-operator",
+    about = "cilium-rs operator: pod CIDRs and identity GC"
+)]
+struct Cli {
+    /// Store options: `etcd.address=<url>` (several separated by `;`).
+    #[arg(long)]
+    kvstore_opt: String,
+    /// The pod CIDR pool.
+    #[arg(long, default_value = "10.0.0.0/8")]
+    cluster_pool_ipv4_cidr: String,
+    /// The size of each node's pod CIDR.
+    #[arg(long, default_value_t = 24)]
+    cluster_pool_ipv4_mask_size: u8,
+    /// How often unused identities are looked for.
+    #[arg(long, default_value = "15m")]
+    identity_gc_interval: String,
+    /// How long an identity stays unused before it is deleted.
+    #[arg(long, default_value = "30m")]
+    identity_heartbeat_timeout: String,
+    /// How long a dead leader keeps the lead (its session lease).
+    #[arg(long, default_value = "15s")]
+    leader_election_lease_duration: String,
+    /// This operator's name (default: host name and pid).
+    #[arg(long)]
+    operator_id: Option<String>,
+}
+
+fn duration(flag: &str, text: &str) -> Result<Duration, String> {
+    parse_duration(text)
+        .map(Duration::from_secs)
+        .map_err(|e| format!("--{flag}: {e}"))
+}
+
+async fn run(cli: Cli) -> Result<(), String> {
+    let endpoints: Vec<String> = cli
+        .kvstore_opt
+        .split(',')
+        .filter_map(|kv| kv.split_once('='))
+        .filter(|(k, _)| k.trim() == "etcd.address")
+        .flat_map(|(_, v)| {
+            v.split(';')
+                .map(|a| a.trim().to_owned())
+                .collect::<Vec<_>>()
+        })
+        .filter(|a| !a.is_empty())
+        .map(|a| {
+            if a.contains("://") {
+                a
+            } else {
+                format!("http://{a}")
+            }
+        })
+        .collect();
+    if endpoints.is_empty() {
+        return Err("--kvstore-opt needs etcd.address=<url>".into());
+    }
+    let mut config = OperatorConfig::new(
+        &cli.operator_id.unwrap_or_else(|| {
+            let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .map(|h| h.trim().to_owned())
+                .unwrap_or_else(|_| "operator".into());
+            format!("{host}-{}", std::process::id())
+        }),
+        &cli.cluster_pool_ipv4_cidr,
+        cli.cluster_pool_ipv4_mask_size,
+    )?;
+    config.identity_gc_interval = duration("identity-gc-interval", &cli.identity_gc_interval)?;
+    config.identity_heartbeat_timeout = duration(
+        "identity-heartbeat-timeout",
+        &cli.identity_heartbeat_timeout,
+    )?;
+    let lease = duration(
+        "leader-election-lease-duration",
+        &cli.leader_election_lease_duration,
+    )?;
+    let store = loop {
+        match EtcdStore::connect(&endpoints, lease).await {
+            Ok(s) => break s,
+            Err(e) => {
+                eprintln!(
+                    "level=warning subsys=cilium-operator msg=\"etcd is not reachable yet\" error=\"{e}\""
+                );
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
+    };
+    let store = Arc::new(AnyStore::Etcd(Box::new(store)));
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .map_err(|e| e.to_string())?;
+    tokio::select! {
+        r = cilium_operator::run(store, config) => r,
+        _ = tokio::signal::ctrl_c() => Ok(()),
+        _ = term.recv() => Ok(()),
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("level=fatal msg=\"starting the runtime\" error=\"{e}\"");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("level=fatal subsys=cilium-operator msg=\"operator stopped\" error=\"{e}\"");
+            ExitCode::FAILURE
+        }
+    }
+}
