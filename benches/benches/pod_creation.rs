@@ -19,7 +19,6 @@
 //! `target/debug` (test). Needs root; prints "skipped: ..." otherwise. Everything lives in
 //! namespaces, a bpffs and a state dir named `crsp<pid>…`, removed on drop.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -141,35 +140,23 @@ fn cni_add(lab: &Lab, bins: &Path, i: usize) -> std::thread::JoinHandle<Duration
     );
     spawn_in_netns(&lab.node, move || {
         let start = Instant::now();
-        let mut child = Command::new(&cni)
-            .env("CNI_COMMAND", "ADD")
-            .env("CNI_CONTAINERID", format!("bench{i:05}"))
-            .env("CNI_NETNS", &netns)
-            .env("CNI_IFNAME", "eth0")
-            .env("CNI_PATH", "/opt/cni/bin")
-            .env(
-                "CNI_ARGS",
-                format!("K8S_POD_NAMESPACE=default;K8S_POD_NAME=pod-{i}"),
-            )
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn cilium-cni");
-        child
-            .stdin
-            .take()
-            .expect("stdin")
-            .write_all(netconf.as_bytes())
-            .expect("netconf");
-        let out = child.wait_with_output().expect("cilium-cni");
+        let container = format!("bench{i:05}");
+        let pod = format!("pod-{i}");
+        let out = cilium_cni::runtime::invoke(
+            &cni,
+            &[],
+            &cilium_cni::runtime::Invocation {
+                command: "ADD",
+                container_id: &container,
+                netns: &netns,
+                ifname: "eth0",
+                pod: ("default", &pod),
+                netconf: &netconf,
+            },
+        )
+        .expect("run cilium-cni");
         let took = start.elapsed();
-        assert!(
-            out.status.success(),
-            "ADD pod-{i}: {}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
+        assert!(out.success, "ADD pod-{i}: {} {}", out.output, out.stderr);
         took
     })
 }

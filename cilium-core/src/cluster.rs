@@ -282,18 +282,31 @@ pub struct Informer<S: KvStore, T> {
     cache: BTreeMap<String, T>,
     watch: S::Watch,
     pending: VecDeque<Change<T>>,
+    decode: Decoder<T>,
 }
 
-fn decode<T: DeserializeOwned>(key: &str, value: &[u8]) -> Result<T, Change<T>> {
-    serde_json::from_slice(value).map_err(|e| Change::Invalid {
-        key: key.to_owned(),
-        error: e.to_string(),
-    })
+/// Turns a stored value (and its key) into an object.
+pub type Decoder<T> = fn(&str, &[u8]) -> Result<T, String>;
+
+fn json<T: DeserializeOwned>(_key: &str, value: &[u8]) -> Result<T, String> {
+    serde_json::from_slice(value).map_err(|e| e.to_string())
 }
 
 impl<S: KvStore, T: DeserializeOwned + Clone + PartialEq> Informer<S, T> {
-    /// Lists the prefix (every object as an `Upsert`) and starts watching after it.
+    /// Lists the prefix (every object as an `Upsert`) and starts watching after it; values
+    /// are JSON.
     pub async fn start(store: S, prefix: &str) -> Result<(Self, Vec<Change<T>>), KvError> {
+        Self::start_with(store, prefix, json::<T>).await
+    }
+}
+
+impl<S: KvStore, T: Clone + PartialEq> Informer<S, T> {
+    /// [`Informer::start`] for values in another form (`decode`: key and value to object).
+    pub async fn start_with(
+        store: S,
+        prefix: &str,
+        decode: Decoder<T>,
+    ) -> Result<(Self, Vec<Change<T>>), KvError> {
         let prefix = format!("{}/", prefix.trim_end_matches('/'));
         let (items, revision) = store.list_prefix_revision(&prefix).await?;
         let watch = store.watch_prefix(&prefix, revision).await?;
@@ -303,10 +316,11 @@ impl<S: KvStore, T: DeserializeOwned + Clone + PartialEq> Informer<S, T> {
             cache: BTreeMap::new(),
             watch,
             pending: VecDeque::new(),
+            decode,
         };
         let mut initial = Vec::new();
         for (key, value) in items {
-            match decode::<T>(&key, &value) {
+            match informer.decoded(&key, &value) {
                 Ok(object) => {
                     informer.cache.insert(key.clone(), object.clone());
                     initial.push(Change::Upsert { key, object });
@@ -315,6 +329,13 @@ impl<S: KvStore, T: DeserializeOwned + Clone + PartialEq> Informer<S, T> {
             }
         }
         Ok((informer, initial))
+    }
+
+    fn decoded(&self, key: &str, value: &[u8]) -> Result<T, Change<T>> {
+        (self.decode)(key, value).map_err(|error| Change::Invalid {
+            key: key.to_owned(),
+            error,
+        })
     }
 
     /// The objects as last seen, by key.
@@ -343,7 +364,7 @@ impl<S: KvStore, T: DeserializeOwned + Clone + PartialEq> Informer<S, T> {
 
     fn apply(&mut self, key: String, kind: EventKind) -> Option<Change<T>> {
         match kind {
-            EventKind::Put(value) => match decode::<T>(&key, &value) {
+            EventKind::Put(value) => match self.decoded(&key, &value) {
                 Ok(object) => {
                     if self.cache.get(&key) == Some(&object) {
                         return None;

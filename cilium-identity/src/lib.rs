@@ -54,7 +54,7 @@ pub use allocator::{
 };
 pub use backend::{IdentityBackend, MemoryBackend};
 pub use error::IdentityError;
-pub use kv::KvBackend;
+pub use kv::{IDENTITIES_PREFIX, KvBackend, labels_from_kvstore_key};
 
 #[cfg(test)]
 mod tests;

@@ -389,17 +389,27 @@ pub(crate) async fn list_ips(State(agent): State<Arc<Agent>>) -> Response {
 
 pub(crate) async fn cluster_nodes(State(agent): State<Arc<Agent>>) -> Response {
     let node = node_or_return!(agent);
-    Json(json!({
-        "self": node.name,
-        "nodes": [{
-            "name": node.name,
-            "primary-address": {"ipv4": {"ip": node.ipv4.to_string(), "enabled": true}},
-            "ipv4-alloc-cidr": node.cidr.to_string(),
-            "ipv4-router": node.router.to_string(),
-            "source": "local",
-        }],
-    }))
-    .into_response()
+    let mut nodes = vec![json!({
+        "name": node.name,
+        "primary-address": {"ipv4": {"ip": node.ipv4.to_string(), "enabled": true}},
+        "ipv4-alloc-cidr": node.cidr.to_string(),
+        "ipv4-router": node.router.to_string(),
+        "source": "local",
+    })];
+    let others = node
+        .cluster_nodes
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone();
+    for (name, reg) in others {
+        nodes.push(json!({
+            "name": name,
+            "primary-address": {"ipv4": {"ip": reg.internal_ip().map(|i| i.to_string()), "enabled": true}},
+            "ipv4-alloc-cidr": reg.ipv4_alloc_cidr.map(|c| c.to_string()),
+            "source": "kvstore",
+        }));
+    }
+    Json(json!({"self": node.name, "nodes": nodes})).into_response()
 }
 
 pub(crate) async fn metrics(State(agent): State<Arc<Agent>>) -> Response {

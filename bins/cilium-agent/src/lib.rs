@@ -24,6 +24,7 @@
 
 mod api;
 pub mod client;
+pub mod cluster;
 pub mod endpoint;
 pub mod metrics;
 pub mod node;
@@ -77,6 +78,9 @@ impl Agent {
             options.datapath.then(|| config.bpf_root.clone()),
         ));
         let node = Node::start(&config, options, metrics.clone()).await?;
+        if config.kvstore == "etcd" {
+            tokio::spawn(cluster::run(node.clone(), config.clone()));
+        }
         Ok(Arc::new(Agent {
             config: RwLock::new(config),
             started: Instant::now(),
@@ -127,13 +131,30 @@ async fn healthz(State(agent): State<Arc<Agent>>) -> Json<Value> {
         Some(n) => api::node_status(n).await,
         None => Value::Null,
     };
+    let kvstore = match (agent.node(), config.kvstore.as_str()) {
+        (_, "") => json!({"state": "Ok", "msg": "Embedded"}),
+        (Some(n), _) => {
+            // A read with a short deadline tells whether etcd answers now.
+            let probe = tokio::time::timeout(
+                std::time::Duration::from_secs(1),
+                cilium_core::kvstore::KvStore::get(&**n.store(), "cilium/.heartbeat"),
+            )
+            .await;
+            let endpoints = config.etcd_endpoints().unwrap_or_default().join(",");
+            match probe {
+                Ok(Ok(_)) => json!({"state": "Ok", "msg": format!("etcd: {endpoints}: connected")}),
+                Ok(Err(e)) => json!({"state": "Failure", "msg": format!("etcd: {endpoints}: {e}")}),
+                Err(_) => {
+                    json!({"state": "Failure", "msg": format!("etcd: {endpoints}: no answer within 1s")})
+                }
+            }
+        }
+        (None, other) => json!({"state": "Ok", "msg": other}),
+    };
     Json(json!({
         "node-state": node,
         "cilium": {"state": "Ok", "msg": format!("cilium-rs {VERSION}")},
-        "kvstore": {
-            "state": "Ok",
-            "msg": if config.kvstore.is_empty() { "Embedded".to_owned() } else { config.kvstore.clone() },
-        },
+        "kvstore": kvstore,
         "kube-proxy-replacement": {"mode": if config.kube_proxy_replacement { "True" } else { "False" }},
         "uptime-seconds": agent.started.elapsed().as_secs(),
     }))

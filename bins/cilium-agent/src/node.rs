@@ -158,8 +158,12 @@ pub struct Node {
     store: Arc<AnyStore>,
     identities: IdentityAllocator<KvBackend<Arc<AnyStore>>>,
     filter: LabelFilter,
-    cluster: String,
+    /// The cluster's name.
+    pub cluster: String,
     endpoint_routes: bool,
+    /// The other nodes, as their agents registered them (cluster mode).
+    pub(crate) cluster_nodes:
+        std::sync::Mutex<BTreeMap<String, cilium_core::cluster::NodeRegistration>>,
     state: tokio::sync::Mutex<NodeState>,
     /// What the last start restored.
     pub restore: std::sync::Mutex<RestoreReport>,
@@ -426,6 +430,7 @@ impl Node {
             identities,
             filter: LabelFilter::default(),
             cluster: config.cluster_name.clone(),
+            cluster_nodes: std::sync::Mutex::new(BTreeMap::new()),
             endpoint_routes: true,
             state: tokio::sync::Mutex::new(NodeState {
                 ipam,
@@ -686,6 +691,7 @@ impl Node {
             .policy(ep.id)
             .map_or((false, false), |p| (p.ingress_enforced, p.egress_enforced));
         drop(st);
+        self.publish_endpoint(&ep).await;
         let total = started.elapsed();
         self.metrics.regeneration_time.observe(total.as_secs_f64());
         let ms = |d: std::time::Duration| d.as_secs_f64() * 1e3;
@@ -843,6 +849,7 @@ impl Node {
         let _ = self.identities.release(NumericIdentity::new(ep.identity));
         self.gauges(&st);
         drop(st);
+        self.unpublish_endpoint(&ep).await;
         Ok(ep)
     }
 
@@ -1029,6 +1036,114 @@ impl Node {
             .collect())
     }
 
+    /// Tells the policy engine about a cluster identity (another node's pods) and rewrites
+    /// the policy maps it changes.
+    pub(crate) async fn policy_identity_upsert(
+        &self,
+        id: u32,
+        labels: LabelSet,
+    ) -> Result<usize, String> {
+        let mut st = self.state.lock().await;
+        let diff = st.policy.upsert_identity(NumericIdentity::new(id), labels);
+        apply_policy(&mut st, &diff).map_err(|e| e.message)
+    }
+
+    /// Forgets a cluster identity that was deleted.
+    pub(crate) async fn policy_identity_remove(&self, id: u32) -> Result<usize, String> {
+        let mut st = self.state.lock().await;
+        if st.endpoints.values().any(|e| e.identity == id) {
+            return Ok(0); // Still used here.
+        }
+        let diff = st.policy.remove_identity(NumericIdentity::new(id));
+        apply_policy(&mut st, &diff).map_err(|e| e.message)
+    }
+
+    /// Writes (or replaces) a `cilium_ipcache_v2` entry (no-op without a datapath).
+    pub(crate) async fn ipcache_upsert(
+        &self,
+        ip: Ipv4Addr,
+        prefix_len: u8,
+        info: &RemoteEndpointInfo,
+    ) -> Result<(), String> {
+        let mut st = self.state.lock().await;
+        match st.dp.as_mut() {
+            Some(dp) => dp
+                .maps
+                .ipcache
+                .upsert_ipv4(ip, prefix_len, info)
+                .map_err(|e| e.to_string()),
+            None => Ok(()),
+        }
+    }
+
+    /// Removes a `cilium_ipcache_v2` entry (no-op without a datapath).
+    pub(crate) async fn ipcache_remove(&self, ip: Ipv4Addr, prefix_len: u8) {
+        let mut st = self.state.lock().await;
+        if let Some(dp) = st.dp.as_mut() {
+            let _ = dp.maps.ipcache.remove_ipv4(ip, prefix_len);
+        }
+    }
+
+    /// The cluster ipcache entry of an endpoint.
+    pub(crate) fn ip_identity_pair(
+        &self,
+        ep: &EndpointRecord,
+    ) -> cilium_core::cluster::IpIdentityPair {
+        cilium_core::cluster::IpIdentityPair {
+            ip: ep.ipv4,
+            host_ip: self.ipv4,
+            id: ep.identity,
+            key: 0,
+            namespace: ep.k8s_namespace.clone(),
+            pod: ep.k8s_pod_name.clone(),
+        }
+    }
+
+    /// Announces an endpoint's IP and identity to the cluster (a session key). A failure is
+    /// logged; the periodic resync writes it again.
+    pub(crate) async fn publish_endpoint(&self, ep: &EndpointRecord) {
+        let pair = self.ip_identity_pair(ep);
+        // Bounded: the endpoint works without it, and the resync loop writes it later.
+        let result = match serde_json::to_vec(&pair) {
+            Ok(v) => tokio::time::timeout(
+                std::time::Duration::from_secs(1),
+                self.store.put_ephemeral(&pair.key(&self.cluster), &v),
+            )
+            .await
+            .unwrap_or_else(|_| {
+                Err(cilium_core::kvstore::KvError::Unavailable(
+                    "timed out".into(),
+                ))
+            }),
+            Err(e) => Err(cilium_core::kvstore::KvError::Unavailable(e.to_string())),
+        };
+        if let Err(e) = result {
+            eprintln!(
+                "level=warning msg=\"publishing an endpoint to the cluster failed; will retry\" endpoint={} error=\"{e}\"",
+                ep.id
+            );
+        }
+    }
+
+    /// Withdraws an endpoint's ipcache entry from the cluster.
+    pub(crate) async fn unpublish_endpoint(&self, ep: &EndpointRecord) {
+        let key = self.ip_identity_pair(ep).key(&self.cluster);
+        let deleted =
+            tokio::time::timeout(std::time::Duration::from_secs(1), self.store.delete(&key))
+                .await
+                .unwrap_or_else(|_| {
+                    Err(cilium_core::kvstore::KvError::Unavailable(
+                        "timed out".into(),
+                    ))
+                });
+        if let Err(e) = deleted {
+            eprintln!(
+                "level=warning msg=\"withdrawing an endpoint from the cluster failed\" endpoint={} error=\"{e}\"",
+                ep.id
+            );
+        }
+    }
+
     /// Creates or updates a service (`PUT /v1/service/{id}`): `id` is 0 or the id the
     /// frontend already has. Stored, then written to the maps in an order that never shows
     /// a packet a missing backend. Returns the service's id and whether it is new.
@@ -1191,6 +1306,12 @@ impl Node {
             }
         }
         let mut diff = PolicyDiff::default();
+        // Every identity of the cluster (other nodes' pods too), then the local endpoints.
+        if let Ok(all) = self.identities.backend().list().await {
+            for (id, labels) in all {
+                merge(&mut diff, engine.upsert_identity(id, labels));
+            }
+        }
         for ep in st.endpoints.values() {
             let labels = LabelSet::parse_list(&ep.labels).unwrap_or_default();
             merge(

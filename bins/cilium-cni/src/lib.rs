@@ -29,6 +29,7 @@
 #![forbid(unsafe_code)]
 
 pub mod plugin;
+pub mod runtime;
 pub mod spec;
 
 use sha2::{Digest, Sha256};

@@ -151,32 +151,21 @@ impl Node {
     /// Runs cilium-cni as a runtime does; returns (success, stdout).
     fn cni(&self, command: &str, container: &str, pod: &str, version: &str) -> (bool, Value) {
         let netns = format!("/run/netns/{}-{pod}", self.prefix);
-        let mut child = Command::new("ip")
-            .args(["netns", "exec", &self.node])
-            .arg(env!("CARGO_BIN_EXE_cilium-cni"))
-            .env("CNI_COMMAND", command)
-            .env("CNI_CONTAINERID", container)
-            .env("CNI_NETNS", &netns)
-            .env("CNI_IFNAME", "eth0")
-            .env("CNI_PATH", "/opt/cni/bin")
-            .env(
-                "CNI_ARGS",
-                format!("K8S_POD_NAMESPACE=default;K8S_POD_NAME={pod}"),
-            )
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn cilium-cni");
-        child
-            .stdin
-            .take()
-            .expect("stdin")
-            .write_all(self.netconf(version).as_bytes())
-            .expect("netconf");
-        let out = child.wait_with_output().expect("cilium-cni");
-        let json = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
-        (out.status.success(), json)
+        let netconf = self.netconf(version);
+        let out = cilium_cni::runtime::invoke(
+            Path::new(env!("CARGO_BIN_EXE_cilium-cni")),
+            &["ip", "netns", "exec", &self.node],
+            &cilium_cni::runtime::Invocation {
+                command,
+                container_id: container,
+                netns: &netns,
+                ifname: "eth0",
+                pod: ("default", pod),
+                netconf: &netconf,
+            },
+        )
+        .expect("run cilium-cni");
+        (out.success, out.output)
     }
 
     fn add_pod(&self, pod: &str, labels: &[(&str, &str)]) -> Ipv4Addr {
@@ -245,10 +234,7 @@ impl Drop for Node {
 }
 
 fn ip_of(result: &Value) -> Ipv4Addr {
-    let addr = result["ips"][0]["address"]
-        .as_str()
-        .unwrap_or_else(|| panic!("no address in {result}"));
-    addr.trim_end_matches("/32").parse().expect("an IPv4 /32")
+    cilium_cni::runtime::result_ipv4(result).unwrap_or_else(|| panic!("no address in {result}"))
 }
 
 /// Whether a TCP connection from `from` to `to:port` gets an answer within a second.

@@ -455,13 +455,42 @@ impl EtcdServer {
         Ok(())
     }
 
+    /// Whether the server answers: a TCP connection when it runs here, `etcdctl endpoint
+    /// health` through the same wrapper when it runs elsewhere (another namespace).
+    fn answers(&self, client: std::net::SocketAddr) -> bool {
+        let wrapper: Vec<&String> = self
+            .command
+            .iter()
+            .take_while(|a| a.as_str() != "etcd")
+            .collect();
+        let Some((first, rest)) = wrapper.split_first() else {
+            return std::net::TcpStream::connect_timeout(&client, Duration::from_millis(200))
+                .is_ok();
+        };
+        std::process::Command::new(first)
+            .args(rest)
+            .args([
+                "etcdctl",
+                "--dial-timeout=1s",
+                "--endpoints",
+                &self.endpoint,
+                "endpoint",
+                "health",
+            ])
+            .env("ETCDCTL_API", "3")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    }
+
     fn wait_ready(&mut self, client: std::net::SocketAddr) -> Result<(), String> {
         let deadline = std::time::Instant::now() + Duration::from_secs(20);
         loop {
             if let Some(Ok(Some(status))) = self.child.as_mut().map(|c| c.try_wait()) {
                 return Err(format!("etcd exited at start: {status}"));
             }
-            if std::net::TcpStream::connect_timeout(&client, Duration::from_millis(200)).is_ok() {
+            if self.answers(client) {
                 return Ok(());
             }
             if std::time::Instant::now() > deadline {

@@ -1,0 +1,390 @@
+// SPDX-License-Identifier: Apache-2.0
+
+//! The node's part in the cluster (kvstore mode): it announces itself and its endpoints,
+//! and learns the other nodes and their endpoints.
+//!
+//! - Node registration `cilium/state/nodes/v1/<cluster>/<node>` and one ipcache entry
+//!   `cilium/state/ip/v1/<cluster>/<ip>` per local endpoint, all session keys, written again
+//!   every [`RESYNC`] (so an etcd outage or a lost session heals), stale ones of this node
+//!   removed.
+//! - Other nodes (an informer on the node registrations): with `routing-mode=native` and
+//!   `auto-direct-node-routes`, a route to each node's pod CIDR via its node IP, removed
+//!   when the node leaves; each node IP in `cilium_ipcache_v2` as `remote-node` (6).
+//! - Other nodes' endpoints (an informer on the ipcache): each IP with its identity and
+//!   node in `cilium_ipcache_v2`, so policy sees remote pods' identities.
+//! - Every identity of the cluster (an informer on the `id` keys) in the policy engine, so
+//!   a rule selecting pods of other nodes allows their identities.
+
+use std::net::Ipv4Addr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use cilium_bpf::link::Netlink;
+use cilium_bpf::types::RemoteEndpointInfo;
+use cilium_core::cluster::{
+    Change, IPCACHE_PREFIX, Informer, IpIdentityPair, NODES_PREFIX, NodeAddress, NodeRegistration,
+};
+use cilium_core::config::{AgentConfig, RoutingMode};
+use cilium_core::kvstore::KvStore;
+
+use crate::node::Node;
+
+/// How often the node writes its announcements again.
+pub const RESYNC: Duration = Duration::from_secs(10);
+
+/// Identity of other nodes' addresses.
+const REMOTE_NODE: u32 = 6;
+/// Identity of this node's addresses.
+const HOST: u32 = 1;
+
+fn log(level: &str, msg: &str, fields: &str) {
+    eprintln!("level={level} subsys=cluster msg=\"{msg}\" {fields}");
+}
+
+fn remote_info(identity: u32, host: Ipv4Addr) -> RemoteEndpointInfo {
+    let mut tunnel = [0u8; 16];
+    tunnel[..4].copy_from_slice(&host.octets());
+    RemoteEndpointInfo {
+        sec_identity: identity,
+        tunnel_endpoint: tunnel,
+        ..RemoteEndpointInfo::default()
+    }
+}
+
+/// This node's registration.
+pub fn registration(node: &Node) -> NodeRegistration {
+    NodeRegistration {
+        name: node.name.clone(),
+        cluster: node.cluster.clone(),
+        addresses: vec![NodeAddress {
+            kind: "InternalIP".into(),
+            ip: node.ipv4,
+        }],
+        ipv4_alloc_cidr: Some(node.cidr),
+        ipv4_health_ip: None,
+    }
+}
+
+/// Runs the node's cluster duties until the process ends.
+pub async fn run(node: Arc<Node>, config: AgentConfig) {
+    let direct_routes =
+        config.routing_mode == RoutingMode::Native && config.auto_direct_node_routes;
+    if config.routing_mode == RoutingMode::Tunnel {
+        log(
+            "warning",
+            "routing-mode=tunnel: VXLAN encapsulation is not implemented yet; pods reach other nodes only with routing-mode=native",
+            "",
+        );
+    }
+    let _ = node
+        .ipcache_upsert(node.ipv4, 32, &remote_info(HOST, node.ipv4))
+        .await;
+    let _ = node
+        .ipcache_upsert(node.router, 32, &remote_info(HOST, node.ipv4))
+        .await;
+    tokio::join!(
+        announce(node.clone()),
+        follow_nodes(node.clone(), direct_routes),
+        follow_ipcache(node.clone()),
+        follow_identities(node),
+    );
+}
+
+/// Writes the registration and the endpoints' entries every [`RESYNC`], removing entries
+/// of this node that no endpoint backs any more.
+async fn announce(node: Arc<Node>) {
+    let prefix = format!("{IPCACHE_PREFIX}/{}/", node.cluster);
+    let mut failing = false;
+    loop {
+        let result: Result<(), String> = async {
+            let reg = registration(&node);
+            let value = serde_json::to_vec(&reg).map_err(|e| e.to_string())?;
+            node.store()
+                .put_ephemeral(&reg.key(), &value)
+                .await
+                .map_err(|e| e.to_string())?;
+            let endpoints = node.endpoints().await;
+            let mut mine = std::collections::BTreeSet::new();
+            for ep in &endpoints {
+                let pair = node.ip_identity_pair(ep);
+                let key = pair.key(&node.cluster);
+                let value = serde_json::to_vec(&pair).map_err(|e| e.to_string())?;
+                node.store()
+                    .put_ephemeral(&key, &value)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                mine.insert(key);
+            }
+            for (key, value) in node
+                .store()
+                .list_prefix(&prefix)
+                .await
+                .map_err(|e| e.to_string())?
+            {
+                let ours = serde_json::from_slice::<IpIdentityPair>(&value)
+                    .is_ok_and(|p| p.host_ip == node.ipv4);
+                if ours && !mine.contains(&key) {
+                    let _ = node.store().delete(&key).await;
+                }
+            }
+            Ok(())
+        }
+        .await;
+        match result {
+            Ok(()) if failing => {
+                log(
+                    "info",
+                    "cluster store reachable again; announcements written",
+                    "",
+                );
+                failing = false;
+            }
+            Err(e) if !failing => {
+                log(
+                    "warning",
+                    "cannot announce this node to the cluster store; forwarding goes on with what is known",
+                    &format!("error=\"{e}\""),
+                );
+                failing = true;
+            }
+            _ => {}
+        }
+        tokio::time::sleep(RESYNC).await;
+    }
+}
+
+type Started<T> = (
+    Informer<Arc<cilium_core::kvstore::AnyStore>, T>,
+    Vec<Change<T>>,
+);
+
+/// Starts an informer, retrying every second while the store is away.
+async fn informer<T>(node: &Node, prefix: &str) -> Started<T>
+where
+    T: serde::de::DeserializeOwned + Clone + PartialEq,
+{
+    informer_with(node, prefix, |_, v| {
+        serde_json::from_slice(v).map_err(|e| e.to_string())
+    })
+    .await
+}
+
+/// [`informer`] with a decoder of its own.
+async fn informer_with<T: Clone + PartialEq>(
+    node: &Node,
+    prefix: &str,
+    decode: cilium_core::cluster::Decoder<T>,
+) -> Started<T> {
+    loop {
+        match Informer::start_with(node.store().clone(), prefix, decode).await {
+            Ok(pair) => return pair,
+            Err(e) => {
+                log(
+                    "warning",
+                    "cannot list from the cluster store; retrying",
+                    &format!("prefix={prefix} error=\"{e}\""),
+                );
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
+    }
+}
+
+/// The underlay device: the one holding the node's IP.
+async fn underlay(nl: &Netlink, ip: Ipv4Addr) -> Option<u32> {
+    nl.ipv4_addresses()
+        .await
+        .ok()?
+        .into_iter()
+        .find(|(_, a)| *a == ip)
+        .map(|(idx, _)| idx)
+}
+
+async fn follow_nodes(node: Arc<Node>, direct_routes: bool) {
+    let prefix = format!("{NODES_PREFIX}/{}", node.cluster);
+    let (mut inf, initial) = informer::<NodeRegistration>(&node, &prefix).await;
+    let mut pending: std::collections::VecDeque<_> = initial.into();
+    let nl = match Netlink::open() {
+        Ok(nl) => nl,
+        Err(e) => {
+            log("error", "netlink", &format!("error=\"{e}\""));
+            return;
+        }
+    };
+    loop {
+        let change = match pending.pop_front() {
+            Some(c) => c,
+            None => match inf.next().await {
+                Ok(c) => c,
+                Err(_) => {
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    continue;
+                }
+            },
+        };
+        match change {
+            Change::Upsert { object, .. } => {
+                if object.name == node.name {
+                    continue;
+                }
+                let Some(ip) = object.internal_ip() else {
+                    continue;
+                };
+                let _ = node
+                    .ipcache_upsert(ip, 32, &remote_info(REMOTE_NODE, ip))
+                    .await;
+                if direct_routes && let Some(cidr) = object.ipv4_alloc_cidr {
+                    match underlay(&nl, node.ipv4).await {
+                        Some(dev) => match nl
+                            .route_via(cidr.network(), cidr.prefix_len(), ip, dev)
+                            .await
+                        {
+                            Ok(()) => log(
+                                "info",
+                                "route to a node's pods",
+                                &format!("node={} cidr={cidr} via={ip}", object.name),
+                            ),
+                            Err(e) => log(
+                                "warning",
+                                "adding a node route failed",
+                                &format!("node={} error=\"{e}\"", object.name),
+                            ),
+                        },
+                        None => log(
+                            "warning",
+                            "no device holds this node's IP: no route to other nodes",
+                            &format!("ip={}", node.ipv4),
+                        ),
+                    }
+                }
+                node.cluster_nodes
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .insert(object.name.clone(), object);
+            }
+            Change::Delete { last, .. } => {
+                if last.name == node.name {
+                    continue;
+                }
+                if let Some(ip) = last.internal_ip() {
+                    node.ipcache_remove(ip, 32).await;
+                }
+                if direct_routes && let Some(cidr) = last.ipv4_alloc_cidr {
+                    let _ = nl.route_del(cidr.network(), cidr.prefix_len()).await;
+                    log(
+                        "info",
+                        "node left; route removed",
+                        &format!("node={} cidr={cidr}", last.name),
+                    );
+                }
+                node.cluster_nodes
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .remove(&last.name);
+            }
+            Change::Invalid { key, error } => {
+                log(
+                    "warning",
+                    "skipping an invalid node registration",
+                    &format!("key={key} error=\"{error}\""),
+                );
+            }
+        }
+    }
+}
+
+async fn follow_ipcache(node: Arc<Node>) {
+    let prefix = format!("{IPCACHE_PREFIX}/{}", node.cluster);
+    let (mut inf, initial) = informer::<IpIdentityPair>(&node, &prefix).await;
+    let mut pending: std::collections::VecDeque<_> = initial.into();
+    loop {
+        let change = match pending.pop_front() {
+            Some(c) => c,
+            None => match inf.next().await {
+                Ok(c) => c,
+                Err(_) => {
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    continue;
+                }
+            },
+        };
+        match change {
+            Change::Upsert { object, .. } if object.host_ip != node.ipv4 => {
+                if let Err(e) = node
+                    .ipcache_upsert(object.ip, 32, &remote_info(object.id, object.host_ip))
+                    .await
+                {
+                    log(
+                        "warning",
+                        "writing a remote endpoint to the ipcache failed",
+                        &format!("ip={} error=\"{e}\"", object.ip),
+                    );
+                }
+            }
+            Change::Delete { last, .. } if last.host_ip != node.ipv4 => {
+                node.ipcache_remove(last.ip, 32).await;
+            }
+            Change::Invalid { key, error } => {
+                log(
+                    "warning",
+                    "skipping an invalid ipcache entry",
+                    &format!("key={key} error=\"{error}\""),
+                );
+            }
+            _ => {}
+        }
+    }
+}
+
+/// An `id/<n>` key and its label set.
+fn identity_entry(key: &str, value: &[u8]) -> Result<(u32, cilium_core::LabelSet), String> {
+    let id = key
+        .rsplit('/')
+        .next()
+        .and_then(|n| n.parse::<u32>().ok())
+        .ok_or_else(|| format!("{key}: not an identity key"))?;
+    let text = std::str::from_utf8(value).map_err(|e| e.to_string())?;
+    let labels = cilium_identity::labels_from_kvstore_key(text)
+        .ok_or_else(|| format!("{key}: labels {text:?} do not parse"))?;
+    Ok((id, labels))
+}
+
+async fn follow_identities(node: Arc<Node>) {
+    let prefix = format!("{}/id", cilium_identity::IDENTITIES_PREFIX);
+    let (mut inf, initial) = informer_with(&node, &prefix, identity_entry).await;
+    let mut pending: std::collections::VecDeque<_> = initial.into();
+    loop {
+        let change = match pending.pop_front() {
+            Some(c) => c,
+            None => match inf.next().await {
+                Ok(c) => c,
+                Err(_) => {
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    continue;
+                }
+            },
+        };
+        let result = match change {
+            Change::Upsert {
+                object: (id, labels),
+                ..
+            } => node.policy_identity_upsert(id, labels).await,
+            Change::Delete { last: (id, _), .. } => node.policy_identity_remove(id).await,
+            Change::Invalid { key, error } => {
+                log(
+                    "warning",
+                    "skipping an invalid identity",
+                    &format!("key={key} error=\"{error}\""),
+                );
+                Ok(0)
+            }
+        };
+        if let Err(e) = result {
+            log(
+                "warning",
+                "updating policy for a cluster identity failed",
+                &format!("error=\"{e}\""),
+            );
+        }
+    }
+}
