@@ -44,6 +44,16 @@ pub const NODES_PREFIX: &str = "cilium/state/nodes/v1";
 pub const CILIUM_NODES_PREFIX: &str = "cilium/state/ciliumnodes/v1";
 /// The cluster's ipcache (`<cluster>/<ip>`, session keys of the owning agent).
 pub const IPCACHE_PREFIX: &str = "cilium/state/ip/v1";
+/// Pods (`<namespace>/<name>`), Kubernetes `Pod` objects: labels and spec from whoever
+/// creates them, `status.podIP` / `hostIP` / `phase` once the pod runs.
+pub const PODS_PREFIX: &str = "cilium/state/pods/v1";
+/// Network policies, one document per origin (`<kind>/<namespace>/<name>`).
+pub const POLICIES_PREFIX: &str = "cilium/state/policies/v1";
+/// Kubernetes `Service` objects (`<namespace>/<name>`).
+pub const SERVICES_PREFIX: &str = "cilium/state/services/v1";
+/// Kubernetes `Endpoints` objects (`<namespace>/<name>`), written by the operator from the
+/// running pods each service selects.
+pub const ENDPOINTS_PREFIX: &str = "cilium/state/endpoints/v1";
 
 /// A node's address of one kind (Cilium's `node.Address`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -14,6 +14,8 @@
 //!   node in `cilium_ipcache_v2`, so policy sees remote pods' identities.
 //! - Every identity of the cluster (an informer on the `id` keys) in the policy engine, so
 //!   a rule selecting pods of other nodes allows their identities.
+//! - Kubernetes Services and Endpoints (informers) as load-balancer frontends, and the
+//!   policies of the store (an informer) in the policy engine.
 
 use std::net::Ipv4Addr;
 use std::sync::Arc;
@@ -86,7 +88,9 @@ pub async fn run(node: Arc<Node>, config: AgentConfig) {
         announce(node.clone()),
         follow_nodes(node.clone(), direct_routes),
         follow_ipcache(node.clone()),
-        follow_identities(node),
+        follow_identities(node.clone()),
+        follow_services(node.clone()),
+        follow_policies(node),
     );
 }
 
@@ -385,6 +389,103 @@ async fn follow_identities(node: Arc<Node>) {
                 "updating policy for a cluster identity failed",
                 &format!("error=\"{e}\""),
             );
+        }
+    }
+}
+
+/// The `<ns>/<name>` of a key under `prefix`.
+fn owner_of(prefix: &str, key: &str) -> String {
+    key.strip_prefix(prefix)
+        .unwrap_or(key)
+        .trim_start_matches('/')
+        .to_owned()
+}
+
+async fn follow_services(node: Arc<Node>) {
+    use cilium_core::cluster::{ENDPOINTS_PREFIX, SERVICES_PREFIX};
+    type Obj = serde_json::Value;
+    let (mut services, _) = informer::<Obj>(&node, SERVICES_PREFIX).await;
+    let (mut endpoints, _) = informer::<Obj>(&node, ENDPOINTS_PREFIX).await;
+    // Everything once (the start already programmed what existed; this catches up with
+    // what changed in between), then each change.
+    let mut dirty: std::collections::BTreeSet<String> = services
+        .cache()
+        .keys()
+        .map(|k| owner_of(SERVICES_PREFIX, k))
+        .collect();
+    loop {
+        for owner in std::mem::take(&mut dirty) {
+            let svc = services.cache().get(&format!("{SERVICES_PREFIX}/{owner}"));
+            let eps = endpoints
+                .cache()
+                .get(&format!("{ENDPOINTS_PREFIX}/{owner}"));
+            let wanted = svc
+                .map(|s| crate::k8s::services_from_k8s(s, eps, node.ipv4))
+                .unwrap_or_default();
+            if let Err(e) = node.apply_k8s_service(&owner, wanted).await {
+                log(
+                    "warning",
+                    "programming a service failed",
+                    &format!("service={owner} error=\"{e}\""),
+                );
+            }
+        }
+        let changed = tokio::select! {
+            c = services.next() => c.map(|c| (SERVICES_PREFIX, c)),
+            c = endpoints.next() => c.map(|c| (ENDPOINTS_PREFIX, c)),
+        };
+        match changed {
+            Ok((
+                prefix,
+                Change::Upsert { key, .. }
+                | Change::Delete { key, .. }
+                | Change::Invalid { key, .. },
+            )) => {
+                dirty.insert(owner_of(prefix, &key));
+            }
+            Err(_) => tokio::time::sleep(Duration::from_secs(1)).await,
+        }
+    }
+}
+
+async fn follow_policies(node: Arc<Node>) {
+    use cilium_core::cluster::POLICIES_PREFIX;
+    let (mut inf, initial) = informer::<serde_json::Value>(&node, POLICIES_PREFIX).await;
+    let mut pending: std::collections::VecDeque<_> = initial.into();
+    loop {
+        let change = match pending.pop_front() {
+            Some(c) => c,
+            None => match inf.next().await {
+                Ok(c) => c,
+                Err(_) => {
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    continue;
+                }
+            },
+        };
+        let result = match &change {
+            Change::Upsert { key, object } => {
+                node.apply_stored_policy(&owner_of(POLICIES_PREFIX, key), Some(object))
+                    .await
+            }
+            Change::Delete { key, .. } => {
+                node.apply_stored_policy(&owner_of(POLICIES_PREFIX, key), None)
+                    .await
+            }
+            Change::Invalid { key, error } => Err(format!("{key}: {error}")),
+        };
+        match result {
+            Ok(n) if n > 0 => log(
+                "info",
+                "policy from the cluster applied",
+                &format!("endpoints-updated={n}"),
+            ),
+            Ok(_) => {}
+            Err(e) => log(
+                "warning",
+                "a policy from the cluster does not apply",
+                &format!("error=\"{e}\""),
+            ),
         }
     }
 }

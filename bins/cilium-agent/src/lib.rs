@@ -26,6 +26,7 @@ mod api;
 pub mod client;
 pub mod cluster;
 pub mod endpoint;
+pub mod k8s;
 pub mod metrics;
 pub mod node;
 pub mod service;

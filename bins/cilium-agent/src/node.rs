@@ -37,9 +37,9 @@ use crate::service::{SERVICES_PREFIX, ServiceSpec};
 /// Endpoint ids are 1..=4095, as in Cilium.
 const MAX_ENDPOINT_ID: u32 = 4095;
 /// Pods registered through the API, as Kubernetes would hold them.
-pub const PODS_PREFIX: &str = "cilium/state/pods/v1";
+pub use cilium_core::cluster::PODS_PREFIX;
 /// Imported policies, one key per document origin.
-pub const POLICIES_PREFIX: &str = "cilium/state/policies/v1";
+pub use cilium_core::cluster::POLICIES_PREFIX;
 
 /// An API failure: an HTTP status and a message. Nothing was changed.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -122,6 +122,8 @@ struct NodeState {
     endpoints: BTreeMap<u16, EndpointRecord>,
     policy: PolicyEngine,
     lb: LbManager,
+    /// Frontends programmed for each Kubernetes service (`<ns>/<name>`).
+    k8s_frontends: BTreeMap<String, Vec<cilium_lb::service::L3n4Addr>>,
     dp: Option<Dp>,
 }
 
@@ -438,6 +440,7 @@ impl Node {
                 endpoints: BTreeMap::new(),
                 policy: PolicyEngine::new(enforcement(config.enable_policy)),
                 lb: LbManager::new(lb_config.clone()),
+                k8s_frontends: BTreeMap::new(),
                 dp,
             }),
             restore: std::sync::Mutex::new(RestoreReport::default()),
@@ -995,6 +998,31 @@ impl Node {
         Ok((origins, changed))
     }
 
+    /// Applies a policy document the cluster store holds under `origin` (written by another
+    /// agent or the lab), or removes it (`None`). Returns the endpoints whose policy
+    /// changed.
+    pub(crate) async fn apply_stored_policy(
+        &self,
+        origin: &str,
+        doc: Option<&Value>,
+    ) -> Result<usize, String> {
+        let mut parsed = Vec::new();
+        if let Some(doc) = doc {
+            for (d, rules) in cilium_policy::parse(&doc.to_string()).map_err(|e| e.to_string())? {
+                if d.origin() == origin {
+                    parsed.extend(rules);
+                }
+            }
+        }
+        let mut st = self.state.lock().await;
+        let mut diff = PolicyDiff::default();
+        merge(&mut diff, st.policy.remove_rules(origin));
+        if !parsed.is_empty() {
+            merge(&mut diff, st.policy.add_rules(parsed));
+        }
+        apply_policy(&mut st, &diff).map_err(|e| e.message)
+    }
+
     /// Deletes the policies whose origin starts with `prefix` (all with an empty prefix).
     pub async fn delete_policy(&self, prefix: &str) -> Result<Vec<String>, ApiError> {
         let mut st = self.state.lock().await;
@@ -1261,7 +1289,18 @@ impl Node {
                 ),
             }
         }
+        // In a cluster, the Kubernetes services are part of what the maps should hold: list
+        // them now so a restart does not take them out and put them back.
+        let k8s = self.k8s_services_now().await;
+        let api_count = desired.len();
+        for (_, services) in &k8s {
+            desired.extend(services.iter().cloned());
+        }
         let mut st = self.state.lock().await;
+        st.k8s_frontends = k8s
+            .iter()
+            .map(|(owner, svcs)| (owner.clone(), svcs.iter().map(|s| s.frontend).collect()))
+            .collect();
         let NodeState { lb, dp, .. } = &mut *st;
         if let Some(dp) = dp.as_mut() {
             let maps = dp.services.read_back().map_err(|e| e.to_string())?;
@@ -1280,7 +1319,71 @@ impl Node {
                 .apply(&ops)
                 .map_err(|e| format!("writing the service maps: {e}"))?;
         }
-        Ok(desired.len())
+        Ok(api_count)
+    }
+
+    /// The Kubernetes services of the cluster store, translated, by `<ns>/<name>` (empty
+    /// with the embedded store).
+    async fn k8s_services_now(&self) -> Vec<(String, Vec<Service>)> {
+        use cilium_core::cluster::{ENDPOINTS_PREFIX, SERVICES_PREFIX};
+        if !matches!(**self.store(), AnyStore::Etcd(_)) {
+            return Vec::new();
+        }
+        let list = |prefix: &'static str| async move {
+            Informer::<_, Value>::start(self.store.clone(), prefix)
+                .await
+                .map(|(inf, _)| inf.cache().clone())
+                .unwrap_or_default()
+        };
+        let services = list(SERVICES_PREFIX).await;
+        let endpoints = list(ENDPOINTS_PREFIX).await;
+        services
+            .iter()
+            .map(|(key, svc)| {
+                let owner = key
+                    .strip_prefix(SERVICES_PREFIX)
+                    .unwrap_or(key)
+                    .trim_start_matches('/')
+                    .to_owned();
+                let eps = endpoints.get(&format!("{ENDPOINTS_PREFIX}/{owner}"));
+                (owner, crate::k8s::services_from_k8s(svc, eps, self.ipv4))
+            })
+            .collect()
+    }
+
+    /// Programs the frontends of one Kubernetes service (`<ns>/<name>`): the given ones
+    /// added or updated, the ones it had before and no longer has removed.
+    pub(crate) async fn apply_k8s_service(
+        &self,
+        owner: &str,
+        services: Vec<Service>,
+    ) -> Result<(), String> {
+        let mut st = self.state.lock().await;
+        let previous = st.k8s_frontends.remove(owner).unwrap_or_default();
+        let mut ops = Vec::new();
+        let mut now = Vec::new();
+        for svc in &services {
+            match st.lb.upsert(svc) {
+                Ok(o) => {
+                    ops.extend(o);
+                    now.push(svc.frontend);
+                }
+                Err(e) => eprintln!(
+                    "level=warning msg=\"skipping a service frontend\" service={owner} frontend={} error=\"{e}\"",
+                    svc.frontend
+                ),
+            }
+        }
+        for fe in previous.iter().filter(|f| !now.contains(f)) {
+            ops.extend(st.lb.delete(fe));
+        }
+        if !now.is_empty() {
+            st.k8s_frontends.insert(owner.to_owned(), now);
+        }
+        if let Some(dp) = st.dp.as_mut() {
+            dp.services.apply(&ops).map_err(|e| e.to_string())?;
+        }
+        Ok(())
     }
 
     /// Sets the enforcement mode at run time.

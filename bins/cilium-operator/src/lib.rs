@@ -11,7 +11,10 @@
 //!   back first (a restarted operator hands out nothing twice); a deleted CiliumNode frees
 //!   its CIDR; an exhausted pool is written into `status.ipam.operator-status.error`;
 //! - identity GC ([`identity_gc_loop`]): identities no node is registered as a user of for
-//!   `identity-heartbeat-timeout` are deleted.
+//!   `identity-heartbeat-timeout` are deleted;
+//! - endpoints ([`endpoints_loop`], Kubernetes' endpoint controller): each Service's
+//!   Endpoints object lists the running pods its selector matches, with the service's
+//!   ports resolved against the pods (`targetPort` by number or by container port name).
 //!
 //! ```no_run
 //! # async fn run() -> Result<(), String> {
@@ -30,7 +33,10 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use cilium_core::cluster::{CILIUM_NODES_PREFIX, Change, CiliumNode, Informer};
+use cilium_core::cluster::{
+    CILIUM_NODES_PREFIX, Change, CiliumNode, ENDPOINTS_PREFIX, Informer, PODS_PREFIX,
+    SERVICES_PREFIX,
+};
 use cilium_core::kvstore::{AnyStore, EventKind, KvStore, KvWatch};
 use cilium_identity::KvBackend;
 use cilium_ipam::{ClusterPool, ClusterPoolConfig, IpamError};
@@ -138,6 +144,7 @@ pub async fn run(store: Arc<AnyStore>, config: OperatorConfig) -> Result<(), Str
     };
     tokio::select! {
         r = ipam_loop(store.clone(), config.cluster_pool.clone()) => r,
+        r = endpoints_loop(store.clone()) => r,
         r = identity_gc_loop(store.clone(), config.identity_gc_interval, config.identity_heartbeat_timeout) => r,
         why = check => Err(why),
     }
@@ -313,5 +320,187 @@ pub async fn identity_gc_loop(
                 unused_since.remove(&id.get());
             }
         }
+    }
+}
+
+/// Whether a pod's labels satisfy a service's `spec.selector` (every pair present).
+fn selects(selector: &serde_json::Map<String, serde_json::Value>, pod: &serde_json::Value) -> bool {
+    !selector.is_empty()
+        && selector
+            .iter()
+            .all(|(k, v)| pod["metadata"]["labels"][k] == *v)
+}
+
+/// The port a service port reaches on a pod: `targetPort` as a number, as a name of one
+/// of the pod's container ports, or (absent) the service port itself.
+fn target_port(port: &serde_json::Value, pod: &serde_json::Value) -> Option<u64> {
+    match &port["targetPort"] {
+        serde_json::Value::Number(n) => n.as_u64(),
+        serde_json::Value::String(name) => {
+            if let Ok(n) = name.parse::<u64>() {
+                return Some(n);
+            }
+            pod["spec"]["containers"]
+                .as_array()?
+                .iter()
+                .flat_map(|c| c["ports"].as_array().cloned().unwrap_or_default())
+                .find(|p| p["name"].as_str() == Some(name))
+                .and_then(|p| p["containerPort"].as_u64())
+        }
+        _ => port["port"].as_u64(),
+    }
+}
+
+/// The Endpoints object of a service, from the pods (running, with an IP) it selects.
+pub fn endpoints_for(
+    service: &serde_json::Value,
+    pods: &[&serde_json::Value],
+) -> serde_json::Value {
+    let meta = &service["metadata"];
+    let selector = service["spec"]["selector"]
+        .as_object()
+        .cloned()
+        .unwrap_or_default();
+    let mut subsets = Vec::new();
+    for port in service["spec"]["ports"].as_array().into_iter().flatten() {
+        let protocol = port["protocol"].as_str().unwrap_or("TCP");
+        // One subset per (service port, resolved pod port).
+        let mut by_target: BTreeMap<u64, Vec<serde_json::Value>> = BTreeMap::new();
+        for pod in pods {
+            let ready = pod["status"]["phase"] == "Running" && pod["status"]["podIP"].is_string();
+            if !ready
+                || !selects(&selector, pod)
+                || pod["metadata"]["namespace"] != meta["namespace"]
+            {
+                continue;
+            }
+            if let Some(target) = target_port(port, pod) {
+                by_target.entry(target).or_default().push(serde_json::json!({
+                    "ip": pod["status"]["podIP"],
+                    "nodeName": pod["spec"]["nodeName"],
+                    "targetRef": {"kind": "Pod", "name": pod["metadata"]["name"], "namespace": pod["metadata"]["namespace"]},
+                }));
+            }
+        }
+        for (target, mut addresses) in by_target {
+            addresses.sort_by(|a, b| a["ip"].as_str().cmp(&b["ip"].as_str()));
+            let mut p = serde_json::json!({"port": target, "protocol": protocol});
+            if let Some(name) = port["name"].as_str() {
+                p["name"] = serde_json::Value::from(name);
+            }
+            subsets.push(serde_json::json!({"addresses": addresses, "ports": [p]}));
+        }
+    }
+    serde_json::json!({
+        "apiVersion": "v1",
+        "kind": "Endpoints",
+        "metadata": {"name": meta["name"], "namespace": meta["namespace"]},
+        "subsets": subsets,
+    })
+}
+
+/// Keeps every Service's Endpoints object in line with the pods, until the store fails.
+pub async fn endpoints_loop(store: Arc<AnyStore>) -> Result<(), String> {
+    type Obj = serde_json::Value;
+    let (mut pods, pods_initial) = Informer::<_, Obj>::start(store.clone(), PODS_PREFIX)
+        .await
+        .map_err(|e| format!("watching pods: {e}"))?;
+    let (mut services, services_initial) =
+        Informer::<_, Obj>::start(store.clone(), SERVICES_PREFIX)
+            .await
+            .map_err(|e| format!("watching services: {e}"))?;
+    drop((pods_initial, services_initial));
+    let mut written: BTreeMap<String, Obj> = store
+        .list_prefix(&format!("{ENDPOINTS_PREFIX}/"))
+        .await
+        .map_err(|e| e.to_string())?
+        .into_iter()
+        .filter_map(|(k, v)| Some((k, serde_json::from_slice(&v).ok()?)))
+        .collect();
+    loop {
+        // Recompute every service's endpoints (clusters here are small), write changes.
+        let all_pods: Vec<&Obj> = pods.cache().values().collect();
+        let mut wanted = BTreeMap::new();
+        for (key, svc) in services.cache() {
+            let rest = key.strip_prefix(SERVICES_PREFIX).unwrap_or(key);
+            wanted.insert(
+                format!("{ENDPOINTS_PREFIX}{rest}"),
+                endpoints_for(svc, &all_pods),
+            );
+        }
+        for (key, ep) in &wanted {
+            if written.get(key) != Some(ep) {
+                let bytes = serde_json::to_vec(ep).map_err(|e| e.to_string())?;
+                store.put(key, &bytes).await.map_err(|e| e.to_string())?;
+                written.insert(key.clone(), ep.clone());
+            }
+        }
+        let stale: Vec<String> = written
+            .keys()
+            .filter(|k| !wanted.contains_key(*k))
+            .cloned()
+            .collect();
+        for key in stale {
+            store.delete(&key).await.map_err(|e| e.to_string())?;
+            written.remove(&key);
+        }
+        tokio::select! {
+            r = pods.next() => { r.map_err(|e| format!("watching pods: {e}"))?; }
+            r = services.next() => { r.map_err(|e| format!("watching services: {e}"))?; }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn endpoints_list_the_running_pods_a_service_selects() {
+        let svc = json!({
+            "metadata": {"name": "webpod", "namespace": "default"},
+            "spec": {"selector": {"app": "webpod"}, "ports": [
+                {"name": "http", "port": 80, "targetPort": 80, "protocol": "TCP"},
+                {"name": "alt", "port": 8080, "targetPort": "web"},
+            ]},
+        });
+        let pod = |name: &str, ip: &str, app: &str, phase: &str, ns: &str| {
+            json!({
+                "metadata": {"name": name, "namespace": ns, "labels": {"app": app}},
+                "spec": {"nodeName": "k8s-w1", "containers": [{"ports": [{"name": "web", "containerPort": 8000}]}]},
+                "status": {"phase": phase, "podIP": ip},
+            })
+        };
+        let pods = [
+            pod("webpod-2", "172.20.2.5", "webpod", "Running", "default"),
+            pod("webpod-1", "172.20.1.5", "webpod", "Running", "default"),
+            pod("pending", "172.20.1.9", "webpod", "Pending", "default"),
+            pod("curl", "172.20.0.5", "curl", "Running", "default"),
+            pod("elsewhere", "172.20.1.7", "webpod", "Running", "other"),
+        ];
+        let refs: Vec<&serde_json::Value> = pods.iter().collect();
+        let ep = endpoints_for(&svc, &refs);
+        let subsets = ep["subsets"].as_array().unwrap();
+        assert_eq!(subsets.len(), 2);
+        let ips: Vec<&str> = subsets[0]["addresses"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| a["ip"].as_str().unwrap())
+            .collect();
+        assert_eq!(ips, ["172.20.1.5", "172.20.2.5"]);
+        assert_eq!(
+            subsets[0]["ports"][0],
+            json!({"port": 80, "protocol": "TCP", "name": "http"})
+        );
+        assert_eq!(
+            subsets[1]["ports"][0]["port"], 8000,
+            "named targetPort resolved"
+        );
+        assert_eq!(ep["metadata"]["name"], "webpod");
+        // No selector: no endpoints managed.
+        let bare = json!({"metadata": {"name": "x", "namespace": "default"}, "spec": {"ports": [{"port": 1}]}});
+        assert_eq!(endpoints_for(&bare, &refs)["subsets"], json!([]));
     }
 }
