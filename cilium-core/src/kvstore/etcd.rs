@@ -542,6 +542,13 @@ impl EtcdServer {
         self.child.as_ref().map(std::process::Child::id)
     }
 
+    /// Leaves the server running after this value is dropped (a lab that outlives the
+    /// command that started it); returns its pid.
+    pub fn detach(mut self) -> Option<u32> {
+        self.owned_dir = None;
+        self.child.take().map(|c| c.id())
+    }
+
     /// Kills the server (SIGKILL) and waits for it.
     pub fn stop(&mut self) {
         if let Some(mut c) = self.child.take() {

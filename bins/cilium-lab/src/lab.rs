@@ -1,0 +1,724 @@
+// SPDX-License-Identifier: Apache-2.0
+
+//! A lab: the nodes (network namespaces on an underlay bridge, 192.168.10.0/24), etcd and
+//! the operator on the control-plane node, one agent per node, and pods created through
+//! cilium-cni as a runtime does. Everything it makes is written to `<lab dir>/lab.json`
+//! before it is made, so `down` removes it all, also after a crash. Nothing is done in the
+//! root network namespace; no namespace gets a route out of the lab.
+
+use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use cilium_core::cluster::{PODS_PREFIX, POLICIES_PREFIX, SERVICES_PREFIX};
+use cilium_core::kvstore::etcd::{EtcdServer, EtcdStore};
+use cilium_core::kvstore::{AnyStore, KvStore};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::manifest::{self, Object, Placed, PodSpec};
+use crate::workload::Workload;
+
+/// etcd's client address (on the control-plane node).
+pub const ETCD_ADDR: &str = "192.168.10.100:2379";
+/// The pod CIDR pool (the seed's).
+pub const POD_POOL: &str = "172.20.0.0/16";
+
+/// A node of the lab.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LabNode {
+    /// Node name (`k8s-ctr`, `k8s-w1`, ...).
+    pub name: String,
+    /// Its network namespace.
+    pub netns: String,
+    /// Its IP on the underlay.
+    pub ip: Ipv4Addr,
+    /// Its private BPF file system.
+    pub bpffs: PathBuf,
+    /// The agent's state dir (socket, store, logs).
+    pub state_dir: PathBuf,
+    /// The agent's pid.
+    pub agent_pid: Option<u32>,
+}
+
+impl LabNode {
+    /// The agent's API socket.
+    pub fn socket(&self) -> PathBuf {
+        self.state_dir.join("cilium.sock")
+    }
+
+    /// A client of the agent's API.
+    pub fn client(&self) -> cilium_agent::client::Client {
+        cilium_agent::client::Client::new(&self.socket().to_string_lossy())
+    }
+}
+
+/// A pod of the lab.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LabPod {
+    /// Kubernetes namespace.
+    pub namespace: String,
+    /// Name.
+    pub name: String,
+    /// Node.
+    pub node: String,
+    /// Its network namespace.
+    pub netns: String,
+    /// Its IP (once created).
+    pub ip: Option<Ipv4Addr>,
+    /// Labels.
+    pub labels: BTreeMap<String, String>,
+    /// The workload's pid.
+    pub pid: Option<u32>,
+    /// Creation time (Unix seconds).
+    pub created: u64,
+}
+
+/// Everything a lab made, as saved in `lab.json`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct LabState {
+    /// Name prefix of namespaces.
+    pub prefix: String,
+    /// Creation time (Unix seconds).
+    pub created: u64,
+    /// The nodes, control plane first.
+    pub nodes: Vec<LabNode>,
+    /// Network namespaces made, in order.
+    pub namespaces: Vec<String>,
+    /// bpffs mounts made.
+    pub mounts: Vec<PathBuf>,
+    /// `/etc/netns/<ns>` directories made (pods' hosts files).
+    pub etc_netns: Vec<PathBuf>,
+    /// Whether the lab made `/etc/netns` itself (removed at `down` if empty).
+    #[serde(default)]
+    pub made_etc_netns: bool,
+    /// etcd's pid.
+    pub etcd_pid: Option<u32>,
+    /// The operator's pid.
+    pub operator_pid: Option<u32>,
+    /// The pods.
+    pub pods: Vec<LabPod>,
+    /// Next ClusterIP to hand out (host part of 10.96.0.0/16).
+    pub next_service_ip: u32,
+}
+
+fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+fn run(args: &[&str]) -> Result<String, String> {
+    let out = Command::new(args[0])
+        .args(&args[1..])
+        .output()
+        .map_err(|e| format!("{}: {e}", args.join(" ")))?;
+    if !out.status.success() {
+        return Err(format!(
+            "{}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// Where a lab lives and how its namespaces are named.
+#[derive(Debug, Clone)]
+pub struct Lab {
+    /// The lab directory (`$CILIUM_LAB_DIR`, default `/tmp/cilium-lab`).
+    pub dir: PathBuf,
+    /// The prefix of everything it names (`$CILIUM_LAB_PREFIX`, default `crsl`).
+    pub prefix: String,
+    /// Where the other binaries are (next to this one).
+    pub bin_dir: PathBuf,
+}
+
+/// Options of `up`.
+#[derive(Debug, Clone)]
+pub struct UpOptions {
+    /// Number of nodes (control plane included).
+    pub nodes: usize,
+    /// Extra agent settings (`key: value`), as a cilium-config ConfigMap holds them.
+    pub agent_config: BTreeMap<String, String>,
+}
+
+impl Lab {
+    /// The lab of this environment.
+    pub fn from_env() -> Result<Lab, String> {
+        let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+        Ok(Lab {
+            dir: std::env::var_os("CILIUM_LAB_DIR")
+                .map_or_else(|| PathBuf::from("/tmp/cilium-lab"), PathBuf::from),
+            prefix: std::env::var("CILIUM_LAB_PREFIX").unwrap_or_else(|_| "crsl".into()),
+            bin_dir: exe.parent().map(Path::to_path_buf).unwrap_or_default(),
+        })
+    }
+
+    fn state_file(&self) -> PathBuf {
+        self.dir.join("lab.json")
+    }
+
+    /// The saved state, if a lab is up.
+    pub fn load(&self) -> Result<Option<LabState>, String> {
+        match std::fs::read(self.state_file()) {
+            Ok(bytes) => serde_json::from_slice(&bytes)
+                .map(Some)
+                .map_err(|e| format!("{}: {e}", self.state_file().display())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(format!("{}: {e}", self.state_file().display())),
+        }
+    }
+
+    /// The state of a lab that is up, or a clear error.
+    pub fn require(&self) -> Result<LabState, String> {
+        self.load()?
+            .ok_or_else(|| format!("no lab is up in {} (cilium-lab up)", self.dir.display()))
+    }
+
+    /// Saves the state (atomically: temp file, rename).
+    pub fn save(&self, state: &LabState) -> Result<(), String> {
+        let tmp = self.dir.join(".lab.json.tmp");
+        let bytes = serde_json::to_vec_pretty(state).map_err(|e| e.to_string())?;
+        std::fs::write(&tmp, bytes).map_err(|e| format!("{}: {e}", tmp.display()))?;
+        std::fs::rename(&tmp, self.state_file()).map_err(|e| e.to_string())
+    }
+
+    /// A binary of this build.
+    pub fn binary(&self, name: &str) -> Result<PathBuf, String> {
+        let p = self.bin_dir.join(name);
+        if p.exists() {
+            Ok(p)
+        } else {
+            Err(format!(
+                "{} is missing: build the workspace (cargo build --workspace)",
+                p.display()
+            ))
+        }
+    }
+
+    fn add_netns(&self, state: &mut LabState, name: &str) -> Result<(), String> {
+        state.namespaces.push(name.to_owned());
+        self.save(state)?;
+        run(&["ip", "netns", "add", name])?;
+        run(&["ip", "-n", name, "link", "set", "lo", "up"]).map(|_| ())
+    }
+
+    /// Starts a daemon in a namespace, in its own session (it outlives this command), its
+    /// output in `log`.
+    fn daemon(
+        &self,
+        netns: &str,
+        program: &Path,
+        args: &[String],
+        log: &Path,
+    ) -> Result<u32, String> {
+        let log = std::fs::File::create(log).map_err(|e| format!("{}: {e}", log.display()))?;
+        let child = Command::new("setsid")
+            .args(["ip", "netns", "exec", netns])
+            .arg(program)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().map_err(|e| e.to_string())?)
+            .stderr(log)
+            .spawn()
+            .map_err(|e| format!("starting {}: {e}", program.display()))?;
+        Ok(child.id())
+    }
+
+    /// `cilium-lab up`: the nodes, etcd, the operator and the agents; returns when every
+    /// agent answers.
+    pub fn up(&self, opts: &UpOptions) -> Result<LabState, String> {
+        if self.load()?.is_some() {
+            return Err(format!(
+                "a lab is already up in {} (cilium-lab down first)",
+                self.dir.display()
+            ));
+        }
+        if opts.nodes == 0 || opts.nodes > 20 {
+            return Err("--nodes must be between 1 and 20".into());
+        }
+        let (agent, operator) = (
+            self.binary("cilium-agent")?,
+            self.binary("cilium-operator")?,
+        );
+        self.binary("cilium-cni")?;
+        std::fs::create_dir_all(&self.dir).map_err(|e| format!("{}: {e}", self.dir.display()))?;
+        let mut state = LabState {
+            prefix: self.prefix.clone(),
+            created: now(),
+            next_service_ip: 10,
+            ..LabState::default()
+        };
+        self.save(&state)?;
+        let lan = format!("{}-lan", self.prefix);
+        self.add_netns(&mut state, &lan)?;
+        run(&["ip", "-n", &lan, "link", "add", "br0", "type", "bridge"])?;
+        run(&["ip", "-n", &lan, "link", "set", "br0", "up"])?;
+        for i in 0..opts.nodes {
+            let name = if i == 0 {
+                "k8s-ctr".to_owned()
+            } else {
+                format!("k8s-w{i}")
+            };
+            let netns = format!("{}-{name}", self.prefix);
+            let ip = Ipv4Addr::new(192, 168, 10, 100 + i as u8);
+            self.add_netns(&mut state, &netns)?;
+            run(&[
+                "ip", "-n", &netns, "link", "add", "eth0", "type", "veth", "peer", "name", &name,
+                "netns", &lan,
+            ])?;
+            run(&[
+                "ip",
+                "-n",
+                &netns,
+                "addr",
+                "add",
+                &format!("{ip}/24"),
+                "dev",
+                "eth0",
+            ])?;
+            run(&["ip", "-n", &netns, "link", "set", "eth0", "up"])?;
+            run(&[
+                "ip", "-n", &lan, "link", "set", &name, "master", "br0", "up",
+            ])?;
+            let base = self.dir.join(&name);
+            let bpffs = base.join("bpffs");
+            let state_dir = base.join("state");
+            std::fs::create_dir_all(&bpffs).map_err(|e| e.to_string())?;
+            std::fs::create_dir_all(&state_dir).map_err(|e| e.to_string())?;
+            state.mounts.push(bpffs.clone());
+            self.save(&state)?;
+            run(&["mount", "-t", "bpf", "bpf", &bpffs.to_string_lossy()])?;
+            state.nodes.push(LabNode {
+                name,
+                netns,
+                ip,
+                bpffs,
+                state_dir,
+                agent_pid: None,
+            });
+            self.save(&state)?;
+        }
+        let ctr = state.nodes[0].netns.clone();
+        let wrapper = ["setsid", "ip", "netns", "exec", &ctr].map(String::from);
+        let etcd = EtcdServer::start(
+            &self.dir.join("etcd"),
+            ETCD_ADDR.parse().map_err(|e| format!("{e}"))?,
+            "192.168.10.100:2380".parse().map_err(|e| format!("{e}"))?,
+            &wrapper,
+        )?;
+        state.etcd_pid = etcd.detach();
+        self.save(&state)?;
+        state.operator_pid = Some(self.daemon(
+            &ctr,
+            &operator,
+            &[
+                format!("--kvstore-opt=etcd.address={ETCD_ADDR}"),
+                format!("--cluster-pool-ipv4-cidr={POD_POOL}"),
+                "--cluster-pool-ipv4-mask-size=24".into(),
+                "--leader-election-lease-duration=10s".into(),
+            ],
+            &self.dir.join("operator.log"),
+        )?);
+        self.save(&state)?;
+        for i in 0..state.nodes.len() {
+            let n = state.nodes[i].clone();
+            let mut args = vec![
+                format!("--bpf-root={}", n.bpffs.display()),
+                format!("--state-dir={}", n.state_dir.display()),
+                format!("--socket-path={}", n.socket().display()),
+                "--kvstore=etcd".into(),
+                format!("--kvstore-opt=etcd.address={ETCD_ADDR}"),
+                "--kvstore-lease-ttl=30s".into(),
+                format!("--k8s-node-name={}", n.name),
+                format!("--ipv4-node={}", n.ip),
+                "--routing-mode=native".into(),
+                "--auto-direct-node-routes=true".into(),
+                format!("--ipv4-native-routing-cidr={POD_POOL}"),
+                "--enable-endpoint-routes=true".into(),
+                "--kube-proxy-replacement=true".into(),
+                "--enable-bpf-masquerade=true".into(),
+            ];
+            for (k, v) in &opts.agent_config {
+                args.push(format!("--{k}={v}"));
+            }
+            state.nodes[i].agent_pid =
+                Some(self.daemon(&n.netns, &agent, &args, &n.state_dir.join("agent.log"))?);
+            self.save(&state)?;
+        }
+        for n in &state.nodes {
+            let deadline = Instant::now() + Duration::from_secs(90);
+            while n.client().call("GET", "/healthz", None).is_err() {
+                if Instant::now() > deadline {
+                    let log =
+                        std::fs::read_to_string(n.state_dir.join("agent.log")).unwrap_or_default();
+                    let tail: Vec<&str> = log.lines().rev().take(15).collect();
+                    return Err(format!(
+                        "the agent of {} did not come up; its log ends with:\n{}",
+                        n.name,
+                        tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+                    ));
+                }
+                std::thread::sleep(Duration::from_millis(200));
+            }
+        }
+        Ok(state)
+    }
+
+    /// Runs `f` on a store client inside the control-plane node's namespace (etcd is only
+    /// reachable inside the lab).
+    pub fn with_store<T: Send + 'static>(
+        state: &LabState,
+        f: impl FnOnce(
+            Arc<AnyStore>,
+        ) -> std::pin::Pin<Box<dyn Future<Output = Result<T, String>> + Send>>
+        + Send
+        + 'static,
+    ) -> Result<T, String> {
+        let ns = state
+            .nodes
+            .first()
+            .ok_or("the lab has no nodes")?
+            .netns
+            .clone();
+        cilium_bpf::testing::spawn_in_netns(&ns, move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(|e| e.to_string())?;
+            rt.block_on(async move {
+                let store =
+                    EtcdStore::connect(&[format!("http://{ETCD_ADDR}")], Duration::from_secs(30))
+                        .await
+                        .map_err(|e| format!("etcd: {e}"))?;
+                let store = Arc::new(AnyStore::Etcd(Box::new(store)));
+                f(store).await
+            })
+        })
+        .join()
+        .map_err(|_| "the store thread panicked".to_owned())?
+    }
+
+    fn put_json(state: &LabState, key: String, value: Value) -> Result<(), String> {
+        Self::with_store(state, move |store| {
+            Box::pin(async move {
+                let bytes = serde_json::to_vec(&value).map_err(|e| e.to_string())?;
+                store.put(&key, &bytes).await.map_err(|e| e.to_string())
+            })
+        })
+    }
+
+    /// Every object under a prefix (JSON values).
+    pub fn list(state: &LabState, prefix: &'static str) -> Result<Vec<(String, Value)>, String> {
+        Self::with_store(state, move |store| {
+            Box::pin(async move {
+                Ok(store
+                    .list_prefix(&format!("{prefix}/"))
+                    .await
+                    .map_err(|e| e.to_string())?
+                    .into_iter()
+                    .filter_map(|(k, v)| Some((k, serde_json::from_slice(&v).ok()?)))
+                    .collect())
+            })
+        })
+    }
+
+    /// `cilium-lab apply -f FILE`: every object of the manifest (all checked first).
+    pub fn apply(
+        &self,
+        text: &str,
+        namespace: &str,
+        out: &mut dyn std::io::Write,
+    ) -> Result<(), String> {
+        let mut state = self.require()?;
+        let objects = manifest::parse(text, namespace)?;
+        let node_names: Vec<String> = state.nodes.iter().map(|n| n.name.clone()).collect();
+        for object in objects {
+            match object {
+                Object::Service(mut svc) => {
+                    let ns = svc["metadata"]["namespace"]
+                        .as_str()
+                        .unwrap_or("default")
+                        .to_owned();
+                    let name = svc["metadata"]["name"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .to_owned();
+                    if svc["spec"]["clusterIP"].as_str().is_none() {
+                        let ip = Ipv4Addr::from(
+                            u32::from(Ipv4Addr::new(10, 96, 0, 0)) + state.next_service_ip,
+                        );
+                        state.next_service_ip += 1;
+                        svc["spec"]["clusterIP"] = Value::from(ip.to_string());
+                        self.save(&state)?;
+                    }
+                    if svc["spec"]["type"].is_null() {
+                        svc["spec"]["type"] = Value::from("ClusterIP");
+                    }
+                    Self::put_json(&state, format!("{SERVICES_PREFIX}/{ns}/{name}"), svc)?;
+                    let _ = writeln!(out, "service/{name} created");
+                }
+                Object::Policy(doc) => {
+                    let docs = cilium_policy::parse(&doc.to_string()).map_err(|e| e.to_string())?;
+                    for (d, _) in docs {
+                        let origin = d.origin();
+                        Self::put_json(&state, format!("{POLICIES_PREFIX}/{origin}"), d.to_json())?;
+                        let _ = writeln!(out, "{} created", origin.to_lowercase());
+                    }
+                }
+                Object::Pod(pod) => {
+                    let placed: Vec<Placed> = state
+                        .pods
+                        .iter()
+                        .map(|p| Placed {
+                            namespace: p.namespace.clone(),
+                            labels: p.labels.clone(),
+                            node: p.node.clone(),
+                        })
+                        .collect();
+                    let node = manifest::schedule(&pod, &node_names, &placed)?;
+                    self.create_pod(&mut state, &pod, &node)?;
+                    let _ = writeln!(out, "pod/{} created on {node}", pod.name);
+                }
+            }
+        }
+        self.write_hosts(&mut state)
+    }
+
+    fn create_pod(
+        &self,
+        state: &mut LabState,
+        pod: &PodSpec,
+        node_name: &str,
+    ) -> Result<(), String> {
+        if state
+            .pods
+            .iter()
+            .any(|p| p.namespace == pod.namespace && p.name == pod.name)
+        {
+            return Err(format!("pod {}/{} already exists", pod.namespace, pod.name));
+        }
+        let node = state
+            .nodes
+            .iter()
+            .find(|n| n.name == node_name)
+            .cloned()
+            .ok_or_else(|| format!("no node {node_name}"))?;
+        let netns = format!("{}-p-{}-{}", self.prefix, pod.namespace, pod.name);
+        let mut object = pod.object.clone();
+        object["spec"]["nodeName"] = Value::from(node_name);
+        let key = format!("{PODS_PREFIX}/{}/{}", pod.namespace, pod.name);
+        Self::put_json(state, key.clone(), object.clone())?;
+        self.add_netns(state, &netns)?;
+        state.pods.push(LabPod {
+            namespace: pod.namespace.clone(),
+            name: pod.name.clone(),
+            node: node_name.to_owned(),
+            netns: netns.clone(),
+            ip: None,
+            labels: pod.labels.clone(),
+            pid: None,
+            created: now(),
+        });
+        self.save(state)?;
+        let netconf = serde_json::json!({
+            "cniVersion": "0.3.1", "name": "cilium", "type": "cilium-cni", "agent-socket": node.socket(),
+        })
+        .to_string();
+        let netns_path = format!("/run/netns/{netns}");
+        let container = format!("{}-{}-{}", self.prefix, pod.namespace, pod.name);
+        let outcome = cilium_cni::runtime::invoke(
+            &self.binary("cilium-cni")?,
+            &["ip", "netns", "exec", &node.netns],
+            &cilium_cni::runtime::Invocation {
+                command: "ADD",
+                container_id: &container,
+                netns: &netns_path,
+                ifname: "eth0",
+                pod: (&pod.namespace, &pod.name),
+                netconf: &netconf,
+            },
+        )
+        .map_err(|e| format!("running cilium-cni: {e}"))?;
+        if !outcome.success {
+            return Err(format!(
+                "pod {}/{}: CNI ADD failed: {} {}",
+                pod.namespace, pod.name, outcome.output, outcome.stderr
+            ));
+        }
+        let ip = cilium_cni::runtime::result_ipv4(&outcome.output)
+            .ok_or_else(|| format!("pod {}: the CNI result has no IPv4", pod.name))?;
+        let pid = match &pod.workload {
+            Workload::Whoami { port } => Some(
+                self.daemon(
+                    &netns,
+                    &std::env::current_exe().map_err(|e| e.to_string())?,
+                    &[
+                        "workload".into(),
+                        "whoami".into(),
+                        format!("--name={}", pod.name),
+                        format!("--port={port}"),
+                    ],
+                    &self
+                        .dir
+                        .join(format!("pod-{}-{}.log", pod.namespace, pod.name)),
+                )?,
+            ),
+            Workload::Sleep => None,
+        };
+        if let Some(p) = state.pods.iter_mut().find(|p| p.netns == netns) {
+            p.ip = Some(ip);
+            p.pid = pid;
+        }
+        self.save(state)?;
+        object["status"] = serde_json::json!({"phase": "Running", "podIP": ip.to_string(), "hostIP": node.ip.to_string()});
+        Self::put_json(state, key, object)
+    }
+
+    /// Each pod's `/etc/netns/<netns>/hosts` (what `ip netns exec` shows as /etc/hosts):
+    /// itself, and every service as NAME (same namespace), NAME.NS, NAME.NS.svc and
+    /// NAME.NS.svc.cluster.local.
+    fn write_hosts(&self, state: &mut LabState) -> Result<(), String> {
+        let services = Self::list(state, SERVICES_PREFIX)?;
+        for pod in state.pods.clone() {
+            let mut text = String::from("127.0.0.1\tlocalhost\n");
+            if let Some(ip) = pod.ip {
+                text.push_str(&format!("{ip}\t{}\n", pod.name));
+            }
+            for (_, svc) in &services {
+                let (Some(ip), Some(name), Some(ns)) = (
+                    svc["spec"]["clusterIP"].as_str(),
+                    svc["metadata"]["name"].as_str(),
+                    svc["metadata"]["namespace"].as_str(),
+                ) else {
+                    continue;
+                };
+                let short = if ns == pod.namespace {
+                    format!("{name} ")
+                } else {
+                    String::new()
+                };
+                text.push_str(&format!(
+                    "{ip}\t{short}{name}.{ns} {name}.{ns}.svc {name}.{ns}.svc.cluster.local\n"
+                ));
+            }
+            if !Path::new("/etc/netns").exists() && !state.made_etc_netns {
+                state.made_etc_netns = true;
+                self.save(state)?;
+            }
+            let dir = Path::new("/etc/netns").join(&pod.netns);
+            if !state.etc_netns.contains(&dir) {
+                state.etc_netns.push(dir.clone());
+                self.save(state)?;
+            }
+            std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+            std::fs::write(dir.join("hosts"), text)
+                .map_err(|e| format!("{}: {e}", dir.display()))?;
+        }
+        Ok(())
+    }
+
+    /// `cilium-lab exec [-n NS] POD -- CMD`: runs CMD in the pod's network namespace;
+    /// returns its exit code.
+    pub fn exec(&self, namespace: &str, pod: &str, cmd: &[String]) -> Result<i32, String> {
+        let state = self.require()?;
+        let p = state
+            .pods
+            .iter()
+            .find(|p| p.namespace == namespace && p.name == pod)
+            .ok_or_else(|| format!("pods \"{pod}\" not found in namespace {namespace}"))?;
+        if cmd.is_empty() {
+            return Err("give a command after --".into());
+        }
+        let status = Command::new("ip")
+            .args(["netns", "exec", &p.netns])
+            .args(cmd)
+            .status()
+            .map_err(|e| format!("running {}: {e}", cmd[0]))?;
+        Ok(status.code().unwrap_or(1))
+    }
+
+    /// `cilium-lab dbg NODE -- ARGS`: cilium-dbg against that node's agent and maps.
+    pub fn dbg(&self, node: &str, args: &[String]) -> Result<i32, String> {
+        let state = self.require()?;
+        let n = state.nodes.iter().find(|n| n.name == node).ok_or_else(|| {
+            format!(
+                "no node {node:?} (nodes: {})",
+                state
+                    .nodes
+                    .iter()
+                    .map(|n| n.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
+        })?;
+        let status = Command::new(self.binary("cilium-dbg")?)
+            .arg(format!("--host=unix://{}", n.socket().display()))
+            .arg(format!("--bpf-root={}", n.bpffs.display()))
+            .args(args)
+            .status()
+            .map_err(|e| e.to_string())?;
+        Ok(status.code().unwrap_or(1))
+    }
+
+    /// `cilium-lab down`: stops every process the lab started (by pid, after checking it is
+    /// still the program it started), removes its namespaces, mounts, hosts files and
+    /// directory. Returns what it removed.
+    pub fn down(&self) -> Result<Vec<String>, String> {
+        let Some(state) = self.load()? else {
+            return Err(format!("no lab is up in {}", self.dir.display()));
+        };
+        let mut done = Vec::new();
+        let mut pids: Vec<(u32, &str)> = Vec::new();
+        pids.extend(
+            state
+                .pods
+                .iter()
+                .filter_map(|p| p.pid)
+                .map(|p| (p, "cilium-lab")),
+        );
+        pids.extend(
+            state
+                .nodes
+                .iter()
+                .filter_map(|n| n.agent_pid)
+                .map(|p| (p, "cilium-agent")),
+        );
+        pids.extend(state.operator_pid.map(|p| (p, "cilium-operator")));
+        pids.extend(state.etcd_pid.map(|p| (p, "etcd")));
+        for (pid, program) in pids {
+            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            if String::from_utf8_lossy(&cmdline).contains(program) {
+                let _ = Command::new("kill")
+                    .args(["-KILL", &pid.to_string()])
+                    .status();
+                let deadline = Instant::now() + Duration::from_secs(5);
+                while Path::new(&format!("/proc/{pid}")).exists() && Instant::now() < deadline {
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                done.push(format!("stopped {program} (pid {pid})"));
+            }
+        }
+        for ns in state.namespaces.iter().rev() {
+            if run(&["ip", "netns", "del", ns]).is_ok() {
+                done.push(format!("deleted netns {ns}"));
+            }
+        }
+        for m in &state.mounts {
+            let _ = Command::new("umount").arg(m).stderr(Stdio::null()).status();
+        }
+        for d in &state.etc_netns {
+            let _ = std::fs::remove_dir_all(d);
+        }
+        if state.made_etc_netns {
+            let _ = std::fs::remove_dir("/etc/netns");
+        }
+        std::fs::remove_dir_all(&self.dir).map_err(|e| format!("{}: {e}", self.dir.display()))?;
+        done.push(format!("removed {}", self.dir.display()));
+        Ok(done)
+    }
+}

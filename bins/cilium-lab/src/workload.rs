@@ -1,0 +1,140 @@
+// SPDX-License-Identifier: Apache-2.0
+
+//! The built-in workloads pods run, by image: `traefik/whoami` is an HTTP server that
+//! answers with its host name, addresses and the request (as whoami does);
+//! `nicolaka/netshoot` is a shell that sleeps (its commands run through `cilium-lab exec`).
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::{IpAddr, TcpListener, TcpStream};
+
+/// What a pod runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Workload {
+    /// An HTTP server on a port, answering like traefik/whoami.
+    Whoami {
+        /// The port.
+        port: u16,
+    },
+    /// Nothing to run (a sleeping shell).
+    Sleep,
+}
+
+/// The workload of an image, or an error naming the images this lab knows.
+pub fn for_image(image: &str, ports: &[u16]) -> Result<Workload, String> {
+    let name = image
+        .rsplit_once('/')
+        .map_or(image, |(repo, rest)| {
+            if repo.contains('.') || repo.contains(':') {
+                rest
+            } else {
+                image
+            }
+        })
+        .split(':')
+        .next()
+        .unwrap_or(image);
+    match name {
+        "traefik/whoami" | "whoami" | "containous/whoami" => Ok(Workload::Whoami {
+            port: ports.first().copied().unwrap_or(80),
+        }),
+        "nicolaka/netshoot" | "netshoot" | "busybox" | "alpine" | "curlimages/curl" => {
+            Ok(Workload::Sleep)
+        }
+        other => Err(format!(
+            "image {other:?} is not one this lab can run: traefik/whoami (an HTTP server answering \"Hostname: <pod>\") or nicolaka/netshoot (a shell for cilium-lab exec)"
+        )),
+    }
+}
+
+/// The body whoami answers with.
+pub fn whoami_body(hostname: &str, local: IpAddr, peer: &str, request: &[String]) -> String {
+    let mut out = format!("Hostname: {hostname}\nIP: 127.0.0.1\nIP: {local}\nRemoteAddr: {peer}\n");
+    for line in request {
+        out.push_str(line);
+        out.push('\n');
+    }
+    out
+}
+
+fn serve(mut conn: TcpStream, hostname: &str) {
+    let _ = conn.set_read_timeout(Some(std::time::Duration::from_secs(5)));
+    let peer = conn.peer_addr().map(|a| a.to_string()).unwrap_or_default();
+    let local = conn
+        .local_addr()
+        .map(|a| a.ip())
+        .unwrap_or(IpAddr::from([0, 0, 0, 0]));
+    let Ok(read) = conn.try_clone() else { return };
+    let mut reader = BufReader::new(read);
+    let mut request = Vec::new();
+    loop {
+        let mut line = String::new();
+        match reader.read_line(&mut line) {
+            Ok(0) | Err(_) => break,
+            Ok(_) => {
+                let line = line.trim_end().to_owned();
+                if line.is_empty() {
+                    break;
+                }
+                request.push(line);
+            }
+        }
+    }
+    let body = whoami_body(hostname, local, &peer, &request);
+    let _ = write!(
+        conn,
+        "HTTP/1.1 200 OK\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+}
+
+/// Runs the whoami server on `port` until the process is killed.
+pub fn run_whoami(hostname: &str, port: u16) -> std::io::Result<()> {
+    let listener = TcpListener::bind(("0.0.0.0", port))?;
+    for conn in listener.incoming() {
+        let Ok(conn) = conn else { continue };
+        let name = hostname.to_owned();
+        std::thread::spawn(move || serve(conn, &name));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn images_map_to_workloads_and_unknown_ones_are_named() {
+        assert_eq!(
+            for_image("traefik/whoami", &[80]),
+            Ok(Workload::Whoami { port: 80 })
+        );
+        assert_eq!(
+            for_image("docker.io/traefik/whoami:v1.10", &[]),
+            Ok(Workload::Whoami { port: 80 })
+        );
+        assert_eq!(for_image("nicolaka/netshoot", &[]), Ok(Workload::Sleep));
+        let err = for_image("nginx", &[]).unwrap_err();
+        assert!(
+            err.contains("\"nginx\"") && err.contains("traefik/whoami"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn whoami_answers_with_the_hostname_first() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        std::thread::spawn(move || {
+            let (c, _) = listener.accept().unwrap();
+            serve(c, "webpod-1");
+        });
+        let mut c = TcpStream::connect(addr).unwrap();
+        write!(c, "GET / HTTP/1.1\r\nHost: webpod\r\n\r\n").unwrap();
+        let mut out = String::new();
+        std::io::Read::read_to_string(&mut c, &mut out).unwrap();
+        assert!(out.starts_with("HTTP/1.1 200 OK\r\n"), "{out}");
+        let body = out.split_once("\r\n\r\n").unwrap().1;
+        assert!(body.starts_with("Hostname: webpod-1\n"), "{body}");
+        assert!(body.contains("GET / HTTP/1.1\nHost: webpod\n"), "{body}");
+    }
+}
