@@ -622,6 +622,153 @@ impl Lab {
         Ok(())
     }
 
+    /// `cilium-lab delete -f FILE`: removes the manifest's objects (a Deployment's pods,
+    /// Pods, Services, policies). Objects that do not exist are reported, not errors.
+    pub fn delete(
+        &self,
+        text: &str,
+        namespace: &str,
+        out: &mut dyn std::io::Write,
+    ) -> Result<(), String> {
+        let mut state = self.require()?;
+        // The documents by kind and name (pods of a Deployment are found by owner).
+        for (i, de) in serde_norway::Deserializer::from_str(text).enumerate() {
+            let doc = <Value as Deserialize>::deserialize(de)
+                .map_err(|e| format!("document {}: {e}", i + 1))?;
+            if doc.is_null() {
+                continue;
+            }
+            let kind = doc["kind"].as_str().unwrap_or_default();
+            let name = doc["metadata"]["name"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned();
+            let ns = doc["metadata"]["namespace"]
+                .as_str()
+                .unwrap_or(namespace)
+                .to_owned();
+            match kind {
+                "Pod" | "Deployment" => {
+                    let victims: Vec<LabPod> = state
+                        .pods
+                        .iter()
+                        .filter(|p| {
+                            p.namespace == ns
+                                && if kind == "Pod" {
+                                    p.name == name
+                                } else {
+                                    p.name.starts_with(&format!("{name}-"))
+                                }
+                        })
+                        .cloned()
+                        .collect();
+                    for pod in victims {
+                        self.delete_pod(&mut state, &pod)?;
+                        let _ = writeln!(out, "pod \"{}\" deleted", pod.name);
+                    }
+                }
+                "Service" => {
+                    let key = format!("{SERVICES_PREFIX}/{ns}/{name}");
+                    let existed = Self::with_store(&state, move |store| {
+                        Box::pin(async move { store.delete(&key).await.map_err(|e| e.to_string()) })
+                    })?;
+                    let _ = writeln!(
+                        out,
+                        "service \"{name}\" {}",
+                        if existed { "deleted" } else { "not found" }
+                    );
+                }
+                "CiliumNetworkPolicy" | "CiliumClusterwideNetworkPolicy" | "NetworkPolicy" => {
+                    let mut p = doc.clone();
+                    if kind != "CiliumClusterwideNetworkPolicy" {
+                        p["metadata"]["namespace"] = Value::from(ns.clone());
+                    }
+                    for (d, _) in cilium_policy::parse(&p.to_string()).map_err(|e| e.to_string())? {
+                        let origin = d.origin();
+                        let key = format!("{POLICIES_PREFIX}/{origin}");
+                        let existed = Self::with_store(&state, move |store| {
+                            Box::pin(
+                                async move { store.delete(&key).await.map_err(|e| e.to_string()) },
+                            )
+                        })?;
+                        let _ = writeln!(
+                            out,
+                            "{} {}",
+                            origin.to_lowercase(),
+                            if existed { "deleted" } else { "not found" }
+                        );
+                    }
+                }
+                other => {
+                    return Err(format!(
+                        "document {}: kind {other:?} is not supported",
+                        i + 1
+                    ));
+                }
+            }
+        }
+        self.write_hosts(&mut state)
+    }
+
+    fn delete_pod(&self, state: &mut LabState, pod: &LabPod) -> Result<(), String> {
+        let node = state
+            .nodes
+            .iter()
+            .find(|n| n.name == pod.node)
+            .cloned()
+            .ok_or_else(|| format!("no node {}", pod.node))?;
+        let netconf = serde_json::json!({
+            "cniVersion": "0.3.1", "name": "cilium", "type": "cilium-cni", "agent-socket": node.socket(),
+        })
+        .to_string();
+        let container = format!("{}-{}-{}", self.prefix, pod.namespace, pod.name);
+        let netns_path = format!("/run/netns/{}", pod.netns);
+        let outcome = cilium_cni::runtime::invoke(
+            &self.binary("cilium-cni")?,
+            &["ip", "netns", "exec", &node.netns],
+            &cilium_cni::runtime::Invocation {
+                command: "DEL",
+                container_id: &container,
+                netns: &netns_path,
+                ifname: "eth0",
+                pod: (&pod.namespace, &pod.name),
+                netconf: &netconf,
+            },
+        )
+        .map_err(|e| format!("running cilium-cni: {e}"))?;
+        if !outcome.success {
+            return Err(format!(
+                "pod {}: CNI DEL failed: {}",
+                pod.name, outcome.output
+            ));
+        }
+        if let Some(pid) = pod.pid {
+            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            if String::from_utf8_lossy(&cmdline).contains("cilium-lab") {
+                let _ = Command::new("kill")
+                    .args(["-KILL", &pid.to_string()])
+                    .status();
+            }
+        }
+        let _ = run(&["ip", "netns", "del", &pod.netns]);
+        let dir = Path::new("/etc/netns").join(&pod.netns);
+        let _ = std::fs::remove_dir_all(&dir);
+        state.etc_netns.retain(|d| d != &dir);
+        state.namespaces.retain(|n| n != &pod.netns);
+        state.pods.retain(|p| p.netns != pod.netns);
+        self.save(state)?;
+        let key = format!("{PODS_PREFIX}/{}/{}", pod.namespace, pod.name);
+        Self::with_store(state, move |store| {
+            Box::pin(async move {
+                store
+                    .delete(&key)
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| e.to_string())
+            })
+        })
+    }
+
     /// `cilium-lab exec [-n NS] POD -- CMD`: runs CMD in the pod's network namespace;
     /// returns its exit code.
     pub fn exec(&self, namespace: &str, pod: &str, cmd: &[String]) -> Result<i32, String> {

@@ -55,6 +55,15 @@ enum Cmd {
         #[arg(short = 'n', long, default_value = "default")]
         namespace: String,
     },
+    /// Delete the objects of a manifest.
+    Delete {
+        /// The manifest (`-`: stdin).
+        #[arg(short = 'f', long = "filename")]
+        file: PathBuf,
+        /// Namespace of objects that name none.
+        #[arg(short = 'n', long, default_value = "default")]
+        namespace: String,
+    },
     /// Run a command in a pod's network namespace (`-- CMD ARGS...`).
     Exec {
         /// Namespace.
@@ -120,6 +129,16 @@ fn agent_config(path: Option<&PathBuf>) -> Result<BTreeMap<String, String>, Stri
         .collect())
 }
 
+fn read_manifest(file: &PathBuf) -> Result<String, String> {
+    if file.as_os_str() == "-" {
+        let mut t = String::new();
+        std::io::Read::read_to_string(&mut std::io::stdin(), &mut t).map_err(|e| e.to_string())?;
+        Ok(t)
+    } else {
+        std::fs::read_to_string(file).map_err(|e| format!("{}: {e}", file.display()))
+    }
+}
+
 fn run(cli: Cli) -> Result<i32, String> {
     let lab = Lab::from_env()?;
     match cli.command {
@@ -159,15 +178,13 @@ fn run(cli: Cli) -> Result<i32, String> {
             Ok(0)
         }
         Cmd::Apply { file, namespace } => {
-            let text = if file.as_os_str() == "-" {
-                let mut t = String::new();
-                std::io::Read::read_to_string(&mut std::io::stdin(), &mut t)
-                    .map_err(|e| e.to_string())?;
-                t
-            } else {
-                std::fs::read_to_string(&file).map_err(|e| format!("{}: {e}", file.display()))?
-            };
+            let text = read_manifest(&file)?;
             lab.apply(&text, &namespace, &mut std::io::stdout())?;
+            Ok(0)
+        }
+        Cmd::Delete { file, namespace } => {
+            let text = read_manifest(&file)?;
+            lab.delete(&text, &namespace, &mut std::io::stdout())?;
             Ok(0)
         }
         Cmd::Exec {

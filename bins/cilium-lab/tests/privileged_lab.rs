@@ -1,0 +1,243 @@
+// SPDX-License-Identifier: Apache-2.0
+
+//! The seed scenario end to end, through the cilium-lab binary as a user runs it: `up`
+//! (three nodes, etcd, the operator, three agents), `apply` of the seed's manifest, then
+//! the checks of the multi-node issue: three CiliumNodes with distinct /24s of
+//! 172.20.0.0/16, every pod inside its node's CIDR, one identity for both webpod replicas
+//! and another for curl-pod (>= 256), host (1) and health (4) identities listed, `curl
+//! webpod` 20 times reaching both replicas, a policy that denies curl-pod -> webpod and its
+//! removal, and `down` leaving no namespace, mount, process or file behind. Needs root and
+//! etcd; the lab uses its own directory and prefix, and is taken down on drop.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use cilium_bpf::testing::is_root_or_skip;
+use serde_json::Value;
+
+struct Guard {
+    lab: cilium_lab::lab::Lab,
+}
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        if self.lab.dir.exists() {
+            let _ = self.lab.down();
+        }
+    }
+}
+
+fn lab_cmd(guard: &Guard, args: &[&str]) -> (bool, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_cilium-lab"))
+        .args(args)
+        .env("CILIUM_LAB_DIR", &guard.lab.dir)
+        .env("CILIUM_LAB_PREFIX", &guard.lab.prefix)
+        .output()
+        .expect("run cilium-lab");
+    (
+        out.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+fn json_items(guard: &Guard, kind: &str) -> Vec<Value> {
+    let (ok, out) = lab_cmd(guard, &["get", kind, "-o", "json"]);
+    assert!(ok, "get {kind}: {out}");
+    let v: Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("{kind}: {e}: {out}"));
+    v["items"].as_array().cloned().unwrap_or_default()
+}
+
+/// `curl webpod` from curl-pod; the Hostname line, if it answered.
+fn curl_webpod(guard: &Guard) -> Option<String> {
+    let (ok, out) = lab_cmd(
+        guard,
+        &[
+            "exec",
+            "curl-pod",
+            "--",
+            "curl",
+            "-s",
+            "--max-time",
+            "3",
+            "webpod",
+        ],
+    );
+    if !ok {
+        return None;
+    }
+    out.lines()
+        .find_map(|l| l.strip_prefix("Hostname: "))
+        .map(str::to_owned)
+}
+
+#[test]
+fn privileged_lab_runs_the_seed() {
+    if !is_root_or_skip("privileged_lab_runs_the_seed") {
+        return;
+    }
+    if Command::new("etcd").arg("--version").output().is_err() {
+        assert!(std::env::var_os("CI").is_none(), "etcd is not installed");
+        eprintln!("privileged_lab_runs_the_seed: skipped: etcd not installed");
+        return;
+    }
+    let prefix = format!("crs{}l", std::process::id());
+    let guard = Guard {
+        lab: cilium_lab::lab::Lab {
+            dir: std::env::temp_dir().join(format!("{prefix}-lab")),
+            prefix: prefix.clone(),
+            bin_dir: PathBuf::from(env!("CARGO_BIN_EXE_cilium-lab"))
+                .parent()
+                .expect("bin dir")
+                .to_path_buf(),
+        },
+    };
+    let (ok, out) = lab_cmd(&guard, &["up"]);
+    assert!(ok, "up: {out}");
+    let (ok, out) = lab_cmd(&guard, &["up"]);
+    assert!(!ok && out.contains("already up"), "a second up: {out}");
+    let manifest = guard.lab.dir.join("seed.yaml");
+    std::fs::write(&manifest, cilium_lab::manifest::SEED).expect("manifest");
+    let (ok, out) = lab_cmd(&guard, &["apply", "-f", manifest.to_str().expect("utf-8")]);
+    assert!(ok, "apply: {out}");
+
+    // Three CiliumNodes, distinct /24s of the pool.
+    let pool: ipnet::Ipv4Net = "172.20.0.0/16".parse().unwrap();
+    let mut cidr_of: BTreeMap<String, ipnet::Ipv4Net> = BTreeMap::new();
+    for n in json_items(&guard, "ciliumnodes") {
+        let cidr: ipnet::Ipv4Net = n["spec"]["ipam"]["podCIDRs"][0]
+            .as_str()
+            .expect("a pod CIDR")
+            .parse()
+            .expect("CIDR");
+        assert!(pool.contains(&cidr) && cidr.prefix_len() == 24, "{cidr}");
+        cidr_of.insert(n["metadata"]["name"].as_str().unwrap().to_owned(), cidr);
+    }
+    assert_eq!(cidr_of.len(), 3);
+    assert_eq!(cidr_of.values().collect::<BTreeSet<_>>().len(), 3);
+
+    // Every pod inside its node's CIDR; the replicas on the two workers.
+    let pods = json_items(&guard, "pods");
+    assert_eq!(pods.len(), 3);
+    let mut replicas = Vec::new();
+    for p in &pods {
+        let node = p["spec"]["nodeName"].as_str().unwrap();
+        let ip: std::net::Ipv4Addr = p["status"]["podIP"].as_str().unwrap().parse().unwrap();
+        assert!(
+            cidr_of[node].contains(&ip),
+            "{ip} not in {node}'s {}",
+            cidr_of[node]
+        );
+        let name = p["metadata"]["name"].as_str().unwrap().to_owned();
+        if name.starts_with("webpod-") {
+            replicas.push((name, node.to_owned()));
+        } else {
+            assert_eq!((name.as_str(), node), ("curl-pod", "k8s-ctr"));
+        }
+    }
+    assert_eq!(replicas.len(), 2);
+    assert_ne!(replicas[0].1, replicas[1].1, "the replicas share a node");
+
+    // Identities.
+    let id_of: BTreeMap<String, u64> = json_items(&guard, "ciliumendpoints")
+        .iter()
+        .map(|e| {
+            (
+                e["metadata"]["name"].as_str().unwrap().to_owned(),
+                e["status"]["identity"]["id"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(id_of.len(), 3, "{id_of:?}");
+    assert_eq!(id_of[&replicas[0].0], id_of[&replicas[1].0]);
+    assert_ne!(id_of["curl-pod"], id_of[&replicas[0].0]);
+    assert!(id_of.values().all(|id| *id >= 256));
+    let (ok, out) = lab_cmd(
+        &guard,
+        &["dbg", "k8s-ctr", "--", "identity", "list", "-o", "json"],
+    );
+    assert!(ok, "{out}");
+    let ids: Vec<Value> = serde_json::from_str(&out).expect("json");
+    let listed: BTreeSet<String> = ids
+        .iter()
+        .filter_map(|i| i["ID"].as_str().map(str::to_owned))
+        .collect();
+    assert!(listed.contains("1") && listed.contains("4"), "{listed:?}");
+
+    // curl webpod, 20 times: both replicas answer.
+    let mut seen = BTreeMap::new();
+    for _ in 0..20 {
+        let host = curl_webpod(&guard).expect("curl webpod answered");
+        *seen.entry(host).or_insert(0) += 1;
+    }
+    let names: BTreeSet<&String> = seen.keys().collect();
+    let want: BTreeSet<&String> = replicas.iter().map(|(n, _)| n).collect();
+    assert_eq!(names, want, "{seen:?}");
+
+    // A policy that lets only app=other reach webpod denies curl-pod; removing it restores.
+    let policy = guard.lab.dir.join("deny.yaml");
+    std::fs::write(
+        &policy,
+        "apiVersion: cilium.io/v2\nkind: CiliumNetworkPolicy\nmetadata:\n  name: webpod-from-other\nspec:\n  endpointSelector:\n    matchLabels:\n      app: webpod\n  ingress:\n  - fromEndpoints:\n    - matchLabels:\n        app: other\n",
+    )
+    .unwrap();
+    let (ok, out) = lab_cmd(&guard, &["apply", "-f", policy.to_str().unwrap()]);
+    assert!(ok, "{out}");
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while curl_webpod(&guard).is_some() {
+        assert!(Instant::now() < deadline, "the policy never took effect");
+    }
+    let (ok, out) = lab_cmd(&guard, &["delete", "-f", policy.to_str().unwrap()]);
+    assert!(ok && out.contains("deleted"), "{out}");
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while curl_webpod(&guard).is_none() {
+        assert!(
+            Instant::now() < deadline,
+            "curl never recovered after the policy went"
+        );
+    }
+
+    // down leaves nothing behind.
+    let state = guard.lab.require().expect("state");
+    let pids: Vec<u32> = state
+        .nodes
+        .iter()
+        .filter_map(|n| n.agent_pid)
+        .chain(state.etcd_pid)
+        .chain(state.operator_pid)
+        .chain(state.pods.iter().filter_map(|p| p.pid))
+        .collect();
+    assert!(pids.len() >= 7, "{pids:?}");
+    let (ok, out) = lab_cmd(&guard, &["down"]);
+    assert!(ok, "down: {out}");
+    let netns = String::from_utf8_lossy(
+        &Command::new("ip")
+            .args(["netns", "list"])
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .into_owned();
+    assert!(!netns.contains(&prefix), "namespaces left: {netns}");
+    let mounts = std::fs::read_to_string("/proc/mounts").unwrap();
+    assert!(!mounts.contains(&prefix), "mounts left");
+    for pid in pids {
+        assert!(
+            !std::path::Path::new(&format!("/proc/{pid}")).exists(),
+            "process {pid} left"
+        );
+    }
+    assert!(!guard.lab.dir.exists());
+    let etc = std::fs::read_dir("/etc/netns")
+        .map(|d| {
+            d.filter_map(Result::ok)
+                .any(|e| e.file_name().to_string_lossy().starts_with(&prefix))
+        })
+        .unwrap_or(false);
+    assert!(!etc, "/etc/netns entries left");
+}
