@@ -4,7 +4,7 @@
 //!
 //! - `test`: every test of the workspace (privileged ones run when root, else report
 //!   "skipped: needs root");
-//! - `demo`: the main job (until the lab exists: the seed cluster's control plane);
+//! - `demo`: the main job, `cilium-lab demo` (the seed's cluster in network namespaces);
 //! - `bench [FILTER]`: builds the release binaries the pod-creation bench runs, then the
 //!   benches (FILTER: a bench target such as `pod_creation`, or a criterion filter), then a
 //!   table of ratios against each group's same-run `baseline`;
@@ -71,17 +71,22 @@ fn test(root: &Path) -> Result<(), String> {
 }
 
 fn demo(root: &Path) -> Result<(), String> {
-    cargo(
-        root,
-        &[
-            "run",
-            "--quiet",
-            "-p",
-            "cilium-examples",
-            "--example",
-            "seed",
-        ],
-    )
+    // The lab runs the binaries (agent, operator, CNI, dbg) next to cilium-lab.
+    cargo(root, &["build", "--workspace", "--bins"])?;
+    let lab = root.join("target").join("debug").join("cilium-lab");
+    eprintln!("+ {} demo", lab.display());
+    let status = Command::new(&lab)
+        .arg("demo")
+        .current_dir(root)
+        .status()
+        .map_err(|e| format!("cannot run {}: {e}", lab.display()))?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "cilium-lab demo failed ({status}); it needs root (network namespaces, bpffs)"
+        ))
+    }
 }
 
 fn fuzz_check(root: &Path) -> Result<(), String> {
