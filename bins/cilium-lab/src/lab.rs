@@ -103,6 +103,9 @@ pub struct LabState {
     pub pods: Vec<LabPod>,
     /// Next ClusterIP to hand out (host part of 10.96.0.0/16).
     pub next_service_ip: u32,
+    /// The agents' extra settings (`up --config`).
+    #[serde(default)]
+    pub agent_config: BTreeMap<String, String>,
 }
 
 fn now() -> u64 {
@@ -241,16 +244,15 @@ impl Lab {
         if opts.nodes == 0 || opts.nodes > 20 {
             return Err("--nodes must be between 1 and 20".into());
         }
-        let (agent, operator) = (
-            self.binary("cilium-agent")?,
-            self.binary("cilium-operator")?,
-        );
+        self.binary("cilium-agent")?;
+        let operator = self.binary("cilium-operator")?;
         self.binary("cilium-cni")?;
         std::fs::create_dir_all(&self.dir).map_err(|e| format!("{}: {e}", self.dir.display()))?;
         let mut state = LabState {
             prefix: self.prefix.clone(),
             created: now(),
             next_service_ip: 10,
+            agent_config: opts.agent_config.clone(),
             ..LabState::default()
         };
         self.save(&state)?;
@@ -304,15 +306,7 @@ impl Lab {
             self.save(&state)?;
         }
         let ctr = state.nodes[0].netns.clone();
-        let wrapper = ["setsid", "ip", "netns", "exec", &ctr].map(String::from);
-        let etcd = EtcdServer::start(
-            &self.dir.join("etcd"),
-            ETCD_ADDR.parse().map_err(|e| format!("{e}"))?,
-            "192.168.10.100:2380".parse().map_err(|e| format!("{e}"))?,
-            &wrapper,
-        )?;
-        state.etcd_pid = etcd.detach();
-        self.save(&state)?;
+        self.start_etcd(&mut state)?;
         state.operator_pid = Some(self.daemon(
             &ctr,
             &operator,
@@ -326,47 +320,181 @@ impl Lab {
         )?);
         self.save(&state)?;
         for i in 0..state.nodes.len() {
-            let n = state.nodes[i].clone();
-            let mut args = vec![
-                format!("--bpf-root={}", n.bpffs.display()),
-                format!("--state-dir={}", n.state_dir.display()),
-                format!("--socket-path={}", n.socket().display()),
-                "--kvstore=etcd".into(),
-                format!("--kvstore-opt=etcd.address={ETCD_ADDR}"),
-                "--kvstore-lease-ttl=30s".into(),
-                format!("--k8s-node-name={}", n.name),
-                format!("--ipv4-node={}", n.ip),
-                "--routing-mode=native".into(),
-                "--auto-direct-node-routes=true".into(),
-                format!("--ipv4-native-routing-cidr={POD_POOL}"),
-                "--enable-endpoint-routes=true".into(),
-                "--kube-proxy-replacement=true".into(),
-                "--enable-bpf-masquerade=true".into(),
-            ];
-            for (k, v) in &opts.agent_config {
-                args.push(format!("--{k}={v}"));
-            }
-            state.nodes[i].agent_pid =
-                Some(self.daemon(&n.netns, &agent, &args, &n.state_dir.join("agent.log"))?);
-            self.save(&state)?;
+            self.start_agent(&mut state, i)?;
         }
         for n in &state.nodes {
-            let deadline = Instant::now() + Duration::from_secs(90);
-            while n.client().call("GET", "/healthz", None).is_err() {
-                if Instant::now() > deadline {
-                    let log =
-                        std::fs::read_to_string(n.state_dir.join("agent.log")).unwrap_or_default();
-                    let tail: Vec<&str> = log.lines().rev().take(15).collect();
-                    return Err(format!(
-                        "the agent of {} did not come up; its log ends with:\n{}",
-                        n.name,
-                        tail.into_iter().rev().collect::<Vec<_>>().join("\n")
-                    ));
-                }
-                std::thread::sleep(Duration::from_millis(200));
-            }
+            self.wait_agent(n)?;
         }
         Ok(state)
+    }
+
+    /// Starts etcd on the control-plane node (its data kept in the lab dir).
+    pub fn start_etcd(&self, state: &mut LabState) -> Result<(), String> {
+        let ctr = state
+            .nodes
+            .first()
+            .ok_or("the lab has no nodes")?
+            .netns
+            .clone();
+        let wrapper = ["setsid", "ip", "netns", "exec", &ctr].map(String::from);
+        let etcd = EtcdServer::start(
+            &self.dir.join("etcd"),
+            ETCD_ADDR.parse().map_err(|e| format!("{e}"))?,
+            "192.168.10.100:2380".parse().map_err(|e| format!("{e}"))?,
+            &wrapper,
+        )?;
+        state.etcd_pid = etcd.detach();
+        self.save(state)
+    }
+
+    /// Kills a process the lab started (SIGKILL, by pid, if it is still `program`) and waits
+    /// for it to go; returns whether it did.
+    fn kill(pid: u32, program: &str) -> bool {
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+        if !String::from_utf8_lossy(&cmdline).contains(program) {
+            return false;
+        }
+        let _ = Command::new("kill")
+            .args(["-KILL", &pid.to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Path::new(&format!("/proc/{pid}")).exists() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        true
+    }
+
+    /// Stops etcd (SIGKILL): the cluster store is away until [`Lab::start_etcd`].
+    pub fn stop_etcd(&self, state: &mut LabState) -> Result<(), String> {
+        if let Some(pid) = state.etcd_pid.take() {
+            Self::kill(pid, "etcd");
+        }
+        self.save(state)
+    }
+
+    /// Kills a node's agent (SIGKILL), as a crash would.
+    pub fn kill_agent(&self, state: &mut LabState, node: &str) -> Result<(), String> {
+        let n = state
+            .nodes
+            .iter_mut()
+            .find(|n| n.name == node)
+            .ok_or_else(|| format!("no node {node:?}"))?;
+        if let Some(pid) = n.agent_pid.take() {
+            Self::kill(pid, "cilium-agent");
+        }
+        self.save(state)
+    }
+
+    /// Waits (up to 90 s) until a node's agent answers.
+    pub fn wait_agent(&self, n: &LabNode) -> Result<(), String> {
+        let deadline = Instant::now() + Duration::from_secs(90);
+        while n.client().call("GET", "/healthz", None).is_err() {
+            if Instant::now() > deadline {
+                let log =
+                    std::fs::read_to_string(n.state_dir.join("agent.log")).unwrap_or_default();
+                let tail: Vec<&str> = log.lines().rev().take(15).collect();
+                return Err(format!(
+                    "the agent of {} did not come up; its log ends with:\n{}",
+                    n.name,
+                    tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        Ok(())
+    }
+
+    /// Starts node `i`'s agent with the lab's settings (its log appended to).
+    pub fn start_agent(&self, state: &mut LabState, i: usize) -> Result<(), String> {
+        let agent = self.binary("cilium-agent")?;
+        let n = state.nodes.get(i).cloned().ok_or("no such node")?;
+        let mut args = vec![
+            format!("--bpf-root={}", n.bpffs.display()),
+            format!("--state-dir={}", n.state_dir.display()),
+            format!("--socket-path={}", n.socket().display()),
+            "--kvstore=etcd".into(),
+            format!("--kvstore-opt=etcd.address={ETCD_ADDR}"),
+            "--kvstore-lease-ttl=30s".into(),
+            format!("--k8s-node-name={}", n.name),
+            format!("--ipv4-node={}", n.ip),
+            "--routing-mode=native".into(),
+            "--auto-direct-node-routes=true".into(),
+            format!("--ipv4-native-routing-cidr={POD_POOL}"),
+            "--enable-endpoint-routes=true".into(),
+            "--kube-proxy-replacement=true".into(),
+            "--enable-bpf-masquerade=true".into(),
+        ];
+        for (k, v) in &state.agent_config {
+            args.push(format!("--{k}={v}"));
+        }
+        let log = n.state_dir.join("agent.log");
+        let previous = std::fs::read(&log).unwrap_or_default();
+        let pid = self.daemon(&n.netns, &agent, &args, &log)?;
+        if !previous.is_empty() {
+            // Keep the earlier runs' log in front (the daemon's file was created anew).
+            let _ = std::fs::write(n.state_dir.join("agent.previous.log"), previous);
+        }
+        state.nodes[i].agent_pid = Some(pid);
+        self.save(state)
+    }
+
+    /// Removes a node: its agent stops, its pods are gone (deleted from the cluster, as
+    /// Kubernetes deletes the pods of a deleted node), its CiliumNode is deleted (the
+    /// operator frees its CIDR; the other agents drop their routes to it and the services
+    /// their backends on it), its namespaces go.
+    pub fn remove_node(&self, state: &mut LabState, node: &str) -> Result<(), String> {
+        let i = state
+            .nodes
+            .iter()
+            .position(|n| n.name == node)
+            .ok_or_else(|| format!("no node {node:?}"))?;
+        if i == 0 {
+            return Err("k8s-ctr holds etcd and the operator: it cannot be removed".into());
+        }
+        self.kill_agent(state, node)?;
+        let pods: Vec<LabPod> = state
+            .pods
+            .iter()
+            .filter(|p| p.node == node)
+            .cloned()
+            .collect();
+        for pod in &pods {
+            if let Some(pid) = pod.pid {
+                Self::kill(pid, "cilium-lab");
+            }
+            let _ = run(&["ip", "netns", "del", &pod.netns]);
+            let dir = Path::new("/etc/netns").join(&pod.netns);
+            let _ = std::fs::remove_dir_all(&dir);
+            state.etc_netns.retain(|d| d != &dir);
+            state.namespaces.retain(|n| n != &pod.netns);
+        }
+        state.pods.retain(|p| p.node != node);
+        self.save(state)?;
+        let keys: Vec<String> = pods
+            .iter()
+            .map(|p| format!("{PODS_PREFIX}/{}/{}", p.namespace, p.name))
+            .chain([format!(
+                "{}/{node}",
+                cilium_core::cluster::CILIUM_NODES_PREFIX
+            )])
+            .collect();
+        Self::with_store(state, move |store| {
+            Box::pin(async move {
+                for k in keys {
+                    store.delete(&k).await.map_err(|e| e.to_string())?;
+                }
+                Ok(())
+            })
+        })?;
+        let n = state.nodes.remove(i);
+        let _ = Command::new("umount")
+            .arg(&n.bpffs)
+            .stderr(Stdio::null())
+            .status();
+        state.mounts.retain(|m| m != &n.bpffs);
+        let _ = run(&["ip", "netns", "del", &n.netns]);
+        state.namespaces.retain(|x| x != &n.netns);
+        self.save(state)
     }
 
     /// Runs `f` on a store client inside the control-plane node's namespace (etcd is only
@@ -838,15 +966,7 @@ impl Lab {
         pids.extend(state.operator_pid.map(|p| (p, "cilium-operator")));
         pids.extend(state.etcd_pid.map(|p| (p, "etcd")));
         for (pid, program) in pids {
-            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-            if String::from_utf8_lossy(&cmdline).contains(program) {
-                let _ = Command::new("kill")
-                    .args(["-KILL", &pid.to_string()])
-                    .status();
-                let deadline = Instant::now() + Duration::from_secs(5);
-                while Path::new(&format!("/proc/{pid}")).exists() && Instant::now() < deadline {
-                    std::thread::sleep(Duration::from_millis(20));
-                }
+            if Self::kill(pid, program) {
                 done.push(format!("stopped {program} (pid {pid})"));
             }
         }

@@ -97,6 +97,20 @@ enum Cmd {
         #[arg(last = true)]
         args: Vec<String>,
     },
+    /// Node faults: kill or start a node's agent, remove a node.
+    Node {
+        /// `kill-agent` (SIGKILL, as a crash), `start-agent`, or `delete`.
+        #[arg(value_parser = ["kill-agent", "start-agent", "delete"])]
+        action: String,
+        /// The node.
+        node: String,
+    },
+    /// Stop (SIGKILL) or start the lab's etcd.
+    Etcd {
+        /// `stop` or `start`.
+        #[arg(value_parser = ["stop", "start"])]
+        action: String,
+    },
     /// Stop and remove everything the lab made.
     Down,
     /// The seed scenario end to end: up, the seed's manifest, `curl webpod`, the views,
@@ -217,6 +231,34 @@ fn run(cli: Cli) -> Result<i32, String> {
             Ok(0)
         }
         Cmd::Dbg { node, args } => lab.dbg(&node, &args),
+        Cmd::Node { action, node } => {
+            let mut state = lab.require()?;
+            match action.as_str() {
+                "kill-agent" => lab.kill_agent(&mut state, &node)?,
+                "start-agent" => {
+                    let i = state
+                        .nodes
+                        .iter()
+                        .position(|n| n.name == node)
+                        .ok_or_else(|| format!("no node {node:?}"))?;
+                    lab.start_agent(&mut state, i)?;
+                    lab.wait_agent(&state.nodes[i])?;
+                }
+                _ => lab.remove_node(&mut state, &node)?,
+            }
+            println!("node/{node} {action} done");
+            Ok(0)
+        }
+        Cmd::Etcd { action } => {
+            let mut state = lab.require()?;
+            if action == "stop" {
+                lab.stop_etcd(&mut state)?;
+            } else {
+                lab.start_etcd(&mut state)?;
+            }
+            println!("etcd {action} done");
+            Ok(0)
+        }
         Cmd::Down => {
             for line in lab.down()? {
                 println!("{line}");

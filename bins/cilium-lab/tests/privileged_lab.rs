@@ -17,8 +17,46 @@ use std::time::{Duration, Instant};
 use cilium_bpf::testing::is_root_or_skip;
 use serde_json::Value;
 
+/// One lab at a time (they are heavy on a 2-core machine).
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 struct Guard {
     lab: cilium_lab::lab::Lab,
+}
+
+impl Guard {
+    fn new(tag: &str) -> Guard {
+        let prefix = format!("crs{}{tag}", std::process::id());
+        Guard {
+            lab: cilium_lab::lab::Lab {
+                dir: std::env::temp_dir().join(format!("{prefix}-lab")),
+                prefix,
+                bin_dir: PathBuf::from(env!("CARGO_BIN_EXE_cilium-lab"))
+                    .parent()
+                    .expect("bin dir")
+                    .to_path_buf(),
+            },
+        }
+    }
+
+    /// `up` and the seed's manifest.
+    fn seed(&self) {
+        let (ok, out) = lab_cmd(self, &["up"]);
+        assert!(ok, "up: {out}");
+        let manifest = self.lab.dir.join("seed.yaml");
+        std::fs::write(&manifest, cilium_lab::manifest::SEED).expect("manifest");
+        let (ok, out) = lab_cmd(self, &["apply", "-f", manifest.to_str().expect("utf-8")]);
+        assert!(ok, "apply: {out}");
+    }
+}
+
+fn etcd_missing(test: &str) -> bool {
+    if Command::new("etcd").arg("--version").output().is_err() {
+        assert!(std::env::var_os("CI").is_none(), "etcd is not installed");
+        eprintln!("{test}: skipped: etcd not installed");
+        return true;
+    }
+    false
 }
 
 impl Drop for Guard {
@@ -78,33 +116,17 @@ fn curl_webpod(guard: &Guard) -> Option<String> {
 
 #[test]
 fn privileged_lab_runs_the_seed() {
-    if !is_root_or_skip("privileged_lab_runs_the_seed") {
+    if !is_root_or_skip("privileged_lab_runs_the_seed")
+        || etcd_missing("privileged_lab_runs_the_seed")
+    {
         return;
     }
-    if Command::new("etcd").arg("--version").output().is_err() {
-        assert!(std::env::var_os("CI").is_none(), "etcd is not installed");
-        eprintln!("privileged_lab_runs_the_seed: skipped: etcd not installed");
-        return;
-    }
-    let prefix = format!("crs{}l", std::process::id());
-    let guard = Guard {
-        lab: cilium_lab::lab::Lab {
-            dir: std::env::temp_dir().join(format!("{prefix}-lab")),
-            prefix: prefix.clone(),
-            bin_dir: PathBuf::from(env!("CARGO_BIN_EXE_cilium-lab"))
-                .parent()
-                .expect("bin dir")
-                .to_path_buf(),
-        },
-    };
-    let (ok, out) = lab_cmd(&guard, &["up"]);
-    assert!(ok, "up: {out}");
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let guard = Guard::new("l");
+    let prefix = guard.lab.prefix.clone();
+    guard.seed();
     let (ok, out) = lab_cmd(&guard, &["up"]);
     assert!(!ok && out.contains("already up"), "a second up: {out}");
-    let manifest = guard.lab.dir.join("seed.yaml");
-    std::fs::write(&manifest, cilium_lab::manifest::SEED).expect("manifest");
-    let (ok, out) = lab_cmd(&guard, &["apply", "-f", manifest.to_str().expect("utf-8")]);
-    assert!(ok, "apply: {out}");
 
     // Three CiliumNodes, distinct /24s of the pool.
     let pool: ipnet::Ipv4Net = "172.20.0.0/16".parse().unwrap();
@@ -240,4 +262,178 @@ fn privileged_lab_runs_the_seed() {
         })
         .unwrap_or(false);
     assert!(!etc, "/etc/netns entries left");
+}
+
+fn pods_by_name(guard: &Guard) -> BTreeMap<String, Value> {
+    json_items(guard, "pods")
+        .into_iter()
+        .map(|p| (p["metadata"]["name"].as_str().unwrap().to_owned(), p))
+        .collect()
+}
+
+#[test]
+fn privileged_lab_survives_faults() {
+    if !is_root_or_skip("privileged_lab_survives_faults")
+        || etcd_missing("privileged_lab_survives_faults")
+    {
+        return;
+    }
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let guard = Guard::new("f");
+    guard.seed();
+    assert!(
+        curl_webpod(&guard).is_some(),
+        "curl webpod before the faults"
+    );
+
+    // etcd away for 30 s: forwarding goes on, the agents say so, and resync after.
+    let (ok, out) = lab_cmd(&guard, &["etcd", "stop"]);
+    assert!(ok, "{out}");
+    let (_, status) = lab_cmd(&guard, &["dbg", "k8s-ctr", "--", "status"]);
+    assert!(
+        status.contains("KVStore:") && status.contains("Failure"),
+        "{status}"
+    );
+    let outage = Instant::now();
+    let mut tries = 0;
+    while outage.elapsed() < Duration::from_secs(30) {
+        assert!(
+            curl_webpod(&guard).is_some(),
+            "curl webpod failed with etcd away"
+        );
+        tries += 1;
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    assert!(tries >= 20, "{tries}");
+    let (ok, out) = lab_cmd(&guard, &["etcd", "start"]);
+    assert!(ok, "{out}");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (_, status) = lab_cmd(&guard, &["dbg", "k8s-w1", "--", "status"]);
+        if status
+            .lines()
+            .any(|l| l.starts_with("KVStore:") && l.contains("Ok"))
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the store never came back: {status}"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    // The cluster works again: a new pod on k8s-w1 gets curl-pod's identity and reaches
+    // the service.
+    let extra = guard.lab.dir.join("curl2.yaml");
+    std::fs::write(&extra, "apiVersion: v1\nkind: Pod\nmetadata:\n  name: curl2\n  labels:\n    app: curl\nspec:\n  nodeName: k8s-w1\n  containers:\n  - name: c\n    image: nicolaka/netshoot\n").unwrap();
+    let (ok, out) = lab_cmd(&guard, &["apply", "-f", extra.to_str().unwrap()]);
+    assert!(ok, "{out}");
+    let ids: BTreeMap<String, u64> = json_items(&guard, "ciliumendpoints")
+        .iter()
+        .map(|e| {
+            (
+                e["metadata"]["name"].as_str().unwrap().to_owned(),
+                e["status"]["identity"]["id"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(ids["curl2"], ids["curl-pod"], "{ids:?}");
+    let (ok, out) = lab_cmd(
+        &guard,
+        &[
+            "exec",
+            "curl2",
+            "--",
+            "curl",
+            "-s",
+            "--max-time",
+            "3",
+            "webpod",
+        ],
+    );
+    assert!(ok && out.contains("Hostname: webpod-"), "{out}");
+
+    // The agent of k8s-w1 crashes during traffic and comes back: no curl fails, and its
+    // endpoints keep their IPs and identities.
+    let before: Vec<Value> = json_items(&guard, "ciliumendpoints")
+        .into_iter()
+        .filter(|e| e["status"]["networking"]["node"] == "192.168.10.101")
+        .collect();
+    assert!(!before.is_empty());
+    let (ok, out) = lab_cmd(&guard, &["node", "kill-agent", "k8s-w1"]);
+    assert!(ok, "{out}");
+    for _ in 0..10 {
+        assert!(
+            curl_webpod(&guard).is_some(),
+            "curl webpod failed with k8s-w1's agent down"
+        );
+    }
+    let (ok, out) = lab_cmd(&guard, &["node", "start-agent", "k8s-w1"]);
+    assert!(ok, "{out}");
+    for _ in 0..5 {
+        assert!(
+            curl_webpod(&guard).is_some(),
+            "curl webpod failed after the restart"
+        );
+    }
+    let after: Vec<Value> = json_items(&guard, "ciliumendpoints")
+        .into_iter()
+        .filter(|e| e["status"]["networking"]["node"] == "192.168.10.101")
+        .collect();
+    let key = |e: &Value| {
+        (
+            e["metadata"]["name"].to_string(),
+            e["status"]["identity"]["id"].to_string(),
+            e["status"]["networking"]["addressing"].to_string(),
+        )
+    };
+    assert_eq!(
+        before.iter().map(key).collect::<BTreeSet<_>>(),
+        after.iter().map(key).collect::<BTreeSet<_>>(),
+        "endpoints restored as they were"
+    );
+
+    // k8s-w2 is removed: its route goes from k8s-ctr, the service keeps only the replica
+    // on k8s-w1, its CiliumNode is gone.
+    let pods = pods_by_name(&guard);
+    let (gone, stays): (Vec<_>, Vec<_>) = pods
+        .iter()
+        .filter(|(n, _)| n.starts_with("webpod-"))
+        .partition(|(_, p)| p["spec"]["nodeName"] == "k8s-w2");
+    assert_eq!((gone.len(), stays.len()), (1, 1));
+    let w2_cidr = json_items(&guard, "ciliumnodes")
+        .into_iter()
+        .find(|n| n["metadata"]["name"] == "k8s-w2")
+        .and_then(|n| n["spec"]["ipam"]["podCIDRs"][0].as_str().map(str::to_owned))
+        .expect("k8s-w2's CIDR");
+    let (ok, out) = lab_cmd(&guard, &["node", "delete", "k8s-w2"]);
+    assert!(ok, "{out}");
+    let ctr_ns = format!("{}-k8s-ctr", guard.lab.prefix);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let route = String::from_utf8_lossy(
+            &Command::new("ip")
+                .args(["-n", &ctr_ns, "route", "show", &w2_cidr])
+                .output()
+                .unwrap()
+                .stdout,
+        )
+        .into_owned();
+        let answers: BTreeSet<String> = (0..6).filter_map(|_| curl_webpod(&guard)).collect();
+        if route.trim().is_empty() && answers.len() == 1 && answers.contains(stays[0].0) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "after removing k8s-w2: route {route:?}, answers {answers:?}"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    assert!(
+        json_items(&guard, "ciliumnodes")
+            .iter()
+            .all(|n| n["metadata"]["name"] != "k8s-w2")
+    );
+    let (ok, out) = lab_cmd(&guard, &["down"]);
+    assert!(ok, "down: {out}");
 }
