@@ -173,6 +173,28 @@ int from_container(struct __sk_buff *skb)
 		return fib_redirect(skb, pi.saddr, pi.daddr);
 	}
 
+	/* Tunnel mode: a pod of another node goes into the overlay, towards the node the
+	 * ipcache names, carrying this endpoint's identity as the VNI. */
+	if (TUNNEL_IFINDEX) {
+		struct remote_endpoint_info *info = ipcache_lookup4(ip->daddr);
+
+		if (info && info->tunnel_endpoint.ip4 && info->tunnel_endpoint.ip4 != NODE_IPV4 &&
+		    info->sec_identity != IDENTITY_REMOTE_NODE &&
+		    info->sec_identity != IDENTITY_HOST) {
+			struct bpf_tunnel_key key = {};
+
+			key.remote_ipv4 = bpf_ntohl(info->tunnel_endpoint.ip4);
+			key.tunnel_id = src_label;
+			key.tunnel_ttl = 64;
+			if (bpf_skb_set_tunnel_key(skb, &key, sizeof(key), BPF_F_ZERO_CSUM_TX) < 0)
+				return send_drop(skb, DROP_INVALID, METRIC_EGRESS, src_id, &pi,
+						 src_label, dst_label);
+			send_trace(skb, TRACE_TO_OVERLAY, METRIC_EGRESS, src_id, &pi, src_label,
+				   dst_label, src_id, 0);
+			return bpf_redirect(TUNNEL_IFINDEX, 0);
+		}
+	}
+
 	/* Anything else: the node's stack routes it (native routing). */
 	send_trace(skb, TRACE_TO_STACK, METRIC_EGRESS, src_id, &pi, src_label, dst_label, src_id,
 		   0);
@@ -222,6 +244,69 @@ int to_container(struct __sk_buff *skb)
 	send_trace(skb, TRACE_TO_LXC, METRIC_INGRESS, dst_id, &pi, src_label, dst_label, 0,
 		   dst_id);
 	return TC_ACT_OK;
+}
+
+/* On the node's VXLAN device (tc ingress), after the kernel decapsulated a packet from
+ * another node: the source identity is the VNI. A packet for a pod of this node passes
+ * that pod's ingress policy and is delivered into it; anything else goes to the stack. */
+SEC("classifier")
+int from_overlay(struct __sk_buff *skb)
+{
+	void *data = (void *)(long)skb->data;
+	void *data_end = (void *)(long)skb->data_end;
+	struct ethhdr *eth = data;
+	struct pkt_info pi = {};
+	struct bpf_tunnel_key key = {};
+	struct endpoint_info *dst;
+	struct iphdr *ip;
+	__u32 src_label, dst_label, ifindex;
+	__u16 dst_id;
+	int ret, ct_state;
+
+	if ((void *)(eth + 1) > data_end)
+		return TC_ACT_OK;
+	if (eth->h_proto != bpf_htons(ETH_P_IP))
+		return TC_ACT_OK;
+	ip = (void *)(eth + 1);
+	if ((void *)(ip + 1) > data_end)
+		return send_drop(skb, DROP_INVALID, METRIC_INGRESS, 0, &pi, 0, 0);
+	ret = parse_ip4(data_end, ip, &pi);
+	if (ret)
+		return send_drop(skb, ret, METRIC_INGRESS, 0, &pi, 0, 0);
+	if (bpf_skb_get_tunnel_key(skb, &key, sizeof(key), 0) < 0)
+		return send_drop(skb, DROP_INVALID, METRIC_INGRESS, 0, &pi, 0, 0);
+	src_label = key.tunnel_id;
+	dst = lookup_ip4_endpoint(ip->daddr);
+	if (!dst || (dst->flags & ENDPOINT_F_HOST))
+		return TC_ACT_OK;
+	dst_label = dst->sec_id;
+	dst_id = dst->lxc_id;
+	ifindex = dst->ifindex;
+	ret = lb4_rev_nat(skb, &pi, ip->ihl * 4);
+	if (ret > 1)
+		return send_drop(skb, ret, METRIC_INGRESS, dst_id, &pi, src_label, dst_label);
+	ct_state = ret == 1 ? CT_REPLY : ct_policy_state(skb, &pi);
+	ret = policy_enforce(skb, ct_state, &pi, dst_id, 0, dst_id, src_label, dst_label);
+	if (ret)
+		return send_drop(skb, ret, METRIC_INGRESS, dst_id, &pi, src_label, dst_label);
+	data = (void *)(long)skb->data;
+	data_end = (void *)(long)skb->data_end;
+	eth = data;
+	ip = (void *)(eth + 1);
+	if ((void *)(ip + 1) > data_end)
+		return send_drop(skb, DROP_INVALID, METRIC_INGRESS, dst_id, &pi, src_label, 0);
+	if (ip->ttl <= 1)
+		return send_drop(skb, DROP_INVALID, METRIC_INGRESS, dst_id, &pi, src_label,
+				 dst_label);
+	dst = lookup_ip4_endpoint(ip->daddr);
+	if (!dst)
+		return TC_ACT_OK;
+	__builtin_memcpy(eth->h_dest, &dst->mac, ETH_ALEN);
+	__builtin_memcpy(eth->h_source, &dst->node_mac, ETH_ALEN);
+	decrease_ttl(ip);
+	send_trace(skb, TRACE_TO_LXC, METRIC_INGRESS, dst_id, &pi, src_label, dst_label, 0,
+		   dst_id);
+	return bpf_redirect_peer(ifindex, 0);
 }
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";

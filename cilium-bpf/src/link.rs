@@ -240,6 +240,23 @@ impl Netlink {
             )))
     }
 
+    /// Creates a VXLAN device in collect-metadata (external) mode on `port` (Cilium's is
+    /// 8472): the BPF programs choose each packet's remote and VNI. Up, MTU 0: default.
+    pub async fn add_vxlan_external(&self, name: &str, port: u16) -> Result<(), LinkError> {
+        let msg = rtnetlink::LinkVxlan::new(name, 0)
+            .port(port)
+            .collect_metadata(true)
+            .learning(false)
+            .up()
+            .build();
+        self.handle
+            .link()
+            .add(msg)
+            .execute()
+            .await
+            .map_err(kernel(format!("creating the VXLAN device {name}")))
+    }
+
     /// Moves a device into the network namespace `netns`.
     pub async fn move_to(&self, index: u32, netns: &File) -> Result<(), LinkError> {
         let msg = LinkUnspec::new_with_index(index)

@@ -31,6 +31,8 @@ const NETDEV_PROGRAMS: [(&str, TcAttachType); 2] = [
     ("from_netdev", TcAttachType::Ingress),
     ("to_netdev", TcAttachType::Egress),
 ];
+/// The program attached to the node's VXLAN device (tunnel mode).
+const OVERLAY_PROGRAMS: [(&str, TcAttachType); 1] = [("from_overlay", TcAttachType::Ingress)];
 /// The programs attached to an endpoint, with their hooks.
 const ENDPOINT_PROGRAMS: [(&str, TcAttachType); 2] = [
     ("from_container", TcAttachType::Ingress),
@@ -53,6 +55,9 @@ pub struct DatapathConfig {
     /// Seed of the Maglev flow hash: the second word of `bpf-lb-maglev-hash-seed`
     /// (`cilium_lb::maglev::MaglevSeed::jhash0`).
     pub maglev_hash_seed: u32,
+    /// `routing-mode=tunnel`: the ifindex of the node's VXLAN device (collect-metadata
+    /// mode, port 8472); 0 for native routing.
+    pub tunnel_ifindex: u32,
 }
 
 impl DatapathConfig {
@@ -65,6 +70,7 @@ impl DatapathConfig {
             native_routing_cidr: None,
             arp_responder: true,
             maglev_hash_seed: cilium_lb::maglev::MaglevConfig::default().seed().jhash0,
+            tunnel_ifindex: 0,
         }
     }
 }
@@ -136,6 +142,7 @@ impl Datapath {
         let router = be(config.router_ipv4);
         let arp = u32::from(config.arp_responder);
         let seed = config.maglev_hash_seed;
+        let tunnel = config.tunnel_ifindex;
         let load = |object: &'static str, bytes: &[u8]| {
             EbpfLoader::new()
                 .default_map_pin_directory(&globals)
@@ -145,6 +152,7 @@ impl Datapath {
                 .override_global("NATIVE_CIDR4_LEN", &cidr_len, true)
                 .override_global("ENABLE_ARP_RESPONDER", &arp, true)
                 .override_global("HASH_INIT4_SEED", &seed, true)
+                .override_global("TUNNEL_IFINDEX", &tunnel, true)
                 .load(bytes)
                 .map_err(|source| DatapathError::LoadObject {
                     object,
@@ -152,7 +160,7 @@ impl Datapath {
                 })
         };
         let mut ebpf = load(OBJECT, objects::BPF_LXC)?;
-        for (name, _) in ENDPOINT_PROGRAMS {
+        for (name, _) in ENDPOINT_PROGRAMS.iter().chain(&OVERLAY_PROGRAMS) {
             let prog = classifier(&mut ebpf, OBJECT, name)?;
             prog.load().map_err(|e| load_error(OBJECT, name, e))?;
         }
@@ -183,6 +191,18 @@ impl Datapath {
     pub fn attach_endpoint(&mut self, ifname: &str) -> Result<Attached, DatapathError> {
         let dir = self.links_dir(ifname);
         attach_pinned(&mut self.ebpf, OBJECT, &ENDPOINT_PROGRAMS, &dir, ifname)
+    }
+
+    /// Attaches `from_overlay` to the node's VXLAN device `ifname` (tunnel mode), pinned
+    /// under `<bpf-root>/cilium/devices/<ifname>/`.
+    pub fn attach_overlay(&mut self, ifname: &str) -> Result<Attached, DatapathError> {
+        let dir = self
+            .config
+            .bpf_root
+            .join("cilium")
+            .join("devices")
+            .join(ifname);
+        attach_pinned(&mut self.ebpf, OBJECT, &OVERLAY_PROGRAMS, &dir, ifname)
     }
 
     /// Attaches `from_netdev` (NodePort, reverse masquerading) and `to_netdev`

@@ -71,13 +71,6 @@ pub fn registration(node: &Node) -> NodeRegistration {
 pub async fn run(node: Arc<Node>, config: AgentConfig) {
     let direct_routes =
         config.routing_mode == RoutingMode::Native && config.auto_direct_node_routes;
-    if config.routing_mode == RoutingMode::Tunnel {
-        log(
-            "warning",
-            "routing-mode=tunnel: VXLAN encapsulation is not implemented yet; pods reach other nodes only with routing-mode=native",
-            "",
-        );
-    }
     let _ = node
         .ipcache_upsert(node.ipv4, 32, &remote_info(HOST, node.ipv4))
         .await;

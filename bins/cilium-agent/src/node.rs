@@ -34,6 +34,9 @@ use crate::endpoint::{self, EndpointChangeRequest, EndpointRecord, EndpointState
 use crate::metrics::Metrics;
 use crate::service::{SERVICES_PREFIX, ServiceSpec};
 
+/// The node's VXLAN device in tunnel mode (Cilium's name).
+const TUNNEL_DEVICE: &str = "cilium_vxlan";
+
 /// Endpoint ids are 1..=4095, as in Cilium.
 const MAX_ENDPOINT_ID: u32 = 4095;
 /// Pods registered through the API, as Kubernetes would hold them.
@@ -464,11 +467,37 @@ impl Node {
         mount_bpffs(&config.bpf_root)?;
         let mut dp_config = DatapathConfig::new(&config.bpf_root, ipv4, router);
         dp_config.maglev_hash_seed = lb.maglev.seed().jhash0;
+        // Tunnel mode: the node's VXLAN device (collect-metadata, Cilium's port 8472),
+        // made before the programs load (they carry its ifindex).
+        let tunnel = if config.routing_mode == cilium_core::config::RoutingMode::Tunnel {
+            let nl = Netlink::open().map_err(|e| e.to_string())?;
+            if nl
+                .get(TUNNEL_DEVICE)
+                .await
+                .map_err(|e| e.to_string())?
+                .is_none()
+            {
+                nl.add_vxlan_external(TUNNEL_DEVICE, 8472)
+                    .await
+                    .map_err(|e| e.to_string())?;
+            }
+            let dev = nl.require(TUNNEL_DEVICE).await.map_err(|e| e.to_string())?;
+            nl.up(dev.index).await.map_err(|e| e.to_string())?;
+            dp_config.tunnel_ifindex = dev.index;
+            true
+        } else {
+            false
+        };
         dp_config.native_routing_cidr = config
             .ipv4_native_routing_cidr
             .map(|n| (n.network(), n.prefix_len()));
-        let datapath =
+        let mut datapath =
             Datapath::load(dp_config).map_err(|e| format!("loading the datapath: {e}"))?;
+        if tunnel {
+            datapath
+                .attach_overlay(TUNNEL_DEVICE)
+                .map_err(|e| format!("attaching to {TUNNEL_DEVICE}: {e}"))?;
+        }
         let maps = Maps::open(&config.bpf_root).map_err(|e| e.to_string())?;
         let policy = PolicyWriter::open(&config.bpf_root, true).map_err(|e| e.to_string())?;
         let services = ServiceWriter::open(&config.bpf_root).map_err(|e| e.to_string())?;

@@ -190,7 +190,7 @@ impl Lab {
         lab
     }
 
-    fn start_agent(&mut self, i: usize) {
+    fn start_agent(&mut self, i: usize, tunnel: bool) {
         let n = &mut self.nodes[i];
         let log = std::fs::OpenOptions::new()
             .create(true)
@@ -209,10 +209,13 @@ impl Lab {
                 "--kvstore-lease-ttl=3s",
                 &format!("--k8s-node-name={}", n.name),
                 &format!("--ipv4-node={}", n.ip),
-                "--routing-mode=native",
-                "--auto-direct-node-routes=true",
                 "--ipv4-native-routing-cidr=172.20.0.0/16",
             ])
+            .args(if tunnel {
+                ["--routing-mode=tunnel", "--auto-direct-node-routes=false"]
+            } else {
+                ["--routing-mode=native", "--auto-direct-node-routes=true"]
+            })
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
@@ -340,19 +343,50 @@ fn echo_server(lab: &Lab, pod: &str, ip: Ipv4Addr, port: u16) {
         .expect("server ready");
 }
 
+/// Packets the node's VXLAN device received.
+fn vxlan_rx(lab: &Lab, i: usize) -> u64 {
+    let out = Command::new("ip")
+        .args([
+            "-n",
+            &lab.nodes[i].ns,
+            "-s",
+            "-j",
+            "link",
+            "show",
+            "cilium_vxlan",
+        ])
+        .output()
+        .expect("ip link");
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+    v[0]["stats64"]["rx"]["packets"].as_u64().unwrap_or(0)
+}
+
 #[test]
 fn privileged_two_nodes_on_etcd() {
-    if !is_root_or_skip("privileged_two_nodes_on_etcd") {
+    two_nodes("privileged_two_nodes_on_etcd", false);
+}
+
+#[test]
+fn privileged_two_nodes_on_etcd_tunnel() {
+    two_nodes("privileged_two_nodes_on_etcd_tunnel", true);
+}
+
+/// One lab at a time (each runs etcd on the same lab address).
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn two_nodes(test: &str, tunnel: bool) {
+    if !is_root_or_skip(test) {
         return;
     }
     if Command::new("etcd").arg("--version").output().is_err() {
         assert!(std::env::var_os("CI").is_none(), "etcd is not installed");
-        eprintln!("privileged_two_nodes_on_etcd: skipped: etcd not installed");
+        eprintln!("{test}: skipped: etcd not installed");
         return;
     }
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let mut lab = Lab::new();
-    lab.start_agent(0);
-    lab.start_agent(1);
+    lab.start_agent(0, tunnel);
+    lab.start_agent(1, tunnel);
     lab.wait_agent(0);
     lab.wait_agent(1);
 
@@ -403,6 +437,7 @@ fn privileged_two_nodes_on_etcd() {
     // Across nodes, both ways.
     echo_server(&lab, "web-b", web, 8080);
     echo_server(&lab, "web-a", web_local, 8080);
+    let rx_before = if tunnel { vxlan_rx(&lab, 1) } else { 0 };
     assert!(
         eventually_reaches(&lab, "curl", web, 8080),
         "curl (w1) -> web-b (w2)"
@@ -411,6 +446,25 @@ fn privileged_two_nodes_on_etcd() {
         eventually_reaches(&lab, "web-b", web_local, 8080),
         "web-b (w2) -> web-a (w1)"
     );
+    if tunnel {
+        // Through the overlay, not the underlay's routes: there are none to pod CIDRs.
+        assert!(
+            vxlan_rx(&lab, 1) > rx_before,
+            "k8s-w2 received nothing over VXLAN"
+        );
+        let routes = String::from_utf8_lossy(
+            &Command::new("ip")
+                .args(["-n", &lab.nodes[0].ns, "route"])
+                .output()
+                .unwrap()
+                .stdout,
+        )
+        .into_owned();
+        assert!(
+            !routes.contains(&cidrs[1].to_string()),
+            "a direct route in tunnel mode: {routes}"
+        );
+    }
 
     // k8s-w2's datapath knows curl's identity.
     let curl_id = lab.identity_of(0, "curl");
@@ -441,6 +495,9 @@ fn privileged_two_nodes_on_etcd() {
         "other is denied across nodes"
     );
 
+    if tunnel {
+        return;
+    }
     // k8s-w2 goes away: once its session lapses, k8s-w1 drops its route and forgets it.
     let route = |lab: &Lab| {
         String::from_utf8_lossy(

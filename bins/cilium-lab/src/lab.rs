@@ -106,6 +106,10 @@ pub struct LabState {
     /// The agents' extra settings (`up --config`).
     #[serde(default)]
     pub agent_config: BTreeMap<String, String>,
+    /// Pods reach other nodes' pods through VXLAN (`routing-mode=tunnel`) instead of
+    /// routes (`native` with auto-direct-node-routes).
+    #[serde(default)]
+    pub tunnel: bool,
 }
 
 fn now() -> u64 {
@@ -147,6 +151,8 @@ pub struct UpOptions {
     pub nodes: usize,
     /// Extra agent settings (`key: value`), as a cilium-config ConfigMap holds them.
     pub agent_config: BTreeMap<String, String>,
+    /// `routing-mode=tunnel` (VXLAN) instead of native routing.
+    pub tunnel: bool,
 }
 
 impl Lab {
@@ -253,6 +259,7 @@ impl Lab {
             created: now(),
             next_service_ip: 10,
             agent_config: opts.agent_config.clone(),
+            tunnel: opts.tunnel,
             ..LabState::default()
         };
         self.save(&state)?;
@@ -417,8 +424,12 @@ impl Lab {
             "--kvstore-lease-ttl=30s".into(),
             format!("--k8s-node-name={}", n.name),
             format!("--ipv4-node={}", n.ip),
-            "--routing-mode=native".into(),
-            "--auto-direct-node-routes=true".into(),
+            if state.tunnel {
+                "--routing-mode=tunnel".into()
+            } else {
+                "--routing-mode=native".into()
+            },
+            format!("--auto-direct-node-routes={}", !state.tunnel),
             format!("--ipv4-native-routing-cidr={POD_POOL}"),
             "--enable-endpoint-routes=true".into(),
             "--kube-proxy-replacement=true".into(),

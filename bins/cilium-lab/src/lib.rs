@@ -13,7 +13,7 @@
 //! use cilium_lab::lab::{Lab, UpOptions};
 //!
 //! let lab = Lab::from_env().unwrap();
-//! let state = lab.up(&UpOptions { nodes: 3, agent_config: Default::default() }).unwrap();
+//! let state = lab.up(&UpOptions { nodes: 3, agent_config: Default::default(), tunnel: false }).unwrap();
 //! lab.apply(cilium_lab::manifest::SEED, "default", &mut std::io::stdout()).unwrap();
 //! lab.exec("default", "curl-pod", &["curl".into(), "-s".into(), "webpod".into()]).unwrap();
 //! lab.down().unwrap();

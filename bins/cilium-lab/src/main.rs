@@ -161,12 +161,10 @@ fn run(cli: Cli) -> Result<i32, String> {
             routing,
             config,
         } => {
-            if matches!(routing, Routing::Tunnel) {
-                return Err("--routing tunnel: VXLAN encapsulation is not implemented yet; use --routing native".into());
-            }
             let state = lab.up(&UpOptions {
                 nodes,
                 agent_config: agent_config(config.as_ref())?,
+                tunnel: matches!(routing, Routing::Tunnel),
             })?;
             println!(
                 "lab up in {} ({} nodes):",

@@ -13,5 +13,9 @@ volatile const __u32 NATIVE_CIDR4_LEN = 0;
 volatile const __u32 ENABLE_ARP_RESPONDER = 1;
 /* Seed of the Maglev flow hash (bytes 4-7 of bpf-lb-maglev-hash-seed). */
 volatile const __u32 HASH_INIT4_SEED = 0;
+/* routing-mode=tunnel: the ifindex of the node's VXLAN device (collect_md), 0 for native
+ * routing. Pod traffic to other nodes' pods is encapsulated towards the ipcache's tunnel
+ * endpoint with the source identity as VNI. */
+volatile const __u32 TUNNEL_IFINDEX = 0;
 
 #endif

@@ -83,6 +83,7 @@ static __always_inline struct remote_endpoint_info *ipcache_lookup4(__be32 addr)
 /* Reserved identities used when nothing better is known. */
 #define IDENTITY_HOST 1
 #define IDENTITY_WORLD 2
+#define IDENTITY_REMOTE_NODE 6
 
 /* The identity of an address: a local endpoint's, the ipcache's, or world. */
 static __always_inline __u32 resolve_identity4(__be32 addr)
