@@ -50,6 +50,59 @@ pub fn spawn_in_netns<T: Send + 'static>(
     })
 }
 
+/// Starts a TCP echo server on `ip:port` inside `/run/netns/<ns>` (until the process
+/// ends); returns the count of connections it accepted.
+pub fn tcp_echo_server(
+    ns: &str,
+    ip: Ipv4Addr,
+    port: u16,
+) -> std::sync::Arc<std::sync::atomic::AtomicU32> {
+    use std::io::{Read, Write};
+    use std::sync::atomic::{AtomicU32, Ordering};
+    let accepted = std::sync::Arc::new(AtomicU32::new(0));
+    let count = accepted.clone();
+    let (tx, rx) = std::sync::mpsc::channel();
+    spawn_in_netns(ns, move || {
+        let listener = std::net::TcpListener::bind((ip, port)).expect("bind");
+        tx.send(()).expect("ready");
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { continue };
+            count.fetch_add(1, Ordering::SeqCst);
+            std::thread::spawn(move || {
+                let mut buf = [0u8; 65536];
+                while let Ok(n) = conn.read(&mut buf) {
+                    if n == 0 || conn.write_all(&buf[..n]).is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+    });
+    rx.recv_timeout(std::time::Duration::from_secs(5))
+        .expect("echo server ready");
+    accepted
+}
+
+/// Whether a TCP connection from inside `/run/netns/<ns>` to `to:port` gets its line
+/// echoed back (1 s to connect, 2 s to answer).
+pub fn tcp_echo_reaches(ns: &str, to: Ipv4Addr, port: u16) -> bool {
+    use std::io::{Read, Write};
+    spawn_in_netns(ns, move || {
+        let addr = std::net::SocketAddr::from((to, port));
+        let Ok(mut conn) =
+            std::net::TcpStream::connect_timeout(&addr, std::time::Duration::from_secs(1))
+        else {
+            return false;
+        };
+        let _ = conn.set_read_timeout(Some(std::time::Duration::from_secs(2)));
+        let _ = conn.write_all(b"ping\n");
+        let mut buf = [0u8; 5];
+        conn.read_exact(&mut buf).is_ok() && &buf == b"ping\n"
+    })
+    .join()
+    .unwrap_or(false)
+}
+
 /// Runs `f` on a thread inside the network namespace `/run/netns/<ns>` and waits for it.
 pub fn in_netns<T: Send + 'static>(ns: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
     spawn_in_netns(ns, f).join().expect("netns thread panicked")

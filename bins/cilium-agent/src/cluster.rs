@@ -187,6 +187,23 @@ async fn informer_with<T: Clone + PartialEq>(
     }
 }
 
+/// The next change of an informer: the initial ones first; while the store is away, it
+/// tries again every second.
+async fn next_change<T: Clone + PartialEq>(
+    pending: &mut std::collections::VecDeque<Change<T>>,
+    inf: &mut Informer<Arc<cilium_core::kvstore::AnyStore>, T>,
+) -> Change<T> {
+    loop {
+        if let Some(c) = pending.pop_front() {
+            return c;
+        }
+        match inf.next().await {
+            Ok(c) => return c,
+            Err(_) => tokio::time::sleep(Duration::from_secs(1)).await,
+        }
+    }
+}
+
 /// The underlay device: the one holding the node's IP.
 async fn underlay(nl: &Netlink, ip: Ipv4Addr) -> Option<u32> {
     nl.ipv4_addresses()
@@ -209,16 +226,7 @@ async fn follow_nodes(node: Arc<Node>, direct_routes: bool) {
         }
     };
     loop {
-        let change = match pending.pop_front() {
-            Some(c) => c,
-            None => match inf.next().await {
-                Ok(c) => c,
-                Err(_) => {
-                    tokio::time::sleep(Duration::from_secs(1)).await;
-                    continue;
-                }
-            },
-        };
+        let change = next_change(&mut pending, &mut inf).await;
         match change {
             Change::Upsert { object, .. } => {
                 if object.name == node.name {
@@ -295,16 +303,7 @@ async fn follow_ipcache(node: Arc<Node>) {
     let (mut inf, initial) = informer::<IpIdentityPair>(&node, &prefix).await;
     let mut pending: std::collections::VecDeque<_> = initial.into();
     loop {
-        let change = match pending.pop_front() {
-            Some(c) => c,
-            None => match inf.next().await {
-                Ok(c) => c,
-                Err(_) => {
-                    tokio::time::sleep(Duration::from_secs(1)).await;
-                    continue;
-                }
-            },
-        };
+        let change = next_change(&mut pending, &mut inf).await;
         match change {
             Change::Upsert { object, .. } if object.host_ip != node.ipv4 => {
                 if let Err(e) = node
@@ -351,16 +350,7 @@ async fn follow_identities(node: Arc<Node>) {
     let (mut inf, initial) = informer_with(&node, &prefix, identity_entry).await;
     let mut pending: std::collections::VecDeque<_> = initial.into();
     loop {
-        let change = match pending.pop_front() {
-            Some(c) => c,
-            None => match inf.next().await {
-                Ok(c) => c,
-                Err(_) => {
-                    tokio::time::sleep(Duration::from_secs(1)).await;
-                    continue;
-                }
-            },
-        };
+        let change = next_change(&mut pending, &mut inf).await;
         let result = match change {
             Change::Upsert {
                 object: (id, labels),
@@ -446,16 +436,7 @@ async fn follow_policies(node: Arc<Node>) {
     let (mut inf, initial) = informer::<serde_json::Value>(&node, POLICIES_PREFIX).await;
     let mut pending: std::collections::VecDeque<_> = initial.into();
     loop {
-        let change = match pending.pop_front() {
-            Some(c) => c,
-            None => match inf.next().await {
-                Ok(c) => c,
-                Err(_) => {
-                    tokio::time::sleep(Duration::from_secs(1)).await;
-                    continue;
-                }
-            },
-        };
+        let change = next_change(&mut pending, &mut inf).await;
         let result = match &change {
             Change::Upsert { key, object } => {
                 node.apply_stored_policy(&owner_of(POLICIES_PREFIX, key), Some(object))

@@ -9,13 +9,12 @@
 //! other node, and a node leaving (its route goes). Needs root and etcd; everything is made
 //! under a `crs<pid>c` prefix and removed on drop (processes killed by pid).
 
-use std::io::{Read, Write};
-use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use cilium_bpf::testing::{is_root_or_skip, run, spawn_in_netns};
+use cilium_bpf::testing::{is_root_or_skip, run};
 use cilium_core::kvstore::etcd::EtcdServer;
 use serde_json::Value;
 
@@ -296,18 +295,7 @@ impl Lab {
 
 /// Whether a TCP connection from pod `from` to `to:port` gets its echo back.
 fn tcp_reaches(lab: &Lab, from: &str, to: Ipv4Addr, port: u16) -> bool {
-    spawn_in_netns(&lab.pod_ns(from), move || {
-        let addr = SocketAddr::from((to, port));
-        let Ok(mut conn) = TcpStream::connect_timeout(&addr, Duration::from_secs(1)) else {
-            return false;
-        };
-        let _ = conn.set_read_timeout(Some(Duration::from_secs(2)));
-        let _ = conn.write_all(b"ping\n");
-        let mut buf = [0u8; 5];
-        conn.read_exact(&mut buf).is_ok() && &buf == b"ping\n"
-    })
-    .join()
-    .expect("client thread")
+    cilium_bpf::testing::tcp_echo_reaches(&lab.pod_ns(from), to, port)
 }
 
 /// Retries `tcp_reaches` for up to 15 s (routes and ipcache entries arrive through etcd).
@@ -323,24 +311,7 @@ fn eventually_reaches(lab: &Lab, from: &str, to: Ipv4Addr, port: u16) -> bool {
 }
 
 fn echo_server(lab: &Lab, pod: &str, ip: Ipv4Addr, port: u16) {
-    let (tx, rx) = std::sync::mpsc::channel();
-    spawn_in_netns(&lab.pod_ns(pod), move || {
-        let listener = TcpListener::bind((ip, port)).expect("bind");
-        tx.send(()).expect("ready");
-        for conn in listener.incoming() {
-            let Ok(mut conn) = conn else { continue };
-            std::thread::spawn(move || {
-                let mut buf = [0u8; 4096];
-                while let Ok(n) = conn.read(&mut buf) {
-                    if n == 0 || conn.write_all(&buf[..n]).is_err() {
-                        break;
-                    }
-                }
-            });
-        }
-    });
-    rx.recv_timeout(Duration::from_secs(5))
-        .expect("server ready");
+    cilium_bpf::testing::tcp_echo_server(&lab.pod_ns(pod), ip, port);
 }
 
 /// Packets the node's VXLAN device received.

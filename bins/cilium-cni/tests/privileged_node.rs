@@ -8,7 +8,7 @@
 //! with a TCP stream running throughout. Needs root; everything is removed on drop.
 
 use std::io::{Read, Write};
-use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::net::{Ipv4Addr, SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
@@ -239,45 +239,12 @@ fn ip_of(result: &Value) -> Ipv4Addr {
 
 /// Whether a TCP connection from `from` to `to:port` gets an answer within a second.
 fn tcp_reaches(node: &Node, from: &str, to: Ipv4Addr, port: u16) -> bool {
-    let ns = node.pod_ns(from);
-    spawn_in_netns(&ns, move || {
-        let addr = SocketAddr::from((to, port));
-        let Ok(mut conn) = TcpStream::connect_timeout(&addr, Duration::from_secs(1)) else {
-            return false;
-        };
-        let _ = conn.set_read_timeout(Some(Duration::from_secs(2)));
-        let _ = conn.write_all(b"ping\n");
-        let mut buf = [0u8; 5];
-        conn.read_exact(&mut buf).is_ok() && &buf == b"ping\n"
-    })
-    .join()
-    .expect("client thread")
+    cilium_bpf::testing::tcp_echo_reaches(&node.pod_ns(from), to, port)
 }
 
 /// An echo server in a pod's namespace until the test ends; counts its connections.
 fn echo_server(node: &Node, pod: &str, ip: Ipv4Addr, port: u16) -> Arc<AtomicU32> {
-    let (tx, rx) = std::sync::mpsc::channel();
-    let accepted = Arc::new(AtomicU32::new(0));
-    let count = accepted.clone();
-    spawn_in_netns(&node.pod_ns(pod), move || {
-        let listener = TcpListener::bind((ip, port)).expect("bind");
-        tx.send(()).expect("ready");
-        for conn in listener.incoming() {
-            let Ok(mut conn) = conn else { continue };
-            count.fetch_add(1, Ordering::SeqCst);
-            std::thread::spawn(move || {
-                let mut buf = [0u8; 65536];
-                while let Ok(n) = conn.read(&mut buf) {
-                    if n == 0 || conn.write_all(&buf[..n]).is_err() {
-                        break;
-                    }
-                }
-            });
-        }
-    });
-    rx.recv_timeout(Duration::from_secs(5))
-        .expect("server ready");
-    accepted
+    cilium_bpf::testing::tcp_echo_server(&node.pod_ns(pod), ip, port)
 }
 
 #[test]

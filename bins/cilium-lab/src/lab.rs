@@ -664,31 +664,7 @@ impl Lab {
             created: now(),
         });
         self.save(state)?;
-        let netconf = serde_json::json!({
-            "cniVersion": "0.3.1", "name": "cilium", "type": "cilium-cni", "agent-socket": node.socket(),
-        })
-        .to_string();
-        let netns_path = format!("/run/netns/{netns}");
-        let container = format!("{}-{}-{}", self.prefix, pod.namespace, pod.name);
-        let outcome = cilium_cni::runtime::invoke(
-            &self.binary("cilium-cni")?,
-            &["ip", "netns", "exec", &node.netns],
-            &cilium_cni::runtime::Invocation {
-                command: "ADD",
-                container_id: &container,
-                netns: &netns_path,
-                ifname: "eth0",
-                pod: (&pod.namespace, &pod.name),
-                netconf: &netconf,
-            },
-        )
-        .map_err(|e| format!("running cilium-cni: {e}"))?;
-        if !outcome.success {
-            return Err(format!(
-                "pod {}/{}: CNI ADD failed: {} {}",
-                pod.namespace, pod.name, outcome.output, outcome.stderr
-            ));
-        }
+        let outcome = self.cni("ADD", &node, &pod.namespace, &pod.name, &netns)?;
         let ip = cilium_cni::runtime::result_ipv4(&outcome.output)
             .ok_or_else(|| format!("pod {}: the CNI result has no IPv4", pod.name))?;
         let pid = match &pod.workload {
@@ -716,6 +692,44 @@ impl Lab {
         self.save(state)?;
         object["status"] = serde_json::json!({"phase": "Running", "podIP": ip.to_string(), "hostIP": node.ip.to_string()});
         Self::put_json(state, key, object)
+    }
+
+    /// Runs cilium-cni for a pod as the node's runtime does (`ADD` or `DEL`); an ADD's
+    /// result, or a clear error.
+    fn cni(
+        &self,
+        command: &str,
+        node: &LabNode,
+        namespace: &str,
+        name: &str,
+        netns: &str,
+    ) -> Result<cilium_cni::runtime::Outcome, String> {
+        let netconf = serde_json::json!({
+            "cniVersion": "0.3.1", "name": "cilium", "type": "cilium-cni", "agent-socket": node.socket(),
+        })
+        .to_string();
+        let netns_path = format!("/run/netns/{netns}");
+        let container = format!("{}-{namespace}-{name}", self.prefix);
+        let outcome = cilium_cni::runtime::invoke(
+            &self.binary("cilium-cni")?,
+            &["ip", "netns", "exec", &node.netns],
+            &cilium_cni::runtime::Invocation {
+                command,
+                container_id: &container,
+                netns: &netns_path,
+                ifname: "eth0",
+                pod: (namespace, name),
+                netconf: &netconf,
+            },
+        )
+        .map_err(|e| format!("running cilium-cni: {e}"))?;
+        if !outcome.success {
+            return Err(format!(
+                "pod {namespace}/{name}: CNI {command} failed: {} {}",
+                outcome.output, outcome.stderr
+            ));
+        }
+        Ok(outcome)
     }
 
     /// Each pod's `/etc/netns/<netns>/hosts` (what `ip netns exec` shows as /etc/hosts):
@@ -856,38 +870,9 @@ impl Lab {
             .find(|n| n.name == pod.node)
             .cloned()
             .ok_or_else(|| format!("no node {}", pod.node))?;
-        let netconf = serde_json::json!({
-            "cniVersion": "0.3.1", "name": "cilium", "type": "cilium-cni", "agent-socket": node.socket(),
-        })
-        .to_string();
-        let container = format!("{}-{}-{}", self.prefix, pod.namespace, pod.name);
-        let netns_path = format!("/run/netns/{}", pod.netns);
-        let outcome = cilium_cni::runtime::invoke(
-            &self.binary("cilium-cni")?,
-            &["ip", "netns", "exec", &node.netns],
-            &cilium_cni::runtime::Invocation {
-                command: "DEL",
-                container_id: &container,
-                netns: &netns_path,
-                ifname: "eth0",
-                pod: (&pod.namespace, &pod.name),
-                netconf: &netconf,
-            },
-        )
-        .map_err(|e| format!("running cilium-cni: {e}"))?;
-        if !outcome.success {
-            return Err(format!(
-                "pod {}: CNI DEL failed: {}",
-                pod.name, outcome.output
-            ));
-        }
+        self.cni("DEL", &node, &pod.namespace, &pod.name, &pod.netns)?;
         if let Some(pid) = pod.pid {
-            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-            if String::from_utf8_lossy(&cmdline).contains("cilium-lab") {
-                let _ = Command::new("kill")
-                    .args(["-KILL", &pid.to_string()])
-                    .status();
-            }
+            Self::kill(pid, "cilium-lab");
         }
         let _ = run(&["ip", "netns", "del", &pod.netns]);
         let dir = Path::new("/etc/netns").join(&pod.netns);
