@@ -466,6 +466,26 @@ fn two_nodes(test: &str, tunnel: bool) {
         "other is denied across nodes"
     );
 
+    // A service on k8s-w1 whose only backend lives on k8s-w2: reached across nodes (through
+    // the overlay in tunnel mode), with the policy above still applied to the backend.
+    let spec = serde_json::json!({
+        "frontend-address": {"ip": "10.96.0.20", "port": 80, "protocol": "TCP"},
+        "backend-addresses": [{"ip": web.to_string(), "port": 8080}],
+        "flags": {"type": "ClusterIP", "name": "web", "namespace": "default"},
+    });
+    lab.nodes[0]
+        .api("PUT", "/service/0", Some(&spec))
+        .expect("create the service");
+    let vip = Ipv4Addr::new(10, 96, 0, 20);
+    assert!(
+        tcp_reaches(&lab, "curl", vip, 80),
+        "curl -> service -> web-b"
+    );
+    assert!(
+        !tcp_reaches(&lab, "other", vip, 80),
+        "other is still denied by web-b's policy"
+    );
+
     if tunnel {
         return;
     }
