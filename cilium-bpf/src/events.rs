@@ -149,8 +149,11 @@ pub enum EventKind {
         /// Where it was seen.
         point: ObservationPoint,
     },
-    /// A policy decision.
-    PolicyVerdict,
+    /// A policy decision on a new flow.
+    PolicyVerdict {
+        /// Whether the policy allowed it.
+        allowed: bool,
+    },
 }
 
 /// A decoded datapath event.
@@ -242,7 +245,9 @@ impl Event {
             4 => EventKind::Trace {
                 point: ObservationPoint::from_code(bytes[1]),
             },
-            5 => EventKind::PolicyVerdict,
+            5 => EventKind::PolicyVerdict {
+                allowed: bytes[1] == 1,
+            },
             t => return Err(DecodeError::Type { event_type: t }),
         };
         let mut ktime = [0u8; 8];
@@ -303,10 +308,14 @@ impl fmt::Display for Event {
                 self.src_identity,
                 self.dst_identity
             ),
-            EventKind::PolicyVerdict => write!(
+            EventKind::PolicyVerdict { allowed } => write!(
                 f,
-                "policy-verdict flow {}:{} -> {}:{} {proto}",
-                self.saddr, self.sport, self.daddr, self.dport
+                "policy-verdict {} flow {}:{} -> {}:{} {proto}",
+                if allowed { "ALLOWED" } else { "DENIED" },
+                self.saddr,
+                self.sport,
+                self.daddr,
+                self.dport
             ),
         }
     }

@@ -283,7 +283,9 @@ fn privileged_policy_matrix_matches_the_model() {
     );
     assert!(drops(drop_reason::POLICY_DENY) > 0, "no policy-deny drops");
     assert!(
-        events.iter().any(|e| e.kind == EventKind::PolicyVerdict),
+        events
+            .iter()
+            .any(|e| e.kind == EventKind::PolicyVerdict { allowed: false }),
         "no policy verdict events"
     );
     let counted = |reason: u8| {

@@ -1,0 +1,495 @@
+// SPDX-License-Identifier: Apache-2.0
+
+//! Hubble's `Flow` (the fields of `flow.proto` this datapath fills), built from a
+//! datapath event and what the agent knows about the endpoints and identities involved.
+//! It serialises as `hubble observe -o json` prints flows (the protobuf field names:
+//! `drop_reason_desc`, `IP.ipVersion`, `l4.TCP.source_port`, `source.pod_name`, `Type`,
+//! `node_name`, `event_type.sub_type`, `traffic_direction`, `is_reply`, `Summary`...).
+
+use std::net::Ipv4Addr;
+
+use cilium_bpf::events::{Event, EventKind, ObservationPoint, drop_reason};
+use serde::{Deserialize, Serialize};
+
+/// Hubble's verdicts (`flow.Verdict`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum Verdict {
+    /// Unknown.
+    VerdictUnknown,
+    /// Forwarded.
+    Forwarded,
+    /// Dropped.
+    Dropped,
+    /// Error.
+    Error,
+    /// Audit.
+    Audit,
+    /// Redirected.
+    Redirected,
+    /// Traced.
+    Traced,
+    /// Translated.
+    Translated,
+}
+
+impl Verdict {
+    /// Hubble's number for it.
+    pub fn number(self) -> u8 {
+        self as u8
+    }
+}
+
+/// `flow.TrafficDirection`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum TrafficDirection {
+    /// Unknown.
+    TrafficDirectionUnknown,
+    /// Into an endpoint.
+    Ingress,
+    /// Out of an endpoint.
+    Egress,
+}
+
+/// The addresses (`flow.IP`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Ip {
+    /// Source.
+    pub source: Ipv4Addr,
+    /// Destination.
+    pub destination: Ipv4Addr,
+    /// `IPv4`.
+    #[serde(rename = "ipVersion")]
+    pub ip_version: String,
+}
+
+/// TCP flags (`flow.TCPFlags`), the ones set.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "UPPERCASE")]
+pub struct TcpFlags {
+    /// FIN.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub fin: bool,
+    /// SYN.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub syn: bool,
+    /// RST.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub rst: bool,
+    /// PSH.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub psh: bool,
+    /// ACK.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub ack: bool,
+    /// URG.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub urg: bool,
+}
+
+impl TcpFlags {
+    /// From the TCP header's flag byte.
+    pub fn from_byte(b: u8) -> Self {
+        TcpFlags {
+            fin: b & 0x01 != 0,
+            syn: b & 0x02 != 0,
+            rst: b & 0x04 != 0,
+            psh: b & 0x08 != 0,
+            ack: b & 0x10 != 0,
+            urg: b & 0x20 != 0,
+        }
+    }
+
+    /// Hubble's summary: `SYN`, `SYN, ACK`, `ACK, FIN`, ...
+    pub fn summary(self) -> String {
+        let names = [
+            (self.syn, "SYN"),
+            (self.fin, "FIN"),
+            (self.rst, "RST"),
+            (self.psh, "PSH"),
+            (self.ack, "ACK"),
+            (self.urg, "URG"),
+        ];
+        names
+            .iter()
+            .filter(|(on, _)| *on)
+            .map(|(_, n)| *n)
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+}
+
+/// Layer 4 (`flow.Layer4`): one of TCP, UDP, ICMPv4.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Layer4 {
+    /// TCP.
+    #[serde(rename = "TCP")]
+    Tcp {
+        /// Source port.
+        #[serde(rename = "source_port")]
+        source_port: u16,
+        /// Destination port.
+        #[serde(rename = "destination_port")]
+        destination_port: u16,
+        /// Flags.
+        flags: TcpFlags,
+    },
+    /// UDP.
+    #[serde(rename = "UDP")]
+    Udp {
+        /// Source port.
+        #[serde(rename = "source_port")]
+        source_port: u16,
+        /// Destination port.
+        #[serde(rename = "destination_port")]
+        destination_port: u16,
+    },
+    /// ICMPv4.
+    #[serde(rename = "ICMPv4")]
+    Icmp4 {
+        /// The ICMP type.
+        #[serde(rename = "type")]
+        icmp_type: u8,
+    },
+}
+
+impl Layer4 {
+    /// Hubble's protocol name.
+    pub fn protocol(&self) -> &'static str {
+        match self {
+            Layer4::Tcp { .. } => "tcp",
+            Layer4::Udp { .. } => "udp",
+            Layer4::Icmp4 { .. } => "icmp",
+        }
+    }
+
+    /// The (source, destination) ports, if the protocol has them.
+    pub fn ports(&self) -> Option<(u16, u16)> {
+        match *self {
+            Layer4::Tcp {
+                source_port,
+                destination_port,
+                ..
+            }
+            | Layer4::Udp {
+                source_port,
+                destination_port,
+            } => Some((source_port, destination_port)),
+            Layer4::Icmp4 { .. } => None,
+        }
+    }
+}
+
+/// One side of a flow (`flow.Endpoint`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Endpoint {
+    /// Endpoint id on its node (0: not a local endpoint).
+    #[serde(rename = "ID", default, skip_serializing_if = "is_zero16")]
+    pub id: u16,
+    /// Security identity.
+    pub identity: u32,
+    /// Kubernetes namespace.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub namespace: String,
+    /// Labels (`source:key=value`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub labels: Vec<String>,
+    /// Pod name.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub pod_name: String,
+}
+
+fn is_zero16(v: &u16) -> bool {
+    *v == 0
+}
+
+/// `flow.CiliumEventType`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EventType {
+    /// 1 drop, 4 trace, 5 policy verdict.
+    #[serde(rename = "type")]
+    pub kind: u8,
+    /// Drop reason or observation point.
+    pub sub_type: u8,
+}
+
+/// A flow, as Hubble reports it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Flow {
+    /// When (RFC 3339, UTC, nanoseconds).
+    pub time: String,
+    /// The verdict.
+    pub verdict: Verdict,
+    /// Cilium's drop reason code (drops only; Hubble's deprecated `drop_reason`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub drop_reason: Option<u8>,
+    /// The drop reason's name (drops only), e.g. `POLICY_DENIED`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub drop_reason_desc: Option<String>,
+    /// Addresses.
+    #[serde(rename = "IP")]
+    pub ip: Ip,
+    /// Layer 4.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub l4: Option<Layer4>,
+    /// Source.
+    pub source: Endpoint,
+    /// Destination.
+    pub destination: Endpoint,
+    /// `L3_L4`.
+    #[serde(rename = "Type")]
+    pub flow_type: String,
+    /// The node that saw it.
+    pub node_name: String,
+    /// The event behind it.
+    pub event_type: EventType,
+    /// Direction relative to the endpoint that emitted the event.
+    pub traffic_direction: TrafficDirection,
+    /// Where a forwarded packet was seen (`TO_ENDPOINT`, `TO_STACK`, ...).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trace_observation_point: Option<String>,
+    /// Whether conntrack saw a reply.
+    pub is_reply: bool,
+    /// The policy verdict's match (`policy-verdict` events): `L3-L4` or none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy_match_type: Option<String>,
+    /// A one-line summary (`TCP Flags: SYN`, `ICMPv4 EchoRequest`).
+    #[serde(rename = "Summary")]
+    pub summary: String,
+}
+
+/// What turns an event's ids into names: the agent answers from its endpoints and the
+/// identity cache.
+pub trait Resolver {
+    /// The endpoint behind a local endpoint id or an IP, with its identity's labels.
+    fn endpoint(&self, id: u16, ip: Ipv4Addr, identity: u32) -> Endpoint;
+}
+
+/// A resolver that knows only what the event says.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NoNames;
+
+impl Resolver for NoNames {
+    fn endpoint(&self, id: u16, _ip: Ipv4Addr, identity: u32) -> Endpoint {
+        Endpoint {
+            id,
+            identity,
+            ..Endpoint::default()
+        }
+    }
+}
+
+/// A Unix time in nanoseconds as RFC 3339 (`2026-11-27T03:10:14.123456789Z`).
+pub fn rfc3339(unix_ns: u128) -> String {
+    let secs = (unix_ns / 1_000_000_000) as i64;
+    let nanos = (unix_ns % 1_000_000_000) as u32;
+    let days = secs.div_euclid(86_400);
+    let rem = secs.rem_euclid(86_400);
+    // Civil from days (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = if m <= 2 { y + 1 } else { y };
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{nanos:09}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+fn drop_name(code: u8) -> String {
+    match code {
+        drop_reason::INVALID_SOURCE_IP => "INVALID_SOURCE_IP",
+        drop_reason::POLICY_DENIED => "POLICY_DENIED",
+        drop_reason::INVALID_PACKET => "INVALID_PACKET_DROPPED",
+        drop_reason::CT_INVALID_HEADER => "CT_INVALID_HEADER",
+        drop_reason::UNKNOWN_L3 => "UNKNOWN_L3_TARGET_ADDRESS",
+        drop_reason::UNKNOWN_L4 => "UNKNOWN_L4_PROTOCOL",
+        drop_reason::NO_SERVICE => "SERVICE_BACKEND_NOT_FOUND",
+        drop_reason::POLICY_DENY => "POLICY_DENY",
+        _ => "DROP_REASON_UNKNOWN",
+    }
+    .to_owned()
+}
+
+fn point_name(p: ObservationPoint) -> String {
+    p.name().replace('-', "_").to_uppercase()
+}
+
+impl Flow {
+    /// The flow of one datapath event: `unix_ns` is the event's time on the wall clock,
+    /// `node` the node that saw it, `names` what the agent knows of its endpoints.
+    pub fn from_event(ev: &Event, unix_ns: u128, node: &str, names: &dyn Resolver) -> Flow {
+        let (verdict, event_kind, sub_type) = match ev.kind {
+            EventKind::Drop { reason } => (Verdict::Dropped, 1, reason),
+            EventKind::Trace { point } => (
+                Verdict::Forwarded,
+                4,
+                match point {
+                    ObservationPoint::Unknown(c) => c,
+                    p => (0..=11u8)
+                        .find(|c| ObservationPoint::from_code(*c) == p)
+                        .unwrap_or(0),
+                },
+            ),
+            EventKind::PolicyVerdict { allowed } => (
+                if allowed {
+                    Verdict::Forwarded
+                } else {
+                    Verdict::Dropped
+                },
+                5,
+                u8::from(!allowed) + 1,
+            ),
+            _ => (Verdict::VerdictUnknown, 0, 0),
+        };
+        let l4 = match ev.proto {
+            6 => Some(Layer4::Tcp {
+                source_port: ev.sport,
+                destination_port: ev.dport,
+                flags: TcpFlags::from_byte(ev.tcp_flags),
+            }),
+            17 => Some(Layer4::Udp {
+                source_port: ev.sport,
+                destination_port: ev.dport,
+            }),
+            1 => Some(Layer4::Icmp4 {
+                icmp_type: ev.icmp_type,
+            }),
+            _ => None,
+        };
+        let direction = if ev.source != 0 && ev.source == ev.src_endpoint {
+            TrafficDirection::Egress
+        } else if ev.source != 0 {
+            TrafficDirection::Ingress
+        } else {
+            TrafficDirection::TrafficDirectionUnknown
+        };
+        let summary = match &l4 {
+            Some(Layer4::Tcp { flags, .. }) => format!("TCP Flags: {}", flags.summary()),
+            Some(Layer4::Udp { .. }) => "UDP".to_owned(),
+            Some(Layer4::Icmp4 { icmp_type }) => match icmp_type {
+                8 => "ICMPv4 EchoRequest".to_owned(),
+                0 => "ICMPv4 EchoReply".to_owned(),
+                t => format!("ICMPv4 type {t}"),
+            },
+            None => format!("IP protocol {}", ev.proto),
+        };
+        let (drop_reason, drop_reason_desc) = match ev.kind {
+            EventKind::Drop { reason } => (Some(reason), Some(drop_name(reason))),
+            EventKind::PolicyVerdict { allowed: false } => (
+                Some(drop_reason::POLICY_DENIED),
+                Some(drop_name(drop_reason::POLICY_DENIED)),
+            ),
+            _ => (None, None),
+        };
+        Flow {
+            time: rfc3339(unix_ns),
+            verdict,
+            drop_reason,
+            drop_reason_desc,
+            ip: Ip {
+                source: ev.saddr,
+                destination: ev.daddr,
+                ip_version: "IPv4".into(),
+            },
+            l4,
+            source: names.endpoint(ev.src_endpoint, ev.saddr, ev.src_identity),
+            destination: names.endpoint(ev.dst_endpoint, ev.daddr, ev.dst_identity),
+            flow_type: "L3_L4".into(),
+            node_name: node.to_owned(),
+            event_type: EventType {
+                kind: event_kind,
+                sub_type,
+            },
+            traffic_direction: direction,
+            trace_observation_point: match ev.kind {
+                EventKind::Trace { point } => Some(point_name(point)),
+                _ => None,
+            },
+            is_reply: ev.is_reply,
+            policy_match_type: matches!(ev.kind, EventKind::PolicyVerdict { .. })
+                .then(|| "L3-L4".to_owned()),
+            summary,
+        }
+    }
+
+    /// `namespace/pod` of a side, or its IP when it is not a pod.
+    fn side(ep: &Endpoint, ip: Ipv4Addr, port: Option<u16>) -> String {
+        let base = if ep.pod_name.is_empty() {
+            ip.to_string()
+        } else {
+            format!("{}/{}", ep.namespace, ep.pod_name)
+        };
+        match port {
+            Some(p) => format!("{base}:{p}"),
+            None => base,
+        }
+    }
+
+    /// Hubble's compact line:
+    /// `Nov 27 03:10:14.123: default/curl-pod:43210 (ID:257) -> default/webpod-x:80 (ID:256) to-endpoint FORWARDED (TCP Flags: SYN)`.
+    pub fn compact(&self) -> String {
+        let ports = self.l4.as_ref().and_then(Layer4::ports);
+        let src = Flow::side(&self.source, self.ip.source, ports.map(|p| p.0));
+        let dst = Flow::side(&self.destination, self.ip.destination, ports.map(|p| p.1));
+        let what = match self.event_type.kind {
+            1 => self.drop_reason.map_or_else(
+                || "drop".to_owned(),
+                |r| drop_reason::describe(r).to_owned(),
+            ),
+            5 => format!(
+                "policy-verdict:{} {}",
+                self.policy_match_type.as_deref().unwrap_or("none"),
+                match self.traffic_direction {
+                    TrafficDirection::Ingress => "INGRESS",
+                    TrafficDirection::Egress => "EGRESS",
+                    TrafficDirection::TrafficDirectionUnknown => "UNKNOWN",
+                }
+            ),
+            _ => self.trace_observation_point.as_deref().map_or_else(
+                || "trace".to_owned(),
+                |p| p.to_lowercase().replace('_', "-"),
+            ),
+        };
+        let verdict = match (self.event_type.kind, self.verdict) {
+            (5, Verdict::Forwarded) => "ALLOWED",
+            (5, Verdict::Dropped) => "DENIED",
+            (_, Verdict::Forwarded) => "FORWARDED",
+            (_, Verdict::Dropped) => "DROPPED",
+            _ => "UNKNOWN",
+        };
+        format!(
+            "{}: {src} (ID:{}) -> {dst} (ID:{}) {what} {verdict} ({})",
+            compact_time(&self.time),
+            self.source.identity,
+            self.destination.identity,
+            self.summary
+        )
+    }
+}
+
+/// `2026-11-27T03:10:14.123456789Z` as Hubble's compact output prints it:
+/// `Nov 27 03:10:14.123`.
+pub fn compact_time(rfc: &str) -> String {
+    const MONTHS: [&str; 12] = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
+    let month = rfc
+        .get(5..7)
+        .and_then(|m| m.parse::<usize>().ok())
+        .and_then(|m| MONTHS.get(m.wrapping_sub(1)))
+        .copied()
+        .unwrap_or("???");
+    let day = rfc.get(8..10).unwrap_or("??");
+    let clock = rfc.get(11..23).unwrap_or("");
+    format!("{month} {day} {clock}")
+}

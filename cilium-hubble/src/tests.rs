@@ -1,0 +1,156 @@
+// SPDX-License-Identifier: Apache-2.0
+
+use std::net::Ipv4Addr;
+
+use cilium_bpf::events::{EventKind, ObservationPoint, drop_reason};
+
+use crate::filter::{FlowFilter, passes};
+use crate::flow::{Endpoint, Flow, NoNames, Resolver, TrafficDirection, Verdict, rfc3339};
+
+/// Names pods as the agent would: by endpoint id or IP.
+struct Pods;
+
+impl Resolver for Pods {
+    fn endpoint(&self, id: u16, ip: Ipv4Addr, identity: u32) -> Endpoint {
+        let (ns, pod, labels) = match ip.octets() {
+            [172, 20, 0, 10] => ("default", "curl-pod", vec!["k8s:app=curl".to_owned()]),
+            [172, 20, 1, 10] => (
+                "default",
+                "webpod-7d9f-abcde",
+                vec!["k8s:app=webpod".to_owned()],
+            ),
+            _ => return NoNames.endpoint(id, ip, identity),
+        };
+        Endpoint {
+            id,
+            identity,
+            namespace: ns.into(),
+            labels,
+            pod_name: pod.into(),
+        }
+    }
+}
+
+const T: u128 = 1_795_749_014_123_456_789; // 2026-11-27T03:10:14.123456789Z
+
+#[test]
+fn times_are_rfc3339_in_utc() {
+    assert_eq!(rfc3339(0), "1970-01-01T00:00:00.000000000Z");
+    assert_eq!(rfc3339(T), "2026-11-27T03:10:14.123456789Z");
+    assert_eq!(
+        rfc3339(951_782_400_000_000_000),
+        "2000-02-29T00:00:00.000000000Z"
+    );
+}
+
+#[test]
+fn a_trace_becomes_hubbles_flow_and_json() {
+    let ev = crate::example_event();
+    let flow = Flow::from_event(&ev, T, "k8s-w1", &Pods);
+    assert_eq!(flow.verdict, Verdict::Forwarded);
+    assert_eq!(flow.traffic_direction, TrafficDirection::Ingress);
+    assert_eq!(flow.trace_observation_point.as_deref(), Some("TO_ENDPOINT"));
+    assert_eq!(flow.event_type.kind, 4);
+    let json = serde_json::to_value(&flow).unwrap();
+    assert_eq!(json["verdict"], "FORWARDED");
+    assert_eq!(json["IP"]["ipVersion"], "IPv4");
+    assert_eq!(json["l4"]["TCP"]["destination_port"], 80);
+    assert_eq!(json["l4"]["TCP"]["flags"]["SYN"], true);
+    assert_eq!(json["source"]["pod_name"], "curl-pod");
+    assert_eq!(json["destination"]["ID"], 12);
+    assert_eq!(json["Type"], "L3_L4");
+    assert_eq!(json["node_name"], "k8s-w1");
+    assert_eq!(json["event_type"]["sub_type"], 0);
+    assert_eq!(json["Summary"], "TCP Flags: SYN");
+    let back: Flow = serde_json::from_value(json).unwrap();
+    assert_eq!(back, flow);
+    assert_eq!(
+        flow.compact(),
+        "Nov 27 03:10:14.123: default/curl-pod:43210 (ID:257) -> default/webpod-7d9f-abcde:80 (ID:256) to-endpoint FORWARDED (TCP Flags: SYN)"
+    );
+}
+
+#[test]
+fn drops_and_verdicts_read_like_hubble() {
+    let mut ev = crate::example_event();
+    ev.kind = EventKind::Drop {
+        reason: drop_reason::POLICY_DENIED,
+    };
+    let flow = Flow::from_event(&ev, T, "k8s-w1", &Pods);
+    assert_eq!(flow.verdict, Verdict::Dropped);
+    assert_eq!(flow.drop_reason_desc.as_deref(), Some("POLICY_DENIED"));
+    assert!(
+        flow.compact()
+            .ends_with("Policy denied DROPPED (TCP Flags: SYN)"),
+        "{}",
+        flow.compact()
+    );
+    ev.kind = EventKind::PolicyVerdict { allowed: false };
+    let flow = Flow::from_event(&ev, T, "k8s-w1", &Pods);
+    assert!(
+        flow.compact()
+            .contains("policy-verdict:L3-L4 INGRESS DENIED"),
+        "{}",
+        flow.compact()
+    );
+    // Egress: emitted by the source endpoint; an address that is no pod prints as the IP.
+    ev.kind = EventKind::Trace {
+        point: ObservationPoint::ToStack,
+    };
+    ev.src_endpoint = 12;
+    ev.daddr = Ipv4Addr::new(8, 8, 8, 8);
+    ev.proto = 1;
+    ev.icmp_type = 8;
+    let flow = Flow::from_event(&ev, T, "k8s-w1", &Pods);
+    assert_eq!(flow.traffic_direction, TrafficDirection::Egress);
+    assert!(
+        flow.compact().contains(
+            "default/curl-pod (ID:257) -> 8.8.8.8 (ID:256) to-stack FORWARDED (ICMPv4 EchoRequest)"
+        ),
+        "{}",
+        flow.compact()
+    );
+}
+
+#[test]
+fn filters_and_within_or_across_and_deny_wins() {
+    let ev = crate::example_event();
+    let flow = Flow::from_event(&ev, T, "k8s-w1", &Pods);
+    let f = |build: fn(&mut FlowFilter)| {
+        let mut x = FlowFilter::default();
+        build(&mut x);
+        x
+    };
+    let from_curl = f(|x| x.source_pod = vec!["default/curl".into()]);
+    let to_web_80 = f(|x| {
+        x.destination_label = vec!["app=webpod".into()];
+        x.destination_port = vec![80];
+    });
+    let udp = f(|x| x.protocol = vec!["udp".into()]);
+    let dropped = f(|x| x.verdict = vec![Verdict::Dropped]);
+    assert!(from_curl.matches(&flow));
+    assert!(to_web_80.matches(&flow));
+    assert!(!udp.matches(&flow));
+    // AND within a filter.
+    let both = f(|x| {
+        x.source_pod = vec!["default/curl".into()];
+        x.protocol = vec!["udp".into()];
+    });
+    assert!(!both.matches(&flow));
+    // OR across filters; an empty allowlist allows all; the denylist wins.
+    assert!(passes(&flow, &[udp.clone(), from_curl.clone()], &[]));
+    assert!(!passes(&flow, &[udp.clone(), dropped.clone()], &[]));
+    assert!(passes(&flow, &[], &[]));
+    assert!(!passes(&flow, std::slice::from_ref(&from_curl), &[to_web_80]));
+    // Values of one field are alternatives; a pod name without namespace matches any.
+    let either = f(|x| x.destination_port = vec![53, 80]);
+    assert!(either.matches(&flow));
+    let anyns = f(|x| x.destination_pod = vec!["webpod-".into()]);
+    assert!(anyns.matches(&flow));
+    let other_ns = f(|x| x.destination_pod = vec!["kube-system/webpod".into()]);
+    assert!(!other_ns.matches(&flow));
+    let with_source = f(|x| x.source_label = vec!["k8s:app=curl".into()]);
+    assert!(with_source.matches(&flow));
+    let key_only = f(|x| x.source_label = vec!["app".into()]);
+    assert!(key_only.matches(&flow));
+}
