@@ -26,6 +26,16 @@ use std::net::Ipv4Addr;
 
 use crate::types::RawEvent;
 
+/// The clock events are stamped with (`bpf_ktime_get_ns`: CLOCK_MONOTONIC), in ns.
+pub fn monotonic_ns() -> u64 {
+    // SAFETY: `timespec` is a plain C struct for which all-zero bytes are valid.
+    let mut ts: libc::timespec = unsafe { std::mem::zeroed() };
+    // SAFETY: `ts` is a valid, writable timespec; CLOCK_MONOTONIC always exists on Linux.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    debug_assert_eq!(rc, 0);
+    (ts.tv_sec as u64) * 1_000_000_000 + ts.tv_nsec as u64
+}
+
 /// Where a forwarded packet was seen (Cilium's `TRACE_*` observation points).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]

@@ -110,6 +110,11 @@ pub const KEYS: &[(&str, &str, &str)] = &[
         "store options, k=v pairs separated by commas",
     ),
     ("enable-hubble", "false", "flow observability"),
+    (
+        "hubble-event-buffer-capacity",
+        "4095",
+        "flows each node keeps (2^n - 1)",
+    ),
     ("hubble-listen-address", ":4244", "Hubble observer address"),
     ("prometheus-serve-addr", "", "metrics address (empty: off)"),
     (
@@ -368,6 +373,9 @@ pub struct AgentConfig {
     pub kvstore_opt: BTreeMap<String, String>,
     /// `enable-hubble`.
     pub enable_hubble: bool,
+    /// `hubble-event-buffer-capacity`.
+    #[serde(rename = "hubble-event-buffer-capacity")]
+    pub hubble_event_buffer_capacity: usize,
     /// `hubble-listen-address`.
     pub hubble_listen_address: String,
     /// `prometheus-serve-addr` (empty: off).
@@ -594,6 +602,12 @@ impl AgentConfig {
                 Ok(m)
             })?,
             enable_hubble: r.bool("enable-hubble")?,
+            hubble_event_buffer_capacity: r.parse("hubble-event-buffer-capacity", |v| {
+                match v.parse::<usize>() {
+                    Ok(n) if n > 0 && n < (1 << 24) && (n + 1).is_power_of_two() => Ok(n),
+                    _ => Err("expected 2^n - 1 (1, 3, 7, ..., 4095, ..., 65535)".into()),
+                }
+            })?,
             hubble_listen_address: r.string("hubble-listen-address")?,
             prometheus_serve_addr: r.string("prometheus-serve-addr")?,
             socket_path: r.parse("socket-path", nonempty_path)?,

@@ -141,7 +141,11 @@ fn filters_and_within_or_across_and_deny_wins() {
     assert!(passes(&flow, &[udp.clone(), from_curl.clone()], &[]));
     assert!(!passes(&flow, &[udp.clone(), dropped.clone()], &[]));
     assert!(passes(&flow, &[], &[]));
-    assert!(!passes(&flow, std::slice::from_ref(&from_curl), &[to_web_80]));
+    assert!(!passes(
+        &flow,
+        std::slice::from_ref(&from_curl),
+        &[to_web_80]
+    ));
     // Values of one field are alternatives; a pod name without namespace matches any.
     let either = f(|x| x.destination_port = vec![53, 80]);
     assert!(either.matches(&flow));

@@ -26,6 +26,7 @@ mod api;
 pub mod client;
 pub mod cluster;
 pub mod endpoint;
+pub mod hubble;
 pub mod k8s;
 pub mod metrics;
 pub mod node;
@@ -59,6 +60,7 @@ pub struct Agent {
     started: Instant,
     node: Option<Arc<Node>>,
     metrics: Arc<Metrics>,
+    hubble: Option<Arc<hubble::Observer>>,
 }
 
 impl Agent {
@@ -69,6 +71,7 @@ impl Agent {
             config: RwLock::new(config),
             started: Instant::now(),
             node: None,
+            hubble: None,
             metrics: Arc::new(Metrics::new(None)),
         })
     }
@@ -82,17 +85,35 @@ impl Agent {
         if config.kvstore == "etcd" {
             tokio::spawn(cluster::run(node.clone(), config.clone()));
         }
+        let hubble = if config.enable_hubble && options.datapath {
+            let observer = Arc::new(hubble::Observer::new(config.hubble_event_buffer_capacity)?);
+            tokio::spawn(hubble::run(
+                node.clone(),
+                observer.clone(),
+                metrics.clone(),
+                config.bpf_root.clone(),
+            ));
+            Some(observer)
+        } else {
+            None
+        };
         Ok(Arc::new(Agent {
             config: RwLock::new(config),
             started: Instant::now(),
             node: Some(node),
             metrics,
+            hubble,
         }))
     }
 
     /// The node, for agents made by [`Agent::start`].
     pub fn node(&self) -> Option<&Arc<Node>> {
         self.node.as_ref()
+    }
+
+    /// The Hubble observer (with `enable-hubble` and a datapath).
+    pub fn hubble(&self) -> Option<&Arc<hubble::Observer>> {
+        self.hubble.as_ref()
     }
 
     /// The metrics.
@@ -157,6 +178,13 @@ async fn healthz(State(agent): State<Arc<Agent>>) -> Json<Value> {
         "cilium": {"state": "Ok", "msg": format!("cilium-rs {VERSION}")},
         "kvstore": kvstore,
         "kube-proxy-replacement": {"mode": if config.kube_proxy_replacement { "True" } else { "False" }},
+        "hubble": match agent.hubble() {
+            Some(o) => {
+                let (held, cap, seen) = o.status();
+                json!({"state": "Ok", "msg": format!("Current/Max Flows: {held}/{cap}, Flows seen: {seen}")})
+            }
+            None => json!({"state": "Disabled"}),
+        },
         "uptime-seconds": agent.started.elapsed().as_secs(),
     }))
 }

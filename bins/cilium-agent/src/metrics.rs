@@ -38,6 +38,10 @@ pub struct Metrics {
     pub regenerations_failure: Counter,
     /// Time to create (regenerate) an endpoint, seconds.
     pub regeneration_time: Histogram,
+    /// Hubble's metrics (prefix `hubble_`).
+    hubble: Registry,
+    flows_processed: Family<Labels, Counter>,
+    drops: Family<Labels, Counter>,
 }
 
 /// Reads `cilium_metrics` on each scrape.
@@ -163,8 +167,20 @@ impl Metrics {
         let regenerations_failure = regenerations
             .get_or_create(&labels(&[("outcome", "failure")]))
             .clone();
+        let mut hubble = Registry::with_prefix("hubble");
+        let flows_processed = Family::<Labels, Counter>::default();
+        hubble.register(
+            "flows_processed",
+            "Total number of flows processed",
+            flows_processed.clone(),
+        );
+        let drops = Family::<Labels, Counter>::default();
+        hubble.register("drop", "Number of drops", drops.clone());
         Metrics {
             registry,
+            hubble,
+            flows_processed,
+            drops,
             endpoint_state,
             identity,
             ipam_capacity,
@@ -197,12 +213,61 @@ impl Metrics {
             .set(n);
     }
 
-    /// The text exposition format.
+    /// Counts a flow Hubble saw (`hubble_flows_processed_total`, `hubble_drop_total`).
+    pub fn count_flow(&self, flow: &cilium_hubble::flow::Flow) {
+        let protocol = flow
+            .l4
+            .as_ref()
+            .map_or("unknown", cilium_hubble::flow::Layer4::protocol)
+            .to_uppercase();
+        let (kind, subtype) = match flow.event_type.kind {
+            1 => ("Drop", String::new()),
+            5 => ("PolicyVerdict", String::new()),
+            _ => (
+                "Trace",
+                flow.trace_observation_point
+                    .as_deref()
+                    .unwrap_or_default()
+                    .to_lowercase()
+                    .replace('_', "-"),
+            ),
+        };
+        let verdict = serde_json::to_value(flow.verdict)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_owned))
+            .unwrap_or_default();
+        self.flows_processed
+            .get_or_create(&labels(&[
+                ("protocol", &protocol),
+                ("subtype", &subtype),
+                ("type", kind),
+                ("verdict", &verdict),
+            ]))
+            .inc();
+        if flow.event_type.kind == 1
+            && let Some(reason) = &flow.drop_reason_desc
+        {
+            self.drops
+                .get_or_create(&labels(&[("protocol", &protocol), ("reason", reason)]))
+                .inc();
+        }
+    }
+
+    /// The text exposition format (the agent's metrics, then Hubble's).
     pub fn render(&self) -> String {
         let mut out = String::new();
-        if prometheus_client::encoding::text::encode(&mut out, &self.registry).is_err() {
+        let mut hubble = String::new();
+        if prometheus_client::encoding::text::encode(&mut out, &self.registry).is_err()
+            || prometheus_client::encoding::text::encode(&mut hubble, &self.hubble).is_err()
+        {
             out.clear();
+            return out;
         }
+        // One exposition: a single `# EOF`, at the end.
+        if let Some(stripped) = out.strip_suffix("# EOF\n") {
+            out.truncate(stripped.len());
+        }
+        out.push_str(&hubble);
         let _ = &self.regenerations;
         out
     }

@@ -97,6 +97,8 @@ impl Node {
                 "--ipv4-node=192.168.10.101",
                 &format!("--ipv4-range={CIDR}"),
                 "--k8s-node-name=k8s-w1",
+                "--enable-hubble=true",
+                "--hubble-event-buffer-capacity=1023",
             ])
             .stdout(Stdio::null())
             .stderr(log)
@@ -312,6 +314,28 @@ fn privileged_pods_via_cni_policy_and_dbg() {
     assert!(
         !tcp_reaches(&node, "other", web, 8080),
         "other -> web is denied"
+    );
+    // Hubble saw the denied connection: counted by reason, and the node keeps flows.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let (_, m) = node.dbg(&["metrics", "list"]);
+        if m.lines()
+            .any(|l| l.starts_with("hubble_drop_total") && l.contains("reason=POLICY_DENIED"))
+        {
+            assert!(m.contains("hubble_flows_processed_total"), "{m}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "no Hubble drop counted: {m}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let (_, status) = node.dbg(&["status"]);
+    let hubble = status
+        .lines()
+        .find(|l| l.starts_with("Hubble:"))
+        .unwrap_or_else(|| panic!("{status}"));
+    assert!(
+        hubble.contains("Ok") && hubble.contains("/1023"),
+        "{hubble}"
     );
     let (_, table) = node.dbg(&["endpoint", "list"]);
     let web_row = table

@@ -29,6 +29,14 @@ pub fn status_lines(health: &Value) -> Vec<String> {
                 .to_owned(),
         ),
         ("Cilium:", state(&health["cilium"])),
+        (
+            "Hubble:",
+            if health["hubble"].is_null() {
+                "Disabled".to_owned()
+            } else {
+                state(&health["hubble"])
+            },
+        ),
     ];
     rows.iter().map(|(k, v)| format!("{k:<24}{v}")).collect()
 }

@@ -1,0 +1,160 @@
+// SPDX-License-Identifier: Apache-2.0
+
+//! The agent's Hubble observer (`enable-hubble`): a task reads the datapath's events
+//! (`cilium_events`), turns each into a flow with the node's names for its endpoints and
+//! identities, keeps the last `hubble-event-buffer-capacity` flows, and counts them in
+//! Hubble's metrics. Reading never slows the datapath: the ring buffer is drained as fast
+//! as it fills, and events the kernel could not queue are the datapath's own loss.
+
+use std::collections::HashMap;
+use std::net::Ipv4Addr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use cilium_bpf::maps::EventReader;
+use cilium_hubble::flow::{Endpoint, Flow, Resolver};
+use cilium_hubble::ring::Ring;
+
+use crate::metrics::Metrics;
+use crate::node::Node;
+
+/// The flows a node keeps.
+#[derive(Debug)]
+pub struct Observer {
+    ring: Mutex<Ring<Flow>>,
+    /// Records that did not decode.
+    pub invalid: std::sync::atomic::AtomicU64,
+}
+
+impl Observer {
+    /// An observer keeping `capacity` flows (2^n - 1).
+    pub fn new(capacity: usize) -> Result<Self, String> {
+        Ok(Observer {
+            ring: Mutex::new(Ring::new(capacity).map_err(|e| e.to_string())?),
+            invalid: std::sync::atomic::AtomicU64::new(0),
+        })
+    }
+
+    fn ring(&self) -> std::sync::MutexGuard<'_, Ring<Flow>> {
+        self.ring.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The last `n` flows, oldest first.
+    pub fn last(&self, n: usize) -> Vec<Flow> {
+        self.ring().last(n)
+    }
+
+    /// (flows held, capacity, flows ever seen).
+    pub fn status(&self) -> (usize, usize, u64) {
+        let r = self.ring();
+        (r.len(), r.capacity(), r.written())
+    }
+
+    /// Adds a flow.
+    pub fn push(&self, flow: Flow) {
+        self.ring().push(flow);
+    }
+}
+
+/// The node's names at one moment: endpoints by IP and identities' labels.
+struct Names {
+    by_ip: HashMap<Ipv4Addr, (u16, String, String)>,
+    labels: HashMap<u32, Vec<String>>,
+}
+
+impl Resolver for Names {
+    fn endpoint(&self, id: u16, ip: Ipv4Addr, identity: u32) -> Endpoint {
+        let mut ep = Endpoint {
+            id,
+            identity,
+            labels: self.labels.get(&identity).cloned().unwrap_or_default(),
+            ..Endpoint::default()
+        };
+        if let Some((local_id, ns, pod)) = self.by_ip.get(&ip) {
+            ep.id = *local_id;
+            ep.namespace = ns.clone();
+            ep.pod_name = pod.clone();
+        } else if let Some(ns) = ep
+            .labels
+            .iter()
+            .find_map(|l| l.strip_prefix("k8s:io.kubernetes.pod.namespace="))
+        {
+            ep.namespace = ns.to_owned();
+        }
+        ep
+    }
+}
+
+async fn names(node: &Node) -> Names {
+    let by_ip = node
+        .endpoints()
+        .await
+        .into_iter()
+        .map(|e| (e.ipv4, (e.id, e.k8s_namespace, e.k8s_pod_name)))
+        .collect();
+    let labels = node
+        .identities()
+        .await
+        .unwrap_or_default()
+        .into_iter()
+        .collect();
+    Names { by_ip, labels }
+}
+
+/// Reads events until the process ends (every 100 ms: the datapath wakes readers only
+/// once 64 KiB are waiting).
+pub async fn run(
+    node: Arc<Node>,
+    observer: Arc<Observer>,
+    metrics: Arc<Metrics>,
+    bpf_root: PathBuf,
+) {
+    let mut reader = match EventReader::open(&bpf_root) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!(
+                "level=error subsys=hubble msg=\"cannot read datapath events\" error=\"{e}\""
+            );
+            return;
+        }
+    };
+    // Event times are CLOCK_MONOTONIC; flows carry wall-clock time.
+    let offset = {
+        let wall = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        wall.saturating_sub(u128::from(cilium_bpf::events::monotonic_ns()))
+    };
+    let mut cached = names(&node).await;
+    let mut refreshed = std::time::Instant::now();
+    loop {
+        let events = reader.drain();
+        if !events.is_empty() {
+            if refreshed.elapsed() > Duration::from_secs(2) {
+                cached = names(&node).await;
+                refreshed = std::time::Instant::now();
+            }
+            for ev in events {
+                match ev {
+                    Ok(ev) => {
+                        let flow = Flow::from_event(
+                            &ev,
+                            offset + u128::from(ev.ktime_ns),
+                            &node.name,
+                            &cached,
+                        );
+                        metrics.count_flow(&flow);
+                        observer.push(flow);
+                    }
+                    Err(_) => {
+                        observer
+                            .invalid
+                            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    }
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
