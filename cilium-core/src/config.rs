@@ -111,6 +111,11 @@ pub const KEYS: &[(&str, &str, &str)] = &[
     ),
     ("enable-hubble", "false", "flow observability"),
     (
+        "hubble-socket-path",
+        "/var/run/cilium/hubble.sock",
+        "unix socket of the Hubble Observer API",
+    ),
+    (
         "hubble-event-buffer-capacity",
         "4095",
         "flows each node keeps (2^n - 1)",
@@ -373,6 +378,9 @@ pub struct AgentConfig {
     pub kvstore_opt: BTreeMap<String, String>,
     /// `enable-hubble`.
     pub enable_hubble: bool,
+    /// `hubble-socket-path`.
+    #[serde(rename = "hubble-socket-path")]
+    pub hubble_socket_path: PathBuf,
     /// `hubble-event-buffer-capacity`.
     #[serde(rename = "hubble-event-buffer-capacity")]
     pub hubble_event_buffer_capacity: usize,
@@ -602,6 +610,7 @@ impl AgentConfig {
                 Ok(m)
             })?,
             enable_hubble: r.bool("enable-hubble")?,
+            hubble_socket_path: r.parse("hubble-socket-path", nonempty_path)?,
             hubble_event_buffer_capacity: r.parse("hubble-event-buffer-capacity", |v| {
                 match v.parse::<usize>() {
                     Ok(n) if n > 0 && n < (1 << 24) && (n + 1).is_power_of_two() => Ok(n),

@@ -23,7 +23,33 @@
 
 pub mod filter;
 pub mod flow;
+pub mod observer;
 pub mod ring;
+
+/// Hubble's protobuf messages and the Observer service, generated from `proto/`.
+#[allow(
+    missing_docs,
+    unreachable_pub,
+    unused_qualifications,
+    rust_2018_idioms,
+    missing_debug_implementations,
+    clippy::all,
+    clippy::pedantic
+)]
+pub mod proto {
+    /// Package `flow`.
+    pub mod flow {
+        tonic::include_proto!("flow");
+    }
+    /// Package `relay`.
+    pub mod relay {
+        tonic::include_proto!("relay");
+    }
+    /// Package `observer`.
+    pub mod observer {
+        tonic::include_proto!("observer");
+    }
+}
 
 /// A trace event of a TCP SYN from 172.20.0.10:43210 to 172.20.1.10:80 delivered to a
 /// local endpoint (for examples and tests).

@@ -22,15 +22,19 @@ use crate::node::Node;
 /// The flows a node keeps.
 #[derive(Debug)]
 pub struct Observer {
+    node: String,
+    started: std::time::Instant,
     ring: Mutex<Ring<Flow>>,
     /// Records that did not decode.
     pub invalid: std::sync::atomic::AtomicU64,
 }
 
 impl Observer {
-    /// An observer keeping `capacity` flows (2^n - 1).
-    pub fn new(capacity: usize) -> Result<Self, String> {
+    /// An observer of node `node` keeping `capacity` flows (2^n - 1).
+    pub fn new(node: &str, capacity: usize) -> Result<Self, String> {
         Ok(Observer {
+            node: node.to_owned(),
+            started: std::time::Instant::now(),
             ring: Mutex::new(Ring::new(capacity).map_err(|e| e.to_string())?),
             invalid: std::sync::atomic::AtomicU64::new(0),
         })
@@ -54,6 +58,21 @@ impl Observer {
     /// Adds a flow.
     pub fn push(&self, flow: Flow) {
         self.ring().push(flow);
+    }
+}
+
+impl cilium_hubble::observer::FlowSource for Observer {
+    fn node_name(&self) -> String {
+        self.node.clone()
+    }
+    fn read_from(&self, from: u64) -> cilium_hubble::ring::Read<Flow> {
+        self.ring().read_from(from)
+    }
+    fn status(&self) -> (usize, usize, u64) {
+        Observer::status(self)
+    }
+    fn uptime(&self) -> Duration {
+        self.started.elapsed()
     }
 }
 
@@ -131,7 +150,15 @@ pub async fn run(
     loop {
         let events = reader.drain();
         if !events.is_empty() {
-            if refreshed.elapsed() > Duration::from_secs(2) {
+            // Endpoints come and go: names are looked up again for a batch that mentions a
+            // local endpoint the cache does not know, at most every 250 ms.
+            let unknown = events.iter().flatten().any(|e| {
+                (e.src_endpoint != 0 && !cached.by_ip.contains_key(&e.saddr))
+                    || (e.dst_endpoint != 0 && !cached.by_ip.contains_key(&e.daddr))
+            });
+            if (unknown && refreshed.elapsed() > Duration::from_millis(250))
+                || refreshed.elapsed() > Duration::from_secs(2)
+            {
                 cached = names(&node).await;
                 refreshed = std::time::Instant::now();
             }

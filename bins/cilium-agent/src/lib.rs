@@ -86,13 +86,25 @@ impl Agent {
             tokio::spawn(cluster::run(node.clone(), config.clone()));
         }
         let hubble = if config.enable_hubble && options.datapath {
-            let observer = Arc::new(hubble::Observer::new(config.hubble_event_buffer_capacity)?);
+            let observer = Arc::new(hubble::Observer::new(
+                &node.name,
+                config.hubble_event_buffer_capacity,
+            )?);
             tokio::spawn(hubble::run(
                 node.clone(),
                 observer.clone(),
                 metrics.clone(),
                 config.bpf_root.clone(),
             ));
+            let (served, socket) = (observer.clone(), config.hubble_socket_path.clone());
+            tokio::spawn(async move {
+                if let Err(e) = cilium_hubble::observer::serve_unix(served, &socket).await {
+                    eprintln!(
+                        "level=error subsys=hubble msg=\"serving the Observer API failed\" socket={} error=\"{e}\"",
+                        socket.display()
+                    );
+                }
+            });
             Some(observer)
         } else {
             None

@@ -100,6 +100,10 @@ impl Node {
                 "--enable-hubble=true",
                 "--hubble-event-buffer-capacity=1023",
             ])
+            .arg(format!(
+                "--hubble-socket-path={}",
+                self.state.join("hubble.sock").display()
+            ))
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
@@ -328,6 +332,77 @@ fn privileged_pods_via_cni_policy_and_dbg() {
         assert!(Instant::now() < deadline, "no Hubble drop counted: {m}");
         std::thread::sleep(Duration::from_millis(200));
     }
+    // The same drop through Hubble's Observer API, as `hubble observe` shows it.
+    let hubble_cmd = |args: &[&str]| {
+        let out = Command::new(sibling("hubble"))
+            .arg(format!(
+                "--server=unix://{}",
+                node.state.join("hubble.sock").display()
+            ))
+            .args(args)
+            .output()
+            .expect("hubble");
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (ok, out, err) = hubble_cmd(&[
+        "observe",
+        "--last",
+        "200",
+        "--verdict",
+        "DROPPED",
+        "--from-pod",
+        "default/other",
+        "--to-pod",
+        "default/web",
+        "-o",
+        "json",
+    ]);
+    assert!(ok, "{out}{err}");
+    let drops: Vec<Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("a JSON line"))
+        .collect();
+    assert!(
+        !drops.is_empty(),
+        "no dropped flow other -> web; all flows: {}",
+        hubble_cmd(&["observe", "--last", "30"]).1
+    );
+    for d in &drops {
+        assert_eq!(d["flow"]["verdict"], "DROPPED", "{d}");
+        assert_eq!(d["flow"]["source"]["pod_name"], "other", "{d}");
+        assert_eq!(d["flow"]["destination"]["pod_name"], "web", "{d}");
+        assert_eq!(d["flow"]["l4"]["TCP"]["destination_port"], 8080, "{d}");
+    }
+    assert!(
+        drops
+            .iter()
+            .any(|d| d["flow"]["drop_reason_desc"] == "POLICY_DENIED"),
+        "{out}"
+    );
+    let (ok, out, _) = hubble_cmd(&[
+        "observe",
+        "--last",
+        "200",
+        "--from-pod",
+        "default/curl",
+        "--to-pod",
+        "default/web",
+    ]);
+    assert!(
+        ok && out.lines().any(|l| l.contains("default/curl:")
+            && l.contains("-> default/web:8080")
+            && l.contains("FORWARDED")),
+        "{out}"
+    );
+    let (ok, out, _) = hubble_cmd(&["status"]);
+    assert!(
+        ok && out.contains("Current/Max Flows:") && out.contains("/1023"),
+        "{out}"
+    );
     let (_, status) = node.dbg(&["status"]);
     let hubble = status
         .lines()

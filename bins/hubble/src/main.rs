@@ -1,0 +1,398 @@
+// SPDX-License-Identifier: Apache-2.0
+
+//! `hubble`: the flows a cilium-rs node observed, through the Observer API (Hubble's
+//! protobufs) on the agent's Hubble socket.
+//!
+//! - `hubble observe` with Hubble's flags: `--last N`, `--first N`, `--follow`,
+//!   `--since`/`--until`, `--pod`, `--from-pod`, `--to-pod`, `--namespace`, `--label`,
+//!   `--from-label`, `--to-label`, `--ip`, `--from-ip`, `--to-ip`, `--port`, `--from-port`,
+//!   `--to-port`, `--verdict`, `--type`, `--protocol`, `--not`, `-o compact|json|table`.
+//!   Directional flags (`--from-*`, `--to-*`) and the rest are ANDed in one filter; a
+//!   bidirectional one (`--pod`, `--ip`, `--label`, `--port`, `--namespace`) makes two
+//!   filters, the source side or the destination side, as Hubble does. `--not` turns the
+//!   whole selection into a denylist.
+//! - `hubble status`, `hubble list nodes`.
+
+use std::process::ExitCode;
+
+use cilium_hubble::flow::Flow;
+use cilium_hubble::observer::{connect_unix, from_proto};
+use cilium_hubble::proto::flow::{EventTypeFilter, FlowFilter};
+use cilium_hubble::proto::observer::get_flows_response::ResponseTypes;
+use cilium_hubble::proto::observer::{GetFlowsRequest, GetNodesRequest, ServerStatusRequest};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+#[derive(Debug, Parser)]
+#[command(name = "hubble", about = "Observe the flows of cilium-rs nodes")]
+struct Cli {
+    /// The Hubble server (`unix://PATH`).
+    #[arg(
+        long,
+        global = true,
+        default_value = "unix:///var/run/cilium/hubble.sock"
+    )]
+    server: String,
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum Output {
+    Compact,
+    Json,
+    Table,
+}
+
+#[derive(Debug, Args)]
+struct Observe {
+    /// The last N flows (default 20 without --follow).
+    #[arg(long)]
+    last: Option<u64>,
+    /// The first N flows.
+    #[arg(long, conflicts_with = "last")]
+    first: Option<u64>,
+    /// Keep printing new flows.
+    #[arg(short, long)]
+    follow: bool,
+    /// Flows since a time (RFC 3339) or a duration ago (`5m`, `30s`).
+    #[arg(long)]
+    since: Option<String>,
+    /// Flows until a time (RFC 3339) or a duration ago.
+    #[arg(long)]
+    until: Option<String>,
+    /// Flows from or to a pod (`[namespace/]name-prefix`).
+    #[arg(long)]
+    pod: Vec<String>,
+    /// Flows from a pod.
+    #[arg(long)]
+    from_pod: Vec<String>,
+    /// Flows to a pod.
+    #[arg(long)]
+    to_pod: Vec<String>,
+    /// Flows from or to pods of a namespace.
+    #[arg(short = 'n', long)]
+    namespace: Vec<String>,
+    /// Flows from or to endpoints with a label (`key=value`).
+    #[arg(short = 'l', long)]
+    label: Vec<String>,
+    /// Flows from endpoints with a label.
+    #[arg(long)]
+    from_label: Vec<String>,
+    /// Flows to endpoints with a label.
+    #[arg(long)]
+    to_label: Vec<String>,
+    /// Flows from or to an IP.
+    #[arg(long)]
+    ip: Vec<String>,
+    /// Flows from an IP.
+    #[arg(long)]
+    from_ip: Vec<String>,
+    /// Flows to an IP.
+    #[arg(long)]
+    to_ip: Vec<String>,
+    /// Flows from or to a port.
+    #[arg(long)]
+    port: Vec<String>,
+    /// Flows from a port.
+    #[arg(long)]
+    from_port: Vec<String>,
+    /// Flows to a port.
+    #[arg(long)]
+    to_port: Vec<String>,
+    /// Verdicts: FORWARDED, DROPPED, ...
+    #[arg(long)]
+    verdict: Vec<String>,
+    /// Event types: trace, drop, policy-verdict.
+    #[arg(short = 't', long = "type")]
+    event_type: Vec<String>,
+    /// Protocols: tcp, udp, icmp.
+    #[arg(long)]
+    protocol: Vec<String>,
+    /// Show the flows that do NOT match the selection.
+    #[arg(long)]
+    not: bool,
+    /// Output format.
+    #[arg(short, long, value_enum, default_value = "compact")]
+    output: Output,
+}
+
+#[derive(Debug, Subcommand)]
+enum Cmd {
+    /// Print flows.
+    Observe(Box<Observe>),
+    /// The server's status.
+    Status,
+    /// Lists.
+    List {
+        /// `nodes`.
+        #[arg(value_parser = ["nodes"])]
+        what: String,
+    },
+}
+
+fn verdict_number(v: &str) -> Result<i32, String> {
+    Ok(match v.to_ascii_uppercase().as_str() {
+        "VERDICT_UNKNOWN" => 0,
+        "FORWARDED" => 1,
+        "DROPPED" => 2,
+        "ERROR" => 3,
+        "AUDIT" => 4,
+        "REDIRECTED" => 5,
+        "TRACED" => 6,
+        "TRANSLATED" => 7,
+        other => {
+            return Err(format!(
+                "--verdict {other}: expected FORWARDED, DROPPED, ERROR, AUDIT, REDIRECTED, TRACED or TRANSLATED"
+            ));
+        }
+    })
+}
+
+fn event_type(t: &str) -> Result<EventTypeFilter, String> {
+    let n = match t {
+        "drop" => 1,
+        "trace" => 4,
+        "policy-verdict" => 5,
+        other => {
+            return Err(format!(
+                "--type {other}: expected trace, drop or policy-verdict"
+            ));
+        }
+    };
+    Ok(EventTypeFilter {
+        r#type: n,
+        ..EventTypeFilter::default()
+    })
+}
+
+/// A time flag: RFC 3339, or a duration ago.
+fn time_flag(flag: &str, v: &str) -> Result<prost_types::Timestamp, String> {
+    let ns = match cilium_hubble::observer::parse_time(v) {
+        Some(ns) => ns,
+        None => {
+            let ago =
+                cilium_core::config::parse_duration(v).map_err(|e| format!("--{flag}: {e}"))?;
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos());
+            now.saturating_sub(u128::from(ago) * 1_000_000_000)
+        }
+    };
+    Ok(prost_types::Timestamp {
+        seconds: (ns / 1_000_000_000) as i64,
+        nanos: (ns % 1_000_000_000) as i32,
+    })
+}
+
+/// The request the flags ask for.
+fn request(o: &Observe) -> Result<GetFlowsRequest, String> {
+    let mut base = FlowFilter {
+        source_pod: o.from_pod.clone(),
+        destination_pod: o.to_pod.clone(),
+        source_label: o.from_label.clone(),
+        destination_label: o.to_label.clone(),
+        source_ip: o.from_ip.clone(),
+        destination_ip: o.to_ip.clone(),
+        source_port: o.from_port.clone(),
+        destination_port: o.to_port.clone(),
+        protocol: o.protocol.clone(),
+        ..FlowFilter::default()
+    };
+    for v in &o.verdict {
+        base.verdict.push(verdict_number(v)?);
+    }
+    for t in &o.event_type {
+        base.event_type.push(event_type(t)?);
+    }
+    let pods: Vec<String> = o
+        .pod
+        .iter()
+        .cloned()
+        .chain(o.namespace.iter().map(|ns| format!("{ns}/")))
+        .collect();
+    let bidirectional =
+        !(pods.is_empty() && o.ip.is_empty() && o.label.is_empty() && o.port.is_empty());
+    let filters = if bidirectional {
+        let mut from = base.clone();
+        from.source_pod.extend(pods.iter().cloned());
+        from.source_ip.extend(o.ip.iter().cloned());
+        from.source_label.extend(o.label.iter().cloned());
+        from.source_port.extend(o.port.iter().cloned());
+        let mut to = base;
+        to.destination_pod.extend(pods);
+        to.destination_ip.extend(o.ip.iter().cloned());
+        to.destination_label.extend(o.label.iter().cloned());
+        to.destination_port.extend(o.port.iter().cloned());
+        vec![from, to]
+    } else if base == FlowFilter::default() {
+        Vec::new()
+    } else {
+        vec![base]
+    };
+    let (whitelist, blacklist) = if o.not {
+        (Vec::new(), filters)
+    } else {
+        (filters, Vec::new())
+    };
+    let (number, first) = match (o.last, o.first) {
+        (_, Some(n)) => (n, true),
+        (Some(n), None) => (n, false),
+        (None, None) if o.follow => (0, false),
+        (None, None) => (20, false),
+    };
+    Ok(GetFlowsRequest {
+        number,
+        first,
+        follow: o.follow,
+        whitelist,
+        blacklist,
+        since: o
+            .since
+            .as_deref()
+            .map(|v| time_flag("since", v))
+            .transpose()?,
+        until: o
+            .until
+            .as_deref()
+            .map(|v| time_flag("until", v))
+            .transpose()?,
+    })
+}
+
+fn table_row(f: &Flow) -> String {
+    let side = |ep: &cilium_hubble::flow::Endpoint, ip: std::net::Ipv4Addr| {
+        if ep.pod_name.is_empty() {
+            ip.to_string()
+        } else {
+            format!("{}/{}", ep.namespace, ep.pod_name)
+        }
+    };
+    format!(
+        "{}\t{}\t{}\t{}\t{}\t{}",
+        cilium_hubble::flow::compact_time(&f.time),
+        side(&f.source, f.ip.source),
+        side(&f.destination, f.ip.destination),
+        f.trace_observation_point
+            .as_deref()
+            .unwrap_or("-")
+            .to_lowercase()
+            .replace('_', "-"),
+        serde_json::to_value(f.verdict)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_owned))
+            .unwrap_or_default(),
+        f.summary
+    )
+}
+
+async fn run(cli: Cli) -> Result<(), String> {
+    let path = cli
+        .server
+        .strip_prefix("unix://")
+        .ok_or_else(|| format!("--server {}: only unix://PATH is supported", cli.server))?;
+    let mut client = connect_unix(std::path::Path::new(path)).await?;
+    match cli.command {
+        Cmd::Observe(o) => {
+            let req = request(&o)?;
+            let mut stream = client
+                .get_flows(req)
+                .await
+                .map_err(|e| format!("GetFlows: {}", e.message()))?
+                .into_inner();
+            if matches!(o.output, Output::Table) {
+                println!("TIMESTAMP\tSOURCE\tDESTINATION\tTYPE\tVERDICT\tSUMMARY");
+            }
+            while let Some(item) = stream.message().await.map_err(|e| e.message().to_owned())? {
+                match item.response_types {
+                    Some(ResponseTypes::Flow(p)) => {
+                        let f = from_proto(p);
+                        match o.output {
+                            Output::Compact => println!("{}", f.compact()),
+                            Output::Table => println!("{}", table_row(&f)),
+                            Output::Json => println!(
+                                "{}",
+                                serde_json::json!({"flow": f, "node_name": item.node_name, "time": f.time})
+                            ),
+                        }
+                    }
+                    Some(ResponseTypes::LostEvents(l)) => {
+                        eprintln!(
+                            "EVENTS LOST: HUBBLE_RING_BUFFER lost {} events",
+                            l.num_events_lost
+                        );
+                    }
+                    _ => {}
+                }
+            }
+            Ok(())
+        }
+        Cmd::Status => {
+            let s = client
+                .server_status(ServerStatusRequest {})
+                .await
+                .map_err(|e| e.message().to_owned())?
+                .into_inner();
+            println!("Healthcheck (via {}): Ok", cli.server);
+            let pct = if s.max_flows == 0 {
+                0.0
+            } else {
+                100.0 * s.num_flows as f64 / s.max_flows as f64
+            };
+            println!(
+                "Current/Max Flows: {}/{} ({pct:.2}%)",
+                s.num_flows, s.max_flows
+            );
+            println!("Flows/s: {:.2}", s.flows_rate);
+            let connected = s.num_connected_nodes.unwrap_or(0);
+            let unavailable = s.num_unavailable_nodes.unwrap_or(0);
+            println!("Connected Nodes: {connected}/{}", connected + unavailable);
+            Ok(())
+        }
+        Cmd::List { .. } => {
+            let nodes = client
+                .get_nodes(GetNodesRequest {})
+                .await
+                .map_err(|e| e.message().to_owned())?
+                .into_inner();
+            println!("NAME\tSTATUS\tAGE\tFLOWS/S\tCURRENT/MAX-FLOWS");
+            for n in nodes.nodes {
+                let secs = n.uptime_ns / 1_000_000_000;
+                let rate = n.seen_flows as f64 / (secs.max(1) as f64);
+                println!(
+                    "{}\t{}\t{}s\t{rate:.2}\t{}/{}",
+                    n.name,
+                    if n.state == 1 {
+                        "Connected"
+                    } else {
+                        "Unavailable"
+                    },
+                    secs,
+                    n.num_flows,
+                    n.max_flows
+                );
+            }
+            Ok(())
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("Error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("Error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

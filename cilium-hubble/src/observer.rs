@@ -1,0 +1,566 @@
+// SPDX-License-Identifier: Apache-2.0
+
+//! Hubble's Observer gRPC API (`GetFlows`, `GetNodes`, `ServerStatus`) over a node's flow
+//! ring, and its client, on a unix socket. The messages are Hubble's (`proto/`, written
+//! for this project with Hubble's field numbers), so Hubble's clients can read them.
+//!
+//! `GetFlows` answers with the newest `number` flows (`first`: the oldest) that pass the
+//! allowlist and denylist and fall between `since` and `until`; with `follow` it goes on
+//! with every new flow, and reports the flows a slow reader lost as `lost_events` instead
+//! of stalling the node.
+
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio_stream::Stream;
+use tonic::{Request, Response, Status};
+
+use crate::filter::{FlowFilter, passes};
+use crate::flow::{self, Flow, Layer4, TcpFlags, TrafficDirection, Verdict};
+use crate::proto;
+use crate::ring::Read;
+
+/// Where the server takes its flows from: a node's observer.
+pub trait FlowSource: Send + Sync + 'static {
+    /// The node's name.
+    fn node_name(&self) -> String;
+    /// Flows written since position `from` (see [`crate::ring::Ring::read_from`]).
+    fn read_from(&self, from: u64) -> Read<Flow>;
+    /// (flows held, capacity, flows ever seen).
+    fn status(&self) -> (usize, usize, u64);
+    /// How long the source has been running.
+    fn uptime(&self) -> Duration;
+}
+
+/// Nanoseconds since the Unix epoch of a flow's RFC 3339 time (as [`flow::rfc3339`]
+/// writes it); `None` for another form.
+pub fn parse_time(rfc: &str) -> Option<u128> {
+    let b = rfc.as_bytes();
+    if b.len() != 30 || b[4] != b'-' || b[10] != b'T' || b[19] != b'.' || b[29] != b'Z' {
+        return None;
+    }
+    let num = |r: std::ops::Range<usize>| rfc.get(r)?.parse::<i64>().ok();
+    let (y, m, d) = (num(0..4)?, num(5..7)?, num(8..10)?);
+    let (hh, mm, ss, ns) = (num(11..13)?, num(14..16)?, num(17..19)?, num(20..29)?);
+    // Days from civil (Howard Hinnant's algorithm).
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    let secs = days * 86_400 + hh * 3600 + mm * 60 + ss;
+    u128::try_from(secs)
+        .ok()
+        .map(|s| s * 1_000_000_000 + ns as u128)
+}
+
+fn timestamp(ns: u128) -> prost_types::Timestamp {
+    prost_types::Timestamp {
+        seconds: (ns / 1_000_000_000) as i64,
+        nanos: (ns % 1_000_000_000) as i32,
+    }
+}
+
+fn timestamp_ns(t: &prost_types::Timestamp) -> u128 {
+    u128::try_from(t.seconds).unwrap_or(0) * 1_000_000_000 + u128::try_from(t.nanos).unwrap_or(0)
+}
+
+const POINTS: [(&str, i32); 12] = [
+    ("TO_PROXY", 1),
+    ("TO_HOST", 2),
+    ("TO_STACK", 3),
+    ("TO_OVERLAY", 4),
+    ("TO_ENDPOINT", 101),
+    ("FROM_ENDPOINT", 5),
+    ("FROM_PROXY", 6),
+    ("FROM_HOST", 7),
+    ("FROM_STACK", 8),
+    ("FROM_OVERLAY", 9),
+    ("FROM_NETWORK", 10),
+    ("TO_NETWORK", 11),
+];
+
+const VERDICTS: [Verdict; 8] = [
+    Verdict::VerdictUnknown,
+    Verdict::Forwarded,
+    Verdict::Dropped,
+    Verdict::Error,
+    Verdict::Audit,
+    Verdict::Redirected,
+    Verdict::Traced,
+    Verdict::Translated,
+];
+
+fn direction_number(d: TrafficDirection) -> i32 {
+    match d {
+        TrafficDirection::TrafficDirectionUnknown => 0,
+        TrafficDirection::Ingress => 1,
+        TrafficDirection::Egress => 2,
+    }
+}
+
+fn direction_of(n: i32) -> TrafficDirection {
+    match n {
+        1 => TrafficDirection::Ingress,
+        2 => TrafficDirection::Egress,
+        _ => TrafficDirection::TrafficDirectionUnknown,
+    }
+}
+
+fn endpoint_to(ep: &flow::Endpoint) -> proto::flow::Endpoint {
+    proto::flow::Endpoint {
+        id: u32::from(ep.id),
+        identity: ep.identity,
+        namespace: ep.namespace.clone(),
+        labels: ep.labels.clone(),
+        pod_name: ep.pod_name.clone(),
+        workloads: Vec::new(),
+    }
+}
+
+fn endpoint_from(ep: Option<proto::flow::Endpoint>) -> flow::Endpoint {
+    let ep = ep.unwrap_or_default();
+    flow::Endpoint {
+        id: u16::try_from(ep.id).unwrap_or(0),
+        identity: ep.identity,
+        namespace: ep.namespace,
+        labels: ep.labels,
+        pod_name: ep.pod_name,
+    }
+}
+
+/// A flow in Hubble's protobuf form.
+pub fn to_proto(f: &Flow) -> proto::flow::Flow {
+    use proto::flow::layer4::Protocol;
+    let l4 = f.l4.as_ref().map(|l| proto::flow::Layer4 {
+        protocol: Some(match *l {
+            Layer4::Tcp {
+                source_port,
+                destination_port,
+                flags,
+            } => Protocol::Tcp(proto::flow::Tcp {
+                source_port: u32::from(source_port),
+                destination_port: u32::from(destination_port),
+                flags: Some(proto::flow::TcpFlags {
+                    fin: flags.fin,
+                    syn: flags.syn,
+                    rst: flags.rst,
+                    psh: flags.psh,
+                    ack: flags.ack,
+                    urg: flags.urg,
+                    ..proto::flow::TcpFlags::default()
+                }),
+            }),
+            Layer4::Udp {
+                source_port,
+                destination_port,
+            } => Protocol::Udp(proto::flow::Udp {
+                source_port: u32::from(source_port),
+                destination_port: u32::from(destination_port),
+            }),
+            Layer4::Icmp4 { icmp_type } => Protocol::IcmPv4(proto::flow::IcmPv4 {
+                r#type: u32::from(icmp_type),
+                code: 0,
+            }),
+        }),
+    });
+    proto::flow::Flow {
+        time: parse_time(&f.time).map(timestamp),
+        uuid: String::new(),
+        verdict: i32::from(f.verdict.number()),
+        drop_reason: f.drop_reason.map_or(0, u32::from),
+        ip: Some(proto::flow::Ip {
+            source: f.ip.source.to_string(),
+            destination: f.ip.destination.to_string(),
+            ip_version: 1,
+            encrypted: false,
+        }),
+        l4,
+        source: Some(endpoint_to(&f.source)),
+        destination: Some(endpoint_to(&f.destination)),
+        r#type: 1,
+        node_name: f.node_name.clone(),
+        event_type: Some(proto::flow::CiliumEventType {
+            r#type: i32::from(f.event_type.kind),
+            sub_type: i32::from(f.event_type.sub_type),
+        }),
+        traffic_direction: direction_number(f.traffic_direction),
+        // Cilium's policy match types: 2 is L3-L4.
+        policy_match_type: u32::from(f.policy_match_type.is_some()) * 2,
+        trace_observation_point: f
+            .trace_observation_point
+            .as_deref()
+            .and_then(|p| POINTS.iter().find(|(n, _)| *n == p))
+            .map_or(0, |(_, v)| *v),
+        drop_reason_desc: f.drop_reason.map_or(0, i32::from),
+        is_reply: Some(f.is_reply),
+        summary: f.summary.clone(),
+    }
+}
+
+/// A flow from Hubble's protobuf form (what a client prints).
+pub fn from_proto(p: proto::flow::Flow) -> Flow {
+    use proto::flow::layer4::Protocol;
+    let ip = p.ip.unwrap_or_default();
+    let addr = |s: &str| s.parse().unwrap_or(Ipv4Addr::UNSPECIFIED);
+    let event = p.event_type.unwrap_or_default();
+    let port = |v: u32| u16::try_from(v).unwrap_or(0);
+    Flow {
+        time: flow::rfc3339(p.time.as_ref().map_or(0, timestamp_ns)),
+        verdict: usize::try_from(p.verdict)
+            .ok()
+            .and_then(|i| VERDICTS.get(i).copied())
+            .unwrap_or(Verdict::VerdictUnknown),
+        drop_reason: (p.drop_reason != 0).then(|| u8::try_from(p.drop_reason).unwrap_or(0)),
+        drop_reason_desc: proto::flow::DropReason::try_from(p.drop_reason_desc)
+            .ok()
+            .filter(|d| *d != proto::flow::DropReason::Unknown)
+            .map(|d| d.as_str_name().to_owned()),
+        ip: flow::Ip {
+            source: addr(&ip.source),
+            destination: addr(&ip.destination),
+            ip_version: "IPv4".into(),
+        },
+        l4: p.l4.and_then(|l| l.protocol).map(|proto| match proto {
+            Protocol::Tcp(t) => {
+                let f = t.flags.unwrap_or_default();
+                Layer4::Tcp {
+                    source_port: port(t.source_port),
+                    destination_port: port(t.destination_port),
+                    flags: TcpFlags {
+                        fin: f.fin,
+                        syn: f.syn,
+                        rst: f.rst,
+                        psh: f.psh,
+                        ack: f.ack,
+                        urg: f.urg,
+                    },
+                }
+            }
+            Protocol::Udp(u) => Layer4::Udp {
+                source_port: port(u.source_port),
+                destination_port: port(u.destination_port),
+            },
+            Protocol::IcmPv4(i) => Layer4::Icmp4 {
+                icmp_type: u8::try_from(i.r#type).unwrap_or(0),
+            },
+        }),
+        source: endpoint_from(p.source),
+        destination: endpoint_from(p.destination),
+        flow_type: "L3_L4".into(),
+        node_name: p.node_name,
+        event_type: flow::EventType {
+            kind: u8::try_from(event.r#type).unwrap_or(0),
+            sub_type: u8::try_from(event.sub_type).unwrap_or(0),
+        },
+        traffic_direction: direction_of(p.traffic_direction),
+        trace_observation_point: POINTS
+            .iter()
+            .find(|(_, v)| *v == p.trace_observation_point)
+            .map(|(n, _)| (*n).to_owned()),
+        is_reply: p.is_reply.unwrap_or(false),
+        policy_match_type: (p.policy_match_type != 0).then(|| "L3-L4".to_owned()),
+        summary: p.summary,
+    }
+}
+
+/// A Hubble filter in this server's terms; fields it cannot evaluate are refused by name.
+pub fn filter_from(p: &proto::flow::FlowFilter) -> Result<FlowFilter, Status> {
+    let unsupported = [
+        ("uuid", p.uuid.is_empty()),
+        ("source_fqdn", p.source_fqdn.is_empty()),
+        ("source_service", p.source_service.is_empty()),
+        ("destination_fqdn", p.destination_fqdn.is_empty()),
+        ("destination_service", p.destination_service.is_empty()),
+        ("http_status_code", p.http_status_code.is_empty()),
+        ("dns_query", p.dns_query.is_empty()),
+        ("http_method", p.http_method.is_empty()),
+        ("http_path", p.http_path.is_empty()),
+        ("ip_version", p.ip_version.is_empty()),
+    ];
+    if let Some((name, _)) = unsupported.iter().find(|(_, empty)| !empty) {
+        return Err(Status::unimplemented(format!(
+            "flow filter field {name} is not supported by this server"
+        )));
+    }
+    let ips = |v: &[String], what: &str| {
+        v.iter()
+            .map(|s| {
+                s.parse::<Ipv4Addr>().map_err(|_| {
+                    Status::invalid_argument(format!("{what} {s:?}: an IPv4 address is expected"))
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()
+    };
+    let ports = |v: &[String], what: &str| {
+        v.iter()
+            .map(|s| {
+                s.parse::<u16>().map_err(|_| {
+                    Status::invalid_argument(format!("{what} {s:?}: a port number is expected"))
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()
+    };
+    let mut event_type = Vec::new();
+    for e in &p.event_type {
+        if e.match_sub_type {
+            return Err(Status::unimplemented(
+                "event type filters on sub_type are not supported",
+            ));
+        }
+        event_type
+            .push(u8::try_from(e.r#type).map_err(|_| Status::invalid_argument("event type"))?);
+    }
+    Ok(FlowFilter {
+        source_ip: ips(&p.source_ip, "source_ip")?,
+        destination_ip: ips(&p.destination_ip, "destination_ip")?,
+        source_pod: p.source_pod.clone(),
+        destination_pod: p.destination_pod.clone(),
+        source_label: p.source_label.clone(),
+        destination_label: p.destination_label.clone(),
+        source_identity: p.source_identity.clone(),
+        destination_identity: p.destination_identity.clone(),
+        verdict: p
+            .verdict
+            .iter()
+            .map(|v| {
+                usize::try_from(*v)
+                    .ok()
+                    .and_then(|i| VERDICTS.get(i).copied())
+                    .ok_or_else(|| Status::invalid_argument(format!("verdict {v}")))
+            })
+            .collect::<Result<_, _>>()?,
+        event_type,
+        protocol: p.protocol.clone(),
+        source_port: ports(&p.source_port, "source_port")?,
+        destination_port: ports(&p.destination_port, "destination_port")?,
+        reply: p.reply.clone(),
+        node_name: p.node_name.clone(),
+        traffic_direction: p
+            .traffic_direction
+            .iter()
+            .map(|d| direction_of(*d))
+            .collect(),
+    })
+}
+
+/// The Observer service over a flow source.
+#[derive(Debug)]
+pub struct ObserverService<S> {
+    source: Arc<S>,
+}
+
+impl<S> ObserverService<S> {
+    /// A service answering from `source`.
+    pub fn new(source: Arc<S>) -> Self {
+        ObserverService { source }
+    }
+}
+
+fn response(
+    node: &str,
+    item: proto::observer::get_flows_response::ResponseTypes,
+    time: u128,
+) -> proto::observer::GetFlowsResponse {
+    proto::observer::GetFlowsResponse {
+        response_types: Some(item),
+        node_name: node.to_owned(),
+        time: Some(timestamp(time)),
+    }
+}
+
+fn now_ns() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos())
+}
+
+type FlowStream =
+    Pin<Box<dyn Stream<Item = Result<proto::observer::GetFlowsResponse, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl<S: FlowSource> proto::observer::observer_server::Observer for ObserverService<S> {
+    type GetFlowsStream = FlowStream;
+
+    async fn get_flows(
+        &self,
+        request: Request<proto::observer::GetFlowsRequest>,
+    ) -> Result<Response<Self::GetFlowsStream>, Status> {
+        let req = request.into_inner();
+        let allow = req
+            .whitelist
+            .iter()
+            .map(filter_from)
+            .collect::<Result<Vec<_>, _>>()?;
+        let deny = req
+            .blacklist
+            .iter()
+            .map(filter_from)
+            .collect::<Result<Vec<_>, _>>()?;
+        let since = req.since.as_ref().map(timestamp_ns);
+        let until = req.until.as_ref().map(timestamp_ns);
+        let wanted = move |f: &Flow| {
+            let t = parse_time(&f.time).unwrap_or(0);
+            passes(f, &allow, &deny) && since.is_none_or(|s| t >= s) && until.is_none_or(|u| t <= u)
+        };
+        let source = self.source.clone();
+        let node = source.node_name();
+        let first = source.read_from(0);
+        let mut matching: Vec<Flow> = first.items.into_iter().filter(|f| wanted(f)).collect();
+        let number = usize::try_from(req.number).unwrap_or(usize::MAX);
+        if req.number > 0 || !req.follow {
+            let n = if req.number == 0 {
+                matching.len()
+            } else {
+                number
+            };
+            if req.first {
+                matching.truncate(n);
+            } else {
+                let skip = matching.len().saturating_sub(n);
+                matching.drain(..skip);
+            }
+        } else {
+            matching.clear();
+        }
+        let (tx, rx) = tokio::sync::mpsc::channel(256);
+        let follow = req.follow;
+        let mut cursor = first.next;
+        tokio::spawn(async move {
+            use proto::observer::get_flows_response::ResponseTypes;
+            for f in matching {
+                let t = parse_time(&f.time).unwrap_or(0);
+                if tx
+                    .send(Ok(response(&node, ResponseTypes::Flow(to_proto(&f)), t)))
+                    .await
+                    .is_err()
+                {
+                    return;
+                }
+            }
+            while follow && !tx.is_closed() {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                let read = source.read_from(cursor);
+                cursor = read.next;
+                if read.lost > 0 {
+                    let lost = proto::flow::LostEvent {
+                        source: proto::flow::LostEventSource::HubbleRingBuffer as i32,
+                        num_events_lost: read.lost,
+                        cpu: None,
+                    };
+                    if tx
+                        .send(Ok(response(
+                            &node,
+                            ResponseTypes::LostEvents(lost),
+                            now_ns(),
+                        )))
+                        .await
+                        .is_err()
+                    {
+                        return;
+                    }
+                }
+                for f in read.items.into_iter().filter(|f| wanted(f)) {
+                    let t = parse_time(&f.time).unwrap_or(0);
+                    if tx
+                        .send(Ok(response(&node, ResponseTypes::Flow(to_proto(&f)), t)))
+                        .await
+                        .is_err()
+                    {
+                        return;
+                    }
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+        )))
+    }
+
+    async fn get_nodes(
+        &self,
+        _request: Request<proto::observer::GetNodesRequest>,
+    ) -> Result<Response<proto::observer::GetNodesResponse>, Status> {
+        let (held, cap, seen) = self.source.status();
+        Ok(Response::new(proto::observer::GetNodesResponse {
+            nodes: vec![proto::observer::Node {
+                name: self.source.node_name(),
+                version: concat!("cilium-rs ", env!("CARGO_PKG_VERSION")).to_owned(),
+                address: String::new(),
+                state: proto::relay::NodeState::NodeConnected as i32,
+                tls: None,
+                uptime_ns: self.source.uptime().as_nanos() as u64,
+                num_flows: held as u64,
+                max_flows: cap as u64,
+                seen_flows: seen,
+            }],
+        }))
+    }
+
+    async fn server_status(
+        &self,
+        _request: Request<proto::observer::ServerStatusRequest>,
+    ) -> Result<Response<proto::observer::ServerStatusResponse>, Status> {
+        let (held, cap, seen) = self.source.status();
+        let uptime = self.source.uptime();
+        Ok(Response::new(proto::observer::ServerStatusResponse {
+            num_flows: held as u64,
+            max_flows: cap as u64,
+            seen_flows: seen,
+            uptime_ns: uptime.as_nanos() as u64,
+            num_connected_nodes: Some(1),
+            num_unavailable_nodes: Some(0),
+            unavailable_nodes: Vec::new(),
+            version: concat!("cilium-rs ", env!("CARGO_PKG_VERSION")).to_owned(),
+            flows_rate: seen as f64 / uptime.as_secs_f64().max(1.0),
+        }))
+    }
+}
+
+/// Serves the Observer API on a unix socket (a stale socket file is replaced) until the
+/// task is dropped.
+pub async fn serve_unix<S: FlowSource>(source: Arc<S>, path: &Path) -> std::io::Result<()> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    match std::fs::remove_file(path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
+    let listener = tokio::net::UnixListener::bind(path)?;
+    tonic::transport::Server::builder()
+        .add_service(proto::observer::observer_server::ObserverServer::new(
+            ObserverService::new(source),
+        ))
+        .serve_with_incoming(tokio_stream::wrappers::UnixListenerStream::new(listener))
+        .await
+        .map_err(std::io::Error::other)
+}
+
+/// A client of the Observer API on a unix socket.
+pub async fn connect_unix(
+    path: &Path,
+) -> Result<proto::observer::observer_client::ObserverClient<tonic::transport::Channel>, String> {
+    let path: PathBuf = path.to_owned();
+    let channel = tonic::transport::Endpoint::try_from("http://hubble.local")
+        .map_err(|e| e.to_string())?
+        .connect_with_connector(tower::service_fn(move |_| {
+            let path = path.clone();
+            async move {
+                tokio::net::UnixStream::connect(path)
+                    .await
+                    .map(hyper_util::rt::TokioIo::new)
+            }
+        }))
+        .await
+        .map_err(|e| format!("cannot connect to the Hubble server: {e}"))?;
+    Ok(proto::observer::observer_client::ObserverClient::new(
+        channel,
+    ))
+}

@@ -1,0 +1,178 @@
+// SPDX-License-Identifier: Apache-2.0
+
+//! The Observer API over a real unix socket: the last flows with filters, the server's
+//! status, following new flows, and lost events when a follower falls behind the ring.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use cilium_hubble::flow::{Flow, NoNames, Verdict};
+use cilium_hubble::observer::{FlowSource, connect_unix, from_proto, serve_unix};
+use cilium_hubble::proto::flow::FlowFilter;
+use cilium_hubble::proto::observer::GetFlowsRequest;
+use cilium_hubble::proto::observer::get_flows_response::ResponseTypes;
+use cilium_hubble::ring::{Read, Ring};
+
+struct Source(Mutex<Ring<Flow>>);
+
+impl FlowSource for Source {
+    fn node_name(&self) -> String {
+        "k8s-w1".into()
+    }
+    fn read_from(&self, from: u64) -> Read<Flow> {
+        self.0.lock().unwrap().read_from(from)
+    }
+    fn status(&self) -> (usize, usize, u64) {
+        let r = self.0.lock().unwrap();
+        (r.len(), r.capacity(), r.written())
+    }
+    fn uptime(&self) -> Duration {
+        Duration::from_secs(5)
+    }
+}
+
+fn flow(port: u16, dropped: bool) -> Flow {
+    let mut ev = cilium_hubble::example_event();
+    ev.dport = port;
+    if dropped {
+        ev.kind = cilium_bpf::events::EventKind::Drop { reason: 133 };
+    }
+    Flow::from_event(
+        &ev,
+        1_795_749_014_000_000_000 + u128::from(port),
+        "k8s-w1",
+        &NoNames,
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn observer_serves_filters_follows_and_reports_loss() {
+    let dir = std::env::temp_dir().join(format!("crs-hubble-{}", std::process::id()));
+    let socket = dir.join("hubble.sock");
+    let source = Arc::new(Source(Mutex::new(Ring::new(7).unwrap())));
+    for port in [80, 81, 82] {
+        source.0.lock().unwrap().push(flow(port, port == 81));
+    }
+    let server = {
+        let (source, socket) = (source.clone(), socket.clone());
+        tokio::spawn(async move { serve_unix(source, &socket).await })
+    };
+    let mut client = None;
+    for _ in 0..50 {
+        if let Ok(c) = connect_unix(&socket).await {
+            client = Some(c);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let mut client = client.expect("the server answers");
+
+    // The last two flows, then only the dropped one.
+    let mut stream = client
+        .get_flows(GetFlowsRequest {
+            number: 2,
+            ..GetFlowsRequest::default()
+        })
+        .await
+        .expect("get flows")
+        .into_inner();
+    let mut ports = Vec::new();
+    while let Some(item) = stream.message().await.expect("stream") {
+        assert_eq!(item.node_name, "k8s-w1");
+        if let Some(ResponseTypes::Flow(f)) = item.response_types {
+            let f = from_proto(f);
+            ports.push(f.l4.as_ref().and_then(|l| l.ports()).unwrap().1);
+        }
+    }
+    assert_eq!(ports, [81, 82]);
+    let dropped = FlowFilter {
+        verdict: vec![2],
+        ..FlowFilter::default()
+    };
+    let mut stream = client
+        .get_flows(GetFlowsRequest {
+            number: 10,
+            whitelist: vec![dropped],
+            ..GetFlowsRequest::default()
+        })
+        .await
+        .expect("get flows")
+        .into_inner();
+    let mut got = Vec::new();
+    while let Some(item) = stream.message().await.expect("stream") {
+        if let Some(ResponseTypes::Flow(f)) = item.response_types {
+            got.push(from_proto(f));
+        }
+    }
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].verdict, Verdict::Dropped);
+    assert_eq!(got[0].drop_reason_desc.as_deref(), Some("POLICY_DENIED"));
+    assert_eq!(
+        got[0],
+        flow(81, true),
+        "a flow survives the trip through protobuf"
+    );
+    // A filter field this server cannot evaluate is refused by name.
+    let dns = FlowFilter {
+        dns_query: vec!["x".into()],
+        ..FlowFilter::default()
+    };
+    let err = client
+        .get_flows(GetFlowsRequest {
+            whitelist: vec![dns],
+            ..GetFlowsRequest::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::Unimplemented);
+    assert!(err.message().contains("dns_query"), "{err}");
+
+    let status = client
+        .server_status(cilium_hubble::proto::observer::ServerStatusRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        (status.num_flows, status.max_flows, status.seen_flows),
+        (3, 7, 3)
+    );
+
+    // Follow: a new flow arrives; then 20 more than the ring holds between two polls.
+    let mut stream = client
+        .get_flows(GetFlowsRequest {
+            follow: true,
+            ..GetFlowsRequest::default()
+        })
+        .await
+        .expect("follow")
+        .into_inner();
+    source.0.lock().unwrap().push(flow(90, false));
+    let item = tokio::time::timeout(Duration::from_secs(5), stream.message())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    match item.response_types {
+        Some(ResponseTypes::Flow(f)) => {
+            assert_eq!(from_proto(f).l4.unwrap().ports().unwrap().1, 90);
+        }
+        other => panic!("{other:?}"),
+    }
+    {
+        let mut ring = source.0.lock().unwrap();
+        for p in 100..127 {
+            ring.push(flow(p, false));
+        }
+    }
+    let item = tokio::time::timeout(Duration::from_secs(5), stream.message())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    match item.response_types {
+        Some(ResponseTypes::LostEvents(l)) => assert_eq!(l.num_events_lost, 20),
+        other => panic!("expected lost events, got {other:?}"),
+    }
+    server.abort();
+    let _ = std::fs::remove_dir_all(&dir);
+}
