@@ -50,6 +50,11 @@ impl LabNode {
         self.state_dir.join("cilium.sock")
     }
 
+    /// The node's Hubble socket.
+    pub fn hubble_socket(&self) -> PathBuf {
+        self.state_dir.join("hubble.sock")
+    }
+
     /// A client of the agent's API.
     pub fn client(&self) -> cilium_agent::client::Client {
         cilium_agent::client::Client::new(&self.socket().to_string_lossy())
@@ -434,6 +439,8 @@ impl Lab {
             "--enable-endpoint-routes=true".into(),
             "--kube-proxy-replacement=true".into(),
             "--enable-bpf-masquerade=true".into(),
+            "--enable-hubble=true".into(),
+            format!("--hubble-socket-path={}", n.hubble_socket().display()),
         ];
         for (k, v) in &state.agent_config {
             args.push(format!("--{k}={v}"));
@@ -930,6 +937,23 @@ impl Lab {
         let status = Command::new(self.binary("cilium-dbg")?)
             .arg(format!("--host=unix://{}", n.socket().display()))
             .arg(format!("--bpf-root={}", n.bpffs.display()))
+            .args(args)
+            .status()
+            .map_err(|e| e.to_string())?;
+        Ok(status.code().unwrap_or(1))
+    }
+
+    /// `cilium-lab hubble [--node NODE] ARGS`: the hubble CLI against a node's Hubble
+    /// server.
+    pub fn hubble(&self, node: &str, args: &[String]) -> Result<i32, String> {
+        let state = self.require()?;
+        let n = state
+            .nodes
+            .iter()
+            .find(|n| n.name == node)
+            .ok_or_else(|| format!("no node {node:?}"))?;
+        let status = Command::new(self.binary("hubble")?)
+            .arg(format!("--server=unix://{}", n.hubble_socket().display()))
             .args(args)
             .status()
             .map_err(|e| e.to_string())?;

@@ -97,6 +97,15 @@ enum Cmd {
         #[arg(last = true)]
         args: Vec<String>,
     },
+    /// Run the hubble CLI against a node's Hubble server (`-- observe --last 20 ...`).
+    Hubble {
+        /// The node (default: the control-plane node).
+        #[arg(long, default_value = "k8s-ctr")]
+        node: String,
+        /// hubble's arguments.
+        #[arg(last = true)]
+        args: Vec<String>,
+    },
     /// Node faults: kill or start a node's agent, remove a node.
     Node {
         /// `kill-agent` (SIGKILL, as a crash), `start-agent`, or `delete`.
@@ -229,6 +238,7 @@ fn run(cli: Cli) -> Result<i32, String> {
             Ok(0)
         }
         Cmd::Dbg { node, args } => lab.dbg(&node, &args),
+        Cmd::Hubble { node, args } => lab.hubble(&node, &args),
         Cmd::Node { action, node } => {
             let mut state = lab.require()?;
             match action.as_str() {

@@ -146,6 +146,12 @@ fn privileged_lab_runs_the_seed() {
     // Every pod inside its node's CIDR; the replicas on the two workers.
     let pods = json_items(&guard, "pods");
     assert_eq!(pods.len(), 3);
+    let curl_ip = pods
+        .iter()
+        .find(|p| p["metadata"]["name"] == "curl-pod")
+        .and_then(|p| p["status"]["podIP"].as_str())
+        .expect("curl-pod's IP")
+        .to_owned();
     let mut replicas = Vec::new();
     for p in &pods {
         let node = p["spec"]["nodeName"].as_str().unwrap();
@@ -214,6 +220,78 @@ fn privileged_lab_runs_the_seed() {
     while curl_webpod(&guard).is_some() {
         assert!(Instant::now() < deadline, "the policy never took effect");
     }
+    // Hubble on each replica's node: curl-pod's connections, forwarded before the policy,
+    // dropped with "Policy denied" after it; with identities.
+    let mut forwarded = 0;
+    let mut denied = 0;
+    for (_, node) in &replicas {
+        let (ok, out) = lab_cmd(
+            &guard,
+            &[
+                "hubble",
+                "--node",
+                node,
+                "--",
+                "observe",
+                "--last",
+                "500",
+                "--from-ip",
+                &curl_ip,
+                "-o",
+                "json",
+            ],
+        );
+        assert!(ok, "{out}");
+        for line in out.lines() {
+            let f: Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"));
+            let f = &f["flow"];
+            assert_eq!(
+                f["source"]["identity"].as_u64(),
+                Some(id_of["curl-pod"]),
+                "{f}"
+            );
+            if f["verdict"] == "FORWARDED"
+                && f["destination"]["pod_name"]
+                    .as_str()
+                    .is_some_and(|p| p.starts_with("webpod-"))
+            {
+                forwarded += 1;
+            }
+            if f["verdict"] == "DROPPED" && f["drop_reason_desc"] == "POLICY_DENIED" {
+                assert_eq!(
+                    f["destination"]["identity"].as_u64(),
+                    Some(id_of[&replicas[0].0]),
+                    "{f}"
+                );
+                denied += 1;
+            }
+        }
+    }
+    assert!(
+        forwarded > 0 && denied > 0,
+        "forwarded {forwarded}, denied {denied}"
+    );
+    // The compact lines, as `hubble observe` prints them, on whichever node dropped it.
+    let compact: String = replicas
+        .iter()
+        .map(|(_, node)| {
+            let args = [
+                "hubble",
+                "--node",
+                node,
+                "--",
+                "observe",
+                "--last",
+                "500",
+                "--verdict",
+                "DROPPED",
+                "--from-ip",
+                &curl_ip,
+            ];
+            lab_cmd(&guard, &args).1
+        })
+        .collect();
+    assert!(compact.contains("Policy denied DROPPED"), "{compact}");
     let (ok, out) = lab_cmd(&guard, &["delete", "-f", policy.to_str().unwrap()]);
     assert!(ok && out.contains("deleted"), "{out}");
     let deadline = Instant::now() + Duration::from_secs(15);
