@@ -290,10 +290,15 @@ async fn run(cli: Cli) -> Result<(), String> {
         .server
         .strip_prefix("unix://")
         .ok_or_else(|| format!("--server {}: only unix://PATH is supported", cli.server))?;
+    // Bad flags are errors before any connection.
+    let req = match &cli.command {
+        Cmd::Observe(o) => Some(request(o)?),
+        _ => None,
+    };
     let mut client = connect_unix(std::path::Path::new(path)).await?;
     match cli.command {
         Cmd::Observe(o) => {
-            let req = request(&o)?;
+            let req = req.unwrap_or_default();
             let mut stream = client
                 .get_flows(req)
                 .await
