@@ -8,7 +8,7 @@
 //! | offset | size | field |
 //! |---|---|---|
 //! | 0 | 1 | type: 1 drop, 4 trace, 5 policy verdict (Cilium's `CILIUM_NOTIFY_*`) |
-//! | 1 | 1 | subtype: the drop reason, or the trace observation point |
+//! | 1 | 1 | subtype: the drop reason, the trace observation point, or the verdict (1 allowed, 2 denied; +4 when the destination's ingress policy decided) |
 //! | 2 | 2 | source: endpoint id of the emitting endpoint |
 //! | 4 | 4 | skb hash |
 //! | 8 | 4 | packet length |
@@ -163,6 +163,9 @@ pub enum EventKind {
     PolicyVerdict {
         /// Whether the policy allowed it.
         allowed: bool,
+        /// Whether the destination's ingress policy decided (else the source's egress
+        /// policy).
+        ingress: bool,
     },
 }
 
@@ -256,7 +259,8 @@ impl Event {
                 point: ObservationPoint::from_code(bytes[1]),
             },
             5 => EventKind::PolicyVerdict {
-                allowed: bytes[1] == 1,
+                allowed: bytes[1] & 3 == 1,
+                ingress: bytes[1] & 4 != 0,
             },
             t => return Err(DecodeError::Type { event_type: t }),
         };
@@ -318,9 +322,10 @@ impl fmt::Display for Event {
                 self.src_identity,
                 self.dst_identity
             ),
-            EventKind::PolicyVerdict { allowed } => write!(
+            EventKind::PolicyVerdict { allowed, ingress } => write!(
                 f,
-                "policy-verdict {} flow {}:{} -> {}:{} {proto}",
+                "policy-verdict {} {} flow {}:{} -> {}:{} {proto}",
+                if ingress { "INGRESS" } else { "EGRESS" },
                 if allowed { "ALLOWED" } else { "DENIED" },
                 self.saddr,
                 self.sport,

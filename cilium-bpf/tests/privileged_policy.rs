@@ -283,9 +283,11 @@ fn privileged_policy_matrix_matches_the_model() {
     );
     assert!(drops(drop_reason::POLICY_DENY) > 0, "no policy-deny drops");
     assert!(
-        events
-            .iter()
-            .any(|e| e.kind == EventKind::PolicyVerdict { allowed: false }),
+        events.iter().any(|e| e.kind
+            == EventKind::PolicyVerdict {
+                allowed: false,
+                ingress: true
+            }),
         "no policy verdict events"
     );
     let counted = |reason: u8| {

@@ -340,7 +340,7 @@ impl Flow {
                         .unwrap_or(0),
                 },
             ),
-            EventKind::PolicyVerdict { allowed } => (
+            EventKind::PolicyVerdict { allowed, .. } => (
                 if allowed {
                     Verdict::Forwarded
                 } else {
@@ -366,7 +366,13 @@ impl Flow {
             }),
             _ => None,
         };
-        let direction = if ev.source != 0 && ev.source == ev.src_endpoint {
+        let direction = if let EventKind::PolicyVerdict { ingress, .. } = ev.kind {
+            if ingress {
+                TrafficDirection::Ingress
+            } else {
+                TrafficDirection::Egress
+            }
+        } else if ev.source != 0 && ev.source == ev.src_endpoint {
             TrafficDirection::Egress
         } else if ev.source != 0 {
             TrafficDirection::Ingress
@@ -385,7 +391,7 @@ impl Flow {
         };
         let (drop_reason, drop_reason_desc) = match ev.kind {
             EventKind::Drop { reason } => (Some(reason), Some(drop_name(reason))),
-            EventKind::PolicyVerdict { allowed: false } => (
+            EventKind::PolicyVerdict { allowed: false, .. } => (
                 Some(drop_reason::POLICY_DENIED),
                 Some(drop_name(drop_reason::POLICY_DENIED)),
             ),

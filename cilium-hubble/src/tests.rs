@@ -85,7 +85,10 @@ fn drops_and_verdicts_read_like_hubble() {
         "{}",
         flow.compact()
     );
-    ev.kind = EventKind::PolicyVerdict { allowed: false };
+    ev.kind = EventKind::PolicyVerdict {
+        allowed: false,
+        ingress: true,
+    };
     let flow = Flow::from_event(&ev, T, "k8s-w1", &Pods);
     assert!(
         flow.compact()

@@ -65,15 +65,22 @@ static __always_inline int policy_verdict(__u16 ep_id, __u32 peer, __u8 egress, 
 	return allowed ? 0 : DROP_POLICY;
 }
 
-/* Reports the verdict on a new flow. */
+/* Verdict event subtype flag: the destination's ingress policy decided (else the
+ * source's egress policy). */
+#define POLICY_VERDICT_F_INGRESS 4
+
+/* Reports the verdict on a new flow, and which policy decided it. */
 static __always_inline void send_policy_verdict(struct __sk_buff *skb, int verdict,
-						__u16 source, const struct pkt_info *pi,
-						__u32 src_label, __u32 dst_label, __u16 src_id,
-						__u16 dst_id)
+						__u8 ingress, __u16 source,
+						const struct pkt_info *pi, __u32 src_label,
+						__u32 dst_label, __u16 src_id, __u16 dst_id)
 {
-	emit_event(skb, CILIUM_NOTIFY_POLICY_VERDICT,
-		   verdict ? POLICY_VERDICT_DENIED : POLICY_VERDICT_ALLOWED, source, pi,
-		   src_label, dst_label, src_id, dst_id);
+	__u8 sub = verdict ? POLICY_VERDICT_DENIED : POLICY_VERDICT_ALLOWED;
+
+	if (ingress)
+		sub |= POLICY_VERDICT_F_INGRESS;
+	emit_event(skb, CILIUM_NOTIFY_POLICY_VERDICT, sub, source, pi, src_label, dst_label,
+		   src_id, dst_id);
 }
 
 /* Conntrack state of a non-service packet for policy: CT_REPLY when it answers a flow
@@ -137,15 +144,19 @@ static __always_inline int policy_enforce(struct __sk_buff *skb, int ct_state,
 					  __u16 dst_id, __u32 src_label, __u32 dst_label)
 {
 	int ret = 0;
+	__u8 ingress = 0;
 
 	if (ct_state == CT_REPLY)
 		return 0;
 	if (src_id)
 		ret = policy_verdict(src_id, dst_label, POLICY_EGRESS, pi->proto, pi->dport);
-	if (!ret && dst_id)
+	if (!ret && dst_id) {
 		ret = policy_verdict(dst_id, src_label, POLICY_INGRESS, pi->proto, pi->dport);
+		ingress = 1;
+	}
 	if (ct_state == CT_NEW || ct_state == CT_NEW_TRACKED)
-		send_policy_verdict(skb, ret, source, pi, src_label, dst_label, src_id, dst_id);
+		send_policy_verdict(skb, ret, ingress, source, pi, src_label, dst_label, src_id,
+				    dst_id);
 	if (ct_state == CT_NEW && !ret)
 		ct_policy_create(skb, pi, src_label);
 	return ret;
