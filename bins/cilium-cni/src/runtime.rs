@@ -67,7 +67,12 @@ pub fn invoke(plugin: &Path, wrapper: &[&str], call: &Invocation<'_>) -> std::io
         .stderr(Stdio::piped())
         .spawn()?;
     if let Some(mut stdin) = child.stdin.take() {
-        stdin.write_all(call.netconf.as_bytes())?;
+        // A plugin may answer (an error) without reading its stdin.
+        match stdin.write_all(call.netconf.as_bytes()) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {}
+            Err(e) => return Err(e),
+        }
     }
     let out = child.wait_with_output()?;
     Ok(Outcome {
