@@ -128,6 +128,9 @@ pub mod drop_reason {
     pub const NO_SERVICE: u8 = 158;
     /// Denied by a deny policy.
     pub const POLICY_DENY: u8 = 181;
+    /// Not a packet drop: the `cilium_metrics` key (direction 0) under which the datapath
+    /// counts events it could not queue because `cilium_events` was full.
+    pub const EVENTS_LOST: u8 = 255;
 
     /// The description Cilium prints for a reason.
     pub fn describe(code: u8) -> &'static str {

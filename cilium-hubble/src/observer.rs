@@ -10,7 +10,7 @@
 //! of stalling the node.
 
 use std::net::Ipv4Addr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
@@ -33,6 +33,11 @@ pub trait FlowSource: Send + Sync + 'static {
     fn status(&self) -> (usize, usize, u64);
     /// How long the source has been running.
     fn uptime(&self) -> Duration;
+    /// Events the datapath could not queue for the reader since the source started (its
+    /// ring buffer was full); followers are told of each increase.
+    fn datapath_lost(&self) -> u64 {
+        0
+    }
 }
 
 /// Nanoseconds since the Unix epoch of a flow's RFC 3339 time (as [`flow::rfc3339`]
@@ -443,14 +448,27 @@ impl<S: FlowSource> proto::observer::observer_server::Observer for ObserverServi
                     return;
                 }
             }
+            let mut datapath_lost = source.datapath_lost();
             while follow && !tx.is_closed() {
                 tokio::time::sleep(Duration::from_millis(100)).await;
                 let read = source.read_from(cursor);
                 cursor = read.next;
-                if read.lost > 0 {
+                let now_lost = source.datapath_lost();
+                let losses = [
+                    (
+                        proto::flow::LostEventSource::PerfEventRingBuffer,
+                        now_lost.saturating_sub(datapath_lost),
+                    ),
+                    (proto::flow::LostEventSource::HubbleRingBuffer, read.lost),
+                ];
+                datapath_lost = now_lost;
+                for (from, count) in losses {
+                    if count == 0 {
+                        continue;
+                    }
                     let lost = proto::flow::LostEvent {
-                        source: proto::flow::LostEventSource::HubbleRingBuffer as i32,
-                        num_events_lost: read.lost,
+                        source: from as i32,
+                        num_events_lost: count,
                         cpu: None,
                     };
                     if tx
@@ -522,45 +540,132 @@ impl<S: FlowSource> proto::observer::observer_server::Observer for ObserverServi
     }
 }
 
-/// Serves the Observer API on a unix socket (a stale socket file is replaced) until the
-/// task is dropped.
-pub async fn serve_unix<S: FlowSource>(source: Arc<S>, path: &Path) -> std::io::Result<()> {
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir)?;
-    }
-    match std::fs::remove_file(path) {
-        Ok(()) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(e),
-    }
-    let listener = tokio::net::UnixListener::bind(path)?;
-    tonic::transport::Server::builder()
-        .add_service(proto::observer::observer_server::ObserverServer::new(
-            ObserverService::new(source),
-        ))
-        .serve_with_incoming(tokio_stream::wrappers::UnixListenerStream::new(listener))
-        .await
-        .map_err(std::io::Error::other)
+/// Where an Observer API server listens: `unix://PATH`, or `[HOST]:PORT` (`:4244` is every
+/// address).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Listen {
+    /// A unix socket (a stale socket file is replaced).
+    Unix(PathBuf),
+    /// A TCP address.
+    Tcp(std::net::SocketAddr),
 }
 
-/// A client of the Observer API on a unix socket.
-pub async fn connect_unix(
-    path: &Path,
-) -> Result<proto::observer::observer_client::ObserverClient<tonic::transport::Channel>, String> {
-    let path: PathBuf = path.to_owned();
-    let channel = tonic::transport::Endpoint::try_from("http://hubble.local")
-        .map_err(|e| e.to_string())?
-        .connect_with_connector(tower::service_fn(move |_| {
-            let path = path.clone();
-            async move {
-                tokio::net::UnixStream::connect(path)
-                    .await
-                    .map(hyper_util::rt::TokioIo::new)
+impl std::str::FromStr for Listen {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        if let Some(path) = s.strip_prefix("unix://") {
+            if path.is_empty() {
+                return Err(format!("{s:?}: a socket path is expected after unix://"));
             }
-        }))
-        .await
-        .map_err(|e| format!("cannot connect to the Hubble server: {e}"))?;
-    Ok(proto::observer::observer_client::ObserverClient::new(
-        channel,
-    ))
+            return Ok(Listen::Unix(PathBuf::from(path)));
+        }
+        let full = if s.starts_with(':') {
+            format!("0.0.0.0{s}")
+        } else {
+            s.to_owned()
+        };
+        full.parse().map(Listen::Tcp).map_err(|_| {
+            format!("{s:?}: unix://PATH, HOST:PORT or :PORT is expected (HOST an IP address)")
+        })
+    }
+}
+
+impl std::fmt::Display for Listen {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Listen::Unix(p) => write!(f, "unix://{}", p.display()),
+            Listen::Tcp(a) => write!(f, "{a}"),
+        }
+    }
+}
+
+/// A bound listener of the Observer API.
+#[derive(Debug)]
+pub enum Listener {
+    /// On a unix socket.
+    Unix(tokio::net::UnixListener),
+    /// On TCP.
+    Tcp(tokio::net::TcpListener),
+}
+
+impl Listen {
+    /// Binds the address (making the socket's directory and replacing a stale socket).
+    pub async fn bind(&self) -> std::io::Result<Listener> {
+        match self {
+            Listen::Unix(path) => {
+                if let Some(dir) = path.parent() {
+                    std::fs::create_dir_all(dir)?;
+                }
+                match std::fs::remove_file(path) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(e),
+                }
+                tokio::net::UnixListener::bind(path).map(Listener::Unix)
+            }
+            Listen::Tcp(addr) => tokio::net::TcpListener::bind(addr).await.map(Listener::Tcp),
+        }
+    }
+}
+
+/// Serves an Observer implementation ([`ObserverService`] for a node, the relay for a
+/// cluster) on a bound listener until the task is dropped.
+pub async fn serve<T>(service: T, listener: Listener) -> std::io::Result<()>
+where
+    T: proto::observer::observer_server::Observer,
+{
+    let router = tonic::transport::Server::builder().add_service(
+        proto::observer::observer_server::ObserverServer::new(service),
+    );
+    match listener {
+        Listener::Unix(l) => {
+            router
+                .serve_with_incoming(tokio_stream::wrappers::UnixListenerStream::new(l))
+                .await
+        }
+        Listener::Tcp(l) => {
+            router
+                .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(l))
+                .await
+        }
+    }
+    .map_err(std::io::Error::other)
+}
+
+/// An Observer API client.
+pub type Client = proto::observer::observer_client::ObserverClient<tonic::transport::Channel>;
+
+/// Connects to an Observer API server: `unix://PATH`, or `HOST:PORT` (optionally with
+/// `tcp://` or `http://` in front), giving up after `timeout`.
+pub async fn connect(server: &str, timeout: Duration) -> Result<Client, String> {
+    let fail =
+        |e: &dyn std::fmt::Display| format!("cannot connect to the Hubble server {server}: {e}");
+    let channel = if let Some(path) = server.strip_prefix("unix://") {
+        let path: PathBuf = PathBuf::from(path);
+        tonic::transport::Endpoint::try_from("http://hubble.local")
+            .map_err(|e| fail(&e))?
+            .connect_timeout(timeout)
+            .connect_with_connector(tower::service_fn(move |_| {
+                let path = path.clone();
+                async move {
+                    tokio::net::UnixStream::connect(path)
+                        .await
+                        .map(hyper_util::rt::TokioIo::new)
+                }
+            }))
+            .await
+            .map_err(|e| fail(&e))?
+    } else {
+        let addr = server
+            .strip_prefix("tcp://")
+            .or_else(|| server.strip_prefix("http://"))
+            .unwrap_or(server);
+        tonic::transport::Endpoint::try_from(format!("http://{addr}"))
+            .map_err(|e| fail(&e))?
+            .connect_timeout(timeout)
+            .connect()
+            .await
+            .map_err(|e| fail(&e))?
+    };
+    Ok(Client::new(channel))
 }

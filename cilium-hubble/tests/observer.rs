@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use cilium_hubble::flow::{Flow, NoNames, Verdict};
-use cilium_hubble::observer::{FlowSource, connect_unix, from_proto, serve_unix};
+use cilium_hubble::observer::{FlowSource, Listen, ObserverService, connect, from_proto, serve};
 use cilium_hubble::proto::flow::FlowFilter;
 use cilium_hubble::proto::observer::GetFlowsRequest;
 use cilium_hubble::proto::observer::get_flows_response::ResponseTypes;
@@ -55,11 +55,13 @@ async fn observer_serves_filters_follows_and_reports_loss() {
     }
     let server = {
         let (source, socket) = (source.clone(), socket.clone());
-        tokio::spawn(async move { serve_unix(source, &socket).await })
+        let listener = Listen::Unix(socket).bind().await.expect("bind");
+        tokio::spawn(async move { serve(ObserverService::new(source), listener).await })
     };
     let mut client = None;
     for _ in 0..50 {
-        if let Ok(c) = connect_unix(&socket).await {
+        let server = format!("unix://{}", socket.display());
+        if let Ok(c) = connect(&server, Duration::from_secs(1)).await {
             client = Some(c);
             break;
         }

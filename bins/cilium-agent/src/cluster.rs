@@ -306,6 +306,10 @@ async fn follow_ipcache(node: Arc<Node>) {
         let change = next_change(&mut pending, &mut inf).await;
         match change {
             Change::Upsert { object, .. } if object.host_ip != node.ipv4 => {
+                node.remote_endpoints
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .insert(object.ip, object.clone());
                 if let Err(e) = node
                     .ipcache_upsert(object.ip, 32, &remote_info(object.id, object.host_ip))
                     .await
@@ -318,6 +322,10 @@ async fn follow_ipcache(node: Arc<Node>) {
                 }
             }
             Change::Delete { last, .. } if last.host_ip != node.ipv4 => {
+                node.remote_endpoints
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .remove(&last.ip);
                 node.ipcache_remove(last.ip, 32).await;
             }
             Change::Invalid { key, error } => {

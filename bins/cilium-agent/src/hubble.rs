@@ -27,6 +27,8 @@ pub struct Observer {
     ring: Mutex<Ring<Flow>>,
     /// Records that did not decode.
     pub invalid: std::sync::atomic::AtomicU64,
+    /// Events the datapath could not queue since the observer started.
+    pub datapath_lost: std::sync::atomic::AtomicU64,
 }
 
 impl Observer {
@@ -37,6 +39,7 @@ impl Observer {
             started: std::time::Instant::now(),
             ring: Mutex::new(Ring::new(capacity).map_err(|e| e.to_string())?),
             invalid: std::sync::atomic::AtomicU64::new(0),
+            datapath_lost: std::sync::atomic::AtomicU64::new(0),
         })
     }
 
@@ -74,6 +77,10 @@ impl cilium_hubble::observer::FlowSource for Observer {
     fn uptime(&self) -> Duration {
         self.started.elapsed()
     }
+    fn datapath_lost(&self) -> u64 {
+        self.datapath_lost
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
 }
 
 /// The node's names at one moment: endpoints by IP and identities' labels.
@@ -91,7 +98,9 @@ impl Resolver for Names {
             ..Endpoint::default()
         };
         if let Some((local_id, ns, pod)) = self.by_ip.get(&ip) {
-            ep.id = *local_id;
+            if *local_id != 0 {
+                ep.id = *local_id;
+            }
             ep.namespace = ns.clone();
             ep.pod_name = pod.clone();
         } else if let Some(ns) = ep
@@ -106,12 +115,20 @@ impl Resolver for Names {
 }
 
 async fn names(node: &Node) -> Names {
-    let by_ip = node
-        .endpoints()
-        .await
-        .into_iter()
-        .map(|e| (e.ipv4, (e.id, e.k8s_namespace, e.k8s_pod_name)))
+    // Other nodes' pods (endpoint id 0 here: the id is theirs), then this node's.
+    let mut by_ip: HashMap<_, _> = node
+        .remote_endpoints
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .values()
+        .map(|p| (p.ip, (0, p.namespace.clone(), p.pod.clone())))
         .collect();
+    by_ip.extend(
+        node.endpoints()
+            .await
+            .into_iter()
+            .map(|e| (e.ipv4, (e.id, e.k8s_namespace, e.k8s_pod_name))),
+    );
     let labels = node
         .identities()
         .await
@@ -147,14 +164,38 @@ pub async fn run(
     };
     let mut cached = names(&node).await;
     let mut refreshed = std::time::Instant::now();
+    // The datapath counts the events it could not queue (reason 255 in cilium_metrics).
+    let counters = cilium_bpf::maps::MetricsMap::open(&bpf_root).ok();
+    let lost_now = || {
+        counters.as_ref().and_then(|m| {
+            m.count(cilium_bpf::events::drop_reason::EVENTS_LOST, 0)
+                .ok()
+        })
+    };
+    let lost_at_start = lost_now().unwrap_or(0);
+    let mut lost_checked = std::time::Instant::now();
     loop {
+        if lost_checked.elapsed() >= Duration::from_millis(500) {
+            lost_checked = std::time::Instant::now();
+            if let Some(total) = lost_now() {
+                let since_start = total.saturating_sub(lost_at_start);
+                let before = observer
+                    .datapath_lost
+                    .swap(since_start, std::sync::atomic::Ordering::Relaxed);
+                if since_start > before {
+                    metrics.count_lost("perf_event_ring_buffer", since_start - before);
+                }
+            }
+        }
         let events = reader.drain();
         if !events.is_empty() {
             // Endpoints come and go: names are looked up again for a batch that mentions a
-            // local endpoint the cache does not know, at most every 250 ms.
+            // local endpoint or a pod identity the cache does not know, at most every 250 ms.
             let unknown = events.iter().flatten().any(|e| {
-                (e.src_endpoint != 0 && !cached.by_ip.contains_key(&e.saddr))
-                    || (e.dst_endpoint != 0 && !cached.by_ip.contains_key(&e.daddr))
+                ((e.src_endpoint != 0 || e.src_identity >= 256)
+                    && !cached.by_ip.contains_key(&e.saddr))
+                    || ((e.dst_endpoint != 0 || e.dst_identity >= 256)
+                        && !cached.by_ip.contains_key(&e.daddr))
             });
             if (unknown && refreshed.elapsed() > Duration::from_millis(250))
                 || refreshed.elapsed() > Duration::from_secs(2)

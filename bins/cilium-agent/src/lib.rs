@@ -33,6 +33,8 @@ pub mod node;
 pub mod service;
 
 use std::collections::BTreeMap;
+
+use cilium_hubble::observer::{Listen, ObserverService};
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::sync::{Arc, RwLock};
@@ -96,15 +98,29 @@ impl Agent {
                 metrics.clone(),
                 config.bpf_root.clone(),
             ));
-            let (served, socket) = (observer.clone(), config.hubble_socket_path.clone());
-            tokio::spawn(async move {
-                if let Err(e) = cilium_hubble::observer::serve_unix(served, &socket).await {
-                    eprintln!(
-                        "level=error subsys=hubble msg=\"serving the Observer API failed\" socket={} error=\"{e}\"",
-                        socket.display()
-                    );
-                }
-            });
+            let mut listens = vec![Listen::Unix(config.hubble_socket_path.clone())];
+            if !config.hubble_listen_address.is_empty() {
+                listens.push(
+                    config
+                        .hubble_listen_address
+                        .parse::<Listen>()
+                        .map_err(|e| format!("hubble-listen-address: {e}"))?,
+                );
+            }
+            for listen in listens {
+                let service = ObserverService::new(observer.clone());
+                tokio::spawn(async move {
+                    let served = match listen.bind().await {
+                        Ok(l) => cilium_hubble::observer::serve(service, l).await,
+                        Err(e) => Err(e),
+                    };
+                    if let Err(e) = served {
+                        eprintln!(
+                            "level=error subsys=hubble msg=\"serving the Observer API failed\" address={listen} error=\"{e}\""
+                        );
+                    }
+                });
+            }
             Some(observer)
         } else {
             None

@@ -42,6 +42,7 @@ pub struct Metrics {
     hubble: Registry,
     flows_processed: Family<Labels, Counter>,
     drops: Family<Labels, Counter>,
+    lost: Family<Labels, Counter>,
 }
 
 /// Reads `cilium_metrics` on each scrape.
@@ -176,11 +177,18 @@ impl Metrics {
         );
         let drops = Family::<Labels, Counter>::default();
         hubble.register("drop", "Number of drops", drops.clone());
+        let lost = Family::<Labels, Counter>::default();
+        hubble.register(
+            "lost_events",
+            "Number of lost events, by where they were lost",
+            lost.clone(),
+        );
         Metrics {
             registry,
             hubble,
             flows_processed,
             drops,
+            lost,
             endpoint_state,
             identity,
             ipam_capacity,
@@ -251,6 +259,14 @@ impl Metrics {
                 .get_or_create(&labels(&[("protocol", &protocol), ("reason", reason)]))
                 .inc();
         }
+    }
+
+    /// Counts events lost before they became flows (`hubble_lost_events_total`; `source`
+    /// as Hubble names it: `perf_event_ring_buffer` for the datapath's ring buffer).
+    pub fn count_lost(&self, source: &str, n: u64) {
+        self.lost
+            .get_or_create(&labels(&[("source", source)]))
+            .inc_by(n);
     }
 
     /// The text exposition format (the agent's metrics, then Hubble's).

@@ -169,6 +169,10 @@ pub struct Node {
     /// The other nodes, as their agents registered them (cluster mode).
     pub(crate) cluster_nodes:
         std::sync::Mutex<BTreeMap<String, cilium_core::cluster::NodeRegistration>>,
+    /// Other nodes' endpoints as the cluster's ipcache announces them (Hubble names remote
+    /// pods with them).
+    pub(crate) remote_endpoints:
+        std::sync::Mutex<BTreeMap<Ipv4Addr, cilium_core::cluster::IpIdentityPair>>,
     state: tokio::sync::Mutex<NodeState>,
     /// What the last start restored.
     pub restore: std::sync::Mutex<RestoreReport>,
@@ -436,6 +440,7 @@ impl Node {
             filter: LabelFilter::default(),
             cluster: config.cluster_name.clone(),
             cluster_nodes: std::sync::Mutex::new(BTreeMap::new()),
+            remote_endpoints: std::sync::Mutex::new(BTreeMap::new()),
             endpoint_routes: true,
             state: tokio::sync::Mutex::new(NodeState {
                 ipam,

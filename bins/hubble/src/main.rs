@@ -16,7 +16,7 @@
 use std::process::ExitCode;
 
 use cilium_hubble::flow::Flow;
-use cilium_hubble::observer::{connect_unix, from_proto};
+use cilium_hubble::observer::{connect, from_proto};
 use cilium_hubble::proto::flow::{EventTypeFilter, FlowFilter};
 use cilium_hubble::proto::observer::get_flows_response::ResponseTypes;
 use cilium_hubble::proto::observer::{GetFlowsRequest, GetNodesRequest, ServerStatusRequest};
@@ -25,7 +25,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 #[derive(Debug, Parser)]
 #[command(name = "hubble", about = "Observe the flows of cilium-rs nodes")]
 struct Cli {
-    /// The Hubble server (`unix://PATH`).
+    /// The Hubble server or relay: `unix://PATH` or `HOST:PORT`.
     #[arg(
         long,
         global = true,
@@ -286,16 +286,12 @@ fn table_row(f: &Flow) -> String {
 }
 
 async fn run(cli: Cli) -> Result<(), String> {
-    let path = cli
-        .server
-        .strip_prefix("unix://")
-        .ok_or_else(|| format!("--server {}: only unix://PATH is supported", cli.server))?;
     // Bad flags are errors before any connection.
     let req = match &cli.command {
         Cmd::Observe(o) => Some(request(o)?),
         _ => None,
     };
-    let mut client = connect_unix(std::path::Path::new(path)).await?;
+    let mut client = connect(&cli.server, std::time::Duration::from_secs(5)).await?;
     match cli.command {
         Cmd::Observe(o) => {
             let req = req.unwrap_or_default();
@@ -321,12 +317,31 @@ async fn run(cli: Cli) -> Result<(), String> {
                         }
                     }
                     Some(ResponseTypes::LostEvents(l)) => {
+                        let source = l.source().as_str_name();
+                        if matches!(o.output, Output::Json) {
+                            println!(
+                                "{}",
+                                serde_json::json!({
+                                    "lost_events": {"source": source, "num_events_lost": l.num_events_lost},
+                                    "node_name": item.node_name,
+                                })
+                            );
+                        } else {
+                            eprintln!(
+                                "EVENTS LOST: {source} CPU(0) {} (node {})",
+                                l.num_events_lost, item.node_name
+                            );
+                        }
+                    }
+                    Some(ResponseTypes::NodeStatus(n)) => {
                         eprintln!(
-                            "EVENTS LOST: HUBBLE_RING_BUFFER lost {} events",
-                            l.num_events_lost
+                            "{}: {} {}",
+                            n.state_change().as_str_name(),
+                            n.node_names.join(", "),
+                            n.message
                         );
                     }
-                    _ => {}
+                    None => {}
                 }
             }
             Ok(())
