@@ -24,6 +24,7 @@
 pub mod filter;
 pub mod flow;
 pub mod observer;
+pub mod relay;
 pub mod ring;
 
 /// Hubble's protobuf messages and the Observer service, generated from `proto/`.

@@ -3,61 +3,31 @@
 //! The Observer API over a real unix socket: the last flows with filters, the server's
 //! status, following new flows, and lost events when a follower falls behind the ring.
 
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use cilium_hubble::flow::{Flow, NoNames, Verdict};
-use cilium_hubble::observer::{FlowSource, Listen, ObserverService, connect, from_proto, serve};
-use cilium_hubble::proto::flow::FlowFilter;
+use cilium_hubble::flow::{Flow, Verdict};
+use cilium_hubble::observer::{connect, from_proto};
+use cilium_hubble::proto::flow::{FlowFilter, LostEventSource};
 use cilium_hubble::proto::observer::GetFlowsRequest;
 use cilium_hubble::proto::observer::get_flows_response::ResponseTypes;
-use cilium_hubble::ring::{Read, Ring};
 
-struct Source(Mutex<Ring<Flow>>);
+mod support;
 
-impl FlowSource for Source {
-    fn node_name(&self) -> String {
-        "k8s-w1".into()
-    }
-    fn read_from(&self, from: u64) -> Read<Flow> {
-        self.0.lock().unwrap().read_from(from)
-    }
-    fn status(&self) -> (usize, usize, u64) {
-        let r = self.0.lock().unwrap();
-        (r.len(), r.capacity(), r.written())
-    }
-    fn uptime(&self) -> Duration {
-        Duration::from_secs(5)
-    }
-}
+use support::Source;
 
 fn flow(port: u16, dropped: bool) -> Flow {
-    let mut ev = cilium_hubble::example_event();
-    ev.dport = port;
-    if dropped {
-        ev.kind = cilium_bpf::events::EventKind::Drop { reason: 133 };
-    }
-    Flow::from_event(
-        &ev,
-        1_795_749_014_000_000_000 + u128::from(port),
-        "k8s-w1",
-        &NoNames,
-    )
+    support::flow_at("k8s-w1", port, 14, dropped)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn observer_serves_filters_follows_and_reports_loss() {
     let dir = std::env::temp_dir().join(format!("crs-hubble-{}", std::process::id()));
     let socket = dir.join("hubble.sock");
-    let source = Arc::new(Source(Mutex::new(Ring::new(7).unwrap())));
+    let source = Source::new("k8s-w1", 7);
     for port in [80, 81, 82] {
-        source.0.lock().unwrap().push(flow(port, port == 81));
+        source.push(flow(port, port == 81));
     }
-    let server = {
-        let (source, socket) = (source.clone(), socket.clone());
-        let listener = Listen::Unix(socket).bind().await.expect("bind");
-        tokio::spawn(async move { serve(ObserverService::new(source), listener).await })
-    };
+    let (server, _) = source.serve(&format!("unix://{}", socket.display())).await;
     let mut client = None;
     for _ in 0..50 {
         let server = format!("unix://{}", socket.display());
@@ -148,7 +118,7 @@ async fn observer_serves_filters_follows_and_reports_loss() {
         .await
         .expect("follow")
         .into_inner();
-    source.0.lock().unwrap().push(flow(90, false));
+    source.push(flow(90, false));
     let item = tokio::time::timeout(Duration::from_secs(5), stream.message())
         .await
         .unwrap()
@@ -161,7 +131,7 @@ async fn observer_serves_filters_follows_and_reports_loss() {
         other => panic!("{other:?}"),
     }
     {
-        let mut ring = source.0.lock().unwrap();
+        let mut ring = source.ring.lock().unwrap();
         for p in 100..127 {
             ring.push(flow(p, false));
         }
@@ -172,9 +142,26 @@ async fn observer_serves_filters_follows_and_reports_loss() {
         .unwrap()
         .unwrap();
     match item.response_types {
-        Some(ResponseTypes::LostEvents(l)) => assert_eq!(l.num_events_lost, 20),
+        Some(ResponseTypes::LostEvents(l)) => {
+            assert_eq!(l.source(), LostEventSource::HubbleRingBuffer);
+            assert_eq!(l.num_events_lost, 20);
+        }
         other => panic!("expected lost events, got {other:?}"),
     }
+    // The datapath could not queue 7 events: followers are told where they were lost.
+    source.lost.store(7, std::sync::atomic::Ordering::Relaxed);
+    let lost = loop {
+        let item = tokio::time::timeout(Duration::from_secs(5), stream.message())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        if let Some(ResponseTypes::LostEvents(l)) = item.response_types {
+            break l;
+        }
+    };
+    assert_eq!(lost.source(), LostEventSource::PerfEventRingBuffer);
+    assert_eq!(lost.num_events_lost, 7);
     server.abort();
     let _ = std::fs::remove_dir_all(&dir);
 }
