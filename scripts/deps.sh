@@ -8,11 +8,12 @@
 # iputils-ping, iperf3, python3 (privileged datapath tests); iptables, nftables (the
 # kube-proxy emulation the benchmarks compare against); protobuf-compiler (etcd-client's
 # build script), etcd-server and etcd-client (the cluster store: tests start their own etcd
-# on 127.0.0.1 or inside lab namespaces; the package's service is never started). Rust 1.95
+# on 127.0.0.1 or inside lab namespaces; the package's service is never started); chromium and
+# fonts-dejavu-core (the Hubble UI tests render the page headless). Rust 1.95
 # comes from rustup.
 set -euo pipefail
 
-PKGS=(build-essential pkg-config ca-certificates git curl clang-19 llvm-19 libbpf-dev bpftool iproute2 iputils-ping iperf3 python3 iptables nftables protobuf-compiler etcd-server etcd-client)
+PKGS=(build-essential pkg-config ca-certificates git curl clang-19 llvm-19 libbpf-dev bpftool iproute2 iputils-ping iperf3 python3 iptables nftables protobuf-compiler etcd-server etcd-client chromium fonts-dejavu-core)
 
 missing=()
 for p in "${PKGS[@]}"; do

@@ -599,16 +599,7 @@ impl AgentConfig {
             kvstore: r
                 .choice("kvstore", &[("", ""), ("etcd", "etcd")])?
                 .to_owned(),
-            kvstore_opt: r.parse("kvstore-opt", |v| {
-                let mut m = BTreeMap::new();
-                for pair in v.split(',').filter(|p| !p.trim().is_empty()) {
-                    let (k, val) = pair
-                        .split_once('=')
-                        .ok_or_else(|| format!("{pair:?} is not key=value"))?;
-                    m.insert(k.trim().to_owned(), val.trim().to_owned());
-                }
-                Ok(m)
-            })?,
+            kvstore_opt: r.parse("kvstore-opt", parse_kvstore_opt)?,
             enable_hubble: r.bool("enable-hubble")?,
             hubble_socket_path: r.parse("hubble-socket-path", nonempty_path)?,
             hubble_event_buffer_capacity: r.parse("hubble-event-buffer-capacity", |v| {
@@ -667,41 +658,7 @@ impl AgentConfig {
             origin: "the effective configuration".into(),
             reason,
         };
-        if let Some(addr) = self.kvstore_opt.get("etcd.address") {
-            let list: Vec<String> = addr
-                .split(';')
-                .map(str::trim)
-                .filter(|a| !a.is_empty())
-                .map(|a| {
-                    if a.contains("://") {
-                        a.to_owned()
-                    } else {
-                        format!("http://{a}")
-                    }
-                })
-                .collect();
-            if list.is_empty() {
-                return Err(bad("etcd.address is empty".into()));
-            }
-            return Ok(list);
-        }
-        if let Some(path) = self.kvstore_opt.get("etcd.config") {
-            #[derive(serde::Deserialize)]
-            struct EtcdConfig {
-                endpoints: Vec<String>,
-            }
-            let text = std::fs::read_to_string(path)
-                .map_err(|e| bad(format!("reading etcd.config {path}: {e}")))?;
-            let conf: EtcdConfig = serde_norway::from_str(&text)
-                .map_err(|e| bad(format!("etcd.config {path}: {e}")))?;
-            if conf.endpoints.is_empty() {
-                return Err(bad(format!("etcd.config {path} lists no endpoints")));
-            }
-            return Ok(conf.endpoints);
-        }
-        Err(bad(
-            "kvstore=etcd needs etcd.address=<url> or etcd.config=<file>".into(),
-        ))
+        etcd_endpoints_of(&self.kvstore_opt).map_err(bad)
     }
 
     /// Cross-key rules, with Cilium's wording where it has one.
@@ -780,6 +737,57 @@ fn nonempty_path(v: &str) -> Result<PathBuf, String> {
     } else {
         Ok(PathBuf::from(v))
     }
+}
+
+/// `kvstore-opt` as key=value pairs separated by commas.
+pub fn parse_kvstore_opt(v: &str) -> Result<BTreeMap<String, String>, String> {
+    let mut m = BTreeMap::new();
+    for pair in v.split(',').filter(|p| !p.trim().is_empty()) {
+        let (k, val) = pair
+            .split_once('=')
+            .ok_or_else(|| format!("{pair:?} is not key=value"))?;
+        m.insert(k.trim().to_owned(), val.trim().to_owned());
+    }
+    Ok(m)
+}
+
+/// The etcd endpoints of parsed `kvstore-opt` pairs: `etcd.address=<url>` (several
+/// separated by `;`, `http://` added where no scheme is given), or `etcd.config=<file>`, a
+/// YAML file with an `endpoints:` list as Cilium mounts it.
+pub fn etcd_endpoints_of(opts: &BTreeMap<String, String>) -> Result<Vec<String>, String> {
+    if let Some(addr) = opts.get("etcd.address") {
+        let list: Vec<String> = addr
+            .split(';')
+            .map(str::trim)
+            .filter(|a| !a.is_empty())
+            .map(|a| {
+                if a.contains("://") {
+                    a.to_owned()
+                } else {
+                    format!("http://{a}")
+                }
+            })
+            .collect();
+        if list.is_empty() {
+            return Err("etcd.address is empty".into());
+        }
+        return Ok(list);
+    }
+    if let Some(path) = opts.get("etcd.config") {
+        #[derive(serde::Deserialize)]
+        struct EtcdConfig {
+            endpoints: Vec<String>,
+        }
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("reading etcd.config {path}: {e}"))?;
+        let conf: EtcdConfig =
+            serde_norway::from_str(&text).map_err(|e| format!("etcd.config {path}: {e}"))?;
+        if conf.endpoints.is_empty() {
+            return Err(format!("etcd.config {path} lists no endpoints"));
+        }
+        return Ok(conf.endpoints);
+    }
+    Err("kvstore=etcd needs etcd.address=<url> or etcd.config=<file>".into())
 }
 
 #[cfg(test)]

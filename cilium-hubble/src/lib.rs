@@ -25,6 +25,9 @@ pub mod filter;
 pub mod flow;
 pub mod observer;
 pub mod relay;
+
+/// The gRPC crate the API is built on (its `Request`, `Status`, `Streaming`).
+pub use tonic;
 pub mod ring;
 
 /// Hubble's protobuf messages and the Observer service, generated from `proto/`.

@@ -51,28 +51,9 @@ fn duration(flag: &str, text: &str) -> Result<Duration, String> {
 }
 
 async fn run(cli: Cli) -> Result<(), String> {
-    let endpoints: Vec<String> = cli
-        .kvstore_opt
-        .split(',')
-        .filter_map(|kv| kv.split_once('='))
-        .filter(|(k, _)| k.trim() == "etcd.address")
-        .flat_map(|(_, v)| {
-            v.split(';')
-                .map(|a| a.trim().to_owned())
-                .collect::<Vec<_>>()
-        })
-        .filter(|a| !a.is_empty())
-        .map(|a| {
-            if a.contains("://") {
-                a
-            } else {
-                format!("http://{a}")
-            }
-        })
-        .collect();
-    if endpoints.is_empty() {
-        return Err("--kvstore-opt needs etcd.address=<url>".into());
-    }
+    let endpoints = cilium_core::config::parse_kvstore_opt(&cli.kvstore_opt)
+        .and_then(|o| cilium_core::config::etcd_endpoints_of(&o))
+        .map_err(|e| format!("--kvstore-opt: {e}"))?;
     let mut config = OperatorConfig::new(
         &cli.operator_id.unwrap_or_else(|| {
             let host = std::fs::read_to_string("/proc/sys/kernel/hostname")

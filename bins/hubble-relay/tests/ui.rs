@@ -1,0 +1,281 @@
+// SPDX-License-Identifier: Apache-2.0
+
+//! The Hubble UI in a real headless browser: three nodes' flows through the relay, the
+//! JSON API with its errors, the map's DOM (workloads by identity with their pods, a red
+//! edge for drops, other namespaces left out) and a screenshot whose pixels show the
+//! boxes where the DOM says they are; an empty namespace paints no box.
+
+use std::io::{Read, Write};
+use std::sync::Arc;
+use std::time::Duration;
+
+use cilium_hubble::flow::{Endpoint, Flow, NoNames};
+use cilium_hubble::observer::{FlowSource, Listen, ObserverService, serve};
+use cilium_hubble::relay::{Peer, Relay, RelayOptions};
+use cilium_hubble::ring::{Read as RingRead, Ring};
+use hubble_relay::browser::{self, Render};
+use hubble_relay::ui::{DROPPED_EDGE, WORKLOAD_FILL};
+
+struct Node(String, std::sync::Mutex<Ring<Flow>>);
+
+impl FlowSource for Node {
+    fn node_name(&self) -> String {
+        self.0.clone()
+    }
+    fn read_from(&self, from: u64) -> RingRead<Flow> {
+        self.1.lock().unwrap().read_from(from)
+    }
+    fn status(&self) -> (usize, usize, u64) {
+        let r = self.1.lock().unwrap();
+        (r.len(), r.capacity(), r.written())
+    }
+    fn uptime(&self) -> Duration {
+        Duration::from_secs(1)
+    }
+}
+
+fn pod(ns: &str, name: &str, app: &str, identity: u32) -> Endpoint {
+    Endpoint {
+        id: 0,
+        identity,
+        namespace: ns.into(),
+        labels: vec![
+            format!("k8s:app={app}"),
+            format!("k8s:io.kubernetes.pod.namespace={ns}"),
+        ],
+        pod_name: name.into(),
+    }
+}
+
+fn flow(node: &str, second: u64, from: Endpoint, to: Endpoint, dropped: bool) -> Flow {
+    let mut ev = cilium_hubble::example_event();
+    if dropped {
+        ev.kind = cilium_bpf::events::EventKind::Drop { reason: 133 };
+    }
+    let mut f = Flow::from_event(
+        &ev,
+        1_795_749_000_000_000_000 + u128::from(second) * 1_000_000_000,
+        node,
+        &NoNames,
+    );
+    f.source = from;
+    f.destination = to;
+    f
+}
+
+fn http_get(addr: &str, path: &str) -> (u16, String) {
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: ui\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    let code = out[9..12].parse().unwrap();
+    let body = out
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap();
+    (code, body)
+}
+
+/// The attributes of each `<g class="workload" ...>` or `<line class="edge..." ...>`.
+fn elements(dom: &str, start: &str) -> Vec<std::collections::BTreeMap<String, String>> {
+    dom.match_indices(start)
+        .map(|(i, _)| {
+            let tag = &dom[i..i + dom[i..].find('>').unwrap()];
+            let mut attrs = std::collections::BTreeMap::new();
+            let mut rest = tag;
+            while let Some(eq) = rest.find("=\"") {
+                let key = rest[..eq].rsplit(' ').next().unwrap().to_owned();
+                let after = &rest[eq + 2..];
+                let end = after.find('"').unwrap();
+                attrs.insert(key, after[..end].to_owned());
+                rest = &after[end + 1..];
+            }
+            attrs
+        })
+        .collect()
+}
+
+fn pixels(png_path: &std::path::Path) -> (u32, u32, Vec<[u8; 3]>) {
+    let decoder = png::Decoder::new(std::io::BufReader::new(
+        std::fs::File::open(png_path).unwrap(),
+    ));
+    let mut reader = decoder.read_info().unwrap();
+    let mut buf = vec![0; reader.output_buffer_size().unwrap()];
+    let info = reader.next_frame(&mut buf).unwrap();
+    let step = info.color_type.samples();
+    assert_eq!(info.bit_depth, png::BitDepth::Eight);
+    let px = buf[..info.buffer_size()]
+        .chunks(step)
+        .map(|c| [c[0], c[1], c[2]])
+        .collect();
+    (info.width, info.height, px)
+}
+
+fn close(a: [u8; 3], b: [u8; 3]) -> bool {
+    a.iter().zip(b).all(|(x, y)| x.abs_diff(y) <= 3)
+}
+
+#[test]
+fn the_ui_draws_the_namespace_map_and_flows() {
+    if browser::chromium().is_none() {
+        panic!("chromium is not installed: scripts/deps.sh installs it");
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let curl = pod("default", "curl-pod", "curl", 20001);
+    let web1 = pod("default", "webpod-7b9c6d5f4d-abcde", "webpod", 20002);
+    let web2 = pod("default", "webpod-7b9c6d5f4d-fghij", "webpod", 20002);
+    let dns = pod("kube-system", "coredns-5d78c9869d-xyzab", "kube-dns", 20003);
+    let nodes = [
+        (
+            "k8s-ctr",
+            vec![flow("k8s-ctr", 1, curl.clone(), web1.clone(), false)],
+        ),
+        (
+            "k8s-w1",
+            vec![flow("k8s-w1", 2, curl.clone(), web1.clone(), false)],
+        ),
+        (
+            "k8s-w2",
+            vec![
+                flow("k8s-w2", 3, curl.clone(), web2.clone(), true),
+                flow("k8s-w2", 4, dns.clone(), dns.clone(), false),
+            ],
+        ),
+    ];
+    let (ui_addr, _guard) = rt.block_on(async {
+        let mut peers = Vec::new();
+        for (name, flows) in nodes {
+            let node = Arc::new(Node(
+                name.into(),
+                std::sync::Mutex::new(Ring::new(63).unwrap()),
+            ));
+            for f in flows {
+                node.1.lock().unwrap().push(f);
+            }
+            let listener = "127.0.0.1:0"
+                .parse::<Listen>()
+                .unwrap()
+                .bind()
+                .await
+                .unwrap();
+            let address = match &listener {
+                cilium_hubble::observer::Listener::Tcp(l) => l.local_addr().unwrap().to_string(),
+                cilium_hubble::observer::Listener::Unix(_) => unreachable!(),
+            };
+            tokio::spawn(serve(ObserverService::new(node), listener));
+            peers.push(Peer {
+                name: name.into(),
+                address,
+            });
+        }
+        let (tx, rx) = tokio::sync::watch::channel(peers);
+        let relay = Arc::new(Relay::new(rx, RelayOptions::default()));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        tokio::spawn(async move { axum::serve(listener, hubble_relay::ui::router(relay)).await });
+        (addr, tx)
+    });
+
+    // The JSON API: the namespace's flows from all three nodes; bad queries are 400s.
+    let (code, body) = http_get(&ui_addr, "/api/flows?namespace=default");
+    assert_eq!(code, 200, "{body}");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let flows = v["flows"].as_array().unwrap();
+    let nodes: Vec<&str> = flows
+        .iter()
+        .map(|f| f["node_name"].as_str().unwrap())
+        .collect();
+    assert_eq!(nodes, ["k8s-ctr", "k8s-w1", "k8s-w2"]);
+    for (path, want) in [
+        ("/api/flows?last=0", "last=0"),
+        ("/api/flows?last=many", "last"),
+        ("/api/flows?namespace=a/b", "no '/'"),
+        ("/api/flows?color=red", "color"),
+    ] {
+        let (code, body) = http_get(&ui_addr, path);
+        assert_eq!(code, 400, "{path}: {body}");
+        assert!(body.contains(want), "{path}: {body}");
+    }
+    let (code, body) = http_get(&ui_addr, "/api/status");
+    assert_eq!(code, 200);
+    assert!(body.contains("\"num_connected_nodes\":3"), "{body}");
+
+    // The map as the browser built it.
+    let render = Render::default();
+    let url = format!("http://{ui_addr}/?namespace=default");
+    let dom = browser::dump_dom(&url, render).expect("chromium renders the page");
+    let workloads = elements(&dom, "<g class=\"workload\"");
+    let names: Vec<&str> = workloads.iter().map(|w| w["data-name"].as_str()).collect();
+    assert_eq!(names, ["curl", "webpod"], "{dom}");
+    assert_eq!(workloads[0]["data-pods"], "curl-pod");
+    assert_eq!(
+        workloads[1]["data-pods"],
+        "webpod-7b9c6d5f4d-abcde webpod-7b9c6d5f4d-fghij"
+    );
+    assert_eq!(workloads[1]["data-identity"], "20002");
+    let edges = elements(&dom, "<line class=\"edge");
+    assert_eq!(edges.len(), 1, "{dom}");
+    assert_eq!(
+        (edges[0]["data-from"].as_str(), edges[0]["data-to"].as_str()),
+        ("curl", "webpod")
+    );
+    assert_eq!(edges[0]["data-dropped"], "true");
+    assert_eq!(edges[0]["data-flows"], "3");
+    assert!(
+        dom.contains("Policy denied") || dom.contains("POLICY_DENIED"),
+        "the table shows the drop"
+    );
+
+    // The screenshot: each box painted where the DOM says it is, and a red edge.
+    let dir = std::env::temp_dir().join(format!("crs-ui-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let shot = dir.join("map.png");
+    browser::screenshot(&url, render, &shot).expect("screenshot");
+    if let Some(keep) = std::env::var_os("CRS_KEEP_SCREENSHOT") {
+        std::fs::copy(&shot, keep).unwrap();
+    }
+    let (w, h, px) = pixels(&shot);
+    assert_eq!((w, h), render.size);
+    let at = |x: u32, y: u32| px[(y * w + x) as usize];
+    for wl in &workloads {
+        let b: Vec<u32> = wl["data-page-box"]
+            .split(',')
+            .map(|n| n.parse().unwrap())
+            .collect();
+        let (mut fill, mut total) = (0, 0);
+        for y in b[1]..b[1] + b[3] {
+            for x in b[0]..b[0] + b[2] {
+                total += 1;
+                fill += u32::from(close(at(x, y), WORKLOAD_FILL));
+            }
+        }
+        assert!(
+            fill * 10 > total * 5,
+            "{}: {fill} of {total} pixels in its box have the box colour",
+            wl["data-name"]
+        );
+    }
+    let red = px.iter().filter(|p| close(**p, DROPPED_EDGE)).count();
+    assert!(red > 100, "the dropped edge is red ({red} pixels)");
+
+    // An empty namespace: no box anywhere.
+    browser::screenshot(
+        &format!("http://{ui_addr}/?namespace=nothing-here"),
+        render,
+        &shot,
+    )
+    .unwrap();
+    let (_, _, px) = pixels(&shot);
+    let fill = px.iter().filter(|p| close(**p, WORKLOAD_FILL)).count();
+    assert_eq!(fill, 0, "no workload, no box");
+    let _ = std::fs::remove_dir_all(&dir);
+}
