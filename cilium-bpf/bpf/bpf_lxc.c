@@ -138,6 +138,7 @@ int from_container(struct __sk_buff *skb)
 		ct_state = svc_new ? CT_NEW_TRACKED : CT_ESTABLISHED;
 	else
 		ct_state = ct_policy_state(skb, &pi);
+	pi.reply = ct_state == CT_REPLY;
 	ret = policy_enforce(skb, ct_state, &pi, src_id, src_id, local ? dst->lxc_id : 0,
 			     src_label, dst_label);
 	if (ret)
@@ -238,6 +239,7 @@ int to_container(struct __sk_buff *skb)
 	/* Ingress policy for traffic from the stack (the host, other nodes, the world);
 	 * replies of tracked flows pass. */
 	ct_state = ret == 1 ? CT_REPLY : ct_policy_state(skb, &pi);
+	pi.reply = ct_state == CT_REPLY;
 	ret = policy_enforce(skb, ct_state, &pi, dst_id, 0, dst_id, src_label, dst_label);
 	if (ret)
 		return send_drop(skb, ret, METRIC_INGRESS, dst_id, &pi, src_label, dst_label);
@@ -286,6 +288,7 @@ int from_overlay(struct __sk_buff *skb)
 	if (ret > 1)
 		return send_drop(skb, ret, METRIC_INGRESS, dst_id, &pi, src_label, dst_label);
 	ct_state = ret == 1 ? CT_REPLY : ct_policy_state(skb, &pi);
+	pi.reply = ct_state == CT_REPLY;
 	ret = policy_enforce(skb, ct_state, &pi, dst_id, 0, dst_id, src_label, dst_label);
 	if (ret)
 		return send_drop(skb, ret, METRIC_INGRESS, dst_id, &pi, src_label, dst_label);

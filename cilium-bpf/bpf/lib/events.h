@@ -18,7 +18,7 @@ struct pkt_info {
 	__u8 proto;
 	__u8 tcp_flags;
 	__u8 icmp_type;
-	__u8 pad;
+	__u8 reply; /* conntrack saw the packet as a reply (set once the state is known) */
 };
 
 static __always_inline void metrics_add(__u8 reason, __u8 dir, __u32 bytes)
@@ -67,7 +67,7 @@ static __always_inline void emit_event(struct __sk_buff *skb, __u8 type, __u8 su
 	ev->proto = pi->proto;
 	ev->tcp_flags = pi->tcp_flags;
 	ev->icmp_type = pi->icmp_type;
-	ev->reply = 0;
+	ev->reply = pi->reply;
 	ev->ktime = bpf_ktime_get_ns();
 	/* Waking the reader for every record costs more than the rest of the program: wake
 	 * it only once a batch has built up. Readers also poll on a short timer. */
