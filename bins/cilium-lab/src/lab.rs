@@ -104,6 +104,9 @@ pub struct LabState {
     pub etcd_pid: Option<u32>,
     /// The operator's pid.
     pub operator_pid: Option<u32>,
+    /// hubble-relay's pid.
+    #[serde(default)]
+    pub relay_pid: Option<u32>,
     /// The pods.
     pub pods: Vec<LabPod>,
     /// Next ClusterIP to hand out (host part of 10.96.0.0/16).
@@ -257,6 +260,7 @@ impl Lab {
         }
         self.binary("cilium-agent")?;
         let operator = self.binary("cilium-operator")?;
+        let relay = self.binary("hubble-relay")?;
         self.binary("cilium-cni")?;
         std::fs::create_dir_all(&self.dir).map_err(|e| format!("{}: {e}", self.dir.display()))?;
         let mut state = LabState {
@@ -329,6 +333,22 @@ impl Lab {
                 "--leader-election-lease-duration=10s".into(),
             ],
             &self.dir.join("operator.log"),
+        )?);
+        self.save(&state)?;
+        // hubble-relay runs on the control plane, as its pod would: the Observer API on
+        // :4245 and on a socket in the lab dir (what `cilium-lab hubble` uses), the UI on
+        // another socket (what `cilium-lab hubble-ui` forwards to).
+        state.relay_pid = Some(self.daemon(
+            &ctr,
+            &relay,
+            &[
+                format!("--kvstore-opt=etcd.address={ETCD_ADDR}"),
+                format!("--listen-address=unix://{}", self.relay_socket().display()),
+                "--listen-address=:4245".into(),
+                format!("--ui-listen-address=unix://{}", self.ui_socket().display()),
+                "--dial-timeout=2s".into(),
+            ],
+            &self.dir.join("hubble-relay.log"),
         )?);
         self.save(&state)?;
         for i in 0..state.nodes.len() {
@@ -943,21 +963,65 @@ impl Lab {
         Ok(status.code().unwrap_or(1))
     }
 
-    /// `cilium-lab hubble [--node NODE] ARGS`: the hubble CLI against a node's Hubble
-    /// server.
-    pub fn hubble(&self, node: &str, args: &[String]) -> Result<i32, String> {
+    /// hubble-relay's Observer API socket.
+    pub fn relay_socket(&self) -> PathBuf {
+        self.dir.join("hubble-relay.sock")
+    }
+
+    /// The Hubble UI's socket.
+    pub fn ui_socket(&self) -> PathBuf {
+        self.dir.join("hubble-ui.sock")
+    }
+
+    /// `cilium-lab hubble [--node NODE] ARGS`: the hubble CLI against the lab's relay (the
+    /// whole cluster), or one node's Hubble server.
+    pub fn hubble(&self, node: Option<&str>, args: &[String]) -> Result<i32, String> {
         let state = self.require()?;
-        let n = state
-            .nodes
-            .iter()
-            .find(|n| n.name == node)
-            .ok_or_else(|| format!("no node {node:?}"))?;
+        let socket = match node {
+            None => self.relay_socket(),
+            Some(node) => state
+                .nodes
+                .iter()
+                .find(|n| n.name == node)
+                .ok_or_else(|| format!("no node {node:?}"))?
+                .hubble_socket(),
+        };
         let status = Command::new(self.binary("hubble")?)
-            .arg(format!("--server=unix://{}", n.hubble_socket().display()))
+            .arg(format!("--server=unix://{}", socket.display()))
             .args(args)
             .status()
             .map_err(|e| e.to_string())?;
         Ok(status.code().unwrap_or(1))
+    }
+
+    /// Forwards connections to `127.0.0.1:port` (0: any free port) to the Hubble UI, each
+    /// on its own threads, until the process ends; returns the port bound.
+    pub fn forward_ui(&self, port: u16) -> Result<u16, String> {
+        self.require()?;
+        let socket = self.ui_socket();
+        let listener = std::net::TcpListener::bind(("127.0.0.1", port))
+            .map_err(|e| format!("127.0.0.1:{port}: {e}"))?;
+        let bound = listener.local_addr().map_err(|e| e.to_string())?.port();
+        std::thread::spawn(move || {
+            for conn in listener.incoming().flatten() {
+                let Ok(ui) = std::os::unix::net::UnixStream::connect(&socket) else {
+                    continue;
+                };
+                let (Ok(mut conn2), Ok(mut ui2)) = (conn.try_clone(), ui.try_clone()) else {
+                    continue;
+                };
+                let (mut conn, mut ui) = (conn, ui);
+                std::thread::spawn(move || {
+                    let _ = std::io::copy(&mut conn, &mut ui);
+                    let _ = ui.shutdown(std::net::Shutdown::Write);
+                });
+                std::thread::spawn(move || {
+                    let _ = std::io::copy(&mut ui2, &mut conn2);
+                    let _ = conn2.shutdown(std::net::Shutdown::Write);
+                });
+            }
+        });
+        Ok(bound)
     }
 
     /// `cilium-lab down`: stops every process the lab started (by pid, after checking it is
@@ -983,6 +1047,7 @@ impl Lab {
                 .filter_map(|n| n.agent_pid)
                 .map(|p| (p, "cilium-agent")),
         );
+        pids.extend(state.relay_pid.map(|p| (p, "hubble-relay")));
         pids.extend(state.operator_pid.map(|p| (p, "cilium-operator")));
         pids.extend(state.etcd_pid.map(|p| (p, "etcd")));
         for (pid, program) in pids {

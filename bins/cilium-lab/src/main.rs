@@ -97,14 +97,28 @@ enum Cmd {
         #[arg(last = true)]
         args: Vec<String>,
     },
-    /// Run the hubble CLI against a node's Hubble server (`-- observe --last 20 ...`).
+    /// Run the hubble CLI against the lab's hubble-relay, or one node's Hubble server
+    /// (`-- observe --last 20 ...`).
     Hubble {
-        /// The node (default: the control-plane node).
-        #[arg(long, default_value = "k8s-ctr")]
-        node: String,
+        /// Ask this node's Hubble server instead of the relay.
+        #[arg(long)]
+        node: Option<String>,
         /// hubble's arguments.
         #[arg(last = true)]
         args: Vec<String>,
+    },
+    /// Open the Hubble UI: forwards 127.0.0.1:PORT to it until interrupted, or saves a
+    /// screenshot of a namespace's map and flows (headless Chromium) and exits.
+    HubbleUi {
+        /// The local port.
+        #[arg(long, default_value_t = 12000)]
+        port: u16,
+        /// Save a PNG screenshot here instead of serving.
+        #[arg(long)]
+        screenshot: Option<PathBuf>,
+        /// The namespace shown.
+        #[arg(long, default_value = "default")]
+        namespace: String,
     },
     /// Node faults: kill or start a node's agent, remove a node.
     Node {
@@ -238,7 +252,24 @@ fn run(cli: Cli) -> Result<i32, String> {
             Ok(0)
         }
         Cmd::Dbg { node, args } => lab.dbg(&node, &args),
-        Cmd::Hubble { node, args } => lab.hubble(&node, &args),
+        Cmd::Hubble { node, args } => lab.hubble(node.as_deref(), &args),
+        Cmd::HubbleUi {
+            port,
+            screenshot,
+            namespace,
+        } => {
+            let port = lab.forward_ui(if screenshot.is_some() { 0 } else { port })?;
+            let url = format!("http://127.0.0.1:{port}/?namespace={namespace}");
+            if let Some(png) = screenshot {
+                hubble_relay::browser::screenshot(&url, Default::default(), &png)?;
+                println!("{}", png.display());
+                return Ok(0);
+            }
+            println!("Hubble UI at {url} (Ctrl-C stops forwarding)");
+            loop {
+                std::thread::park();
+            }
+        }
         Cmd::Node { action, node } => {
             let mut state = lab.require()?;
             match action.as_str() {
@@ -393,6 +424,30 @@ fn demo(lab: &Lab) -> Result<i32, String> {
             "cilium-lab dbg k8s-ctr -- service list",
             || self_cmd(&["dbg", "k8s-ctr", "--", "service", "list"]),
         )?;
+        step(
+            "Hubble through the relay: the cluster's nodes, then curl-pod's flows on every node",
+            "cilium-lab hubble -- list nodes; cilium-lab hubble -- observe --from-pod default/curl-pod --last 12",
+            || {
+                self_cmd(&["hubble", "--", "list", "nodes"])?;
+                self_cmd(&[
+                    "hubble",
+                    "--",
+                    "observe",
+                    "--from-pod",
+                    "default/curl-pod",
+                    "--last",
+                    "12",
+                ])
+            },
+        )?;
+        if hubble_relay::browser::chromium().is_some() {
+            let png = std::env::temp_dir().join("cilium-lab-hubble-ui.png");
+            step(
+                "The Hubble UI's map of namespace default (headless Chromium; `cilium-lab hubble-ui` serves it on 127.0.0.1:12000)",
+                "cilium-lab hubble-ui --screenshot hubble-ui.png",
+                || self_cmd(&["hubble-ui", "--screenshot", &png.to_string_lossy()]),
+            )?;
+        }
         Ok::<(), String>(())
     })();
     println!("\n### Tear down\n$ cilium-lab down");

@@ -41,7 +41,14 @@ impl Guard {
 
     /// `up` and the seed's manifest.
     fn seed(&self) {
-        let (ok, out) = lab_cmd(self, &["up"]);
+        self.seed_with(&[]);
+    }
+
+    /// `up` with more arguments, and the seed's manifest.
+    fn seed_with(&self, up: &[&str]) {
+        let mut args = vec!["up"];
+        args.extend(up);
+        let (ok, out) = lab_cmd(self, &args);
         assert!(ok, "up: {out}");
         let manifest = self.lab.dir.join("seed.yaml");
         std::fs::write(&manifest, cilium_lab::manifest::SEED).expect("manifest");
@@ -112,6 +119,58 @@ fn curl_webpod(guard: &Guard) -> Option<String> {
     out.lines()
         .find_map(|l| l.strip_prefix("Hostname: "))
         .map(str::to_owned)
+}
+
+/// `cilium-lab hubble-ui --port 0` in the background (stopped by pid on drop).
+struct UiForward {
+    child: std::process::Child,
+    url: String,
+    dir: PathBuf,
+}
+
+impl UiForward {
+    fn start(guard: &Guard) -> UiForward {
+        use std::io::BufRead;
+        let mut child = Command::new(env!("CARGO_BIN_EXE_cilium-lab"))
+            .args(["hubble-ui", "--port", "0"])
+            .env("CILIUM_LAB_DIR", &guard.lab.dir)
+            .env("CILIUM_LAB_PREFIX", &guard.lab.prefix)
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("cilium-lab hubble-ui");
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.take().expect("stdout"))
+            .read_line(&mut line)
+            .expect("the URL line");
+        let url = line
+            .split_whitespace()
+            .find(|w| w.starts_with("http://127.0.0.1:"))
+            .unwrap_or_else(|| panic!("no URL in {line:?}"))
+            .to_owned();
+        let dir = guard.lab.dir.with_extension("ui");
+        std::fs::create_dir_all(&dir).expect("ui dir");
+        UiForward { child, url, dir }
+    }
+
+    /// The page's DOM and a screenshot, as headless Chromium renders them.
+    fn render(&self) -> (String, hubble_relay::browser::Image) {
+        let render = hubble_relay::browser::Render::default();
+        let dom = hubble_relay::browser::dump_dom(&self.url, render).expect("dump the DOM");
+        let png = self.dir.join("map.png");
+        hubble_relay::browser::screenshot(&self.url, render, &png).expect("screenshot");
+        (
+            dom,
+            hubble_relay::browser::Image::open(&png).expect("decode"),
+        )
+    }
+}
+
+impl Drop for UiForward {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
 }
 
 #[test]
@@ -207,6 +266,126 @@ fn privileged_lab_runs_the_seed() {
     let want: BTreeSet<&String> = replicas.iter().map(|(n, _)| n).collect();
     assert_eq!(names, want, "{seen:?}");
 
+    // Hubble through the relay: all three nodes connected; curl-pod's flows seen on every
+    // node with both ends named (remote pods too), its replies marked as replies, and a
+    // server-side filter giving exactly what filtering the whole set gives.
+    let (ok, out) = lab_cmd(&guard, &["hubble", "--", "status"]);
+    assert!(ok && out.contains("Connected Nodes: 3/3"), "{out}");
+    let (ok, out) = lab_cmd(&guard, &["hubble", "--", "list", "nodes"]);
+    assert!(ok, "{out}");
+    let connected: BTreeSet<&str> = out
+        .lines()
+        .filter(|l| l.contains("\tConnected\t"))
+        .filter_map(|l| l.split('\t').next())
+        .collect();
+    assert_eq!(
+        connected,
+        BTreeSet::from(["k8s-ctr", "k8s-w1", "k8s-w2"]),
+        "{out}"
+    );
+    let observe = |args: &[&str]| -> Vec<Value> {
+        let mut all = vec!["hubble", "--", "observe", "--last", "20000", "-o", "json"];
+        all.extend(args);
+        let (ok, out) = lab_cmd(&guard, &all);
+        assert!(ok, "{args:?}: {out}");
+        out.lines()
+            .filter(|l| l.starts_with('{'))
+            .map(|l| serde_json::from_str::<Value>(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+            .filter_map(|v| v.get("flow").cloned())
+            .collect()
+    };
+    let from_curl = observe(&["--from-pod", "default/curl-pod"]);
+    let nodes: BTreeSet<&str> = from_curl
+        .iter()
+        .filter_map(|f| f["node_name"].as_str())
+        .collect();
+    assert_eq!(nodes, BTreeSet::from(["k8s-ctr", "k8s-w1", "k8s-w2"]));
+    assert!(
+        from_curl.iter().any(|f| f["node_name"] == "k8s-ctr"
+            && f["destination"]["pod_name"]
+                .as_str()
+                .is_some_and(|p| p.starts_with("webpod-"))
+            && f["destination"]["identity"].as_u64() == Some(id_of[&replicas[0].0])),
+        "k8s-ctr names the remote webpods"
+    );
+    let to_curl = observe(&["--to-pod", "default/curl-pod"]);
+    assert!(!to_curl.is_empty());
+    assert!(
+        to_curl.iter().all(|f| f["is_reply"] == true),
+        "everything to curl-pod is a reply: {:?}",
+        to_curl.iter().find(|f| f["is_reply"] != true)
+    );
+    let everything = observe(&[]);
+    let key = |f: &Value| {
+        format!(
+            "{}|{}|{}",
+            f["time"], f["node_name"], f["trace_observation_point"]
+        )
+    };
+    let want: BTreeSet<String> = everything
+        .iter()
+        .filter(|f| {
+            f["source"]["pod_name"] == "curl-pod"
+                && f["source"]["namespace"] == "default"
+                && f["l4"]["TCP"]["destination_port"] == 80
+        })
+        .map(key)
+        .collect();
+    let got: BTreeSet<String> = observe(&[
+        "--from-pod",
+        "default/curl-pod",
+        "--to-port",
+        "80",
+        "--protocol",
+        "tcp",
+    ])
+    .iter()
+    .map(key)
+    .collect();
+    assert!(!want.is_empty());
+    assert_eq!(
+        got, want,
+        "the relay's filtered flows are exactly the matching ones"
+    );
+
+    // The Hubble UI, as a browser draws it through `cilium-lab hubble-ui`: curl and webpod
+    // (both replicas) on the map, joined by a green edge, their boxes painted.
+    let ui = UiForward::start(&guard);
+    let (dom, image) = ui.render();
+    let workloads = hubble_relay::browser::elements(&dom, "<g class=\"workload\"");
+    let by_name: BTreeMap<&str, &BTreeMap<String, String>> = workloads
+        .iter()
+        .map(|w| (w["data-name"].as_str(), w))
+        .collect();
+    assert_eq!(by_name["curl"]["data-pods"], "curl-pod", "{dom}");
+    let web_pods: BTreeSet<&str> = by_name["webpod"]["data-pods"].split(' ').collect();
+    assert_eq!(
+        web_pods,
+        replicas
+            .iter()
+            .map(|(n, _)| n.as_str())
+            .collect::<BTreeSet<_>>()
+    );
+    for name in ["curl", "webpod"] {
+        let share = image.share_in_box(
+            &by_name[name]["data-page-box"],
+            hubble_relay::ui::WORKLOAD_FILL,
+        );
+        assert!(share > 0.5, "{name}'s box is painted ({share})");
+    }
+    let edges = hubble_relay::browser::elements(&dom, "<line class=\"edge");
+    assert!(
+        edges.iter().any(|e| e["data-from"] == "curl"
+            && e["data-to"] == "webpod"
+            && e["data-dropped"] == "false"),
+        "{edges:?}"
+    );
+    assert_eq!(
+        image.count(hubble_relay::ui::DROPPED_EDGE),
+        0,
+        "no red before the policy"
+    );
+
     // A policy that lets only app=other reach webpod denies curl-pod; removing it restores.
     let policy = guard.lab.dir.join("deny.yaml");
     std::fs::write(
@@ -292,6 +471,28 @@ fn privileged_lab_runs_the_seed() {
         })
         .collect();
     assert!(compact.contains("Policy denied DROPPED"), "{compact}");
+    // The relay has the drops too, and the UI's edge turns red.
+    let dropped = observe(&["--verdict", "DROPPED", "--from-pod", "default/curl-pod"]);
+    assert!(
+        !dropped.is_empty()
+            && dropped
+                .iter()
+                .all(|f| f["drop_reason_desc"] == "POLICY_DENIED"),
+        "{dropped:?}"
+    );
+    let (dom, image) = ui.render();
+    let edges = hubble_relay::browser::elements(&dom, "<line class=\"edge");
+    assert!(
+        edges.iter().any(|e| e["data-from"] == "curl"
+            && e["data-to"] == "webpod"
+            && e["data-dropped"] == "true"),
+        "{edges:?}"
+    );
+    assert!(
+        image.count(hubble_relay::ui::DROPPED_EDGE) > 100,
+        "the edge is red"
+    );
+    drop(ui);
     let (ok, out) = lab_cmd(&guard, &["delete", "-f", policy.to_str().unwrap()]);
     assert!(ok && out.contains("deleted"), "{out}");
     let deadline = Instant::now() + Duration::from_secs(15);
@@ -342,6 +543,16 @@ fn privileged_lab_runs_the_seed() {
     assert!(!etc, "/etc/netns entries left");
 }
 
+/// A child process killed (by its pid) when dropped.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 fn pods_by_name(guard: &Guard) -> BTreeMap<String, Value> {
     json_items(guard, "pods")
         .into_iter()
@@ -358,10 +569,82 @@ fn privileged_lab_survives_faults() {
     }
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let guard = Guard::new("f");
-    guard.seed();
+    // Small Hubble rings, so that a bounded flood overruns them.
+    let config = guard.lab.dir.with_extension("config.yaml");
+    std::fs::write(&config, "hubble-event-buffer-capacity: \"63\"\n").unwrap();
+    guard.seed_with(&["--config", config.to_str().unwrap()]);
+    let _ = std::fs::remove_file(&config);
     assert!(
         curl_webpod(&guard).is_some(),
         "curl webpod before the faults"
+    );
+
+    // A flood of events beyond the ring's capacity: a follower of k8s-ctr's flows is told
+    // it lost events, and Hubble keeps serving.
+    let follower = Command::new(env!("CARGO_BIN_EXE_cilium-lab"))
+        .args([
+            "hubble", "--node", "k8s-ctr", "--", "observe", "--follow", "-o", "json",
+        ])
+        .env("CILIUM_LAB_DIR", &guard.lab.dir)
+        .env("CILIUM_LAB_PREFIX", &guard.lab.prefix)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("hubble observe --follow");
+    let mut follower = KillOnDrop(follower);
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    let stdout = follower.0.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    std::thread::sleep(Duration::from_secs(1));
+    let web_ip = pods_by_name(&guard)
+        .iter()
+        .find(|(n, _)| n.starts_with("webpod-"))
+        .and_then(|(_, p)| p["status"]["podIP"].as_str().map(str::to_owned))
+        .expect("a webpod IP");
+    let (ok, out) = lab_cmd(
+        &guard,
+        &[
+            "exec", "curl-pod", "--", "ping", "-f", "-q", "-c", "3000", "-w", "15", &web_ip,
+        ],
+    );
+    assert!(ok, "ping flood: {out}");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut lost = None;
+    while lost.is_none() && Instant::now() < deadline {
+        if let Ok(line) = rx.recv_timeout(Duration::from_millis(500))
+            && line.contains("\"lost_events\"")
+        {
+            lost = Some(line);
+        }
+    }
+    let lost = lost.expect("the follower was told it lost events");
+    let lost: Value = serde_json::from_str(&lost).unwrap();
+    assert!(
+        lost["lost_events"]["num_events_lost"].as_u64().unwrap() > 0,
+        "{lost}"
+    );
+    drop(follower);
+    let (ok, out) = lab_cmd(&guard, &["hubble", "--", "status"]);
+    assert!(ok && out.contains("Connected Nodes: 3/3"), "{out}");
+    let (ok, out) = lab_cmd(
+        &guard,
+        &[
+            "hubble", "--node", "k8s-ctr", "--", "observe", "--last", "5", "-o", "json",
+        ],
+    );
+    assert!(
+        ok && out.lines().filter(|l| l.contains("\"flow\"")).count() == 5,
+        "{out}"
     );
 
     // etcd away for 30 s: forwarding goes on, the agents say so, and resync after.
@@ -440,6 +723,11 @@ fn privileged_lab_survives_faults() {
     assert!(!before.is_empty());
     let (ok, out) = lab_cmd(&guard, &["node", "kill-agent", "k8s-w1"]);
     assert!(ok, "{out}");
+    // The relay reports the node and serves the others.
+    let (ok, out) = lab_cmd(&guard, &["hubble", "--", "status"]);
+    assert!(ok && out.contains("Connected Nodes: 2/3"), "{out}");
+    let (ok, out) = lab_cmd(&guard, &["hubble", "--", "observe", "--last", "3"]);
+    assert!(ok && out.contains("NODE_UNAVAILABLE: k8s-w1"), "{out}");
     for _ in 0..10 {
         assert!(
             curl_webpod(&guard).is_some(),

@@ -13,7 +13,7 @@ use cilium_hubble::flow::{Endpoint, Flow, NoNames};
 use cilium_hubble::observer::{FlowSource, Listen, ObserverService, serve};
 use cilium_hubble::relay::{Peer, Relay, RelayOptions};
 use cilium_hubble::ring::{Read as RingRead, Ring};
-use hubble_relay::browser::{self, Render};
+use hubble_relay::browser::{self, Image, Render, elements};
 use hubble_relay::ui::{DROPPED_EDGE, WORKLOAD_FILL};
 
 struct Node(String, std::sync::Mutex<Ring<Flow>>);
@@ -79,45 +79,6 @@ fn http_get(addr: &str, path: &str) -> (u16, String) {
         .map(|(_, b)| b.to_owned())
         .unwrap();
     (code, body)
-}
-
-/// The attributes of each `<g class="workload" ...>` or `<line class="edge..." ...>`.
-fn elements(dom: &str, start: &str) -> Vec<std::collections::BTreeMap<String, String>> {
-    dom.match_indices(start)
-        .map(|(i, _)| {
-            let tag = &dom[i..i + dom[i..].find('>').unwrap()];
-            let mut attrs = std::collections::BTreeMap::new();
-            let mut rest = tag;
-            while let Some(eq) = rest.find("=\"") {
-                let key = rest[..eq].rsplit(' ').next().unwrap().to_owned();
-                let after = &rest[eq + 2..];
-                let end = after.find('"').unwrap();
-                attrs.insert(key, after[..end].to_owned());
-                rest = &after[end + 1..];
-            }
-            attrs
-        })
-        .collect()
-}
-
-fn pixels(png_path: &std::path::Path) -> (u32, u32, Vec<[u8; 3]>) {
-    let decoder = png::Decoder::new(std::io::BufReader::new(
-        std::fs::File::open(png_path).unwrap(),
-    ));
-    let mut reader = decoder.read_info().unwrap();
-    let mut buf = vec![0; reader.output_buffer_size().unwrap()];
-    let info = reader.next_frame(&mut buf).unwrap();
-    let step = info.color_type.samples();
-    assert_eq!(info.bit_depth, png::BitDepth::Eight);
-    let px = buf[..info.buffer_size()]
-        .chunks(step)
-        .map(|c| [c[0], c[1], c[2]])
-        .collect();
-    (info.width, info.height, px)
-}
-
-fn close(a: [u8; 3], b: [u8; 3]) -> bool {
-    a.iter().zip(b).all(|(x, y)| x.abs_diff(y) <= 3)
 }
 
 #[test]
@@ -243,28 +204,17 @@ fn the_ui_draws_the_namespace_map_and_flows() {
     if let Some(keep) = std::env::var_os("CRS_KEEP_SCREENSHOT") {
         std::fs::copy(&shot, keep).unwrap();
     }
-    let (w, h, px) = pixels(&shot);
-    assert_eq!((w, h), render.size);
-    let at = |x: u32, y: u32| px[(y * w + x) as usize];
+    let image = Image::open(&shot).unwrap();
+    assert_eq!((image.width, image.height), render.size);
     for wl in &workloads {
-        let b: Vec<u32> = wl["data-page-box"]
-            .split(',')
-            .map(|n| n.parse().unwrap())
-            .collect();
-        let (mut fill, mut total) = (0, 0);
-        for y in b[1]..b[1] + b[3] {
-            for x in b[0]..b[0] + b[2] {
-                total += 1;
-                fill += u32::from(close(at(x, y), WORKLOAD_FILL));
-            }
-        }
+        let share = image.share_in_box(&wl["data-page-box"], WORKLOAD_FILL);
         assert!(
-            fill * 10 > total * 5,
-            "{}: {fill} of {total} pixels in its box have the box colour",
+            share > 0.5,
+            "{}: {share} of the pixels in its box have the box colour",
             wl["data-name"]
         );
     }
-    let red = px.iter().filter(|p| close(**p, DROPPED_EDGE)).count();
+    let red = image.count(DROPPED_EDGE);
     assert!(red > 100, "the dropped edge is red ({red} pixels)");
 
     // An empty namespace: no box anywhere.
@@ -274,8 +224,7 @@ fn the_ui_draws_the_namespace_map_and_flows() {
         &shot,
     )
     .unwrap();
-    let (_, _, px) = pixels(&shot);
-    let fill = px.iter().filter(|p| close(**p, WORKLOAD_FILL)).count();
+    let fill = Image::open(&shot).unwrap().count(WORKLOAD_FILL);
     assert_eq!(fill, 0, "no workload, no box");
     let _ = std::fs::remove_dir_all(&dir);
 }
