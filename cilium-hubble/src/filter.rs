@@ -47,6 +47,8 @@ pub struct FlowFilter {
     pub node_name: Vec<String>,
     /// Traffic directions.
     pub traffic_direction: Vec<TrafficDirection>,
+    /// Drop reasons by name (`POLICY_DENIED`).
+    pub drop_reason_desc: Vec<String>,
 }
 
 fn pod_matches(ep: &Endpoint, wanted: &str) -> bool {
@@ -112,6 +114,9 @@ impl FlowFilter {
             && any(&self.reply, |r| *r == flow.is_reply)
             && any(&self.node_name, |n| *n == flow.node_name)
             && any(&self.traffic_direction, |d| *d == flow.traffic_direction)
+            && any(&self.drop_reason_desc, |d| {
+                flow.drop_reason_desc.as_deref() == Some(d.as_str())
+            })
     }
 }
 

@@ -266,6 +266,42 @@ pub trait Resolver {
     fn endpoint(&self, id: u16, ip: Ipv4Addr, identity: u32) -> Endpoint;
 }
 
+/// A resolver from tables, as a node knows them at one moment: pods by IP (endpoint id,
+/// namespace, pod name; id 0 for another node's pod) and identities' labels. An IP
+/// without a pod takes the namespace its identity's labels give.
+#[derive(Debug, Clone, Default)]
+pub struct Names {
+    /// Pods by IP: (endpoint id on this node or 0, namespace, pod name).
+    pub pods: std::collections::HashMap<Ipv4Addr, (u16, String, String)>,
+    /// Identities' labels (`source:key=value`).
+    pub labels: std::collections::HashMap<u32, Vec<String>>,
+}
+
+impl Resolver for Names {
+    fn endpoint(&self, id: u16, ip: Ipv4Addr, identity: u32) -> Endpoint {
+        let mut ep = Endpoint {
+            id,
+            identity,
+            labels: self.labels.get(&identity).cloned().unwrap_or_default(),
+            ..Endpoint::default()
+        };
+        if let Some((local_id, ns, pod)) = self.pods.get(&ip) {
+            if *local_id != 0 {
+                ep.id = *local_id;
+            }
+            ep.namespace.clone_from(ns);
+            ep.pod_name.clone_from(pod);
+        } else if let Some(ns) = ep
+            .labels
+            .iter()
+            .find_map(|l| l.strip_prefix("k8s:io.kubernetes.pod.namespace="))
+        {
+            ep.namespace = ns.to_owned();
+        }
+        ep
+    }
+}
+
 /// A resolver that knows only what the event says.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct NoNames;

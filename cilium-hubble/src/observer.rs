@@ -6,8 +6,9 @@
 //!
 //! `GetFlows` answers with the newest `number` flows (`first`: the oldest) that pass the
 //! allowlist and denylist and fall between `since` and `until`; with `follow` it goes on
-//! with every new flow, and reports the flows a slow reader lost as `lost_events` instead
-//! of stalling the node.
+//! with every new flow (without `number`, from the request on, or from `since` when
+//! given), and reports the flows a slow reader lost as `lost_events` instead of stalling
+//! the node (and the events the datapath could not queue, as the agent counts them).
 
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
@@ -287,6 +288,28 @@ pub fn filter_from(p: &proto::flow::FlowFilter) -> Result<FlowFilter, Status> {
         ("http_method", p.http_method.is_empty()),
         ("http_path", p.http_path.is_empty()),
         ("ip_version", p.ip_version.is_empty()),
+        ("tcp_flags", p.tcp_flags.is_empty()),
+        ("source_workload", p.source_workload.is_empty()),
+        ("destination_workload", p.destination_workload.is_empty()),
+        ("trace_id", p.trace_id.is_empty()),
+        ("http_url", p.http_url.is_empty()),
+        ("http_header", p.http_header.is_empty()),
+        ("source_ip_xlated", p.source_ip_xlated.is_empty()),
+        ("interface", p.interface.is_empty()),
+        ("node_labels", p.node_labels.is_empty()),
+        ("source_cluster_name", p.source_cluster_name.is_empty()),
+        (
+            "destination_cluster_name",
+            p.destination_cluster_name.is_empty(),
+        ),
+        ("ip_trace_id", p.ip_trace_id.is_empty()),
+        ("encrypted", p.encrypted.is_empty()),
+        (
+            "experimental.cel_expression",
+            p.experimental
+                .as_ref()
+                .is_none_or(|e| e.cel_expression.is_empty()),
+        ),
     ];
     if let Some((name, _)) = unsupported.iter().find(|(_, empty)| !empty) {
         return Err(Status::unimplemented(format!(
@@ -351,6 +374,15 @@ pub fn filter_from(p: &proto::flow::FlowFilter) -> Result<FlowFilter, Status> {
             .iter()
             .map(|d| direction_of(*d))
             .collect(),
+        drop_reason_desc: p
+            .drop_reason_desc
+            .iter()
+            .map(|d| {
+                proto::flow::DropReason::try_from(*d)
+                    .map(|r| r.as_str_name().to_owned())
+                    .map_err(|_| Status::invalid_argument(format!("drop_reason_desc {d}")))
+            })
+            .collect::<Result<_, _>>()?,
     })
 }
 
@@ -418,7 +450,8 @@ impl<S: FlowSource> proto::observer::observer_server::Observer for ObserverServi
         let first = source.read_from(0);
         let mut matching: Vec<Flow> = first.items.into_iter().filter(|f| wanted(f)).collect();
         let number = usize::try_from(req.number).unwrap_or(usize::MAX);
-        if req.number > 0 || !req.follow {
+        // Following without a number starts from now, unless `since` asks for the past.
+        if req.number > 0 || !req.follow || since.is_some() {
             let n = if req.number == 0 {
                 matching.len()
             } else {
@@ -608,15 +641,27 @@ impl Listen {
     }
 }
 
+/// The name under which the health service (`grpc.health.v1.Health`) reports the
+/// Observer API as serving.
+pub const HEALTH_SERVICE: &str = "hubble.server.Observer";
+
 /// Serves an Observer implementation ([`ObserverService`] for a node, the relay for a
 /// cluster) on a bound listener until the task is dropped.
 pub async fn serve<T>(service: T, listener: Listener) -> std::io::Result<()>
 where
     T: proto::observer::observer_server::Observer,
 {
-    let router = tonic::transport::Server::builder().add_service(
-        proto::observer::observer_server::ObserverServer::new(service),
-    );
+    // Hubble's CLI asks the standard health service about `hubble.server.Observer`
+    // before `hubble status`.
+    let (reporter, health) = tonic_health::server::health_reporter();
+    reporter
+        .set_service_status(HEALTH_SERVICE, tonic_health::ServingStatus::Serving)
+        .await;
+    let router = tonic::transport::Server::builder()
+        .add_service(health)
+        .add_service(proto::observer::observer_server::ObserverServer::new(
+            service,
+        ));
     match listener {
         Listener::Unix(l) => {
             router
@@ -638,6 +683,29 @@ pub type Client = proto::observer::observer_client::ObserverClient<tonic::transp
 /// Connects to an Observer API server: `unix://PATH`, or `HOST:PORT` (optionally with
 /// `tcp://` or `http://` in front), giving up after `timeout`.
 pub async fn connect(server: &str, timeout: Duration) -> Result<Client, String> {
+    channel(server, timeout).await.map(Client::new)
+}
+
+/// The health of an Observer API server as its health service reports it
+/// ([`HEALTH_SERVICE`]): `Ok` when serving.
+pub async fn check_health(server: &str, timeout: Duration) -> Result<(), String> {
+    let mut health =
+        tonic_health::pb::health_client::HealthClient::new(channel(server, timeout).await?);
+    let answer = health
+        .check(tonic_health::pb::HealthCheckRequest {
+            service: HEALTH_SERVICE.to_owned(),
+        })
+        .await
+        .map_err(|e| format!("health check of {server}: {}", e.message()))?
+        .into_inner();
+    match answer.status() {
+        tonic_health::pb::health_check_response::ServingStatus::Serving => Ok(()),
+        other => Err(format!("health check of {server}: {}", other.as_str_name())),
+    }
+}
+
+/// A gRPC channel to `server` (the forms of [`connect`]).
+pub async fn channel(server: &str, timeout: Duration) -> Result<tonic::transport::Channel, String> {
     let fail =
         |e: &dyn std::fmt::Display| format!("cannot connect to the Hubble server {server}: {e}");
     let channel = if let Some(path) = server.strip_prefix("unix://") {
@@ -667,5 +735,5 @@ pub async fn connect(server: &str, timeout: Duration) -> Result<Client, String> 
             .await
             .map_err(|e| fail(&e))?
     };
-    Ok(Client::new(channel))
+    Ok(channel)
 }

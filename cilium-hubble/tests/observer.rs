@@ -38,6 +38,26 @@ async fn observer_serves_filters_follows_and_reports_loss() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let mut client = client.expect("the server answers");
+    // The standard health service says the Observer is serving (Hubble's CLI asks it).
+    cilium_hubble::observer::check_health(
+        &format!("unix://{}", socket.display()),
+        Duration::from_secs(2),
+    )
+    .await
+    .expect("healthy");
+    // A filter field this server does not evaluate is refused by name, even one the
+    // decoder would otherwise have dropped.
+    let err = client
+        .get_flows(GetFlowsRequest {
+            whitelist: vec![FlowFilter {
+                tcp_flags: vec![Default::default()],
+                ..FlowFilter::default()
+            }],
+            ..GetFlowsRequest::default()
+        })
+        .await
+        .unwrap_err();
+    assert!(err.message().contains("tcp_flags"), "{err}");
 
     // The last two flows, then only the dropped one.
     let mut stream = client
@@ -78,6 +98,29 @@ async fn observer_serves_filters_follows_and_reports_loss() {
     }
     assert_eq!(got.len(), 1);
     assert_eq!(got[0].verdict, Verdict::Dropped);
+    let by_reason = |reason: i32| {
+        let mut client = client.clone();
+        async move {
+            let mut stream = client
+                .get_flows(GetFlowsRequest {
+                    whitelist: vec![FlowFilter {
+                        drop_reason_desc: vec![reason],
+                        ..FlowFilter::default()
+                    }],
+                    ..GetFlowsRequest::default()
+                })
+                .await
+                .expect("get flows")
+                .into_inner();
+            let mut n = 0;
+            while let Some(item) = stream.message().await.expect("stream") {
+                n += usize::from(matches!(item.response_types, Some(ResponseTypes::Flow(_))));
+            }
+            n
+        }
+    };
+    assert_eq!(by_reason(133).await, 1, "POLICY_DENIED");
+    assert_eq!(by_reason(181).await, 0, "POLICY_DENY");
     assert_eq!(got[0].drop_reason_desc.as_deref(), Some("POLICY_DENIED"));
     assert_eq!(
         got[0],

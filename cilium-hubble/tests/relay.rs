@@ -160,10 +160,17 @@ async fn relay_merges_nodes_and_reports_the_down_one() {
     );
     assert_eq!(nodes[1].address, peers[1].address);
 
-    // Follow: new flows on two nodes, written out of time order, come out in time order.
+    // Follow: new flows on two nodes, written out of time order, come out in time order
+    // (`since` second 100: the flows written before each node's stream opens count too).
     let mut stream = client
         .get_flows(GetFlowsRequest {
             follow: true,
+            since: cilium_hubble::observer::parse_time(&flow_at("x", 0, 100, false).time).map(
+                |ns| prost_types::Timestamp {
+                    seconds: (ns / 1_000_000_000) as i64,
+                    nanos: 0,
+                },
+            ),
             ..GetFlowsRequest::default()
         })
         .await

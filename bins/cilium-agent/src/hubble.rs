@@ -7,13 +7,12 @@
 //! as it fills, and events the kernel could not queue are the datapath's own loss.
 
 use std::collections::HashMap;
-use std::net::Ipv4Addr;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use cilium_bpf::maps::EventReader;
-use cilium_hubble::flow::{Endpoint, Flow, Resolver};
+use cilium_hubble::flow::{Flow, Names};
 use cilium_hubble::ring::Ring;
 
 use crate::metrics::Metrics;
@@ -83,37 +82,6 @@ impl cilium_hubble::observer::FlowSource for Observer {
     }
 }
 
-/// The node's names at one moment: endpoints by IP and identities' labels.
-struct Names {
-    by_ip: HashMap<Ipv4Addr, (u16, String, String)>,
-    labels: HashMap<u32, Vec<String>>,
-}
-
-impl Resolver for Names {
-    fn endpoint(&self, id: u16, ip: Ipv4Addr, identity: u32) -> Endpoint {
-        let mut ep = Endpoint {
-            id,
-            identity,
-            labels: self.labels.get(&identity).cloned().unwrap_or_default(),
-            ..Endpoint::default()
-        };
-        if let Some((local_id, ns, pod)) = self.by_ip.get(&ip) {
-            if *local_id != 0 {
-                ep.id = *local_id;
-            }
-            ep.namespace = ns.clone();
-            ep.pod_name = pod.clone();
-        } else if let Some(ns) = ep
-            .labels
-            .iter()
-            .find_map(|l| l.strip_prefix("k8s:io.kubernetes.pod.namespace="))
-        {
-            ep.namespace = ns.to_owned();
-        }
-        ep
-    }
-}
-
 async fn names(node: &Node) -> Names {
     // Other nodes' pods (endpoint id 0 here: the id is theirs), then this node's.
     let mut by_ip: HashMap<_, _> = node
@@ -135,7 +103,10 @@ async fn names(node: &Node) -> Names {
         .unwrap_or_default()
         .into_iter()
         .collect();
-    Names { by_ip, labels }
+    Names {
+        pods: by_ip,
+        labels,
+    }
 }
 
 /// Reads events until the process ends (every 100 ms: the datapath wakes readers only
@@ -193,9 +164,9 @@ pub async fn run(
             // local endpoint or a pod identity the cache does not know, at most every 250 ms.
             let unknown = events.iter().flatten().any(|e| {
                 ((e.src_endpoint != 0 || e.src_identity >= 256)
-                    && !cached.by_ip.contains_key(&e.saddr))
+                    && !cached.pods.contains_key(&e.saddr))
                     || ((e.dst_endpoint != 0 || e.dst_identity >= 256)
-                        && !cached.by_ip.contains_key(&e.daddr))
+                        && !cached.pods.contains_key(&e.daddr))
             });
             if (unknown && refreshed.elapsed() > Duration::from_millis(250))
                 || refreshed.elapsed() > Duration::from_secs(2)

@@ -472,12 +472,17 @@ fn privileged_lab_runs_the_seed() {
         .collect();
     assert!(compact.contains("Policy denied DROPPED"), "{compact}");
     // The relay has the drops too, and the UI's edge turns red.
-    let dropped = observe(&["--verdict", "DROPPED", "--from-pod", "default/curl-pod"]);
+    let dropped = observe(&[
+        "--drop-reason-desc",
+        "POLICY_DENIED",
+        "--from-pod",
+        "default/curl-pod",
+    ]);
     assert!(
         !dropped.is_empty()
             && dropped
                 .iter()
-                .all(|f| f["drop_reason_desc"] == "POLICY_DENIED"),
+                .all(|f| f["verdict"] == "DROPPED" && f["drop_reason_desc"] == "POLICY_DENIED"),
         "{dropped:?}"
     );
     let (dom, image) = ui.render();

@@ -108,6 +108,9 @@ struct Observe {
     /// Protocols: tcp, udp, icmp.
     #[arg(long)]
     protocol: Vec<String>,
+    /// Drop reasons by name (`POLICY_DENIED`, ...).
+    #[arg(long)]
+    drop_reason_desc: Vec<String>,
     /// Show the flows that do NOT match the selection.
     #[arg(long)]
     not: bool,
@@ -203,6 +206,14 @@ fn request(o: &Observe) -> Result<GetFlowsRequest, String> {
     }
     for t in &o.event_type {
         base.event_type.push(event_type(t)?);
+    }
+    for d in &o.drop_reason_desc {
+        let reason = cilium_hubble::proto::flow::DropReason::from_str_name(&d.to_uppercase())
+            .filter(|r| *r as i32 != 0)
+            .ok_or_else(|| {
+                format!("--drop-reason-desc {d}: not a drop reason this datapath reports")
+            })?;
+        base.drop_reason_desc.push(reason as i32);
     }
     let pods: Vec<String> = o
         .pod
@@ -352,6 +363,8 @@ async fn run(cli: Cli) -> Result<(), String> {
                 .await
                 .map_err(|e| e.message().to_owned())?
                 .into_inner();
+            cilium_hubble::observer::check_health(&cli.server, std::time::Duration::from_secs(5))
+                .await?;
             println!("Healthcheck (via {}): Ok", cli.server);
             let pct = if s.max_flows == 0 {
                 0.0

@@ -37,6 +37,8 @@ fn without_a_server_hubble_says_so() {
         "MAYBE",
     ]);
     assert!(!ok && err.contains("--verdict MAYBE"), "{err}");
+    let (ok, err) = hubble(&["observe", "--drop-reason-desc", "GREMLINS"]);
+    assert!(!ok && err.contains("--drop-reason-desc GREMLINS"), "{err}");
     let (ok, err) = hubble(&["observe", "--since", "yesterday-ish"]);
     assert!(!ok && err.contains("--since"), "{err}");
 }
