@@ -372,13 +372,13 @@ fn run(cli: Cli) -> Result<String, String> {
         }
         Top::Endpoint { command } => {
             return match command {
-                EndpointCmd::List { out } => {
-                    let list = api.call("GET", "/endpoint", None).map_err(|e| e.0)?;
-                    Ok(match out.output {
-                        Some(Output::Json) => format!("{list:#}\n"),
-                        None => agent::grid(&agent::ENDPOINT_HEADER, &agent::endpoint_rows(&list)),
-                    })
-                }
+                EndpointCmd::List { out } => list_or_json(
+                    &api,
+                    "/endpoint",
+                    &out,
+                    &agent::ENDPOINT_HEADER,
+                    agent::endpoint_rows,
+                ),
                 EndpointCmd::Get { id, .. } => {
                     let ep = api
                         .call("GET", &format!("/endpoint/{id}"), None)
@@ -389,13 +389,13 @@ fn run(cli: Cli) -> Result<String, String> {
         }
         Top::Service { command } => {
             return match command {
-                ServiceCmd::List { out } => {
-                    let list = api.call("GET", "/service", None).map_err(|e| e.0)?;
-                    Ok(match out.output {
-                        Some(Output::Json) => format!("{list:#}\n"),
-                        None => agent::grid(&agent::SERVICE_HEADER, &agent::service_rows(&list)),
-                    })
-                }
+                ServiceCmd::List { out } => list_or_json(
+                    &api,
+                    "/service",
+                    &out,
+                    &agent::SERVICE_HEADER,
+                    agent::service_rows,
+                ),
                 ServiceCmd::Get { id, .. } => {
                     let svc = api
                         .call("GET", &format!("/service/{id}"), None)
@@ -673,6 +673,21 @@ fn grid_or_json(header: &[&str], rows: &[Vec<Vec<String>>], out: &OutputArg) -> 
 }
 
 /// The metrics text: the API returns it as text, not JSON.
+/// A list from the agent: its JSON with `-o json`, else a grid of `rows(list)`.
+fn list_or_json(
+    api: &cilium_dbg::client::Client,
+    path: &str,
+    out: &OutputArg,
+    header: &[&str],
+    rows: fn(&serde_json::Value) -> Vec<Vec<Vec<String>>>,
+) -> Result<String, String> {
+    let list = api.call("GET", path, None).map_err(|e| e.0)?;
+    Ok(match out.output {
+        Some(Output::Json) => format!("{list:#}\n"),
+        None => agent::grid(header, &rows(&list)),
+    })
+}
+
 fn metrics_text(api: &cilium_dbg::client::Client) -> Result<String, String> {
     api.call_text("GET", "/metrics/").map_err(|e| e.0)
 }
