@@ -84,6 +84,7 @@ fn names() -> Names {
                 )
             })
             .collect(),
+        ..Names::default()
     }
 }
 

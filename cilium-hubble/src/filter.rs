@@ -9,7 +9,7 @@ use std::net::Ipv4Addr;
 
 use serde::{Deserialize, Serialize};
 
-use crate::flow::{Endpoint, Flow, TrafficDirection, Verdict};
+use crate::flow::{Endpoint, Flow, Service, TrafficDirection, Verdict};
 
 /// One filter (the fields of `flow.FlowFilter` this implementation knows).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -23,6 +23,10 @@ pub struct FlowFilter {
     pub source_pod: Vec<String>,
     /// Destination pods.
     pub destination_pod: Vec<String>,
+    /// Source Services: `namespace/name-prefix`, or a name prefix in any namespace.
+    pub source_service: Vec<String>,
+    /// Destination Services.
+    pub destination_service: Vec<String>,
     /// Source labels (`key=value` or `source:key=value`; a key alone: the key is set).
     pub source_label: Vec<String>,
     /// Destination labels.
@@ -61,6 +65,14 @@ fn pod_matches(ep: &Endpoint, wanted: &str) -> bool {
     }
 }
 
+fn service_matches(svc: Option<&Service>, wanted: &str) -> bool {
+    let Some(svc) = svc else { return false };
+    match wanted.split_once('/') {
+        Some((ns, prefix)) => svc.namespace == ns && svc.name.starts_with(prefix),
+        None => svc.name.starts_with(wanted),
+    }
+}
+
 fn label_matches(ep: &Endpoint, wanted: &str) -> bool {
     let strip = |l: &str| {
         l.split_once(':')
@@ -93,6 +105,12 @@ impl FlowFilter {
             && any(&self.destination_ip, |ip| *ip == flow.ip.destination)
             && any(&self.source_pod, |p| pod_matches(&flow.source, p))
             && any(&self.destination_pod, |p| pod_matches(&flow.destination, p))
+            && any(&self.source_service, |s| {
+                service_matches(flow.source_service.as_ref(), s)
+            })
+            && any(&self.destination_service, |s| {
+                service_matches(flow.destination_service.as_ref(), s)
+            })
             && any(&self.source_label, |l| label_matches(&flow.source, l))
             && any(&self.destination_label, |l| {
                 label_matches(&flow.destination, l)

@@ -200,6 +200,15 @@ pub struct Endpoint {
     pub pod_name: String,
 }
 
+/// A Kubernetes Service one side of a flow is the frontend of (`flow.Service`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Service {
+    /// Name.
+    pub name: String,
+    /// Namespace.
+    pub namespace: String,
+}
+
 fn is_zero16(v: &u16) -> bool {
     *v == 0
 }
@@ -244,6 +253,12 @@ pub struct Flow {
     pub node_name: String,
     /// The event behind it.
     pub event_type: EventType,
+    /// The Service whose frontend the source is (a reply from a ClusterIP).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_service: Option<Service>,
+    /// The Service whose frontend the destination is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub destination_service: Option<Service>,
     /// Direction relative to the endpoint that emitted the event.
     pub traffic_direction: TrafficDirection,
     /// Where a forwarded packet was seen (`TO_ENDPOINT`, `TO_STACK`, ...).
@@ -264,6 +279,11 @@ pub struct Flow {
 pub trait Resolver {
     /// The endpoint behind a local endpoint id or an IP, with its identity's labels.
     fn endpoint(&self, id: u16, ip: Ipv4Addr, identity: u32) -> Endpoint;
+    /// The Service whose frontend `ip:port` is, if any.
+    fn service(&self, ip: Ipv4Addr, port: u16) -> Option<Service> {
+        let _ = (ip, port);
+        None
+    }
 }
 
 /// A resolver from tables, as a node knows them at one moment: pods by IP (endpoint id,
@@ -275,6 +295,8 @@ pub struct Names {
     pub pods: std::collections::HashMap<Ipv4Addr, (u16, String, String)>,
     /// Identities' labels (`source:key=value`).
     pub labels: std::collections::HashMap<u32, Vec<String>>,
+    /// Services by frontend address and port.
+    pub services: std::collections::HashMap<(Ipv4Addr, u16), Service>,
 }
 
 impl Resolver for Names {
@@ -299,6 +321,10 @@ impl Resolver for Names {
             ep.namespace = ns.to_owned();
         }
         ep
+    }
+
+    fn service(&self, ip: Ipv4Addr, port: u16) -> Option<Service> {
+        self.services.get(&(ip, port)).cloned()
     }
 }
 
@@ -402,6 +428,7 @@ impl Flow {
             }),
             _ => None,
         };
+        let ports = l4.as_ref().and_then(Layer4::ports);
         let direction = if let EventKind::PolicyVerdict { ingress, .. } = ev.kind {
             if ingress {
                 TrafficDirection::Ingress
@@ -448,6 +475,8 @@ impl Flow {
             destination: names.endpoint(ev.dst_endpoint, ev.daddr, ev.dst_identity),
             flow_type: "L3_L4".into(),
             node_name: node.to_owned(),
+            source_service: ports.and_then(|(sp, _)| names.service(ev.saddr, sp)),
+            destination_service: ports.and_then(|(_, dp)| names.service(ev.daddr, dp)),
             event_type: EventType {
                 kind: event_kind,
                 sub_type,
@@ -464,13 +493,18 @@ impl Flow {
         }
     }
 
-    /// `namespace/pod` of a side, or its IP when it is not a pod.
-    fn side(ep: &Endpoint, ip: Ipv4Addr, port: Option<u16>) -> String {
-        let base = if ep.pod_name.is_empty() {
-            ip.to_string()
-        } else {
-            format!("{}/{}", ep.namespace, ep.pod_name)
-        };
+    /// How Hubble names one side of a flow: `namespace/pod`, else `namespace/service` when
+    /// it is a Service's frontend, else its IP.
+    pub fn side_name(ep: &Endpoint, svc: Option<&Service>, ip: Ipv4Addr) -> String {
+        match svc {
+            _ if !ep.pod_name.is_empty() => format!("{}/{}", ep.namespace, ep.pod_name),
+            Some(s) => format!("{}/{}", s.namespace, s.name),
+            None => ip.to_string(),
+        }
+    }
+
+    fn side(ep: &Endpoint, svc: Option<&Service>, ip: Ipv4Addr, port: Option<u16>) -> String {
+        let base = Flow::side_name(ep, svc, ip);
         match port {
             Some(p) => format!("{base}:{p}"),
             None => base,
@@ -481,8 +515,18 @@ impl Flow {
     /// `Nov 27 03:10:14.123: default/curl-pod:43210 (ID:257) -> default/webpod-x:80 (ID:256) to-endpoint FORWARDED (TCP Flags: SYN)`.
     pub fn compact(&self) -> String {
         let ports = self.l4.as_ref().and_then(Layer4::ports);
-        let src = Flow::side(&self.source, self.ip.source, ports.map(|p| p.0));
-        let dst = Flow::side(&self.destination, self.ip.destination, ports.map(|p| p.1));
+        let src = Flow::side(
+            &self.source,
+            self.source_service.as_ref(),
+            self.ip.source,
+            ports.map(|p| p.0),
+        );
+        let dst = Flow::side(
+            &self.destination,
+            self.destination_service.as_ref(),
+            self.ip.destination,
+            ports.map(|p| p.1),
+        );
         let what = match self.event_type.kind {
             1 => self.drop_reason.map_or_else(
                 || "drop".to_owned(),
@@ -509,11 +553,22 @@ impl Flow {
             (_, Verdict::Dropped) => "DROPPED",
             _ => "UNKNOWN",
         };
+        // Reserved identities by name, others by number; a reply is printed from the
+        // side that answers, with the arrow flipped (as Hubble prints them).
+        let id = |i: u32| {
+            cilium_core::NumericIdentity::new(i)
+                .reserved_name()
+                .map_or_else(|| format!("(ID:{i})"), |n| format!("({n})"))
+        };
+        let (src_id, dst_id) = (id(self.source.identity), id(self.destination.identity));
+        let (left, left_id, arrow, right, right_id) = if self.is_reply {
+            (dst, dst_id, "<-", src, src_id)
+        } else {
+            (src, src_id, "->", dst, dst_id)
+        };
         format!(
-            "{}: {src} (ID:{}) -> {dst} (ID:{}) {what} {verdict} ({})",
+            "{}: {left} {left_id} {arrow} {right} {right_id} {what} {verdict} ({})",
             compact_time(&self.time),
-            self.source.identity,
-            self.destination.identity,
             self.summary
         )
     }

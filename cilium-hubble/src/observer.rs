@@ -140,6 +140,20 @@ fn endpoint_from(ep: Option<proto::flow::Endpoint>) -> flow::Endpoint {
     }
 }
 
+fn service_to(s: &flow::Service) -> proto::flow::Service {
+    proto::flow::Service {
+        name: s.name.clone(),
+        namespace: s.namespace.clone(),
+    }
+}
+
+fn service_from(s: proto::flow::Service) -> flow::Service {
+    flow::Service {
+        name: s.name,
+        namespace: s.namespace,
+    }
+}
+
 /// A flow in Hubble's protobuf form.
 pub fn to_proto(f: &Flow) -> proto::flow::Flow {
     use proto::flow::layer4::Protocol;
@@ -191,6 +205,8 @@ pub fn to_proto(f: &Flow) -> proto::flow::Flow {
         destination: Some(endpoint_to(&f.destination)),
         r#type: 1,
         node_name: f.node_name.clone(),
+        source_service: f.source_service.as_ref().map(service_to),
+        destination_service: f.destination_service.as_ref().map(service_to),
         event_type: Some(proto::flow::CiliumEventType {
             r#type: i32::from(f.event_type.kind),
             sub_type: i32::from(f.event_type.sub_type),
@@ -260,6 +276,8 @@ pub fn from_proto(p: proto::flow::Flow) -> Flow {
         destination: endpoint_from(p.destination),
         flow_type: "L3_L4".into(),
         node_name: p.node_name,
+        source_service: p.source_service.map(service_from),
+        destination_service: p.destination_service.map(service_from),
         event_type: flow::EventType {
             kind: u8::try_from(event.r#type).unwrap_or(0),
             sub_type: u8::try_from(event.sub_type).unwrap_or(0),
@@ -280,9 +298,7 @@ pub fn filter_from(p: &proto::flow::FlowFilter) -> Result<FlowFilter, Status> {
     let unsupported = [
         ("uuid", p.uuid.is_empty()),
         ("source_fqdn", p.source_fqdn.is_empty()),
-        ("source_service", p.source_service.is_empty()),
         ("destination_fqdn", p.destination_fqdn.is_empty()),
-        ("destination_service", p.destination_service.is_empty()),
         ("http_status_code", p.http_status_code.is_empty()),
         ("dns_query", p.dns_query.is_empty()),
         ("http_method", p.http_method.is_empty()),
@@ -349,6 +365,8 @@ pub fn filter_from(p: &proto::flow::FlowFilter) -> Result<FlowFilter, Status> {
         destination_ip: ips(&p.destination_ip, "destination_ip")?,
         source_pod: p.source_pod.clone(),
         destination_pod: p.destination_pod.clone(),
+        source_service: p.source_service.clone(),
+        destination_service: p.destination_service.clone(),
         source_label: p.source_label.clone(),
         destination_label: p.destination_label.clone(),
         source_identity: p.source_identity.clone(),

@@ -161,3 +161,55 @@ fn filters_and_within_or_across_and_deny_wins() {
     let key_only = f(|x| x.source_label = vec!["app".into()]);
     assert!(key_only.matches(&flow));
 }
+
+#[test]
+fn a_service_frontend_is_named_shown_and_filtered() {
+    let mut names = crate::flow::Names::default();
+    names.pods.insert(
+        Ipv4Addr::new(172, 20, 0, 10),
+        (12, "default".into(), "curl-pod".into()),
+    );
+    names.services.insert(
+        (Ipv4Addr::new(10, 96, 0, 10), 80),
+        crate::flow::Service {
+            name: "webpod".into(),
+            namespace: "default".into(),
+        },
+    );
+    // A reply from the ClusterIP, after reverse NAT, delivered to curl-pod.
+    let mut ev = crate::example_event();
+    ev.saddr = Ipv4Addr::new(10, 96, 0, 10);
+    ev.sport = 80;
+    ev.daddr = Ipv4Addr::new(172, 20, 0, 10);
+    ev.dport = 43210;
+    ev.is_reply = true;
+    let flow = Flow::from_event(&ev, T, "k8s-ctr", &names);
+    let svc = flow.source_service.clone().expect("the frontend is named");
+    assert_eq!(
+        (svc.namespace.as_str(), svc.name.as_str()),
+        ("default", "webpod")
+    );
+    assert_eq!(flow.destination_service, None);
+    assert!(
+        flow.compact()
+            .contains(": default/curl-pod:43210 (ID:256) <- default/webpod:80 (ID:257) "),
+        "{}",
+        flow.compact()
+    );
+    let by = |s: &str| FlowFilter {
+        source_service: vec![s.into()],
+        ..FlowFilter::default()
+    };
+    assert!(passes(&flow, &[by("default/web")], &[]));
+    assert!(passes(&flow, &[by("webpod")], &[]));
+    assert!(!passes(&flow, &[by("kube-system/webpod")], &[]));
+    let to = FlowFilter {
+        destination_service: vec!["webpod".into()],
+        ..FlowFilter::default()
+    };
+    assert!(!passes(&flow, &[to], &[]));
+    // Through protobuf and back.
+    let back = crate::observer::from_proto(crate::observer::to_proto(&flow));
+    assert_eq!(back.source_service, flow.source_service);
+    assert_eq!(back.compact(), flow.compact());
+}

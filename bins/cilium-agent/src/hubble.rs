@@ -103,9 +103,27 @@ async fn names(node: &Node) -> Names {
         .unwrap_or_default()
         .into_iter()
         .collect();
+    // Services by frontend, for flows to or from a ClusterIP (`<namespace>/<name>`).
+    let services = node
+        .services()
+        .await
+        .into_iter()
+        .filter_map(|(_, svc)| {
+            let (namespace, name) = svc.name.split_once('/')?;
+            let std::net::IpAddr::V4(ip) = svc.frontend.address else {
+                return None;
+            };
+            let service = cilium_hubble::flow::Service {
+                name: name.to_owned(),
+                namespace: namespace.to_owned(),
+            };
+            Some(((ip, svc.frontend.port), service))
+        })
+        .collect();
     Names {
         pods: by_ip,
         labels,
+        services,
     }
 }
 

@@ -315,6 +315,18 @@ fn privileged_lab_runs_the_seed() {
         "everything to curl-pod is a reply: {:?}",
         to_curl.iter().find(|f| f["is_reply"] != true)
     );
+    // Replies from the ClusterIP name the Service (server-side filter on it, too).
+    let from_service = observe(&["--from-service", "default/webpod"]);
+    assert!(
+        !from_service.is_empty(),
+        "replies from the webpod ClusterIP"
+    );
+    assert!(
+        from_service.iter().all(|f| f["source_service"]
+            == serde_json::json!({"name": "webpod", "namespace": "default"})
+            && f["destination"]["pod_name"] == "curl-pod"),
+        "{from_service:?}"
+    );
     let everything = observe(&[]);
     let key = |f: &Value| {
         format!(

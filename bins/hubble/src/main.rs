@@ -69,6 +69,15 @@ struct Observe {
     /// Flows to a pod.
     #[arg(long)]
     to_pod: Vec<String>,
+    /// Flows from or to a Service's frontend (`[namespace/]name-prefix`).
+    #[arg(long)]
+    service: Vec<String>,
+    /// Flows from a Service's frontend.
+    #[arg(long)]
+    from_service: Vec<String>,
+    /// Flows to a Service's frontend.
+    #[arg(long)]
+    to_service: Vec<String>,
     /// Flows from or to pods of a namespace.
     #[arg(short = 'n', long)]
     namespace: Vec<String>,
@@ -192,6 +201,8 @@ fn request(o: &Observe) -> Result<GetFlowsRequest, String> {
     let mut base = FlowFilter {
         source_pod: o.from_pod.clone(),
         destination_pod: o.to_pod.clone(),
+        source_service: o.from_service.clone(),
+        destination_service: o.to_service.clone(),
         source_label: o.from_label.clone(),
         destination_label: o.to_label.clone(),
         source_ip: o.from_ip.clone(),
@@ -221,19 +232,24 @@ fn request(o: &Observe) -> Result<GetFlowsRequest, String> {
         .cloned()
         .chain(o.namespace.iter().map(|ns| format!("{ns}/")))
         .collect();
-    let bidirectional =
-        !(pods.is_empty() && o.ip.is_empty() && o.label.is_empty() && o.port.is_empty());
+    let bidirectional = !(pods.is_empty()
+        && o.ip.is_empty()
+        && o.label.is_empty()
+        && o.port.is_empty()
+        && o.service.is_empty());
     let filters = if bidirectional {
         let mut from = base.clone();
         from.source_pod.extend(pods.iter().cloned());
         from.source_ip.extend(o.ip.iter().cloned());
         from.source_label.extend(o.label.iter().cloned());
         from.source_port.extend(o.port.iter().cloned());
+        from.source_service.extend(o.service.iter().cloned());
         let mut to = base;
         to.destination_pod.extend(pods);
         to.destination_ip.extend(o.ip.iter().cloned());
         to.destination_label.extend(o.label.iter().cloned());
         to.destination_port.extend(o.port.iter().cloned());
+        to.destination_service.extend(o.service.iter().cloned());
         vec![from, to]
     } else if base == FlowFilter::default() {
         Vec::new()
@@ -271,18 +287,15 @@ fn request(o: &Observe) -> Result<GetFlowsRequest, String> {
 }
 
 fn table_row(f: &Flow) -> String {
-    let side = |ep: &cilium_hubble::flow::Endpoint, ip: std::net::Ipv4Addr| {
-        if ep.pod_name.is_empty() {
-            ip.to_string()
-        } else {
-            format!("{}/{}", ep.namespace, ep.pod_name)
-        }
-    };
     format!(
         "{}\t{}\t{}\t{}\t{}\t{}",
         cilium_hubble::flow::compact_time(&f.time),
-        side(&f.source, f.ip.source),
-        side(&f.destination, f.ip.destination),
+        Flow::side_name(&f.source, f.source_service.as_ref(), f.ip.source),
+        Flow::side_name(
+            &f.destination,
+            f.destination_service.as_ref(),
+            f.ip.destination
+        ),
         f.trace_observation_point
             .as_deref()
             .unwrap_or("-")
