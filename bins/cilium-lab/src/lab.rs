@@ -120,6 +120,19 @@ pub struct LabState {
     pub tunnel: bool,
 }
 
+impl LabState {
+    /// The index of node `name`, or an error listing the nodes there are.
+    pub fn node_index(&self, name: &str) -> Result<usize, String> {
+        self.nodes
+            .iter()
+            .position(|n| n.name == name)
+            .ok_or_else(|| {
+                let names: Vec<&str> = self.nodes.iter().map(|n| n.name.as_str()).collect();
+                format!("no node {name:?} (nodes: {})", names.join(", "))
+            })
+    }
+}
+
 fn now() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -406,12 +419,8 @@ impl Lab {
 
     /// Kills a node's agent (SIGKILL), as a crash would.
     pub fn kill_agent(&self, state: &mut LabState, node: &str) -> Result<(), String> {
-        let n = state
-            .nodes
-            .iter_mut()
-            .find(|n| n.name == node)
-            .ok_or_else(|| format!("no node {node:?}"))?;
-        if let Some(pid) = n.agent_pid.take() {
+        let i = state.node_index(node)?;
+        if let Some(pid) = state.nodes[i].agent_pid.take() {
             Self::kill(pid, "cilium-agent");
         }
         self.save(state)
@@ -481,11 +490,7 @@ impl Lab {
     /// operator frees its CIDR; the other agents drop their routes to it and the services
     /// their backends on it), its namespaces go.
     pub fn remove_node(&self, state: &mut LabState, node: &str) -> Result<(), String> {
-        let i = state
-            .nodes
-            .iter()
-            .position(|n| n.name == node)
-            .ok_or_else(|| format!("no node {node:?}"))?;
+        let i = state.node_index(node)?;
         if i == 0 {
             return Err("k8s-ctr holds etcd and the operator: it cannot be removed".into());
         }
@@ -943,17 +948,7 @@ impl Lab {
     /// `cilium-lab dbg NODE -- ARGS`: cilium-dbg against that node's agent and maps.
     pub fn dbg(&self, node: &str, args: &[String]) -> Result<i32, String> {
         let state = self.require()?;
-        let n = state.nodes.iter().find(|n| n.name == node).ok_or_else(|| {
-            format!(
-                "no node {node:?} (nodes: {})",
-                state
-                    .nodes
-                    .iter()
-                    .map(|n| n.name.as_str())
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            )
-        })?;
+        let n = &state.nodes[state.node_index(node)?];
         let status = Command::new(self.binary("cilium-dbg")?)
             .arg(format!("--host=unix://{}", n.socket().display()))
             .arg(format!("--bpf-root={}", n.bpffs.display()))
@@ -979,12 +974,7 @@ impl Lab {
         let state = self.require()?;
         let socket = match node {
             None => self.relay_socket(),
-            Some(node) => state
-                .nodes
-                .iter()
-                .find(|n| n.name == node)
-                .ok_or_else(|| format!("no node {node:?}"))?
-                .hubble_socket(),
+            Some(node) => state.nodes[state.node_index(node)?].hubble_socket(),
         };
         let status = Command::new(self.binary("hubble")?)
             .arg(format!("--server=unix://{}", socket.display()))

@@ -275,11 +275,7 @@ fn run(cli: Cli) -> Result<i32, String> {
             match action.as_str() {
                 "kill-agent" => lab.kill_agent(&mut state, &node)?,
                 "start-agent" => {
-                    let i = state
-                        .nodes
-                        .iter()
-                        .position(|n| n.name == node)
-                        .ok_or_else(|| format!("no node {node:?}"))?;
+                    let i = state.node_index(&node)?;
                     lab.start_agent(&mut state, i)?;
                     lab.wait_agent(&state.nodes[i])?;
                 }
