@@ -41,6 +41,67 @@ pub trait FlowSource: Send + Sync + 'static {
     }
 }
 
+/// A node's flows in memory, as the Observer API serves them: a ring of the last flows
+/// (what a reader of the datapath's events fills) and the count of events the datapath
+/// could not queue.
+#[derive(Debug)]
+pub struct RingSource {
+    node: String,
+    started: std::time::Instant,
+    ring: std::sync::Mutex<crate::ring::Ring<Flow>>,
+    /// Events the datapath could not queue since the source started (the reader sets it).
+    pub datapath_lost: std::sync::atomic::AtomicU64,
+}
+
+impl RingSource {
+    /// The flows of node `node`, keeping `capacity` of them (2^n - 1).
+    pub fn new(node: &str, capacity: usize) -> Result<Self, crate::ring::BadCapacity> {
+        Ok(RingSource {
+            node: node.to_owned(),
+            started: std::time::Instant::now(),
+            ring: std::sync::Mutex::new(crate::ring::Ring::new(capacity)?),
+            datapath_lost: std::sync::atomic::AtomicU64::new(0),
+        })
+    }
+
+    fn ring(&self) -> std::sync::MutexGuard<'_, crate::ring::Ring<Flow>> {
+        self.ring.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Adds a flow (the oldest goes when the ring is full).
+    pub fn push(&self, flow: Flow) {
+        self.ring().push(flow);
+    }
+
+    /// Adds flows at once: a reader sees all of them or none.
+    pub fn push_all(&self, flows: impl IntoIterator<Item = Flow>) {
+        let mut ring = self.ring();
+        for f in flows {
+            ring.push(f);
+        }
+    }
+}
+
+impl FlowSource for RingSource {
+    fn node_name(&self) -> String {
+        self.node.clone()
+    }
+    fn read_from(&self, from: u64) -> Read<Flow> {
+        self.ring().read_from(from)
+    }
+    fn status(&self) -> (usize, usize, u64) {
+        let r = self.ring();
+        (r.len(), r.capacity(), r.written())
+    }
+    fn uptime(&self) -> Duration {
+        self.started.elapsed()
+    }
+    fn datapath_lost(&self) -> u64 {
+        self.datapath_lost
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
 /// Nanoseconds since the Unix epoch of a flow's RFC 3339 time (as [`flow::rfc3339`]
 /// writes it); `None` for another form.
 pub fn parse_time(rfc: &str) -> Option<u128> {
@@ -637,6 +698,20 @@ pub enum Listener {
     Unix(tokio::net::UnixListener),
     /// On TCP.
     Tcp(tokio::net::TcpListener),
+}
+
+impl Listener {
+    /// The address bound (a TCP port 0 resolved to the port the kernel chose).
+    pub fn address(&self) -> std::io::Result<Listen> {
+        match self {
+            Listener::Tcp(l) => l.local_addr().map(Listen::Tcp),
+            Listener::Unix(l) => l
+                .local_addr()?
+                .as_pathname()
+                .map(|p| Listen::Unix(p.to_owned()))
+                .ok_or_else(|| std::io::Error::other("an unnamed unix socket")),
+        }
+    }
 }
 
 impl Listen {

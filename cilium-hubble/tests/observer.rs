@@ -13,8 +13,6 @@ use cilium_hubble::proto::observer::get_flows_response::ResponseTypes;
 
 mod support;
 
-use support::Source;
-
 fn flow(port: u16, dropped: bool) -> Flow {
     support::flow_at("k8s-w1", port, 14, dropped)
 }
@@ -23,11 +21,11 @@ fn flow(port: u16, dropped: bool) -> Flow {
 async fn observer_serves_filters_follows_and_reports_loss() {
     let dir = std::env::temp_dir().join(format!("crs-hubble-{}", std::process::id()));
     let socket = dir.join("hubble.sock");
-    let source = Source::new("k8s-w1", 7);
+    let source = support::source("k8s-w1", 7);
     for port in [80, 81, 82] {
         source.push(flow(port, port == 81));
     }
-    let (server, _) = source.serve(&format!("unix://{}", socket.display())).await;
+    let (server, _) = support::serve_on(&source, &format!("unix://{}", socket.display())).await;
     let mut client = None;
     for _ in 0..50 {
         let server = format!("unix://{}", socket.display());
@@ -173,12 +171,7 @@ async fn observer_serves_filters_follows_and_reports_loss() {
         }
         other => panic!("{other:?}"),
     }
-    {
-        let mut ring = source.ring.lock().unwrap();
-        for p in 100..127 {
-            ring.push(flow(p, false));
-        }
-    }
+    source.push_all((100..127).map(|p| flow(p, false)));
     let item = tokio::time::timeout(Duration::from_secs(5), stream.message())
         .await
         .unwrap()
@@ -192,7 +185,9 @@ async fn observer_serves_filters_follows_and_reports_loss() {
         other => panic!("expected lost events, got {other:?}"),
     }
     // The datapath could not queue 7 events: followers are told where they were lost.
-    source.lost.store(7, std::sync::atomic::Ordering::Relaxed);
+    source
+        .datapath_lost
+        .store(7, std::sync::atomic::Ordering::Relaxed);
     let lost = loop {
         let item = tokio::time::timeout(Duration::from_secs(5), stream.message())
             .await

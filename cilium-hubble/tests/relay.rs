@@ -14,7 +14,7 @@ use cilium_hubble::proto::observer::get_flows_response::ResponseTypes;
 use cilium_hubble::proto::observer::{GetFlowsRequest, GetNodesRequest, ServerStatusRequest};
 use cilium_hubble::proto::relay::NodeState;
 use cilium_hubble::relay::{Peer, Relay, RelayOptions};
-use support::{Source, flow_at};
+use support::flow_at;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn relay_merges_nodes_and_reports_the_down_one() {
@@ -23,12 +23,12 @@ async fn relay_merges_nodes_and_reports_the_down_one() {
     let mut servers = Vec::new();
     let mut sources = Vec::new();
     for (i, name) in ["k8s-ctr", "k8s-w1", "k8s-w2"].into_iter().enumerate() {
-        let source = Source::new(name, 63);
+        let source = support::source(name, 63);
         for k in 0..3u64 {
             let second = i as u64 + 3 * k;
             source.push(flow_at(name, 8000 + second as u16, second, false));
         }
-        let (task, address) = source.serve("127.0.0.1:0").await;
+        let (task, address) = support::serve_on(&source, "127.0.0.1:0").await;
         peers.push(Peer {
             name: name.into(),
             address,
@@ -57,10 +57,7 @@ async fn relay_merges_nodes_and_reports_the_down_one() {
         .bind()
         .await
         .unwrap();
-    let relay_address = match &listener {
-        cilium_hubble::observer::Listener::Tcp(l) => l.local_addr().unwrap().to_string(),
-        cilium_hubble::observer::Listener::Unix(_) => unreachable!(),
-    };
+    let relay_address = listener.address().unwrap().to_string();
     let served = tokio::spawn(serve(relay.clone(), listener));
     let mut client = connect(&relay_address, Duration::from_secs(2))
         .await

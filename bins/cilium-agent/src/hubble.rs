@@ -8,79 +8,17 @@
 
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use cilium_bpf::maps::EventReader;
 use cilium_hubble::flow::{Flow, Names};
-use cilium_hubble::ring::Ring;
 
 use crate::metrics::Metrics;
 use crate::node::Node;
 
-/// The flows a node keeps.
-#[derive(Debug)]
-pub struct Observer {
-    node: String,
-    started: std::time::Instant,
-    ring: Mutex<Ring<Flow>>,
-    /// Records that did not decode.
-    pub invalid: std::sync::atomic::AtomicU64,
-    /// Events the datapath could not queue since the observer started.
-    pub datapath_lost: std::sync::atomic::AtomicU64,
-}
-
-impl Observer {
-    /// An observer of node `node` keeping `capacity` flows (2^n - 1).
-    pub fn new(node: &str, capacity: usize) -> Result<Self, String> {
-        Ok(Observer {
-            node: node.to_owned(),
-            started: std::time::Instant::now(),
-            ring: Mutex::new(Ring::new(capacity).map_err(|e| e.to_string())?),
-            invalid: std::sync::atomic::AtomicU64::new(0),
-            datapath_lost: std::sync::atomic::AtomicU64::new(0),
-        })
-    }
-
-    fn ring(&self) -> std::sync::MutexGuard<'_, Ring<Flow>> {
-        self.ring.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// The last `n` flows, oldest first.
-    pub fn last(&self, n: usize) -> Vec<Flow> {
-        self.ring().last(n)
-    }
-
-    /// (flows held, capacity, flows ever seen).
-    pub fn status(&self) -> (usize, usize, u64) {
-        let r = self.ring();
-        (r.len(), r.capacity(), r.written())
-    }
-
-    /// Adds a flow.
-    pub fn push(&self, flow: Flow) {
-        self.ring().push(flow);
-    }
-}
-
-impl cilium_hubble::observer::FlowSource for Observer {
-    fn node_name(&self) -> String {
-        self.node.clone()
-    }
-    fn read_from(&self, from: u64) -> cilium_hubble::ring::Read<Flow> {
-        self.ring().read_from(from)
-    }
-    fn status(&self) -> (usize, usize, u64) {
-        Observer::status(self)
-    }
-    fn uptime(&self) -> Duration {
-        self.started.elapsed()
-    }
-    fn datapath_lost(&self) -> u64 {
-        self.datapath_lost
-            .load(std::sync::atomic::Ordering::Relaxed)
-    }
-}
+/// The flows a node keeps (the library's in-memory source; the reader below fills it).
+pub type Observer = cilium_hubble::observer::RingSource;
 
 async fn names(node: &Node) -> Names {
     // Other nodes' pods (endpoint id 0 here: the id is theirs), then this node's.
@@ -192,6 +130,8 @@ pub async fn run(
                 cached = names(&node).await;
                 refreshed = std::time::Instant::now();
             }
+            let mut undecodable = None;
+            let mut flows = Vec::with_capacity(events.len());
             for ev in events {
                 match ev {
                     Ok(ev) => {
@@ -202,14 +142,19 @@ pub async fn run(
                             &cached,
                         );
                         metrics.count_flow(&flow);
-                        observer.push(flow);
+                        flows.push(flow);
                     }
-                    Err(_) => {
-                        observer
-                            .invalid
-                            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    Err(e) => {
+                        let (n, _) = undecodable.get_or_insert((0u32, e.to_string()));
+                        *n += 1;
                     }
                 }
+            }
+            observer.push_all(flows);
+            if let Some((n, error)) = undecodable {
+                eprintln!(
+                    "level=warning subsys=hubble msg=\"skipping datapath events that do not decode\" count={n} error=\"{error}\""
+                );
             }
         }
         tokio::time::sleep(Duration::from_millis(100)).await;

@@ -34,7 +34,7 @@ pub mod service;
 
 use std::collections::BTreeMap;
 
-use cilium_hubble::observer::{Listen, ObserverService};
+use cilium_hubble::observer::{FlowSource, Listen, ObserverService};
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::sync::{Arc, RwLock};
@@ -88,10 +88,10 @@ impl Agent {
             tokio::spawn(cluster::run(node.clone(), config.clone()));
         }
         let hubble = if config.enable_hubble && options.datapath {
-            let observer = Arc::new(hubble::Observer::new(
-                &node.name,
-                config.hubble_event_buffer_capacity,
-            )?);
+            let observer = Arc::new(
+                hubble::Observer::new(&node.name, config.hubble_event_buffer_capacity)
+                    .map_err(|e| e.to_string())?,
+            );
             tokio::spawn(hubble::run(
                 node.clone(),
                 observer.clone(),

@@ -10,29 +10,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use cilium_hubble::flow::{Endpoint, Flow, NoNames};
-use cilium_hubble::observer::{FlowSource, Listen, ObserverService, serve};
+use cilium_hubble::observer::{Listen, ObserverService, RingSource, serve};
 use cilium_hubble::relay::{Peer, Relay, RelayOptions};
-use cilium_hubble::ring::{Read as RingRead, Ring};
 use hubble_relay::browser::{self, Image, Render, elements};
 use hubble_relay::ui::{DROPPED_EDGE, WORKLOAD_FILL};
-
-struct Node(String, std::sync::Mutex<Ring<Flow>>);
-
-impl FlowSource for Node {
-    fn node_name(&self) -> String {
-        self.0.clone()
-    }
-    fn read_from(&self, from: u64) -> RingRead<Flow> {
-        self.1.lock().unwrap().read_from(from)
-    }
-    fn status(&self) -> (usize, usize, u64) {
-        let r = self.1.lock().unwrap();
-        (r.len(), r.capacity(), r.written())
-    }
-    fn uptime(&self) -> Duration {
-        Duration::from_secs(1)
-    }
-}
 
 fn pod(ns: &str, name: &str, app: &str, identity: u32) -> Endpoint {
     Endpoint {
@@ -115,23 +96,15 @@ fn the_ui_draws_the_namespace_map_and_flows() {
     let (ui_addr, _guard) = rt.block_on(async {
         let mut peers = Vec::new();
         for (name, flows) in nodes {
-            let node = Arc::new(Node(
-                name.into(),
-                std::sync::Mutex::new(Ring::new(63).unwrap()),
-            ));
-            for f in flows {
-                node.1.lock().unwrap().push(f);
-            }
+            let node = Arc::new(RingSource::new(name, 63).unwrap());
+            node.push_all(flows);
             let listener = "127.0.0.1:0"
                 .parse::<Listen>()
                 .unwrap()
                 .bind()
                 .await
                 .unwrap();
-            let address = match &listener {
-                cilium_hubble::observer::Listener::Tcp(l) => l.local_addr().unwrap().to_string(),
-                cilium_hubble::observer::Listener::Unix(_) => unreachable!(),
-            };
+            let address = listener.address().unwrap().to_string();
             tokio::spawn(serve(ObserverService::new(node), listener));
             peers.push(Peer {
                 name: name.into(),

@@ -1,73 +1,37 @@
 // SPDX-License-Identifier: Apache-2.0
 
-//! A node's flow source for the API tests: a ring the test fills, a counter of datapath
-//! losses the test sets, and a server for it on a real socket.
+//! For the API tests: a node's flow source served on a real socket, and flows at known
+//! times.
 
 #![allow(dead_code, unreachable_pub)]
 
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::sync::Arc;
 
 use cilium_hubble::flow::{Flow, NoNames};
-use cilium_hubble::observer::{FlowSource, Listen, ObserverService, serve};
-use cilium_hubble::ring::{Read, Ring};
+use cilium_hubble::observer::{Listen, ObserverService, RingSource, serve};
 
-/// A node's flows, as a test writes them.
-pub struct Source {
-    pub name: String,
-    pub ring: Mutex<Ring<Flow>>,
-    pub lost: AtomicU64,
+/// An empty source of node `name` keeping `capacity` flows.
+pub fn source(name: &str, capacity: usize) -> Arc<RingSource> {
+    Arc::new(RingSource::new(name, capacity).expect("capacity"))
 }
 
-impl Source {
-    /// An empty source named `name` keeping `capacity` flows.
-    pub fn new(name: &str, capacity: usize) -> Arc<Self> {
-        Arc::new(Source {
-            name: name.to_owned(),
-            ring: Mutex::new(Ring::new(capacity).unwrap()),
-            lost: AtomicU64::new(0),
-        })
-    }
-
-    /// Adds a flow.
-    pub fn push(&self, f: Flow) {
-        self.ring.lock().unwrap().push(f);
-    }
-
-    /// Serves the source on `listen`; returns the task and the address bound.
-    pub async fn serve(self: &Arc<Self>, listen: &str) -> (tokio::task::JoinHandle<()>, String) {
-        let listen: Listen = listen.parse().unwrap();
-        let listener = listen.bind().await.expect("bind");
-        let address = match &listener {
-            cilium_hubble::observer::Listener::Tcp(l) => l.local_addr().unwrap().to_string(),
-            cilium_hubble::observer::Listener::Unix(_) => listen.to_string(),
-        };
-        let service = ObserverService::new(self.clone());
-        let task = tokio::spawn(async move {
-            let _ = serve(service, listener).await;
-        });
-        (task, address)
-    }
-}
-
-impl FlowSource for Source {
-    fn node_name(&self) -> String {
-        self.name.clone()
-    }
-    fn read_from(&self, from: u64) -> Read<Flow> {
-        self.ring.lock().unwrap().read_from(from)
-    }
-    fn status(&self) -> (usize, usize, u64) {
-        let r = self.ring.lock().unwrap();
-        (r.len(), r.capacity(), r.written())
-    }
-    fn uptime(&self) -> Duration {
-        Duration::from_secs(5)
-    }
-    fn datapath_lost(&self) -> u64 {
-        self.lost.load(Ordering::Relaxed)
-    }
+/// Serves `source` on `listen`; returns the task and the address bound.
+pub async fn serve_on(
+    source: &Arc<RingSource>,
+    listen: &str,
+) -> (tokio::task::JoinHandle<()>, String) {
+    let listener = listen
+        .parse::<Listen>()
+        .unwrap()
+        .bind()
+        .await
+        .expect("bind");
+    let address = listener.address().expect("bound").to_string();
+    let service = ObserverService::new(source.clone());
+    let task = tokio::spawn(async move {
+        let _ = serve(service, listener).await;
+    });
+    (task, address)
 }
 
 /// A flow of node `node` to port `port` at second `second` of a fixed minute (dropped by
