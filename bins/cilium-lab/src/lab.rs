@@ -502,16 +502,8 @@ impl Lab {
             .cloned()
             .collect();
         for pod in &pods {
-            if let Some(pid) = pod.pid {
-                Self::kill(pid, "cilium-lab");
-            }
-            let _ = run(&["ip", "netns", "del", &pod.netns]);
-            let dir = Path::new("/etc/netns").join(&pod.netns);
-            let _ = std::fs::remove_dir_all(&dir);
-            state.etc_netns.retain(|d| d != &dir);
-            state.namespaces.retain(|n| n != &pod.netns);
+            Self::forget_pod(state, pod);
         }
-        state.pods.retain(|p| p.node != node);
         self.save(state)?;
         let keys: Vec<String> = pods
             .iter()
@@ -903,15 +895,7 @@ impl Lab {
             .cloned()
             .ok_or_else(|| format!("no node {}", pod.node))?;
         self.cni("DEL", &node, &pod.namespace, &pod.name, &pod.netns)?;
-        if let Some(pid) = pod.pid {
-            Self::kill(pid, "cilium-lab");
-        }
-        let _ = run(&["ip", "netns", "del", &pod.netns]);
-        let dir = Path::new("/etc/netns").join(&pod.netns);
-        let _ = std::fs::remove_dir_all(&dir);
-        state.etc_netns.retain(|d| d != &dir);
-        state.namespaces.retain(|n| n != &pod.netns);
-        state.pods.retain(|p| p.netns != pod.netns);
+        Self::forget_pod(state, pod);
         self.save(state)?;
         let key = format!("{PODS_PREFIX}/{}/{}", pod.namespace, pod.name);
         Self::with_store(state, move |store| {
@@ -943,6 +927,20 @@ impl Lab {
             .status()
             .map_err(|e| format!("running {}: {e}", cmd[0]))?;
         Ok(status.code().unwrap_or(1))
+    }
+
+    /// Stops a pod's workload and removes its namespace, hosts file and records (the
+    /// caller saves the state).
+    fn forget_pod(state: &mut LabState, pod: &LabPod) {
+        if let Some(pid) = pod.pid {
+            Self::kill(pid, "cilium-lab");
+        }
+        let _ = run(&["ip", "netns", "del", &pod.netns]);
+        let dir = Path::new("/etc/netns").join(&pod.netns);
+        let _ = std::fs::remove_dir_all(&dir);
+        state.etc_netns.retain(|d| d != &dir);
+        state.namespaces.retain(|n| n != &pod.netns);
+        state.pods.retain(|p| p.netns != pod.netns);
     }
 
     /// `cilium-lab dbg NODE -- ARGS`: cilium-dbg against that node's agent and maps.
