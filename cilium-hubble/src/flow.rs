@@ -368,18 +368,11 @@ pub fn rfc3339(unix_ns: u128) -> String {
 }
 
 fn drop_name(code: u8) -> String {
-    match code {
-        drop_reason::INVALID_SOURCE_IP => "INVALID_SOURCE_IP",
-        drop_reason::POLICY_DENIED => "POLICY_DENIED",
-        drop_reason::INVALID_PACKET => "INVALID_PACKET_DROPPED",
-        drop_reason::CT_INVALID_HEADER => "CT_INVALID_HEADER",
-        drop_reason::UNKNOWN_L3 => "UNKNOWN_L3_TARGET_ADDRESS",
-        drop_reason::UNKNOWN_L4 => "UNKNOWN_L4_PROTOCOL",
-        drop_reason::NO_SERVICE => "SERVICE_BACKEND_NOT_FOUND",
-        drop_reason::POLICY_DENY => "POLICY_DENY",
-        _ => "DROP_REASON_UNKNOWN",
-    }
-    .to_owned()
+    // The protobuf enum's names, so a name survives the trip through the API and filters.
+    crate::proto::flow::DropReason::try_from(i32::from(code))
+        .unwrap_or(crate::proto::flow::DropReason::Unknown)
+        .as_str_name()
+        .to_owned()
 }
 
 fn point_name(p: ObservationPoint) -> String {

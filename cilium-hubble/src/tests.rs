@@ -213,3 +213,34 @@ fn a_service_frontend_is_named_shown_and_filtered() {
     assert_eq!(back.source_service, flow.source_service);
     assert_eq!(back.compact(), flow.compact());
 }
+
+#[test]
+fn drop_reason_names_are_the_apis_and_survive_protobuf() {
+    for (code, name) in [
+        (drop_reason::INVALID_SOURCE_IP, "INVALID_SOURCE_IP"),
+        (drop_reason::POLICY_DENIED, "POLICY_DENIED"),
+        (drop_reason::INVALID_PACKET, "INVALID_PACKET_DROPPED"),
+        (
+            drop_reason::CT_INVALID_HEADER,
+            "CT_TRUNCATED_OR_INVALID_HEADER",
+        ),
+        (drop_reason::UNKNOWN_L3, "UNSUPPORTED_L3_PROTOCOL"),
+        (drop_reason::UNKNOWN_L4, "UNKNOWN_L4_PROTOCOL"),
+        (drop_reason::NO_SERVICE, "SERVICE_BACKEND_NOT_FOUND"),
+        (drop_reason::POLICY_DENY, "POLICY_DENY"),
+    ] {
+        let mut ev = crate::example_event();
+        ev.kind = EventKind::Drop { reason: code };
+        let flow = Flow::from_event(&ev, T, "k8s-w1", &NoNames);
+        assert_eq!(flow.drop_reason_desc.as_deref(), Some(name));
+        let back = crate::observer::from_proto(crate::observer::to_proto(&flow));
+        assert_eq!(back.drop_reason_desc, flow.drop_reason_desc, "{name}");
+        // A filter on the reason (as the API receives it) matches.
+        let filter = crate::observer::filter_from(&crate::proto::flow::FlowFilter {
+            drop_reason_desc: vec![i32::from(code)],
+            ..Default::default()
+        })
+        .expect("a known reason");
+        assert!(passes(&flow, &[filter], &[]), "{name}");
+    }
+}

@@ -1726,7 +1726,6 @@ fn find_in<'a>(
     found.ok_or_else(|| ApiError::not_found(format!("endpoint {id} not found")))
 }
 
-/// The MAC of `ifname` inside the pod's namespace.
 /// `aa:bb:cc:dd:ee:ff`.
 fn parse_mac(s: &str) -> Option<[u8; 6]> {
     let mut out = [0u8; 6];
@@ -1737,6 +1736,7 @@ fn parse_mac(s: &str) -> Option<[u8; 6]> {
     parts.next().is_none().then_some(out)
 }
 
+/// The MAC of `ifname` inside the pod's namespace.
 async fn pod_mac(netns: &str, ifname: &str) -> Option<[u8; 6]> {
     let file = std::fs::File::open(netns).ok()?;
     let nl = Netlink::open_in(&file).ok()?;

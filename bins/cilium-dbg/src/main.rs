@@ -672,7 +672,6 @@ fn grid_or_json(header: &[&str], rows: &[Vec<Vec<String>>], out: &OutputArg) -> 
     }
 }
 
-/// The metrics text: the API returns it as text, not JSON.
 /// A list from the agent: its JSON with `-o json`, else a grid of `rows(list)`.
 fn list_or_json(
     api: &cilium_dbg::client::Client,
@@ -688,6 +687,7 @@ fn list_or_json(
     })
 }
 
+/// The metrics text: the API returns it as text, not JSON.
 fn metrics_text(api: &cilium_dbg::client::Client) -> Result<String, String> {
     api.call_text("GET", "/metrics/").map_err(|e| e.0)
 }
