@@ -126,14 +126,16 @@ pub fn parse_time(rfc: &str) -> Option<u128> {
         .map(|s| s * 1_000_000_000 + ns as u128)
 }
 
-fn timestamp(ns: u128) -> prost_types::Timestamp {
+/// A protobuf timestamp of nanoseconds since the Unix epoch.
+pub fn timestamp(ns: u128) -> prost_types::Timestamp {
     prost_types::Timestamp {
         seconds: (ns / 1_000_000_000) as i64,
         nanos: (ns % 1_000_000_000) as i32,
     }
 }
 
-fn timestamp_ns(t: &prost_types::Timestamp) -> u128 {
+/// Nanoseconds since the Unix epoch of a protobuf timestamp (0 before the epoch).
+pub fn timestamp_ns(t: &prost_types::Timestamp) -> u128 {
     u128::try_from(t.seconds).unwrap_or(0) * 1_000_000_000 + u128::try_from(t.nanos).unwrap_or(0)
 }
 
@@ -526,28 +528,25 @@ impl<S: FlowSource> proto::observer::observer_server::Observer for ObserverServi
         };
         let source = self.source.clone();
         let node = source.node_name();
-        let first = source.read_from(0);
-        let mut matching: Vec<Flow> = first.items.into_iter().filter(|f| wanted(f)).collect();
-        let number = usize::try_from(req.number).unwrap_or(usize::MAX);
-        // Following without a number starts from now, unless `since` asks for the past.
-        if req.number > 0 || !req.follow || since.is_some() {
-            let n = if req.number == 0 {
-                matching.len()
-            } else {
-                number
-            };
-            if req.first {
+        // Following without a number starts from now, unless `since` asks for the past:
+        // then the ring is not copied at all.
+        let (matching, next) = if req.follow && req.number == 0 && since.is_none() {
+            (Vec::new(), source.status().2)
+        } else {
+            let first = source.read_from(0);
+            let mut matching: Vec<Flow> = first.items.into_iter().filter(|f| wanted(f)).collect();
+            let n = usize::try_from(req.number).unwrap_or(usize::MAX);
+            if req.number > 0 && req.first {
                 matching.truncate(n);
-            } else {
+            } else if req.number > 0 {
                 let skip = matching.len().saturating_sub(n);
                 matching.drain(..skip);
             }
-        } else {
-            matching.clear();
-        }
+            (matching, first.next)
+        };
         let (tx, rx) = tokio::sync::mpsc::channel(256);
         let follow = req.follow;
-        let mut cursor = first.next;
+        let mut cursor = next;
         tokio::spawn(async move {
             use proto::observer::get_flows_response::ResponseTypes;
             for f in matching {

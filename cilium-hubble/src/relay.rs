@@ -79,10 +79,7 @@ struct Gathered<T> {
 }
 
 fn time_ns(r: &GetFlowsResponse) -> u128 {
-    r.time.as_ref().map_or(0, |t| {
-        u128::try_from(t.seconds).unwrap_or(0) * 1_000_000_000
-            + u128::try_from(t.nanos).unwrap_or(0)
-    })
+    r.time.as_ref().map_or(0, crate::observer::timestamp_ns)
 }
 
 fn node_status(unavailable: &[(Peer, String)]) -> GetFlowsResponse {
@@ -179,6 +176,18 @@ impl Relay {
         out
     }
 
+    /// Opens `GetFlows` with every peer (each within the dial timeout).
+    async fn open_streams(
+        &self,
+        req: GetFlowsRequest,
+    ) -> Gathered<tonic::Streaming<GetFlowsResponse>> {
+        self.gather(move |mut c| {
+            let req = req.clone();
+            async move { Ok(c.get_flows(req).await?.into_inner()) }
+        })
+        .await
+    }
+
     /// A `GetFlows` without `follow`, answered whole: a `node_status` event first when
     /// nodes are unavailable, then the flows (and lost-event notices) of every node in
     /// time order, cut to `number` cluster-wide.
@@ -189,24 +198,31 @@ impl Relay {
             ));
         }
         let (number, first) = (req.number, req.first);
-        let gathered = self
-            .gather(move |mut c| {
-                let req = req.clone();
-                async move {
-                    let mut stream = c.get_flows(req).await?.into_inner();
-                    let mut items = Vec::new();
-                    while let Some(item) = stream.message().await? {
-                        items.push(item);
+        // Opening a node's stream must take no longer than the dial timeout; reading it
+        // takes what it takes (a node ends a stream without follow by itself).
+        let opened = self.open_streams(req).await;
+        let mut readers = tokio::task::JoinSet::new();
+        for (peer, mut stream) in opened.answers {
+            readers.spawn(async move {
+                let mut items = Vec::new();
+                loop {
+                    match stream.message().await {
+                        Ok(Some(item)) => items.push(item),
+                        Ok(None) => return Ok(items),
+                        Err(e) => return Err((peer, e.message().to_owned())),
                     }
-                    Ok::<_, Status>(items)
                 }
-            })
-            .await;
-        let mut merged: Vec<GetFlowsResponse> = gathered
-            .answers
-            .into_iter()
-            .flat_map(|(_, items)| items)
-            .collect();
+            });
+        }
+        let mut unavailable = opened.unavailable;
+        let mut merged: Vec<GetFlowsResponse> = Vec::new();
+        while let Some(done) = readers.join_next().await {
+            match done {
+                Ok(Ok(items)) => merged.extend(items),
+                Ok(Err(failed)) => unavailable.push(failed),
+                Err(e) => return Err(Status::internal(e.to_string())),
+            }
+        }
         merged.sort_by_key(time_ns);
         let flows = merged
             .iter()
@@ -232,8 +248,9 @@ impl Relay {
                 merged.retain(|r| drop_flow(r, &mut surplus));
             }
         }
-        if !gathered.unavailable.is_empty() {
-            merged.insert(0, node_status(&gathered.unavailable));
+        if !unavailable.is_empty() {
+            unavailable.sort();
+            merged.insert(0, node_status(&unavailable));
         }
         Ok(merged)
     }
@@ -243,29 +260,22 @@ impl Relay {
         req: GetFlowsRequest,
         out: mpsc::Sender<Result<GetFlowsResponse, Status>>,
     ) {
-        let opened = self
-            .gather(move |mut c| {
-                let req = req.clone();
-                async move { Ok(c.get_flows(req).await?.into_inner()) }
-            })
-            .await;
+        let opened = self.open_streams(req).await;
         let unavailable = opened.unavailable;
         let (tx, mut rx) = mpsc::channel::<GetFlowsResponse>(1024);
-        let readers: Vec<_> = opened
-            .answers
-            .into_iter()
-            .map(|(_, mut stream)| {
-                let tx = tx.clone();
-                tokio::spawn(async move {
-                    // A node that fails mid-stream ends its part; the others go on.
-                    while let Ok(Some(item)) = stream.message().await {
-                        if tx.send(item).await.is_err() {
-                            return;
-                        }
+        // Dropped with this function, however it returns: the readers end with it.
+        let mut readers = tokio::task::JoinSet::new();
+        for (_, mut stream) in opened.answers {
+            let tx = tx.clone();
+            readers.spawn(async move {
+                // A node that fails mid-stream ends its part; the others go on.
+                while let Ok(Some(item)) = stream.message().await {
+                    if tx.send(item).await.is_err() {
+                        return;
                     }
-                })
-            })
-            .collect();
+                }
+            });
+        }
         drop(tx);
         if !unavailable.is_empty() && out.send(Ok(node_status(&unavailable))).await.is_err() {
             return;
@@ -316,9 +326,6 @@ impl Relay {
             if !open && held.is_empty() {
                 break;
             }
-        }
-        for r in readers {
-            r.abort();
         }
     }
 }

@@ -22,6 +22,7 @@ async fn relay_merges_nodes_and_reports_the_down_one() {
     let mut peers = Vec::new();
     let mut servers = Vec::new();
     let mut sources = Vec::new();
+    let mut cuts = Vec::new();
     for (i, name) in ["k8s-ctr", "k8s-w1", "k8s-w2"].into_iter().enumerate() {
         let source = support::source(name, 63);
         for k in 0..3u64 {
@@ -29,6 +30,15 @@ async fn relay_merges_nodes_and_reports_the_down_one() {
             source.push(flow_at(name, 8000 + second as u16, second, false));
         }
         let (task, address) = support::serve_on(&source, "127.0.0.1:0").await;
+        // k8s-w1 is reached through a forwarder the test can cut (ending a tonic server
+        // task would leave its open connections running).
+        let (address, cut) = if name == "k8s-w1" {
+            let (a, c) = forwarder(address).await;
+            (a, Some(c))
+        } else {
+            (address, None)
+        };
+        cuts.extend(cut);
         peers.push(Peer {
             name: name.into(),
             address,
@@ -162,12 +172,8 @@ async fn relay_merges_nodes_and_reports_the_down_one() {
     let mut stream = client
         .get_flows(GetFlowsRequest {
             follow: true,
-            since: cilium_hubble::observer::parse_time(&flow_at("x", 0, 100, false).time).map(
-                |ns| prost_types::Timestamp {
-                    seconds: (ns / 1_000_000_000) as i64,
-                    nanos: 0,
-                },
-            ),
+            since: cilium_hubble::observer::parse_time(&flow_at("x", 0, 100, false).time)
+                .map(cilium_hubble::observer::timestamp),
             ..GetFlowsRequest::default()
         })
         .await
@@ -196,7 +202,8 @@ async fn relay_merges_nodes_and_reports_the_down_one() {
         ]
     );
     // A node going down mid-stream does not end the stream.
-    servers[1].abort();
+    cuts[0].abort();
+    sources[1].push(flow_at("k8s-w1", 9105, 105, false));
     sources[0].push(flow_at("k8s-ctr", 9104, 104, false));
     let next = loop {
         let item = tokio::time::timeout(Duration::from_secs(10), stream.message())
@@ -210,6 +217,12 @@ async fn relay_merges_nodes_and_reports_the_down_one() {
     };
     assert_eq!(next, 9104);
     drop(stream);
+    let status = client
+        .server_status(ServerStatusRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(status.unavailable_nodes, ["k8s-w1", "k8s-w3"]);
 
     // The peer list changes (the down node left the cluster): nothing is unavailable.
     peers_tx.send_modify(|p| p.retain(|p| p.name != "k8s-w3" && p.name != "k8s-w1"));
@@ -224,4 +237,23 @@ async fn relay_merges_nodes_and_reports_the_down_one() {
     for s in servers {
         s.abort();
     }
+}
+
+/// Forwards a loopback TCP port to `target`; aborting the returned task closes the
+/// listener and every connection through it.
+async fn forwarder(target: String) -> (String, tokio::task::JoinHandle<()>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap().to_string();
+    let task = tokio::spawn(async move {
+        let mut conns = tokio::task::JoinSet::new();
+        while let Ok((mut inbound, _)) = listener.accept().await {
+            let target = target.clone();
+            conns.spawn(async move {
+                if let Ok(mut outbound) = tokio::net::TcpStream::connect(target).await {
+                    let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                }
+            });
+        }
+    });
+    (address, task)
 }

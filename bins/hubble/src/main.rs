@@ -190,10 +190,7 @@ fn time_flag(flag: &str, v: &str) -> Result<prost_types::Timestamp, String> {
             now.saturating_sub(u128::from(ago) * 1_000_000_000)
         }
     };
-    Ok(prost_types::Timestamp {
-        seconds: (ns / 1_000_000_000) as i64,
-        nanos: (ns % 1_000_000_000) as i32,
-    })
+    Ok(cilium_hubble::observer::timestamp(ns))
 }
 
 /// The request the flags ask for.
