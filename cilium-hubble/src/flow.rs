@@ -38,6 +38,20 @@ impl Verdict {
     pub fn number(self) -> u8 {
         self as u8
     }
+
+    /// Hubble's name for it (`FORWARDED`), as the JSON writes it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Verdict::VerdictUnknown => "VERDICT_UNKNOWN",
+            Verdict::Forwarded => "FORWARDED",
+            Verdict::Dropped => "DROPPED",
+            Verdict::Error => "ERROR",
+            Verdict::Audit => "AUDIT",
+            Verdict::Redirected => "REDIRECTED",
+            Verdict::Traced => "TRACED",
+            Verdict::Translated => "TRANSLATED",
+        }
+    }
 }
 
 /// `flow.TrafficDirection`.

@@ -244,3 +244,19 @@ fn drop_reason_names_are_the_apis_and_survive_protobuf() {
         assert!(passes(&flow, &[filter], &[]), "{name}");
     }
 }
+
+#[test]
+fn verdict_names_are_the_json_ones() {
+    for v in [
+        Verdict::VerdictUnknown,
+        Verdict::Forwarded,
+        Verdict::Dropped,
+        Verdict::Error,
+        Verdict::Audit,
+        Verdict::Redirected,
+        Verdict::Traced,
+        Verdict::Translated,
+    ] {
+        assert_eq!(serde_json::to_value(v).unwrap(), v.name());
+    }
+}

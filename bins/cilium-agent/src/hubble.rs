@@ -117,11 +117,14 @@ pub async fn run(
         let events = reader.drain();
         if !events.is_empty() {
             // Endpoints come and go: names are looked up again for a batch that mentions a
-            // local endpoint or a pod identity the cache does not know, at most every 250 ms.
+            // local endpoint or a pod's identity (a cluster identity; CIDR identities are
+            // node-local, >= 2^24, and have no pod) the cache does not know, at most every
+            // 250 ms.
+            let pod_like =
+                |endpoint: u16, identity: u32| endpoint != 0 || (256..1 << 24).contains(&identity);
             let unknown = events.iter().flatten().any(|e| {
-                ((e.src_endpoint != 0 || e.src_identity >= 256)
-                    && !cached.pods.contains_key(&e.saddr))
-                    || ((e.dst_endpoint != 0 || e.dst_identity >= 256)
+                (pod_like(e.src_endpoint, e.src_identity) && !cached.pods.contains_key(&e.saddr))
+                    || (pod_like(e.dst_endpoint, e.dst_identity)
                         && !cached.pods.contains_key(&e.daddr))
             });
             if (unknown && refreshed.elapsed() > Duration::from_millis(250))

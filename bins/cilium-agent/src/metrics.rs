@@ -240,16 +240,13 @@ impl Metrics {
                     .replace('_', "-"),
             ),
         };
-        let verdict = serde_json::to_value(flow.verdict)
-            .ok()
-            .and_then(|v| v.as_str().map(str::to_owned))
-            .unwrap_or_default();
+        let verdict = flow.verdict.name();
         self.flows_processed
             .get_or_create(&labels(&[
                 ("protocol", &protocol),
                 ("subtype", &subtype),
                 ("type", kind),
-                ("verdict", &verdict),
+                ("verdict", verdict),
             ]))
             .inc();
         if flow.event_type.kind == 1

@@ -1164,6 +1164,10 @@ impl Node {
     /// Announces an endpoint's IP and identity to the cluster (a session key). A failure is
     /// logged; the periodic resync writes it again.
     pub(crate) async fn publish_endpoint(&self, ep: &EndpointRecord) {
+        // Only other nodes read these, and only a cluster store has other nodes.
+        if !matches!(**self.store(), AnyStore::Etcd(_)) {
+            return;
+        }
         let pair = self.ip_identity_pair(ep);
         // Bounded: the endpoint works without it, and the resync loop writes it later.
         let result = match serde_json::to_vec(&pair) {
@@ -1189,6 +1193,9 @@ impl Node {
 
     /// Withdraws an endpoint's ipcache entry from the cluster.
     pub(crate) async fn unpublish_endpoint(&self, ep: &EndpointRecord) {
+        if !matches!(**self.store(), AnyStore::Etcd(_)) {
+            return;
+        }
         let key = self.ip_identity_pair(ep).key(&self.cluster);
         let deleted =
             tokio::time::timeout(std::time::Duration::from_secs(1), self.store.delete(&key))
@@ -1325,7 +1332,7 @@ impl Node {
         }
         // In a cluster, the Kubernetes services are part of what the maps should hold: list
         // them now so a restart does not take them out and put them back.
-        let k8s = self.k8s_services_now().await;
+        let k8s = self.k8s_services_now().await?;
         let api_count = desired.len();
         for (_, services) in &k8s {
             desired.extend(services.iter().cloned());
@@ -1358,20 +1365,30 @@ impl Node {
 
     /// The Kubernetes services of the cluster store, translated, by `<ns>/<name>` (empty
     /// with the embedded store).
-    async fn k8s_services_now(&self) -> Vec<(String, Vec<Service>)> {
+    /// A store that cannot be listed is an error: an empty answer would take every
+    /// Kubernetes service out of the maps.
+    async fn k8s_services_now(&self) -> Result<Vec<(String, Vec<Service>)>, String> {
         use cilium_core::cluster::{ENDPOINTS_PREFIX, SERVICES_PREFIX};
         if !matches!(**self.store(), AnyStore::Etcd(_)) {
-            return Vec::new();
+            return Ok(Vec::new());
         }
         let list = |prefix: &'static str| async move {
-            Informer::<_, Value>::start(self.store.clone(), prefix)
+            let listed = self
+                .store
+                .list_prefix(&format!("{prefix}/"))
                 .await
-                .map(|(inf, _)| inf.cache().clone())
-                .unwrap_or_default()
+                .map_err(|e| format!("listing {prefix}: {e}"))?;
+            // Entries that are not JSON are left out, as the informers leave them out.
+            Ok::<BTreeMap<String, Value>, String>(
+                listed
+                    .into_iter()
+                    .filter_map(|(k, v)| serde_json::from_slice(&v).ok().map(|v| (k, v)))
+                    .collect(),
+            )
         };
-        let services = list(SERVICES_PREFIX).await;
-        let endpoints = list(ENDPOINTS_PREFIX).await;
-        services
+        let services = list(SERVICES_PREFIX).await?;
+        let endpoints = list(ENDPOINTS_PREFIX).await?;
+        Ok(services
             .iter()
             .map(|(key, svc)| {
                 let owner = key
@@ -1382,7 +1399,7 @@ impl Node {
                 let eps = endpoints.get(&format!("{ENDPOINTS_PREFIX}/{owner}"));
                 (owner, crate::k8s::services_from_k8s(svc, eps, self.ipv4))
             })
-            .collect()
+            .collect())
     }
 
     /// Programs the frontends of one Kubernetes service (`<ns>/<name>`): the given ones

@@ -298,10 +298,7 @@ fn table_row(f: &Flow) -> String {
             .unwrap_or("-")
             .to_lowercase()
             .replace('_', "-"),
-        serde_json::to_value(f.verdict)
-            .ok()
-            .and_then(|v| v.as_str().map(str::to_owned))
-            .unwrap_or_default(),
+        f.verdict.name(),
         f.summary
     )
 }
