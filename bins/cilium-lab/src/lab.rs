@@ -969,17 +969,25 @@ impl Lab {
     /// `cilium-lab hubble [--node NODE] ARGS`: the hubble CLI against the lab's relay (the
     /// whole cluster), or one node's Hubble server.
     pub fn hubble(&self, node: Option<&str>, args: &[String]) -> Result<i32, String> {
+        let status = self
+            .hubble_command(node, args)?
+            .status()
+            .map_err(|e| e.to_string())?;
+        Ok(status.code().unwrap_or(1))
+    }
+
+    /// The hubble CLI's command line for [`Lab::hubble`] (the binary execs it, so that
+    /// ending `cilium-lab hubble` ends hubble too).
+    pub fn hubble_command(&self, node: Option<&str>, args: &[String]) -> Result<Command, String> {
         let state = self.require()?;
         let socket = match node {
             None => self.relay_socket(),
             Some(node) => state.nodes[state.node_index(node)?].hubble_socket(),
         };
-        let status = Command::new(self.binary("hubble")?)
-            .arg(format!("--server=unix://{}", socket.display()))
-            .args(args)
-            .status()
-            .map_err(|e| e.to_string())?;
-        Ok(status.code().unwrap_or(1))
+        let mut cmd = Command::new(self.binary("hubble")?);
+        cmd.arg(format!("--server=unix://{}", socket.display()))
+            .args(args);
+        Ok(cmd)
     }
 
     /// Forwards connections to `127.0.0.1:port` (0: any free port) to the Hubble UI, each

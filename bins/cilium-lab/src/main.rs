@@ -252,7 +252,12 @@ fn run(cli: Cli) -> Result<i32, String> {
             Ok(0)
         }
         Cmd::Dbg { node, args } => lab.dbg(&node, &args),
-        Cmd::Hubble { node, args } => lab.hubble(node.as_deref(), &args),
+        Cmd::Hubble { node, args } => {
+            use std::os::unix::process::CommandExt;
+            // Replaced by hubble: a signal to this process reaches hubble itself.
+            let err = lab.hubble_command(node.as_deref(), &args)?.exec();
+            Err(format!("hubble: {err}"))
+        }
         Cmd::HubbleUi {
             port,
             screenshot,

@@ -98,6 +98,8 @@ async fn run(cli: Cli) -> Result<(), String> {
     };
 
     let (tx, peers) = tokio::sync::watch::channel(fixed);
+    // Held for as long as the relay runs when the peers are fixed (the list stays open).
+    let mut _fixed_peers = None;
     if let Some(endpoints) = endpoints {
         let cluster = cli.cluster_name.clone();
         let port = cli.peer_port;
@@ -119,8 +121,7 @@ async fn run(cli: Cli) -> Result<(), String> {
             hubble_relay::discovery::follow(store, &cluster, port, tx).await;
         });
     } else {
-        // Fixed peers: keep the sender so the list stays open.
-        std::mem::forget(tx);
+        _fixed_peers = Some(tx);
     }
     let relay = Arc::new(Relay::new(peers, options));
     let mut tasks = tokio::task::JoinSet::new();

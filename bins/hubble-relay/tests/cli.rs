@@ -2,9 +2,8 @@
 
 //! The hubble-relay binary as a user runs it: bad flags are one clear line and exit 1
 //! before anything starts; with a fixed peer that is down, the relay serves and says so
-//! (through the hubble binary, as a user would ask).
+//! (asked as Hubble's CLI asks: health check, then status).
 
-use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -64,7 +63,7 @@ fn a_relay_with_a_down_peer_serves_and_says_so() {
     let down = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let down_address = down.local_addr().unwrap().to_string();
     drop(down);
-    let mut child = Command::new(env!("CARGO_BIN_EXE_hubble-relay"))
+    let child = Command::new(env!("CARGO_BIN_EXE_hubble-relay"))
         .args([
             "--peer",
             &format!("k8s-w9={down_address}"),
@@ -76,26 +75,46 @@ fn a_relay_with_a_down_peer_serves_and_says_so() {
         .stderr(Stdio::null())
         .spawn()
         .expect("start hubble-relay");
-    let hubble = PathBuf::from(env!("CARGO_BIN_EXE_hubble-relay")).with_file_name("hubble");
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let status = loop {
-        let out = Command::new(&hubble)
-            .args([
-                "--server",
-                &format!("unix://{}", socket.display()),
-                "status",
-            ])
-            .output()
-            .expect("run hubble (built with the workspace)");
-        let text = String::from_utf8_lossy(&out.stdout).into_owned();
-        if out.status.success() || Instant::now() > deadline {
-            break text;
+    let _relay = KillOnDrop(child);
+    // Asked as Hubble's CLI asks: the health check, then the status.
+    let server = format!("unix://{}", socket.display());
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let status = rt.block_on(async {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if cilium_hubble::observer::check_health(&server, Duration::from_secs(1))
+                .await
+                .is_ok()
+            {
+                break;
+            }
+            assert!(Instant::now() < deadline, "the relay never answered");
+            tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        std::thread::sleep(Duration::from_millis(100));
-    };
-    let _ = child.kill();
-    let _ = child.wait();
+        let mut client = cilium_hubble::observer::connect(&server, Duration::from_secs(2))
+            .await
+            .unwrap();
+        client
+            .server_status(cilium_hubble::proto::observer::ServerStatusRequest {})
+            .await
+            .unwrap()
+            .into_inner()
+    });
     let _ = std::fs::remove_dir_all(&dir);
-    assert!(status.contains("Healthcheck (via unix://"), "{status}");
-    assert!(status.contains("Connected Nodes: 0/1"), "{status}");
+    assert_eq!(status.num_connected_nodes, Some(0));
+    assert_eq!(status.num_unavailable_nodes, Some(1));
+    assert_eq!(status.unavailable_nodes, ["k8s-w9"]);
+}
+
+/// A child process killed (by its pid) when dropped, even when the test panics.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
