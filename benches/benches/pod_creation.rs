@@ -15,8 +15,8 @@
 //!
 //! `cargo bench` (`--bench`) runs the full sizes on release binaries (`cargo xtask bench`
 //! builds them); `cargo test` runs a small smoke pass on the debug binaries so the bench
-//! itself is tested. Binaries come from `$CRS_BIN_DIR`, else `target/release` (bench) or
-//! `target/debug` (test). Needs root; prints "skipped: ..." otherwise. Everything lives in
+//! itself is tested. Binaries come from `$CRS_BIN_DIR`, else the profile directory this bench runs from
+//! (`target/release` as a bench, `target/debug` as a test). Needs root; prints "skipped: ..." otherwise. Everything lives in
 //! namespaces, a bpffs and a state dir named `crsp<pid>…`, removed on drop.
 
 use std::path::{Path, PathBuf};
@@ -275,11 +275,18 @@ fn main() {
     }
     let full = std::env::args().any(|a| a == "--bench");
     let (pods, width, services) = if full { (100, 20, 1000) } else { (4, 2, 10) };
+    // This bench runs from <target>/<profile>/deps/, the binaries are in <target>/<profile>/
+    // (wherever CARGO_TARGET_DIR puts the target directory).
     let bins = std::env::var_os("CRS_BIN_DIR").map_or_else(
         || {
-            Path::new(env!("CARGO_MANIFEST_DIR"))
-                .join("../target")
-                .join(if full { "release" } else { "debug" })
+            std::env::current_exe()
+                .ok()
+                .and_then(|e| Some(e.parent()?.parent()?.to_path_buf()))
+                .unwrap_or_else(|| {
+                    Path::new(env!("CARGO_MANIFEST_DIR"))
+                        .join("../target")
+                        .join(if full { "release" } else { "debug" })
+                })
         },
         PathBuf::from,
     );

@@ -11,7 +11,14 @@
 //! - `fuzz-check`: checks that every fuzz target compiles (fuzz/ is its own workspace);
 //! - `build-bpf`: recompiles `cilium-bpf/bpf/*.c` into `cilium-bpf/bpf/prebuilt/` with
 //!   clang-19 and the flags of `bpf/clang.flags` (commit the result);
-//! - `ci`: test, clippy, fmt, docs and fuzz-check, as `.ci/run` runs them.
+//! - `ci`: test, clippy, fmt, docs and fuzz-check, as `.ci/run` runs them;
+//! - `kube-build`: builds the upstream Kubernetes control plane and kubectl from the pinned
+//!   module in `k8s/controlplane/` into `target/kube/` (see `kube.rs`);
+//! - `fresh-check [--test] [--demo]`: runs `scripts/deps.sh` and the build of every target
+//!   in a minimal Debian root made by debootstrap (see `fresh.rs`), as root.
+
+mod fresh;
+mod kube;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
@@ -26,8 +33,13 @@ fn main() -> ExitCode {
         Some("fuzz-check") => fuzz_check(&root),
         Some("build-bpf") => build_bpf(&root),
         Some("ci") => ci(&root),
+        Some("kube-build") => kube::kube_build(&root).map(|_| ()),
+        Some("fresh-check") => fresh::fresh_check(&root, &args[1..]),
+        Some("fresh-check-inner") => return fresh::fresh_check_inner(&args[1..]),
         _ => {
-            eprintln!("usage: cargo xtask <test|demo|bench [FILTER]|build-bpf|fuzz-check|ci>");
+            eprintln!(
+                "usage: cargo xtask <test|demo|bench [FILTER]|build-bpf|fuzz-check|ci|kube-build|fresh-check>"
+            );
             return ExitCode::from(64);
         }
     };
@@ -43,6 +55,15 @@ fn main() -> ExitCode {
 fn workspace_root() -> PathBuf {
     let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
     manifest.parent().map(Path::to_path_buf).unwrap_or(manifest)
+}
+
+/// Cargo's target directory: `CARGO_TARGET_DIR` when set (the fresh-machine check builds in
+/// its own), else `target/` of the workspace.
+fn target_dir(root: &Path) -> PathBuf {
+    match std::env::var_os("CARGO_TARGET_DIR") {
+        Some(dir) if !dir.is_empty() => root.join(dir),
+        _ => root.join("target"),
+    }
 }
 
 fn cargo(root: &Path, args: &[&str]) -> Result<(), String> {
@@ -73,7 +94,7 @@ fn test(root: &Path) -> Result<(), String> {
 fn demo(root: &Path) -> Result<(), String> {
     // The lab runs the binaries (agent, operator, CNI, dbg) next to cilium-lab.
     cargo(root, &["build", "--workspace", "--bins"])?;
-    let lab = root.join("target").join("debug").join("cilium-lab");
+    let lab = target_dir(root).join("debug").join("cilium-lab");
     eprintln!("+ {} demo", lab.display());
     let status = Command::new(&lab)
         .arg("demo")
@@ -159,7 +180,7 @@ fn bench(root: &Path, filter: Option<&str>) -> Result<(), String> {
             "cilium-cni",
         ],
     )?;
-    let bins = root.join("target").join("release");
+    let bins = target_dir(root).join("release");
     let bins = bins.to_str().ok_or("non-UTF-8 path")?;
     // A filter naming a bench target runs that target only; other filters go to criterion.
     let target = filter.filter(|f| {
@@ -175,7 +196,7 @@ fn bench(root: &Path, filter: Option<&str>) -> Result<(), String> {
         (None, None) => {}
     }
     cargo_env(root, &args, &[("CRS_BIN_DIR", bins)])?;
-    let dir = root.join("target").join("criterion");
+    let dir = target_dir(root).join("criterion");
     let Ok(entries) = std::fs::read_dir(&dir) else {
         // Only custom benches ran (they print their own figures).
         return Ok(());
