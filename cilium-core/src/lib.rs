@@ -32,7 +32,7 @@ mod idpool;
 pub mod kvstore;
 pub mod labels;
 
-pub use clock::{Clock, ManualClock, MonotonicClock};
+pub use clock::{Clock, ManualClock, MonotonicClock, rfc3339};
 pub use error::CoreError;
 pub use filter::{LabelFilter, LabelPrefix, is_local_source};
 pub use identity::{IdentityScope, NumericIdentity};

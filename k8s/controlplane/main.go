@@ -14,6 +14,7 @@ import (
 	"path/filepath"
 
 	"github.com/spf13/cobra"
+	"go.etcd.io/etcd/server/v3/etcdmain"
 	"k8s.io/component-base/cli"
 	_ "k8s.io/component-base/logs/json/register"
 	_ "k8s.io/component-base/metrics/prometheus/clientgo"
@@ -33,13 +34,18 @@ var commands = map[string]func() *cobra.Command{
 
 func main() {
 	name := filepath.Base(os.Args[0])
-	if _, ok := commands[name]; !ok && len(os.Args) > 1 {
+	if _, ok := commands[name]; !ok && name != "etcd" && len(os.Args) > 1 {
 		name = os.Args[1]
 		os.Args = os.Args[1:]
 	}
+	if name == "etcd" {
+		// etcd's own main (it reads os.Args and exits by itself).
+		etcdmain.Main(os.Args)
+		return
+	}
 	make, ok := commands[name]
 	if !ok {
-		fmt.Fprintf(os.Stderr, "usage: kube {kube-apiserver|kube-controller-manager|kube-scheduler|kubectl} [ARGS...], or a link of that name\n")
+		fmt.Fprintf(os.Stderr, "usage: kube {kube-apiserver|kube-controller-manager|kube-scheduler|kubectl|etcd} [ARGS...], or a link of that name\n")
 		os.Exit(64)
 	}
 	os.Exit(cli.Run(make()))

@@ -4,7 +4,9 @@
 //! the `k8s.io/kubernetes` module pinned in `k8s/controlplane/go.mod`.
 //!
 //! One multi-call binary, `target/kube/kube`, with a link per command
-//! (`kube-apiserver`, `kube-controller-manager`, `kube-scheduler`, `kubectl`). The module's
+//! (`kube-apiserver`, `kube-controller-manager`, `kube-scheduler`, `kubectl`, and `etcd`
+//! from `go.etcd.io/etcd/server/v3` at the version the apiserver's client is: Debian's
+//! etcd 3.4 lacks the watch progress requests the apiserver's cache relies on). The module's
 //! go.sum pins every module it builds from; `-mod=readonly` refuses to change it. Go's
 //! build cache makes a second build cost seconds, and Go does not relink a binary that is
 //! up to date. The version that upstream's own build stamps (`kubectl version`, the
@@ -16,11 +18,12 @@ use std::process::Command;
 use std::time::Instant;
 
 /// The commands the multi-call binary runs, each a link to it in `target/kube/`.
-pub(crate) const COMMANDS: [&str; 4] = [
+pub(crate) const COMMANDS: [&str; 5] = [
     "kube-apiserver",
     "kube-controller-manager",
     "kube-scheduler",
     "kubectl",
+    "etcd",
 ];
 
 /// The oldest Go that builds the module (its `go` directive).

@@ -2,8 +2,8 @@
 
 //! `cargo xtask <task>`: the project's developer tasks, with no dependencies beyond std.
 //!
-//! - `test`: every test of the workspace (privileged ones run when root, else report
-//!   "skipped: needs root");
+//! - `test`: `kube-build`, then every test of the workspace (privileged ones run when root,
+//!   else report "skipped: needs root");
 //! - `demo`: the main job, `cilium-lab demo` (the seed's cluster in network namespaces);
 //! - `bench [FILTER]`: builds the release binaries the pod-creation bench runs, then the
 //!   benches (FILTER: a bench target such as `pod_creation`, or a criterion filter), then a
@@ -87,6 +87,8 @@ fn cargo_env(root: &Path, args: &[&str], env: &[(&str, &str)]) -> Result<(), Str
 }
 
 fn test(root: &Path) -> Result<(), String> {
+    // The Kubernetes tests run upstream's control plane: build it (seconds when cached).
+    kube::kube_build(root)?;
     cargo(root, &["test", "--workspace", "--all-targets"])?;
     cargo(root, &["test", "--workspace", "--doc"])
 }

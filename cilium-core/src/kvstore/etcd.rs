@@ -404,6 +404,8 @@ impl KvWatch for EtcdWatch {
 pub struct EtcdServer {
     child: Option<std::process::Child>,
     command: Vec<String>,
+    /// How many leading words of `command` are the wrapper (`ip netns exec NS`).
+    wrapper_len: usize,
     /// A directory removed on drop (the data of a server started by `start_for_test`).
     owned_dir: Option<std::path::PathBuf>,
     /// The URL clients connect to (`http://ip:port`).
@@ -420,10 +422,28 @@ impl EtcdServer {
         peer: std::net::SocketAddr,
         wrapper: &[String],
     ) -> Result<Self, String> {
+        Self::start_binary(
+            std::path::Path::new("etcd"),
+            data_dir,
+            client,
+            peer,
+            wrapper,
+        )
+    }
+
+    /// [`EtcdServer::start`] with another etcd program than the `etcd` of `PATH` (the
+    /// Kubernetes control plane runs the etcd its apiserver is built against).
+    pub fn start_binary(
+        binary: &std::path::Path,
+        data_dir: &std::path::Path,
+        client: std::net::SocketAddr,
+        peer: std::net::SocketAddr,
+        wrapper: &[String],
+    ) -> Result<Self, String> {
         let name = "default";
         let mut command: Vec<String> = wrapper.to_vec();
         command.extend([
-            "etcd".to_owned(),
+            binary.display().to_string(),
             format!("--name={name}"),
             format!("--data-dir={}", data_dir.display()),
             format!("--listen-client-urls=http://{client}"),
@@ -436,6 +456,7 @@ impl EtcdServer {
         let mut server = EtcdServer {
             child: None,
             command,
+            wrapper_len: wrapper.len(),
             owned_dir: None,
             endpoint: format!("http://{client}"),
         };
@@ -458,11 +479,7 @@ impl EtcdServer {
     /// Whether the server answers: a TCP connection when it runs here, `etcdctl endpoint
     /// health` through the same wrapper when it runs elsewhere (another namespace).
     fn answers(&self, client: std::net::SocketAddr) -> bool {
-        let wrapper: Vec<&String> = self
-            .command
-            .iter()
-            .take_while(|a| a.as_str() != "etcd")
-            .collect();
+        let wrapper: Vec<&String> = self.command[..self.wrapper_len].iter().collect();
         let Some((first, rest)) = wrapper.split_first() else {
             return std::net::TcpStream::connect_timeout(&client, Duration::from_millis(200))
                 .is_ok();

@@ -1,0 +1,62 @@
+// SPDX-License-Identifier: Apache-2.0
+
+//! Kubernetes for cilium-rs: Cilium's custom resource definitions (`cilium.io/v2`) and the
+//! upstream Kubernetes control plane as a test harness.
+//!
+//! - [`crds`]: the CiliumNode, CiliumEndpoint, CiliumIdentity, CiliumNetworkPolicy and
+//!   CiliumClusterwideNetworkPolicy definitions, with upstream's group, versions, kinds,
+//!   scopes, short names, status subresources and printer columns.
+//! - [`testing`]: [`ControlPlane`](testing::ControlPlane), etcd plus upstream's
+//!   kube-apiserver, kube-controller-manager and kube-scheduler (built from the
+//!   `k8s.io/kubernetes` module by `cargo xtask kube-build`), with certificates and
+//!   kubeconfigs of its own, torn down on drop.
+//! - [`pki`]: the small CA behind it.
+//!
+//! ```no_run
+//! use cilium_k8s::testing::ControlPlane;
+//!
+//! let cp = ControlPlane::start_for_test("doc");
+//! cp.kubectl_input(&["apply", "-f", "-"], Some(&cilium_k8s::crds::all_yaml())).unwrap();
+//! let header = cp.kubectl(&["get", "ciliumendpoints", "-A", "-o", "wide"]).unwrap();
+//! println!("{header}");
+//! ```
+#![forbid(unsafe_code)]
+
+pub mod crds;
+pub mod pki;
+pub mod testing;
+
+/// What can go wrong in this crate.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A program or file it needs is not there.
+    #[error("missing: {0}")]
+    Missing(String),
+    /// A control-plane component did not start or become ready.
+    #[error("{component}: {message}\n{log}")]
+    Start {
+        /// `etcd`, `kube-apiserver`, ...
+        component: String,
+        /// What happened.
+        message: String,
+        /// The last lines of its log.
+        log: String,
+    },
+    /// kubectl failed.
+    #[error("kubectl {args}: {stderr}")]
+    Kubectl {
+        /// Its arguments.
+        args: String,
+        /// Its standard error.
+        stderr: String,
+    },
+    /// Certificates or keys could not be made.
+    #[error("pki: {0}")]
+    Pki(String),
+    /// A file or process operation failed.
+    #[error("{0}")]
+    Io(String),
+    /// A manifest does not decode.
+    #[error("manifest: {0}")]
+    Manifest(String),
+}

@@ -1,0 +1,545 @@
+// SPDX-License-Identifier: Apache-2.0
+
+//! The upstream Kubernetes control plane for tests and the lab: etcd, kube-apiserver,
+//! kube-controller-manager and kube-scheduler as upstream builds them (the binaries of
+//! `cargo xtask kube-build`; etcd is the one the apiserver's client is built against, not
+//! Debian's 3.4, whose missing watch progress requests stall the apiserver's watch cache),
+//! here or in a network namespace.
+//!
+//! [`ControlPlane::start`] makes a temp directory with a CA, the apiserver's serving
+//! certificate, a client certificate per component (the admin in `system:masters`, the
+//! controller-manager and the scheduler as the users bootstrap RBAC knows), the
+//! service-account key, and a kubeconfig for each; starts etcd and the apiserver
+//! (`--service-cluster-ip-range=10.96.0.0/16` as in the seed), waits for `/readyz`, then the
+//! controller-manager with node IPAM off (Cilium's cluster-pool does IPAM) and only the
+//! node-lifecycle, deployment, replicaset, endpointslice, namespace, serviceaccount(-token)
+//! and garbage-collector controllers, and the scheduler. Dropping it kills every process it
+//! started (by pid) and removes the directory, also when a test panics.
+
+use std::io::Write;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use base64::Engine;
+use cilium_core::kvstore::etcd::EtcdServer;
+
+use crate::Error;
+use crate::pki::{CertificateAuthority, CertifiedKey, key_pair_pem};
+
+/// The seed's service range.
+pub const SERVICE_CLUSTER_IP_RANGE: &str = "10.96.0.0/16";
+/// The `kubernetes` Service's ClusterIP in that range.
+pub const KUBERNETES_SERVICE_IP: Ipv4Addr = Ipv4Addr::new(10, 96, 0, 1);
+/// The controllers the controller-manager runs: no node IPAM (Cilium's cluster-pool does
+/// it); the node lifecycle controller lifts a node's `not-ready` taint once its kubelet
+/// reports it Ready, and marks it unreachable when its Lease is not renewed.
+pub const CONTROLLERS: &[&str] = &[
+    "node-lifecycle-controller",
+    "deployment-controller",
+    "replicaset-controller",
+    "endpointslice-controller",
+    "namespace-controller",
+    "serviceaccount-controller",
+    "serviceaccount-token-controller",
+    "garbage-collector-controller",
+];
+
+/// How long a component may take to become ready (a loaded 2-core machine, first start).
+const READY_TIMEOUT: Duration = Duration::from_secs(90);
+
+/// Where the control plane runs.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// A network namespace to run every process in (`ip netns exec NAME`); `None`: this
+    /// one.
+    pub netns: Option<String>,
+    /// The address etcd and the apiserver bind to and the apiserver advertises.
+    pub address: Ipv4Addr,
+    /// The apiserver's port; 0 picks a free one (in a namespace: 6443).
+    pub port: u16,
+    /// The directory for certificates, kubeconfigs, etcd's data and the logs; `None`: a
+    /// fresh one under the temp dir, removed on drop.
+    pub dir: Option<PathBuf>,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            netns: None,
+            address: Ipv4Addr::LOCALHOST,
+            port: 0,
+            dir: None,
+        }
+    }
+}
+
+/// A running control plane; see the module documentation.
+#[derive(Debug)]
+pub struct ControlPlane {
+    dir: PathBuf,
+    owned_dir: bool,
+    kube: PathBuf,
+    wrapper: Vec<String>,
+    server: String,
+    ca: CertificateAuthority,
+    etcd: Option<EtcdServer>,
+    apiserver_args: Vec<String>,
+    apiserver: Option<Child>,
+    controller_manager: Option<Child>,
+    scheduler: Option<Child>,
+}
+
+/// The directory with the upstream binaries (`kube-apiserver`, ..., `kubectl`): `$CRS_KUBE_DIR`
+/// when set, else `target/kube/` of this workspace, built by `cargo xtask kube-build` when
+/// it is missing.
+pub fn kube_dir() -> Result<PathBuf, Error> {
+    if let Some(dir) = std::env::var_os("CRS_KUBE_DIR") {
+        let dir = PathBuf::from(dir);
+        return if dir.join("kube-apiserver").exists() {
+            Ok(dir)
+        } else {
+            Err(Error::Missing(format!(
+                "CRS_KUBE_DIR={} has no kube-apiserver",
+                dir.display()
+            )))
+        };
+    }
+    let workspace = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .ok_or_else(|| Error::Missing("the workspace of cilium-k8s".into()))?
+        .to_path_buf();
+    let target = match std::env::var_os("CARGO_TARGET_DIR") {
+        Some(t) if !t.is_empty() => workspace.join(t),
+        _ => workspace.join("target"),
+    };
+    let dir = target.join("kube");
+    if dir.join("kube-apiserver").exists() && dir.join("kubectl").exists() {
+        return Ok(dir);
+    }
+    if !workspace.join("xtask").is_dir() {
+        return Err(Error::Missing(format!(
+            "{} has no Kubernetes binaries; set CRS_KUBE_DIR to a directory with \
+             kube-apiserver, kube-controller-manager, kube-scheduler and kubectl",
+            dir.display()
+        )));
+    }
+    eprintln!("cilium-k8s: building the control plane (cargo xtask kube-build)");
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let status = Command::new(cargo)
+        .args(["xtask", "kube-build"])
+        .current_dir(&workspace)
+        .status()
+        .map_err(|e| Error::Missing(format!("cannot run cargo xtask kube-build: {e}")))?;
+    if status.success() && dir.join("kube-apiserver").exists() {
+        Ok(dir)
+    } else {
+        Err(Error::Missing(format!(
+            "cargo xtask kube-build failed ({status})"
+        )))
+    }
+}
+
+/// A kubeconfig (YAML) for `server` with the CA and a client certificate, embedded.
+pub fn kubeconfig_yaml(server: &str, ca_pem: &str, client: &CertifiedKey, user: &str) -> String {
+    let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+    format!(
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: kubernetes\n  cluster:\n    \
+         server: {server}\n    certificate-authority-data: {}\nusers:\n- name: {user}\n  \
+         user:\n    client-certificate-data: {}\n    client-key-data: {}\ncontexts:\n- name: \
+         {user}@kubernetes\n  context:\n    cluster: kubernetes\n    user: {user}\n\
+         current-context: {user}@kubernetes\npreferences: {{}}\n",
+        b64(ca_pem),
+        b64(&client.cert_pem),
+        b64(&client.key_pem),
+    )
+}
+
+fn free_port(ip: Ipv4Addr) -> Result<u16, Error> {
+    std::net::TcpListener::bind((ip, 0))
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .map_err(|e| Error::Io(format!("no free port on {ip}: {e}")))
+}
+
+fn write(path: &Path, text: &str) -> Result<(), Error> {
+    std::fs::write(path, text).map_err(|e| Error::Io(format!("writing {}: {e}", path.display())))
+}
+
+/// The last lines of a component's log, for an error.
+fn log_tail(path: &Path) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(12)..].join("\n")
+}
+
+impl ControlPlane {
+    /// For tests: a control plane on 127.0.0.1 (free ports). Panics when it cannot start
+    /// (the message names the component and shows its log).
+    pub fn start_for_test(test: &str) -> ControlPlane {
+        ControlPlane::start(&Options::default()).unwrap_or_else(|e| panic!("{test}: {e}"))
+    }
+
+    /// Starts etcd, the apiserver, the controller-manager and the scheduler; returns once
+    /// the apiserver is ready and the controller-manager has made the `default`
+    /// ServiceAccount.
+    pub fn start(opts: &Options) -> Result<ControlPlane, Error> {
+        let kube = kube_dir()?;
+        let (dir, owned_dir) = match &opts.dir {
+            Some(d) => (d.clone(), false),
+            None => {
+                use std::sync::atomic::{AtomicU32, Ordering};
+                static N: AtomicU32 = AtomicU32::new(0);
+                let d = std::env::temp_dir().join(format!(
+                    "crs-kube-{}-{}",
+                    std::process::id(),
+                    N.fetch_add(1, Ordering::SeqCst)
+                ));
+                let _ = std::fs::remove_dir_all(&d);
+                (d, true)
+            }
+        };
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| Error::Io(format!("creating {}: {e}", dir.display())))?;
+        let wrapper: Vec<String> = match &opts.netns {
+            Some(ns) => vec!["ip".into(), "netns".into(), "exec".into(), ns.clone()],
+            None => Vec::new(),
+        };
+        let ip = opts.address;
+        let in_netns = opts.netns.is_some();
+        let port = match (opts.port, in_netns) {
+            (0, true) => 6443,
+            (0, false) => free_port(ip)?,
+            (p, _) => p,
+        };
+        let (etcd_client, etcd_peer) = if in_netns {
+            (SocketAddr::from((ip, 2379)), SocketAddr::from((ip, 2380)))
+        } else {
+            (
+                SocketAddr::from((ip, free_port(ip)?)),
+                SocketAddr::from((ip, free_port(ip)?)),
+            )
+        };
+        let server = format!("https://{ip}:{port}");
+
+        // Certificates and kubeconfigs.
+        let ca = CertificateAuthority::new("cilium-rs kubernetes CA")?;
+        let mut ips: Vec<IpAddr> = vec![IpAddr::V4(ip), IpAddr::V4(KUBERNETES_SERVICE_IP)];
+        if ip != Ipv4Addr::LOCALHOST {
+            ips.push(IpAddr::V4(Ipv4Addr::LOCALHOST));
+        }
+        let serving = ca.serving(
+            &[
+                "kubernetes",
+                "kubernetes.default",
+                "kubernetes.default.svc",
+                "kubernetes.default.svc.cluster.local",
+                "localhost",
+            ],
+            &ips,
+        )?;
+        write(&dir.join("ca.crt"), ca.cert_pem())?;
+        write(&dir.join("apiserver.crt"), &serving.cert_pem)?;
+        write(&dir.join("apiserver.key"), &serving.key_pem)?;
+        let (sa_key, sa_pub) = key_pair_pem()?;
+        write(&dir.join("sa.key"), &sa_key)?;
+        write(&dir.join("sa.pub"), &sa_pub)?;
+        for (file, user, groups) in [
+            (
+                "admin.kubeconfig",
+                "kubernetes-admin",
+                &["system:masters"][..],
+            ),
+            (
+                "controller-manager.kubeconfig",
+                "system:kube-controller-manager",
+                &[][..],
+            ),
+            ("scheduler.kubeconfig", "system:kube-scheduler", &[][..]),
+        ] {
+            let client = ca.client(user, groups)?;
+            write(
+                &dir.join(file),
+                &kubeconfig_yaml(&server, ca.cert_pem(), &client, user),
+            )?;
+        }
+
+        let etcd = EtcdServer::start_binary(
+            &kube.join("etcd"),
+            &dir.join("etcd"),
+            etcd_client,
+            etcd_peer,
+            &wrapper,
+        )
+        .map_err(|e| Error::Start {
+            component: "etcd".into(),
+            message: e,
+            log: String::new(),
+        })?;
+        let d = |f: &str| dir.join(f).display().to_string();
+        let apiserver_args = vec![
+            format!("--etcd-servers={}", etcd.endpoint),
+            format!("--bind-address={ip}"),
+            format!("--advertise-address={ip}"),
+            format!("--secure-port={port}"),
+            format!("--tls-cert-file={}", d("apiserver.crt")),
+            format!("--tls-private-key-file={}", d("apiserver.key")),
+            format!("--client-ca-file={}", d("ca.crt")),
+            format!("--service-account-key-file={}", d("sa.pub")),
+            format!("--service-account-signing-key-file={}", d("sa.key")),
+            "--service-account-issuer=https://kubernetes.default.svc.cluster.local".into(),
+            format!("--service-cluster-ip-range={SERVICE_CLUSTER_IP_RANGE}"),
+            "--authorization-mode=Node,RBAC".into(),
+            // hostNetwork pods (Cilium's DaemonSet) need it.
+            "--allow-privileged=true".into(),
+            // The `kubernetes` Service's endpoints: loopback is not a valid endpoint address.
+            format!(
+                "--endpoint-reconciler-type={}",
+                if ip.is_loopback() { "none" } else { "lease" }
+            ),
+            "--profiling=false".into(),
+        ];
+        let mut cp = ControlPlane {
+            dir,
+            owned_dir,
+            kube,
+            wrapper,
+            server,
+            ca,
+            etcd: Some(etcd),
+            apiserver_args,
+            apiserver: None,
+            controller_manager: None,
+            scheduler: None,
+        };
+        cp.start_apiserver()?;
+
+        let controllers = format!("--controllers={}", CONTROLLERS.join(","));
+        let cm_args = vec![
+            format!("--kubeconfig={}", cp.path("controller-manager.kubeconfig")),
+            controllers,
+            "--allocate-node-cidrs=false".into(),
+            "--leader-elect=false".into(),
+            "--secure-port=0".into(),
+            "--use-service-account-credentials=true".into(),
+            format!("--service-account-private-key-file={}", cp.path("sa.key")),
+            format!("--root-ca-file={}", cp.path("ca.crt")),
+            "--profiling=false".into(),
+        ];
+        cp.controller_manager = Some(cp.spawn("kube-controller-manager", &cm_args)?);
+        let sched_args = vec![
+            format!("--kubeconfig={}", cp.path("scheduler.kubeconfig")),
+            "--leader-elect=false".into(),
+            "--secure-port=0".into(),
+            "--profiling=false".into(),
+        ];
+        cp.scheduler = Some(cp.spawn("kube-scheduler", &sched_args)?);
+        cp.wait(
+            "kube-controller-manager",
+            &["get", "serviceaccount", "default", "-n", "default"],
+        )?;
+        Ok(cp)
+    }
+
+    fn path(&self, file: &str) -> String {
+        self.dir.join(file).display().to_string()
+    }
+
+    fn spawn(&self, component: &str, args: &[String]) -> Result<Child, Error> {
+        let log_path = self.dir.join(format!("{component}.log"));
+        let log = std::fs::File::create(&log_path)
+            .map_err(|e| Error::Io(format!("creating {}: {e}", log_path.display())))?;
+        let bin = self.kube.join(component);
+        let mut cmd = match self.wrapper.split_first() {
+            Some((first, rest)) => {
+                let mut c = Command::new(first);
+                c.args(rest).arg(&bin);
+                c
+            }
+            None => Command::new(&bin),
+        };
+        cmd.args(args)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().map_err(|e| Error::Io(e.to_string()))?)
+            .stderr(log)
+            .spawn()
+            .map_err(|e| Error::Start {
+                component: component.into(),
+                message: format!("cannot run {}: {e}", bin.display()),
+                log: String::new(),
+            })
+    }
+
+    /// Waits until `kubectl ARGS` succeeds, while `component` keeps running.
+    fn wait(&mut self, component: &str, args: &[&str]) -> Result<(), Error> {
+        let deadline = Instant::now() + READY_TIMEOUT;
+        loop {
+            let child = match component {
+                "kube-apiserver" => self.apiserver.as_mut(),
+                "kube-controller-manager" => self.controller_manager.as_mut(),
+                _ => self.scheduler.as_mut(),
+            };
+            if let Some(Ok(Some(status))) = child.map(Child::try_wait) {
+                return Err(self.start_error(component, format!("exited: {status}")));
+            }
+            let last = match self.kubectl(args) {
+                Ok(_) => return Ok(()),
+                Err(e) => e.to_string(),
+            };
+            if Instant::now() > deadline {
+                return Err(self.start_error(
+                    component,
+                    format!("not ready within {READY_TIMEOUT:?}: {last}"),
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(250));
+        }
+    }
+
+    fn start_error(&self, component: &str, message: String) -> Error {
+        Error::Start {
+            component: component.into(),
+            message,
+            log: log_tail(&self.dir.join(format!("{component}.log"))),
+        }
+    }
+
+    /// Starts the apiserver (again, after [`ControlPlane::stop_apiserver`]) and waits for
+    /// `/readyz`.
+    pub fn start_apiserver(&mut self) -> Result<(), Error> {
+        if self.apiserver.is_some() {
+            return Ok(());
+        }
+        let args = self.apiserver_args.clone();
+        self.apiserver = Some(self.spawn("kube-apiserver", &args)?);
+        self.wait("kube-apiserver", &["get", "--raw=/readyz"])
+    }
+
+    /// Kills the apiserver (the other components stay up, as when it fails).
+    pub fn stop_apiserver(&mut self) {
+        kill(&mut self.apiserver);
+    }
+
+    /// The apiserver's URL (`https://127.0.0.1:PORT`).
+    pub fn server(&self) -> &str {
+        &self.server
+    }
+
+    /// The admin's kubeconfig (user `kubernetes-admin` in `system:masters`).
+    pub fn kubeconfig(&self) -> PathBuf {
+        self.dir.join("admin.kubeconfig")
+    }
+
+    /// The CA every certificate of this control plane chains to (PEM).
+    pub fn ca_pem(&self) -> &str {
+        self.ca.cert_pem()
+    }
+
+    /// Writes a kubeconfig for user `user` in `groups` (e.g. an agent's
+    /// `system:node:<name>` in `system:nodes`) and returns its path.
+    pub fn write_kubeconfig(
+        &self,
+        file: &str,
+        user: &str,
+        groups: &[&str],
+    ) -> Result<PathBuf, Error> {
+        let client = self.ca.client(user, groups)?;
+        let path = self.dir.join(file);
+        write(
+            &path,
+            &kubeconfig_yaml(&self.server, self.ca.cert_pem(), &client, user),
+        )?;
+        Ok(path)
+    }
+
+    /// The directory with the certificates, kubeconfigs and logs.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The pinned kubectl.
+    pub fn kubectl_path(&self) -> PathBuf {
+        self.kube.join("kubectl")
+    }
+
+    /// Runs the pinned kubectl as the admin (in the control plane's namespace) and returns
+    /// its standard output; a failure carries its standard error.
+    pub fn kubectl(&self, args: &[&str]) -> Result<String, Error> {
+        self.kubectl_input(args, None)
+    }
+
+    /// [`ControlPlane::kubectl`] with `input` on its standard input (`apply -f -`).
+    pub fn kubectl_input(&self, args: &[&str], input: Option<&str>) -> Result<String, Error> {
+        let kubectl = self.kubectl_path();
+        let mut cmd = match self.wrapper.split_first() {
+            Some((first, rest)) => {
+                let mut c = Command::new(first);
+                c.args(rest).arg(&kubectl);
+                c
+            }
+            None => Command::new(&kubectl),
+        };
+        let kubeconfig = self.kubeconfig();
+        cmd.arg(format!("--kubeconfig={}", kubeconfig.display()))
+            .args(args)
+            .stdin(if input.is_some() {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = cmd
+            .spawn()
+            .map_err(|e| Error::Io(format!("cannot run {}: {e}", kubectl.display())))?;
+        if let (Some(text), Some(mut stdin)) = (input, child.stdin.take()) {
+            stdin
+                .write_all(text.as_bytes())
+                .map_err(|e| Error::Io(format!("kubectl stdin: {e}")))?;
+        }
+        let out = child
+            .wait_with_output()
+            .map_err(|e| Error::Io(format!("kubectl: {e}")))?;
+        if out.status.success() {
+            Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+        } else {
+            Err(Error::Kubectl {
+                args: args.join(" "),
+                stderr: String::from_utf8_lossy(&out.stderr).trim().to_owned(),
+            })
+        }
+    }
+}
+
+fn kill(child: &mut Option<Child>) {
+    if let Some(mut c) = child.take() {
+        let _ = c.kill();
+        let _ = c.wait();
+    }
+}
+
+impl Drop for ControlPlane {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            // A failing test: what each component said last, before it all goes.
+            for c in [
+                "kube-apiserver",
+                "kube-controller-manager",
+                "kube-scheduler",
+            ] {
+                eprintln!(
+                    "--- {c} (last lines)\n{}",
+                    log_tail(&self.dir.join(format!("{c}.log")))
+                );
+            }
+        }
+        kill(&mut self.scheduler);
+        kill(&mut self.controller_manager);
+        kill(&mut self.apiserver);
+        self.etcd.take();
+        if self.owned_dir {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+}
