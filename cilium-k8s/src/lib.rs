@@ -10,7 +10,9 @@
 //!   kube-apiserver, kube-controller-manager and kube-scheduler (built from the
 //!   `k8s.io/kubernetes` module by `cargo xtask kube-build`), with certificates and
 //!   kubeconfigs of its own, torn down on drop.
-//! - [`pki`]: the small CA behind it.
+//! - [`watch`]: [`Informer`](watch::Informer), list-then-watch of one kind through the
+//!   API, reporting `cilium_core::cluster::Change`s as the cluster store's informer does.
+//! - [`pki`]: the small CA behind it; [`client`]: a client from a kubeconfig.
 //!
 //! ```no_run
 //! use cilium_k8s::testing::ControlPlane;
@@ -25,6 +27,18 @@
 pub mod crds;
 pub mod pki;
 pub mod testing;
+pub mod watch;
+
+/// A client of the API server a kubeconfig names (its current context), as the agent's
+/// `k8s-kubeconfig-path` setting gives it.
+pub async fn client(kubeconfig: &std::path::Path) -> Result<kube::Client, Error> {
+    let file = kube::config::Kubeconfig::read_from(kubeconfig)
+        .map_err(|e| Error::Api(format!("{}: {e}", kubeconfig.display())))?;
+    let config = kube::Config::from_custom_kubeconfig(file, &Default::default())
+        .await
+        .map_err(|e| Error::Api(format!("{}: {e}", kubeconfig.display())))?;
+    kube::Client::try_from(config).map_err(|e| Error::Api(e.to_string()))
+}
 
 /// What can go wrong in this crate.
 #[derive(Debug, thiserror::Error)]
@@ -56,6 +70,9 @@ pub enum Error {
     /// A file or process operation failed.
     #[error("{0}")]
     Io(String),
+    /// The Kubernetes API refused a request or cannot be reached.
+    #[error("kubernetes api: {0}")]
+    Api(String),
     /// A manifest does not decode.
     #[error("manifest: {0}")]
     Manifest(String),
