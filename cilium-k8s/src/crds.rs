@@ -14,6 +14,10 @@
 //! assert_eq!(object["spec"]["scope"], "Namespaced");
 //! ```
 
+use std::time::Duration;
+
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{Api, PostParams};
 use serde_json::Value;
 
 use crate::Error;
@@ -109,6 +113,135 @@ pub fn all_yaml() -> String {
         .join("\n---\n")
 }
 
+/// What [`register`] did with one definition.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Registered {
+    /// It was not in the cluster: created.
+    Created,
+    /// The cluster's was older (or had no schema or version label): replaced.
+    Upgraded,
+    /// The cluster's is this version or newer: left alone.
+    UpToDate,
+}
+
+/// A `major.minor.patch` version.
+fn semver(v: &str) -> Option<(u64, u64, u64)> {
+    let mut parts = v.trim_start_matches('v').splitn(3, '.');
+    let major = parts.next()?.parse().ok()?;
+    let minor = parts.next()?.parse().ok()?;
+    let patch = parts.next()?.split(['-', '+']).next()?.parse().ok()?;
+    Some((major, minor, patch))
+}
+
+/// Whether the cluster's definition must be replaced by ours, as Cilium's operator decides:
+/// no schema, no (or an unreadable) schema-version label, or a lower version than ours.
+pub fn needs_update(current: &CustomResourceDefinition) -> bool {
+    let no_schema = current.spec.versions.first().is_none_or(|v| {
+        v.schema
+            .as_ref()
+            .and_then(|s| s.open_api_v3_schema.as_ref())
+            .is_none()
+    });
+    let theirs = current
+        .metadata
+        .labels
+        .as_ref()
+        .and_then(|l| l.get(SCHEMA_VERSION_LABEL))
+        .and_then(|v| semver(v));
+    match (no_schema, theirs, semver(SCHEMA_VERSION)) {
+        (true, _, _) | (_, None, _) => true,
+        (false, Some(theirs), Some(ours)) => theirs < ours,
+        (false, Some(_), None) => false,
+    }
+}
+
+fn api_error(what: &str, e: &kube::Error) -> Error {
+    Error::Api(format!("{what}: {e}"))
+}
+
+fn is_status(e: &kube::Error, code: u16) -> bool {
+    matches!(e, kube::Error::Api(s) if s.code == code)
+}
+
+/// Creates or upgrades every definition and waits until each is established, as Cilium's
+/// operator does at start: a newer definition in the cluster is left alone (no downgrade);
+/// a race with another writer (conflict, already exists) is retried; a name conflict is an
+/// error. Gives up after `timeout` per definition.
+pub async fn register(
+    client: &kube::Client,
+    timeout: Duration,
+) -> Result<Vec<(&'static str, Registered)>, Error> {
+    let api: Api<CustomResourceDefinition> = Api::all(client.clone());
+    let mut out = Vec::new();
+    for crd in &ALL {
+        let desired: CustomResourceDefinition = serde_json::from_value(crd.object()?)
+            .map_err(|e| Error::Manifest(format!("{}: {e}", crd.name)))?;
+        let deadline = tokio::time::Instant::now() + timeout;
+        let outcome = loop {
+            let step = match api.get_opt(crd.name).await {
+                Err(e) => Err(e),
+                Ok(None) => api
+                    .create(&PostParams::default(), &desired)
+                    .await
+                    .map(|_| Registered::Created),
+                Ok(Some(current)) if !needs_update(&current) => Ok(Registered::UpToDate),
+                Ok(Some(current)) => {
+                    let mut next = desired.clone();
+                    next.metadata.resource_version = current.metadata.resource_version.clone();
+                    api.replace(crd.name, &PostParams::default(), &next)
+                        .await
+                        .map(|_| Registered::Upgraded)
+                }
+            };
+            match step {
+                Ok(r) => break r,
+                // Another operator got there first: look again.
+                Err(e) if is_status(&e, 409) => {}
+                Err(e) if tokio::time::Instant::now() > deadline => {
+                    return Err(api_error(crd.name, &e));
+                }
+                Err(_) => {}
+            }
+            if tokio::time::Instant::now() > deadline {
+                return Err(Error::Api(format!(
+                    "{}: not registered in {timeout:?}",
+                    crd.name
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        };
+        wait_established(&api, crd.name, deadline).await?;
+        out.push((crd.name, outcome));
+    }
+    Ok(out)
+}
+
+async fn wait_established(
+    api: &Api<CustomResourceDefinition>,
+    name: &str,
+    deadline: tokio::time::Instant,
+) -> Result<(), Error> {
+    loop {
+        let crd = api.get(name).await.map_err(|e| api_error(name, &e))?;
+        let conditions = crd.status.and_then(|s| s.conditions).unwrap_or_default();
+        for c in &conditions {
+            if c.type_ == "Established" && c.status == "True" {
+                return Ok(());
+            }
+            if c.type_ == "NamesAccepted" && c.status == "False" {
+                return Err(Error::Api(format!(
+                    "{name}: name conflict: {}",
+                    c.reason.as_deref().unwrap_or("names not accepted")
+                )));
+            }
+        }
+        if tokio::time::Instant::now() > deadline {
+            return Err(Error::Api(format!("{name}: not established in time")));
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -181,6 +314,33 @@ mod tests {
             ("IPv6", 0),
         ];
         assert_eq!(cols, want.map(|(n, p)| (n.to_owned(), p)).to_vec());
+    }
+
+    #[test]
+    fn versions_compare_as_cilium_compares_them() {
+        assert_eq!(semver("1.34.2"), Some((1, 34, 2)));
+        assert_eq!(semver("v1.9.10-rc1"), Some((1, 9, 10)));
+        assert_eq!(semver("1.34"), None);
+        let mut crd: CustomResourceDefinition =
+            serde_json::from_value(find("CiliumNode").unwrap().object().unwrap()).unwrap();
+        assert!(!needs_update(&crd), "our own version is up to date");
+        let label = |crd: &mut CustomResourceDefinition, v: &str| {
+            crd.metadata
+                .labels
+                .get_or_insert_default()
+                .insert(SCHEMA_VERSION_LABEL.into(), v.into());
+        };
+        label(&mut crd, "1.33.11");
+        assert!(needs_update(&crd));
+        label(&mut crd, "1.34.10");
+        assert!(!needs_update(&crd), "a newer one is not downgraded");
+        label(&mut crd, "garbage");
+        assert!(needs_update(&crd));
+        crd.metadata.labels = None;
+        assert!(needs_update(&crd));
+        label(&mut crd, SCHEMA_VERSION);
+        crd.spec.versions[0].schema = None;
+        assert!(needs_update(&crd), "no schema");
     }
 
     #[test]
