@@ -5,7 +5,8 @@
 //!
 //! - [`crds`]: the CiliumNode, CiliumEndpoint, CiliumIdentity, CiliumNetworkPolicy and
 //!   CiliumClusterwideNetworkPolicy definitions, with upstream's group, versions, kinds,
-//!   scopes, short names, status subresources and printer columns.
+//!   scopes, short names, status subresources and printer columns, and
+//!   [`register`](crds::register), which installs or upgrades them as Cilium's operator does.
 //! - [`testing`]: [`ControlPlane`](testing::ControlPlane), etcd plus upstream's
 //!   kube-apiserver, kube-controller-manager and kube-scheduler (built from the
 //!   `k8s.io/kubernetes` module by `cargo xtask kube-build`), with certificates and

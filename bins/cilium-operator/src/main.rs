@@ -3,7 +3,8 @@
 //! `cilium-operator`: connects to the cluster store (etcd, `--kvstore-opt
 //! etcd.address=<url>`), stands by until it leads, then allocates pod CIDRs to CiliumNodes
 //! and garbage-collects unused identities, until SIGINT/SIGTERM or the loss of leadership
-//! (exit 1, as Cilium's operator does, to be restarted).
+//! (exit 1, as Cilium's operator does, to be restarted). With `--k8s-kubeconfig-path` it
+//! first registers Cilium's CRDs with the Kubernetes API (unless `--skip-crd-creation`).
 
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -42,6 +43,28 @@ struct Cli {
     /// This operator's name (default: host name and pid).
     #[arg(long)]
     operator_id: Option<String>,
+    /// A kubeconfig for the Kubernetes API: Cilium's CRDs are registered (created or
+    /// upgraded, then waited for) at start.
+    #[arg(long)]
+    k8s_kubeconfig_path: Option<std::path::PathBuf>,
+    /// Do not register the CRDs (they are managed elsewhere).
+    #[arg(long)]
+    skip_crd_creation: bool,
+}
+
+/// Registers Cilium's CRDs through the API, as Cilium's operator does before anything else.
+async fn register_crds(kubeconfig: &std::path::Path) -> Result<(), String> {
+    let fail = |e: cilium_k8s::Error| format!("Unable to create custom resource definition: {e}");
+    let client = cilium_k8s::client(kubeconfig).await.map_err(fail)?;
+    for (name, outcome) in cilium_k8s::crds::register(&client, Duration::from_secs(60))
+        .await
+        .map_err(fail)?
+    {
+        eprintln!(
+            "level=info subsys=k8s msg=\"CRD (CustomResourceDefinition) is installed and up-to-date\" name={name} action={outcome:?}"
+        );
+    }
+    Ok(())
 }
 
 fn duration(flag: &str, text: &str) -> Result<Duration, String> {
@@ -73,6 +96,11 @@ async fn run(cli: Cli) -> Result<(), String> {
         "leader-election-lease-duration",
         &cli.leader_election_lease_duration,
     )?;
+    if let Some(kubeconfig) = &cli.k8s_kubeconfig_path
+        && !cli.skip_crd_creation
+    {
+        register_crds(kubeconfig).await?;
+    }
     let store = loop {
         match EtcdStore::connect(&endpoints, lease).await {
             Ok(s) => break s,
