@@ -282,6 +282,34 @@ pub enum Change<T> {
     },
 }
 
+/// One kind of cluster object kept up to date, whatever the source: the cluster store's
+/// [`Informer`] or a Kubernetes watch (`cilium_k8s::watch::Informer`). What the agent and
+/// the operator consume, so that a source slots in without touching them.
+pub trait Watcher<T> {
+    /// Why the source cannot be read right now (the watcher stays usable).
+    type Error: std::fmt::Display;
+    /// The objects as last seen, by key.
+    fn objects(&self) -> &BTreeMap<String, T>;
+    /// The next change (waits for one).
+    fn next_change(&mut self) -> impl Future<Output = Result<Change<T>, Self::Error>> + Send;
+}
+
+impl<S, T> Watcher<T> for Informer<S, T>
+where
+    S: KvStore,
+    T: Clone + PartialEq + Send + Sync,
+{
+    type Error = KvError;
+
+    fn objects(&self) -> &BTreeMap<String, T> {
+        self.cache()
+    }
+
+    fn next_change(&mut self) -> impl Future<Output = Result<Change<T>, KvError>> + Send {
+        self.next()
+    }
+}
+
 /// The objects under a prefix, kept up to date: list, then watch from the list's revision;
 /// when the store has dropped changes the watch missed, list again and report the
 /// difference. Consumers never read the store directly.
@@ -464,8 +492,9 @@ mod tests {
                 object: a2.clone()
             }
         );
+        // Through the watcher interface the consumers use.
         assert_eq!(
-            ready(inf.next()).unwrap(),
+            ready(Watcher::next_change(&mut inf)).unwrap(),
             Change::Delete {
                 key: a.key(),
                 last: a2

@@ -201,6 +201,22 @@ where
     }
 }
 
+impl<K, T> cilium_core::cluster::Watcher<T> for Informer<K, T>
+where
+    K: Resource + Clone + DeserializeOwned + Debug + Send + 'static,
+    T: Clone + PartialEq + Send + Sync,
+{
+    type Error = Error;
+
+    fn objects(&self) -> &BTreeMap<String, T> {
+        self.cache()
+    }
+
+    fn next_change(&mut self) -> impl Future<Output = Result<Change<T>, Error>> + Send {
+        self.next()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use cilium_core::cluster::{Change, CiliumNode};
+use cilium_core::cluster::{Change, CiliumNode, Watcher};
 use cilium_k8s::testing::ControlPlane;
 use cilium_k8s::watch::Informer;
 use k8s_openapi::api::core::v1::ConfigMap;
@@ -28,16 +28,12 @@ fn value(c: &ConfigMap) -> Result<String, String> {
         .unwrap_or_default())
 }
 
-async fn next<T: Clone + PartialEq + std::fmt::Debug>(
-    inf: &mut Informer<
-        impl kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + 'static,
-        T,
-    >,
-) -> Option<Change<T>> {
-    // Errors while the apiserver is away are expected; the informer goes on.
+/// The next change through the watcher interface the consumers use; errors while the
+/// apiserver is away are expected (the informer goes on).
+async fn next<T, W: Watcher<T>>(inf: &mut W) -> Option<Change<T>> {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     loop {
-        match tokio::time::timeout_at(deadline, inf.next()).await {
+        match tokio::time::timeout_at(deadline, inf.next_change()).await {
             Err(_) => return None,
             Ok(Ok(c)) => return Some(c),
             Ok(Err(_)) => {}
@@ -45,13 +41,9 @@ async fn next<T: Clone + PartialEq + std::fmt::Debug>(
     }
 }
 
-async fn quiet<T: Clone + PartialEq + std::fmt::Debug>(
-    inf: &mut Informer<
-        impl kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + 'static,
-        T,
-    >,
-) {
-    if let Ok(Ok(c)) = tokio::time::timeout(Duration::from_secs(2), inf.next()).await {
+/// No change for 2 s.
+async fn quiet<T: std::fmt::Debug, W: Watcher<T>>(inf: &mut W) {
+    if let Ok(Ok(c)) = tokio::time::timeout(Duration::from_secs(2), inf.next_change()).await {
         panic!("unexpected change {c:?}");
     }
 }
@@ -124,7 +116,7 @@ async fn informer_follows_the_api_across_an_apiserver_restart() {
         })
     );
     quiet(&mut inf).await;
-    assert_eq!(inf.cache().len(), 2);
+    assert_eq!(inf.objects().len(), 2);
 
     // CiliumNodes decoded into the project's type; a malformed one is reported as such.
     cp.kubectl_input(&["apply", "-f", "-"], Some(&cilium_k8s::crds::all_yaml()))
