@@ -15,9 +15,10 @@
 //!
 //! `cargo bench` (`--bench`) runs the full sizes on release binaries (`cargo xtask bench`
 //! builds them); `cargo test` runs a small smoke pass on the debug binaries so the bench
-//! itself is tested. Binaries come from `$CRS_BIN_DIR`, else the profile directory this bench runs from
-//! (`target/release` as a bench, `target/debug` as a test). Needs root; prints "skipped: ..." otherwise. Everything lives in
-//! namespaces, a bpffs and a state dir named `crsp<pid>…`, removed on drop.
+//! itself is tested. Binaries come from `$CRS_BIN_DIR`, else the profile directory this
+//! bench runs from (`target/release` as a bench, `target/debug` as a test). Needs root;
+//! prints "skipped: ..." otherwise. Everything lives in namespaces, a bpffs and a state dir
+//! named `crsp<pid>…`, removed on drop.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};

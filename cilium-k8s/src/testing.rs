@@ -91,18 +91,32 @@ pub struct ControlPlane {
     scheduler: Option<Child>,
 }
 
+/// The programs the control plane runs (a directory from before one was added is stale).
+const BINARIES: [&str; 5] = [
+    "etcd",
+    "kube-apiserver",
+    "kube-controller-manager",
+    "kube-scheduler",
+    "kubectl",
+];
+
+fn has_binaries(dir: &Path) -> bool {
+    BINARIES.iter().all(|b| dir.join(b).exists())
+}
+
 /// The directory with the upstream binaries (`kube-apiserver`, ..., `kubectl`): `$CRS_KUBE_DIR`
 /// when set, else `target/kube/` of this workspace, built by `cargo xtask kube-build` when
 /// it is missing.
 pub fn kube_dir() -> Result<PathBuf, Error> {
     if let Some(dir) = std::env::var_os("CRS_KUBE_DIR") {
         let dir = PathBuf::from(dir);
-        return if dir.join("kube-apiserver").exists() {
+        return if has_binaries(&dir) {
             Ok(dir)
         } else {
             Err(Error::Missing(format!(
-                "CRS_KUBE_DIR={} has no kube-apiserver",
-                dir.display()
+                "CRS_KUBE_DIR={} lacks one of {}",
+                dir.display(),
+                BINARIES.join(", ")
             )))
         };
     }
@@ -115,7 +129,7 @@ pub fn kube_dir() -> Result<PathBuf, Error> {
         _ => workspace.join("target"),
     };
     let dir = target.join("kube");
-    if dir.join("kube-apiserver").exists() && dir.join("kubectl").exists() {
+    if has_binaries(&dir) {
         return Ok(dir);
     }
     if !workspace.join("xtask").is_dir() {
@@ -132,7 +146,7 @@ pub fn kube_dir() -> Result<PathBuf, Error> {
         .current_dir(&workspace)
         .status()
         .map_err(|e| Error::Missing(format!("cannot run cargo xtask kube-build: {e}")))?;
-    if status.success() && dir.join("kube-apiserver").exists() {
+    if status.success() && has_binaries(&dir) {
         Ok(dir)
     } else {
         Err(Error::Missing(format!(

@@ -39,6 +39,13 @@ fn header(table: &str) -> Vec<String> {
         .collect()
 }
 
+/// One line per webpod pod: `fields` (a jsonpath template of one item).
+fn webpods(cp: &ControlPlane, fields: &str) -> Option<String> {
+    let template = format!("jsonpath={{range .items[*]}}{fields}{{\"\\n\"}}{{end}}");
+    cp.kubectl(&["get", "pods", "-l", "app=webpod", "-o", &template])
+        .ok()
+}
+
 fn apply(cp: &ControlPlane, yaml: &str) -> Result<String, String> {
     cp.kubectl_input(&["apply", "-f", "-"], Some(yaml))
         .map_err(|e| e.to_string())
@@ -239,7 +246,8 @@ fn control_plane_runs_upstreams_components_with_ciliums_crds() {
     );
 
     // The controllers and the scheduler: a Ready node loses its not-ready taint (node
-    // lifecycle controller), a Deployment becomes pods bound to it, a Service gets a ClusterIP from the seed's range and an EndpointSlice of the ready pods.
+    // lifecycle controller), a Deployment becomes pods bound to it, a Service gets a
+    // ClusterIP from the seed's range and an EndpointSlice of the ready pods.
     apply(&cp, &node(&now())).unwrap();
     cp.kubectl(&[
         "create",
@@ -250,16 +258,7 @@ fn control_plane_runs_upstreams_components_with_ciliums_crds() {
     ])
     .unwrap();
     let pods: Vec<String> = eventually(&cp, "two pods bound to k8s-w1", || {
-        let out = cp
-            .kubectl(&[
-                "get",
-                "pods",
-                "-l",
-                "app=webpod",
-                "-o",
-                "jsonpath={range .items[*]}{.metadata.name} {.spec.nodeName}{\"\\n\"}{end}",
-            ])
-            .ok()?;
+        let out = webpods(&cp, "{.metadata.name} {.spec.nodeName}")?;
         let bound: Vec<String> = out
             .lines()
             .filter(|l| l.ends_with(" k8s-w1"))
@@ -325,16 +324,7 @@ fn control_plane_runs_upstreams_components_with_ciliums_crds() {
             let rs = cp
                 .kubectl(&["get", "rs", "-l", "app=webpod", "-o", "name"])
                 .ok()?;
-            let pods = cp
-            .kubectl(&[
-                "get",
-                "pods",
-                "-l",
-                "app=webpod",
-                "-o",
-                "jsonpath={range .items[*]}{.metadata.name}={.metadata.deletionTimestamp}{\"\\n\"}{end}",
-            ])
-            .ok()?;
+            let pods = webpods(&cp, "{.metadata.name}={.metadata.deletionTimestamp}")?;
             let terminating = pods.lines().all(|l| !l.ends_with('='));
             (rs.trim().is_empty() && terminating).then_some(())
         },

@@ -305,8 +305,6 @@ struct Layout {
     run: PathBuf,
     apt_archives: PathBuf,
     cargo_home: PathBuf,
-    go_mod: PathBuf,
-    go_build: PathBuf,
     targets: PathBuf,
 }
 
@@ -317,8 +315,6 @@ impl Layout {
             run: dir.join("run"),
             apt_archives: dir.join("apt-archives"),
             cargo_home: dir.join("cargo-home"),
-            go_mod: dir.join("go-mod"),
-            go_build: dir.join("go-build"),
             targets: dir.join("targets"),
         }
     }
@@ -342,8 +338,8 @@ const RUST: &str = "/opt/rust";
 /// The host's CA bundle, and where the root gets a copy of it.
 const HOST_CA_BUNDLE: &str = "/etc/ssl/certs/ca-certificates.crt";
 const HOST_CA: &str = "/etc/host-ca-certificates.crt";
-/// How many target directories (one per fingerprint) are kept.
-const KEEP_TARGETS: usize = 2;
+/// How many target directories (one per fingerprint) are kept: each is about 15 GB.
+const KEEP_TARGETS: usize = 1;
 
 /// `cargo xtask fresh-check [...]`.
 pub(crate) fn fresh_check(root: &Path, args: &[String]) -> Result<(), String> {
@@ -366,13 +362,7 @@ pub(crate) fn fresh_check(root: &Path, args: &[String]) -> Result<(), String> {
         .canonicalize()
         .map_err(|e| format!("{}: {e}", dir.display()))?;
     let l = Layout::new(&dir);
-    for d in [
-        &l.apt_archives,
-        &l.cargo_home,
-        &l.go_mod,
-        &l.go_build,
-        &l.targets,
-    ] {
+    for d in [&l.apt_archives, &l.cargo_home, &l.targets] {
         fs::create_dir_all(d).map_err(|e| format!("creating {}: {e}", d.display()))?;
     }
     let started = Instant::now();
@@ -624,11 +614,11 @@ fn inner(args: &[String]) -> Result<(), String> {
         // CGO_ENABLED=0 (nothing of the root's packages takes part in it) and Go's caches
         // are content-addressed, so a cached result is one the root would have computed.
         // Sharing them makes the root's `kube-build` cost seconds after the host's.
-        for (var, dst, own) in [
-            ("GOMODCACHE", "/root/go/pkg/mod", &l.go_mod),
-            ("GOCACHE", "/root/.cache/go-build", &l.go_build),
+        for (var, dst) in [
+            ("GOMODCACHE", "/root/go/pkg/mod"),
+            ("GOCACHE", "/root/.cache/go-build"),
         ] {
-            let src = go_env(var).map_or_else(|| own.clone(), PathBuf::from);
+            let src = PathBuf::from(go_env(var).ok_or_else(|| format!("go env {var}: no value"))?);
             fs::create_dir_all(&src).map_err(|e| format!("creating {}: {e}", src.display()))?;
             bind(&src, dst, false)?;
         }

@@ -11,7 +11,8 @@
 //! - `fuzz-check`: checks that every fuzz target compiles (fuzz/ is its own workspace);
 //! - `build-bpf`: recompiles `cilium-bpf/bpf/*.c` into `cilium-bpf/bpf/prebuilt/` with
 //!   clang-19 and the flags of `bpf/clang.flags` (commit the result);
-//! - `ci`: test, clippy, fmt, docs and fuzz-check, as `.ci/run` runs them;
+//! - `ci`: test, clippy, fmt, docs and fuzz-check, as `.ci/run` runs them (`.ci/run` also
+//!   runs `fresh-check --test`, which needs root);
 //! - `kube-build`: builds the upstream Kubernetes control plane and kubectl from the pinned
 //!   module in `k8s/controlplane/` into `target/kube/` (see `kube.rs`);
 //! - `fresh-check [--test] [--demo]`: runs `scripts/deps.sh` and the build of every target
