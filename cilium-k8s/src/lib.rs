@@ -13,6 +13,14 @@
 //!   kubeconfigs of its own, torn down on drop.
 //! - [`watch`]: [`Informer`](watch::Informer), list-then-watch of one kind through the
 //!   API, reporting `cilium_core::cluster::Change`s as the cluster store's informer does.
+//! - [`types`]: typed `cilium.io/v2` objects ([`CiliumIdentity`](types::CiliumIdentity)).
+//! - [`identity`]: [`CrdBackend`](identity::CrdBackend), security identities as
+//!   CiliumIdentity objects (`identity-allocation-mode=crd`), the same number on every node
+//!   even when agents race for a label set.
+//! - [`nodes`]: CiliumNodes through the API (the agent registers its node, the operator
+//!   writes pod CIDRs), with optimistic concurrency.
+//! - [`lease`]: [`LeaderElector`](lease::LeaderElector), leader election on a
+//!   `coordination.k8s.io` Lease as client-go does it.
 //! - [`pki`]: the small CA behind it; [`client`]: a client from a kubeconfig.
 //!
 //! ```no_run
@@ -26,8 +34,12 @@
 #![forbid(unsafe_code)]
 
 pub mod crds;
+pub mod identity;
+pub mod lease;
+pub mod nodes;
 pub mod pki;
 pub mod testing;
+pub mod types;
 pub mod watch;
 
 /// A client of the API server a kubeconfig names (its current context), as the agent's

@@ -477,6 +477,18 @@ impl ControlPlane {
         self.kube.join("kubectl")
     }
 
+    /// Applies Cilium's five CRDs with kubectl and waits until they are established.
+    pub fn apply_crds(&self) -> Result<(), Error> {
+        self.kubectl_input(&["apply", "-f", "-"], Some(&crate::crds::all_yaml()))?;
+        let mut args = vec!["wait", "--for=condition=Established", "--timeout=60s"];
+        let names: Vec<String> = crate::crds::ALL
+            .iter()
+            .map(|c| format!("crd/{}", c.name))
+            .collect();
+        args.extend(names.iter().map(String::as_str));
+        self.kubectl(&args).map(drop)
+    }
+
     /// Runs the pinned kubectl as the admin (in the control plane's namespace) and returns
     /// its standard output; a failure carries its standard error.
     pub fn kubectl(&self, args: &[&str]) -> Result<String, Error> {

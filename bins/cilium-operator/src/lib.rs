@@ -2,7 +2,10 @@
 
 //! The cilium-rs operator, as a library so tests and the lab can run it in-process.
 //!
-//! One operator leads at a time ([`acquire_leadership`]: a session key in the store; when
+//! Two modes. On the Kubernetes API ([`run_k8s`], the [`k8s`] module): a Lease elects the
+//! leader, which runs cluster-pool IPAM on CiliumNode objects and garbage-collects
+//! CiliumIdentities and CiliumEndpoints. On the cluster store ([`run`]):
+//! one operator leads at a time ([`acquire_leadership`]: a session key in the store; when
 //! the leader dies its session ends and the key goes, and a standby takes over). The leader
 //! runs:
 //! - cluster-pool IPAM ([`ipam_loop`]): every CiliumNode without a pod CIDR gets the next
@@ -35,12 +38,15 @@ use std::time::{Duration, Instant};
 
 use cilium_core::cluster::{
     CILIUM_NODES_PREFIX, Change, CiliumNode, ENDPOINTS_PREFIX, Informer, PODS_PREFIX,
-    SERVICES_PREFIX,
+    SERVICES_PREFIX, Watcher,
 };
 use cilium_core::kvstore::{AnyStore, EventKind, KvStore, KvWatch};
 use cilium_identity::KvBackend;
 use cilium_ipam::{ClusterPool, ClusterPoolConfig, IpamError};
 use ipnet::{IpNet, Ipv4Net};
+
+pub mod k8s;
+pub use k8s::run_k8s;
 
 /// The key the leader holds (a session key).
 pub const LEADER_KEY: &str = "cilium/state/operator/v1/leader";
@@ -56,10 +62,17 @@ pub struct OperatorConfig {
     pub identity_gc_interval: Duration,
     /// `identity-heartbeat-timeout`: how long an identity must stay unused to be deleted.
     pub identity_heartbeat_timeout: Duration,
+    /// `cilium-endpoint-gc-interval`: how often CiliumEndpoints of gone pods are looked
+    /// for (Kubernetes mode).
+    pub endpoint_gc_interval: Duration,
+    /// `leader-election-lease-duration`: how long a leader that stopped renewing keeps
+    /// the lead.
+    pub lease_duration: Duration,
 }
 
 impl OperatorConfig {
-    /// Cilium's defaults (GC every 15 minutes, unused for 30) for a pool.
+    /// Cilium's defaults (identity GC every 15 minutes, unused for 30; endpoint GC every 5
+    /// minutes; a 15 s lease) for a pool.
     pub fn new(id: &str, pool_cidrs: &str, mask_size: u8) -> Result<Self, String> {
         Ok(OperatorConfig {
             id: id.to_owned(),
@@ -67,11 +80,13 @@ impl OperatorConfig {
                 .map_err(|e| format!("cluster-pool-ipv4-cidr: {e}"))?,
             identity_gc_interval: Duration::from_secs(15 * 60),
             identity_heartbeat_timeout: Duration::from_secs(30 * 60),
+            endpoint_gc_interval: Duration::from_secs(5 * 60),
+            lease_duration: Duration::from_secs(15),
         })
     }
 }
 
-fn log(level: &str, msg: &str, fields: &str) {
+pub(crate) fn log(level: &str, msg: &str, fields: &str) {
     eprintln!("level={level} subsys=cilium-operator msg=\"{msg}\" {fields}");
 }
 
@@ -150,6 +165,42 @@ pub async fn run(store: Arc<AnyStore>, config: OperatorConfig) -> Result<(), Str
     }
 }
 
+/// Where the IPAM loop writes a node's pod CIDR, or why it has none.
+trait NodeSink {
+    /// Writes `cidr` into CiliumNode `name` if it has none yet; with no CIDR, records
+    /// `error` in its status instead.
+    fn write(
+        &self,
+        name: &str,
+        cidr: Option<Ipv4Net>,
+        error: &str,
+    ) -> impl Future<Output = Result<(), String>> + Send;
+}
+
+/// CiliumNodes in the cluster store.
+struct StoreNodes(Arc<AnyStore>);
+
+impl NodeSink for StoreNodes {
+    async fn write(&self, name: &str, cidr: Option<Ipv4Net>, error: &str) -> Result<(), String> {
+        write_node(&*self.0, name, cidr, error).await
+    }
+}
+
+/// CiliumNodes in the Kubernetes API.
+struct ApiNodes(kube::Api<kube::api::DynamicObject>);
+
+impl NodeSink for ApiNodes {
+    async fn write(&self, name: &str, cidr: Option<Ipv4Net>, error: &str) -> Result<(), String> {
+        match cidr {
+            Some(c) => cilium_k8s::nodes::set_pod_cidr(&self.0, name, c)
+                .await
+                .map(drop),
+            None => cilium_k8s::nodes::set_operator_error(&self.0, name, error).await,
+        }
+        .map_err(|e| e.to_string())
+    }
+}
+
 /// Writes `cidr` into a CiliumNode that has none (compare-and-swap on its stored bytes, so
 /// a concurrent change is never overwritten); `error` instead records why there is none.
 async fn write_node<S: KvStore>(
@@ -192,13 +243,83 @@ fn v4(cidrs: &[Ipv4Net]) -> Vec<IpNet> {
     cidrs.iter().map(|c| IpNet::V4(*c)).collect()
 }
 
-/// Cluster-pool IPAM over the CiliumNodes, until the store fails.
+/// Cluster-pool IPAM over the CiliumNodes of the cluster store, until the store fails.
 pub async fn ipam_loop(store: Arc<AnyStore>, pool_config: ClusterPoolConfig) -> Result<(), String> {
-    let mut pool = ClusterPool::new(&pool_config).map_err(|e| e.to_string())?;
-    let (mut informer, initial) =
-        Informer::<_, CiliumNode>::start(store.clone(), CILIUM_NODES_PREFIX)
-            .await
-            .map_err(|e| format!("watching CiliumNodes: {e}"))?;
+    let (informer, initial) = Informer::<_, CiliumNode>::start(store.clone(), CILIUM_NODES_PREFIX)
+        .await
+        .map_err(|e| format!("watching CiliumNodes: {e}"))?;
+    ipam(informer, initial, StoreNodes(store), &pool_config).await
+}
+
+/// Cluster-pool IPAM over the CiliumNode objects of the Kubernetes API. API errors are
+/// retried (the watch resumes); only a pool that cannot be built ends it.
+pub async fn ipam_loop_k8s(
+    client: kube::Client,
+    pool_config: ClusterPoolConfig,
+) -> Result<(), String> {
+    let (informer, initial) = loop {
+        match cilium_k8s::nodes::informer(client.clone()).await {
+            Ok(started) => break started,
+            Err(e) => {
+                log(
+                    "warning",
+                    "cannot list CiliumNodes; retrying",
+                    &format!("error=\"{e}\""),
+                );
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
+    };
+    ipam(
+        Retrying(informer),
+        initial,
+        ApiNodes(cilium_k8s::nodes::api(client)),
+        &pool_config,
+    )
+    .await
+}
+
+/// A watcher whose errors are logged and waited out (a Kubernetes informer resumes by
+/// itself after a backoff), so that the loop using it never ends on an API outage.
+struct Retrying<W>(W);
+
+impl<T: Send, W: Watcher<T> + Send> Watcher<T> for Retrying<W>
+where
+    W::Error: Send,
+{
+    type Error = W::Error;
+
+    fn objects(&self) -> &BTreeMap<String, T> {
+        self.0.objects()
+    }
+
+    async fn next_change(&mut self) -> Result<Change<T>, W::Error> {
+        let mut failing = false;
+        loop {
+            match self.0.next_change().await {
+                Ok(c) => return Ok(c),
+                Err(e) if !failing => {
+                    log(
+                        "warning",
+                        "watch interrupted; resuming",
+                        &format!("error=\"{e}\""),
+                    );
+                    failing = true;
+                }
+                Err(_) => {}
+            }
+        }
+    }
+}
+
+/// The cluster-pool IPAM loop over any source of CiliumNodes.
+async fn ipam<W: Watcher<CiliumNode>, S: NodeSink>(
+    mut informer: W,
+    initial: Vec<Change<CiliumNode>>,
+    sink: S,
+    pool_config: &ClusterPoolConfig,
+) -> Result<(), String> {
+    let mut pool = ClusterPool::new(pool_config).map_err(|e| e.to_string())?;
     // Take back what is already handed out before handing out anything.
     for change in &initial {
         if let Change::Upsert { object, .. } = change
@@ -217,7 +338,7 @@ pub async fn ipam_loop(store: Arc<AnyStore>, pool_config: ClusterPoolConfig) -> 
         let change = match pending.pop_front() {
             Some(c) => c,
             None => informer
-                .next()
+                .next_change()
                 .await
                 .map_err(|e| format!("watching CiliumNodes: {e}"))?,
         };
@@ -238,7 +359,21 @@ pub async fn ipam_loop(store: Arc<AnyStore>, pool_config: ClusterPoolConfig) -> 
                             "allocated a pod CIDR",
                             &format!("ciliumnode={name} cidr={cidr}"),
                         );
-                        write_node(&*store, &name, Some(cidr), "").await?;
+                        if let Err(e) = sink.write(&name, Some(cidr), "").await {
+                            // Not written: give it back and try again in a second (the
+                            // store or the API is away).
+                            log(
+                                "warning",
+                                "cannot write a pod CIDR; retrying",
+                                &format!("ciliumnode={name} error=\"{e}\""),
+                            );
+                            pool.release(&name);
+                            tokio::time::sleep(Duration::from_secs(1)).await;
+                            pending.push_back(Change::Upsert {
+                                key: object.key(),
+                                object,
+                            });
+                        }
                     }
                     Err(e @ IpamError::PoolExhausted { .. }) => {
                         log(
@@ -246,17 +381,21 @@ pub async fn ipam_loop(store: Arc<AnyStore>, pool_config: ClusterPoolConfig) -> 
                             "pod CIDR pool exhausted",
                             &format!("ciliumnode={name}"),
                         );
-                        write_node(&*store, &name, None, &e.to_string()).await?;
+                        if object.status.ipam.operator_status.error != e.to_string() {
+                            sink.write(&name, None, &e.to_string()).await?;
+                        }
                     }
                     Err(e) => {
-                        write_node(&*store, &name, None, &e.to_string()).await?;
+                        if object.status.ipam.operator_status.error != e.to_string() {
+                            sink.write(&name, None, &e.to_string()).await?;
+                        }
                     }
                 }
             }
             Change::Delete { last, .. } => {
                 if let Some(freed) = pool.release(&last.metadata.name) {
                     // Nodes that waited for a CIDR get another chance.
-                    for node in informer.cache().values() {
+                    for node in informer.objects().values() {
                         if node.spec.ipam.pod_cidrs.is_empty() {
                             pending.push_back(Change::Upsert {
                                 key: node.key(),

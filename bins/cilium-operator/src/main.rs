@@ -1,10 +1,13 @@
 // SPDX-License-Identifier: Apache-2.0
 
-//! `cilium-operator`: connects to the cluster store (etcd, `--kvstore-opt
-//! etcd.address=<url>`), stands by until it leads, then allocates pod CIDRs to CiliumNodes
+//! `cilium-operator`: stands by until it leads, then allocates pod CIDRs to CiliumNodes
 //! and garbage-collects unused identities, until SIGINT/SIGTERM or the loss of leadership
-//! (exit 1, as Cilium's operator does, to be restarted). With `--k8s-kubeconfig-path` it
-//! first registers Cilium's CRDs with the Kubernetes API (unless `--skip-crd-creation`).
+//! (exit 1, as Cilium's operator does, to be restarted).
+//!
+//! With `--k8s-kubeconfig-path` it first registers Cilium's CRDs with the Kubernetes API
+//! (unless `--skip-crd-creation`). Without `--kvstore-opt` it then runs on that API alone
+//! (Lease election, CiliumNode IPAM, CiliumIdentity and CiliumEndpoint GC); with it, on
+//! the cluster store (etcd, `--kvstore-opt etcd.address=<url>`).
 
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -22,9 +25,10 @@ use clap::Parser;
     about = "cilium-rs operator: pod CIDRs and identity GC"
 )]
 struct Cli {
-    /// Store options: `etcd.address=<url>` (several separated by `;`).
+    /// Store options: `etcd.address=<url>` (several separated by `;`). Without it, the
+    /// operator runs on the Kubernetes API (`--k8s-kubeconfig-path`).
     #[arg(long)]
-    kvstore_opt: String,
+    kvstore_opt: Option<String>,
     /// The pod CIDR pool.
     #[arg(long, default_value = "10.0.0.0/8")]
     cluster_pool_ipv4_cidr: String,
@@ -37,7 +41,14 @@ struct Cli {
     /// How long an identity stays unused before it is deleted.
     #[arg(long, default_value = "30m")]
     identity_heartbeat_timeout: String,
-    /// How long a dead leader keeps the lead (its session lease).
+    /// How often CiliumEndpoints whose pod is gone are looked for (Kubernetes mode).
+    #[arg(long, default_value = "5m")]
+    cilium_endpoint_gc_interval: String,
+    /// The namespace of the leader-election Lease (Kubernetes mode; default
+    /// `$CILIUM_K8S_NAMESPACE`, then kube-system).
+    #[arg(long)]
+    k8s_namespace: Option<String>,
+    /// How long a dead leader keeps the lead (its session lease, or the Lease object).
     #[arg(long, default_value = "15s")]
     leader_election_lease_duration: String,
     /// This operator's name (default: host name and pid).
@@ -74,9 +85,6 @@ fn duration(flag: &str, text: &str) -> Result<Duration, String> {
 }
 
 async fn run(cli: Cli) -> Result<(), String> {
-    let endpoints = cilium_core::config::parse_kvstore_opt(&cli.kvstore_opt)
-        .and_then(|o| cilium_core::config::etcd_endpoints_of(&o))
-        .map_err(|e| format!("--kvstore-opt: {e}"))?;
     let mut config = OperatorConfig::new(
         &cli.operator_id.unwrap_or_else(|| {
             let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
@@ -92,10 +100,48 @@ async fn run(cli: Cli) -> Result<(), String> {
         "identity-heartbeat-timeout",
         &cli.identity_heartbeat_timeout,
     )?;
+    config.endpoint_gc_interval = duration(
+        "cilium-endpoint-gc-interval",
+        &cli.cilium_endpoint_gc_interval,
+    )?;
     let lease = duration(
         "leader-election-lease-duration",
         &cli.leader_election_lease_duration,
     )?;
+    config.lease_duration = lease;
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .map_err(|e| e.to_string())?;
+    let Some(kvstore_opt) = &cli.kvstore_opt else {
+        let Some(kubeconfig) = &cli.k8s_kubeconfig_path else {
+            return Err(
+                "set --k8s-kubeconfig-path (the Kubernetes API) or --kvstore-opt \
+                 etcd.address=<url> (the cluster store)"
+                    .into(),
+            );
+        };
+        if !cli.skip_crd_creation {
+            register_crds(kubeconfig).await?;
+        }
+        let client = cilium_k8s::client(kubeconfig)
+            .await
+            .map_err(|e| e.to_string())?;
+        let shutdown = async {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+        };
+        let namespace = cli
+            .k8s_namespace
+            .clone()
+            .or_else(|| std::env::var("CILIUM_K8S_NAMESPACE").ok())
+            .filter(|n| !n.is_empty())
+            .unwrap_or_else(|| "kube-system".into());
+        return cilium_operator::run_k8s(client, config, &namespace, shutdown).await;
+    };
+    let endpoints = cilium_core::config::parse_kvstore_opt(kvstore_opt)
+        .and_then(|o| cilium_core::config::etcd_endpoints_of(&o))
+        .map_err(|e| format!("--kvstore-opt: {e}"))?;
     if let Some(kubeconfig) = &cli.k8s_kubeconfig_path
         && !cli.skip_crd_creation
     {
@@ -113,8 +159,6 @@ async fn run(cli: Cli) -> Result<(), String> {
         }
     };
     let store = Arc::new(AnyStore::Etcd(Box::new(store)));
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .map_err(|e| e.to_string())?;
     tokio::select! {
         r = cilium_operator::run(store, config) => r,
         _ = tokio::signal::ctrl_c() => Ok(()),
