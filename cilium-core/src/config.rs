@@ -146,6 +146,21 @@ pub const KEYS: &[(&str, &str, &str)] = &[
         "this node's name (empty: $K8S_NODE_NAME, then the host name)",
     ),
     (
+        "k8s-kubeconfig-path",
+        "",
+        "kubeconfig of the Kubernetes API (empty: in-cluster when KUBERNETES_SERVICE_HOST is set, else none)",
+    ),
+    (
+        "k8s-api-server",
+        "",
+        "Kubernetes API server URL (overrides the kubeconfig's or the in-cluster one)",
+    ),
+    (
+        "identity-allocation-mode",
+        "crd",
+        "crd (CiliumIdentity objects; needs the Kubernetes API) or kvstore",
+    ),
+    (
         "ipv4-node",
         "auto",
         "this node's IPv4 address (auto: the first global address)",
@@ -410,6 +425,26 @@ pub struct AgentConfig {
     /// `kvstore-lease-ttl`, in seconds.
     #[serde(rename = "kvstore-lease-ttl")]
     pub kvstore_lease_ttl: u64,
+    /// `k8s-kubeconfig-path` (None: in-cluster or no Kubernetes API).
+    #[serde(rename = "k8s-kubeconfig-path")]
+    pub k8s_kubeconfig_path: Option<PathBuf>,
+    /// `k8s-api-server` (empty: the kubeconfig's or the in-cluster one).
+    #[serde(rename = "k8s-api-server")]
+    pub k8s_api_server: String,
+    /// `identity-allocation-mode`.
+    #[serde(rename = "identity-allocation-mode")]
+    pub identity_allocation_mode: IdentityAllocationMode,
+}
+
+/// `identity-allocation-mode`: where security identities are allocated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum IdentityAllocationMode {
+    /// CiliumIdentity objects in the Kubernetes API (Cilium's default). Without a
+    /// Kubernetes API the agent keeps them in its cluster store instead, and says so.
+    Crd,
+    /// The cluster store's `cilium/state/identities/v1` keys.
+    Kvstore,
 }
 
 /// A duration as Cilium writes them (`15m`, `30s`, `1h`, `1m30s`; a plain number is
@@ -638,6 +673,23 @@ impl AgentConfig {
                 0 => Err("must be at least 1s".to_owned()),
                 n => Ok(n),
             })?,
+            k8s_kubeconfig_path: r.parse("k8s-kubeconfig-path", |v| {
+                Ok::<_, String>((!v.is_empty()).then(|| PathBuf::from(v)))
+            })?,
+            k8s_api_server: r.parse("k8s-api-server", |v| {
+                if v.is_empty() || v.starts_with("https://") || v.starts_with("http://") {
+                    Ok(v.to_owned())
+                } else {
+                    Err("expected a URL such as https://192.168.10.100:6443".into())
+                }
+            })?,
+            identity_allocation_mode: r.choice(
+                "identity-allocation-mode",
+                &[
+                    ("crd", IdentityAllocationMode::Crd),
+                    ("kvstore", IdentityAllocationMode::Kvstore),
+                ],
+            )?,
         };
         config.check()?;
         Ok(config)

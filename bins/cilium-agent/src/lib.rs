@@ -87,6 +87,7 @@ impl Agent {
         if config.kvstore == "etcd" {
             tokio::spawn(cluster::run(node.clone(), config.clone()));
         }
+        tokio::spawn(node.clone().sync_cilium_endpoints());
         let hubble = if config.enable_hubble && options.datapath {
             let observer = Arc::new(
                 hubble::Observer::new(&node.name, config.hubble_event_buffer_capacity)

@@ -14,8 +14,10 @@
 //! Their states sit together under one lock, so every change is serialised; each is
 //! all-or-nothing: a failed step undoes the ones before it.
 
+mod ceps;
 mod endpoints;
 mod error;
+mod identities;
 mod ipcache;
 mod policy;
 mod service_sync;
@@ -30,8 +32,8 @@ use cilium_bpf::link::Netlink;
 use cilium_bpf::maps::Maps;
 use cilium_bpf::policy::PolicyWriter;
 use cilium_bpf::{Datapath, DatapathConfig};
-use cilium_core::cluster::{CILIUM_NODES_PREFIX, Change, CiliumNode, Informer};
-use cilium_core::config::AgentConfig;
+use cilium_core::cluster::{CILIUM_NODES_PREFIX, Change, CiliumNode, Informer, Watcher};
+use cilium_core::config::{AgentConfig, IdentityAllocationMode};
 use cilium_core::kvstore::{AnyStore, FileStore, KvStore};
 use cilium_core::{LabelFilter, NumericIdentity};
 use cilium_identity::{AllocatorConfig, IdentityAllocator, IdentityBackend, KvBackend};
@@ -42,6 +44,7 @@ use ipnet::{IpNet, Ipv4Net};
 use crate::metrics::Metrics;
 use endpoints::{EndpointDatapath, EndpointTable};
 use error::internal;
+use identities::Identities;
 use ipcache::IpCache;
 use policy::PolicyState;
 use service_sync::ServiceTable;
@@ -131,6 +134,16 @@ pub struct RestoreReport {
     pub services: usize,
 }
 
+/// The Kubernetes API client of a node running under Kubernetes.
+#[derive(Clone)]
+pub(crate) struct K8sApi(pub(crate) kube::Client);
+
+impl std::fmt::Debug for K8sApi {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("K8sApi")
+    }
+}
+
 /// The node's state and operations.
 #[derive(Debug)]
 pub struct Node {
@@ -147,7 +160,11 @@ pub struct Node {
     /// Where the CNI queues deletions while the agent is down.
     pub delete_queue: PathBuf,
     store: Arc<AnyStore>,
-    identities: IdentityAllocator<KvBackend<Arc<AnyStore>>>,
+    identities: IdentityAllocator<Identities>,
+    /// The Kubernetes API, when the node runs under Kubernetes.
+    pub(crate) k8s: Option<K8sApi>,
+    /// Woken when an endpoint is published or withdrawn (the CiliumEndpoint sync).
+    pub(crate) endpoints_changed: tokio::sync::Notify,
     filter: LabelFilter,
     /// The cluster's name.
     pub cluster: String,
@@ -251,8 +268,8 @@ async fn detect_node_ip(range: Option<Ipv4Net>) -> Result<Ipv4Addr, String> {
         .ok_or_else(|| "this node has no IPv4 address: set ipv4-node".to_owned())
 }
 
-/// Registers this node's CiliumNode (cluster-pool IPAM) and waits until the operator has
-/// written a pod CIDR into it.
+/// Registers this node's CiliumNode in the cluster store (cluster-pool IPAM) and waits
+/// until the operator has written a pod CIDR into it.
 async fn wait_for_pod_cidr(
     store: &Arc<AnyStore>,
     name: &str,
@@ -266,10 +283,47 @@ async fn wait_for_pod_cidr(
         .create_only(&key, &encoded)
         .await
         .map_err(|e| format!("registering CiliumNode {name}: {e}"))?;
-    let (mut informer, initial) =
-        Informer::<_, CiliumNode>::start(store.clone(), CILIUM_NODES_PREFIX)
-            .await
-            .map_err(|e| format!("watching CiliumNodes: {e}"))?;
+    let (informer, initial) = Informer::<_, CiliumNode>::start(store.clone(), CILIUM_NODES_PREFIX)
+        .await
+        .map_err(|e| format!("watching CiliumNodes: {e}"))?;
+    await_pod_cidr(informer, initial, name).await
+}
+
+/// [`wait_for_pod_cidr`] through the Kubernetes API: the CiliumNode object is created (or
+/// its addresses updated, its pod CIDRs kept), then watched. Waits out API outages.
+async fn wait_for_pod_cidr_k8s(
+    client: &kube::Client,
+    name: &str,
+    ipv4: Ipv4Addr,
+) -> Result<Ipv4Net, String> {
+    let mut logged = false;
+    let started = loop {
+        let attempt = async {
+            cilium_k8s::nodes::register(client.clone(), name, ipv4).await?;
+            cilium_k8s::nodes::informer(client.clone()).await
+        };
+        match attempt.await {
+            Ok(started) => break started,
+            Err(e) => {
+                if !logged {
+                    eprintln!(
+                        "level=warning msg=\"cannot register this node's CiliumNode yet; retrying every second\" ciliumnode={name} error=\"{e}\""
+                    );
+                    logged = true;
+                }
+                tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+            }
+        }
+    };
+    await_pod_cidr(started.0, started.1, name).await
+}
+
+/// Follows CiliumNodes until `name`'s has a pod CIDR, reporting the operator's error.
+async fn await_pod_cidr<W: Watcher<CiliumNode>>(
+    mut informer: W,
+    initial: Vec<Change<CiliumNode>>,
+    name: &str,
+) -> Result<Ipv4Net, String> {
     let mut changes: std::collections::VecDeque<Change<CiliumNode>> = initial.into();
     let mut reported = String::new();
     eprintln!(
@@ -278,10 +332,16 @@ async fn wait_for_pod_cidr(
     loop {
         let change = match changes.pop_front() {
             Some(c) => c,
-            None => informer
-                .next()
-                .await
-                .map_err(|e| format!("watching CiliumNodes: {e}"))?,
+            None => match informer.next_change().await {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!(
+                        "level=warning msg=\"watching CiliumNodes failed; retrying\" error=\"{e}\""
+                    );
+                    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                    continue;
+                }
+            },
         };
         if let Change::Upsert { object, .. } = change
             && object.metadata.name == name
@@ -299,6 +359,60 @@ async fn wait_for_pod_cidr(
             }
         }
     }
+}
+
+/// The CiliumIdentity backend, once the CRD can be listed (the operator registers it:
+/// an agent starting with it waits, as Cilium's does).
+async fn crd_identities(
+    client: &kube::Client,
+    range: (u32, u32),
+) -> cilium_k8s::identity::CrdBackend {
+    let mut logged = false;
+    loop {
+        match cilium_k8s::identity::CrdBackend::with_range(client.clone(), range.0, range.1).await {
+            Ok(backend) => return backend,
+            Err(e) => {
+                if !logged {
+                    eprintln!(
+                        "level=warning msg=\"cannot list CiliumIdentities yet (is the CRD registered?); retrying every second\" error=\"{e}\""
+                    );
+                    logged = true;
+                }
+                tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+            }
+        }
+    }
+}
+
+/// The Kubernetes API client the configuration names: `k8s-kubeconfig-path`, else the
+/// in-cluster account when `k8s-api-server` or `KUBERNETES_SERVICE_HOST` is set (Cilium's
+/// `k8sServiceHost`/`k8sServicePort`); `k8s-api-server` overrides the server's URL. None
+/// without any of them.
+pub async fn k8s_client(config: &AgentConfig) -> Result<Option<kube::Client>, String> {
+    let in_cluster = std::env::var("KUBERNETES_SERVICE_HOST").is_ok_and(|h| !h.is_empty());
+    let mut kube_config = match &config.k8s_kubeconfig_path {
+        Some(path) => {
+            let file = kube::config::Kubeconfig::read_from(path)
+                .map_err(|e| format!("k8s-kubeconfig-path {}: {e}", path.display()))?;
+            kube::Config::from_custom_kubeconfig(file, &Default::default())
+                .await
+                .map_err(|e| format!("k8s-kubeconfig-path {}: {e}", path.display()))?
+        }
+        None if in_cluster || !config.k8s_api_server.is_empty() => kube::Config::incluster()
+            .map_err(|e| {
+                format!("the in-cluster Kubernetes account (k8s-api-server / KUBERNETES_SERVICE_HOST): {e}")
+            })?,
+        None => return Ok(None),
+    };
+    if !config.k8s_api_server.is_empty() {
+        kube_config.cluster_url = config
+            .k8s_api_server
+            .parse()
+            .map_err(|e| format!("k8s-api-server {}: {e}", config.k8s_api_server))?;
+    }
+    kube::Client::try_from(kube_config)
+        .map(Some)
+        .map_err(|e| format!("the Kubernetes client: {e}"))
 }
 
 fn write_sysctl(key: &str, value: &str) -> Result<(), String> {
@@ -320,15 +434,19 @@ impl Node {
         std::fs::create_dir_all(&state_dir)
             .map_err(|e| format!("creating state-dir {}: {e}", state_dir.display()))?;
         let store = Arc::new(open_store(config, &state_dir).await?);
+        let k8s = k8s_client(config).await?;
         let name = node_name(config);
         let ipv4 = match config.ipv4_node {
             Some(ip) => ip,
             None => detect_node_ip(config.ipv4_range).await?,
         };
-        let cidr = match config.ipv4_range {
-            Some(c) => c,
-            None if config.kvstore == "etcd" => wait_for_pod_cidr(&store, &name, ipv4).await?,
-            None => {
+        let cidr = match (config.ipv4_range, &k8s) {
+            (Some(c), _) => c,
+            (None, Some(client)) => wait_for_pod_cidr_k8s(client, &name, ipv4).await?,
+            (None, None) if config.kvstore == "etcd" => {
+                wait_for_pod_cidr(&store, &name, ipv4).await?
+            }
+            (None, None) => {
                 let text = config
                     .cluster_pool_ipv4_cidr
                     .iter()
@@ -356,14 +474,37 @@ impl Node {
         )
         .map_err(|e| format!("reserving the router IP {router}: {e}"))?;
         let range = cilium_identity::MemoryBackend::new(config.cluster_id).range();
-        let identities = IdentityAllocator::new(
-            KvBackend::new(store.clone(), name.clone(), range.0, range.1),
-            {
-                let mut c = AllocatorConfig::default();
-                c.cluster_id = config.cluster_id;
-                c
-            },
+        let backend = match (&k8s, config.identity_allocation_mode) {
+            (Some(client), IdentityAllocationMode::Crd) => {
+                Identities::Crd(Box::new(crd_identities(client, range).await))
+            }
+            (None, IdentityAllocationMode::Crd) => {
+                eprintln!(
+                    "level=info msg=\"identity-allocation-mode=crd needs the Kubernetes API; without one, identities are kept in the cluster store (kvstore mode)\""
+                );
+                Identities::Kvstore(KvBackend::new(
+                    store.clone(),
+                    name.clone(),
+                    range.0,
+                    range.1,
+                ))
+            }
+            (_, IdentityAllocationMode::Kvstore) => Identities::Kvstore(KvBackend::new(
+                store.clone(),
+                name.clone(),
+                range.0,
+                range.1,
+            )),
+        };
+        eprintln!(
+            "level=info msg=\"security identities\" identity-allocation-mode={}",
+            backend.mode()
         );
+        let identities = IdentityAllocator::new(backend, {
+            let mut c = AllocatorConfig::default();
+            c.cluster_id = config.cluster_id;
+            c
+        });
         if options.datapath && !config.enable_endpoint_routes {
             eprintln!(
                 "level=warning msg=\"enable-endpoint-routes=false is not supported: each endpoint gets its /32 route to its lxc device, as with true\""
@@ -389,6 +530,8 @@ impl Node {
             delete_queue,
             store,
             identities,
+            k8s: k8s.map(K8sApi),
+            endpoints_changed: tokio::sync::Notify::new(),
             filter: LabelFilter::default(),
             cluster: config.cluster_name.clone(),
             cluster_nodes: std::sync::Mutex::new(BTreeMap::new()),

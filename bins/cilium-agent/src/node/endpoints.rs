@@ -211,7 +211,29 @@ impl Node {
     ) -> Result<LabelSet, ApiError> {
         let mut labels = LabelSet::new();
         let mut account = "default".to_owned();
-        if !namespace.is_empty() && !pod.is_empty() {
+        if let Some(k8s) = &self.k8s
+            && !namespace.is_empty()
+            && !pod.is_empty()
+        {
+            let (pod_labels, sa, ns_labels) = k8s_pod_labels(&k8s.0, namespace, pod).await?;
+            for (k, v) in pod_labels {
+                let label = Label::k8s(k.clone(), v)
+                    .map_err(|e| ApiError::bad_request(format!("pod label {k}: {e}")))?;
+                labels.insert(label);
+            }
+            for (k, v) in ns_labels {
+                let key = format!(
+                    "{}.{k}",
+                    cilium_core::labels::keys::POD_NAMESPACE_META_LABELS
+                );
+                let label = Label::k8s(key, v)
+                    .map_err(|e| ApiError::bad_request(format!("namespace label {k}: {e}")))?;
+                labels.insert(label);
+            }
+            if let Some(sa) = sa {
+                account = sa;
+            }
+        } else if !namespace.is_empty() && !pod.is_empty() {
             let key = format!("{PODS_PREFIX}/{namespace}/{pod}");
             if let Some(raw) = self
                 .store
@@ -735,4 +757,42 @@ async fn pod_mac(netns: &str, ifname: &str) -> Option<[u8; 6]> {
     let file = std::fs::File::open(netns).ok()?;
     let nl = Netlink::open_in(&file).ok()?;
     nl.get(ifname).await.ok().flatten().map(|l| l.mac)
+}
+
+/// A pod's labels, its service account and its namespace's labels, from the Kubernetes
+/// API. A pod the API does not know is an error: its endpoint would get no identity of its
+/// own.
+async fn k8s_pod_labels(
+    client: &kube::Client,
+    namespace: &str,
+    pod: &str,
+) -> Result<
+    (
+        BTreeMap<String, String>,
+        Option<String>,
+        BTreeMap<String, String>,
+    ),
+    ApiError,
+> {
+    use k8s_openapi::api::core::v1::{Namespace, Pod};
+    let unavailable =
+        |what: String| move |e: kube::Error| ApiError::unavailable(format!("{what}: {e}"));
+    let found = kube::Api::<Pod>::namespaced(client.clone(), namespace)
+        .get_opt(pod)
+        .await
+        .map_err(unavailable(format!("reading pod {namespace}/{pod}")))?
+        .ok_or_else(|| {
+            ApiError::not_found(format!(
+                "pod {namespace}/{pod} does not exist in the Kubernetes API"
+            ))
+        })?;
+    let ns = kube::Api::<Namespace>::all(client.clone())
+        .get_opt(namespace)
+        .await
+        .map_err(unavailable(format!("reading namespace {namespace}")))?;
+    Ok((
+        found.metadata.labels.unwrap_or_default(),
+        found.spec.and_then(|s| s.service_account_name),
+        ns.and_then(|n| n.metadata.labels).unwrap_or_default(),
+    ))
 }

@@ -85,6 +85,8 @@ impl Node {
     /// Announces an endpoint's IP and identity to the cluster (a session key). A failure is
     /// logged; the periodic resync writes it again.
     pub(crate) async fn publish_endpoint(&self, ep: &EndpointRecord) {
+        // Kubernetes mode: the endpoint's CiliumEndpoint is written by its sync loop.
+        self.endpoints_changed.notify_one();
         // Only other nodes read these, and only a cluster store has other nodes.
         if !matches!(**self.store(), AnyStore::Etcd(_)) {
             return;
@@ -114,6 +116,7 @@ impl Node {
 
     /// Withdraws an endpoint's ipcache entry from the cluster.
     pub(crate) async fn unpublish_endpoint(&self, ep: &EndpointRecord) {
+        self.endpoints_changed.notify_one();
         if !matches!(**self.store(), AnyStore::Etcd(_)) {
             return;
         }

@@ -1,0 +1,510 @@
+// SPDX-License-Identifier: Apache-2.0
+
+//! Two nodes on the real Kubernetes control plane, as the binaries run them: a lab
+//! underlay namespace (a bridge, 192.168.10.0/24) running upstream's etcd, kube-apiserver,
+//! controller-manager and scheduler on 192.168.10.1 and the operator in Kubernetes mode;
+//! two node namespaces with a cilium-agent each on the API (`k8s-kubeconfig-path`,
+//! identity-allocation-mode=crd, no cluster store). The test plays the kubelet: it creates
+//! Pod objects with kubectl and wires them with the cilium-cni binary. Checks: CiliumNodes
+//! with /24s from 172.20.0.0/16, CiliumEndpoints and CiliumIdentities as upstream names and
+//! shapes them (`kubectl get ciliumendpoints -o wide`), one identity for one label set on
+//! both nodes with the namespace's labels in it, an agent restart re-adopting its
+//! CiliumEndpoints, and pod deletion removing the endpoint and its CiliumEndpoint. Needs
+//! root; everything is made under a `crs<pid>k` prefix and removed on drop (processes
+//! killed by pid).
+
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use cilium_bpf::testing::{is_root_or_skip, run};
+use cilium_k8s::testing::{ControlPlane, Options};
+use serde_json::Value;
+
+fn sibling(name: &str) -> PathBuf {
+    let p = Path::new(env!("CARGO_BIN_EXE_cilium-cni")).with_file_name(name);
+    assert!(
+        p.exists(),
+        "{} is missing: build the workspace first (cargo build --workspace)",
+        p.display()
+    );
+    p
+}
+
+struct NodeNs {
+    name: &'static str,
+    ns: String,
+    ip: Ipv4Addr,
+    bpffs: PathBuf,
+    state: PathBuf,
+    agent: Option<Child>,
+}
+
+impl NodeNs {
+    fn socket(&self) -> PathBuf {
+        self.state.join("cilium.sock")
+    }
+
+    fn api(&self, method: &str, path: &str) -> Result<Value, String> {
+        cilium_agent::client::Client::new(&self.socket().to_string_lossy())
+            .call(method, path, None)
+            .map_err(|e| e.0)
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.state.join("agent.log")).unwrap_or_default()
+    }
+}
+
+/// Everything the test made; removed on drop, even on panic.
+struct Lab {
+    prefix: String,
+    nodes: Vec<NodeNs>,
+    namespaces: Vec<String>,
+    operator: Option<Child>,
+    cp: Option<ControlPlane>,
+    dir: PathBuf,
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        for n in &mut self.nodes {
+            if let Some(mut a) = n.agent.take() {
+                let _ = a.kill();
+                let _ = a.wait();
+            }
+        }
+        if let Some(mut o) = self.operator.take() {
+            let _ = o.kill();
+            let _ = o.wait();
+        }
+        if std::thread::panicking() {
+            for n in &self.nodes {
+                eprintln!("--- {} agent log (tail) ---", n.name);
+                let log = n.log();
+                let lines: Vec<&str> = log.lines().collect();
+                for l in &lines[lines.len().saturating_sub(30)..] {
+                    eprintln!("{l}");
+                }
+            }
+            let op = std::fs::read_to_string(self.dir.join("operator.log")).unwrap_or_default();
+            eprintln!("--- operator log ---\n{op}");
+        }
+        self.cp.take();
+        for ns in self.namespaces.iter().rev() {
+            let _ = Command::new("ip").args(["netns", "del", ns]).status();
+        }
+        for n in &self.nodes {
+            let _ = Command::new("umount").arg(&n.bpffs).status();
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+impl Lab {
+    fn add_netns(&mut self, name: &str) {
+        run(&["ip", "netns", "add", name]);
+        self.namespaces.push(name.to_owned());
+        run(&["ip", "-n", name, "link", "set", "lo", "up"]);
+    }
+
+    fn new() -> Lab {
+        let prefix = format!("crs{}k", std::process::id());
+        let dir = std::env::temp_dir().join(format!("{prefix}-lab"));
+        std::fs::create_dir_all(&dir).expect("lab dir");
+        let mut lab = Lab {
+            prefix,
+            nodes: Vec::new(),
+            namespaces: Vec::new(),
+            operator: None,
+            cp: None,
+            dir,
+        };
+        let lan = format!("{}-lan", lab.prefix);
+        lab.add_netns(&lan);
+        run(&["ip", "-n", &lan, "link", "add", "br0", "type", "bridge"]);
+        run(&[
+            "ip",
+            "-n",
+            &lan,
+            "addr",
+            "add",
+            "192.168.10.1/24",
+            "dev",
+            "br0",
+        ]);
+        run(&["ip", "-n", &lan, "link", "set", "br0", "up"]);
+        for (i, name) in ["k8s-w1", "k8s-w2"].into_iter().enumerate() {
+            let ns = format!("{}-{name}", lab.prefix);
+            lab.add_netns(&ns);
+            let ip = Ipv4Addr::new(192, 168, 10, 101 + i as u8);
+            let port = format!("p{i}");
+            run(&[
+                "ip", "-n", &ns, "link", "add", "eth0", "type", "veth", "peer", "name", &port,
+                "netns", &lan,
+            ]);
+            run(&[
+                "ip",
+                "-n",
+                &ns,
+                "addr",
+                "add",
+                &format!("{ip}/24"),
+                "dev",
+                "eth0",
+            ]);
+            run(&["ip", "-n", &ns, "link", "set", "eth0", "up"]);
+            run(&[
+                "ip", "-n", &lan, "link", "set", &port, "master", "br0", "up",
+            ]);
+            let bpffs = lab.dir.join(format!("{name}-bpffs"));
+            let state = lab.dir.join(format!("{name}-state"));
+            std::fs::create_dir_all(&bpffs).expect("bpffs dir");
+            std::fs::create_dir_all(&state).expect("state dir");
+            run(&["mount", "-t", "bpf", "bpf", bpffs.to_str().expect("utf-8")]);
+            lab.nodes.push(NodeNs {
+                name,
+                ns,
+                ip,
+                bpffs,
+                state,
+                agent: None,
+            });
+        }
+        let cp = ControlPlane::start(&Options {
+            netns: Some(lan.clone()),
+            address: "192.168.10.1".parse().expect("addr"),
+            dir: Some(lab.dir.join("control-plane")),
+            ..Options::default()
+        })
+        .unwrap_or_else(|e| panic!("{e}"));
+        let log = std::fs::File::create(lab.dir.join("operator.log")).expect("log");
+        lab.operator = Some(
+            Command::new("ip")
+                .args(["netns", "exec", &lan])
+                .arg(sibling("cilium-operator"))
+                .arg(format!(
+                    "--k8s-kubeconfig-path={}",
+                    cp.kubeconfig().display()
+                ))
+                .args([
+                    "--cluster-pool-ipv4-cidr=172.20.0.0/16",
+                    "--cluster-pool-ipv4-mask-size=24",
+                    "--operator-id=operator-k8s-ctr",
+                ])
+                .stdout(Stdio::null())
+                .stderr(log)
+                .spawn()
+                .expect("start the operator"),
+        );
+        lab.cp = Some(cp);
+        lab
+    }
+
+    fn cp(&self) -> &ControlPlane {
+        self.cp.as_ref().expect("control plane")
+    }
+
+    fn kubectl(&self, args: &[&str]) -> String {
+        self.cp()
+            .kubectl(args)
+            .unwrap_or_else(|e| panic!("kubectl {args:?}: {e}"))
+    }
+
+    fn start_agent(&mut self, i: usize) {
+        let kubeconfig = self.cp().kubeconfig();
+        let n = &mut self.nodes[i];
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(n.state.join("agent.log"))
+            .expect("log");
+        let child = Command::new("ip")
+            .args(["netns", "exec", &n.ns])
+            .arg(sibling("cilium-agent"))
+            .arg(format!("--bpf-root={}", n.bpffs.display()))
+            .arg(format!("--state-dir={}", n.state.display()))
+            .arg(format!("--socket-path={}", n.socket().display()))
+            .arg(format!("--k8s-kubeconfig-path={}", kubeconfig.display()))
+            .args([
+                "--identity-allocation-mode=crd",
+                &format!("--k8s-node-name={}", n.name),
+                &format!("--ipv4-node={}", n.ip),
+                "--ipv4-native-routing-cidr=172.20.0.0/16",
+                "--routing-mode=native",
+                "--auto-direct-node-routes=true",
+            ])
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn the agent");
+        n.agent = Some(child);
+    }
+
+    fn stop_agent(&mut self, i: usize) {
+        if let Some(mut a) = self.nodes[i].agent.take() {
+            let _ = a.kill();
+            let _ = a.wait();
+        }
+    }
+
+    fn wait_agent(&mut self, i: usize) {
+        let deadline = Instant::now() + Duration::from_secs(90);
+        loop {
+            let n = &mut self.nodes[i];
+            if n.api("GET", "/healthz").is_ok() {
+                return;
+            }
+            if let Some(Ok(Some(status))) = n.agent.as_mut().map(Child::try_wait) {
+                panic!("agent {} exited with {status}: {}", n.name, n.log());
+            }
+            assert!(
+                Instant::now() < deadline,
+                "agent {} never served: {}",
+                n.name,
+                n.log()
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    fn pod_ns(&self, pod: &str) -> String {
+        format!("{}-{pod}", self.prefix)
+    }
+
+    /// Creates the Pod object bound to node `i` (as the scheduler would), then wires it
+    /// with cilium-cni as the node's kubelet would; returns its IP.
+    fn add_pod(&mut self, i: usize, pod: &str, app: &str) -> Ipv4Addr {
+        let manifest = format!(
+            "apiVersion: v1\nkind: Pod\nmetadata: {{name: {pod}, namespace: default, labels: {{app: {app}}}}}\n\
+             spec: {{nodeName: {}, containers: [{{name: c, image: nicolaka/netshoot}}]}}\n",
+            self.nodes[i].name
+        );
+        // The default ServiceAccount appears shortly after the control plane starts.
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while let Err(e) = self
+            .cp()
+            .kubectl_input(&["apply", "-f", "-"], Some(&manifest))
+        {
+            assert!(Instant::now() < deadline, "creating pod {pod}: {e}");
+            std::thread::sleep(Duration::from_millis(500));
+        }
+        let ns = self.pod_ns(pod);
+        self.add_netns(&ns);
+        let out = self.cni(i, "ADD", pod);
+        assert!(
+            out.success,
+            "ADD {pod}: {} {}\n{}",
+            out.output,
+            out.stderr,
+            self.nodes[i].log()
+        );
+        cilium_cni::runtime::result_ipv4(&out.output).expect("an IPv4 result")
+    }
+
+    fn cni(&self, i: usize, command: &str, pod: &str) -> cilium_cni::runtime::Outcome {
+        let n = &self.nodes[i];
+        let netconf = serde_json::json!({
+            "cniVersion": "1.0.0", "name": "cilium", "type": "cilium-cni", "agent-socket": n.socket(),
+        })
+        .to_string();
+        let netns = format!("/run/netns/{}", self.pod_ns(pod));
+        cilium_cni::runtime::invoke(
+            Path::new(env!("CARGO_BIN_EXE_cilium-cni")),
+            &["ip", "netns", "exec", &n.ns],
+            &cilium_cni::runtime::Invocation {
+                command,
+                container_id: &format!("ctr-{pod}"),
+                netns: &netns,
+                ifname: "eth0",
+                pod: ("default", pod),
+                netconf: &netconf,
+            },
+        )
+        .expect("run cilium-cni")
+    }
+
+    /// `kubectl get` of one object as JSON, once `ready` accepts it (up to 30 s).
+    fn object_when(&self, args: &[&str], ready: impl Fn(&Value) -> bool) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let mut all = args.to_vec();
+            all.extend(["-o", "json"]);
+            if let Ok(text) = self.cp().kubectl(&all)
+                && let Ok(v) = serde_json::from_str::<Value>(&text)
+                && ready(&v)
+            {
+                return v;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "kubectl get {args:?} never ready"
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+}
+
+/// A pod's CiliumEndpoint once it is ready.
+fn cep(lab: &Lab, pod: &str) -> Value {
+    lab.object_when(&["get", "ciliumendpoint", "-n", "default", pod], |v| {
+        v["status"]["state"] == "ready"
+    })
+}
+
+#[test]
+fn privileged_two_nodes_on_kubernetes() {
+    if !is_root_or_skip("privileged_two_nodes_on_kubernetes") {
+        return;
+    }
+    let mut lab = Lab::new();
+    lab.start_agent(0);
+    lab.start_agent(1);
+    lab.wait_agent(0);
+    lab.wait_agent(1);
+
+    // CiliumNodes with the operator's /24s, the same the agents use.
+    let pool: ipnet::Ipv4Net = "172.20.0.0/16".parse().unwrap();
+    let mut cidrs = Vec::new();
+    for n in &lab.nodes {
+        let cn = lab.object_when(&["get", "ciliumnode", n.name], |v| {
+            v["spec"]["ipam"]["podCIDRs"][0].is_string()
+        });
+        let cidr: ipnet::Ipv4Net = cn["spec"]["ipam"]["podCIDRs"][0]
+            .as_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!(pool.contains(&cidr) && cidr.prefix_len() == 24, "{cidr}");
+        assert_eq!(
+            cn["spec"]["addresses"][0],
+            serde_json::json!({"type": "InternalIP", "ip": n.ip.to_string()})
+        );
+        let health = n.api("GET", "/healthz").expect("healthz");
+        assert_eq!(
+            health["node-state"]["node"]["cidr"],
+            cidr.to_string(),
+            "{health}"
+        );
+        cidrs.push(cidr);
+    }
+    assert_ne!(cidrs[0], cidrs[1]);
+
+    // Pods through the API and the CNI.
+    let web_a = lab.add_pod(0, "webpod-a", "webpod");
+    let web_b = lab.add_pod(1, "webpod-b", "webpod");
+    let curl = lab.add_pod(0, "curl-pod", "curl");
+    assert!(cidrs[0].contains(&web_a) && cidrs[0].contains(&curl));
+    assert!(cidrs[1].contains(&web_b));
+
+    // CiliumEndpoints as upstream shapes them.
+    let (a, b, c) = (
+        cep(&lab, "webpod-a"),
+        cep(&lab, "webpod-b"),
+        cep(&lab, "curl-pod"),
+    );
+    assert_eq!(
+        a["status"]["networking"]["addressing"][0]["ipv4"],
+        web_a.to_string()
+    );
+    assert_eq!(a["status"]["networking"]["node"], "192.168.10.101");
+    assert_eq!(b["status"]["networking"]["node"], "192.168.10.102");
+    assert_eq!(a["metadata"]["ownerReferences"][0]["kind"], "Pod");
+    let id = |v: &Value| v["status"]["identity"]["id"].as_u64().expect("identity");
+    assert_eq!(id(&a), id(&b), "one label set, one number on both nodes");
+    assert_ne!(id(&a), id(&c));
+    assert!(id(&a) >= 256);
+    let table = lab.kubectl(&["get", "ciliumendpoints", "-o", "wide"]);
+    let header: Vec<&str> = table
+        .lines()
+        .next()
+        .unwrap()
+        .split("  ")
+        .filter(|s| !s.is_empty())
+        .map(str::trim)
+        .collect();
+    assert_eq!(
+        header,
+        [
+            "NAME",
+            "SECURITY IDENTITY",
+            "INGRESS ENFORCEMENT",
+            "EGRESS ENFORCEMENT",
+            "ENDPOINT STATE",
+            "IPV4",
+            "IPV6"
+        ],
+        "{table}"
+    );
+    let row = table
+        .lines()
+        .find(|l| l.starts_with("webpod-a "))
+        .expect(&table);
+    assert!(
+        row.contains(&id(&a).to_string())
+            && row.contains("ready")
+            && row.contains(&web_a.to_string()),
+        "{row}"
+    );
+
+    // The identity object: the pod's labels and its namespace's.
+    let ident = lab.object_when(&["get", "ciliumidentity", &id(&a).to_string()], |_| true);
+    let labels = &ident["security-labels"];
+    assert_eq!(labels["k8s:app"], "webpod");
+    assert_eq!(labels["k8s:io.kubernetes.pod.namespace"], "default");
+    assert_eq!(
+        labels["k8s:io.cilium.k8s.namespace.labels.kubernetes.io/metadata.name"],
+        "default"
+    );
+    assert_eq!(labels["k8s:io.cilium.k8s.policy.serviceaccount"], "default");
+    assert_eq!(ident["metadata"]["labels"]["app"], "webpod");
+    let ep = lab.nodes[0]
+        .api("GET", "/endpoint/pod-name:default:webpod-a")
+        .expect("endpoint");
+    assert_eq!(ep["status"]["identity"]["id"].as_u64(), Some(id(&a)));
+
+    // An agent restart: its endpoints come back with their identities, their
+    // CiliumEndpoints are kept (re-adopted), nothing else appears.
+    lab.stop_agent(0);
+    lab.start_agent(0);
+    lab.wait_agent(0);
+    std::thread::sleep(Duration::from_secs(2));
+    let after = cep(&lab, "webpod-a");
+    assert_eq!(id(&after), id(&a));
+    assert_eq!(
+        after["metadata"]["uid"], a["metadata"]["uid"],
+        "re-created, not adopted"
+    );
+    let names = lab.kubectl(&["get", "ciliumendpoints", "-o", "name"]);
+    assert_eq!(names.lines().count(), 3, "{names}");
+
+    // Deleting a pod (CNI DEL, then the object) removes its endpoint and CiliumEndpoint
+    // and frees its IP.
+    let out = lab.cni(1, "DEL", "webpod-b");
+    assert!(out.success, "DEL: {} {}", out.output, out.stderr);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while lab
+        .kubectl(&["get", "ciliumendpoints", "-o", "name"])
+        .contains("webpod-b")
+    {
+        assert!(
+            Instant::now() < deadline,
+            "webpod-b's CiliumEndpoint stayed"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(
+        lab.nodes[1]
+            .api("GET", "/endpoint/pod-name:default:webpod-b")
+            .is_err()
+    );
+    let health = lab.nodes[1].api("GET", "/healthz").expect("healthz");
+    let allocations = &health["node-state"]["ipam"]["allocations"];
+    assert!(allocations.is_object(), "{health}");
+    assert!(
+        allocations.get(web_b.to_string()).is_none(),
+        "{allocations}"
+    );
+    lab.kubectl(&["delete", "pod", "webpod-b", "--wait=false"]);
+}
