@@ -2,7 +2,8 @@
 
 //! Cluster objects the agents and the operator share through the store, and the one way
 //! they read them: an [`Informer`] (list, then watch from the list's revision, resuming
-//! after lost changes by listing again), as a Kubernetes informer does.
+//! after lost changes by listing again), as a Kubernetes informer does. Every source is a
+//! [`Watcher`]; [`Mapped`] and [`Grouped`] reshape one source's objects for a consumer.
 //!
 //! Keys follow Cilium's kvstore mode where Cilium has one (`nodes`, `ip`), and
 //! `cilium/state/<kind>/v1/...` for what Kubernetes would otherwise hold. Object shapes
@@ -37,6 +38,9 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use crate::kvstore::{EventKind, KvError, KvStore, KvWatch};
+
+mod adapters;
+pub use adapters::{Grouped, Mapped};
 
 /// Node registrations (`<cluster>/<node>`, session keys of each agent).
 pub const NODES_PREFIX: &str = "cilium/state/nodes/v1";
@@ -402,20 +406,10 @@ impl<S: KvStore, T: Clone + PartialEq> Informer<S, T> {
 
     fn apply(&mut self, key: String, kind: EventKind) -> Option<Change<T>> {
         match kind {
-            EventKind::Put(value) => match self.decoded(&key, &value) {
-                Ok(object) => {
-                    if self.cache.get(&key) == Some(&object) {
-                        return None;
-                    }
-                    self.cache.insert(key.clone(), object.clone());
-                    Some(Change::Upsert { key, object })
-                }
-                Err(invalid) => {
-                    // A value that no longer decodes: the old object is gone.
-                    self.cache.remove(&key);
-                    Some(invalid)
-                }
-            },
+            EventKind::Put(value) => {
+                let decoded = (self.decode)(&key, &value);
+                put(&mut self.cache, key, decoded)
+            }
             EventKind::Delete => self
                 .cache
                 .remove(&key)
@@ -449,13 +443,37 @@ impl<S: KvStore, T: Clone + PartialEq> Informer<S, T> {
     }
 }
 
+/// Puts a decoded object into a cache by key and returns what that changes: `Upsert` for a
+/// new or changed object, nothing for the same object again, `Invalid` for one that does not
+/// decode (the object the key held before is gone).
+fn put<T: Clone + PartialEq>(
+    cache: &mut BTreeMap<String, T>,
+    key: String,
+    decoded: Result<T, String>,
+) -> Option<Change<T>> {
+    match decoded {
+        Ok(object) => {
+            if cache.get(&key) == Some(&object) {
+                return None;
+            }
+            cache.insert(key.clone(), object.clone());
+            Some(Change::Upsert { key, object })
+        }
+        Err(error) => {
+            cache.remove(&key);
+            Some(Change::Invalid { key, error })
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::kvstore::FileStore;
     use std::sync::Arc;
 
-    fn ready<T>(f: impl Future<Output = T>) -> T {
+    /// The output of a future that is ready at its first poll.
+    pub(super) fn ready<T>(f: impl Future<Output = T>) -> T {
         let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
         let mut f = std::pin::pin!(f);
         match f.as_mut().poll(&mut cx) {

@@ -33,6 +33,7 @@
 //! ```
 #![forbid(unsafe_code)]
 
+pub mod convert;
 pub mod crds;
 pub mod identity;
 pub mod lease;

@@ -489,6 +489,98 @@ impl ControlPlane {
         self.kubectl(&args).map(drop)
     }
 
+    /// Waits (up to a minute, polling every 250 ms) until `f` returns `Some`; on a timeout,
+    /// panics showing the cluster's nodes, workloads, pods and events.
+    pub fn eventually<T>(&self, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Some(v) = f() {
+                return v;
+            }
+            if Instant::now() > deadline {
+                let state = self.kubectl(&["get", "nodes,deploy,rs,pods,events", "-o", "wide"]);
+                panic!("timed out waiting for {what}; the cluster:\n{state:?}");
+            }
+            std::thread::sleep(Duration::from_millis(250));
+        }
+    }
+
+    /// Registers Node `name` as its kubelet would, `ip` its InternalIP, Ready as of now (the
+    /// node-lifecycle controller lifts its not-ready taint, the scheduler binds pods to it;
+    /// no kubelet renews it, so it stays Ready only for the node-monitor grace period).
+    pub fn add_ready_node(&self, name: &str, ip: Ipv4Addr) -> Result<(), Error> {
+        let ns = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_err(|e| Error::Io(e.to_string()))?
+            .as_nanos();
+        let now = format!("{}Z", &cilium_core::rfc3339(ns)[..19]);
+        let node = format!(
+            "apiVersion: v1\nkind: Node\nmetadata:\n  name: {name}\n  labels: \
+             {{kubernetes.io/hostname: {name}}}\nstatus:\n  addresses:\n  - {{type: InternalIP, \
+             address: {ip}}}\n  capacity: {{cpu: \"2\", memory: 4Gi, pods: \"110\"}}\n  \
+             allocatable: {{cpu: \"2\", memory: 4Gi, pods: \"110\"}}\n  conditions:\n  - {{type: \
+             Ready, status: \"True\", reason: KubeletReady, message: ready, lastHeartbeatTime: \
+             \"{now}\", lastTransitionTime: \"{now}\"}}\n"
+        );
+        self.kubectl_input(&["apply", "-f", "-"], Some(&node))
+            .map(drop)
+    }
+
+    /// Creates Deployment `name` (label `app=<name>`, image `whoami`, which nothing pulls)
+    /// with one pod per address of `ips`, waits until the scheduler has bound them all to
+    /// `node`, and makes each Running and Ready with its address, as its kubelet would
+    /// (so the endpointslice controller lists them). Returns the pods' names, in the order
+    /// of `ips`. Panics on a failure or a timeout (see [`ControlPlane::eventually`]).
+    pub fn running_deployment(&self, name: &str, node: &str, ips: &[Ipv4Addr]) -> Vec<String> {
+        self.kubectl(&[
+            "create",
+            "deployment",
+            name,
+            "--image=whoami",
+            &format!("--replicas={}", ips.len()),
+        ])
+        .unwrap_or_else(|e| panic!("creating deployment {name}: {e}"));
+        let template = "jsonpath={range .items[*]}{.metadata.name} {.spec.nodeName}{\"\\n\"}{end}";
+        let selector = format!("app={name}");
+        let suffix = format!(" {node}");
+        let pods = self.eventually(&format!("{} pods bound to {node}", ips.len()), || {
+            let out = self
+                .kubectl(&["get", "pods", "-l", &selector, "-o", template])
+                .ok()?;
+            let bound: Vec<String> = out
+                .lines()
+                .filter_map(|l| l.strip_suffix(suffix.as_str()))
+                .map(str::to_owned)
+                .collect();
+            (bound.len() == ips.len()).then_some(bound)
+        });
+        for (pod, ip) in pods.iter().zip(ips) {
+            self.set_pod_status(pod, *ip, true)
+                .unwrap_or_else(|e| panic!("pod {pod}'s status: {e}"));
+        }
+        pods
+    }
+
+    /// Sets a pod's status as its kubelet would: Running with `ip`, its Ready condition
+    /// `ready` (the endpointslice controller follows it).
+    pub fn set_pod_status(&self, pod: &str, ip: Ipv4Addr, ready: bool) -> Result<(), Error> {
+        let status = serde_json::json!({"status": {
+            "phase": "Running", "podIP": ip, "podIPs": [{"ip": ip}],
+            "conditions": [{"type": "Ready", "status": if ready { "True" } else { "False" }}],
+        }})
+        .to_string();
+        self.kubectl(&[
+            "patch",
+            "pod",
+            pod,
+            "--subresource=status",
+            "--type=merge",
+            "-p",
+            &status,
+        ])
+        .map(drop)
+    }
+
     /// Runs the pinned kubectl as the admin (in the control plane's namespace) and returns
     /// its standard output; a failure carries its standard error.
     pub fn kubectl(&self, args: &[&str]) -> Result<String, Error> {

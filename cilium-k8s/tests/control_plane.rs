@@ -6,25 +6,10 @@
 //! Needs the binaries of `cargo xtask kube-build` (built when missing). No root: everything
 //! is on 127.0.0.1.
 
-use std::time::{Duration, Instant};
+use std::net::Ipv4Addr;
 
 use cilium_k8s::crds;
 use cilium_k8s::testing::ControlPlane;
-
-/// Waits (bounded) until `f` returns `Some`; on a timeout, shows the cluster's state.
-fn eventually<T>(cp: &ControlPlane, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        if Instant::now() > deadline {
-            let state = cp.kubectl(&["get", "nodes,deploy,rs,pods,events", "-o", "wide"]);
-            panic!("timed out waiting for {what}; the cluster:\n{state:?}");
-        }
-        std::thread::sleep(Duration::from_millis(250));
-    }
-}
 
 /// The column names of a kubectl table's header line.
 fn header(table: &str) -> Vec<String> {
@@ -71,28 +56,6 @@ status:
     ingress: {enforcing: false, state: non-enforcing}
     egress: {enforcing: true, state: enforcing}
 "#;
-
-/// A Node as a kubelet registers it, Ready as of `now`.
-fn node(now: &str) -> String {
-    format!(
-        "apiVersion: v1\nkind: Node\nmetadata:\n  name: k8s-w1\n  labels: \
-         {{kubernetes.io/hostname: k8s-w1}}\nstatus:\n  addresses:\n  - {{type: InternalIP, \
-         address: 192.168.10.101}}\n  capacity: {{cpu: \"2\", memory: 4Gi, pods: \"110\"}}\n  \
-         allocatable: {{cpu: \"2\", memory: 4Gi, pods: \"110\"}}\n  conditions:\n  - {{type: \
-         Ready, status: \"True\", reason: KubeletReady, message: ready, lastHeartbeatTime: \
-         \"{now}\", lastTransitionTime: \"{now}\"}}\n"
-    )
-}
-
-/// Now, as Kubernetes writes times.
-fn now() -> String {
-    let ns = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
-    let t = cilium_core::rfc3339(ns);
-    format!("{}Z", &t[..19])
-}
 
 #[test]
 fn control_plane_runs_upstreams_components_with_ciliums_crds() {
@@ -248,48 +211,20 @@ fn control_plane_runs_upstreams_components_with_ciliums_crds() {
     // The controllers and the scheduler: a Ready node loses its not-ready taint (node
     // lifecycle controller), a Deployment becomes pods bound to it, a Service gets a
     // ClusterIP from the seed's range and an EndpointSlice of the ready pods.
-    apply(&cp, &node(&now())).unwrap();
-    cp.kubectl(&[
-        "create",
-        "deployment",
-        "webpod",
-        "--image=whoami",
-        "--replicas=2",
-    ])
-    .unwrap();
-    let pods: Vec<String> = eventually(&cp, "two pods bound to k8s-w1", || {
-        let out = webpods(&cp, "{.metadata.name} {.spec.nodeName}")?;
-        let bound: Vec<String> = out
-            .lines()
-            .filter(|l| l.ends_with(" k8s-w1"))
-            .map(|l| l.split(' ').next().unwrap_or("").to_owned())
-            .collect();
-        (bound.len() == 2).then_some(bound)
-    });
-    for (i, pod) in pods.iter().enumerate() {
-        let status = format!(
-            "{{\"status\":{{\"phase\":\"Running\",\"podIP\":\"172.20.1.{}\",\"podIPs\":[{{\"ip\":\"172.20.1.{}\"}}],\"conditions\":[{{\"type\":\"Ready\",\"status\":\"True\"}}]}}}}",
-            10 + i,
-            10 + i
-        );
-        cp.kubectl(&[
-            "patch",
-            "pod",
-            pod,
-            "--subresource=status",
-            "--type=merge",
-            "-p",
-            &status,
-        ])
+    cp.add_ready_node("k8s-w1", Ipv4Addr::new(192, 168, 10, 101))
         .unwrap();
-    }
+    cp.running_deployment(
+        "webpod",
+        "k8s-w1",
+        &[Ipv4Addr::new(172, 20, 1, 10), Ipv4Addr::new(172, 20, 1, 11)],
+    );
     cp.kubectl(&["expose", "deployment", "webpod", "--port=80"])
         .unwrap();
     let ip = cp
         .kubectl(&["get", "svc", "webpod", "-o", "jsonpath={.spec.clusterIP}"])
         .unwrap();
     assert!(ip.starts_with("10.96."), "{ip}");
-    eventually(&cp, "an EndpointSlice with both pods", || {
+    cp.eventually("an EndpointSlice with both pods", || {
         let out = cp
             .kubectl(&[
                 "get",
@@ -317,16 +252,12 @@ fn control_plane_runs_upstreams_components_with_ciliums_crds() {
     // Deleting the Deployment: the garbage collector removes its ReplicaSet and deletes its
     // pods (bound pods then wait, terminating, for their node's kubelet to confirm).
     cp.kubectl(&["delete", "deployment", "webpod"]).unwrap();
-    eventually(
-        &cp,
-        "the ReplicaSet collected and its pods terminating",
-        || {
-            let rs = cp
-                .kubectl(&["get", "rs", "-l", "app=webpod", "-o", "name"])
-                .ok()?;
-            let pods = webpods(&cp, "{.metadata.name}={.metadata.deletionTimestamp}")?;
-            let terminating = pods.lines().all(|l| !l.ends_with('='));
-            (rs.trim().is_empty() && terminating).then_some(())
-        },
-    );
+    cp.eventually("the ReplicaSet collected and its pods terminating", || {
+        let rs = cp
+            .kubectl(&["get", "rs", "-l", "app=webpod", "-o", "name"])
+            .ok()?;
+        let pods = webpods(&cp, "{.metadata.name}={.metadata.deletionTimestamp}")?;
+        let terminating = pods.lines().all(|l| !l.ends_with('='));
+        (rs.trim().is_empty() && terminating).then_some(())
+    });
 }

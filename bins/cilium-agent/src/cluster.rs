@@ -16,6 +16,12 @@
 //!   a rule selecting pods of other nodes allows their identities.
 //! - Kubernetes Services and Endpoints (informers) as load-balancer frontends, and the
 //!   policies of the store (an informer) in the policy engine.
+//!
+//! [`run`] does all this on the cluster store; [`run_k8s`] does the same from the Kubernetes
+//! API ([`kubernetes`]: CiliumNodes, CiliumEndpoints, CiliumIdentities, Services and
+//! EndpointSlices, Cilium's and Kubernetes' network policies), where CiliumNodes and
+//! CiliumEndpoints announce the nodes and endpoints. Each loop below takes any
+//! [`Watcher`] of what it consumes, so both sources share them.
 
 use std::net::Ipv4Addr;
 use std::sync::Arc;
@@ -23,13 +29,17 @@ use std::time::Duration;
 
 use cilium_bpf::link::Netlink;
 use cilium_bpf::types::RemoteEndpointInfo;
+use cilium_core::LabelSet;
 use cilium_core::cluster::{
-    Change, IPCACHE_PREFIX, Informer, IpIdentityPair, NODES_PREFIX, NodeAddress, NodeRegistration,
+    Change, ENDPOINTS_PREFIX, IPCACHE_PREFIX, Informer, IpIdentityPair, NODES_PREFIX, NodeAddress,
+    NodeRegistration, POLICIES_PREFIX, SERVICES_PREFIX, Watcher,
 };
 use cilium_core::config::{AgentConfig, RoutingMode};
-use cilium_core::kvstore::KvStore;
+use cilium_core::kvstore::{AnyStore, KvStore};
 
 use crate::node::Node;
+
+pub mod kubernetes;
 
 /// How often the node writes its announcements again.
 pub const RESYNC: Duration = Duration::from_secs(10);
@@ -67,24 +77,117 @@ pub fn registration(node: &Node) -> NodeRegistration {
     }
 }
 
-/// Runs the node's cluster duties until the process ends.
+/// Runs the node's cluster duties on the cluster store until the process ends.
 pub async fn run(node: Arc<Node>, config: AgentConfig) {
-    let direct_routes =
-        config.routing_mode == RoutingMode::Native && config.auto_direct_node_routes;
-    let _ = node
-        .ipcache_upsert(node.ipv4, 32, &remote_info(HOST, node.ipv4))
-        .await;
-    let _ = node
-        .ipcache_upsert(node.router, 32, &remote_info(HOST, node.ipv4))
-        .await;
+    write_host_entries(&node).await;
+    let direct_routes = direct_routes(&config);
+    let nodes_prefix = format!("{NODES_PREFIX}/{}", node.cluster);
+    let ipcache_prefix = format!("{IPCACHE_PREFIX}/{}", node.cluster);
+    let identities_prefix = format!("{}/id", cilium_identity::IDENTITIES_PREFIX);
     tokio::join!(
         announce(node.clone()),
-        follow_nodes(node.clone(), direct_routes),
-        follow_ipcache(node.clone()),
-        follow_identities(node.clone()),
-        follow_services(node.clone()),
-        follow_policies(node),
+        async {
+            let nodes = informer(&node, &nodes_prefix).await;
+            follow_nodes(node.clone(), direct_routes, nodes).await;
+        },
+        async {
+            let ipcache = informer(&node, &ipcache_prefix).await;
+            follow_ipcache(node.clone(), ipcache).await;
+        },
+        async {
+            let ids = informer_with(&node, &identities_prefix, identity_entry).await;
+            follow_identities(node.clone(), ids).await;
+        },
+        async {
+            let services = informer(&node, SERVICES_PREFIX).await;
+            let endpoints = informer(&node, ENDPOINTS_PREFIX).await;
+            follow_services(
+                node.clone(),
+                services,
+                endpoints,
+                (SERVICES_PREFIX, ENDPOINTS_PREFIX),
+            )
+            .await;
+        },
+        async {
+            let policies = informer(&node, POLICIES_PREFIX).await;
+            follow_policies(node.clone(), policies, |key| owner_of(POLICIES_PREFIX, key)).await;
+        },
     );
+}
+
+/// Runs the node's cluster duties from the Kubernetes API until the process ends: the
+/// same consumers as [`run`], fed by [`kubernetes`]' watchers, each started (and retried
+/// every second while the API is away) on its own. Writes this node's own ipcache entries;
+/// announces nothing (its CiliumNode and CiliumEndpoints do that).
+pub async fn run_k8s(node: Arc<Node>, config: AgentConfig, client: kube::Client) {
+    write_host_entries(&node).await;
+    let direct_routes = direct_routes(&config);
+    let cluster = node.cluster.clone();
+    tokio::join!(
+        async {
+            let nodes = api_retry("ciliumnodes", || {
+                kubernetes::nodes(client.clone(), cluster.clone())
+            })
+            .await;
+            follow_nodes(node.clone(), direct_routes, nodes).await;
+        },
+        async {
+            let ceps = api_retry("ciliumendpoints", || kubernetes::endpoints(client.clone())).await;
+            follow_ipcache(node.clone(), ceps).await;
+        },
+        async {
+            let ids = api_retry("ciliumidentities", || {
+                kubernetes::identities(client.clone())
+            })
+            .await;
+            follow_identities(node.clone(), ids).await;
+        },
+        async {
+            let services = api_retry("services", || kubernetes::services(client.clone())).await;
+            let slices = api_retry("endpointslices", || {
+                kubernetes::service_endpoints(client.clone())
+            })
+            .await;
+            follow_services(node.clone(), services, slices, ("", "")).await;
+        },
+        follow_k8s_policies(node.clone(), "CiliumNetworkPolicy", || {
+            kubernetes::cilium_policies(client.clone(), "CiliumNetworkPolicy")
+        }),
+        follow_k8s_policies(node.clone(), "CiliumClusterwideNetworkPolicy", || {
+            kubernetes::cilium_policies(client.clone(), "CiliumClusterwideNetworkPolicy")
+        }),
+        follow_k8s_policies(node.clone(), "NetworkPolicy", || {
+            kubernetes::network_policies(client.clone())
+        }),
+    );
+}
+
+/// The policies of one Kubernetes kind in the policy engine, under the origins the engine
+/// gives their rules.
+async fn follow_k8s_policies<W, F>(node: Arc<Node>, kind: &'static str, start: impl FnMut() -> F)
+where
+    W: Watcher<serde_json::Value>,
+    F: Future<Output = Result<Started<W, serde_json::Value>, cilium_k8s::Error>>,
+{
+    let started = api_retry(kind, start).await;
+    follow_policies(node, started, |key| {
+        cilium_k8s::convert::policy_origin(kind, key)
+    })
+    .await;
+}
+
+fn direct_routes(config: &AgentConfig) -> bool {
+    config.routing_mode == RoutingMode::Native && config.auto_direct_node_routes
+}
+
+/// This node's own addresses (its IP and the router's) in the ipcache as `host`.
+async fn write_host_entries(node: &Node) {
+    for ip in [node.ipv4, node.router] {
+        let _ = node
+            .ipcache_upsert(ip, 32, &remote_info(HOST, node.ipv4))
+            .await;
+    }
 }
 
 /// Writes the registration and the endpoints' entries every [`RESYNC`], removing entries
@@ -150,13 +253,43 @@ async fn announce(node: Arc<Node>) {
     }
 }
 
-type Started<T> = (
-    Informer<Arc<cilium_core::kvstore::AnyStore>, T>,
-    Vec<Change<T>>,
-);
+/// A watcher just started, and its first changes (the list).
+pub type Started<W, T> = (W, Vec<Change<T>>);
 
-/// Starts an informer, retrying every second while the store is away.
-async fn informer<T>(node: &Node, prefix: &str) -> Started<T>
+type StoreInformer<T> = Informer<Arc<AnyStore>, T>;
+
+/// Starts a source, retrying every second while it cannot list; `source` and `what` name it
+/// in the log.
+async fn retry<R, E, F>(source: &str, what: &str, mut start: impl FnMut() -> F) -> R
+where
+    E: std::fmt::Display,
+    F: Future<Output = Result<R, E>>,
+{
+    loop {
+        match start().await {
+            Ok(started) => return started,
+            Err(e) => {
+                log(
+                    "warning",
+                    &format!("cannot list from {source}; retrying"),
+                    &format!("{what} error=\"{e}\""),
+                );
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
+    }
+}
+
+/// [`retry`] for a Kubernetes watcher of `resource`.
+async fn api_retry<R, F>(resource: &str, start: impl FnMut() -> F) -> R
+where
+    F: Future<Output = Result<R, cilium_k8s::Error>>,
+{
+    retry("the Kubernetes API", &format!("resource={resource}"), start).await
+}
+
+/// Starts an informer on the store (JSON values), retrying while the store is away.
+async fn informer<T>(node: &Node, prefix: &str) -> Started<StoreInformer<T>, T>
 where
     T: serde::de::DeserializeOwned + Clone + PartialEq,
 {
@@ -171,33 +304,24 @@ async fn informer_with<T: Clone + PartialEq>(
     node: &Node,
     prefix: &str,
     decode: cilium_core::cluster::Decoder<T>,
-) -> Started<T> {
-    loop {
-        match Informer::start_with(node.store().clone(), prefix, decode).await {
-            Ok(pair) => return pair,
-            Err(e) => {
-                log(
-                    "warning",
-                    "cannot list from the cluster store; retrying",
-                    &format!("prefix={prefix} error=\"{e}\""),
-                );
-                tokio::time::sleep(Duration::from_secs(1)).await;
-            }
-        }
-    }
+) -> Started<StoreInformer<T>, T> {
+    retry("the cluster store", &format!("prefix={prefix}"), || {
+        Informer::start_with(node.store().clone(), prefix, decode)
+    })
+    .await
 }
 
-/// The next change of an informer: the initial ones first; while the store is away, it
+/// The next change of a watcher: the initial ones first; while its source is away, it
 /// tries again every second.
-async fn next_change<T: Clone + PartialEq>(
+async fn next_change<T, W: Watcher<T>>(
     pending: &mut std::collections::VecDeque<Change<T>>,
-    inf: &mut Informer<Arc<cilium_core::kvstore::AnyStore>, T>,
+    watcher: &mut W,
 ) -> Change<T> {
     loop {
         if let Some(c) = pending.pop_front() {
             return c;
         }
-        match inf.next().await {
+        match watcher.next_change().await {
             Ok(c) => return c,
             Err(_) => tokio::time::sleep(Duration::from_secs(1)).await,
         }
@@ -214,9 +338,12 @@ async fn underlay(nl: &Netlink, ip: Ipv4Addr) -> Option<u32> {
         .map(|(idx, _)| idx)
 }
 
-async fn follow_nodes(node: Arc<Node>, direct_routes: bool) {
-    let prefix = format!("{NODES_PREFIX}/{}", node.cluster);
-    let (mut inf, initial) = informer::<NodeRegistration>(&node, &prefix).await;
+/// Other nodes: their IPs in the ipcache as `remote-node`, routes to their pod CIDRs.
+async fn follow_nodes<W: Watcher<NodeRegistration>>(
+    node: Arc<Node>,
+    direct_routes: bool,
+    (mut inf, initial): Started<W, NodeRegistration>,
+) {
     let mut pending: std::collections::VecDeque<_> = initial.into();
     let nl = match Netlink::open() {
         Ok(nl) => nl,
@@ -298,9 +425,11 @@ async fn follow_nodes(node: Arc<Node>, direct_routes: bool) {
     }
 }
 
-async fn follow_ipcache(node: Arc<Node>) {
-    let prefix = format!("{IPCACHE_PREFIX}/{}", node.cluster);
-    let (mut inf, initial) = informer::<IpIdentityPair>(&node, &prefix).await;
+/// Other nodes' endpoints in the ipcache (this node's own are skipped).
+async fn follow_ipcache<W: Watcher<IpIdentityPair>>(
+    node: Arc<Node>,
+    (mut inf, initial): Started<W, IpIdentityPair>,
+) {
     let mut pending: std::collections::VecDeque<_> = initial.into();
     loop {
         let change = next_change(&mut pending, &mut inf).await;
@@ -341,7 +470,7 @@ async fn follow_ipcache(node: Arc<Node>) {
 }
 
 /// An `id/<n>` key and its label set.
-fn identity_entry(key: &str, value: &[u8]) -> Result<(u32, cilium_core::LabelSet), String> {
+fn identity_entry(key: &str, value: &[u8]) -> Result<(u32, LabelSet), String> {
     let id = key
         .rsplit('/')
         .next()
@@ -353,9 +482,11 @@ fn identity_entry(key: &str, value: &[u8]) -> Result<(u32, cilium_core::LabelSet
     Ok((id, labels))
 }
 
-async fn follow_identities(node: Arc<Node>) {
-    let prefix = format!("{}/id", cilium_identity::IDENTITIES_PREFIX);
-    let (mut inf, initial) = informer_with(&node, &prefix, identity_entry).await;
+/// Every identity of the cluster in the policy engine.
+async fn follow_identities<W: Watcher<(u32, LabelSet)>>(
+    node: Arc<Node>,
+    (mut inf, initial): Started<W, (u32, LabelSet)>,
+) {
     let mut pending: std::collections::VecDeque<_> = initial.into();
     loop {
         let change = next_change(&mut pending, &mut inf).await;
@@ -384,7 +515,7 @@ async fn follow_identities(node: Arc<Node>) {
     }
 }
 
-/// The `<ns>/<name>` of a key under `prefix`.
+/// The `<ns>/<name>` of a key under `prefix` (the key itself when `prefix` is empty).
 fn owner_of(prefix: &str, key: &str) -> String {
     key.strip_prefix(prefix)
         .unwrap_or(key)
@@ -392,24 +523,38 @@ fn owner_of(prefix: &str, key: &str) -> String {
         .to_owned()
 }
 
-async fn follow_services(node: Arc<Node>) {
-    use cilium_core::cluster::{ENDPOINTS_PREFIX, SERVICES_PREFIX};
-    type Obj = serde_json::Value;
-    let (mut services, _) = informer::<Obj>(&node, SERVICES_PREFIX).await;
-    let (mut endpoints, _) = informer::<Obj>(&node, ENDPOINTS_PREFIX).await;
+/// The key of `owner`'s object under `prefix` ([`owner_of`] reversed).
+fn key_of(prefix: &str, owner: &str) -> String {
+    if prefix.is_empty() {
+        owner.to_owned()
+    } else {
+        format!("{prefix}/{owner}")
+    }
+}
+
+/// Services (JSON `Service` objects) and their endpoints (JSON `Endpoints` objects, keyed
+/// as their service) as load-balancer frontends; `prefixes` are the two watchers' key
+/// prefixes (empty when keys are `<ns>/<name>`).
+async fn follow_services<S, E>(
+    node: Arc<Node>,
+    (mut services, _): Started<S, serde_json::Value>,
+    (mut endpoints, _): Started<E, serde_json::Value>,
+    (services_prefix, endpoints_prefix): (&str, &str),
+) where
+    S: Watcher<serde_json::Value>,
+    E: Watcher<serde_json::Value>,
+{
     // Everything once (the start already programmed what existed; this catches up with
     // what changed in between), then each change.
     let mut dirty: std::collections::BTreeSet<String> = services
-        .cache()
+        .objects()
         .keys()
-        .map(|k| owner_of(SERVICES_PREFIX, k))
+        .map(|k| owner_of(services_prefix, k))
         .collect();
     loop {
         for owner in std::mem::take(&mut dirty) {
-            let svc = services.cache().get(&format!("{SERVICES_PREFIX}/{owner}"));
-            let eps = endpoints
-                .cache()
-                .get(&format!("{ENDPOINTS_PREFIX}/{owner}"));
+            let svc = services.objects().get(&key_of(services_prefix, &owner));
+            let eps = endpoints.objects().get(&key_of(endpoints_prefix, &owner));
             let wanted = svc
                 .map(|s| crate::k8s::services_from_k8s(s, eps, node.ipv4))
                 .unwrap_or_default();
@@ -422,8 +567,8 @@ async fn follow_services(node: Arc<Node>) {
             }
         }
         let changed = tokio::select! {
-            c = services.next() => c.map(|c| (SERVICES_PREFIX, c)),
-            c = endpoints.next() => c.map(|c| (ENDPOINTS_PREFIX, c)),
+            c = services.next_change() => c.map(|c| (services_prefix, c)).map_err(|_| ()),
+            c = endpoints.next_change() => c.map(|c| (endpoints_prefix, c)).map_err(|_| ()),
         };
         match changed {
             Ok((
@@ -434,26 +579,26 @@ async fn follow_services(node: Arc<Node>) {
             )) => {
                 dirty.insert(owner_of(prefix, &key));
             }
-            Err(_) => tokio::time::sleep(Duration::from_secs(1)).await,
+            Err(()) => tokio::time::sleep(Duration::from_secs(1)).await,
         }
     }
 }
 
-async fn follow_policies(node: Arc<Node>) {
-    use cilium_core::cluster::POLICIES_PREFIX;
-    let (mut inf, initial) = informer::<serde_json::Value>(&node, POLICIES_PREFIX).await;
+/// Policy documents (JSON) in the policy engine; `origin` names a key's document as the
+/// engine names its rules (`<kind>/<namespace>/<name>`).
+async fn follow_policies<W: Watcher<serde_json::Value>>(
+    node: Arc<Node>,
+    (mut inf, initial): Started<W, serde_json::Value>,
+    origin: impl Fn(&str) -> String,
+) {
     let mut pending: std::collections::VecDeque<_> = initial.into();
     loop {
         let change = next_change(&mut pending, &mut inf).await;
         let result = match &change {
             Change::Upsert { key, object } => {
-                node.apply_stored_policy(&owner_of(POLICIES_PREFIX, key), Some(object))
-                    .await
+                node.apply_stored_policy(&origin(key), Some(object)).await
             }
-            Change::Delete { key, .. } => {
-                node.apply_stored_policy(&owner_of(POLICIES_PREFIX, key), None)
-                    .await
-            }
+            Change::Delete { key, .. } => node.apply_stored_policy(&origin(key), None).await,
             Change::Invalid { key, error } => Err(format!("{key}: {error}")),
         };
         match result {
