@@ -5,7 +5,7 @@
 //!
 //! Each identity is one cluster-scoped CiliumIdentity named by its number, with the label
 //! set in `security-labels` ([`CiliumIdentity`]). The backend keeps every CiliumIdentity
-//! in memory through a watch ([`Informer`](crate::watch::Informer)), so looking up a label
+//! in memory through a watch ([`Informer`]), so looking up a label
 //! set or a number costs no request.
 //!
 //! Allocating a label set that has no identity yet: the API server's create is the only

@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
 
 //! CiliumNode objects through the Kubernetes API, in cilium-core's
-//! [`CiliumNode`](cilium_core::cluster::CiliumNode) terms: the agent registers its node
+//! [`CiliumNode`] terms: the agent registers its node
 //! ([`register`]) and waits for a pod CIDR; the operator watches them ([`informer`]) and
 //! writes pod CIDRs ([`set_pod_cidr`]) or why there is none ([`set_operator_error`]).
 //!

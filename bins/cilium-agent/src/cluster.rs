@@ -34,7 +34,7 @@ use cilium_core::cluster::{
     Change, ENDPOINTS_PREFIX, IPCACHE_PREFIX, Informer, IpIdentityPair, NODES_PREFIX, NodeAddress,
     NodeRegistration, POLICIES_PREFIX, SERVICES_PREFIX, Watcher,
 };
-use cilium_core::config::{AgentConfig, RoutingMode};
+use cilium_core::config::{AgentConfig, IdentityAllocationMode, RoutingMode};
 use cilium_core::kvstore::{AnyStore, KvStore};
 
 use crate::node::Node;
@@ -137,11 +137,19 @@ pub async fn run_k8s(node: Arc<Node>, config: AgentConfig, client: kube::Client)
             follow_ipcache(node.clone(), ceps).await;
         },
         async {
-            let ids = api_retry("ciliumidentities", || {
-                kubernetes::identities(client.clone())
-            })
-            .await;
-            follow_identities(node.clone(), ids).await;
+            // The identities where they are allocated: CiliumIdentity objects, or (with
+            // identity-allocation-mode=kvstore) the cluster store's id keys.
+            if config.identity_allocation_mode == IdentityAllocationMode::Kvstore {
+                let prefix = format!("{}/id", cilium_identity::IDENTITIES_PREFIX);
+                let ids = informer_with(&node, &prefix, identity_entry).await;
+                follow_identities(node.clone(), ids).await;
+            } else {
+                let ids = api_retry("ciliumidentities", || {
+                    kubernetes::identities(client.clone())
+                })
+                .await;
+                follow_identities(node.clone(), ids).await;
+            }
         },
         async {
             let services = api_retry("services", || kubernetes::services(client.clone())).await;

@@ -84,10 +84,14 @@ impl Agent {
             options.datapath.then(|| config.bpf_root.clone()),
         ));
         let node = Node::start(&config, options, metrics.clone()).await?;
-        if config.kvstore == "etcd" {
+        // The cluster: from the Kubernetes API when there is one (the node is announced by
+        // its CiliumNode, its endpoints by CiliumEndpoints), else from the cluster store.
+        if let Some(api) = node.k8s_client() {
+            tokio::spawn(cluster::run_k8s(node.clone(), config.clone(), api));
+            tokio::spawn(node.clone().sync_cilium_endpoints());
+        } else if config.kvstore == "etcd" {
             tokio::spawn(cluster::run(node.clone(), config.clone()));
         }
-        tokio::spawn(node.clone().sync_cilium_endpoints());
         let hubble = if config.enable_hubble && options.datapath {
             let observer = Arc::new(
                 hubble::Observer::new(&node.name, config.hubble_event_buffer_capacity)

@@ -634,6 +634,11 @@ impl Node {
         &self.store
     }
 
+    /// The Kubernetes API client, when the node runs under Kubernetes.
+    pub(crate) fn k8s_client(&self) -> Option<kube::Client> {
+        self.k8s.as_ref().map(|k| k.0.clone())
+    }
+
     /// Whether the datapath is loaded.
     pub async fn has_datapath(&self) -> bool {
         self.state.lock().await.endpoints.has_datapath()

@@ -60,6 +60,8 @@ impl NodeNs {
 /// Everything the test made; removed on drop, even on panic.
 struct Lab {
     prefix: String,
+    /// Stops the node heartbeat thread.
+    heartbeat: Option<std::sync::mpsc::Sender<()>>,
     nodes: Vec<NodeNs>,
     namespaces: Vec<String>,
     operator: Option<Child>,
@@ -69,6 +71,7 @@ struct Lab {
 
 impl Drop for Lab {
     fn drop(&mut self) {
+        self.heartbeat.take();
         for n in &mut self.nodes {
             if let Some(mut a) = n.agent.take() {
                 let _ = a.kill();
@@ -114,6 +117,7 @@ impl Lab {
         let dir = std::env::temp_dir().join(format!("{prefix}-lab"));
         std::fs::create_dir_all(&dir).expect("lab dir");
         let mut lab = Lab {
+            heartbeat: None,
             prefix,
             nodes: Vec::new(),
             namespaces: Vec::new(),
@@ -198,6 +202,53 @@ impl Lab {
                 .spawn()
                 .expect("start the operator"),
         );
+        // The nodes as their kubelets register them, kept Ready by renewing their Leases
+        // in kube-node-lease (the node lifecycle controller reads those as heartbeats).
+        for n in &lab.nodes {
+            cp.add_ready_node(n.name, n.ip)
+                .unwrap_or_else(|e| panic!("node {}: {e}", n.name));
+        }
+        let (stop, stopped) = std::sync::mpsc::channel::<()>();
+        let kubectl = cp.kubectl_path();
+        let kubeconfig = cp.kubeconfig();
+        let names: Vec<&'static str> = lab.nodes.iter().map(|n| n.name).collect();
+        std::thread::spawn(move || {
+            loop {
+                for name in &names {
+                    let ns = std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .unwrap_or_default()
+                        .as_nanos();
+                    let now = format!("{}.000000Z", &cilium_core::rfc3339(ns)[..19]);
+                    let lease = format!(
+                        "apiVersion: coordination.k8s.io/v1\nkind: Lease\nmetadata: {{name: {name}, \
+                         namespace: kube-node-lease}}\nspec: {{holderIdentity: {name}, \
+                         leaseDurationSeconds: 40, renewTime: \"{now}\"}}\n"
+                    );
+                    if let Ok(mut child) = Command::new("ip")
+                        .args(["netns", "exec", &lan])
+                        .arg(&kubectl)
+                        .arg(format!("--kubeconfig={}", kubeconfig.display()))
+                        .args(["apply", "-f", "-"])
+                        .stdin(Stdio::piped())
+                        .stdout(Stdio::null())
+                        .stderr(Stdio::null())
+                        .spawn()
+                    {
+                        if let Some(mut input) = child.stdin.take() {
+                            use std::io::Write;
+                            let _ = input.write_all(lease.as_bytes());
+                        }
+                        let _ = child.wait();
+                    }
+                }
+                match stopped.recv_timeout(Duration::from_secs(5)) {
+                    Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+                    _ => return,
+                }
+            }
+        });
+        lab.heartbeat = Some(stop);
         lab.cp = Some(cp);
         lab
     }
@@ -300,7 +351,12 @@ impl Lab {
             out.stderr,
             self.nodes[i].log()
         );
-        cilium_cni::runtime::result_ipv4(&out.output).expect("an IPv4 result")
+        let ip = cilium_cni::runtime::result_ipv4(&out.output).expect("an IPv4 result");
+        // As the kubelet: the pod runs and is ready, with its IP.
+        self.cp()
+            .set_pod_status(pod, ip, true)
+            .unwrap_or_else(|e| panic!("status of {pod}: {e}"));
+        ip
     }
 
     fn cni(&self, i: usize, command: &str, pod: &str) -> cilium_cni::runtime::Outcome {
@@ -343,6 +399,19 @@ impl Lab {
             );
             std::thread::sleep(Duration::from_millis(200));
         }
+    }
+}
+
+/// Whether a TCP connection from pod `from` to `to:port` gets its echo back, waiting up
+/// to 15 s for that to be `want` (routes, identities and policies arrive through watches).
+fn reaches(lab: &Lab, from: &str, to: Ipv4Addr, port: u16, want: bool) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let got = cilium_bpf::testing::tcp_echo_reaches(&lab.pod_ns(from), to, port);
+        if got == want || Instant::now() > deadline {
+            return got;
+        }
+        std::thread::sleep(Duration::from_millis(200));
     }
 }
 
@@ -478,6 +547,100 @@ fn privileged_two_nodes_on_kubernetes() {
     );
     let names = lab.kubectl(&["get", "ciliumendpoints", "-o", "name"]);
     assert_eq!(names.lines().count(), 3, "{names}");
+
+    // Traffic across nodes: routes to the other node's pod CIDR from its CiliumNode, its
+    // pods' identities from their CiliumEndpoints.
+    let other = lab.add_pod(1, "other", "other");
+    let served_a = cilium_bpf::testing::tcp_echo_server(&lab.pod_ns("webpod-a"), web_a, 8080);
+    let served_b = cilium_bpf::testing::tcp_echo_server(&lab.pod_ns("webpod-b"), web_b, 8080);
+    assert!(
+        reaches(&lab, "curl-pod", web_b, 8080, true),
+        "curl-pod (w1) -> webpod-b (w2)"
+    );
+    assert!(
+        reaches(&lab, "other", web_a, 8080, true),
+        "other (w2) -> webpod-a (w1)"
+    );
+
+    // A ClusterIP Service from kubectl: the endpointslice controller's slice reaches both
+    // agents, and curl-pod reaches both replicas through it.
+    lab.cp()
+        .kubectl_input(
+            &["apply", "-f", "-"],
+            Some(
+                "apiVersion: v1\nkind: Service\nmetadata: {name: webpod, namespace: default}\n\
+                 spec: {selector: {app: webpod}, ports: [{port: 80, targetPort: 8080}]}\n",
+            ),
+        )
+        .unwrap();
+    let cluster_ip: Ipv4Addr = lab
+        .kubectl(&["get", "svc", "webpod", "-o", "jsonpath={.spec.clusterIP}"])
+        .parse()
+        .expect("a ClusterIP");
+    assert!(cluster_ip.octets()[..2] == [10, 96], "{cluster_ip}");
+    let (before_a, before_b) = (
+        served_a.load(std::sync::atomic::Ordering::SeqCst),
+        served_b.load(std::sync::atomic::Ordering::SeqCst),
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let _ = cilium_bpf::testing::tcp_echo_reaches(&lab.pod_ns("curl-pod"), cluster_ip, 80);
+        let a = served_a.load(std::sync::atomic::Ordering::SeqCst) > before_a;
+        let b = served_b.load(std::sync::atomic::Ordering::SeqCst) > before_b;
+        if a && b {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the ClusterIP did not reach both replicas (a: {a}, b: {b}): {}",
+            lab.nodes[0]
+                .api("GET", "/service")
+                .map(|v| v.to_string())
+                .unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+
+    // A NetworkPolicy from kubectl, enforced on both nodes: only curl-pod reaches webpods.
+    let apply = |yaml: &str| {
+        lab.cp()
+            .kubectl_input(&["apply", "-f", "-"], Some(yaml))
+            .unwrap_or_else(|e| panic!("{e}"));
+    };
+    apply(
+        "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: web, namespace: default}\n\
+         spec:\n  podSelector: {matchLabels: {app: webpod}}\n  policyTypes: [Ingress]\n  ingress:\n  \
+         - from: [{podSelector: {matchLabels: {app: curl}}}]\n    ports: [{port: 8080, protocol: TCP}]\n",
+    );
+    assert!(
+        !reaches(&lab, "other", web_a, 8080, false),
+        "other (w2) -> webpod-a (w1) still allowed"
+    );
+    assert!(
+        reaches(&lab, "curl-pod", web_b, 8080, true),
+        "curl-pod (w1) -> webpod-b (w2) denied"
+    );
+    lab.kubectl(&["delete", "networkpolicy", "web"]);
+    // A CiliumNetworkPolicy the other way round: only `other` reaches webpods.
+    apply(
+        "apiVersion: cilium.io/v2\nkind: CiliumNetworkPolicy\nmetadata: {name: web, namespace: default}\n\
+         spec:\n  endpointSelector: {matchLabels: {app: webpod}}\n  ingress:\n  \
+         - fromEndpoints: [{matchLabels: {app: other}}]\n",
+    );
+    assert!(
+        !reaches(&lab, "curl-pod", web_b, 8080, false),
+        "curl-pod (w1) -> webpod-b (w2) still allowed"
+    );
+    assert!(
+        reaches(&lab, "other", web_a, 8080, true),
+        "other (w2) -> webpod-a (w1) denied"
+    );
+    lab.kubectl(&["delete", "ciliumnetworkpolicy", "web"]);
+    assert!(
+        reaches(&lab, "curl-pod", web_b, 8080, true),
+        "the policy's deletion did not apply"
+    );
+    let _ = other;
 
     // Deleting a pod (CNI DEL, then the object) removes its endpoint and CiliumEndpoint
     // and frees its IP.
