@@ -206,10 +206,31 @@ async fn healthz(State(agent): State<Arc<Agent>>) -> Json<Value> {
         }
         (None, other) => json!({"state": "Ok", "msg": other}),
     };
+    let kubernetes = match agent.node().and_then(|n| n.k8s_client()) {
+        None => json!({"state": "Disabled"}),
+        // The apiserver's version with a short deadline, as Cilium's status shows it.
+        Some(client) => match tokio::time::timeout(
+            std::time::Duration::from_secs(1),
+            client.apiserver_version(),
+        )
+        .await
+        {
+            Ok(Ok(v)) => json!({"state": "Ok", "msg": format!(
+                "{}.{} ({}) [{}]",
+                v.major,
+                v.minor.trim_end_matches('+'),
+                v.git_version,
+                v.platform
+            )}),
+            Ok(Err(e)) => json!({"state": "Failure", "msg": e.to_string()}),
+            Err(_) => json!({"state": "Failure", "msg": "the apiserver did not answer within 1s"}),
+        },
+    };
     Json(json!({
         "node-state": node,
         "cilium": {"state": "Ok", "msg": format!("cilium-rs {VERSION}")},
         "kvstore": kvstore,
+        "kubernetes": kubernetes,
         "kube-proxy-replacement": {"mode": if config.kube_proxy_replacement { "True" } else { "False" }},
         "hubble": match agent.hubble() {
             Some(o) => {

@@ -253,6 +253,12 @@ impl Lab {
         lab
     }
 
+    fn apply(&self, yaml: &str) {
+        self.cp()
+            .kubectl_input(&["apply", "-f", "-"], Some(yaml))
+            .unwrap_or_else(|e| panic!("{e}"));
+    }
+
     fn cp(&self) -> &ControlPlane {
         self.cp.as_ref().expect("control plane")
     }
@@ -405,7 +411,12 @@ impl Lab {
 /// Whether a TCP connection from pod `from` to `to:port` gets its echo back, waiting up
 /// to 15 s for that to be `want` (routes, identities and policies arrive through watches).
 fn reaches(lab: &Lab, from: &str, to: Ipv4Addr, port: u16, want: bool) -> bool {
-    let deadline = Instant::now() + Duration::from_secs(15);
+    reaches_within(lab, from, to, port, want, 15)
+}
+
+/// [`reaches`] waiting up to `secs` seconds.
+fn reaches_within(lab: &Lab, from: &str, to: Ipv4Addr, port: u16, want: bool, secs: u64) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(secs);
     loop {
         let got = cilium_bpf::testing::tcp_echo_reaches(&lab.pod_ns(from), to, port);
         if got == want || Instant::now() > deadline {
@@ -602,12 +613,7 @@ fn privileged_two_nodes_on_kubernetes() {
     }
 
     // A NetworkPolicy from kubectl, enforced on both nodes: only curl-pod reaches webpods.
-    let apply = |yaml: &str| {
-        lab.cp()
-            .kubectl_input(&["apply", "-f", "-"], Some(yaml))
-            .unwrap_or_else(|e| panic!("{e}"));
-    };
-    apply(
+    lab.apply(
         "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: web, namespace: default}\n\
          spec:\n  podSelector: {matchLabels: {app: webpod}}\n  policyTypes: [Ingress]\n  ingress:\n  \
          - from: [{podSelector: {matchLabels: {app: curl}}}]\n    ports: [{port: 8080, protocol: TCP}]\n",
@@ -622,7 +628,7 @@ fn privileged_two_nodes_on_kubernetes() {
     );
     lab.kubectl(&["delete", "networkpolicy", "web"]);
     // A CiliumNetworkPolicy the other way round: only `other` reaches webpods.
-    apply(
+    lab.apply(
         "apiVersion: cilium.io/v2\nkind: CiliumNetworkPolicy\nmetadata: {name: web, namespace: default}\n\
          spec:\n  endpointSelector: {matchLabels: {app: webpod}}\n  ingress:\n  \
          - fromEndpoints: [{matchLabels: {app: other}}]\n",
@@ -641,6 +647,62 @@ fn privileged_two_nodes_on_kubernetes() {
         "the policy's deletion did not apply"
     );
     let _ = other;
+
+    // The apiserver away for 30 s: forwarding goes on, status says so; back, the watches
+    // resume and a policy applied then is enforced.
+    let k8s_state = |lab: &Lab| {
+        lab.nodes[0].api("GET", "/healthz").expect("healthz")["kubernetes"]["state"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned()
+    };
+    assert_eq!(k8s_state(&lab), "Ok");
+    lab.cp.as_mut().expect("control plane").stop_apiserver();
+    let away = Instant::now();
+    let mut checks = 0;
+    while away.elapsed() < Duration::from_secs(30) {
+        assert!(
+            cilium_bpf::testing::tcp_echo_reaches(&lab.pod_ns("curl-pod"), web_b, 8080),
+            "forwarding stopped {:?} after the apiserver went away",
+            away.elapsed()
+        );
+        checks += 1;
+        std::thread::sleep(Duration::from_secs(3));
+    }
+    assert!(checks >= 5);
+    assert_eq!(k8s_state(&lab), "Failure");
+    let status = Command::new(sibling("cilium-dbg"))
+        .args([
+            "-H",
+            &format!("unix://{}", lab.nodes[0].socket().display()),
+            "status",
+        ])
+        .output()
+        .expect("cilium-dbg");
+    let text = String::from_utf8_lossy(&status.stdout);
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("Kubernetes:") && l.contains("Failure")),
+        "{text}"
+    );
+    lab.cp
+        .as_mut()
+        .expect("control plane")
+        .start_apiserver()
+        .unwrap_or_else(|e| panic!("{e}"));
+    lab.apply(
+        "apiVersion: cilium.io/v2\nkind: CiliumNetworkPolicy\nmetadata: {name: after, namespace: default}\n\
+         spec:\n  endpointSelector: {matchLabels: {app: webpod}}\n  ingress:\n  \
+         - fromEndpoints: [{matchLabels: {app: nobody}}]\n",
+    );
+    // Watches resume after kube-runtime's backoff (at most 30 s).
+    assert!(
+        !reaches_within(&lab, "curl-pod", web_b, 8080, false, 60),
+        "a policy applied after the apiserver came back is not enforced"
+    );
+    lab.kubectl(&["delete", "ciliumnetworkpolicy", "after"]);
+    assert!(reaches(&lab, "curl-pod", web_b, 8080, true));
+    assert_eq!(k8s_state(&lab), "Ok");
 
     // Deleting a pod (CNI DEL, then the object) removes its endpoint and CiliumEndpoint
     // and frees its IP.

@@ -20,7 +20,14 @@ pub fn status_lines(health: &Value) -> Vec<String> {
     };
     let rows = [
         ("KVStore:", state(&health["kvstore"])),
-        ("Kubernetes:", "Disabled".to_owned()),
+        (
+            "Kubernetes:",
+            if health["kubernetes"].is_object() {
+                state(&health["kubernetes"])
+            } else {
+                "Disabled".to_owned()
+            },
+        ),
         (
             "KubeProxyReplacement:",
             health["kube-proxy-replacement"]["mode"]
