@@ -4,10 +4,10 @@
 //!
 //! Two modes. On the Kubernetes API ([`run_k8s`], the [`k8s`] module): a Lease elects the
 //! leader, which runs cluster-pool IPAM on CiliumNode objects and garbage-collects
-//! CiliumIdentities and CiliumEndpoints. On the cluster store ([`run`]):
-//! one operator leads at a time ([`acquire_leadership`]: a session key in the store; when
-//! the leader dies its session ends and the key goes, and a standby takes over). The leader
-//! runs:
+//! CiliumIdentities, CiliumEndpoints and the CiliumNodes of gone Nodes. On the cluster
+//! store ([`run`]): one operator leads at a time ([`acquire_leadership`]: a session key in
+//! the store; when the leader dies its session ends and the key goes, and a standby takes
+//! over). The leader runs:
 //! - cluster-pool IPAM ([`ipam_loop`]): every CiliumNode without a pod CIDR gets the next
 //!   one from `cluster-pool-ipv4-cidr` / `cluster-pool-ipv4-mask-size`, written into
 //!   `spec.ipam.podCIDRs` with a compare-and-swap; CIDRs already in CiliumNodes are taken
@@ -65,14 +65,17 @@ pub struct OperatorConfig {
     /// `cilium-endpoint-gc-interval`: how often CiliumEndpoints of gone pods are looked
     /// for (Kubernetes mode).
     pub endpoint_gc_interval: Duration,
+    /// `nodes-gc-interval`: how often CiliumNodes whose Node is gone are looked for
+    /// (Kubernetes mode).
+    pub nodes_gc_interval: Duration,
     /// `leader-election-lease-duration`: how long a leader that stopped renewing keeps
     /// the lead.
     pub lease_duration: Duration,
 }
 
 impl OperatorConfig {
-    /// Cilium's defaults (identity GC every 15 minutes, unused for 30; endpoint GC every 5
-    /// minutes; a 15 s lease) for a pool.
+    /// Cilium's defaults (identity GC every 15 minutes, unused for 30; endpoint and
+    /// CiliumNode GC every 5 minutes; a 15 s lease) for a pool.
     pub fn new(id: &str, pool_cidrs: &str, mask_size: u8) -> Result<Self, String> {
         Ok(OperatorConfig {
             id: id.to_owned(),
@@ -81,6 +84,7 @@ impl OperatorConfig {
             identity_gc_interval: Duration::from_secs(15 * 60),
             identity_heartbeat_timeout: Duration::from_secs(30 * 60),
             endpoint_gc_interval: Duration::from_secs(5 * 60),
+            nodes_gc_interval: Duration::from_secs(5 * 60),
             lease_duration: Duration::from_secs(15),
         })
     }

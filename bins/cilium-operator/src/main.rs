@@ -6,8 +6,8 @@
 //!
 //! With `--k8s-kubeconfig-path` it first registers Cilium's CRDs with the Kubernetes API
 //! (unless `--skip-crd-creation`). Without `--kvstore-opt` it then runs on that API alone
-//! (Lease election, CiliumNode IPAM, CiliumIdentity and CiliumEndpoint GC); with it, on
-//! the cluster store (etcd, `--kvstore-opt etcd.address=<url>`).
+//! (Lease election, CiliumNode IPAM, CiliumIdentity, CiliumEndpoint and CiliumNode GC);
+//! with it, on the cluster store (etcd, `--kvstore-opt etcd.address=<url>`).
 
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -44,6 +44,10 @@ struct Cli {
     /// How often CiliumEndpoints whose pod is gone are looked for (Kubernetes mode).
     #[arg(long, default_value = "5m")]
     cilium_endpoint_gc_interval: String,
+    /// How often CiliumNodes whose Kubernetes Node is gone are looked for (Kubernetes
+    /// mode); one found so in two rounds in a row is deleted, freeing its pod CIDR.
+    #[arg(long, default_value = "5m0s")]
+    nodes_gc_interval: String,
     /// The namespace of the leader-election Lease (Kubernetes mode; default
     /// `$CILIUM_K8S_NAMESPACE`, then kube-system).
     #[arg(long)]
@@ -104,6 +108,7 @@ async fn run(cli: Cli) -> Result<(), String> {
         "cilium-endpoint-gc-interval",
         &cli.cilium_endpoint_gc_interval,
     )?;
+    config.nodes_gc_interval = duration("nodes-gc-interval", &cli.nodes_gc_interval)?;
     let lease = duration(
         "leader-election-lease-duration",
         &cli.leader_election_lease_duration,

@@ -5,8 +5,11 @@
 //! leaves them alone with `--skip-crd-creation`. Needs etcd for its store (skipped without
 //! it, a failure under CI). In Kubernetes mode (no store): Lease election with take-over,
 //! CiliumNode IPAM (restored by a new leader, exhaustion reported, freed CIDRs reused),
-//! CiliumIdentity and CiliumEndpoint garbage collection, the Lease released on SIGTERM.
+//! CiliumIdentity and CiliumEndpoint garbage collection, the Lease released on SIGTERM;
+//! CiliumNodes whose Node is gone collected (two rounds) and their CIDRs reused.
 
+use std::collections::BTreeSet;
+use std::net::Ipv4Addr;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -73,8 +76,15 @@ fn operator_registers_ciliums_crds() {
     );
 }
 
-/// An operator in Kubernetes mode (no cluster store), killed on drop.
-fn k8s_operator(kubeconfig: &std::path::Path, id: &str, log: &std::path::Path) -> Operator {
+/// An operator in Kubernetes mode (no cluster store) with a pool of four /24s, 1 s identity
+/// and CiliumEndpoint GC rounds (CiliumNode GC keeps its default unless `extra` sets it)
+/// and `extra` flags, killed on drop.
+fn k8s_operator(
+    kubeconfig: &std::path::Path,
+    id: &str,
+    log: &std::path::Path,
+    extra: &[&str],
+) -> Operator {
     let log = std::fs::File::create(log).expect("operator log");
     Operator(
         Command::new(env!("CARGO_BIN_EXE_cilium-operator"))
@@ -87,6 +97,7 @@ fn k8s_operator(kubeconfig: &std::path::Path, id: &str, log: &std::path::Path) -
             .arg("--identity-heartbeat-timeout=2s")
             .arg("--cilium-endpoint-gc-interval=1s")
             .arg("--leader-election-lease-duration=3s")
+            .args(extra)
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
@@ -106,108 +117,149 @@ fn until<T>(secs: u64, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
     }
 }
 
+/// A test's view of the control plane: the operators' Lease and the CiliumNodes (read with
+/// kubectl), and CiliumNodes registered as agents do.
+struct Cluster<'a> {
+    cp: &'a ControlPlane,
+    rt: tokio::runtime::Runtime,
+    client: kube::Client,
+}
+
+impl<'a> Cluster<'a> {
+    fn new(cp: &'a ControlPlane) -> Self {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let client = rt.block_on(cilium_k8s::client(&cp.kubeconfig())).unwrap();
+        Cluster { cp, rt, client }
+    }
+
+    /// The holder of the Lease `cilium-operator-resource-lock` ("" when released).
+    fn lease_holder(&self) -> Option<String> {
+        self.cp
+            .kubectl(&[
+                "get",
+                "lease",
+                "-n",
+                "kube-system",
+                "cilium-operator-resource-lock",
+                "-o",
+                "jsonpath={.spec.holderIdentity}",
+            ])
+            .ok()
+    }
+
+    /// Waits (up to `secs`) until `id` holds the Lease.
+    fn wait_for_holder(&self, secs: u64, id: &str) {
+        until(secs, &format!("the lease held by {id:?}"), || {
+            (self.lease_holder().as_deref() == Some(id)).then_some(())
+        });
+    }
+
+    /// Registers CiliumNode `name` with InternalIP `ip`, as its agent does.
+    fn register(&self, name: &str, ip: [u8; 4]) {
+        self.rt
+            .block_on(cilium_k8s::nodes::register(
+                self.client.clone(),
+                name,
+                Ipv4Addr::from(ip),
+            ))
+            .unwrap();
+    }
+
+    /// A field of CiliumNode `name` (a jsonpath), if it exists and the field is not empty.
+    fn ciliumnode_field(&self, name: &str, path: &str) -> Option<String> {
+        self.cp
+            .kubectl(&["get", "ciliumnode", name, "-o", &format!("jsonpath={path}")])
+            .ok()
+            .filter(|v| !v.is_empty())
+    }
+
+    fn pod_cidr(&self, name: &str) -> Option<String> {
+        self.ciliumnode_field(name, "{.spec.ipam.podCIDRs[0]}")
+    }
+
+    /// Why the operator gave CiliumNode `name` no CIDR (`status.ipam.operator-status.error`).
+    fn operator_error(&self, name: &str) -> Option<String> {
+        self.ciliumnode_field(name, "{.status.ipam.operator-status.error}")
+    }
+
+    /// The names of the CiliumNodes there are.
+    fn ciliumnodes(&self) -> Option<BTreeSet<String>> {
+        let names = self
+            .cp
+            .kubectl(&[
+                "get",
+                "ciliumnodes",
+                "-o",
+                "jsonpath={.items[*].metadata.name}",
+            ])
+            .ok()?;
+        Some(names.split_whitespace().map(str::to_owned).collect())
+    }
+
+    /// Waits (up to `secs`) until CiliumNode `name` is gone.
+    fn wait_for_ciliumnode_gone(&self, secs: u64, name: &str) {
+        until(secs, &format!("CiliumNode {name} to go"), || {
+            self.ciliumnodes()
+                .filter(|names| !names.contains(name))
+                .map(drop)
+        });
+    }
+}
+
 #[test]
 fn operator_on_the_kubernetes_api() {
     let cp = ControlPlane::start_for_test("operator_on_the_kubernetes_api");
     let kubeconfig = cp.kubeconfig();
     let logs = cp.dir().to_path_buf();
-    let op_a = k8s_operator(&kubeconfig, "op-a", &logs.join("op-a.log"));
-    let holder = || {
-        cp.kubectl(&[
-            "get",
-            "lease",
-            "-n",
-            "kube-system",
-            "cilium-operator-resource-lock",
-            "-o",
-            "jsonpath={.spec.holderIdentity}",
-        ])
-        .ok()
-    };
-    until(60, "op-a to lead", || {
-        (holder().as_deref() == Some("op-a")).then_some(())
-    });
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let client = rt.block_on(cilium_k8s::client(&kubeconfig)).unwrap();
-    let register = |name: &str, ip: [u8; 4]| {
-        rt.block_on(cilium_k8s::nodes::register(
-            client.clone(),
-            name,
-            std::net::Ipv4Addr::from(ip),
-        ))
-        .unwrap();
-    };
-    let pod_cidr = |name: &str| {
-        cp.kubectl(&[
-            "get",
-            "ciliumnode",
-            name,
-            "-o",
-            "jsonpath={.spec.ipam.podCIDRs[0]}",
-        ])
-        .ok()
-        .filter(|c| !c.is_empty())
-    };
-    register("k8s-ctr", [192, 168, 10, 100]);
-    register("k8s-w1", [192, 168, 10, 101]);
-    let ctr = until(30, "k8s-ctr's CIDR", || pod_cidr("k8s-ctr"));
-    let w1 = until(30, "k8s-w1's CIDR", || pod_cidr("k8s-w1"));
+    // No --nodes-gc-interval: these CiliumNodes have no Node objects, and the default
+    // (5 minutes) outlasts the test.
+    let op_a = k8s_operator(&kubeconfig, "op-a", &logs.join("op-a.log"), &[]);
+    let cluster = Cluster::new(&cp);
+    cluster.wait_for_holder(60, "op-a");
+    cluster.register("k8s-ctr", [192, 168, 10, 100]);
+    cluster.register("k8s-w1", [192, 168, 10, 101]);
+    let ctr = until(30, "k8s-ctr's CIDR", || cluster.pod_cidr("k8s-ctr"));
+    let w1 = until(30, "k8s-w1's CIDR", || cluster.pod_cidr("k8s-w1"));
     assert!(
         ctr.starts_with("172.20.") && ctr.ends_with(".0/24"),
         "{ctr}"
     );
     assert_ne!(ctr, w1);
     // The agent's re-registration (a restart) keeps the CIDR.
-    register("k8s-ctr", [192, 168, 10, 100]);
-    assert_eq!(pod_cidr("k8s-ctr").as_deref(), Some(ctr.as_str()));
+    cluster.register("k8s-ctr", [192, 168, 10, 100]);
+    assert_eq!(cluster.pod_cidr("k8s-ctr").as_deref(), Some(ctr.as_str()));
 
     // A standby takes over when the leader dies, and takes back what was handed out.
-    let op_b = k8s_operator(&kubeconfig, "op-b", &logs.join("op-b.log"));
+    let op_b = k8s_operator(&kubeconfig, "op-b", &logs.join("op-b.log"), &[]);
     std::thread::sleep(Duration::from_secs(2));
-    assert_eq!(holder().as_deref(), Some("op-a"));
+    assert_eq!(cluster.lease_holder().as_deref(), Some("op-a"));
     drop(op_a); // SIGKILL: no release, the lease runs out.
-    until(30, "op-b to take over", || {
-        (holder().as_deref() == Some("op-b")).then_some(())
-    });
-    register("k8s-w2", [192, 168, 10, 102]);
-    register("k8s-w3", [192, 168, 10, 103]);
-    let w2 = until(30, "k8s-w2's CIDR", || pod_cidr("k8s-w2"));
-    let w3 = until(30, "k8s-w3's CIDR", || pod_cidr("k8s-w3"));
-    let all: std::collections::BTreeSet<&str> =
-        [&ctr, &w1, &w2, &w3].iter().map(|s| s.as_str()).collect();
+    cluster.wait_for_holder(30, "op-b");
+    cluster.register("k8s-w2", [192, 168, 10, 102]);
+    cluster.register("k8s-w3", [192, 168, 10, 103]);
+    let w2 = until(30, "k8s-w2's CIDR", || cluster.pod_cidr("k8s-w2"));
+    let w3 = until(30, "k8s-w3's CIDR", || cluster.pod_cidr("k8s-w3"));
+    let all: BTreeSet<&str> = [&ctr, &w1, &w2, &w3].iter().map(|s| s.as_str()).collect();
     assert_eq!(all.len(), 4, "a CIDR handed out twice: {all:?}");
 
     // The pool is exhausted: the fifth node is told why in its status; deleting a node
     // frees its CIDR for it.
-    register("k8s-w4", [192, 168, 10, 104]);
+    cluster.register("k8s-w4", [192, 168, 10, 104]);
     let error = until(30, "the exhaustion error", || {
-        cp.kubectl(&[
-            "get",
-            "ciliumnode",
-            "k8s-w4",
-            "-o",
-            "jsonpath={.status.ipam.operator-status.error}",
-        ])
-        .ok()
-        .filter(|e| !e.is_empty())
+        cluster.operator_error("k8s-w4")
     });
     assert!(error.contains("exhausted"), "{error}");
     cp.kubectl(&["delete", "ciliumnode", "k8s-w1"]).unwrap();
-    let w4 = until(30, "k8s-w4's CIDR", || pod_cidr("k8s-w4"));
+    let w4 = until(30, "k8s-w4's CIDR", || cluster.pod_cidr("k8s-w4"));
     assert_eq!(w4, w1);
-    let cleared = cp
-        .kubectl(&[
-            "get",
-            "ciliumnode",
-            "k8s-w4",
-            "-o",
-            "jsonpath={.status.ipam.operator-status.error}",
-        ])
-        .unwrap();
-    assert_eq!(cleared, "", "the error stays after the allocation");
+    assert_eq!(
+        cluster.operator_error("k8s-w4"),
+        None,
+        "the error stays after the allocation"
+    );
 
     // Garbage collection: a CiliumEndpoint of a pod that exists keeps its identity; one
     // whose pod is gone goes, and so does its identity afterwards; an identity nobody
@@ -266,8 +318,78 @@ fn operator_on_the_kubernetes_api() {
         .status()
         .unwrap();
     assert!(status.success());
-    until(20, "op-b to release the lease", || {
-        (holder().as_deref() == Some("")).then_some(())
-    });
+    cluster.wait_for_holder(20, "");
     drop(op_b);
+}
+
+#[test]
+fn ciliumnodes_of_deleted_nodes_are_collected() {
+    let cp = ControlPlane::start_for_test("ciliumnodes_of_deleted_nodes_are_collected");
+    let log = cp.dir().join("op.log");
+    let _op = k8s_operator(&cp.kubeconfig(), "op", &log, &["--nodes-gc-interval=1s"]);
+    let cluster = Cluster::new(&cp);
+    cluster.wait_for_holder(60, "op");
+    let logged = |line: &str| {
+        std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .contains(line)
+    };
+    // A node as its kubelet and its agent make it: the Node object, then the CiliumNode.
+    let node = |name: &str, ip: [u8; 4]| {
+        cp.add_ready_node(name, Ipv4Addr::from(ip)).unwrap();
+        cluster.register(name, ip);
+    };
+    node("node-a", [192, 168, 20, 1]);
+    node("node-b", [192, 168, 20, 2]);
+    let a = until(30, "node-a's CIDR", || cluster.pod_cidr("node-a"));
+    let b = until(30, "node-b's CIDR", || cluster.pod_cidr("node-b"));
+
+    // A CiliumNode without a Node goes after two rounds (not at the first one it is seen
+    // in), and its CIDR with it.
+    let registered = Instant::now();
+    cluster.register("node-c", [192, 168, 20, 3]);
+    cluster.wait_for_ciliumnode_gone(30, "node-c");
+    assert!(
+        registered.elapsed() >= Duration::from_secs(1),
+        "taken in the first round that saw it"
+    );
+    assert!(logged(
+        "msg=\"garbage-collected a CiliumNode whose node is gone\" ciliumnode=node-c"
+    ));
+    until(10, "node-c's CIDR to be released", || {
+        logged("msg=\"released a pod CIDR\" ciliumnode=node-c").then_some(())
+    });
+
+    // The pool (four /24s) fills up again: node-d and node-e take what is free, node-f
+    // waits.
+    node("node-d", [192, 168, 20, 4]);
+    node("node-e", [192, 168, 20, 5]);
+    let d = until(30, "node-d's CIDR", || cluster.pod_cidr("node-d"));
+    let e = until(30, "node-e's CIDR", || cluster.pod_cidr("node-e"));
+    let all: BTreeSet<&str> = [&a, &b, &d, &e].iter().map(|s| s.as_str()).collect();
+    assert_eq!(all.len(), 4, "a CIDR handed out twice: {all:?}");
+    node("node-f", [192, 168, 20, 6]);
+    let error = until(30, "node-f's exhaustion error", || {
+        cluster.operator_error("node-f")
+    });
+    assert!(error.contains("exhausted"), "{error}");
+
+    // node-b's Node goes: its CiliumNode follows, and node-f gets its CIDR.
+    cp.kubectl(&["delete", "node", "node-b"]).unwrap();
+    cluster.wait_for_ciliumnode_gone(30, "node-b");
+    let f = until(30, "node-f's CIDR", || cluster.pod_cidr("node-f"));
+    assert_eq!(f, b);
+
+    // CiliumNodes whose Node is there stay, with their CIDRs.
+    std::thread::sleep(Duration::from_secs(3));
+    let left: Vec<String> = cluster.ciliumnodes().unwrap().into_iter().collect();
+    assert_eq!(left, ["node-a", "node-d", "node-e", "node-f"]);
+    for (name, cidr) in [
+        ("node-a", &a),
+        ("node-d", &d),
+        ("node-e", &e),
+        ("node-f", &f),
+    ] {
+        assert_eq!(cluster.pod_cidr(name).as_ref(), Some(cidr), "{name}");
+    }
 }
