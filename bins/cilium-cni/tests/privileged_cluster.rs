@@ -9,280 +9,89 @@
 //! other node, and a node leaving (its route goes). Needs root and etcd; everything is made
 //! under a `crs<pid>c` prefix and removed on drop (processes killed by pid).
 
+#[macro_use]
+mod common;
+
 use std::net::Ipv4Addr;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-use cilium_bpf::testing::{is_root_or_skip, run};
+use cilium_bpf::testing::is_root_or_skip;
 use cilium_core::kvstore::etcd::EtcdServer;
+use common::{Underlay, sibling};
 use serde_json::Value;
 
 const ETCD: &str = "192.168.10.1:2379";
 
-fn sibling(name: &str) -> PathBuf {
-    let p = Path::new(env!("CARGO_BIN_EXE_cilium-cni")).with_file_name(name);
-    assert!(
-        p.exists(),
-        "{} is missing: build the workspace first (cargo build --workspace)",
-        p.display()
-    );
-    p
-}
-
-struct NodeNs {
-    name: &'static str,
-    ns: String,
-    ip: Ipv4Addr,
-    bpffs: PathBuf,
-    state: PathBuf,
-    agent: Option<Child>,
-}
-
-impl NodeNs {
-    fn socket(&self) -> PathBuf {
-        self.state.join("cilium.sock")
-    }
-
-    fn api(&self, method: &str, path: &str, body: Option<&Value>) -> Result<Value, String> {
-        cilium_agent::client::Client::new(&self.socket().to_string_lossy())
-            .call(method, path, body)
-            .map_err(|e| e.0)
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.state.join("agent.log")).unwrap_or_default()
-    }
-}
-
-/// Everything the test made; removed on drop, even on panic.
+/// Everything the test made; removed on drop, even on panic (etcd first, then the
+/// underlay with the agents and the operator).
 struct Lab {
-    prefix: String,
-    lan: String,
-    nodes: Vec<NodeNs>,
-    namespaces: Vec<String>,
-    etcd: Option<EtcdServer>,
-    operator: Option<Child>,
-    dir: PathBuf,
+    _etcd: EtcdServer,
+    base: Underlay,
 }
 
-impl Drop for Lab {
-    fn drop(&mut self) {
-        for n in &mut self.nodes {
-            if let Some(mut a) = n.agent.take() {
-                let _ = a.kill();
-                let _ = a.wait();
-            }
-        }
-        if let Some(mut o) = self.operator.take() {
-            let _ = o.kill();
-            let _ = o.wait();
-        }
-        self.etcd.take();
-        for ns in self.namespaces.iter().rev() {
-            let _ = Command::new("ip").args(["netns", "del", ns]).status();
-        }
-        for n in &self.nodes {
-            let _ = Command::new("umount").arg(&n.bpffs).status();
-        }
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
+deref_to_underlay!(Lab);
 
 impl Lab {
-    fn add_netns(&mut self, name: &str) {
-        run(&["ip", "netns", "add", name]);
-        self.namespaces.push(name.to_owned());
-        run(&["ip", "-n", name, "link", "set", "lo", "up"]);
-    }
-
     fn new() -> Lab {
-        let prefix = format!("crs{}c", std::process::id());
-        let dir = std::env::temp_dir().join(format!("{prefix}-lab"));
-        std::fs::create_dir_all(&dir).expect("lab dir");
-        let mut lab = Lab {
-            lan: format!("{prefix}-lan"),
-            prefix,
-            nodes: Vec::new(),
-            namespaces: Vec::new(),
-            etcd: None,
-            operator: None,
-            dir,
-        };
-        let lan = lab.lan.clone();
-        lab.add_netns(&lan);
-        run(&["ip", "-n", &lan, "link", "add", "br0", "type", "bridge"]);
-        run(&[
-            "ip",
-            "-n",
-            &lan,
-            "addr",
-            "add",
-            "192.168.10.1/24",
-            "dev",
-            "br0",
-        ]);
-        run(&["ip", "-n", &lan, "link", "set", "br0", "up"]);
-        for (i, name) in ["k8s-w1", "k8s-w2"].into_iter().enumerate() {
-            let ns = format!("{}-{name}", lab.prefix);
-            lab.add_netns(&ns);
-            let ip = Ipv4Addr::new(192, 168, 10, 101 + i as u8);
-            let port = format!("p{i}");
-            run(&[
-                "ip", "-n", &ns, "link", "add", "eth0", "type", "veth", "peer", "name", &port,
-                "netns", &lan,
-            ]);
-            run(&[
-                "ip",
-                "-n",
-                &ns,
-                "addr",
-                "add",
-                &format!("{ip}/24"),
-                "dev",
-                "eth0",
-            ]);
-            run(&["ip", "-n", &ns, "link", "set", "eth0", "up"]);
-            run(&[
-                "ip", "-n", &lan, "link", "set", &port, "master", "br0", "up",
-            ]);
-            let bpffs = lab.dir.join(format!("{name}-bpffs"));
-            let state = lab.dir.join(format!("{name}-state"));
-            std::fs::create_dir_all(&bpffs).expect("bpffs dir");
-            std::fs::create_dir_all(&state).expect("state dir");
-            run(&["mount", "-t", "bpf", "bpf", bpffs.to_str().expect("utf-8")]);
-            lab.nodes.push(NodeNs {
-                name,
-                ns,
-                ip,
-                bpffs,
-                state,
-                agent: None,
-            });
-        }
-        let wrapper = vec!["ip".to_owned(), "netns".into(), "exec".into(), lan.clone()];
-        lab.etcd = Some(
-            EtcdServer::start(
-                &lab.dir.join("etcd"),
-                ETCD.parse().expect("addr"),
-                "192.168.10.1:2380".parse().expect("addr"),
-                &wrapper,
-            )
-            .expect("start etcd in the lab"),
+        let mut base = Underlay::new('c', &["k8s-w1", "k8s-w2"]);
+        let wrapper = vec![
+            "ip".to_owned(),
+            "netns".into(),
+            "exec".into(),
+            base.lan.clone(),
+        ];
+        let etcd = EtcdServer::start(
+            &base.dir.join("etcd"),
+            ETCD.parse().expect("addr"),
+            "192.168.10.1:2380".parse().expect("addr"),
+            &wrapper,
+        )
+        .expect("start etcd in the lab");
+        base.spawn_in_lan(
+            &sibling("cilium-operator"),
+            &[
+                format!("--kvstore-opt=etcd.address={ETCD}"),
+                "--cluster-pool-ipv4-cidr=172.20.0.0/16".into(),
+                "--cluster-pool-ipv4-mask-size=24".into(),
+                "--leader-election-lease-duration=5s".into(),
+            ],
+            "operator.log",
         );
-        let log = std::fs::File::create(lab.dir.join("operator.log")).expect("log");
-        lab.operator = Some(
-            Command::new("ip")
-                .args(["netns", "exec", &lan])
-                .arg(sibling("cilium-operator"))
-                .args([
-                    &format!("--kvstore-opt=etcd.address={ETCD}"),
-                    "--cluster-pool-ipv4-cidr=172.20.0.0/16",
-                    "--cluster-pool-ipv4-mask-size=24",
-                    "--leader-election-lease-duration=5s",
-                ])
-                .stdout(Stdio::null())
-                .stderr(log)
-                .spawn()
-                .expect("start the operator"),
-        );
-        lab
+        Lab { _etcd: etcd, base }
     }
 
     fn start_agent(&mut self, i: usize, tunnel: bool) {
-        let n = &mut self.nodes[i];
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(n.state.join("agent.log"))
-            .expect("log");
-        let child = Command::new("ip")
-            .args(["netns", "exec", &n.ns])
-            .arg(sibling("cilium-agent"))
-            .arg(format!("--bpf-root={}", n.bpffs.display()))
-            .arg(format!("--state-dir={}", n.state.display()))
-            .arg(format!("--socket-path={}", n.socket().display()))
-            .args([
-                "--kvstore=etcd",
-                &format!("--kvstore-opt=etcd.address={ETCD}"),
-                "--kvstore-lease-ttl=3s",
-                &format!("--k8s-node-name={}", n.name),
-                &format!("--ipv4-node={}", n.ip),
-                "--ipv4-native-routing-cidr=172.20.0.0/16",
-            ])
-            .args(if tunnel {
-                ["--routing-mode=tunnel", "--auto-direct-node-routes=false"]
-            } else {
-                ["--routing-mode=native", "--auto-direct-node-routes=true"]
-            })
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("spawn the agent");
-        n.agent = Some(child);
-    }
-
-    fn wait_agent(&mut self, i: usize) {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            let n = &mut self.nodes[i];
-            if n.api("GET", "/healthz", None).is_ok() {
-                return;
-            }
-            if let Some(Ok(Some(status))) = n.agent.as_mut().map(Child::try_wait) {
-                panic!("agent {} exited with {status}: {}", n.name, n.log());
-            }
-            assert!(
-                Instant::now() < deadline,
-                "agent {} never served: {}",
-                n.name,
-                n.log()
-            );
-            std::thread::sleep(Duration::from_millis(100));
+        let mut args = vec![
+            "--kvstore=etcd".to_owned(),
+            format!("--kvstore-opt=etcd.address={ETCD}"),
+            "--kvstore-lease-ttl=3s".into(),
+            "--ipv4-native-routing-cidr=172.20.0.0/16".into(),
+        ];
+        if tunnel {
+            args.extend([
+                "--routing-mode=tunnel".into(),
+                "--auto-direct-node-routes=false".into(),
+            ]);
+        } else {
+            args.extend([
+                "--routing-mode=native".into(),
+                "--auto-direct-node-routes=true".into(),
+            ]);
         }
-    }
-
-    fn pod_ns(&self, pod: &str) -> String {
-        format!("{}-{pod}", self.prefix)
+        self.base.start_agent(i, &args);
     }
 
     /// Registers the pod and creates it with cilium-cni on node `i`; returns its IP.
     fn add_pod(&mut self, i: usize, pod: &str, app: &str) -> Ipv4Addr {
-        let ns = self.pod_ns(pod);
-        self.add_netns(&ns);
-        let n = &self.nodes[i];
-        n.api(
-            "PUT",
-            &format!("/pod/default/{pod}"),
-            Some(&serde_json::json!({"metadata": {"name": pod, "namespace": "default", "labels": {"app": app}}})),
-        )
-        .expect("register the pod");
-        let netconf = serde_json::json!({
-            "cniVersion": "1.0.0", "name": "cilium", "type": "cilium-cni", "agent-socket": n.socket(),
-        })
-        .to_string();
-        let netns = format!("/run/netns/{ns}");
-        let out = cilium_cni::runtime::invoke(
-            Path::new(env!("CARGO_BIN_EXE_cilium-cni")),
-            &["ip", "netns", "exec", &n.ns],
-            &cilium_cni::runtime::Invocation {
-                command: "ADD",
-                container_id: &format!("ctr-{pod}"),
-                netns: &netns,
-                ifname: "eth0",
-                pod: ("default", pod),
-                netconf: &netconf,
-            },
-        )
-        .expect("run cilium-cni");
-        assert!(
-            out.success,
-            "ADD {pod}: {} {}\n{}",
-            out.output,
-            out.stderr,
-            n.log()
-        );
-        cilium_cni::runtime::result_ipv4(&out.output).expect("an IPv4 result")
+        self.nodes[i]
+            .api(
+                "PUT",
+                &format!("/pod/default/{pod}"),
+                Some(&serde_json::json!({"metadata": {"name": pod, "namespace": "default", "labels": {"app": app}}})),
+            )
+            .expect("register the pod");
+        self.add_pod_netns(i, pod)
     }
 
     fn identity_of(&self, i: usize, pod: &str) -> u64 {
@@ -300,14 +109,7 @@ fn tcp_reaches(lab: &Lab, from: &str, to: Ipv4Addr, port: u16) -> bool {
 
 /// Retries `tcp_reaches` for up to 15 s (routes and ipcache entries arrive through etcd).
 fn eventually_reaches(lab: &Lab, from: &str, to: Ipv4Addr, port: u16) -> bool {
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while Instant::now() < deadline {
-        if tcp_reaches(lab, from, to, port) {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
-    false
+    lab.reaches_within(from, to, port, true, 15)
 }
 
 fn echo_server(lab: &Lab, pod: &str, ip: Ipv4Addr, port: u16) {

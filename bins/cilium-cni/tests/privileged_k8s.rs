@@ -13,205 +13,60 @@
 //! root; everything is made under a `crs<pid>k` prefix and removed on drop (processes
 //! killed by pid).
 
+#[macro_use]
+mod common;
+
 use std::net::Ipv4Addr;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use cilium_bpf::testing::{is_root_or_skip, run};
+use cilium_bpf::testing::is_root_or_skip;
 use cilium_k8s::testing::{ControlPlane, Options};
+use common::{Underlay, sibling};
 use serde_json::Value;
 
-fn sibling(name: &str) -> PathBuf {
-    let p = Path::new(env!("CARGO_BIN_EXE_cilium-cni")).with_file_name(name);
-    assert!(
-        p.exists(),
-        "{} is missing: build the workspace first (cargo build --workspace)",
-        p.display()
-    );
-    p
-}
-
-struct NodeNs {
-    name: &'static str,
-    ns: String,
-    ip: Ipv4Addr,
-    bpffs: PathBuf,
-    state: PathBuf,
-    agent: Option<Child>,
-}
-
-impl NodeNs {
-    fn socket(&self) -> PathBuf {
-        self.state.join("cilium.sock")
-    }
-
-    fn api(&self, method: &str, path: &str) -> Result<Value, String> {
-        cilium_agent::client::Client::new(&self.socket().to_string_lossy())
-            .call(method, path, None)
-            .map_err(|e| e.0)
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.state.join("agent.log")).unwrap_or_default()
-    }
-}
-
-/// Everything the test made; removed on drop, even on panic.
+/// Everything the test made; removed on drop, even on panic (fields in order: the node
+/// heartbeats stop, the control plane goes, then the underlay with the agents and the
+/// operator).
 struct Lab {
-    prefix: String,
-    /// Stops the node heartbeat thread.
-    heartbeat: Option<std::sync::mpsc::Sender<()>>,
-    nodes: Vec<NodeNs>,
-    namespaces: Vec<String>,
-    operator: Option<Child>,
+    _heartbeat: std::sync::mpsc::Sender<()>,
     cp: Option<ControlPlane>,
-    dir: PathBuf,
+    base: Underlay,
 }
 
-impl Drop for Lab {
-    fn drop(&mut self) {
-        self.heartbeat.take();
-        for n in &mut self.nodes {
-            if let Some(mut a) = n.agent.take() {
-                let _ = a.kill();
-                let _ = a.wait();
-            }
-        }
-        if let Some(mut o) = self.operator.take() {
-            let _ = o.kill();
-            let _ = o.wait();
-        }
-        if std::thread::panicking() {
-            for n in &self.nodes {
-                eprintln!("--- {} agent log (tail) ---", n.name);
-                let log = n.log();
-                let lines: Vec<&str> = log.lines().collect();
-                for l in &lines[lines.len().saturating_sub(30)..] {
-                    eprintln!("{l}");
-                }
-            }
-            let op = std::fs::read_to_string(self.dir.join("operator.log")).unwrap_or_default();
-            eprintln!("--- operator log ---\n{op}");
-        }
-        self.cp.take();
-        for ns in self.namespaces.iter().rev() {
-            let _ = Command::new("ip").args(["netns", "del", ns]).status();
-        }
-        for n in &self.nodes {
-            let _ = Command::new("umount").arg(&n.bpffs).status();
-        }
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
+deref_to_underlay!(Lab);
 
 impl Lab {
-    fn add_netns(&mut self, name: &str) {
-        run(&["ip", "netns", "add", name]);
-        self.namespaces.push(name.to_owned());
-        run(&["ip", "-n", name, "link", "set", "lo", "up"]);
-    }
-
     fn new() -> Lab {
-        let prefix = format!("crs{}k", std::process::id());
-        let dir = std::env::temp_dir().join(format!("{prefix}-lab"));
-        std::fs::create_dir_all(&dir).expect("lab dir");
-        let mut lab = Lab {
-            heartbeat: None,
-            prefix,
-            nodes: Vec::new(),
-            namespaces: Vec::new(),
-            operator: None,
-            cp: None,
-            dir,
-        };
-        let lan = format!("{}-lan", lab.prefix);
-        lab.add_netns(&lan);
-        run(&["ip", "-n", &lan, "link", "add", "br0", "type", "bridge"]);
-        run(&[
-            "ip",
-            "-n",
-            &lan,
-            "addr",
-            "add",
-            "192.168.10.1/24",
-            "dev",
-            "br0",
-        ]);
-        run(&["ip", "-n", &lan, "link", "set", "br0", "up"]);
-        for (i, name) in ["k8s-w1", "k8s-w2"].into_iter().enumerate() {
-            let ns = format!("{}-{name}", lab.prefix);
-            lab.add_netns(&ns);
-            let ip = Ipv4Addr::new(192, 168, 10, 101 + i as u8);
-            let port = format!("p{i}");
-            run(&[
-                "ip", "-n", &ns, "link", "add", "eth0", "type", "veth", "peer", "name", &port,
-                "netns", &lan,
-            ]);
-            run(&[
-                "ip",
-                "-n",
-                &ns,
-                "addr",
-                "add",
-                &format!("{ip}/24"),
-                "dev",
-                "eth0",
-            ]);
-            run(&["ip", "-n", &ns, "link", "set", "eth0", "up"]);
-            run(&[
-                "ip", "-n", &lan, "link", "set", &port, "master", "br0", "up",
-            ]);
-            let bpffs = lab.dir.join(format!("{name}-bpffs"));
-            let state = lab.dir.join(format!("{name}-state"));
-            std::fs::create_dir_all(&bpffs).expect("bpffs dir");
-            std::fs::create_dir_all(&state).expect("state dir");
-            run(&["mount", "-t", "bpf", "bpf", bpffs.to_str().expect("utf-8")]);
-            lab.nodes.push(NodeNs {
-                name,
-                ns,
-                ip,
-                bpffs,
-                state,
-                agent: None,
-            });
-        }
+        let mut base = Underlay::new('k', &["k8s-w1", "k8s-w2"]);
+        let lan = base.lan.clone();
         let cp = ControlPlane::start(&Options {
             netns: Some(lan.clone()),
             address: "192.168.10.1".parse().expect("addr"),
-            dir: Some(lab.dir.join("control-plane")),
+            dir: Some(base.dir.join("control-plane")),
             ..Options::default()
         })
         .unwrap_or_else(|e| panic!("{e}"));
-        let log = std::fs::File::create(lab.dir.join("operator.log")).expect("log");
-        lab.operator = Some(
-            Command::new("ip")
-                .args(["netns", "exec", &lan])
-                .arg(sibling("cilium-operator"))
-                .arg(format!(
-                    "--k8s-kubeconfig-path={}",
-                    cp.kubeconfig().display()
-                ))
-                .args([
-                    "--cluster-pool-ipv4-cidr=172.20.0.0/16",
-                    "--cluster-pool-ipv4-mask-size=24",
-                    "--operator-id=operator-k8s-ctr",
-                ])
-                .stdout(Stdio::null())
-                .stderr(log)
-                .spawn()
-                .expect("start the operator"),
+        base.spawn_in_lan(
+            &sibling("cilium-operator"),
+            &[
+                format!("--k8s-kubeconfig-path={}", cp.kubeconfig().display()),
+                "--cluster-pool-ipv4-cidr=172.20.0.0/16".into(),
+                "--cluster-pool-ipv4-mask-size=24".into(),
+                "--operator-id=operator-k8s-ctr".into(),
+            ],
+            "operator.log",
         );
         // The nodes as their kubelets register them, kept Ready by renewing their Leases
         // in kube-node-lease (the node lifecycle controller reads those as heartbeats).
-        for n in &lab.nodes {
+        for n in &base.nodes {
             cp.add_ready_node(n.name, n.ip)
                 .unwrap_or_else(|e| panic!("node {}: {e}", n.name));
         }
         let (stop, stopped) = std::sync::mpsc::channel::<()>();
         let kubectl = cp.kubectl_path();
         let kubeconfig = cp.kubeconfig();
-        let names: Vec<&'static str> = lab.nodes.iter().map(|n| n.name).collect();
+        let names: Vec<&'static str> = base.nodes.iter().map(|n| n.name).collect();
         std::thread::spawn(move || {
             loop {
                 for name in &names {
@@ -248,9 +103,11 @@ impl Lab {
                 }
             }
         });
-        lab.heartbeat = Some(stop);
-        lab.cp = Some(cp);
-        lab
+        Lab {
+            _heartbeat: stop,
+            cp: Some(cp),
+            base,
+        }
     }
 
     fn apply(&self, yaml: &str) {
@@ -271,63 +128,16 @@ impl Lab {
 
     fn start_agent(&mut self, i: usize) {
         let kubeconfig = self.cp().kubeconfig();
-        let n = &mut self.nodes[i];
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(n.state.join("agent.log"))
-            .expect("log");
-        let child = Command::new("ip")
-            .args(["netns", "exec", &n.ns])
-            .arg(sibling("cilium-agent"))
-            .arg(format!("--bpf-root={}", n.bpffs.display()))
-            .arg(format!("--state-dir={}", n.state.display()))
-            .arg(format!("--socket-path={}", n.socket().display()))
-            .arg(format!("--k8s-kubeconfig-path={}", kubeconfig.display()))
-            .args([
-                "--identity-allocation-mode=crd",
-                &format!("--k8s-node-name={}", n.name),
-                &format!("--ipv4-node={}", n.ip),
-                "--ipv4-native-routing-cidr=172.20.0.0/16",
-                "--routing-mode=native",
-                "--auto-direct-node-routes=true",
-            ])
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("spawn the agent");
-        n.agent = Some(child);
-    }
-
-    fn stop_agent(&mut self, i: usize) {
-        if let Some(mut a) = self.nodes[i].agent.take() {
-            let _ = a.kill();
-            let _ = a.wait();
-        }
-    }
-
-    fn wait_agent(&mut self, i: usize) {
-        let deadline = Instant::now() + Duration::from_secs(90);
-        loop {
-            let n = &mut self.nodes[i];
-            if n.api("GET", "/healthz").is_ok() {
-                return;
-            }
-            if let Some(Ok(Some(status))) = n.agent.as_mut().map(Child::try_wait) {
-                panic!("agent {} exited with {status}: {}", n.name, n.log());
-            }
-            assert!(
-                Instant::now() < deadline,
-                "agent {} never served: {}",
-                n.name,
-                n.log()
-            );
-            std::thread::sleep(Duration::from_millis(200));
-        }
-    }
-
-    fn pod_ns(&self, pod: &str) -> String {
-        format!("{}-{pod}", self.prefix)
+        self.base.start_agent(
+            i,
+            &[
+                format!("--k8s-kubeconfig-path={}", kubeconfig.display()),
+                "--identity-allocation-mode=crd".into(),
+                "--ipv4-native-routing-cidr=172.20.0.0/16".into(),
+                "--routing-mode=native".into(),
+                "--auto-direct-node-routes=true".into(),
+            ],
+        );
     }
 
     /// Creates the Pod object bound to node `i` (as the scheduler would), then wires it
@@ -347,44 +157,12 @@ impl Lab {
             assert!(Instant::now() < deadline, "creating pod {pod}: {e}");
             std::thread::sleep(Duration::from_millis(500));
         }
-        let ns = self.pod_ns(pod);
-        self.add_netns(&ns);
-        let out = self.cni(i, "ADD", pod);
-        assert!(
-            out.success,
-            "ADD {pod}: {} {}\n{}",
-            out.output,
-            out.stderr,
-            self.nodes[i].log()
-        );
-        let ip = cilium_cni::runtime::result_ipv4(&out.output).expect("an IPv4 result");
+        let ip = self.add_pod_netns(i, pod);
         // As the kubelet: the pod runs and is ready, with its IP.
         self.cp()
             .set_pod_status(pod, ip, true)
             .unwrap_or_else(|e| panic!("status of {pod}: {e}"));
         ip
-    }
-
-    fn cni(&self, i: usize, command: &str, pod: &str) -> cilium_cni::runtime::Outcome {
-        let n = &self.nodes[i];
-        let netconf = serde_json::json!({
-            "cniVersion": "1.0.0", "name": "cilium", "type": "cilium-cni", "agent-socket": n.socket(),
-        })
-        .to_string();
-        let netns = format!("/run/netns/{}", self.pod_ns(pod));
-        cilium_cni::runtime::invoke(
-            Path::new(env!("CARGO_BIN_EXE_cilium-cni")),
-            &["ip", "netns", "exec", &n.ns],
-            &cilium_cni::runtime::Invocation {
-                command,
-                container_id: &format!("ctr-{pod}"),
-                netns: &netns,
-                ifname: "eth0",
-                pod: ("default", pod),
-                netconf: &netconf,
-            },
-        )
-        .expect("run cilium-cni")
     }
 
     /// `kubectl get` of one object as JSON, once `ready` accepts it (up to 30 s).
@@ -408,22 +186,9 @@ impl Lab {
     }
 }
 
-/// Whether a TCP connection from pod `from` to `to:port` gets its echo back, waiting up
-/// to 15 s for that to be `want` (routes, identities and policies arrive through watches).
+/// Whether pod `from` reaches `to:port`, waiting up to 15 s for that to be `want`.
 fn reaches(lab: &Lab, from: &str, to: Ipv4Addr, port: u16, want: bool) -> bool {
-    reaches_within(lab, from, to, port, want, 15)
-}
-
-/// [`reaches`] waiting up to `secs` seconds.
-fn reaches_within(lab: &Lab, from: &str, to: Ipv4Addr, port: u16, want: bool, secs: u64) -> bool {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    loop {
-        let got = cilium_bpf::testing::tcp_echo_reaches(&lab.pod_ns(from), to, port);
-        if got == want || Instant::now() > deadline {
-            return got;
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    lab.reaches_within(from, to, port, want, 15)
 }
 
 /// A pod's CiliumEndpoint once it is ready.
@@ -461,7 +226,7 @@ fn privileged_two_nodes_on_kubernetes() {
             cn["spec"]["addresses"][0],
             serde_json::json!({"type": "InternalIP", "ip": n.ip.to_string()})
         );
-        let health = n.api("GET", "/healthz").expect("healthz");
+        let health = n.api("GET", "/healthz", None).expect("healthz");
         assert_eq!(
             health["node-state"]["node"]["cidr"],
             cidr.to_string(),
@@ -540,7 +305,7 @@ fn privileged_two_nodes_on_kubernetes() {
     assert_eq!(labels["k8s:io.cilium.k8s.policy.serviceaccount"], "default");
     assert_eq!(ident["metadata"]["labels"]["app"], "webpod");
     let ep = lab.nodes[0]
-        .api("GET", "/endpoint/pod-name:default:webpod-a")
+        .api("GET", "/endpoint/pod-name:default:webpod-a", None)
         .expect("endpoint");
     assert_eq!(ep["status"]["identity"]["id"].as_u64(), Some(id(&a)));
 
@@ -605,7 +370,7 @@ fn privileged_two_nodes_on_kubernetes() {
             Instant::now() < deadline,
             "the ClusterIP did not reach both replicas (a: {a}, b: {b}): {}",
             lab.nodes[0]
-                .api("GET", "/service")
+                .api("GET", "/service", None)
                 .map(|v| v.to_string())
                 .unwrap_or_default()
         );
@@ -651,7 +416,7 @@ fn privileged_two_nodes_on_kubernetes() {
     // The apiserver away for 30 s: forwarding goes on, status says so; back, the watches
     // resume and a policy applied then is enforced.
     let k8s_state = |lab: &Lab| {
-        lab.nodes[0].api("GET", "/healthz").expect("healthz")["kubernetes"]["state"]
+        lab.nodes[0].api("GET", "/healthz", None).expect("healthz")["kubernetes"]["state"]
             .as_str()
             .unwrap_or_default()
             .to_owned()
@@ -697,7 +462,7 @@ fn privileged_two_nodes_on_kubernetes() {
     );
     // Watches resume after kube-runtime's backoff (at most 30 s).
     assert!(
-        !reaches_within(&lab, "curl-pod", web_b, 8080, false, 60),
+        !lab.reaches_within("curl-pod", web_b, 8080, false, 60),
         "a policy applied after the apiserver came back is not enforced"
     );
     lab.kubectl(&["delete", "ciliumnetworkpolicy", "after"]);
@@ -721,10 +486,10 @@ fn privileged_two_nodes_on_kubernetes() {
     }
     assert!(
         lab.nodes[1]
-            .api("GET", "/endpoint/pod-name:default:webpod-b")
+            .api("GET", "/endpoint/pod-name:default:webpod-b", None)
             .is_err()
     );
-    let health = lab.nodes[1].api("GET", "/healthz").expect("healthz");
+    let health = lab.nodes[1].api("GET", "/healthz", None).expect("healthz");
     let allocations = &health["node-state"]["ipam"]["allocations"];
     assert!(allocations.is_object(), "{health}");
     assert!(

@@ -7,6 +7,8 @@
 //! restart-safety scenario: SIGKILL during 100 concurrent pod creations, then a restart,
 //! with a TCP stream running throughout. Needs root; everything is removed on drop.
 
+mod common;
+
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
@@ -16,19 +18,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use cilium_bpf::testing::{is_root_or_skip, run, spawn_in_netns};
+use common::sibling;
 use serde_json::Value;
 
 /// A binary of the workspace, next to cilium-cni.
-fn sibling(name: &str) -> PathBuf {
-    let p = Path::new(env!("CARGO_BIN_EXE_cilium-cni")).with_file_name(name);
-    assert!(
-        p.exists(),
-        "{} is missing: build the workspace first (cargo build --workspace)",
-        p.display()
-    );
-    p
-}
-
 /// The node: namespaces, bpffs, state dir and the agent process; all removed on drop.
 #[derive(Debug)]
 struct Node {
