@@ -111,7 +111,13 @@ pub async fn run(node: Arc<Node>, config: AgentConfig) {
         },
         async {
             let policies = informer(&node, POLICIES_PREFIX).await;
-            follow_policies(node.clone(), policies, |key| owner_of(POLICIES_PREFIX, key)).await;
+            follow_policies(
+                node.clone(),
+                policies,
+                |key| owner_of(POLICIES_PREFIX, key),
+                (),
+            )
+            .await;
         },
     );
 }
@@ -179,10 +185,41 @@ where
     F: Future<Output = Result<Started<W, serde_json::Value>, cilium_k8s::Error>>,
 {
     let started = api_retry(kind, start).await;
-    follow_policies(node, started, |key| {
-        cilium_k8s::convert::policy_origin(kind, key)
-    })
+    let report = node
+        .k8s_client()
+        .map(|client| kubernetes::Validity { client, kind });
+    follow_policies(
+        node,
+        started,
+        |key| cilium_k8s::convert::policy_origin(kind, key),
+        report,
+    )
     .await;
+}
+
+/// Where a policy's validity is recorded (on its object, in Kubernetes mode).
+trait ReportValidity: Send + Sync {
+    /// Records that the policy under `key` applies (`Ok`) or why not.
+    fn report(&self, key: &str, result: Result<(), &str>) -> impl Future<Output = ()> + Send;
+}
+
+/// Nowhere (the cluster store's policies have no status).
+impl ReportValidity for () {
+    async fn report(&self, _key: &str, _result: Result<(), &str>) {}
+}
+
+impl<R: ReportValidity> ReportValidity for Option<R> {
+    async fn report(&self, key: &str, result: Result<(), &str>) {
+        if let Some(r) = self {
+            r.report(key, result).await;
+        }
+    }
+}
+
+impl ReportValidity for kubernetes::Validity {
+    async fn report(&self, key: &str, result: Result<(), &str>) {
+        self.record(key, result).await;
+    }
 }
 
 fn direct_routes(config: &AgentConfig) -> bool {
@@ -598,16 +635,24 @@ async fn follow_policies<W: Watcher<serde_json::Value>>(
     node: Arc<Node>,
     (mut inf, initial): Started<W, serde_json::Value>,
     origin: impl Fn(&str) -> String,
+    report: impl ReportValidity,
 ) {
     let mut pending: std::collections::VecDeque<_> = initial.into();
     loop {
         let change = next_change(&mut pending, &mut inf).await;
         let result = match &change {
             Change::Upsert { key, object } => {
-                node.apply_stored_policy(&origin(key), Some(object)).await
+                let applied = node.apply_stored_policy(&origin(key), Some(object)).await;
+                report
+                    .report(key, applied.as_ref().map(drop).map_err(String::as_str))
+                    .await;
+                applied
             }
             Change::Delete { key, .. } => node.apply_stored_policy(&origin(key), None).await,
-            Change::Invalid { key, error } => Err(format!("{key}: {error}")),
+            Change::Invalid { key, error } => {
+                report.report(key, Err(error)).await;
+                Err(format!("{key}: {error}"))
+            }
         };
         match result {
             Ok(n) if n > 0 => log(

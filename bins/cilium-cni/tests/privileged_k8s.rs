@@ -143,6 +143,17 @@ impl Lab {
     /// Creates the Pod object bound to node `i` (as the scheduler would), then wires it
     /// with cilium-cni as the node's kubelet would; returns its IP.
     fn add_pod(&mut self, i: usize, pod: &str, app: &str) -> Ipv4Addr {
+        self.create_pod_object(i, pod, app);
+        let ip = self.add_pod_netns(i, pod);
+        // As the kubelet: the pod runs and is ready, with its IP.
+        self.cp()
+            .set_pod_status(pod, ip, true)
+            .unwrap_or_else(|e| panic!("status of {pod}: {e}"));
+        ip
+    }
+
+    /// The Pod object, bound to node `i` as the scheduler would bind it.
+    fn create_pod_object(&self, i: usize, pod: &str, app: &str) {
         let manifest = format!(
             "apiVersion: v1\nkind: Pod\nmetadata: {{name: {pod}, namespace: default, labels: {{app: {app}}}}}\n\
              spec: {{nodeName: {}, containers: [{{name: c, image: nicolaka/netshoot}}]}}\n",
@@ -157,12 +168,6 @@ impl Lab {
             assert!(Instant::now() < deadline, "creating pod {pod}: {e}");
             std::thread::sleep(Duration::from_millis(500));
         }
-        let ip = self.add_pod_netns(i, pod);
-        // As the kubelet: the pod runs and is ready, with its IP.
-        self.cp()
-            .set_pod_status(pod, ip, true)
-            .unwrap_or_else(|e| panic!("status of {pod}: {e}"));
-        ip
     }
 
     /// `kubectl get` of one object as JSON, once `ready` accepts it (up to 30 s).
@@ -309,6 +314,38 @@ fn privileged_two_nodes_on_kubernetes() {
         .expect("endpoint");
     assert_eq!(ep["status"]["identity"]["id"].as_u64(), Some(id(&a)));
 
+    // Two agents racing for one new label set: one number, one CiliumIdentity.
+    for (i, pod) in [(0, "race-a"), (1, "race-b")] {
+        lab.create_pod_object(i, pod, "race");
+        let ns = lab.pod_ns(pod);
+        lab.add_netns(&ns);
+    }
+    let (ra, rb) = std::thread::scope(|s| {
+        let a = s.spawn(|| lab.cni(0, "ADD", "race-a"));
+        let b = s.spawn(|| lab.cni(1, "ADD", "race-b"));
+        (a.join().expect("ADD race-a"), b.join().expect("ADD race-b"))
+    });
+    assert!(
+        ra.success && rb.success,
+        "{} {} / {} {}",
+        ra.output,
+        ra.stderr,
+        rb.output,
+        rb.stderr
+    );
+    let race_id = id(&cep(&lab, "race-a"));
+    assert_eq!(id(&cep(&lab, "race-b")), race_id);
+    let all: Value =
+        serde_json::from_str(&lab.kubectl(&["get", "ciliumidentities", "-o", "json"])).unwrap();
+    let racing: Vec<&Value> = all["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|i| i["security-labels"]["k8s:app"] == "race")
+        .collect();
+    assert_eq!(racing.len(), 1, "{racing:?}");
+    assert_eq!(racing[0]["metadata"]["name"], race_id.to_string());
+
     // An agent restart: its endpoints come back with their identities, their
     // CiliumEndpoints are kept (re-adopted), nothing else appears.
     lab.stop_agent(0);
@@ -322,7 +359,7 @@ fn privileged_two_nodes_on_kubernetes() {
         "re-created, not adopted"
     );
     let names = lab.kubectl(&["get", "ciliumendpoints", "-o", "name"]);
-    assert_eq!(names.lines().count(), 3, "{names}");
+    assert_eq!(names.lines().count(), 5, "{names}");
 
     // Traffic across nodes: routes to the other node's pod CIDR from its CiliumNode, its
     // pods' identities from their CiliumEndpoints.
@@ -406,7 +443,47 @@ fn privileged_two_nodes_on_kubernetes() {
         reaches(&lab, "other", web_a, 8080, true),
         "other (w2) -> webpod-a (w1) denied"
     );
+    let valid = |name: &str| {
+        lab.object_when(&["get", "cnp", name], |v| {
+            v["status"]["conditions"]
+                .as_array()
+                .is_some_and(|c| c.iter().any(|c| c["type"] == "Valid"))
+        })["status"]["conditions"]
+            .as_array()
+            .and_then(|c| c.iter().find(|c| c["type"] == "Valid").cloned())
+            .unwrap_or_default()
+    };
+    assert_eq!(valid("web")["status"], "True");
     lab.kubectl(&["delete", "ciliumnetworkpolicy", "web"]);
+    // A policy the API accepts but Cilium cannot apply: reported on the object (the VALID
+    // column), nothing of it applied (webpods would be default-deny otherwise).
+    lab.apply(
+        "apiVersion: cilium.io/v2\nkind: CiliumNetworkPolicy\nmetadata: {name: bad, namespace: default}\n\
+         spec:\n  endpointSelector: {matchLabels: {app: webpod}}\n  ingress:\n  \
+         - fromCIDR: [not-a-cidr]\n",
+    );
+    let bad = valid("bad");
+    assert_eq!(bad["status"], "False", "{bad}");
+    assert!(
+        bad["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("not-a-cidr"),
+        "{bad}"
+    );
+    let table = lab.kubectl(&["get", "cnp", "bad"]);
+    assert!(
+        table
+            .lines()
+            .nth(1)
+            .is_some_and(|l| l.trim_end().ends_with("False")),
+        "{table}"
+    );
+    assert!(
+        cilium_bpf::testing::tcp_echo_reaches(&lab.pod_ns("curl-pod"), web_b, 8080),
+        "the invalid policy was applied in part"
+    );
+    lab.kubectl(&["delete", "ciliumnetworkpolicy", "bad"]);
     assert!(
         reaches(&lab, "curl-pod", web_b, 8080, true),
         "the policy's deletion did not apply"

@@ -125,3 +125,89 @@ pub async fn network_policies(
     })
     .await
 }
+
+/// Where the policies of one kind record their validity.
+pub struct Validity {
+    /// The API.
+    pub client: kube::Client,
+    /// `CiliumNetworkPolicy`, ...
+    pub kind: &'static str,
+}
+
+impl std::fmt::Debug for Validity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Validity")
+            .field("kind", &self.kind)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Validity {
+    /// Records whether a Cilium policy applies in its `Valid` condition
+    /// (`status.conditions`, the `VALID` column of `kubectl get cnp`), with the parse error
+    /// as the message; written only when it changes. Kubernetes NetworkPolicies have no
+    /// such condition. Best effort: a failure is logged.
+    pub async fn record(&self, key: &str, result: Result<(), &str>) {
+        report_validity(&self.client, self.kind, key, result).await;
+    }
+}
+
+async fn report_validity(client: &kube::Client, kind: &str, key: &str, result: Result<(), &str>) {
+    if kind == "NetworkPolicy" {
+        return;
+    }
+    let gvk = GroupVersionKind::gvk(cilium_k8s::crds::GROUP, cilium_k8s::crds::VERSION, kind);
+    let resource = ApiResource::from_gvk(&gvk);
+    let (api, name): (Api<DynamicObject>, &str) = match key.split_once('/') {
+        Some((ns, name)) => (Api::namespaced_with(client.clone(), ns, &resource), name),
+        None => (Api::all_with(client.clone(), &resource), key),
+    };
+    let (status, message) = match result {
+        Ok(()) => ("True", "Policy validation succeeded"),
+        Err(e) => ("False", e),
+    };
+    let Ok(Some(current)) = api.get_opt(name).await else {
+        return;
+    };
+    let conditions = current.data["status"]["conditions"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    let valid = conditions.iter().find(|c| c["type"] == "Valid");
+    if valid.is_some_and(|c| c["status"] == status && c["message"] == message) {
+        return;
+    }
+    let now = format!(
+        "{}Z",
+        &cilium_core::rfc3339(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap_or_default()
+                .as_nanos()
+        )[..19]
+    );
+    let mut others: Vec<Value> = conditions
+        .into_iter()
+        .filter(|c| c["type"] != "Valid")
+        .collect();
+    others.push(serde_json::json!({
+        "type": "Valid",
+        "status": status,
+        "lastTransitionTime": now,
+        "reason": if result.is_ok() { "PolicyValid" } else { "PolicyInvalid" },
+        "message": message,
+    }));
+    let patch = serde_json::json!({"status": {"conditions": others}});
+    if let Err(e) = api
+        .patch_status(
+            name,
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(&patch),
+        )
+        .await
+    {
+        eprintln!(
+            "level=warning subsys=cluster msg=\"cannot record a policy's validity\" kind={kind} policy={key} error=\"{e}\""
+        );
+    }
+}
