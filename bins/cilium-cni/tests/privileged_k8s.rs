@@ -21,6 +21,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use cilium_bpf::testing::is_root_or_skip;
+use cilium_core::kvstore::etcd::EtcdServer;
 use cilium_k8s::testing::{ControlPlane, Options};
 use common::{Underlay, sibling};
 use serde_json::Value;
@@ -31,15 +32,31 @@ use serde_json::Value;
 struct Lab {
     _heartbeat: std::sync::mpsc::Sender<()>,
     cp: Option<ControlPlane>,
+    /// The cluster store of identity-allocation-mode=kvstore, when used.
+    kvstore: Option<EtcdServer>,
     base: Underlay,
 }
+
+/// The identity store's etcd in the lab namespace (the control plane's own is on 2379).
+const KVSTORE: &str = "192.168.10.1:12379";
 
 deref_to_underlay!(Lab);
 
 impl Lab {
-    fn new() -> Lab {
-        let mut base = Underlay::new('k', &["k8s-w1", "k8s-w2"]);
+    /// The lab; with `kvstore`, also an etcd for identity-allocation-mode=kvstore.
+    fn new(kvstore: bool) -> Lab {
+        let mut base = Underlay::new(if kvstore { 'v' } else { 'k' }, &["k8s-w1", "k8s-w2"]);
         let lan = base.lan.clone();
+        let kvstore = kvstore.then(|| {
+            let wrapper = vec!["ip".to_owned(), "netns".into(), "exec".into(), lan.clone()];
+            EtcdServer::start(
+                &base.dir.join("kvstore"),
+                KVSTORE.parse().expect("addr"),
+                "192.168.10.1:12380".parse().expect("addr"),
+                &wrapper,
+            )
+            .expect("start etcd in the lab")
+        });
         let cp = ControlPlane::start(&Options {
             netns: Some(lan.clone()),
             address: "192.168.10.1".parse().expect("addr"),
@@ -106,6 +123,7 @@ impl Lab {
         Lab {
             _heartbeat: stop,
             cp: Some(cp),
+            kvstore,
             base,
         }
     }
@@ -128,16 +146,22 @@ impl Lab {
 
     fn start_agent(&mut self, i: usize) {
         let kubeconfig = self.cp().kubeconfig();
-        self.base.start_agent(
-            i,
-            &[
-                format!("--k8s-kubeconfig-path={}", kubeconfig.display()),
-                "--identity-allocation-mode=crd".into(),
-                "--ipv4-native-routing-cidr=172.20.0.0/16".into(),
-                "--routing-mode=native".into(),
-                "--auto-direct-node-routes=true".into(),
-            ],
-        );
+        let mut args = vec![
+            format!("--k8s-kubeconfig-path={}", kubeconfig.display()),
+            "--ipv4-native-routing-cidr=172.20.0.0/16".into(),
+            "--routing-mode=native".into(),
+            "--auto-direct-node-routes=true".into(),
+        ];
+        if self.kvstore.is_some() {
+            args.extend([
+                "--identity-allocation-mode=kvstore".into(),
+                "--kvstore=etcd".into(),
+                format!("--kvstore-opt=etcd.address={KVSTORE}"),
+            ]);
+        } else {
+            args.push("--identity-allocation-mode=crd".into());
+        }
+        self.base.start_agent(i, &args);
     }
 
     /// Creates the Pod object bound to node `i` (as the scheduler would), then wires it
@@ -208,7 +232,8 @@ fn privileged_two_nodes_on_kubernetes() {
     if !is_root_or_skip("privileged_two_nodes_on_kubernetes") {
         return;
     }
-    let mut lab = Lab::new();
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let mut lab = Lab::new(false);
     lab.start_agent(0);
     lab.start_agent(1);
     lab.wait_agent(0);
@@ -574,4 +599,61 @@ fn privileged_two_nodes_on_kubernetes() {
         "{allocations}"
     );
     lab.kubectl(&["delete", "pod", "webpod-b", "--wait=false"]);
+}
+
+/// One lab at a time (both use the lab addresses).
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// identity-allocation-mode=kvstore under Kubernetes, as Cilium's kvstore mode: the
+/// identities in etcd (the same number on both nodes, no CiliumIdentity objects), the rest
+/// from the API, and a policy across nodes still knowing the remote pods' identities.
+#[test]
+fn privileged_kubernetes_with_kvstore_identities() {
+    if !is_root_or_skip("privileged_kubernetes_with_kvstore_identities") {
+        return;
+    }
+    if Command::new("etcd").arg("--version").output().is_err() {
+        assert!(std::env::var_os("CI").is_none(), "etcd is not installed");
+        eprintln!("privileged_kubernetes_with_kvstore_identities: skipped: etcd not installed");
+        return;
+    }
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let mut lab = Lab::new(true);
+    lab.start_agent(0);
+    lab.start_agent(1);
+    lab.wait_agent(0);
+    lab.wait_agent(1);
+    let web_a = lab.add_pod(0, "webpod-a", "webpod");
+    let web_b = lab.add_pod(1, "webpod-b", "webpod");
+    lab.add_pod(0, "curl-pod", "curl");
+    lab.add_pod(1, "other", "other");
+    let id = |v: &Value| v["status"]["identity"]["id"].as_u64().expect("identity");
+    let (a, b) = (cep(&lab, "webpod-a"), cep(&lab, "webpod-b"));
+    assert_eq!(id(&a), id(&b), "one label set, one number on both nodes");
+    let ids = lab.kubectl(&["get", "ciliumidentities", "-o", "name"]);
+    assert!(
+        ids.trim().is_empty(),
+        "CiliumIdentities in kvstore mode: {ids}"
+    );
+    let log = lab.nodes[0].log();
+    assert!(log.contains("identity-allocation-mode=kvstore"), "{log}");
+    cilium_bpf::testing::tcp_echo_server(&lab.pod_ns("webpod-a"), web_a, 8080);
+    cilium_bpf::testing::tcp_echo_server(&lab.pod_ns("webpod-b"), web_b, 8080);
+    assert!(
+        reaches(&lab, "curl-pod", web_b, 8080, true),
+        "curl-pod (w1) -> webpod-b (w2)"
+    );
+    lab.apply(
+        "apiVersion: cilium.io/v2\nkind: CiliumNetworkPolicy\nmetadata: {name: web, namespace: default}\n\
+         spec:\n  endpointSelector: {matchLabels: {app: webpod}}\n  ingress:\n  \
+         - fromEndpoints: [{matchLabels: {app: curl}}]\n",
+    );
+    assert!(
+        !reaches(&lab, "other", web_a, 8080, false),
+        "other (w2) -> webpod-a (w1) still allowed"
+    );
+    assert!(
+        reaches(&lab, "curl-pod", web_b, 8080, true),
+        "curl-pod (w1) -> webpod-b (w2) denied: the remote identity's labels are unknown"
+    );
 }
