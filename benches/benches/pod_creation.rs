@@ -20,147 +20,12 @@
 //! prints "skipped: ..." otherwise. Everything lives in namespaces, a bpffs and a state dir
 //! named `crsp<pid>…`, removed on drop.
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+mod common;
+
 use std::time::{Duration, Instant};
 
-use cilium_bpf::testing::{is_root_or_skip, run, spawn_in_netns};
-
-/// Everything the bench made; removed on drop, even on panic.
-struct Lab {
-    prefix: String,
-    node: String,
-    bpffs: PathBuf,
-    state: PathBuf,
-    namespaces: Vec<String>,
-    agent: Option<Child>,
-}
-
-impl Drop for Lab {
-    fn drop(&mut self) {
-        if let Some(mut a) = self.agent.take() {
-            let _ = a.kill();
-            let _ = a.wait();
-        }
-        for ns in self.namespaces.iter().rev() {
-            let _ = Command::new("ip").args(["netns", "del", ns]).status();
-        }
-        let _ = Command::new("umount").arg(&self.bpffs).status();
-        let _ = std::fs::remove_dir(&self.bpffs);
-        let _ = std::fs::remove_dir_all(&self.state);
-    }
-}
-
-impl Lab {
-    fn new() -> Lab {
-        let prefix = format!("crsp{}", std::process::id());
-        let tmp = std::env::temp_dir();
-        let mut lab = Lab {
-            node: format!("{prefix}-node"),
-            bpffs: tmp.join(format!("{prefix}-bpffs")),
-            state: tmp.join(format!("{prefix}-state")),
-            prefix,
-            namespaces: Vec::new(),
-            agent: None,
-        };
-        std::fs::create_dir_all(&lab.bpffs).expect("bpffs dir");
-        std::fs::create_dir_all(&lab.state).expect("state dir");
-        run(&[
-            "mount",
-            "-t",
-            "bpf",
-            "bpf",
-            lab.bpffs.to_str().expect("utf-8"),
-        ]);
-        let node = lab.node.clone();
-        lab.add_netns(&node);
-        run(&["ip", "-n", &node, "link", "set", "lo", "up"]);
-        lab
-    }
-
-    fn add_netns(&mut self, name: &str) {
-        run(&["ip", "netns", "add", name]);
-        self.namespaces.push(name.to_owned());
-    }
-
-    fn socket(&self) -> PathBuf {
-        self.state.join("cilium.sock")
-    }
-
-    fn start_agent(&mut self, bins: &Path) {
-        let log = std::fs::File::create(self.state.join("agent.log")).expect("log");
-        let child = Command::new("ip")
-            .args(["netns", "exec", &self.node])
-            .arg(bins.join("cilium-agent"))
-            .arg(format!("--bpf-root={}", self.bpffs.display()))
-            .arg(format!("--state-dir={}", self.state.display()))
-            .arg(format!("--socket-path={}", self.socket().display()))
-            .args([
-                "--ipv4-node=192.168.10.101",
-                "--ipv4-range=172.20.0.0/16",
-                "--k8s-node-name=bench",
-            ])
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("spawn the agent");
-        self.agent = Some(child);
-        let client = cilium_agent::client::Client::new(&self.socket().to_string_lossy());
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while client.call("GET", "/healthz", None).is_err() {
-            assert!(Instant::now() < deadline, "the agent never came up");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    /// The agent's resident set in KiB (`ip netns exec` execs it: the child is the agent).
-    fn agent_rss_kib(&self) -> u64 {
-        let pid = self.agent.as_ref().expect("agent").id();
-        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmRSS:"))
-            .and_then(|v| v.split_whitespace().next())
-            .and_then(|v| v.parse().ok())
-            .expect("VmRSS")
-    }
-
-    fn pod_ns(&self, i: usize) -> String {
-        format!("{}-p{i}", self.prefix)
-    }
-}
-
-/// One CNI ADD, run from a thread inside the node namespace (so the plugin starts there,
-/// as under a runtime on that node); returns its wall time.
-fn cni_add(lab: &Lab, bins: &Path, i: usize) -> std::thread::JoinHandle<Duration> {
-    let cni = bins.join("cilium-cni");
-    let netns = format!("/run/netns/{}", lab.pod_ns(i));
-    let netconf = format!(
-        r#"{{"cniVersion":"1.0.0","name":"cilium","type":"cilium-cni","agent-socket":"{}"}}"#,
-        lab.socket().display()
-    );
-    spawn_in_netns(&lab.node, move || {
-        let start = Instant::now();
-        let container = format!("bench{i:05}");
-        let pod = format!("pod-{i}");
-        let out = cilium_cni::runtime::invoke(
-            &cni,
-            &[],
-            &cilium_cni::runtime::Invocation {
-                command: "ADD",
-                container_id: &container,
-                netns: &netns,
-                ifname: "eth0",
-                pod: ("default", &pod),
-                netconf: &netconf,
-            },
-        )
-        .expect("run cilium-cni");
-        let took = start.elapsed();
-        assert!(out.success, "ADD pod-{i}: {} {}", out.output, out.stderr);
-        took
-    })
-}
+use cilium_bpf::testing::{is_root_or_skip, run};
+use common::{Lab, cni_add, in_waves, report};
 
 /// The baseline: a shell-script CNI's plumbing for pod `i` (addresses in 10.99.0.0/16).
 fn plumb(lab: &Lab, i: usize) -> std::thread::JoinHandle<Duration> {
@@ -224,37 +89,6 @@ fn plumb(lab: &Lab, i: usize) -> std::thread::JoinHandle<Duration> {
     })
 }
 
-/// Runs `count` jobs `width` at a time (width 1: one after another); returns each one's time.
-fn in_waves(
-    first: usize,
-    count: usize,
-    width: usize,
-    job: impl Fn(usize) -> std::thread::JoinHandle<Duration>,
-) -> Vec<Duration> {
-    let mut times = Vec::new();
-    for wave in (first..first + count).collect::<Vec<_>>().chunks(width) {
-        let handles: Vec<_> = wave.iter().map(|i| job(*i)).collect();
-        times.extend(handles.into_iter().map(|h| h.join().expect("job")));
-    }
-    times
-}
-
-fn percentile(times: &[Duration], p: usize) -> f64 {
-    let mut v: Vec<f64> = times.iter().map(|d| d.as_secs_f64() * 1e3).collect();
-    v.sort_by(f64::total_cmp);
-    v[(v.len() * p / 100).min(v.len() - 1)]
-}
-
-fn report(what: &str, base: &[Duration], ours: &[Duration]) {
-    for p in [50, 99] {
-        let (b, o) = (percentile(base, p), percentile(ours, p));
-        println!(
-            "pod_creation {what:<14} p{p}: baseline {b:8.2} ms   ours {o:8.2} ms   ratio {:.2}x",
-            b / o
-        );
-    }
-}
-
 fn service_spec(i: usize, pods: usize) -> serde_json::Value {
     let vip = std::net::Ipv4Addr::from(0x0a60_0000u32 + 1 + i as u32);
     let backend =
@@ -276,36 +110,12 @@ fn main() {
     }
     let full = std::env::args().any(|a| a == "--bench");
     let (pods, width, services) = if full { (100, 20, 1000) } else { (4, 2, 10) };
-    // This bench runs from <target>/<profile>/deps/, the binaries are in <target>/<profile>/
-    // (wherever CARGO_TARGET_DIR puts the target directory).
-    let bins = std::env::var_os("CRS_BIN_DIR").map_or_else(
-        || {
-            std::env::current_exe()
-                .ok()
-                .and_then(|e| Some(e.parent()?.parent()?.to_path_buf()))
-                .unwrap_or_else(|| {
-                    Path::new(env!("CARGO_MANIFEST_DIR"))
-                        .join("../target")
-                        .join(if full { "release" } else { "debug" })
-                })
-        },
-        PathBuf::from,
-    );
-    for b in ["cilium-agent", "cilium-cni"] {
-        if !bins.join(b).exists() {
-            println!(
-                "pod_creation: skipped: {} is not built (cargo xtask bench builds it)",
-                bins.join(b).display()
-            );
-            return;
-        }
-    }
-    let mut lab = Lab::new();
-    for i in 0..4 * pods {
-        let ns = lab.pod_ns(i);
-        lab.add_netns(&ns);
-    }
-    lab.start_agent(&bins);
+    let Some(bins) = common::bins_dir("pod_creation", full, &["cilium-agent", "cilium-cni"]) else {
+        return;
+    };
+    let mut lab = Lab::new("");
+    lab.add_pod_namespaces(4 * pods);
+    lab.start_agent(&bins, &["--ipv4-range=172.20.0.0/16".to_owned()]);
     let rss_empty = lab.agent_rss_kib();
 
     let ours_seq = in_waves(0, pods, 1, |i| cni_add(&lab, &bins, i));
@@ -315,8 +125,8 @@ fn main() {
     let base_seq = in_waves(2 * pods, pods, 1, |i| plumb(&lab, i));
     let base_par = in_waves(3 * pods, pods, width, |i| plumb(&lab, i));
 
-    let client = cilium_agent::client::Client::new(&lab.socket().to_string_lossy());
-    let eps = client.call("GET", "/endpoint", None).expect("endpoints");
+    let client = lab.client();
+    let eps = lab.api("GET", "/endpoint", None);
     let ready = eps.as_array().map_or(0, |a| {
         a.iter().filter(|e| e["status"]["state"] == "ready").count()
     });
@@ -336,8 +146,13 @@ fn main() {
         "pod_creation: {pods} pods one after another, then {pods} {width} at a time ({} binaries)",
         if full { "release" } else { "debug" }
     );
-    report("sequential", &base_seq, &ours_seq);
-    report(&format!("{width} at a time"), &base_par, &ours_par);
+    report("pod_creation", "sequential", &base_seq, &ours_seq);
+    report(
+        "pod_creation",
+        &format!("{width} at a time"),
+        &base_par,
+        &ours_par,
+    );
     println!(
         "pod_creation agent RSS: empty {:.1} MiB; {pods} endpoints {:.1} MiB; {} endpoints {:.1} MiB ({:.1} KiB per endpoint); +{services} services {:.1} MiB ({:.2} KiB per service)",
         rss_empty as f64 / 1024.0,

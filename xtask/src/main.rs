@@ -5,9 +5,9 @@
 //! - `test`: `kube-build`, then every test of the workspace (privileged ones run when root,
 //!   else report "skipped: needs root");
 //! - `demo`: the main job, `cilium-lab demo` (the seed's cluster in network namespaces);
-//! - `bench [FILTER]`: builds the release binaries the pod-creation bench runs, then the
-//!   benches (FILTER: a bench target such as `pod_creation`, or a criterion filter), then a
-//!   table of ratios against each group's same-run `baseline`;
+//! - `bench [FILTER]`: builds the release binaries the pod-creation and k8s benches run,
+//!   then the benches (FILTER: a bench target such as `pod_creation`, or a criterion
+//!   filter), then a table of ratios against each group's same-run `baseline`;
 //! - `fuzz-check`: checks that every fuzz target compiles (fuzz/ is its own workspace);
 //! - `build-bpf`: recompiles `cilium-bpf/bpf/*.c` into `cilium-bpf/bpf/prebuilt/` with
 //!   clang-19 and the flags of `bpf/clang.flags` (commit the result);
@@ -171,7 +171,8 @@ fn doc(root: &Path) -> Result<(), String> {
 }
 
 fn bench(root: &Path, filter: Option<&str>) -> Result<(), String> {
-    // The pod-creation bench runs the real binaries, built like the benches (release).
+    // The pod-creation and k8s benches run the real binaries, built like the benches
+    // (release).
     cargo(
         root,
         &[
@@ -181,6 +182,8 @@ fn bench(root: &Path, filter: Option<&str>) -> Result<(), String> {
             "cilium-agent",
             "-p",
             "cilium-cni",
+            "-p",
+            "cilium-operator",
         ],
     )?;
     let bins = target_dir(root).join("release");
