@@ -6,7 +6,8 @@
 //! by `namespace/name`, and reports [`Change`]s: `Upsert` for a new or changed object,
 //! `Delete` with the last state, `Invalid` for an object the decoder refuses (left out of
 //! the cache, never half applied). After a relist only the difference with the cache is
-//! reported, so a restart of the watch loses and duplicates nothing.
+//! reported, so a restart of the watch loses and duplicates nothing. Objects arrive without
+//! their `managedFields` (the apiserver's bookkeeping, often most of an object's size).
 
 use std::collections::{BTreeMap, VecDeque};
 use std::fmt::Debug;
@@ -160,7 +161,12 @@ where
         decode: Decoder<K, T>,
     ) -> Result<(Self, Vec<Change<T>>), Error> {
         let mut informer = Informer {
-            stream: watcher::watcher(api, config).default_backoff().boxed(),
+            // Managed fields are the apiserver's bookkeeping, often the bulk of an object:
+            // no decoder needs them, and informers that keep whole objects would hold them.
+            stream: watcher::watcher(api, config)
+                .default_backoff()
+                .modify(|o: &mut K| o.meta_mut().managed_fields = None)
+                .boxed(),
             cache: Cache::new(decode),
             pending: VecDeque::new(),
         };

@@ -28,6 +28,10 @@ fn value(c: &ConfigMap) -> Result<String, String> {
         .unwrap_or_default())
 }
 
+fn api_of(client: &kube::Client) -> Api<ConfigMap> {
+    Api::namespaced(client.clone(), "default")
+}
+
 /// The next change through the watcher interface the consumers use; errors while the
 /// apiserver is away are expected (the informer goes on).
 async fn next<T, W: Watcher<T>>(inf: &mut W) -> Option<Change<T>> {
@@ -80,6 +84,13 @@ async fn informer_follows_the_api_across_an_apiserver_restart() {
             },
         ]
     );
+
+    // Whole objects are kept without the apiserver's managed fields (which it does write).
+    let (whole, _) = Informer::start(api_of(&client)).await.unwrap();
+    let a = &whole.cache()["default/a"];
+    assert!(a.metadata.managed_fields.is_none(), "{a:?}");
+    let raw = api_of(&client).get("a").await.unwrap();
+    assert!(raw.metadata.managed_fields.is_some_and(|m| !m.is_empty()));
 
     kubectl(&cp, cm("a", "3"));
     assert_eq!(
