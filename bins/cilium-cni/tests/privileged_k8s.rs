@@ -385,6 +385,10 @@ fn privileged_two_nodes_on_kubernetes() {
     );
     let names = lab.kubectl(&["get", "ciliumendpoints", "-o", "name"]);
     assert_eq!(names.lines().count(), 5, "{names}");
+    // One deleted behind the agent's back comes back (the sync writes all every 10 s).
+    lab.kubectl(&["delete", "ciliumendpoint", "curl-pod"]);
+    let back = cep(&lab, "curl-pod");
+    assert_eq!(id(&back), id(&c));
 
     // Traffic across nodes: routes to the other node's pod CIDR from its CiliumNode, its
     // pods' identities from their CiliumEndpoints.

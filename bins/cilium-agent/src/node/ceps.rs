@@ -6,9 +6,10 @@
 //! Cilium's agent writes them. Other nodes learn this node's pods (ipcache) from them, and
 //! `kubectl get ciliumendpoints` shows them.
 //!
-//! A loop keeps them in line with the endpoints: woken by each endpoint change (and every
-//! [`RESYNC`]), it writes what differs from what it last wrote (server-side apply, field
-//! manager `cilium-agent`) and deletes the objects of endpoints that are gone. At start it
+//! A loop keeps them in line with the endpoints: woken by each endpoint change, it writes
+//! what differs from what it last wrote (server-side apply, field manager `cilium-agent`)
+//! and deletes the objects of endpoints that are gone; every [`RESYNC`] it writes them all
+//! again, so one deleted by someone else comes back. At start it
 //! adopts the objects an earlier run of this node wrote (their `status.networking.node` is
 //! this node's IP): the ones of restored endpoints are rewritten, the others deleted.
 
@@ -24,8 +25,9 @@ use serde_json::{Value, json};
 use super::Node;
 use crate::endpoint::EndpointRecord;
 
-/// How often the objects are checked without an endpoint change.
-pub(crate) const RESYNC: Duration = Duration::from_secs(30);
+/// How often every object is written again without an endpoint change (one deleted behind
+/// the agent's back comes back; a server-side apply that changes nothing costs one request).
+pub(crate) const RESYNC: Duration = Duration::from_secs(10);
 
 /// The field manager of the agent's writes.
 const MANAGER: &str = "cilium-agent";
@@ -60,8 +62,8 @@ pub(crate) fn status(ep: &EndpointRecord, node_ip: std::net::Ipv4Addr) -> Value 
     })
 }
 
-/// What the loop wrote: the status, and the pod's uid it is owned by.
-type Written = BTreeMap<(String, String), (Value, String)>;
+/// What the loop wrote: the status of each object (`Null`: to be written again).
+type Written = BTreeMap<(String, String), Value>;
 
 impl Node {
     /// Keeps this node's CiliumEndpoints in line with its endpoints until the process
@@ -103,7 +105,14 @@ impl Node {
             } else {
                 RESYNC
             };
-            let _ = tokio::time::timeout(wait, self.endpoints_changed.notified()).await;
+            let woken = tokio::time::timeout(wait, self.endpoints_changed.notified())
+                .await
+                .is_ok();
+            if !woken {
+                for status in written.values_mut() {
+                    *status = Value::Null;
+                }
+            }
         }
     }
 
@@ -119,7 +128,7 @@ impl Node {
             let (Some(ns), Some(name)) = (cep.metadata.namespace, cep.metadata.name) else {
                 continue;
             };
-            written.insert((ns, name), (Value::Null, String::new()));
+            written.insert((ns, name), Value::Null);
         }
         Ok(())
     }
@@ -141,18 +150,16 @@ impl Node {
         }
         for ((ns, name), status) in &wanted {
             let key = (ns.clone(), name.clone());
-            if written.get(&key).is_some_and(|(s, _)| s == status) {
+            if written.get(&key) == Some(status) {
                 continue;
             }
             let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), ns, &resource());
             let pods: Api<k8s_openapi::api::core::v1::Pod> = Api::namespaced(client.clone(), ns);
-            // The pod's uid, for the owner reference (read once per object).
-            let uid = match written.get(&key).map(|(_, uid)| uid.clone()) {
-                Some(uid) if !uid.is_empty() => uid,
-                _ => match pods.get_opt(name).await? {
-                    Some(pod) => pod.metadata.uid.unwrap_or_default(),
-                    None => String::new(),
-                },
+            // The pod's uid, for the owner reference (read at each write: a pod re-created
+            // under the same name has another).
+            let uid = match pods.get_opt(name).await? {
+                Some(pod) => pod.metadata.uid.unwrap_or_default(),
+                None => String::new(),
             };
             let mut object = json!({
                 "apiVersion": format!("{}/{}", cilium_k8s::crds::GROUP, cilium_k8s::crds::VERSION),
@@ -175,7 +182,7 @@ impl Node {
                 &Patch::Apply(&object),
             )
             .await?;
-            written.insert(key, (status.clone(), uid));
+            written.insert(key, status.clone());
         }
         let mine = self.ipv4.to_string();
         let gone: Vec<(String, String)> = written
