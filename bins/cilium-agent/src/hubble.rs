@@ -119,7 +119,7 @@ pub async fn run(
             // Endpoints come and go: names are looked up again for a batch that mentions a
             // local endpoint or a pod's identity (a cluster identity; CIDR identities are
             // node-local, >= 2^24, and have no pod) the cache does not know, at most every
-            // 250 ms, and every 2 s anyway.
+            // 250 ms.
             let pod_like =
                 |endpoint: u16, identity: u32| endpoint != 0 || (256..1 << 24).contains(&identity);
             let unknown = events.iter().flatten().any(|e| {
@@ -127,14 +127,9 @@ pub async fn run(
                     || (pod_like(e.dst_endpoint, e.dst_identity)
                         && !cached.pods.contains_key(&e.daddr))
             });
-            // A batch naming an endpoint the cache does not know waits for the next allowed
-            // refresh rather than going out unnamed (a pod made within 250 ms of the last
-            // refresh would otherwise keep unnamed flows in the ring for good).
-            let min_gap = Duration::from_millis(250);
-            if unknown && refreshed.elapsed() < min_gap {
-                tokio::time::sleep(min_gap - refreshed.elapsed()).await;
-            }
-            if unknown || refreshed.elapsed() > Duration::from_secs(2) {
+            if (unknown && refreshed.elapsed() > Duration::from_millis(250))
+                || refreshed.elapsed() > Duration::from_secs(2)
+            {
                 cached = names(&node).await;
                 refreshed = std::time::Instant::now();
             }
