@@ -191,8 +191,20 @@ fn log_tail(path: &Path) -> String {
 impl ControlPlane {
     /// For tests: a control plane on 127.0.0.1 (free ports). Panics when it cannot start
     /// (the message names the component and shows its log).
+    /// Free ports are picked before the components bind them, so control planes of tests
+    /// running in parallel can pick the same one: a start that fails with "address already
+    /// in use" is tried again (three times at most).
     pub fn start_for_test(test: &str) -> ControlPlane {
-        ControlPlane::start(&Options::default()).unwrap_or_else(|e| panic!("{test}: {e}"))
+        let mut attempt = 1;
+        loop {
+            match ControlPlane::start(&Options::default()) {
+                Ok(cp) => return cp,
+                Err(e) if attempt < 3 && e.to_string().contains("address already in use") => {
+                    attempt += 1;
+                }
+                Err(e) => panic!("{test}: {e}"),
+            }
+        }
     }
 
     /// Starts etcd, the apiserver, the controller-manager and the scheduler; returns once
