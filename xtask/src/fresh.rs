@@ -707,6 +707,7 @@ fn chroot_cmd(merged: &Path, script: &str) -> Command {
         .arg("CI=true")
         .arg(format!("CARGO_TARGET_DIR={TARGET}"))
         .arg("CARGO_TERM_COLOR=never")
+        .arg("CARGO_INCREMENTAL=0")
         .arg("DEBIAN_FRONTEND=noninteractive");
     if merged.join(HOST_CA.trim_start_matches('/')).is_file() {
         for var in [
