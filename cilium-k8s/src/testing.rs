@@ -8,8 +8,9 @@
 //!
 //! [`ControlPlane::start`] makes a temp directory with a CA, the apiserver's serving
 //! certificate, a client certificate per component (the admin in `system:masters`, the
-//! controller-manager and the scheduler as the users bootstrap RBAC knows), the
-//! service-account key, and a kubeconfig for each; starts etcd and the apiserver
+//! controller-manager and the scheduler as the users bootstrap RBAC knows; the apiserver's
+//! own for kubelets, which it verifies against the same CA), the service-account key, and a
+//! kubeconfig for each; starts etcd and the apiserver
 //! (`--service-cluster-ip-range=10.96.0.0/16` as in the seed), waits for `/readyz`, then the
 //! controller-manager with node IPAM off (Cilium's cluster-pool does IPAM) and only the
 //! node-lifecycle, deployment, replicaset, endpointslice, namespace, serviceaccount(-token)
@@ -290,6 +291,17 @@ impl ControlPlane {
                 &kubeconfig_yaml(&server, ca.cert_pem(), &client, user),
             )?;
         }
+        // What the apiserver shows kubelets (exec, logs); it checks their serving
+        // certificates against the same CA.
+        let kubelet_client = ca.client("kube-apiserver-kubelet-client", &["system:masters"])?;
+        write(
+            &dir.join("apiserver-kubelet-client.crt"),
+            &kubelet_client.cert_pem,
+        )?;
+        write(
+            &dir.join("apiserver-kubelet-client.key"),
+            &kubelet_client.key_pem,
+        )?;
 
         let etcd = EtcdServer::start_binary(
             &kube.join("etcd"),
@@ -312,6 +324,13 @@ impl ControlPlane {
             format!("--tls-cert-file={}", d("apiserver.crt")),
             format!("--tls-private-key-file={}", d("apiserver.key")),
             format!("--client-ca-file={}", d("ca.crt")),
+            format!(
+                "--kubelet-client-certificate={}",
+                d("apiserver-kubelet-client.crt")
+            ),
+            format!("--kubelet-client-key={}", d("apiserver-kubelet-client.key")),
+            format!("--kubelet-certificate-authority={}", d("ca.crt")),
+            "--kubelet-preferred-address-types=InternalIP".into(),
             format!("--service-account-key-file={}", d("sa.pub")),
             format!("--service-account-signing-key-file={}", d("sa.key")),
             "--service-account-issuer=https://kubernetes.default.svc.cluster.local".into(),
@@ -460,6 +479,13 @@ impl ControlPlane {
     /// The CA every certificate of this control plane chains to (PEM).
     pub fn ca_pem(&self) -> &str {
         self.ca.cert_pem()
+    }
+
+    /// The CA every certificate of this control plane chains to, e.g. to issue a kubelet's
+    /// serving certificate (the apiserver verifies kubelets against it, and shows them a
+    /// client certificate it issued: `kube-apiserver-kubelet-client` in `system:masters`).
+    pub fn ca(&self) -> &CertificateAuthority {
+        &self.ca
     }
 
     /// Writes a kubeconfig for user `user` in `groups` (e.g. an agent's

@@ -22,6 +22,7 @@
 #![forbid(unsafe_code)]
 
 pub mod get;
+pub mod kubelet;
 pub mod lab;
 pub mod manifest;
 pub mod workload;
