@@ -13,8 +13,8 @@
 //! kubeconfig for each; starts etcd and the apiserver
 //! (`--service-cluster-ip-range=10.96.0.0/16` as in the seed), waits for `/readyz`, then the
 //! controller-manager with node IPAM off (Cilium's cluster-pool does IPAM) and only the
-//! node-lifecycle, deployment, replicaset, endpointslice, namespace, serviceaccount(-token)
-//! and garbage-collector controllers, and the scheduler. Dropping it kills every process it
+//! node-lifecycle, deployment, replicaset, daemonset, endpointslice, namespace,
+//! serviceaccount(-token), garbage-collector and pod garbage-collector controllers, and the scheduler. Dropping it kills every process it
 //! started (by pid) and removes the directory, also when a test panics.
 
 use std::io::Write;
@@ -45,6 +45,8 @@ pub const CONTROLLERS: &[&str] = &[
     "serviceaccount-controller",
     "serviceaccount-token-controller",
     "garbage-collector-controller",
+    "pod-garbage-collector-controller",
+    "daemonset-controller",
 ];
 
 /// How long a component may take to become ready (a loaded 2-core machine, first start).
@@ -63,6 +65,9 @@ pub struct Options {
     /// The directory for certificates, kubeconfigs, etcd's data and the logs; `None`: a
     /// fresh one under the temp dir, removed on drop.
     pub dir: Option<PathBuf>,
+    /// Start every process in its own session (`setsid`), so that it outlives this one
+    /// once [`ControlPlane::detach`]ed (the lab's daemons).
+    pub own_session: bool,
 }
 
 impl Default for Options {
@@ -72,6 +77,7 @@ impl Default for Options {
             address: Ipv4Addr::LOCALHOST,
             port: 0,
             dir: None,
+            own_session: false,
         }
     }
 }
@@ -229,10 +235,13 @@ impl ControlPlane {
         };
         std::fs::create_dir_all(&dir)
             .map_err(|e| Error::Io(format!("creating {}: {e}", dir.display())))?;
-        let wrapper: Vec<String> = match &opts.netns {
+        let mut wrapper: Vec<String> = match &opts.netns {
             Some(ns) => vec!["ip".into(), "netns".into(), "exec".into(), ns.clone()],
             None => Vec::new(),
         };
+        if opts.own_session {
+            wrapper.insert(0, "setsid".into());
+        }
         let ip = opts.address;
         let in_netns = opts.netns.is_some();
         let port = match (opts.port, in_netns) {
@@ -664,6 +673,42 @@ impl ControlPlane {
                 args: args.join(" "),
                 stderr: String::from_utf8_lossy(&out.stderr).trim().to_owned(),
             })
+        }
+    }
+}
+
+/// The processes of a control plane left running by [`ControlPlane::detach`].
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
+pub struct Detached {
+    /// etcd's pid.
+    pub etcd: Option<u32>,
+    /// The apiserver's pid.
+    pub apiserver: Option<u32>,
+    /// The controller-manager's pid.
+    pub controller_manager: Option<u32>,
+    /// The scheduler's pid.
+    pub scheduler: Option<u32>,
+    /// The apiserver's command line (wrapper, program, arguments): how to start it again.
+    pub apiserver_command: Vec<String>,
+    /// The apiserver's log file.
+    pub apiserver_log: PathBuf,
+}
+
+impl ControlPlane {
+    /// Leaves every process running and the directory in place (for a lab that outlives
+    /// this process); returns their pids and how to start the apiserver again.
+    pub fn detach(mut self) -> Detached {
+        let mut command = self.wrapper.clone();
+        command.push(self.kube.join("kube-apiserver").display().to_string());
+        command.extend(self.apiserver_args.iter().cloned());
+        self.owned_dir = false;
+        Detached {
+            etcd: self.etcd.take().and_then(EtcdServer::detach),
+            apiserver: self.apiserver.take().map(|c| c.id()),
+            controller_manager: self.controller_manager.take().map(|c| c.id()),
+            scheduler: self.scheduler.take().map(|c| c.id()),
+            apiserver_command: command,
+            apiserver_log: self.dir.join("kube-apiserver.log"),
         }
     }
 }

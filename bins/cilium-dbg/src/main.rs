@@ -18,13 +18,19 @@ use cilium_dbg::{LbView, agent, ct_list, ipcache_list, lb_list, nat_list, rows_j
 )]
 struct Cli {
     /// BPF file system root the datapath pins under (`<bpf-root>/tc/globals`).
-    #[arg(long, global = true, default_value = "/sys/fs/bpf")]
+    #[arg(
+        long,
+        global = true,
+        env = "CILIUM_BPF_ROOT",
+        default_value = "/sys/fs/bpf"
+    )]
     bpf_root: PathBuf,
-    /// The agent's API socket.
+    /// The agent's API socket (`$CILIUM_SOCK`, as upstream's client reads it).
     #[arg(
         short = 'H',
         long,
         global = true,
+        env = "CILIUM_SOCK",
         default_value = "unix:///var/run/cilium/cilium.sock"
     )]
     host: String,

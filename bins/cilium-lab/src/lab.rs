@@ -1,31 +1,36 @@
 // SPDX-License-Identifier: Apache-2.0
 
-//! A lab: the nodes (network namespaces on an underlay bridge, 192.168.10.0/24), etcd and
-//! the operator on the control-plane node, one agent per node, and pods created through
-//! cilium-cni as a runtime does. Everything it makes is written to `<lab dir>/lab.json`
-//! before it is made, so `down` removes it all, also after a crash. Nothing is done in the
-//! root network namespace; no namespace gets a route out of the lab.
+//! A lab: the nodes (network namespaces on an underlay bridge, 192.168.10.0/24), the
+//! upstream Kubernetes control plane (etcd, kube-apiserver, kube-controller-manager,
+//! kube-scheduler) on the control-plane node, and on every node a kubelet (this crate's,
+//! [`crate::kubelet`]), which runs Cilium's agent (DaemonSet `cilium`), operator and
+//! hubble-relay (Deployments) as [`crate::components`] declares them. Users reach the apiserver
+//! through `<lab dir>/kubeconfig` (a forwarder on 127.0.0.1 in this namespace: nothing in
+//! the root namespace changes) with the pinned kubectl (`cilium-lab kubectl ...`).
+//!
+//! Everything it makes is written to `<lab dir>/lab.json` before it is made (the pods, to
+//! each node's kubelet `pods.json`), so `down` removes it all, also after a crash. No
+//! namespace gets a route out of the lab.
 
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use cilium_core::cluster::{PODS_PREFIX, POLICIES_PREFIX, SERVICES_PREFIX};
-use cilium_core::kvstore::etcd::{EtcdServer, EtcdStore};
-use cilium_core::kvstore::{AnyStore, KvStore};
+use cilium_k8s::testing::{ControlPlane, Detached, Options};
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
 
-use crate::manifest::{self, Object, Placed, PodSpec};
-use crate::workload::Workload;
+use crate::kubelet::runtime::{self, RuntimeState};
 
-/// etcd's client address (on the control-plane node).
-pub const ETCD_ADDR: &str = "192.168.10.100:2379";
+/// The apiserver's address (on the control-plane node).
+pub const API_ADDR: &str = "192.168.10.100:6443";
+/// The control-plane node's underlay address.
+pub const CTR_IP: Ipv4Addr = Ipv4Addr::new(192, 168, 10, 100);
 /// The pod CIDR pool (the seed's).
 pub const POD_POOL: &str = "172.20.0.0/16";
+/// The kubelets' API port.
+pub const KUBELET_PORT: u16 = 10250;
 
 /// A node of the lab.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -38,10 +43,12 @@ pub struct LabNode {
     pub ip: Ipv4Addr,
     /// Its private BPF file system.
     pub bpffs: PathBuf,
-    /// The agent's state dir (socket, store, logs).
+    /// The agent's state dir (socket, store).
     pub state_dir: PathBuf,
-    /// The agent's pid.
-    pub agent_pid: Option<u32>,
+    /// The kubelet's directory (its pods, their logs, its certificates).
+    pub kubelet_dir: PathBuf,
+    /// The kubelet's pid.
+    pub kubelet_pid: Option<u32>,
 }
 
 impl LabNode {
@@ -61,27 +68,6 @@ impl LabNode {
     }
 }
 
-/// A pod of the lab.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct LabPod {
-    /// Kubernetes namespace.
-    pub namespace: String,
-    /// Name.
-    pub name: String,
-    /// Node.
-    pub node: String,
-    /// Its network namespace.
-    pub netns: String,
-    /// Its IP (once created).
-    pub ip: Option<Ipv4Addr>,
-    /// Labels.
-    pub labels: BTreeMap<String, String>,
-    /// The workload's pid.
-    pub pid: Option<u32>,
-    /// Creation time (Unix seconds).
-    pub created: u64,
-}
-
 /// Everything a lab made, as saved in `lab.json`.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct LabState {
@@ -95,22 +81,18 @@ pub struct LabState {
     pub namespaces: Vec<String>,
     /// bpffs mounts made.
     pub mounts: Vec<PathBuf>,
-    /// `/etc/netns/<ns>` directories made (pods' hosts files).
-    pub etc_netns: Vec<PathBuf>,
     /// Whether the lab made `/etc/netns` itself (removed at `down` if empty).
     #[serde(default)]
     pub made_etc_netns: bool,
-    /// etcd's pid.
-    pub etcd_pid: Option<u32>,
-    /// The operator's pid.
-    pub operator_pid: Option<u32>,
-    /// hubble-relay's pid.
+    /// The control plane's processes.
     #[serde(default)]
-    pub relay_pid: Option<u32>,
-    /// The pods.
-    pub pods: Vec<LabPod>,
-    /// Next ClusterIP to hand out (host part of 10.96.0.0/16).
-    pub next_service_ip: u32,
+    pub control_plane: Option<Detached>,
+    /// The apiserver forwarder's pid (127.0.0.1 here to the apiserver in the lab).
+    #[serde(default)]
+    pub forward_pid: Option<u32>,
+    /// The forwarder's port on 127.0.0.1.
+    #[serde(default)]
+    pub api_port: u16,
     /// The agents' extra settings (`up --config`).
     #[serde(default)]
     pub agent_config: BTreeMap<String, String>,
@@ -139,19 +121,52 @@ fn now() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
-fn run(args: &[&str]) -> Result<String, String> {
-    let out = Command::new(args[0])
-        .args(&args[1..])
-        .output()
-        .map_err(|e| format!("{}: {e}", args.join(" ")))?;
-    if !out.status.success() {
-        return Err(format!(
-            "{}: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr).trim()
-        ));
+/// A connected stream that can be split in two and half-closed.
+trait Duplex: std::io::Read + std::io::Write + Send + Sized + 'static {
+    fn dup(&self) -> std::io::Result<Self>;
+    fn close_write(&self);
+}
+
+impl Duplex for std::net::TcpStream {
+    fn dup(&self) -> std::io::Result<Self> {
+        self.try_clone()
     }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    fn close_write(&self) {
+        let _ = self.shutdown(std::net::Shutdown::Write);
+    }
+}
+
+impl Duplex for std::os::unix::net::UnixStream {
+    fn dup(&self) -> std::io::Result<Self> {
+        self.try_clone()
+    }
+    fn close_write(&self) {
+        let _ = self.shutdown(std::net::Shutdown::Write);
+    }
+}
+
+/// Copies `a` to `b` and `b` to `a`, each on a thread, passing each end's close on.
+fn splice<A: Duplex, B: Duplex>(a: A, b: B) {
+    let (Ok(mut a2), Ok(mut b2)) = (a.dup(), b.dup()) else {
+        return;
+    };
+    let (mut a, mut b) = (a, b);
+    std::thread::spawn(move || {
+        let _ = std::io::copy(&mut a, &mut b);
+        b.close_write();
+    });
+    std::thread::spawn(move || {
+        let _ = std::io::copy(&mut b2, &mut a2);
+        a2.close_write();
+    });
+}
+
+fn program_is_kubelet(args: &[String]) -> bool {
+    args.first().is_some_and(|a| a == "kubelet")
+}
+
+fn run(args: &[&str]) -> Result<String, String> {
+    runtime::run(args)
 }
 
 /// Where a lab lives and how its namespaces are named.
@@ -230,6 +245,17 @@ impl Lab {
         }
     }
 
+    /// The kubeconfig users take (`export KUBECONFIG=...`): the apiserver through the
+    /// forwarder on 127.0.0.1.
+    pub fn kubeconfig(&self) -> PathBuf {
+        self.dir.join("kubeconfig")
+    }
+
+    /// The kubeconfig of the lab's own components (the apiserver at its lab address).
+    fn lab_kubeconfig(&self) -> PathBuf {
+        self.dir.join("control-plane").join("admin.kubeconfig")
+    }
+
     fn add_netns(&self, state: &mut LabState, name: &str) -> Result<(), String> {
         state.namespaces.push(name.to_owned());
         self.save(state)?;
@@ -237,18 +263,34 @@ impl Lab {
         run(&["ip", "-n", name, "link", "set", "lo", "up"]).map(|_| ())
     }
 
-    /// Starts a daemon in a namespace, in its own session (it outlives this command), its
-    /// output in `log`.
+    /// Starts a daemon in a namespace (`None`: this one), in its own session (it outlives
+    /// this command), its output appended to `log`.
     fn daemon(
         &self,
-        netns: &str,
+        netns: Option<&str>,
         program: &Path,
         args: &[String],
         log: &Path,
     ) -> Result<u32, String> {
-        let log = std::fs::File::create(log).map_err(|e| format!("{}: {e}", log.display()))?;
-        let child = Command::new("setsid")
-            .args(["ip", "netns", "exec", netns])
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)
+            .map_err(|e| format!("{}: {e}", log.display()))?;
+        let mut cmd = Command::new("setsid");
+        match netns {
+            // The network namespace only: the kubelet creates pods' namespaces, which
+            // must be mounted where everyone sees them (`ip netns exec` would give it a
+            // mount namespace of its own).
+            Some(ns) if program_is_kubelet(args) => {
+                cmd.arg("nsenter").arg(format!("--net=/run/netns/{ns}"));
+            }
+            Some(ns) => {
+                cmd.args(["ip", "netns", "exec", ns]);
+            }
+            None => {}
+        }
+        let child = cmd
             .arg(program)
             .args(args)
             .stdin(Stdio::null())
@@ -259,8 +301,8 @@ impl Lab {
         Ok(child.id())
     }
 
-    /// `cilium-lab up`: the nodes, etcd, the operator and the agents; returns when every
-    /// agent answers.
+    /// `cilium-lab up`: the nodes, the control plane, the operator, a kubelet and an agent
+    /// per node, hubble-relay; returns when every node is Ready.
     pub fn up(&self, opts: &UpOptions) -> Result<LabState, String> {
         if self.load()?.is_some() {
             return Err(format!(
@@ -272,19 +314,24 @@ impl Lab {
             return Err("--nodes must be between 1 and 20".into());
         }
         self.binary("cilium-agent")?;
-        let operator = self.binary("cilium-operator")?;
-        let relay = self.binary("hubble-relay")?;
+        self.binary("cilium-operator")?;
+        self.binary("hubble-relay")?;
         self.binary("cilium-cni")?;
+        let kube_dir = cilium_k8s::testing::kube_dir().map_err(|e| e.to_string())?;
         std::fs::create_dir_all(&self.dir).map_err(|e| format!("{}: {e}", self.dir.display()))?;
         let mut state = LabState {
             prefix: self.prefix.clone(),
             created: now(),
-            next_service_ip: 10,
             agent_config: opts.agent_config.clone(),
             tunnel: opts.tunnel,
             ..LabState::default()
         };
         self.save(&state)?;
+        if !Path::new("/etc/netns").exists() {
+            state.made_etc_netns = true;
+            self.save(&state)?;
+            std::fs::create_dir_all("/etc/netns").map_err(|e| format!("/etc/netns: {e}"))?;
+        }
         let lan = format!("{}-lan", self.prefix);
         self.add_netns(&mut state, &lan)?;
         run(&["ip", "-n", &lan, "link", "add", "br0", "type", "bridge"])?;
@@ -319,8 +366,10 @@ impl Lab {
             let base = self.dir.join(&name);
             let bpffs = base.join("bpffs");
             let state_dir = base.join("state");
-            std::fs::create_dir_all(&bpffs).map_err(|e| e.to_string())?;
-            std::fs::create_dir_all(&state_dir).map_err(|e| e.to_string())?;
+            let kubelet_dir = base.join("kubelet");
+            for d in [&bpffs, &state_dir, &kubelet_dir] {
+                std::fs::create_dir_all(d).map_err(|e| format!("{}: {e}", d.display()))?;
+            }
             state.mounts.push(bpffs.clone());
             self.save(&state)?;
             run(&["mount", "-t", "bpf", "bpf", &bpffs.to_string_lossy()])?;
@@ -330,100 +379,343 @@ impl Lab {
                 ip,
                 bpffs,
                 state_dir,
-                agent_pid: None,
+                kubelet_dir,
+                kubelet_pid: None,
             });
             self.save(&state)?;
         }
-        let ctr = state.nodes[0].netns.clone();
-        self.start_etcd(&mut state)?;
-        state.operator_pid = Some(self.daemon(
-            &ctr,
-            &operator,
-            &[
-                format!("--kvstore-opt=etcd.address={ETCD_ADDR}"),
-                format!("--cluster-pool-ipv4-cidr={POD_POOL}"),
-                "--cluster-pool-ipv4-mask-size=24".into(),
-                "--leader-election-lease-duration=10s".into(),
-            ],
-            &self.dir.join("operator.log"),
-        )?);
-        self.save(&state)?;
-        // hubble-relay runs on the control plane, as its pod would: the Observer API on
-        // :4245 and on a socket in the lab dir (what `cilium-lab hubble` uses), the UI on
-        // another socket (what `cilium-lab hubble-ui` forwards to).
-        state.relay_pid = Some(self.daemon(
-            &ctr,
-            &relay,
-            &[
-                format!("--kvstore-opt=etcd.address={ETCD_ADDR}"),
-                format!("--listen-address=unix://{}", self.relay_socket().display()),
-                "--listen-address=:4245".into(),
-                format!("--ui-listen-address=unix://{}", self.ui_socket().display()),
-                "--dial-timeout=2s".into(),
-            ],
-            &self.dir.join("hubble-relay.log"),
-        )?);
-        self.save(&state)?;
+        self.start_control_plane(&mut state, &kube_dir)?;
         for i in 0..state.nodes.len() {
-            self.start_agent(&mut state, i)?;
+            self.start_kubelet(&mut state, i)?;
         }
+        // Cilium as Kubernetes objects: the kubelets run the agents, the operator and
+        // hubble-relay as the pods of the DaemonSet and Deployments.
+        let nodes: Vec<(String, Ipv4Addr)> =
+            state.nodes.iter().map(|n| (n.name.clone(), n.ip)).collect();
+        let kubeconfig = self.lab_kubeconfig();
+        let (relay_socket, ui_socket) = (self.relay_socket(), self.ui_socket());
+        let objects = crate::components::objects(&crate::components::Settings {
+            lab_dir: &self.dir,
+            kubeconfig: &kubeconfig,
+            pod_pool: POD_POOL,
+            tunnel: state.tunnel,
+            agent_config: &state.agent_config,
+            nodes: &nodes,
+            relay_sockets: (&relay_socket, &ui_socket),
+        });
+        self.kubectl_apply(&objects.to_string())?;
         for n in &state.nodes {
             self.wait_agent(n)?;
         }
+        self.wait_nodes_ready(&state)?;
         Ok(state)
     }
 
-    /// Starts etcd on the control-plane node (its data kept in the lab dir).
-    pub fn start_etcd(&self, state: &mut LabState) -> Result<(), String> {
-        let ctr = state
-            .nodes
-            .first()
-            .ok_or("the lab has no nodes")?
-            .netns
-            .clone();
-        let wrapper = ["setsid", "ip", "netns", "exec", &ctr].map(String::from);
-        let etcd = EtcdServer::start(
-            &self.dir.join("etcd"),
-            ETCD_ADDR.parse().map_err(|e| format!("{e}"))?,
-            "192.168.10.100:2380".parse().map_err(|e| format!("{e}"))?,
-            &wrapper,
+    /// `kubectl apply -f -` of `manifest` (JSON or YAML).
+    pub fn kubectl_apply(&self, manifest: &str) -> Result<String, String> {
+        use std::io::Write;
+        let mut child = self
+            .kubectl()?
+            .args(["apply", "-f", "-"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|e| format!("kubectl: {e}"))?;
+        if let Some(mut input) = child.stdin.take() {
+            input
+                .write_all(manifest.as_bytes())
+                .map_err(|e| format!("kubectl apply: {e}"))?;
+        }
+        let out = child
+            .wait_with_output()
+            .map_err(|e| format!("kubectl apply: {e}"))?;
+        if out.status.success() {
+            Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+        } else {
+            Err(format!(
+                "kubectl apply: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            ))
+        }
+    }
+
+    /// The control plane on k8s-ctr (detached: it outlives this command), the kubelets'
+    /// credentials, the users' kubeconfig and its forwarder.
+    fn start_control_plane(&self, state: &mut LabState, kube_dir: &Path) -> Result<(), String> {
+        let ctr = state.nodes[0].netns.clone();
+        let cp_dir = self.dir.join("control-plane");
+        let cp = ControlPlane::start(&Options {
+            netns: Some(ctr.clone()),
+            address: CTR_IP,
+            port: 6443,
+            dir: Some(cp_dir.clone()),
+            own_session: true,
+        })
+        .map_err(|e| format!("the control plane did not start: {e}"))?;
+        // Each kubelet: its node's credentials and its API's serving certificate.
+        for n in &state.nodes {
+            cp.write_kubeconfig(
+                &format!("kubelet-{}.kubeconfig", n.name),
+                &format!("system:node:{}", n.name),
+                &["system:nodes"],
+            )
+            .map_err(|e| e.to_string())?;
+            let serving = cp
+                .ca()
+                .serving(&[n.name.as_str()], &[std::net::IpAddr::V4(n.ip)])
+                .map_err(|e| e.to_string())?;
+            let write = |file: &str, text: &str| {
+                let p = n.kubelet_dir.join(file);
+                std::fs::write(&p, text).map_err(|e| format!("{}: {e}", p.display()))
+            };
+            write("kubelet.crt", &serving.cert_pem)?;
+            write("kubelet.key", &serving.key_pem)?;
+            write("ca.crt", cp.ca_pem())?;
+        }
+        state.control_plane = Some(cp.detach());
+        self.save(state)?;
+        // Users' kubeconfig: the admin's credentials, the apiserver through the forwarder.
+        let port_file = self.dir.join("api-port");
+        let _ = std::fs::remove_file(&port_file);
+        let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+        state.forward_pid = Some(self.daemon(
+            None,
+            &exe,
+            &[
+                "forward".into(),
+                format!("--netns={ctr}"),
+                format!("--to={API_ADDR}"),
+                format!("--port-file={}", port_file.display()),
+            ],
+            &self.dir.join("forward.log"),
+        )?);
+        self.save(state)?;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let port: u16 = loop {
+            if let Some(p) = std::fs::read_to_string(&port_file)
+                .ok()
+                .and_then(|t| t.trim().parse().ok())
+            {
+                break p;
+            }
+            if Instant::now() > deadline {
+                return Err("the apiserver forwarder did not start (forward.log)".into());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        state.api_port = port;
+        self.save(state)?;
+        let admin = std::fs::read_to_string(self.lab_kubeconfig()).map_err(|e| e.to_string())?;
+        let user = admin.replace(
+            &format!("https://{API_ADDR}"),
+            &format!("https://127.0.0.1:{port}"),
+        );
+        std::fs::write(self.kubeconfig(), user).map_err(|e| e.to_string())?;
+        let _ = kube_dir;
+        Ok(())
+    }
+
+    /// Forwards connections to 127.0.0.1 (a free port, written to `port_file`) to `to`
+    /// inside network namespace `netns`, until the process ends.
+    pub fn forward(netns: &str, to: &str, port_file: &Path) -> Result<(), String> {
+        let listener =
+            std::net::TcpListener::bind(("127.0.0.1", 0)).map_err(|e| format!("127.0.0.1: {e}"))?;
+        let port = listener.local_addr().map_err(|e| e.to_string())?.port();
+        std::fs::write(port_file, port.to_string())
+            .map_err(|e| format!("{}: {e}", port_file.display()))?;
+        let to: std::net::SocketAddr = to.parse().map_err(|e| format!("{to}: {e}"))?;
+        for conn in listener.incoming().flatten() {
+            let ns = netns.to_owned();
+            // The connection is made from a thread in the lab's namespace; the socket
+            // stays there.
+            let Ok(Ok(upstream)) = cilium_bpf::testing::spawn_in_netns(&ns, move || {
+                std::net::TcpStream::connect_timeout(&to, Duration::from_secs(5))
+            })
+            .join() else {
+                continue;
+            };
+            splice(conn, upstream);
+        }
+        Ok(())
+    }
+
+    /// kubectl (the pinned one) with the lab's kubeconfig.
+    pub fn kubectl(&self) -> Result<Command, String> {
+        self.require()?;
+        let kubectl = cilium_k8s::testing::kube_dir()
+            .map_err(|e| e.to_string())?
+            .join("kubectl");
+        let mut cmd = Command::new(kubectl);
+        cmd.env("KUBECONFIG", self.kubeconfig());
+        Ok(cmd)
+    }
+
+    /// Runs kubectl with `args`; its output, or an error with its stderr.
+    pub fn kubectl_output(&self, args: &[&str]) -> Result<String, String> {
+        let out = self
+            .kubectl()?
+            .args(args)
+            .output()
+            .map_err(|e| format!("kubectl: {e}"))?;
+        if out.status.success() {
+            Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+        } else {
+            Err(format!(
+                "kubectl {}: {}",
+                args.join(" "),
+                String::from_utf8_lossy(&out.stderr).trim()
+            ))
+        }
+    }
+
+    /// Waits (up to 120 s) until every node is registered and Ready.
+    fn wait_nodes_ready(&self, state: &LabState) -> Result<(), String> {
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            let out = self
+                .kubectl_output(&[
+                    "get",
+                    "nodes",
+                    "-o",
+                    "jsonpath={range .items[*]}{.metadata.name}={.status.conditions[?(@.type==\"Ready\")].status}{\"\\n\"}{end}",
+                ])
+                .unwrap_or_default();
+            let ready = state
+                .nodes
+                .iter()
+                .all(|n| out.lines().any(|l| l == format!("{}=True", n.name)));
+            if ready {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                return Err(format!("the nodes did not become Ready: {out}"));
+            }
+            std::thread::sleep(Duration::from_millis(500));
+        }
+    }
+
+    /// Starts node `i`'s kubelet.
+    pub fn start_kubelet(&self, state: &mut LabState, i: usize) -> Result<(), String> {
+        let n = state.nodes.get(i).cloned().ok_or("no such node")?;
+        let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+        let cp_dir = self.dir.join("control-plane");
+        let mut args = vec![
+            "kubelet".to_owned(),
+            format!("--node={}", n.name),
+            format!("--ip={}", n.ip),
+            format!(
+                "--kubeconfig={}",
+                cp_dir
+                    .join(format!("kubelet-{}.kubeconfig", n.name))
+                    .display()
+            ),
+            format!("--dir={}", n.kubelet_dir.display()),
+            format!("--netns-prefix={}", self.prefix),
+            format!("--node-netns={}", n.netns),
+            format!("--cni={}", self.binary("cilium-cni")?.display()),
+            format!("--agent-socket={}", n.socket().display()),
+            format!("--port={KUBELET_PORT}"),
+        ];
+        if i == 0 {
+            args.push("--control-plane".into());
+        }
+        let pid = self.daemon(
+            Some(&n.netns),
+            &exe,
+            &args,
+            &n.kubelet_dir.join("kubelet.log"),
         )?;
-        state.etcd_pid = etcd.detach();
+        state.nodes[i].kubelet_pid = Some(pid);
+        self.save(state)
+    }
+
+    /// Kills a node's kubelet (SIGKILL): its pods keep running.
+    pub fn kill_kubelet(&self, state: &mut LabState, node: &str) -> Result<(), String> {
+        let i = state.node_index(node)?;
+        if let Some(pid) = state.nodes[i].kubelet_pid.take() {
+            Self::kill(pid, "cilium-lab");
+        }
         self.save(state)
     }
 
     /// Kills a process the lab started (SIGKILL, by pid, if it is still `program`) and waits
     /// for it to go; returns whether it did.
     fn kill(pid: u32, program: &str) -> bool {
-        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-        if !String::from_utf8_lossy(&cmdline).contains(program) {
+        if !runtime::alive(pid, program) {
             return false;
         }
-        let _ = Command::new("kill")
-            .args(["-KILL", &pid.to_string()])
-            .status();
+        runtime::signal(pid, "KILL");
         let deadline = Instant::now() + Duration::from_secs(5);
-        while Path::new(&format!("/proc/{pid}")).exists() && Instant::now() < deadline {
+        while runtime::alive(pid, program) && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(20));
         }
         true
     }
 
-    /// Stops etcd (SIGKILL): the cluster store is away until [`Lab::start_etcd`].
-    pub fn stop_etcd(&self, state: &mut LabState) -> Result<(), String> {
-        if let Some(pid) = state.etcd_pid.take() {
-            Self::kill(pid, "etcd");
+    /// Stops the apiserver (SIGKILL): the API is away until [`Lab::start_apiserver`].
+    pub fn stop_apiserver(&self, state: &mut LabState) -> Result<(), String> {
+        let cp = state.control_plane.as_mut().ok_or("no control plane")?;
+        if let Some(pid) = cp.apiserver.take() {
+            Self::kill(pid, "kube-apiserver");
         }
         self.save(state)
     }
 
-    /// Kills a node's agent (SIGKILL), as a crash would.
-    pub fn kill_agent(&self, state: &mut LabState, node: &str) -> Result<(), String> {
-        let i = state.node_index(node)?;
-        if let Some(pid) = state.nodes[i].agent_pid.take() {
-            Self::kill(pid, "cilium-agent");
+    /// Starts the apiserver again and waits until it answers.
+    pub fn start_apiserver(&self, state: &mut LabState) -> Result<(), String> {
+        let cp = state.control_plane.clone().ok_or("no control plane")?;
+        if cp.apiserver.is_some() {
+            return Ok(());
         }
-        self.save(state)
+        let (program, args) = cp
+            .apiserver_command
+            .split_first()
+            .ok_or("the apiserver's command line is unknown")?;
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&cp.apiserver_log)
+            .map_err(|e| format!("{}: {e}", cp.apiserver_log.display()))?;
+        let child = Command::new(program)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().map_err(|e| e.to_string())?)
+            .stderr(log)
+            .spawn()
+            .map_err(|e| format!("starting the apiserver: {e}"))?;
+        if let Some(c) = state.control_plane.as_mut() {
+            c.apiserver = Some(child.id());
+        }
+        self.save(state)?;
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while self.kubectl_output(&["get", "--raw=/readyz"]).is_err() {
+            if Instant::now() > deadline {
+                return Err("the apiserver did not become ready within 60 s".into());
+            }
+            std::thread::sleep(Duration::from_millis(250));
+        }
+        Ok(())
+    }
+
+    /// Kills a node's agent (SIGKILL), as a crash would; its kubelet starts it again (the
+    /// DaemonSet's restart policy) unless the kubelet is down too. Returns the pid killed.
+    pub fn kill_agent(&self, state: &LabState, node: &str) -> Result<u32, String> {
+        let n = &state.nodes[state.node_index(node)?];
+        let pods = RuntimeState::load(&n.kubelet_dir)?;
+        let pid = pods
+            .pods
+            .values()
+            .filter(|p| p.namespace == "kube-system")
+            .flat_map(|p| p.containers.iter())
+            .find(|c| c.name == "cilium-agent")
+            .and_then(|c| c.pid)
+            .ok_or_else(|| format!("no agent runs on {node}"))?;
+        if Self::kill(pid, "cilium-agent") {
+            Ok(pid)
+        } else {
+            Err(format!("the agent of {node} (pid {pid}) is not running"))
+        }
     }
 
     /// Waits (up to 90 s) until a node's agent answers.
@@ -445,83 +737,14 @@ impl Lab {
         Ok(())
     }
 
-    /// Starts node `i`'s agent with the lab's settings (its log appended to).
-    pub fn start_agent(&self, state: &mut LabState, i: usize) -> Result<(), String> {
-        let agent = self.binary("cilium-agent")?;
-        let n = state.nodes.get(i).cloned().ok_or("no such node")?;
-        let mut args = vec![
-            format!("--bpf-root={}", n.bpffs.display()),
-            format!("--state-dir={}", n.state_dir.display()),
-            format!("--socket-path={}", n.socket().display()),
-            "--kvstore=etcd".into(),
-            format!("--kvstore-opt=etcd.address={ETCD_ADDR}"),
-            "--kvstore-lease-ttl=30s".into(),
-            format!("--k8s-node-name={}", n.name),
-            format!("--ipv4-node={}", n.ip),
-            if state.tunnel {
-                "--routing-mode=tunnel".into()
-            } else {
-                "--routing-mode=native".into()
-            },
-            format!("--auto-direct-node-routes={}", !state.tunnel),
-            format!("--ipv4-native-routing-cidr={POD_POOL}"),
-            "--enable-endpoint-routes=true".into(),
-            "--kube-proxy-replacement=true".into(),
-            "--enable-bpf-masquerade=true".into(),
-            "--enable-hubble=true".into(),
-            format!("--hubble-socket-path={}", n.hubble_socket().display()),
-        ];
-        for (k, v) in &state.agent_config {
-            args.push(format!("--{k}={v}"));
+    /// Stops a node's kubelet and the pods it runs (its agent among them), and removes its
+    /// namespaces and mounts (the machine is gone).
+    fn remove_node_machine(&self, state: &mut LabState, i: usize) {
+        let n = state.nodes[i].clone();
+        if let Some(pid) = n.kubelet_pid {
+            Self::kill(pid, "cilium-lab");
         }
-        let log = n.state_dir.join("agent.log");
-        let previous = std::fs::read(&log).unwrap_or_default();
-        let pid = self.daemon(&n.netns, &agent, &args, &log)?;
-        if !previous.is_empty() {
-            // Keep the earlier runs' log in front (the daemon's file was created anew).
-            let _ = std::fs::write(n.state_dir.join("agent.previous.log"), previous);
-        }
-        state.nodes[i].agent_pid = Some(pid);
-        self.save(state)
-    }
-
-    /// Removes a node: its agent stops, its pods are gone (deleted from the cluster, as
-    /// Kubernetes deletes the pods of a deleted node), its CiliumNode is deleted (the
-    /// operator frees its CIDR; the other agents drop their routes to it and the services
-    /// their backends on it), its namespaces go.
-    pub fn remove_node(&self, state: &mut LabState, node: &str) -> Result<(), String> {
-        let i = state.node_index(node)?;
-        if i == 0 {
-            return Err("k8s-ctr holds etcd and the operator: it cannot be removed".into());
-        }
-        self.kill_agent(state, node)?;
-        let pods: Vec<LabPod> = state
-            .pods
-            .iter()
-            .filter(|p| p.node == node)
-            .cloned()
-            .collect();
-        for pod in &pods {
-            Self::forget_pod(state, pod);
-        }
-        self.save(state)?;
-        let keys: Vec<String> = pods
-            .iter()
-            .map(|p| format!("{PODS_PREFIX}/{}/{}", p.namespace, p.name))
-            .chain([format!(
-                "{}/{node}",
-                cilium_core::cluster::CILIUM_NODES_PREFIX
-            )])
-            .collect();
-        Self::with_store(state, move |store| {
-            Box::pin(async move {
-                for k in keys {
-                    store.delete(&k).await.map_err(|e| e.to_string())?;
-                }
-                Ok(())
-            })
-        })?;
-        let n = state.nodes.remove(i);
+        Self::remove_pods(&n.kubelet_dir);
         let _ = Command::new("umount")
             .arg(&n.bpffs)
             .stderr(Stdio::null())
@@ -529,418 +752,47 @@ impl Lab {
         state.mounts.retain(|m| m != &n.bpffs);
         let _ = run(&["ip", "netns", "del", &n.netns]);
         state.namespaces.retain(|x| x != &n.netns);
-        self.save(state)
     }
 
-    /// Runs `f` on a store client inside the control-plane node's namespace (etcd is only
-    /// reachable inside the lab).
-    pub fn with_store<T: Send + 'static>(
-        state: &LabState,
-        f: impl FnOnce(
-            Arc<AnyStore>,
-        ) -> std::pin::Pin<Box<dyn Future<Output = Result<T, String>> + Send>>
-        + Send
-        + 'static,
-    ) -> Result<T, String> {
-        let ns = state
-            .nodes
-            .first()
-            .ok_or("the lab has no nodes")?
-            .netns
-            .clone();
-        cilium_bpf::testing::spawn_in_netns(&ns, move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .map_err(|e| e.to_string())?;
-            rt.block_on(async move {
-                let store =
-                    EtcdStore::connect(&[format!("http://{ETCD_ADDR}")], Duration::from_secs(30))
-                        .await
-                        .map_err(|e| format!("etcd: {e}"))?;
-                let store = Arc::new(AnyStore::Etcd(Box::new(store)));
-                f(store).await
-            })
-        })
-        .join()
-        .map_err(|_| "the store thread panicked".to_owned())?
-    }
-
-    fn put_json(state: &LabState, key: String, value: Value) -> Result<(), String> {
-        Self::with_store(state, move |store| {
-            Box::pin(async move {
-                let bytes = serde_json::to_vec(&value).map_err(|e| e.to_string())?;
-                store.put(&key, &bytes).await.map_err(|e| e.to_string())
-            })
-        })
-    }
-
-    /// Every object under a prefix (JSON values).
-    pub fn list(state: &LabState, prefix: &'static str) -> Result<Vec<(String, Value)>, String> {
-        Self::with_store(state, move |store| {
-            Box::pin(async move {
-                Ok(store
-                    .list_prefix(&format!("{prefix}/"))
-                    .await
-                    .map_err(|e| e.to_string())?
-                    .into_iter()
-                    .filter_map(|(k, v)| Some((k, serde_json::from_slice(&v).ok()?)))
-                    .collect())
-            })
-        })
-    }
-
-    /// `cilium-lab apply -f FILE`: every object of the manifest (all checked first).
-    pub fn apply(
-        &self,
-        text: &str,
-        namespace: &str,
-        out: &mut dyn std::io::Write,
-    ) -> Result<(), String> {
-        let mut state = self.require()?;
-        let objects = manifest::parse(text, namespace)?;
-        let node_names: Vec<String> = state.nodes.iter().map(|n| n.name.clone()).collect();
-        for object in objects {
-            match object {
-                Object::Service(mut svc) => {
-                    let ns = svc["metadata"]["namespace"]
-                        .as_str()
-                        .unwrap_or("default")
-                        .to_owned();
-                    let name = svc["metadata"]["name"]
-                        .as_str()
-                        .unwrap_or_default()
-                        .to_owned();
-                    if svc["spec"]["clusterIP"].as_str().is_none() {
-                        let ip = Ipv4Addr::from(
-                            u32::from(Ipv4Addr::new(10, 96, 0, 0)) + state.next_service_ip,
-                        );
-                        state.next_service_ip += 1;
-                        svc["spec"]["clusterIP"] = Value::from(ip.to_string());
-                        self.save(&state)?;
-                    }
-                    if svc["spec"]["type"].is_null() {
-                        svc["spec"]["type"] = Value::from("ClusterIP");
-                    }
-                    Self::put_json(&state, format!("{SERVICES_PREFIX}/{ns}/{name}"), svc)?;
-                    let _ = writeln!(out, "service/{name} created");
-                }
-                Object::Policy(doc) => {
-                    let docs = cilium_policy::parse(&doc.to_string()).map_err(|e| e.to_string())?;
-                    for (d, _) in docs {
-                        let origin = d.origin();
-                        Self::put_json(&state, format!("{POLICIES_PREFIX}/{origin}"), d.to_json())?;
-                        let _ = writeln!(out, "{} created", origin.to_lowercase());
-                    }
-                }
-                Object::Pod(pod) => {
-                    let placed: Vec<Placed> = state
-                        .pods
-                        .iter()
-                        .map(|p| Placed {
-                            namespace: p.namespace.clone(),
-                            labels: p.labels.clone(),
-                            node: p.node.clone(),
-                        })
-                        .collect();
-                    let node = manifest::schedule(&pod, &node_names, &placed)?;
-                    self.create_pod(&mut state, &pod, &node)?;
-                    let _ = writeln!(out, "pod/{} created on {node}", pod.name);
-                }
-            }
-        }
-        self.write_hosts(&mut state)
-    }
-
-    fn create_pod(
-        &self,
-        state: &mut LabState,
-        pod: &PodSpec,
-        node_name: &str,
-    ) -> Result<(), String> {
-        if state
-            .pods
-            .iter()
-            .any(|p| p.namespace == pod.namespace && p.name == pod.name)
-        {
-            return Err(format!("pod {}/{} already exists", pod.namespace, pod.name));
-        }
-        let node = state
-            .nodes
-            .iter()
-            .find(|n| n.name == node_name)
-            .cloned()
-            .ok_or_else(|| format!("no node {node_name}"))?;
-        let netns = format!("{}-p-{}-{}", self.prefix, pod.namespace, pod.name);
-        let mut object = pod.object.clone();
-        object["spec"]["nodeName"] = Value::from(node_name);
-        let key = format!("{PODS_PREFIX}/{}/{}", pod.namespace, pod.name);
-        Self::put_json(state, key.clone(), object.clone())?;
-        self.add_netns(state, &netns)?;
-        state.pods.push(LabPod {
-            namespace: pod.namespace.clone(),
-            name: pod.name.clone(),
-            node: node_name.to_owned(),
-            netns: netns.clone(),
-            ip: None,
-            labels: pod.labels.clone(),
-            pid: None,
-            created: now(),
-        });
-        self.save(state)?;
-        let outcome = self.cni("ADD", &node, &pod.namespace, &pod.name, &netns)?;
-        let ip = cilium_cni::runtime::result_ipv4(&outcome.output)
-            .ok_or_else(|| format!("pod {}: the CNI result has no IPv4", pod.name))?;
-        let pid = match &pod.workload {
-            Workload::Whoami { port } => Some(
-                self.daemon(
-                    &netns,
-                    &std::env::current_exe().map_err(|e| e.to_string())?,
-                    &[
-                        "workload".into(),
-                        "whoami".into(),
-                        format!("--name={}", pod.name),
-                        format!("--port={port}"),
-                    ],
-                    &self
-                        .dir
-                        .join(format!("pod-{}-{}.log", pod.namespace, pod.name)),
-                )?,
-            ),
-            Workload::Sleep => None,
+    /// Stops the processes of every pod a kubelet recorded and removes their namespaces.
+    fn remove_pods(kubelet_dir: &Path) -> Vec<String> {
+        let mut done = Vec::new();
+        let Ok(pods) = RuntimeState::load(kubelet_dir) else {
+            return done;
         };
-        if let Some(p) = state.pods.iter_mut().find(|p| p.netns == netns) {
-            p.ip = Some(ip);
-            p.pid = pid;
-        }
-        self.save(state)?;
-        object["status"] = serde_json::json!({"phase": "Running", "podIP": ip.to_string(), "hostIP": node.ip.to_string()});
-        Self::put_json(state, key, object)
-    }
-
-    /// Runs cilium-cni for a pod as the node's runtime does (`ADD` or `DEL`); an ADD's
-    /// result, or a clear error.
-    fn cni(
-        &self,
-        command: &str,
-        node: &LabNode,
-        namespace: &str,
-        name: &str,
-        netns: &str,
-    ) -> Result<cilium_cni::runtime::Outcome, String> {
-        let netconf = serde_json::json!({
-            "cniVersion": "0.3.1", "name": "cilium", "type": "cilium-cni", "agent-socket": node.socket(),
-        })
-        .to_string();
-        let netns_path = format!("/run/netns/{netns}");
-        let container = format!("{}-{namespace}-{name}", self.prefix);
-        let outcome = cilium_cni::runtime::invoke(
-            &self.binary("cilium-cni")?,
-            &["ip", "netns", "exec", &node.netns],
-            &cilium_cni::runtime::Invocation {
-                command,
-                container_id: &container,
-                netns: &netns_path,
-                ifname: "eth0",
-                pod: (namespace, name),
-                netconf: &netconf,
-            },
-        )
-        .map_err(|e| format!("running cilium-cni: {e}"))?;
-        if !outcome.success {
-            return Err(format!(
-                "pod {namespace}/{name}: CNI {command} failed: {} {}",
-                outcome.output, outcome.stderr
-            ));
-        }
-        Ok(outcome)
-    }
-
-    /// Each pod's `/etc/netns/<netns>/hosts` (what `ip netns exec` shows as /etc/hosts):
-    /// itself, and every service as NAME (same namespace), NAME.NS, NAME.NS.svc and
-    /// NAME.NS.svc.cluster.local.
-    fn write_hosts(&self, state: &mut LabState) -> Result<(), String> {
-        let services = Self::list(state, SERVICES_PREFIX)?;
-        for pod in state.pods.clone() {
-            let mut text = String::from("127.0.0.1\tlocalhost\n");
-            if let Some(ip) = pod.ip {
-                text.push_str(&format!("{ip}\t{}\n", pod.name));
-            }
-            for (_, svc) in &services {
-                let (Some(ip), Some(name), Some(ns)) = (
-                    svc["spec"]["clusterIP"].as_str(),
-                    svc["metadata"]["name"].as_str(),
-                    svc["metadata"]["namespace"].as_str(),
-                ) else {
-                    continue;
-                };
-                let short = if ns == pod.namespace {
-                    format!("{name} ")
-                } else {
-                    String::new()
-                };
-                text.push_str(&format!(
-                    "{ip}\t{short}{name}.{ns} {name}.{ns}.svc {name}.{ns}.svc.cluster.local\n"
-                ));
-            }
-            if !Path::new("/etc/netns").exists() && !state.made_etc_netns {
-                state.made_etc_netns = true;
-                self.save(state)?;
-            }
-            let dir = Path::new("/etc/netns").join(&pod.netns);
-            if !state.etc_netns.contains(&dir) {
-                state.etc_netns.push(dir.clone());
-                self.save(state)?;
-            }
-            std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-            std::fs::write(dir.join("hosts"), text)
-                .map_err(|e| format!("{}: {e}", dir.display()))?;
-        }
-        Ok(())
-    }
-
-    /// `cilium-lab delete -f FILE`: removes the manifest's objects (a Deployment's pods,
-    /// Pods, Services, policies). Objects that do not exist are reported, not errors.
-    pub fn delete(
-        &self,
-        text: &str,
-        namespace: &str,
-        out: &mut dyn std::io::Write,
-    ) -> Result<(), String> {
-        let mut state = self.require()?;
-        // The documents by kind and name (pods of a Deployment are found by owner).
-        for (i, de) in serde_norway::Deserializer::from_str(text).enumerate() {
-            let doc = <Value as Deserialize>::deserialize(de)
-                .map_err(|e| format!("document {}: {e}", i + 1))?;
-            if doc.is_null() {
-                continue;
-            }
-            let kind = doc["kind"].as_str().unwrap_or_default();
-            let name = doc["metadata"]["name"]
-                .as_str()
-                .unwrap_or_default()
-                .to_owned();
-            let ns = doc["metadata"]["namespace"]
-                .as_str()
-                .unwrap_or(namespace)
-                .to_owned();
-            match kind {
-                "Pod" | "Deployment" => {
-                    let victims: Vec<LabPod> = state
-                        .pods
-                        .iter()
-                        .filter(|p| {
-                            p.namespace == ns
-                                && if kind == "Pod" {
-                                    p.name == name
-                                } else {
-                                    p.name.starts_with(&format!("{name}-"))
-                                }
-                        })
-                        .cloned()
-                        .collect();
-                    for pod in victims {
-                        self.delete_pod(&mut state, &pod)?;
-                        let _ = writeln!(out, "pod \"{}\" deleted", pod.name);
-                    }
-                }
-                "Service" => {
-                    let key = format!("{SERVICES_PREFIX}/{ns}/{name}");
-                    let existed = Self::with_store(&state, move |store| {
-                        Box::pin(async move { store.delete(&key).await.map_err(|e| e.to_string()) })
-                    })?;
-                    let _ = writeln!(
-                        out,
-                        "service \"{name}\" {}",
-                        if existed { "deleted" } else { "not found" }
-                    );
-                }
-                "CiliumNetworkPolicy" | "CiliumClusterwideNetworkPolicy" | "NetworkPolicy" => {
-                    let mut p = doc.clone();
-                    if kind != "CiliumClusterwideNetworkPolicy" {
-                        p["metadata"]["namespace"] = Value::from(ns.clone());
-                    }
-                    for (d, _) in cilium_policy::parse(&p.to_string()).map_err(|e| e.to_string())? {
-                        let origin = d.origin();
-                        let key = format!("{POLICIES_PREFIX}/{origin}");
-                        let existed = Self::with_store(&state, move |store| {
-                            Box::pin(
-                                async move { store.delete(&key).await.map_err(|e| e.to_string()) },
-                            )
-                        })?;
-                        let _ = writeln!(
-                            out,
-                            "{} {}",
-                            origin.to_lowercase(),
-                            if existed { "deleted" } else { "not found" }
-                        );
-                    }
-                }
-                other => {
-                    return Err(format!(
-                        "document {}: kind {other:?} is not supported",
-                        i + 1
+        for p in pods.pods.values() {
+            for c in &p.containers {
+                if let Some(pid) = c.pid
+                    && let Some(argv0) = c.argv.first()
+                    && Self::kill(pid, argv0)
+                {
+                    done.push(format!(
+                        "stopped pod {}/{} ({argv0}, pid {pid})",
+                        p.namespace, p.name
                     ));
                 }
             }
+            if let Some(ns) = &p.netns {
+                runtime::delete_netns(ns);
+                done.push(format!("deleted netns {ns}"));
+            }
         }
-        self.write_hosts(&mut state)
+        done
     }
 
-    fn delete_pod(&self, state: &mut LabState, pod: &LabPod) -> Result<(), String> {
-        let node = state
-            .nodes
-            .iter()
-            .find(|n| n.name == pod.node)
-            .cloned()
-            .ok_or_else(|| format!("no node {}", pod.node))?;
-        self.cni("DEL", &node, &pod.namespace, &pod.name, &pod.netns)?;
-        Self::forget_pod(state, pod);
+    /// Removes a node: its machine goes (kubelet, agent, pods, namespaces), then its Node
+    /// object, as when a node is deleted from a cluster: the pod garbage collector deletes
+    /// its pods and their controllers make new ones elsewhere, the operator deletes its
+    /// CiliumNode and frees its pod CIDR.
+    pub fn remove_node(&self, state: &mut LabState, node: &str) -> Result<(), String> {
+        let i = state.node_index(node)?;
+        if i == 0 {
+            return Err("k8s-ctr holds the control plane: it cannot be removed".into());
+        }
+        self.remove_node_machine(state, i);
+        state.nodes.remove(i);
         self.save(state)?;
-        let key = format!("{PODS_PREFIX}/{}/{}", pod.namespace, pod.name);
-        Self::with_store(state, move |store| {
-            Box::pin(async move {
-                store
-                    .delete(&key)
-                    .await
-                    .map(|_| ())
-                    .map_err(|e| e.to_string())
-            })
-        })
-    }
-
-    /// `cilium-lab exec [-n NS] POD -- CMD`: runs CMD in the pod's network namespace;
-    /// returns its exit code.
-    pub fn exec(&self, namespace: &str, pod: &str, cmd: &[String]) -> Result<i32, String> {
-        let state = self.require()?;
-        let p = state
-            .pods
-            .iter()
-            .find(|p| p.namespace == namespace && p.name == pod)
-            .ok_or_else(|| format!("pods \"{pod}\" not found in namespace {namespace}"))?;
-        if cmd.is_empty() {
-            return Err("give a command after --".into());
-        }
-        let status = Command::new("ip")
-            .args(["netns", "exec", &p.netns])
-            .args(cmd)
-            .status()
-            .map_err(|e| format!("running {}: {e}", cmd[0]))?;
-        Ok(status.code().unwrap_or(1))
-    }
-
-    /// Stops a pod's workload and removes its namespace, hosts file and records (the
-    /// caller saves the state).
-    fn forget_pod(state: &mut LabState, pod: &LabPod) {
-        if let Some(pid) = pod.pid {
-            Self::kill(pid, "cilium-lab");
-        }
-        let _ = run(&["ip", "netns", "del", &pod.netns]);
-        let dir = Path::new("/etc/netns").join(&pod.netns);
-        let _ = std::fs::remove_dir_all(&dir);
-        state.etc_netns.retain(|d| d != &dir);
-        state.namespaces.retain(|n| n != &pod.netns);
-        state.pods.retain(|p| p.netns != pod.netns);
+        self.kubectl_output(&["delete", "node", node]).map(|_| ())
     }
 
     /// `cilium-lab dbg NODE -- ARGS`: cilium-dbg against that node's agent and maps.
@@ -1003,49 +855,42 @@ impl Lab {
                 let Ok(ui) = std::os::unix::net::UnixStream::connect(&socket) else {
                     continue;
                 };
-                let (Ok(mut conn2), Ok(mut ui2)) = (conn.try_clone(), ui.try_clone()) else {
-                    continue;
-                };
-                let (mut conn, mut ui) = (conn, ui);
-                std::thread::spawn(move || {
-                    let _ = std::io::copy(&mut conn, &mut ui);
-                    let _ = ui.shutdown(std::net::Shutdown::Write);
-                });
-                std::thread::spawn(move || {
-                    let _ = std::io::copy(&mut ui2, &mut conn2);
-                    let _ = conn2.shutdown(std::net::Shutdown::Write);
-                });
+                splice(conn, ui);
             }
         });
         Ok(bound)
     }
 
     /// `cilium-lab down`: stops every process the lab started (by pid, after checking it is
-    /// still the program it started), removes its namespaces, mounts, hosts files and
-    /// directory. Returns what it removed.
+    /// still the program it started: kubelets first, so that none restarts a pod, then the
+    /// pods the kubelets recorded, Cilium's among them, then the control plane), removes
+    /// its namespaces, mounts, hosts files and directory. Returns what it removed.
     pub fn down(&self) -> Result<Vec<String>, String> {
         let Some(state) = self.load()? else {
             return Err(format!("no lab is up in {}", self.dir.display()));
         };
         let mut done = Vec::new();
+        for n in &state.nodes {
+            if let Some(pid) = n.kubelet_pid
+                && Self::kill(pid, "cilium-lab")
+            {
+                done.push(format!("stopped the kubelet of {} (pid {pid})", n.name));
+            }
+        }
+        for n in &state.nodes {
+            done.extend(Self::remove_pods(&n.kubelet_dir));
+        }
         let mut pids: Vec<(u32, &str)> = Vec::new();
-        pids.extend(
-            state
-                .pods
-                .iter()
-                .filter_map(|p| p.pid)
-                .map(|p| (p, "cilium-lab")),
-        );
-        pids.extend(
-            state
-                .nodes
-                .iter()
-                .filter_map(|n| n.agent_pid)
-                .map(|p| (p, "cilium-agent")),
-        );
-        pids.extend(state.relay_pid.map(|p| (p, "hubble-relay")));
-        pids.extend(state.operator_pid.map(|p| (p, "cilium-operator")));
-        pids.extend(state.etcd_pid.map(|p| (p, "etcd")));
+        if let Some(cp) = &state.control_plane {
+            pids.extend(cp.scheduler.map(|p| (p, "kube-scheduler")));
+            pids.extend(
+                cp.controller_manager
+                    .map(|p| (p, "kube-controller-manager")),
+            );
+            pids.extend(cp.apiserver.map(|p| (p, "kube-apiserver")));
+            pids.extend(cp.etcd.map(|p| (p, "etcd")));
+        }
+        pids.extend(state.forward_pid.map(|p| (p, "cilium-lab")));
         for (pid, program) in pids {
             if Self::kill(pid, program) {
                 done.push(format!("stopped {program} (pid {pid})"));
@@ -1058,9 +903,6 @@ impl Lab {
         }
         for m in &state.mounts {
             let _ = Command::new("umount").arg(m).stderr(Stdio::null()).status();
-        }
-        for d in &state.etc_netns {
-            let _ = std::fs::remove_dir_all(d);
         }
         if state.made_etc_netns {
             let _ = std::fs::remove_dir("/etc/netns");

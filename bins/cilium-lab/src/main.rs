@@ -26,15 +26,10 @@ enum Routing {
     Tunnel,
 }
 
-#[derive(Debug, Clone, Copy, ValueEnum)]
-enum Output {
-    Wide,
-    Json,
-}
-
 #[derive(Debug, Subcommand)]
 enum Cmd {
-    /// Create the nodes, start etcd, the operator and the agents.
+    /// Create the nodes, start the Kubernetes control plane, the operator, and a kubelet
+    /// and an agent per node.
     Up {
         /// Nodes, control plane included.
         #[arg(long, default_value_t = 3)]
@@ -46,65 +41,57 @@ enum Cmd {
         #[arg(long)]
         config: Option<PathBuf>,
     },
-    /// Create the objects of a manifest (Deployment, Pod, Service, CiliumNetworkPolicy...).
+    /// Run the pinned kubectl with the lab's kubeconfig (`cilium-lab kubectl get pods -A`).
+    #[command(disable_help_flag = true)]
+    Kubectl {
+        /// kubectl's arguments, as they are.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// `kubectl apply ARGS` with the lab's kubeconfig.
+    #[command(disable_help_flag = true)]
     Apply {
-        /// The manifest (`-`: stdin).
-        #[arg(short = 'f', long = "filename")]
-        file: PathBuf,
-        /// Namespace of objects that name none.
-        #[arg(short = 'n', long, default_value = "default")]
-        namespace: String,
+        /// kubectl apply's arguments.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
     },
-    /// Delete the objects of a manifest.
+    /// `kubectl delete ARGS` with the lab's kubeconfig.
+    #[command(disable_help_flag = true)]
     Delete {
-        /// The manifest (`-`: stdin).
-        #[arg(short = 'f', long = "filename")]
-        file: PathBuf,
-        /// Namespace of objects that name none.
-        #[arg(short = 'n', long, default_value = "default")]
-        namespace: String,
+        /// kubectl delete's arguments.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
     },
-    /// Run a command in a pod's network namespace (`-- CMD ARGS...`).
-    Exec {
-        /// Namespace.
-        #[arg(short = 'n', long, default_value = "default")]
-        namespace: String,
-        /// The pod.
-        pod: String,
-        /// The command.
-        #[arg(last = true, required = true)]
-        command: Vec<String>,
-    },
-    /// List objects: nodes, pods, svc, ciliumnodes, ciliumendpoints, ciliumidentities.
+    /// `kubectl get ARGS` with the lab's kubeconfig.
+    #[command(disable_help_flag = true)]
     Get {
-        /// The kind.
-        kind: String,
-        /// Namespace.
-        #[arg(short = 'n', long, default_value = "default")]
-        namespace: String,
-        /// Every namespace.
-        #[arg(short = 'A', long)]
-        all_namespaces: bool,
-        /// wide or json.
-        #[arg(short = 'o', long, value_enum)]
-        output: Option<Output>,
+        /// kubectl get's arguments.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
     },
-    /// Run cilium-dbg against a node's agent (`-- ARGS...`).
+    /// `kubectl exec ARGS` with the lab's kubeconfig (`cilium-lab exec curl-pod -- curl webpod`).
+    #[command(disable_help_flag = true)]
+    Exec {
+        /// kubectl exec's arguments.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// Run cilium-dbg against a node's agent (`cilium-lab dbg k8s-w1 endpoint list`).
     Dbg {
         /// The node.
         node: String,
-        /// cilium-dbg's arguments.
-        #[arg(last = true)]
+        /// cilium-dbg's arguments, as they are.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
     /// Run the hubble CLI against the lab's hubble-relay, or one node's Hubble server
-    /// (`-- observe --last 20 ...`).
+    /// (`cilium-lab hubble observe --last 20`).
     Hubble {
         /// Ask this node's Hubble server instead of the relay.
         #[arg(long)]
         node: Option<String>,
-        /// hubble's arguments.
-        #[arg(last = true)]
+        /// hubble's arguments, as they are.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
     /// Open the Hubble UI: forwards 127.0.0.1:PORT to it until interrupted, or saves a
@@ -120,24 +107,24 @@ enum Cmd {
         #[arg(long, default_value = "default")]
         namespace: String,
     },
-    /// Node faults: kill or start a node's agent, remove a node.
+    /// Node faults: kill a node's agent (its kubelet starts it again), kill or start its
+    /// kubelet, remove the node.
     Node {
-        /// `kill-agent` (SIGKILL, as a crash), `start-agent`, or `delete`.
-        #[arg(value_parser = ["kill-agent", "start-agent", "delete"])]
+        /// `kill-agent` (SIGKILL, as a crash), `kill-kubelet`, `start-kubelet`, or `delete`.
+        #[arg(value_parser = ["kill-agent", "kill-kubelet", "start-kubelet", "delete"])]
         action: String,
         /// The node.
         node: String,
     },
-    /// Stop (SIGKILL) or start the lab's etcd.
-    Etcd {
+    /// Stop (SIGKILL) or start the lab's kube-apiserver.
+    Apiserver {
         /// `stop` or `start`.
         #[arg(value_parser = ["stop", "start"])]
         action: String,
     },
     /// Stop and remove everything the lab made.
     Down,
-    /// The seed scenario end to end: up, the seed's manifest, `curl webpod`, the views,
-    /// down.
+    /// The seed scenario end to end: up, the seed's kubectl commands, Hubble, down.
     Demo,
     /// (internal) Run a pod's workload.
     #[command(hide = true)]
@@ -150,6 +137,53 @@ enum Cmd {
         /// The port.
         #[arg(long, default_value_t = 80)]
         port: u16,
+    },
+    /// (internal) A node's kubelet.
+    #[command(hide = true)]
+    Kubelet {
+        /// The node's name.
+        #[arg(long)]
+        node: String,
+        /// Its InternalIP.
+        #[arg(long)]
+        ip: std::net::Ipv4Addr,
+        /// The control-plane node.
+        #[arg(long)]
+        control_plane: bool,
+        /// The node's kubeconfig.
+        #[arg(long)]
+        kubeconfig: PathBuf,
+        /// The kubelet's directory (kubelet.crt, kubelet.key, ca.crt for its API).
+        #[arg(long)]
+        dir: PathBuf,
+        /// Prefix of pods' network namespaces.
+        #[arg(long)]
+        netns_prefix: String,
+        /// The node's network namespace (the CNI plugin runs in it).
+        #[arg(long)]
+        node_netns: Option<String>,
+        /// The CNI plugin.
+        #[arg(long)]
+        cni: PathBuf,
+        /// The agent's socket.
+        #[arg(long)]
+        agent_socket: PathBuf,
+        /// The kubelet API's port (0: not served).
+        #[arg(long, default_value_t = 10250)]
+        port: u16,
+    },
+    /// (internal) Forward 127.0.0.1 to an address inside a lab namespace.
+    #[command(hide = true)]
+    Forward {
+        /// The namespace.
+        #[arg(long)]
+        netns: String,
+        /// The address there.
+        #[arg(long)]
+        to: String,
+        /// Where the local port is written.
+        #[arg(long)]
+        port_file: PathBuf,
     },
 }
 
@@ -166,14 +200,13 @@ fn agent_config(path: Option<&PathBuf>) -> Result<BTreeMap<String, String>, Stri
         .collect())
 }
 
-fn read_manifest(file: &PathBuf) -> Result<String, String> {
-    if file.as_os_str() == "-" {
-        let mut t = String::new();
-        std::io::Read::read_to_string(&mut std::io::stdin(), &mut t).map_err(|e| e.to_string())?;
-        Ok(t)
-    } else {
-        std::fs::read_to_string(file).map_err(|e| format!("{}: {e}", file.display()))
-    }
+/// Runs kubectl `verb ARGS` with the lab's kubeconfig, in place of this process.
+fn kubectl(lab: &Lab, verb: Option<&str>, args: &[String]) -> Result<i32, String> {
+    use std::os::unix::process::CommandExt;
+    let mut cmd = lab.kubectl()?;
+    cmd.args(verb).args(args);
+    let err = cmd.exec();
+    Err(format!("kubectl: {err}"))
 }
 
 fn run(cli: Cli) -> Result<i32, String> {
@@ -184,15 +217,17 @@ fn run(cli: Cli) -> Result<i32, String> {
             routing,
             config,
         } => {
+            let started = std::time::Instant::now();
             let state = lab.up(&UpOptions {
                 nodes,
                 agent_config: agent_config(config.as_ref())?,
                 tunnel: matches!(routing, Routing::Tunnel),
             })?;
             println!(
-                "lab up in {} ({} nodes):",
+                "lab up in {} ({} nodes, {:.0} s):",
                 lab.dir.display(),
-                state.nodes.len()
+                state.nodes.len(),
+                started.elapsed().as_secs_f64()
             );
             for n in &state.nodes {
                 let cidr = n
@@ -207,50 +242,17 @@ fn run(cli: Cli) -> Result<i32, String> {
                 );
             }
             println!(
-                "  etcd {} and cilium-operator on k8s-ctr",
-                cilium_lab::lab::ETCD_ADDR
+                "  kube-apiserver {} (etcd, controller-manager, scheduler, cilium-operator) on k8s-ctr",
+                cilium_lab::lab::API_ADDR
             );
+            println!("export KUBECONFIG={}", lab.kubeconfig().display());
             Ok(0)
         }
-        Cmd::Apply { file, namespace } => {
-            let text = read_manifest(&file)?;
-            lab.apply(&text, &namespace, &mut std::io::stdout())?;
-            Ok(0)
-        }
-        Cmd::Delete { file, namespace } => {
-            let text = read_manifest(&file)?;
-            lab.delete(&text, &namespace, &mut std::io::stdout())?;
-            Ok(0)
-        }
-        Cmd::Exec {
-            namespace,
-            pod,
-            command,
-        } => lab.exec(&namespace, &pod, &command),
-        Cmd::Get {
-            kind,
-            namespace,
-            all_namespaces,
-            output,
-        } => {
-            let kind = cilium_lab::get::kind_of(&kind).ok_or_else(|| {
-                format!("the server doesn't have a resource type {kind:?} (nodes, pods, svc, ciliumnodes, ciliumendpoints, ciliumidentities)")
-            })?;
-            let state = lab.require()?;
-            let ns = (!all_namespaces).then_some(namespace.as_str());
-            let items = cilium_lab::get::objects(&state, kind, ns)?;
-            print!(
-                "{}",
-                cilium_lab::get::render(
-                    &state,
-                    kind,
-                    &items,
-                    matches!(output, Some(Output::Wide)),
-                    matches!(output, Some(Output::Json))
-                )
-            );
-            Ok(0)
-        }
+        Cmd::Kubectl { args } => kubectl(&lab, None, &args),
+        Cmd::Apply { args } => kubectl(&lab, Some("apply"), &args),
+        Cmd::Delete { args } => kubectl(&lab, Some("delete"), &args),
+        Cmd::Get { args } => kubectl(&lab, Some("get"), &args),
+        Cmd::Exec { args } => kubectl(&lab, Some("exec"), &args),
         Cmd::Dbg { node, args } => lab.dbg(&node, &args),
         Cmd::Hubble { node, args } => {
             use std::os::unix::process::CommandExt;
@@ -278,25 +280,27 @@ fn run(cli: Cli) -> Result<i32, String> {
         Cmd::Node { action, node } => {
             let mut state = lab.require()?;
             match action.as_str() {
-                "kill-agent" => lab.kill_agent(&mut state, &node)?,
-                "start-agent" => {
+                "kill-agent" => {
+                    lab.kill_agent(&state, &node)?;
+                }
+                "kill-kubelet" => lab.kill_kubelet(&mut state, &node)?,
+                "start-kubelet" => {
                     let i = state.node_index(&node)?;
-                    lab.start_agent(&mut state, i)?;
-                    lab.wait_agent(&state.nodes[i])?;
+                    lab.start_kubelet(&mut state, i)?;
                 }
                 _ => lab.remove_node(&mut state, &node)?,
             }
             println!("node/{node} {action} done");
             Ok(0)
         }
-        Cmd::Etcd { action } => {
+        Cmd::Apiserver { action } => {
             let mut state = lab.require()?;
             if action == "stop" {
-                lab.stop_etcd(&mut state)?;
+                lab.stop_apiserver(&mut state)?;
             } else {
-                lab.start_etcd(&mut state)?;
+                lab.start_apiserver(&mut state)?;
             }
-            println!("etcd {action} done");
+            println!("kube-apiserver {action} done");
             Ok(0)
         }
         Cmd::Down => {
@@ -312,25 +316,79 @@ fn run(cli: Cli) -> Result<i32, String> {
                 .map_err(|e| format!("whoami on port {port}: {e}")),
             other => Err(format!("unknown workload {other:?}")),
         },
+        Cmd::Kubelet {
+            node,
+            ip,
+            control_plane,
+            kubeconfig,
+            dir,
+            netns_prefix,
+            node_netns,
+            cni,
+            agent_socket,
+            port,
+        } => {
+            let cfg = cilium_lab::kubelet::Config {
+                node,
+                ip,
+                control_plane,
+                kubeconfig,
+                api: (port != 0).then(|| cilium_lab::kubelet::ApiConfig {
+                    port,
+                    cert: dir.join("kubelet.crt"),
+                    key: dir.join("kubelet.key"),
+                    client_ca: dir.join("ca.crt"),
+                }),
+                dir,
+                netns_prefix,
+                node_netns,
+                cni,
+                agent_socket,
+                workload_program: std::env::current_exe().map_err(|e| e.to_string())?,
+            };
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(|e| e.to_string())?;
+            rt.block_on(async move { cilium_lab::kubelet::Kubelet::new(cfg).await?.run().await })?;
+            Ok(0)
+        }
+        Cmd::Forward {
+            netns,
+            to,
+            port_file,
+        } => Lab::forward(&netns, &to, &port_file).map(|()| 0),
     }
 }
 
-/// Prints a step, runs it, prints its output.
-fn step(title: &str, command: &str, f: impl FnOnce() -> Result<i32, String>) -> Result<(), String> {
+/// Prints a step and its command, runs it through `sh -c` with the lab's KUBECONFIG and
+/// kubectl first on PATH (as a user types it), prints its output.
+fn step(lab: &Lab, title: &str, command: &str) -> Result<(), String> {
     println!("\n### {title}\n$ {command}");
-    match f()? {
-        0 => Ok(()),
-        code => Err(format!("`{command}` exited with {code}")),
-    }
-}
-
-fn self_cmd(args: &[&str]) -> Result<i32, String> {
+    let kube_dir = cilium_k8s::testing::kube_dir().map_err(|e| e.to_string())?;
     let exe = std::env::current_exe().map_err(|e| e.to_string())?;
-    let status = std::process::Command::new(exe)
-        .args(args)
+    let bin = exe
+        .parent()
+        .map(std::path::Path::to_path_buf)
+        .unwrap_or_default();
+    let path = format!(
+        "{}:{}:{}",
+        kube_dir.display(),
+        bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let status = std::process::Command::new("sh")
+        .args(["-c", command])
+        .env("KUBECONFIG", lab.kubeconfig())
+        .env("PATH", path)
+        .env("CILIUM_LAB_DIR", &lab.dir)
+        .env("CILIUM_LAB_PREFIX", &lab.prefix)
         .status()
         .map_err(|e| e.to_string())?;
-    Ok(status.code().unwrap_or(1))
+    match status.code() {
+        Some(0) => Ok(()),
+        code => Err(format!("`{command}` exited with {code:?}")),
+    }
 }
 
 fn demo(lab: &Lab) -> Result<i32, String> {
@@ -340,113 +398,70 @@ fn demo(lab: &Lab) -> Result<i32, String> {
             lab.dir.display()
         ));
     }
+    let started = std::time::Instant::now();
     let result = (|| {
         step(
-            "Three nodes, etcd, the operator, one agent each",
+            lab,
+            "Three nodes, the Kubernetes control plane, the operator, a kubelet and an agent each",
             "cilium-lab up",
-            || self_cmd(&["up"]),
         )?;
-        step("Nodes", "cilium-lab get nodes -o wide", || {
-            self_cmd(&["get", "nodes", "-o", "wide"])
-        })?;
+        step(lab, "Nodes", "kubectl get nodes -o wide")?;
+        let seed = format!(
+            "cat << EOF | kubectl apply -f -\n{}EOF",
+            cilium_lab::manifest::SEED
+        );
         step(
-            "Pod CIDRs the operator handed out (cluster-pool 172.20.0.0/16, /24 per node)",
-            "cilium-lab get ciliumnodes -o json | grep podCIDRs",
-            || {
-                let state = lab.require()?;
-                for n in cilium_lab::get::objects(&state, "ciliumnodes", None)? {
-                    println!(
-                        "{:<8} podCIDRs {}",
-                        n["metadata"]["name"].as_str().unwrap_or_default(),
-                        n["spec"]["ipam"]["podCIDRs"]
-                    );
-                }
-                Ok(0)
-            },
-        )?;
-        let manifest = lab.dir.join("seed.yaml");
-        std::fs::write(&manifest, cilium_lab::manifest::SEED).map_err(|e| e.to_string())?;
-        step(
+            lab,
             "The seed's webpod Deployment, Service and curl-pod",
-            "cilium-lab apply -f seed.yaml",
-            || self_cmd(&["apply", "-f", &manifest.to_string_lossy()]),
-        )?;
-        step("Pods", "cilium-lab get pods -o wide", || {
-            self_cmd(&["get", "pods", "-o", "wide"])
-        })?;
-        step("Services", "cilium-lab get svc", || {
-            self_cmd(&["get", "svc"])
-        })?;
-        step(
-            "curl webpod, five times (both replicas answer)",
-            "cilium-lab exec curl-pod -- curl -s webpod | grep Hostname",
-            || {
-                for _ in 0..5 {
-                    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
-                    let out = std::process::Command::new(exe)
-                        .args([
-                            "exec",
-                            "curl-pod",
-                            "--",
-                            "curl",
-                            "-s",
-                            "--max-time",
-                            "5",
-                            "webpod",
-                        ])
-                        .output()
-                        .map_err(|e| e.to_string())?;
-                    let text = String::from_utf8_lossy(&out.stdout);
-                    match text.lines().find(|l| l.starts_with("Hostname:")) {
-                        Some(line) => println!("{line}"),
-                        None => {
-                            return Err(format!(
-                                "curl webpod failed: {text}{}",
-                                String::from_utf8_lossy(&out.stderr)
-                            ));
-                        }
-                    }
-                }
-                Ok(0)
-            },
+            &seed,
         )?;
         step(
+            lab,
+            "Every pod Running",
+            "kubectl wait --for=condition=Ready pod --all --timeout=180s",
+        )?;
+        println!(
+            "every pod Running {:.0} s after `cilium-lab up` began",
+            started.elapsed().as_secs_f64()
+        );
+        step(lab, "Pods", "kubectl get pod -o wide")?;
+        step(lab, "Services", "kubectl get svc")?;
+        step(
+            lab,
+            "Pod CIDRs the operator handed out (cluster-pool 172.20.0.0/16, /24 per node)",
+            "kubectl get ciliumnodes; kubectl get ciliumnodes -o json | grep podCIDRs -A2",
+        )?;
+        step(
+            lab,
             "Endpoints with their identities",
-            "cilium-lab get ciliumendpoints",
-            || self_cmd(&["get", "ciliumendpoints"]),
+            "kubectl get ciliumendpoints -o wide",
         )?;
         step(
-            "The agent's view on k8s-ctr",
-            "cilium-lab dbg k8s-ctr -- endpoint list",
-            || self_cmd(&["dbg", "k8s-ctr", "--", "endpoint", "list"]),
+            lab,
+            "curl webpod, five times (both replicas answer)",
+            "for i in 1 2 3 4 5; do kubectl exec curl-pod -- curl -s --max-time 5 webpod | grep Hostname; done",
         )?;
         step(
+            lab,
+            "Each agent's endpoints",
+            "for n in $(kubectl get nodes -o name); do echo \"== ${n#node/}\"; cilium-lab dbg ${n#node/} endpoint list; done",
+        )?;
+        step(
+            lab,
             "The service in the datapath of k8s-ctr",
-            "cilium-lab dbg k8s-ctr -- service list",
-            || self_cmd(&["dbg", "k8s-ctr", "--", "service", "list"]),
+            "cilium-lab dbg k8s-ctr service list",
         )?;
         step(
+            lab,
             "Hubble through the relay: the cluster's nodes, then curl-pod's flows on every node",
-            "cilium-lab hubble -- list nodes; cilium-lab hubble -- observe --from-pod default/curl-pod --last 12",
-            || {
-                self_cmd(&["hubble", "--", "list", "nodes"])?;
-                self_cmd(&[
-                    "hubble",
-                    "--",
-                    "observe",
-                    "--from-pod",
-                    "default/curl-pod",
-                    "--last",
-                    "12",
-                ])
-            },
+            "cilium-lab hubble list nodes; cilium-lab hubble observe --from-pod default/curl-pod --last 12",
         )?;
         if hubble_relay::browser::chromium().is_some() {
             let png = std::env::temp_dir().join("cilium-lab-hubble-ui.png");
             step(
+                lab,
                 "The Hubble UI's map of namespace default (headless Chromium; `cilium-lab hubble-ui` serves it on 127.0.0.1:12000)",
-                "cilium-lab hubble-ui --screenshot hubble-ui.png",
-                || self_cmd(&["hubble-ui", "--screenshot", &png.to_string_lossy()]),
+                &format!("cilium-lab hubble-ui --screenshot {}", png.display()),
             )?;
         }
         Ok::<(), String>(())

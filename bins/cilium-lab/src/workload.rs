@@ -2,7 +2,9 @@
 
 //! The built-in workloads pods run, by image: `traefik/whoami` is an HTTP server that
 //! answers with its host name, addresses and the request (as whoami does);
-//! `nicolaka/netshoot` is a shell that sleeps (its commands run through `cilium-lab exec`).
+//! `nicolaka/netshoot` is a shell that sleeps (its commands run through `kubectl exec`);
+//! Cilium's own images (`quay.io/cilium/cilium`, `quay.io/cilium/operator-generic`,
+//! `quay.io/cilium/hubble-relay`) run this project's binaries.
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::{IpAddr, TcpListener, TcpStream};
@@ -17,6 +19,11 @@ pub enum Workload {
     },
     /// Nothing to run (a sleeping shell).
     Sleep,
+    /// One of this project's programs (next to cilium-lab), for Cilium's images.
+    Program {
+        /// Its file name.
+        binary: &'static str,
+    },
 }
 
 /// The workload of an image, or an error naming the images this lab knows.
@@ -30,7 +37,7 @@ pub fn for_image(image: &str, ports: &[u16]) -> Result<Workload, String> {
                 image
             }
         })
-        .split(':')
+        .split([':', '@'])
         .next()
         .unwrap_or(image);
     match name {
@@ -40,8 +47,19 @@ pub fn for_image(image: &str, ports: &[u16]) -> Result<Workload, String> {
         "nicolaka/netshoot" | "netshoot" | "busybox" | "alpine" | "curlimages/curl" => {
             Ok(Workload::Sleep)
         }
+        "cilium" | "cilium/cilium" => Ok(Workload::Program {
+            binary: "cilium-agent",
+        }),
+        "operator-generic" | "operator" | "cilium/operator-generic" | "cilium/operator" => {
+            Ok(Workload::Program {
+                binary: "cilium-operator",
+            })
+        }
+        "hubble-relay" | "cilium/hubble-relay" => Ok(Workload::Program {
+            binary: "hubble-relay",
+        }),
         other => Err(format!(
-            "image {other:?} is not one this lab can run: traefik/whoami (an HTTP server answering \"Hostname: <pod>\") or nicolaka/netshoot (a shell for cilium-lab exec)"
+            "image {other:?} is not one this lab can run: traefik/whoami (an HTTP server answering \"Hostname: <pod>\"), nicolaka/netshoot (a shell for kubectl exec), or Cilium's quay.io/cilium/cilium, operator-generic and hubble-relay (this project's binaries)"
         )),
     }
 }
@@ -113,6 +131,18 @@ mod tests {
             Ok(Workload::Whoami { port: 80 })
         );
         assert_eq!(for_image("nicolaka/netshoot", &[]), Ok(Workload::Sleep));
+        assert_eq!(
+            for_image("quay.io/cilium/cilium:v1.18.0", &[]),
+            Ok(Workload::Program {
+                binary: "cilium-agent"
+            })
+        );
+        assert_eq!(
+            for_image("quay.io/cilium/operator-generic:v1.18.0@sha256:abc", &[]),
+            Ok(Workload::Program {
+                binary: "cilium-operator"
+            })
+        );
         let err = for_image("nginx", &[]).unwrap_err();
         assert!(
             err.contains("\"nginx\"") && err.contains("traefik/whoami"),

@@ -1,13 +1,15 @@
 // SPDX-License-Identifier: Apache-2.0
 
-//! The seed scenario end to end, through the cilium-lab binary as a user runs it: `up`
-//! (three nodes, etcd, the operator, three agents), `apply` of the seed's manifest, then
+//! The seed scenario end to end, through the cilium-lab binary and the pinned kubectl as a
+//! user runs them: `up` (three nodes, the Kubernetes control plane, the operator, a
+//! kubelet and an agent per node), `kubectl apply` of the seed's manifest verbatim, then
 //! the checks of the multi-node issue: three CiliumNodes with distinct /24s of
 //! 172.20.0.0/16, every pod inside its node's CIDR, one identity for both webpod replicas
-//! and another for curl-pod (>= 256), host (1) and health (4) identities listed, `curl
-//! webpod` 20 times reaching both replicas, a policy that denies curl-pod -> webpod and its
-//! removal, and `down` leaving no namespace, mount, process or file behind. Needs root and
-//! etcd; the lab uses its own directory and prefix, and is taken down on drop.
+//! and another for curl-pod (>= 256), host (1) and health (4) identities listed, `kubectl
+//! exec curl-pod -- curl webpod` 20 times reaching both replicas, a policy that denies
+//! curl-pod -> webpod and its removal, and `down` leaving no namespace, mount, process or
+//! file behind. Needs root; the lab uses its own directory and prefix, and is taken down
+//! on drop.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
@@ -55,15 +57,6 @@ impl Guard {
         let (ok, out) = lab_cmd(self, &["apply", "-f", manifest.to_str().expect("utf-8")]);
         assert!(ok, "apply: {out}");
     }
-}
-
-fn etcd_missing(test: &str) -> bool {
-    if Command::new("etcd").arg("--version").output().is_err() {
-        assert!(std::env::var_os("CI").is_none(), "etcd is not installed");
-        eprintln!("{test}: skipped: etcd not installed");
-        return true;
-    }
-    false
 }
 
 impl Drop for Guard {
@@ -175,9 +168,7 @@ impl Drop for UiForward {
 
 #[test]
 fn privileged_lab_runs_the_seed() {
-    if !is_root_or_skip("privileged_lab_runs_the_seed")
-        || etcd_missing("privileged_lab_runs_the_seed")
-    {
+    if !is_root_or_skip("privileged_lab_runs_the_seed") {
         return;
     }
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
@@ -246,7 +237,7 @@ fn privileged_lab_runs_the_seed() {
     assert!(id_of.values().all(|id| *id >= 256));
     let (ok, out) = lab_cmd(
         &guard,
-        &["dbg", "k8s-ctr", "--", "identity", "list", "-o", "json"],
+        &["dbg", "k8s-ctr", "identity", "list", "-o", "json"],
     );
     assert!(ok, "{out}");
     let ids: Vec<Value> = serde_json::from_str(&out).expect("json");
@@ -269,9 +260,9 @@ fn privileged_lab_runs_the_seed() {
     // Hubble through the relay: all three nodes connected; curl-pod's flows seen on every
     // node with both ends named (remote pods too), its replies marked as replies, and a
     // server-side filter giving exactly what filtering the whole set gives.
-    let (ok, out) = lab_cmd(&guard, &["hubble", "--", "status"]);
+    let (ok, out) = lab_cmd(&guard, &["hubble", "status"]);
     assert!(ok && out.contains("Connected Nodes: 3/3"), "{out}");
-    let (ok, out) = lab_cmd(&guard, &["hubble", "--", "list", "nodes"]);
+    let (ok, out) = lab_cmd(&guard, &["hubble", "list", "nodes"]);
     assert!(ok, "{out}");
     let connected: BTreeSet<&str> = out
         .lines()
@@ -284,7 +275,7 @@ fn privileged_lab_runs_the_seed() {
         "{out}"
     );
     let observe = |args: &[&str]| -> Vec<Value> {
-        let mut all = vec!["hubble", "--", "observe", "--last", "20000", "-o", "json"];
+        let mut all = vec!["hubble", "observe", "--last", "20000", "-o", "json"];
         all.extend(args);
         let (ok, out) = lab_cmd(&guard, &all);
         assert!(ok, "{args:?}: {out}");
@@ -422,7 +413,6 @@ fn privileged_lab_runs_the_seed() {
                 "hubble",
                 "--node",
                 node,
-                "--",
                 "observe",
                 "--last",
                 "500",
@@ -470,7 +460,6 @@ fn privileged_lab_runs_the_seed() {
                 "hubble",
                 "--node",
                 node,
-                "--",
                 "observe",
                 "--last",
                 "500",
@@ -520,17 +509,160 @@ fn privileged_lab_runs_the_seed() {
         );
     }
 
+    // A networking.k8s.io NetworkPolicy, applied and deleted with kubectl: only app=other
+    // may reach webpod, then everyone again.
+    let netpol = guard.lab.dir.join("netpol.yaml");
+    std::fs::write(
+        &netpol,
+        "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata:\n  name: webpod-from-other\nspec:\n  podSelector:\n    matchLabels:\n      app: webpod\n  ingress:\n  - from:\n    - podSelector:\n        matchLabels:\n          app: other\n",
+    )
+    .unwrap();
+    let (ok, out) = lab_cmd(&guard, &["apply", "-f", netpol.to_str().unwrap()]);
+    assert!(ok, "{out}");
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while curl_webpod(&guard).is_some() {
+        assert!(
+            Instant::now() < deadline,
+            "the NetworkPolicy never took effect"
+        );
+    }
+    let (ok, out) = lab_cmd(&guard, &["delete", "-f", netpol.to_str().unwrap()]);
+    assert!(ok && out.contains("deleted"), "{out}");
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while curl_webpod(&guard).is_none() {
+        assert!(
+            Instant::now() < deadline,
+            "curl never recovered after the NetworkPolicy went"
+        );
+    }
+
+    // kubectl scale to 6 and back to 2: the endpoints follow, curl reaches every replica,
+    // and no IP or endpoint is left of the ones that went.
+    let (ok, out) = lab_cmd(
+        &guard,
+        &["kubectl", "scale", "deployment", "webpod", "--replicas=6"],
+    );
+    assert!(ok, "{out}");
+    let (ok, out) = lab_cmd(
+        &guard,
+        &[
+            "kubectl",
+            "rollout",
+            "status",
+            "deployment/webpod",
+            "--timeout=120s",
+        ],
+    );
+    assert!(ok, "{out}");
+    let six: BTreeSet<String> = pods_by_name(&guard)
+        .into_keys()
+        .filter(|n| n.starts_with("webpod-"))
+        .collect();
+    assert_eq!(six.len(), 6, "{six:?}");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut answered = BTreeSet::new();
+    while answered != six {
+        assert!(
+            Instant::now() < deadline,
+            "only {answered:?} of {six:?} answered"
+        );
+        answered.extend(curl_webpod(&guard));
+    }
+    let (ok, out) = lab_cmd(
+        &guard,
+        &["kubectl", "scale", "deployment", "webpod", "--replicas=2"],
+    );
+    assert!(ok, "{out}");
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let pods = pods_by_name(&guard);
+        let ceps: BTreeSet<String> = json_items(&guard, "ciliumendpoints")
+            .iter()
+            .filter_map(|e| e["metadata"]["name"].as_str().map(str::to_owned))
+            .collect();
+        let endpoints: usize = state_endpoints(&guard);
+        if pods.len() == 3 && ceps.len() == 3 && endpoints == 3 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "after scaling down: pods {:?}, CEPs {ceps:?}, agent endpoints {endpoints}",
+            pods.keys().collect::<Vec<_>>()
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    // A deleted replica comes back as a new pod with a new IP.
+    let pods = pods_by_name(&guard);
+    let (victim, old) = pods
+        .iter()
+        .find(|(n, _)| n.starts_with("webpod-"))
+        .map(|(n, p)| {
+            (
+                n.clone(),
+                p["status"]["podIP"].as_str().unwrap_or_default().to_owned(),
+            )
+        })
+        .expect("a replica");
+    let (ok, out) = lab_cmd(&guard, &["kubectl", "delete", "pod", &victim]);
+    assert!(ok, "{out}");
+    let (ok, out) = lab_cmd(
+        &guard,
+        &[
+            "kubectl",
+            "rollout",
+            "status",
+            "deployment/webpod",
+            "--timeout=60s",
+        ],
+    );
+    assert!(ok, "{out}");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let pods = pods_by_name(&guard);
+        let fresh: Vec<(&String, &Value)> = pods
+            .iter()
+            .filter(|(n, p)| {
+                n.starts_with("webpod-") && !six.contains(*n) && p["status"]["podIP"].is_string()
+            })
+            .collect();
+        if pods.len() == 3 && !pods.contains_key(&victim) && fresh.len() == 1 {
+            assert_ne!(fresh[0].1["status"]["podIP"], Value::from(old.clone()));
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no new replica: {:?}",
+            pods.keys().collect::<Vec<_>>()
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+
     // down leaves nothing behind.
     let state = guard.lab.require().expect("state");
-    let pids: Vec<u32> = state
+    let cp = state.control_plane.clone().expect("the control plane");
+    let mut pids: Vec<u32> = state
         .nodes
         .iter()
-        .filter_map(|n| n.agent_pid)
-        .chain(state.etcd_pid)
-        .chain(state.operator_pid)
-        .chain(state.pods.iter().filter_map(|p| p.pid))
+        .map(|n| n.kubelet_pid)
+        .chain([state.forward_pid])
+        .chain([cp.etcd, cp.apiserver, cp.controller_manager, cp.scheduler])
+        .flatten()
         .collect();
-    assert!(pids.len() >= 7, "{pids:?}");
+    assert_eq!(
+        pids.len(),
+        8,
+        "kubelets, forwarder, control plane: {pids:?}"
+    );
+    for n in &state.nodes {
+        let pods = cilium_lab::kubelet::runtime::RuntimeState::load(&n.kubelet_dir).expect("pods");
+        pids.extend(
+            pods.pods
+                .values()
+                .flat_map(|p| p.containers.iter().filter_map(|c| c.pid)),
+        );
+    }
+    // Three agents, the operator, hubble-relay, curl-pod and two replicas.
+    assert_eq!(pids.len(), 16, "{pids:?}");
     let (ok, out) = lab_cmd(&guard, &["down"]);
     assert!(ok, "down: {out}");
     let netns = String::from_utf8_lossy(
@@ -544,11 +676,24 @@ fn privileged_lab_runs_the_seed() {
     assert!(!netns.contains(&prefix), "namespaces left: {netns}");
     let mounts = std::fs::read_to_string("/proc/mounts").unwrap();
     assert!(!mounts.contains(&prefix), "mounts left");
+    // Gone, or dead and waiting to be reaped by init.
+    let gone = |pid: u32| {
+        std::fs::read_to_string(format!("/proc/{pid}/stat")).map_or(true, |stat| {
+            stat.rsplit_once(')')
+                .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z'))
+        })
+    };
     for pid in pids {
-        assert!(
-            !std::path::Path::new(&format!("/proc/{pid}")).exists(),
-            "process {pid} left"
-        );
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !gone(pid) {
+            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            assert!(
+                Instant::now() < deadline,
+                "process {pid} left: {}",
+                String::from_utf8_lossy(&cmdline)
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
     assert!(!guard.lab.dir.exists());
     let etc = std::fs::read_dir("/etc/netns")
@@ -570,6 +715,27 @@ impl Drop for KillOnDrop {
     }
 }
 
+/// How many endpoints the agents hold, over every node (pods and the health endpoints not
+/// counted: those of pods only, by their pod name).
+fn state_endpoints(guard: &Guard) -> usize {
+    let state = guard.lab.require().expect("state");
+    state
+        .nodes
+        .iter()
+        .map(|n| {
+            let (ok, out) = lab_cmd(guard, &["dbg", &n.name, "endpoint", "list", "-o", "json"]);
+            assert!(ok, "{out}");
+            let eps: Vec<Value> = serde_json::from_str(&out).unwrap_or_default();
+            eps.iter()
+                .filter(|e| {
+                    e.to_string()
+                        .contains("k8s:io.kubernetes.pod.namespace=default")
+                })
+                .count()
+        })
+        .sum()
+}
+
 fn pods_by_name(guard: &Guard) -> BTreeMap<String, Value> {
     json_items(guard, "pods")
         .into_iter()
@@ -579,9 +745,7 @@ fn pods_by_name(guard: &Guard) -> BTreeMap<String, Value> {
 
 #[test]
 fn privileged_lab_survives_faults() {
-    if !is_root_or_skip("privileged_lab_survives_faults")
-        || etcd_missing("privileged_lab_survives_faults")
-    {
+    if !is_root_or_skip("privileged_lab_survives_faults") {
         return;
     }
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
@@ -600,7 +764,7 @@ fn privileged_lab_survives_faults() {
     // it lost events, and Hubble keeps serving.
     let follower = Command::new(env!("CARGO_BIN_EXE_cilium-lab"))
         .args([
-            "hubble", "--node", "k8s-ctr", "--", "observe", "--follow", "-o", "json",
+            "hubble", "--node", "k8s-ctr", "observe", "--follow", "-o", "json",
         ])
         .env("CILIUM_LAB_DIR", &guard.lab.dir)
         .env("CILIUM_LAB_PREFIX", &guard.lab.prefix)
@@ -651,12 +815,12 @@ fn privileged_lab_survives_faults() {
         "{lost}"
     );
     drop(follower);
-    let (ok, out) = lab_cmd(&guard, &["hubble", "--", "status"]);
+    let (ok, out) = lab_cmd(&guard, &["hubble", "status"]);
     assert!(ok && out.contains("Connected Nodes: 3/3"), "{out}");
     let (ok, out) = lab_cmd(
         &guard,
         &[
-            "hubble", "--node", "k8s-ctr", "--", "observe", "--last", "5", "-o", "json",
+            "hubble", "--node", "k8s-ctr", "observe", "--last", "5", "-o", "json",
         ],
     );
     assert!(
@@ -664,39 +828,59 @@ fn privileged_lab_survives_faults() {
         "{out}"
     );
 
-    // etcd away for 30 s: forwarding goes on, the agents say so, and resync after.
-    let (ok, out) = lab_cmd(&guard, &["etcd", "stop"]);
+    // The apiserver away for 30 s: forwarding goes on, the agents say so, and resync
+    // after.
+    let (ok, out) = lab_cmd(&guard, &["apiserver", "stop"]);
     assert!(ok, "{out}");
-    let (_, status) = lab_cmd(&guard, &["dbg", "k8s-ctr", "--", "status"]);
-    assert!(
-        status.contains("KVStore:") && status.contains("Failure"),
-        "{status}"
-    );
-    let outage = Instant::now();
-    let mut tries = 0;
-    while outage.elapsed() < Duration::from_secs(30) {
-        assert!(
-            curl_webpod(&guard).is_some(),
-            "curl webpod failed with etcd away"
-        );
-        tries += 1;
-        std::thread::sleep(Duration::from_millis(500));
-    }
-    assert!(tries >= 20, "{tries}");
-    let (ok, out) = lab_cmd(&guard, &["etcd", "start"]);
-    assert!(ok, "{out}");
-    let deadline = Instant::now() + Duration::from_secs(30);
+    let deadline = Instant::now() + Duration::from_secs(20);
     loop {
-        let (_, status) = lab_cmd(&guard, &["dbg", "k8s-w1", "--", "status"]);
+        let (_, status) = lab_cmd(&guard, &["dbg", "k8s-ctr", "status"]);
         if status
             .lines()
-            .any(|l| l.starts_with("KVStore:") && l.contains("Ok"))
+            .any(|l| l.starts_with("Kubernetes:") && l.contains("Failure"))
         {
             break;
         }
         assert!(
             Instant::now() < deadline,
-            "the store never came back: {status}"
+            "the agent never noticed: {status}"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let outage = Instant::now();
+    let mut tries = 0;
+    while outage.elapsed() < Duration::from_secs(30) {
+        let out = Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &format!("{}-default-curl-pod", guard.lab.prefix),
+            ])
+            .args(["curl", "-s", "--max-time", "3", "webpod"])
+            .output()
+            .expect("curl");
+        assert!(
+            String::from_utf8_lossy(&out.stdout).contains("Hostname: webpod-"),
+            "curl webpod failed with the apiserver away"
+        );
+        tries += 1;
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    assert!(tries >= 20, "{tries}");
+    let (ok, out) = lab_cmd(&guard, &["apiserver", "start"]);
+    assert!(ok, "{out}");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (_, status) = lab_cmd(&guard, &["dbg", "k8s-w1", "status"]);
+        if status
+            .lines()
+            .any(|l| l.starts_with("Kubernetes:") && l.contains("Ok"))
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the API never came back: {status}"
         );
         std::thread::sleep(Duration::from_millis(500));
     }
@@ -705,6 +889,17 @@ fn privileged_lab_survives_faults() {
     let extra = guard.lab.dir.join("curl2.yaml");
     std::fs::write(&extra, "apiVersion: v1\nkind: Pod\nmetadata:\n  name: curl2\n  labels:\n    app: curl\nspec:\n  nodeName: k8s-w1\n  containers:\n  - name: c\n    image: nicolaka/netshoot\n").unwrap();
     let (ok, out) = lab_cmd(&guard, &["apply", "-f", extra.to_str().unwrap()]);
+    assert!(ok, "{out}");
+    let (ok, out) = lab_cmd(
+        &guard,
+        &[
+            "kubectl",
+            "wait",
+            "--for=condition=Ready",
+            "pod/curl2",
+            "--timeout=60s",
+        ],
+    );
     assert!(ok, "{out}");
     let ids: BTreeMap<String, u64> = json_items(&guard, "ciliumendpoints")
         .iter()
@@ -731,38 +926,125 @@ fn privileged_lab_survives_faults() {
     );
     assert!(ok && out.contains("Hostname: webpod-"), "{out}");
 
-    // The agent of k8s-w1 crashes during traffic and comes back: no curl fails, and its
-    // endpoints keep their IPs and identities.
+    // k8s-w1's kubelet is killed, then its agent (nobody restarts it): traffic goes on,
+    // the relay reports the node and serves the others. The kubelet comes back: it adopts
+    // its pods (same processes, IPs and restart counts) and starts the agent again (one
+    // restart), which restores its endpoints with their IPs and identities.
+    let w1_pods = || -> BTreeMap<String, (String, String)> {
+        pods_by_name(&guard)
+            .into_iter()
+            .filter(|(_, p)| p["spec"]["nodeName"] == "k8s-w1")
+            .map(|(n, p)| {
+                (
+                    n,
+                    (
+                        p["status"]["podIP"].to_string(),
+                        p["status"]["containerStatuses"][0]["restartCount"].to_string(),
+                    ),
+                )
+            })
+            .collect()
+    };
+    let agent_restarts = || -> u64 {
+        let (ok, out) = lab_cmd(
+            &guard,
+            &[
+                "kubectl",
+                "get",
+                "pods",
+                "-n",
+                "kube-system",
+                "-l",
+                "k8s-app=cilium",
+                "--field-selector=spec.nodeName=k8s-w1",
+                "-o",
+                "json",
+            ],
+        );
+        assert!(ok, "{out}");
+        let v: Value = serde_json::from_str(&out).expect("json");
+        v["items"][0]["status"]["containerStatuses"][0]["restartCount"]
+            .as_u64()
+            .expect("restartCount")
+    };
+    let before_kubelet = w1_pods();
     let before: Vec<Value> = json_items(&guard, "ciliumendpoints")
         .into_iter()
         .filter(|e| e["status"]["networking"]["node"] == "192.168.10.101")
         .collect();
     assert!(!before.is_empty());
+    let restarts = agent_restarts();
+    let state = guard.lab.require().expect("state");
+    let w1 = state.nodes[state.node_index("k8s-w1").unwrap()].clone();
+    let workload_pids = || -> BTreeSet<u32> {
+        cilium_lab::kubelet::runtime::RuntimeState::load(&w1.kubelet_dir)
+            .expect("pods")
+            .pods
+            .values()
+            .filter(|p| p.namespace == "default")
+            .flat_map(|p| p.containers.iter().filter_map(|c| c.pid))
+            .collect()
+    };
+    let pids_before = workload_pids();
+    assert!(!pids_before.is_empty());
+    let (ok, out) = lab_cmd(&guard, &["node", "kill-kubelet", "k8s-w1"]);
+    assert!(ok, "{out}");
     let (ok, out) = lab_cmd(&guard, &["node", "kill-agent", "k8s-w1"]);
     assert!(ok, "{out}");
-    // The relay reports the node and serves the others.
-    let (ok, out) = lab_cmd(&guard, &["hubble", "--", "status"]);
+    let (ok, out) = lab_cmd(&guard, &["hubble", "status"]);
     assert!(ok && out.contains("Connected Nodes: 2/3"), "{out}");
-    let (ok, out) = lab_cmd(&guard, &["hubble", "--", "observe", "--last", "3"]);
+    let (ok, out) = lab_cmd(&guard, &["hubble", "observe", "--last", "3"]);
     assert!(ok && out.contains("NODE_UNAVAILABLE: k8s-w1"), "{out}");
     for _ in 0..10 {
         assert!(
             curl_webpod(&guard).is_some(),
-            "curl webpod failed with k8s-w1's agent down"
+            "curl webpod failed with k8s-w1's kubelet and agent down"
         );
     }
-    let (ok, out) = lab_cmd(&guard, &["node", "start-agent", "k8s-w1"]);
+    let (ok, out) = lab_cmd(&guard, &["node", "start-kubelet", "k8s-w1"]);
     assert!(ok, "{out}");
+    guard
+        .lab
+        .wait_agent(&w1)
+        .expect("the agent of k8s-w1 is back");
     for _ in 0..5 {
         assert!(
             curl_webpod(&guard).is_some(),
             "curl webpod failed after the restart"
         );
     }
-    let after: Vec<Value> = json_items(&guard, "ciliumendpoints")
-        .into_iter()
-        .filter(|e| e["status"]["networking"]["node"] == "192.168.10.101")
-        .collect();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while agent_restarts() != restarts + 1 {
+        assert!(
+            Instant::now() < deadline,
+            "the agent's restart was not reported"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    assert_eq!(
+        pids_before,
+        workload_pids(),
+        "the pods' processes were adopted"
+    );
+    assert_eq!(
+        before_kubelet,
+        w1_pods(),
+        "same pods, IPs and restart counts"
+    );
+    let (ok, out) = lab_cmd(
+        &guard,
+        &[
+            "exec",
+            "curl2",
+            "--",
+            "curl",
+            "-s",
+            "--max-time",
+            "3",
+            "webpod",
+        ],
+    );
+    assert!(ok && out.contains("Hostname: webpod-"), "{out}");
     let key = |e: &Value| {
         (
             e["metadata"]["name"].to_string(),
@@ -770,14 +1052,30 @@ fn privileged_lab_survives_faults() {
             e["status"]["networking"]["addressing"].to_string(),
         )
     };
-    assert_eq!(
-        before.iter().map(key).collect::<BTreeSet<_>>(),
-        after.iter().map(key).collect::<BTreeSet<_>>(),
-        "endpoints restored as they were"
-    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let after: Vec<Value> = json_items(&guard, "ciliumendpoints")
+            .into_iter()
+            .filter(|e| e["status"]["networking"]["node"] == "192.168.10.101")
+            .collect();
+        let (b, a): (BTreeSet<_>, BTreeSet<_>) = (
+            before.iter().map(key).collect(),
+            after.iter().map(key).collect(),
+        );
+        if a == b {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "endpoints not restored as they were: {b:?} / {a:?}"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
 
-    // k8s-w2 is removed: its route goes from k8s-ctr, the service keeps only the replica
-    // on k8s-w1, its CiliumNode is gone.
+    // k8s-w2 is removed: its route goes from k8s-ctr, its CiliumNode goes (the operator
+    // frees its CIDR), the service keeps only the replica on k8s-w1 until the pod garbage
+    // collector deletes the replica that was on k8s-w2 and the Deployment makes a new one
+    // on k8s-w1, which then answers too.
     let pods = pods_by_name(&guard);
     let (gone, stays): (Vec<_>, Vec<_>) = pods
         .iter()
@@ -792,7 +1090,7 @@ fn privileged_lab_survives_faults() {
     let (ok, out) = lab_cmd(&guard, &["node", "delete", "k8s-w2"]);
     assert!(ok, "{out}");
     let ctr_ns = format!("{}-k8s-ctr", guard.lab.prefix);
-    let deadline = Instant::now() + Duration::from_secs(60);
+    let deadline = Instant::now() + Duration::from_secs(120);
     loop {
         let route = String::from_utf8_lossy(
             &Command::new("ip")
@@ -802,21 +1100,32 @@ fn privileged_lab_survives_faults() {
                 .stdout,
         )
         .into_owned();
-        let answers: BTreeSet<String> = (0..6).filter_map(|_| curl_webpod(&guard)).collect();
-        if route.trim().is_empty() && answers.len() == 1 && answers.contains(stays[0].0) {
+        let cilium_nodes: Vec<String> = json_items(&guard, "ciliumnodes")
+            .iter()
+            .filter_map(|n| n["metadata"]["name"].as_str().map(str::to_owned))
+            .collect();
+        let now = pods_by_name(&guard);
+        let replicas: BTreeSet<String> = now
+            .iter()
+            .filter(|(n, p)| n.starts_with("webpod-") && p["status"]["phase"] == "Running")
+            .map(|(n, _)| n.clone())
+            .collect();
+        let answers: BTreeSet<String> = (0..8).filter_map(|_| curl_webpod(&guard)).collect();
+        if route.trim().is_empty()
+            && !cilium_nodes.contains(&"k8s-w2".to_owned())
+            && replicas.len() == 2
+            && !replicas.contains(gone[0].0)
+            && answers == replicas
+        {
+            assert!(now.values().all(|p| p["spec"]["nodeName"] != "k8s-w2"));
             break;
         }
         assert!(
             Instant::now() < deadline,
-            "after removing k8s-w2: route {route:?}, answers {answers:?}"
+            "after removing k8s-w2: route {route:?}, CiliumNodes {cilium_nodes:?}, replicas {replicas:?}, answers {answers:?}"
         );
-        std::thread::sleep(Duration::from_millis(500));
+        std::thread::sleep(Duration::from_millis(1000));
     }
-    assert!(
-        json_items(&guard, "ciliumnodes")
-            .iter()
-            .all(|n| n["metadata"]["name"] != "k8s-w2")
-    );
     let (ok, out) = lab_cmd(&guard, &["down"]);
     assert!(ok, "down: {out}");
 }
