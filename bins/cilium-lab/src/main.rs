@@ -406,15 +406,21 @@ fn demo(lab: &Lab) -> Result<i32, String> {
             "cilium-lab up",
         )?;
         step(lab, "Nodes", "kubectl get nodes -o wide")?;
+        step(
+            lab,
+            "Cilium's pods: DaemonSet cilium, Deployments cilium-operator and hubble-relay",
+            "kubectl get pod -n kube-system -o wide",
+        )?;
+        step(
+            lab,
+            "The agent's status, through the kubelet API",
+            "kubectl exec -it -n kube-system ds/cilium -c cilium-agent -- cilium-dbg status --verbose",
+        )?;
         let seed = format!(
             "cat << EOF | kubectl apply -f -\n{}EOF",
             cilium_lab::manifest::SEED
         );
-        step(
-            lab,
-            "The seed's webpod Deployment, Service and curl-pod",
-            &seed,
-        )?;
+        step(lab, "The seed's webpod Deployment, Service and curl-pod", &seed)?;
         step(
             lab,
             "Every pod Running",
@@ -428,8 +434,13 @@ fn demo(lab: &Lab) -> Result<i32, String> {
         step(lab, "Services", "kubectl get svc")?;
         step(
             lab,
-            "Pod CIDRs the operator handed out (cluster-pool 172.20.0.0/16, /24 per node)",
+            "CiliumNodes and the pod CIDRs the operator handed out (cluster-pool 172.20.0.0/16, /24 per node)",
             "kubectl get ciliumnodes; kubectl get ciliumnodes -o json | grep podCIDRs -A2",
+        )?;
+        step(
+            lab,
+            "curl webpod from curl-pod, five times (both replicas answer)",
+            "for i in 1 2 3 4 5; do kubectl exec -it curl-pod -- curl webpod | grep Hostname; done",
         )?;
         step(
             lab,
@@ -438,13 +449,13 @@ fn demo(lab: &Lab) -> Result<i32, String> {
         )?;
         step(
             lab,
-            "curl webpod, five times (both replicas answer)",
-            "for i in 1 2 3 4 5; do kubectl exec curl-pod -- curl -s --max-time 5 webpod | grep Hostname; done",
+            "One agent's endpoints",
+            "kubectl exec -it -n kube-system ds/cilium -c cilium-agent -- cilium-dbg endpoint list",
         )?;
         step(
             lab,
-            "Each agent's endpoints",
-            "for n in $(kubectl get nodes -o name); do echo \"== ${n#node/}\"; cilium-lab dbg ${n#node/} endpoint list; done",
+            "Every agent's endpoints",
+            "for pod in $(kubectl get pods -n kube-system -l k8s-app=cilium -o name); do   echo \"=== $pod ===\";   kubectl exec -n kube-system $pod -c cilium-agent -- cilium-dbg endpoint list; done",
         )?;
         step(
             lab,
