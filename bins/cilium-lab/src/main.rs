@@ -420,7 +420,11 @@ fn demo(lab: &Lab) -> Result<i32, String> {
             "cat << EOF | kubectl apply -f -\n{}EOF",
             cilium_lab::manifest::SEED
         );
-        step(lab, "The seed's webpod Deployment, Service and curl-pod", &seed)?;
+        step(
+            lab,
+            "The seed's webpod Deployment, Service and curl-pod",
+            &seed,
+        )?;
         step(
             lab,
             "Every pod Running",
