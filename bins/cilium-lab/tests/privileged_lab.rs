@@ -736,6 +736,25 @@ fn state_endpoints(guard: &Guard) -> usize {
         .sum()
 }
 
+/// Waits (up to `secs`) until a node's `cilium-dbg status` says `Kubernetes: <want>`.
+fn wait_kubernetes_status(guard: &Guard, node: &str, want: &str, secs: u64) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        let (_, status) = lab_cmd(guard, &["dbg", node, "status"]);
+        if status
+            .lines()
+            .any(|l| l.starts_with("Kubernetes:") && l.contains(want))
+        {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{node} never said Kubernetes: {want}: {status}"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
 fn pods_by_name(guard: &Guard) -> BTreeMap<String, Value> {
     json_items(guard, "pods")
         .into_iter()
@@ -832,21 +851,7 @@ fn privileged_lab_survives_faults() {
     // after.
     let (ok, out) = lab_cmd(&guard, &["apiserver", "stop"]);
     assert!(ok, "{out}");
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let (_, status) = lab_cmd(&guard, &["dbg", "k8s-ctr", "status"]);
-        if status
-            .lines()
-            .any(|l| l.starts_with("Kubernetes:") && l.contains("Failure"))
-        {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the agent never noticed: {status}"
-        );
-        std::thread::sleep(Duration::from_millis(500));
-    }
+    wait_kubernetes_status(&guard, "k8s-ctr", "Failure", 20);
     let outage = Instant::now();
     let mut tries = 0;
     while outage.elapsed() < Duration::from_secs(30) {
@@ -869,21 +874,7 @@ fn privileged_lab_survives_faults() {
     assert!(tries >= 20, "{tries}");
     let (ok, out) = lab_cmd(&guard, &["apiserver", "start"]);
     assert!(ok, "{out}");
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let (_, status) = lab_cmd(&guard, &["dbg", "k8s-w1", "status"]);
-        if status
-            .lines()
-            .any(|l| l.starts_with("Kubernetes:") && l.contains("Ok"))
-        {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the API never came back: {status}"
-        );
-        std::thread::sleep(Duration::from_millis(500));
-    }
+    wait_kubernetes_status(&guard, "k8s-w1", "Ok", 60);
     // The cluster works again: a new pod on k8s-w1 gets curl-pod's identity and reaches
     // the service.
     let extra = guard.lab.dir.join("curl2.yaml");
