@@ -598,6 +598,14 @@ impl Lab {
     /// Starts node `i`'s kubelet.
     pub fn start_kubelet(&self, state: &mut LabState, i: usize) -> Result<(), String> {
         let n = state.nodes.get(i).cloned().ok_or("no such node")?;
+        if let Some(pid) = n.kubelet_pid
+            && runtime::alive(pid, "cilium-lab")
+        {
+            return Err(format!(
+                "the kubelet of {} runs already (pid {pid})",
+                n.name
+            ));
+        }
         let exe = std::env::current_exe().map_err(|e| e.to_string())?;
         let cp_dir = self.dir.join("control-plane");
         let mut args = vec![

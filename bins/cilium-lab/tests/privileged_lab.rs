@@ -247,6 +247,83 @@ fn privileged_lab_runs_the_seed() {
         .collect();
     assert!(listed.contains("1") && listed.contains("4"), "{listed:?}");
 
+    // The seed's views, through kubectl: CiliumEndpoints with their columns, and every
+    // agent's endpoint list through `kubectl exec` into the DaemonSet's pods.
+    let (ok, out) = lab_cmd(&guard, &["kubectl", "get", "ciliumendpoints", "-o", "wide"]);
+    assert!(ok, "{out}");
+    let header: Vec<&str> = out
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .split_whitespace()
+        .collect();
+    assert_eq!(
+        header,
+        [
+            "NAME",
+            "SECURITY",
+            "IDENTITY",
+            "INGRESS",
+            "ENFORCEMENT",
+            "EGRESS",
+            "ENFORCEMENT",
+            "ENDPOINT",
+            "STATE",
+            "IPV4",
+            "IPV6"
+        ],
+        "{out}"
+    );
+    assert!(out.contains("curl-pod") && out.contains(&curl_ip), "{out}");
+    let (ok, out) = lab_cmd(
+        &guard,
+        &[
+            "kubectl",
+            "get",
+            "pods",
+            "-n",
+            "kube-system",
+            "-l",
+            "k8s-app=cilium",
+            "-o",
+            "name",
+        ],
+    );
+    assert!(ok, "{out}");
+    let agents: Vec<&str> = out.lines().collect();
+    assert_eq!(agents.len(), 3, "{out}");
+    let mut listed_ips = BTreeSet::new();
+    for pod in agents {
+        let (ok, out) = lab_cmd(
+            &guard,
+            &[
+                "kubectl",
+                "exec",
+                "-n",
+                "kube-system",
+                pod,
+                "-c",
+                "cilium-agent",
+                "--",
+                "cilium-dbg",
+                "endpoint",
+                "list",
+            ],
+        );
+        assert!(ok && out.contains("ENDPOINT"), "{pod}: {out}");
+        listed_ips.extend(
+            pods.iter()
+                .filter_map(|p| p["status"]["podIP"].as_str())
+                .filter(|ip| out.contains(ip))
+                .map(str::to_owned),
+        );
+    }
+    assert_eq!(
+        listed_ips.len(),
+        3,
+        "every pod is some agent's endpoint: {listed_ips:?}"
+    );
+
     // curl webpod, 20 times: both replicas answer.
     let mut seen = BTreeMap::new();
     for _ in 0..20 {
@@ -852,15 +929,21 @@ fn privileged_lab_survives_faults() {
     let (ok, out) = lab_cmd(&guard, &["apiserver", "stop"]);
     assert!(ok, "{out}");
     wait_kubernetes_status(&guard, "k8s-ctr", "Failure", 20);
+    // curl-pod's network namespace, as its kubelet recorded it (kubectl exec needs the
+    // apiserver).
+    let state = guard.lab.require().expect("state");
+    let curl_netns = cilium_lab::kubelet::runtime::RuntimeState::load(&state.nodes[0].kubelet_dir)
+        .expect("pods")
+        .pods
+        .values()
+        .find(|p| p.name == "curl-pod")
+        .and_then(|p| p.netns.clone())
+        .expect("curl-pod's namespace");
     let outage = Instant::now();
     let mut tries = 0;
     while outage.elapsed() < Duration::from_secs(30) {
         let out = Command::new("ip")
-            .args([
-                "netns",
-                "exec",
-                &format!("{}-default-curl-pod", guard.lab.prefix),
-            ])
+            .args(["netns", "exec", &curl_netns])
             .args(["curl", "-s", "--max-time", "3", "webpod"])
             .output()
             .expect("curl");

@@ -200,11 +200,34 @@ pub fn command_line(
         .map(|a| {
             let mut a = expand(a, env);
             for (path, dir) in &mounts {
-                a = a.replace(path.as_str(), dir);
+                a = replace_path(&a, path, dir);
             }
             a
         })
         .collect())
+}
+
+/// Replaces `path` in `text` where it stands as a path: followed by `/`, or at the end
+/// (`/config` in `--x=/config/a` and `--x=/config`, not in `--x=/configuration`).
+fn replace_path(text: &str, path: &str, dir: &str) -> String {
+    let path = path.trim_end_matches('/');
+    if path.is_empty() {
+        return text.to_owned();
+    }
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(i) = rest.find(path) {
+        let after = &rest[i + path.len()..];
+        out.push_str(&rest[..i]);
+        if after.is_empty() || after.starts_with('/') {
+            out.push_str(dir);
+        } else {
+            out.push_str(path);
+        }
+        rest = after;
+    }
+    out.push_str(rest);
+    out
 }
 
 /// The pod's volumes that need the API: `configMap` ones, as (volume, ConfigMap name,
@@ -254,6 +277,23 @@ mod tests {
             .iter()
             .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
             .collect()
+    }
+
+    #[test]
+    fn mount_paths_are_replaced_only_as_paths() {
+        assert_eq!(replace_path("--x=/config", "/config", "/d"), "--x=/d");
+        assert_eq!(
+            replace_path("--x=/config/a.yaml", "/config/", "/d"),
+            "--x=/d/a.yaml"
+        );
+        assert_eq!(
+            replace_path("--x=/configuration", "/config", "/d"),
+            "--x=/configuration"
+        );
+        assert_eq!(
+            replace_path("/config:/config/b", "/config", "/d"),
+            "/config:/d/b"
+        );
     }
 
     #[test]

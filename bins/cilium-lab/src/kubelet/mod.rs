@@ -58,7 +58,7 @@ pub struct Config {
     pub kubeconfig: PathBuf,
     /// The kubelet's directory (`pods.json`, container logs).
     pub dir: PathBuf,
-    /// Prefix of pods' network namespace names (`<prefix>-<namespace>-<name>`).
+    /// Prefix of pods' network namespace names (`<prefix>-pod-<uid>`).
     pub netns_prefix: String,
     /// The node's network namespace, where the CNI plugin runs (`ip netns exec`, with the
     /// node's /sys); `None`: as the kubelet.
@@ -328,25 +328,45 @@ impl Kubelet {
         .await
         .map_err(|e| e.to_string())?;
         let mut tick = tokio::time::interval(Duration::from_secs(1));
-        let mut lease = tokio::time::interval(LEASE_RENEW);
+        // The Lease is the node's heartbeat: renewed by a task of its own, so that a slow
+        // pod (a long grace period, a slow CNI call) never makes the node look dead.
+        let (client, node_name) = (self.client.clone(), self.cfg.node.clone());
+        tokio::spawn(async move {
+            let mut lease = tokio::time::interval(LEASE_RENEW);
+            let mut failing = false;
+            loop {
+                lease.tick().await;
+                match node::renew_lease(&client, &node_name).await {
+                    Ok(()) => failing = false,
+                    Err(e) if !failing => {
+                        log(&e);
+                        failing = true;
+                    }
+                    Err(_) => {}
+                }
+            }
+        });
         let mut status = tokio::time::interval(STATUS_REPORT);
         let mut api_down = false;
         loop {
-            let watch_error = tokio::select! {
-                r = pods.next() => r.err().map(|e| format!("watching pods: {e}")),
-                r = services.next() => r.err().map(|e| format!("watching services: {e}")),
+            // `None`: nothing heard from the API this time (a tick).
+            let heard: Option<Result<(), String>> = tokio::select! {
+                r = pods.next() => Some(r.map(|_| ()).map_err(|e| format!("watching pods: {e}"))),
+                r = services.next() => Some(r.map(|_| ()).map_err(|e| format!("watching services: {e}"))),
                 _ = tick.tick() => None,
-                _ = lease.tick() => node::renew_lease(&self.client, &self.cfg.node).await.err(),
-                _ = status.tick() => node::report_status(&self.client, &info).await.err(),
+                _ = status.tick() => Some(node::report_status(&self.client, &info).await),
             };
             // Said once per outage: the informers retry on their own.
-            match watch_error {
-                Some(e) if !api_down => {
+            match heard {
+                Some(Err(e)) if !api_down => {
                     log(&e);
                     api_down = true;
                 }
-                Some(_) => {}
-                None => api_down = false,
+                Some(Ok(())) if api_down => {
+                    log("the API answers again");
+                    api_down = false;
+                }
+                _ => {}
             }
             let svcs = service_names(services.cache());
             self.sync(pods.cache(), &svcs).await;
@@ -356,28 +376,12 @@ impl Kubelet {
     /// One round: every pod bound here runs as its spec says, every pod gone is cleaned
     /// up, statuses are reported.
     async fn sync(&mut self, pods: &BTreeMap<String, Pod>, services: &[(String, String, String)]) {
-        let mut seen = HashSet::new();
-        for pod in pods.values() {
-            let Some(uid) = pod.metadata.uid.clone() else {
-                continue;
-            };
-            seen.insert(uid.clone());
-            if pod.metadata.deletion_timestamp.is_some() {
-                self.terminate(pod, &uid).await;
-                continue;
-            }
-            let known = self.state().pods.contains_key(&uid);
-            let terminal = matches!(
-                pod.status.as_ref().and_then(|s| s.phase.as_deref()),
-                Some("Succeeded" | "Failed")
-            );
-            if !known && !terminal {
-                self.start(pod, &uid).await;
-            } else if known {
-                self.check_containers(pod, &uid).await;
-            }
-            self.report(pod, &uid).await;
-        }
+        // Pods gone first (deleted without this kubelet, e.g. forced): a new pod of the
+        // same name then finds its namespace name free.
+        let seen: HashSet<String> = pods
+            .values()
+            .filter_map(|p| p.metadata.uid.clone())
+            .collect();
         let gone: Vec<String> = self
             .state()
             .pods
@@ -389,6 +393,30 @@ impl Kubelet {
             self.teardown(&uid, Duration::ZERO).await;
             self.reported.remove(&uid);
             self.waiting.remove(&uid);
+        }
+        for pod in pods.values() {
+            let Some(uid) = pod.metadata.uid.clone() else {
+                continue;
+            };
+            if pod.metadata.deletion_timestamp.is_some() {
+                self.terminate(pod, &uid).await;
+                continue;
+            }
+            let known = self.state().pods.contains_key(&uid);
+            let terminal = matches!(
+                pod.status.as_ref().and_then(|s| s.phase.as_deref()),
+                Some("Succeeded" | "Failed")
+            );
+            if !known && !terminal {
+                self.start(pod, &uid, services).await;
+            } else if known {
+                self.check_containers(pod, &uid).await;
+            } else {
+                // Finished before this kubelet knew it (e.g. while it was down): its status
+                // is someone else's to write.
+                continue;
+            }
+            self.report(pod, &uid).await;
         }
         let records: Vec<PodRecord> = self.state().pods.values().cloned().collect();
         for p in records {
@@ -474,7 +502,7 @@ impl Kubelet {
         Ok(out)
     }
 
-    async fn start(&mut self, pod: &Pod, uid: &str) {
+    async fn start(&mut self, pod: &Pod, uid: &str, services: &[(String, String, String)]) {
         if let Some((_, _, until)) = self.waiting.get(uid)
             && Instant::now() < *until
         {
@@ -502,6 +530,7 @@ impl Kubelet {
         let containers = match self.containers(pod, None, &volumes) {
             Ok(c) => c,
             Err((reason, e)) => {
+                let _ = std::fs::remove_dir_all(self.cfg.dir.join("volumes").join(uid));
                 self.waiting.insert(
                     uid.to_owned(),
                     (reason, e, Instant::now() + Duration::from_secs(10)),
@@ -510,8 +539,8 @@ impl Kubelet {
             }
         };
         let host_network = spec.host_network == Some(true);
-        let netns =
-            (!host_network).then(|| format!("{}-{namespace}-{name}", self.cfg.netns_prefix));
+        // Named by the pod's uid: unique on every node, whatever the pod's name.
+        let netns = (!host_network).then(|| format!("{}-pod-{uid}", self.cfg.netns_prefix));
         let mut record = PodRecord {
             namespace: namespace.clone(),
             name: name.clone(),
@@ -526,7 +555,16 @@ impl Kubelet {
         self.save();
         if let Some(ns) = &netns {
             match self.sandbox(&record, ns).await {
-                Ok(ip) => record.ip = Some(ip),
+                Ok(ip) => {
+                    record.ip = Some(ip);
+                    self.state().pods.insert(uid.to_owned(), record.clone());
+                    self.save();
+                    // Before the containers start: `ip netns exec` gives them this file.
+                    if let Err(e) = runtime::write_hosts(ns, &name, &namespace, Some(ip), services)
+                    {
+                        log(&format!("hosts of {namespace}/{name}: {e}"));
+                    }
+                }
                 Err(e) => {
                     log(&format!("pod {namespace}/{name}: {e}"));
                     // Undone, and tried again shortly (the agent may still be starting).
@@ -550,9 +588,10 @@ impl Kubelet {
         }
         for i in 0..record.containers.len() {
             self.start_container(&mut record, i);
+            // Each process recorded as soon as it runs.
+            self.state().pods.insert(uid.to_owned(), record.clone());
+            self.save();
         }
-        self.state().pods.insert(uid.to_owned(), record);
-        self.save();
         log(&format!("pod {namespace}/{name} started"));
     }
 
@@ -627,6 +666,9 @@ impl Kubelet {
                 c.pid = None;
                 c.last_exit = Some(128);
                 c.finished_at = Some(node::now_rfc3339());
+                // The restart back-off applies to a start that failed too.
+                self.finished
+                    .insert(format!("{}/{}", record.uid, c.name), Instant::now());
             }
         }
     }
@@ -643,6 +685,9 @@ impl Kubelet {
             return;
         };
         if record.netns.is_some() && record.ip.is_none() {
+            // A start cut short (this kubelet was killed during the CNI ADD): undone, and
+            // made again in the next round.
+            self.teardown(uid, Duration::ZERO).await;
             return;
         }
         let mut changed = false;
@@ -651,7 +696,7 @@ impl Kubelet {
             if let Some(pid) = c.pid {
                 let exit = match self.children.get_mut(&pid) {
                     Some(child) => match child.try_wait() {
-                        Ok(Some(status)) => Some(status.code().unwrap_or(137)),
+                        Ok(Some(status)) => Some(exit_code(status)),
                         _ => None,
                     },
                     None => (!runtime::alive(pid, &c.argv[0])).then_some(137),
@@ -780,7 +825,9 @@ impl Kubelet {
             .patch_status(
                 pod.metadata.name.as_deref().unwrap_or_default(),
                 &PatchParams::default(),
-                &Patch::Merge(json!({"status": status})),
+                // The uid makes it a precondition: never written into a successor of the
+                // same name.
+                &Patch::Merge(json!({"metadata": {"uid": uid}, "status": status})),
             )
             .await
         {
@@ -790,6 +837,16 @@ impl Kubelet {
             Err(e) => log(&format!("reporting a pod's status: {e}")),
         }
     }
+}
+
+/// A process's exit code as Kubernetes reports it: its code, or 128 + the signal that
+/// ended it.
+fn exit_code(status: std::process::ExitStatus) -> i32 {
+    use std::os::unix::process::ExitStatusExt;
+    status
+        .code()
+        .or_else(|| status.signal().map(|s| 128 + s))
+        .unwrap_or(137)
 }
 
 /// (namespace, name, ClusterIP) of every Service with a ClusterIP.

@@ -128,8 +128,8 @@ fn kernel_version() -> String {
         .unwrap_or_default()
 }
 
-/// Registers the Node (creates it, or adds this kubelet's labels and taints to the one
-/// there is, as a kubelet that restarts does) and reports its status.
+/// Registers the Node (creates it with its labels and taints, or sets this kubelet's
+/// labels on the one there is, as a kubelet that restarts does) and reports its status.
 pub async fn register(client: &kube::Client, info: &NodeInfo) -> Result<(), String> {
     let api: Api<Node> = Api::all(client.clone());
     let object = node_object(info);
@@ -146,10 +146,12 @@ pub async fn register(client: &kube::Client, info: &NodeInfo) -> Result<(), Stri
             Err(e) => return Err(format!("creating the Node: {e}")),
         }
     }
+    // Labels only: the taints were set at creation, and since then others (the node
+    // lifecycle controller's, an administrator's) may have joined them.
     api.patch(
         &info.name,
         &PatchParams::default(),
-        &Patch::Merge(json!({"metadata": object["metadata"], "spec": object["spec"]})),
+        &Patch::Merge(json!({"metadata": object["metadata"]})),
     )
     .await
     .map_err(api_err("labelling the Node"))?;

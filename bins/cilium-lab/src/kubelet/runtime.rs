@@ -10,6 +10,7 @@
 
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -134,8 +135,9 @@ pub fn delete_netns(name: &str) {
     let _ = std::fs::remove_dir_all(Path::new("/etc/netns").join(name));
 }
 
-/// Whether `pid` is alive and runs a command line containing `argv0`'s file name (a
-/// recycled pid is not ours); a zombie counts as gone.
+/// Whether `pid` is alive and runs `argv0`'s program (its command line's first word has
+/// the same file name: a recycled pid running something else is not ours); a zombie
+/// counts as gone.
 pub fn alive(pid: u32, argv0: &str) -> bool {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
     // The state is the field after the parenthesised command name.
@@ -147,18 +149,21 @@ pub fn alive(pid: u32, argv0: &str) -> bool {
         return false;
     }
     let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-    let program = Path::new(argv0)
-        .file_name()
-        .map_or(argv0.into(), |f| f.to_string_lossy());
-    String::from_utf8_lossy(&cmdline).contains(program.as_ref())
+    let first = cmdline.split(|b| *b == 0).next().unwrap_or_default();
+    let name = |p: &Path| p.file_name().map(|f| f.to_os_string());
+    let running = Path::new(std::ffi::OsStr::from_bytes(first));
+    name(running).is_some() && name(running) == name(Path::new(argv0))
 }
 
-/// Sends `signal` (`TERM`, `KILL`) to a process.
+/// Sends `signal` (`TERM`, `KILL`) to a process and its process group (the lab starts
+/// every process in its own session, so the group is everything it started).
 pub fn signal(pid: u32, signal: &str) {
-    let _ = Command::new("kill")
-        .args([&format!("-{signal}"), &pid.to_string()])
-        .stderr(Stdio::null())
-        .status();
+    for target in [format!("-{pid}"), pid.to_string()] {
+        let _ = Command::new("kill")
+            .args([&format!("-{signal}"), "--", &target])
+            .stderr(Stdio::null())
+            .status();
+    }
 }
 
 /// Stops a container's process: SIGTERM, then SIGKILL after `grace`.
@@ -243,9 +248,9 @@ pub fn write_hosts(
         return Ok(());
     }
     std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-    let tmp = dir.join(".hosts.tmp");
-    std::fs::write(&tmp, text).map_err(|e| format!("{}: {e}", tmp.display()))?;
-    std::fs::rename(&tmp, &file).map_err(|e| format!("{}: {e}", file.display()))
+    // Rewritten in place: `ip netns exec` bind-mounts this very file over /etc/hosts of
+    // the processes it starts, so a new file (a rename) would not reach them.
+    std::fs::write(&file, text).map_err(|e| format!("{}: {e}", file.display()))
 }
 
 /// The text of a pod's hosts file (see [`write_hosts`]).
@@ -340,6 +345,11 @@ mod tests {
             std::thread::sleep(Duration::from_millis(10));
         }
         assert!(!alive(child.id(), "whoami"));
+        assert!(
+            !alive(child.id(), "slee"),
+            "a prefix of the name is not the name"
+        );
+        assert!(alive(child.id(), "/usr/bin/sleep"), "the file name counts");
         let _ = child.kill();
         let _ = child.wait();
         assert!(!alive(child.id(), "sleep"));

@@ -314,6 +314,19 @@ async fn route(
     }
 }
 
+/// Decodes a request's path and query as the server does before it acts (the route, and
+/// the exec or log options it names); an error is what the client would be told. For
+/// fuzzing and tests: the server itself decodes on the way.
+pub fn check_request(path: &str, query: Option<&str>) -> Result<(), String> {
+    let segments = path_segments(path)?;
+    let q = parse_query(query)?;
+    match segments.first().map(String::as_str) {
+        Some("exec") => exec_options(&q).map(|_| ()),
+        Some("containerLogs") => log_options(&q).map(|_| ()),
+        _ => Ok(()),
+    }
+}
+
 /// The decoded segments of a request path (`/exec/ns/p/c` -> exec, ns, p, c).
 fn path_segments(path: &str) -> Result<Vec<String>, String> {
     path.strip_prefix('/')
@@ -1666,7 +1679,16 @@ mod tests {
         let follower =
             tokio::spawn(async move { send_log(file, 0, None, Some(followed), &tx).await });
         assert_eq!(rx.recv().await.unwrap(), Bytes::from_static(b"one\n"));
-        std::fs::write(&path, "one\ntwo\n").unwrap();
+        // Appended, as a container's output is (rewriting the file would truncate it
+        // first, and a follower reading in between would see the log start again).
+        {
+            use std::io::Write;
+            let mut log = std::fs::OpenOptions::new()
+                .append(true)
+                .open(&path)
+                .unwrap();
+            log.write_all(b"two\n").unwrap();
+        }
         assert_eq!(rx.recv().await.unwrap(), Bytes::from_static(b"two\n"));
         drop(rx);
         tokio::time::timeout(Duration::from_secs(10), follower)
