@@ -91,6 +91,8 @@ pub async fn run(
     };
     let mut cached = names(&node).await;
     let mut refreshed = std::time::Instant::now();
+    // Pod-like addresses a lookup did not name (cleared at each full refresh).
+    let mut unnamed: std::collections::HashSet<std::net::Ipv4Addr> = Default::default();
     // The datapath counts the events it could not queue (reason 255 in cilium_metrics).
     let counters = cilium_bpf::maps::MetricsMap::open(&bpf_root).ok();
     let lost_now = || {
@@ -116,22 +118,40 @@ pub async fn run(
         }
         let events = reader.drain();
         if !events.is_empty() {
-            // Endpoints come and go: names are looked up again for a batch that mentions a
-            // local endpoint or a pod's identity (a cluster identity; CIDR identities are
-            // node-local, >= 2^24, and have no pod) the cache does not know, at most every
-            // 250 ms.
+            // Endpoints come and go: names are looked up again, before the batch is named,
+            // when it mentions a local endpoint or a pod's identity (a cluster identity;
+            // CIDR identities are node-local, >= 2^24, and have no pod) at an address the
+            // cache does not know, unless a lookup since the last full refresh (every 2 s)
+            // did not know it either: a pod's first packets are named, and an address
+            // nobody names costs one lookup per 2 s, not one per batch.
             let pod_like =
                 |endpoint: u16, identity: u32| endpoint != 0 || (256..1 << 24).contains(&identity);
-            let unknown = events.iter().flatten().any(|e| {
-                (pod_like(e.src_endpoint, e.src_identity) && !cached.pods.contains_key(&e.saddr))
-                    || (pod_like(e.dst_endpoint, e.dst_identity)
-                        && !cached.pods.contains_key(&e.daddr))
-            });
-            if (unknown && refreshed.elapsed() > Duration::from_millis(250))
-                || refreshed.elapsed() > Duration::from_secs(2)
-            {
+            let unknown = |ip: &std::net::Ipv4Addr, cached: &Names| {
+                !cached.pods.contains_key(ip) && !unnamed.contains(ip)
+            };
+            let new_unknown: Vec<std::net::Ipv4Addr> = events
+                .iter()
+                .flatten()
+                .flat_map(|e| {
+                    [
+                        pod_like(e.src_endpoint, e.src_identity).then_some(e.saddr),
+                        pod_like(e.dst_endpoint, e.dst_identity).then_some(e.daddr),
+                    ]
+                })
+                .flatten()
+                .filter(|ip| unknown(ip, &cached))
+                .collect();
+            if refreshed.elapsed() > Duration::from_secs(2) {
+                unnamed.clear();
+            }
+            if !new_unknown.is_empty() || refreshed.elapsed() > Duration::from_secs(2) {
                 cached = names(&node).await;
                 refreshed = std::time::Instant::now();
+                unnamed.extend(
+                    new_unknown
+                        .into_iter()
+                        .filter(|ip| !cached.pods.contains_key(ip)),
+                );
             }
             let mut undecodable = None;
             let mut flows = Vec::with_capacity(events.len());

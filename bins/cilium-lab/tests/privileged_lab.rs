@@ -971,7 +971,7 @@ fn privileged_lab_survives_faults() {
             "wait",
             "--for=condition=Ready",
             "pod/curl2",
-            "--timeout=60s",
+            "--timeout=90s",
         ],
     );
     assert!(ok, "{out}");
