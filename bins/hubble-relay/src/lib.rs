@@ -4,8 +4,9 @@
 //! Hubble UI.
 //!
 //! - [`discovery`]: the relay's peers, one per node registered in the cluster store
-//!   (`cilium/state/nodes/v1/<cluster>/`), each at its `InternalIP` and the agents' Hubble
-//!   port; kept current as nodes come and go.
+//!   (`cilium/state/nodes/v1/<cluster>/`) or one per CiliumNode of the Kubernetes API,
+//!   each at its `InternalIP` and the agents' Hubble port; kept current as nodes come and
+//!   go (one loop for both sources). Or a fixed list.
 //! - [`cilium_hubble::relay::Relay`] merges the nodes' flows (this crate serves it).
 //! - [`ui`]: the Hubble UI, a web page with a service map of a namespace (workloads by
 //!   identity, edges for observed flows, red for drops) and a live flow table, over a

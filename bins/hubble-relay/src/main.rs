@@ -1,8 +1,14 @@
 // SPDX-License-Identifier: Apache-2.0
 
 //! `hubble-relay`: serves the Observer API for the whole cluster from every node's Hubble
-//! server (peers from the cluster store, or `--peer`), and optionally the Hubble UI.
+//! server, and optionally the Hubble UI. The peers come from one source: the cluster store
+//! (`--kvstore-opt`), the Kubernetes API (`--k8s-kubeconfig-path`, else the kubeconfig
+//! `KUBECONFIG` names, else the in-cluster account when `KUBERNETES_SERVICE_HOST` is set),
+//! or a fixed list (`--peer`). Two explicit flags of these are an error; `KUBECONFIG` and
+//! the in-cluster account are used only when no flag names a source.
 
+use std::ffi::OsString;
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
@@ -11,8 +17,9 @@ use cilium_core::config::{etcd_endpoints_of, parse_duration, parse_kvstore_opt};
 use cilium_core::kvstore::AnyStore;
 use cilium_core::kvstore::etcd::EtcdStore;
 use cilium_hubble::observer::{Listen, Listener, serve};
-use cilium_hubble::relay::{Relay, RelayOptions};
-use clap::Parser;
+use cilium_hubble::relay::{Peer, Relay, RelayOptions};
+use clap::parser::ValueSource;
+use clap::{CommandFactory, FromArgMatches, Parser};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -32,9 +39,14 @@ struct Cli {
     /// The agents' Hubble port (their `hubble-listen-address`).
     #[arg(long, default_value_t = 4244)]
     peer_port: u16,
-    /// A fixed peer, `NAME=ADDRESS` (repeatable; instead of the cluster store).
+    /// A fixed peer, `NAME=ADDRESS` (repeatable; instead of discovering the nodes).
     #[arg(long = "peer")]
     peers: Vec<String>,
+    /// The Kubernetes API's kubeconfig; every CiliumNode is a peer. `KUBECONFIG` (its
+    /// first file) when the flag is not given and no other source is.
+    // An OsString: an empty KUBECONFIG is as good as none (a PathBuf parser refuses it).
+    #[arg(long, env = "KUBECONFIG", value_parser = clap::value_parser!(OsString))]
+    k8s_kubeconfig_path: Option<OsString>,
     /// How long connecting to a peer may take.
     #[arg(long, default_value = "5s")]
     dial_timeout: String,
@@ -59,7 +71,113 @@ fn duration(flag: &str, text: &str) -> Result<Duration, String> {
         .map_err(|e| format!("--{flag}: {e}"))
 }
 
-async fn run(cli: Cli) -> Result<(), String> {
+/// Where the peers come from.
+#[derive(Debug)]
+enum Source {
+    /// The nodes in the cluster store (its etcd endpoints).
+    ClusterStore(Vec<String>),
+    /// The CiliumNodes of the Kubernetes API.
+    Kubernetes(KubernetesApi),
+    /// `--peer`.
+    Fixed(Vec<Peer>),
+}
+
+/// How to reach the Kubernetes API.
+#[derive(Debug)]
+enum KubernetesApi {
+    /// A kubeconfig, and the flag or variable that named it.
+    Kubeconfig(PathBuf, &'static str),
+    /// The pod's service account (`KUBERNETES_SERVICE_HOST`).
+    InCluster,
+}
+
+impl std::fmt::Display for KubernetesApi {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            KubernetesApi::Kubeconfig(path, _) => write!(f, "{}", path.display()),
+            KubernetesApi::InCluster => f.write_str("in-cluster account"),
+        }
+    }
+}
+
+impl KubernetesApi {
+    /// A client (reads the kubeconfig or the service account; does not call the API).
+    async fn client(&self) -> Result<kube::Client, String> {
+        match self {
+            KubernetesApi::Kubeconfig(path, named_by) => cilium_k8s::client(path)
+                .await
+                .map_err(|e| format!("{named_by}: {e}")),
+            KubernetesApi::InCluster => kube::Config::incluster()
+                .map_err(|e| e.to_string())
+                .and_then(|c| kube::Client::try_from(c).map_err(|e| e.to_string()))
+                .map_err(|e| {
+                    format!("the in-cluster Kubernetes account (KUBERNETES_SERVICE_HOST): {e}")
+                }),
+        }
+    }
+}
+
+/// The source of the peers the flags name: at most one of `--kvstore-opt`, `--peer` and
+/// `--k8s-kubeconfig-path`; with none of them, the kubeconfig `KUBECONFIG` names (its
+/// first file; `kubeconfig_from_env`: clap took the path from there), else the in-cluster
+/// account when `KUBERNETES_SERVICE_HOST` is set.
+fn source(cli: &Cli, kubeconfig_from_env: bool) -> Result<Source, String> {
+    let explicit_kubeconfig = cli
+        .k8s_kubeconfig_path
+        .as_ref()
+        .filter(|_| !kubeconfig_from_env);
+    let given: Vec<&str> = [
+        ("--kvstore-opt", cli.kvstore_opt.is_some()),
+        ("--peer", !cli.peers.is_empty()),
+        ("--k8s-kubeconfig-path", explicit_kubeconfig.is_some()),
+    ]
+    .into_iter()
+    .filter_map(|(flag, given)| given.then_some(flag))
+    .collect();
+    if let [first @ .., last] = &given[..]
+        && !first.is_empty()
+    {
+        return Err(format!(
+            "{} and {last} exclude each other",
+            first.join(", ")
+        ));
+    }
+    if let Some(opt) = &cli.kvstore_opt {
+        return parse_kvstore_opt(opt)
+            .and_then(|o| etcd_endpoints_of(&o))
+            .map(Source::ClusterStore)
+            .map_err(|e| format!("--kvstore-opt: {e}"));
+    }
+    if !cli.peers.is_empty() {
+        return hubble_relay::discovery::static_peers(&cli.peers).map(Source::Fixed);
+    }
+    if let Some(path) = explicit_kubeconfig {
+        if path.is_empty() {
+            return Err("--k8s-kubeconfig-path: a path is expected".into());
+        }
+        return Ok(Source::Kubernetes(KubernetesApi::Kubeconfig(
+            path.into(),
+            "--k8s-kubeconfig-path",
+        )));
+    }
+    // KUBECONFIG may list several files (kubectl merges them); the first is used.
+    let from_env = cli
+        .k8s_kubeconfig_path
+        .as_ref()
+        .and_then(|p| std::env::split_paths(p).find(|p| !p.as_os_str().is_empty()));
+    if let Some(path) = from_env {
+        return Ok(Source::Kubernetes(KubernetesApi::Kubeconfig(
+            path,
+            "KUBECONFIG",
+        )));
+    }
+    if std::env::var("KUBERNETES_SERVICE_HOST").is_ok_and(|h| !h.is_empty()) {
+        return Ok(Source::Kubernetes(KubernetesApi::InCluster));
+    }
+    Err("peers come from --kvstore-opt, --peer or --k8s-kubeconfig-path".into())
+}
+
+async fn run(cli: Cli, kubeconfig_from_env: bool) -> Result<(), String> {
     // Every flag is checked before anything starts.
     let options = RelayOptions {
         dial_timeout: duration("dial-timeout", &cli.dial_timeout)?,
@@ -85,43 +203,51 @@ async fn run(cli: Cli) -> Result<(), String> {
                 .map_err(|e| format!("--ui-listen-address {e}"))
         })
         .transpose()?;
-    let fixed = hubble_relay::discovery::static_peers(&cli.peers)?;
-    let endpoints = match (&cli.kvstore_opt, fixed.is_empty()) {
-        (Some(opt), true) => Some(
-            parse_kvstore_opt(opt)
-                .and_then(|o| etcd_endpoints_of(&o))
-                .map_err(|e| format!("--kvstore-opt: {e}"))?,
-        ),
-        (None, false) => None,
-        (Some(_), false) => return Err("--peer and --kvstore-opt exclude each other".into()),
-        (None, true) => return Err("peers come from --kvstore-opt or --peer".into()),
-    };
-
-    let (tx, peers) = tokio::sync::watch::channel(fixed);
+    let source = source(&cli, kubeconfig_from_env)?;
+    let (tx, peers) = tokio::sync::watch::channel(Vec::new());
     // Held for as long as the relay runs when the peers are fixed (the list stays open).
     let mut _fixed_peers = None;
-    if let Some(endpoints) = endpoints {
-        let cluster = cli.cluster_name.clone();
-        let port = cli.peer_port;
-        tokio::spawn(async move {
-            let store = loop {
-                match EtcdStore::connect(&endpoints, Duration::from_secs(15)).await {
-                    Ok(s) => break s,
-                    Err(e) => {
-                        log(
-                            "warning",
-                            "etcd is not reachable yet",
-                            &format!("error=\"{e}\""),
-                        );
-                        tokio::time::sleep(Duration::from_secs(1)).await;
+    match source {
+        Source::Fixed(fixed) => {
+            tx.send_replace(fixed);
+            _fixed_peers = Some(tx);
+        }
+        Source::ClusterStore(endpoints) => {
+            let cluster = cli.cluster_name.clone();
+            let port = cli.peer_port;
+            tokio::spawn(async move {
+                let store = loop {
+                    match EtcdStore::connect(&endpoints, Duration::from_secs(15)).await {
+                        Ok(s) => break s,
+                        Err(e) => {
+                            log(
+                                "warning",
+                                "etcd is not reachable yet",
+                                &format!("error=\"{e}\""),
+                            );
+                            tokio::time::sleep(Duration::from_secs(1)).await;
+                        }
                     }
-                }
-            };
-            let store = Arc::new(AnyStore::Etcd(Box::new(store)));
-            hubble_relay::discovery::follow(store, &cluster, port, tx).await;
-        });
-    } else {
-        _fixed_peers = Some(tx);
+                };
+                let store = Arc::new(AnyStore::Etcd(Box::new(store)));
+                hubble_relay::discovery::follow_cluster_store(store, &cluster, port, tx).await;
+            });
+        }
+        Source::Kubernetes(api) => {
+            // A kubeconfig that cannot be read is refused here; an API that does not
+            // answer yet is retried by the discovery.
+            let client = api.client().await?;
+            log(
+                "info",
+                "peers are the Kubernetes API's CiliumNodes",
+                &format!("api=\"{api}\""),
+            );
+            tokio::spawn(hubble_relay::discovery::follow_kubernetes(
+                client,
+                cli.peer_port,
+                tx,
+            ));
+        }
     }
     let relay = Arc::new(Relay::new(peers, options));
     let mut tasks = tokio::task::JoinSet::new();
@@ -167,7 +293,14 @@ async fn run(cli: Cli) -> Result<(), String> {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let matches = Cli::command().get_matches();
+    // Only an explicit --k8s-kubeconfig-path conflicts with the other sources.
+    let kubeconfig_from_env =
+        matches.value_source("k8s_kubeconfig_path") == Some(ValueSource::EnvVariable);
+    let cli = match Cli::from_arg_matches(&matches) {
+        Ok(cli) => cli,
+        Err(e) => e.exit(),
+    };
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -179,7 +312,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match rt.block_on(run(cli)) {
+    match rt.block_on(run(cli, kubeconfig_from_env)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("level=fatal subsys=hubble-relay msg=\"relay stopped\" error=\"{e}\"");

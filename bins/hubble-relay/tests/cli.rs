@@ -1,14 +1,28 @@
 // SPDX-License-Identifier: Apache-2.0
 
 //! The hubble-relay binary as a user runs it: bad flags are one clear line and exit 1
-//! before anything starts; with a fixed peer that is down, the relay serves and says so
-//! (asked as Hubble's CLI asks: health check, then status).
+//! before anything starts (two peer sources among `--kvstore-opt`, `--peer` and
+//! `--k8s-kubeconfig-path` included; a `KUBECONFIG` in the environment is used only
+//! without a flag naming a source); with a fixed peer that is down, the relay serves and
+//! says so (asked as Hubble's CLI asks: health check, then status).
 
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-fn relay(args: &[&str]) -> (bool, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_hubble-relay"))
+/// The relay's command without the Kubernetes API of the environment (`KUBECONFIG`, the
+/// in-cluster account), with `kubeconfig` as `KUBECONFIG` if given.
+fn command(kubeconfig: Option<&str>) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_hubble-relay"));
+    cmd.env_remove("KUBECONFIG")
+        .env_remove("KUBERNETES_SERVICE_HOST");
+    if let Some(path) = kubeconfig {
+        cmd.env("KUBECONFIG", path);
+    }
+    cmd
+}
+
+fn relay(kubeconfig: Option<&str>, args: &[&str]) -> (bool, String) {
+    let out = command(kubeconfig)
         .args(args)
         .output()
         .expect("run hubble-relay");
@@ -20,37 +34,96 @@ fn relay(args: &[&str]) -> (bool, String) {
 
 #[test]
 fn bad_flags_are_refused_before_starting() {
-    for (args, want) in [
+    const NOWHERE: Option<&str> = Some("/nonexistent/kubeconfig");
+    for (kubeconfig, args, want) in [
         (
+            None,
             &["--peer", "k8s-w1=127.0.0.1:1", "--listen-address", "bogus"][..],
             "--listen-address \"bogus\"",
         ),
         (
+            None,
             &["--listen-address", "unix:///tmp/x.sock"][..],
-            "peers come from --kvstore-opt or --peer",
+            "peers come from --kvstore-opt, --peer or --k8s-kubeconfig-path",
         ),
         (
+            None,
+            &["--k8s-kubeconfig-path", "/nonexistent/kubeconfig"][..],
+            "--k8s-kubeconfig-path: ",
+        ),
+        (
+            None,
+            &["--k8s-kubeconfig-path", ""][..],
+            "a path is expected",
+        ),
+        (
+            None,
+            &[
+                "--peer",
+                "a=b:1",
+                "--k8s-kubeconfig-path",
+                "/nonexistent/kubeconfig",
+            ][..],
+            "--peer and --k8s-kubeconfig-path exclude each other",
+        ),
+        (
+            None,
+            &[
+                "--kvstore-opt",
+                "etcd.address=127.0.0.1:2379",
+                "--peer",
+                "a=b:1",
+                "--k8s-kubeconfig-path",
+                "/nonexistent/kubeconfig",
+            ][..],
+            "--kvstore-opt, --peer and --k8s-kubeconfig-path exclude each other",
+        ),
+        // KUBECONFIG is the source when no flag names one, and conflicts with none.
+        (NOWHERE, &[][..], "KUBECONFIG: "),
+        (
+            NOWHERE,
             &["--peer", "no-address"][..],
             "--peer \"no-address\": NAME=ADDRESS",
         ),
         (
+            NOWHERE,
+            &["--kvstore-opt", "etcd.adress=x"][..],
+            "--kvstore-opt: ",
+        ),
+        (
+            NOWHERE,
+            &["--peer", "a=b:1", "--k8s-kubeconfig-path", "/x"][..],
+            "--peer and --k8s-kubeconfig-path exclude each other",
+        ),
+        (
+            None,
+            &["--peer", "no-address"][..],
+            "--peer \"no-address\": NAME=ADDRESS",
+        ),
+        (
+            None,
             &[
                 "--peer",
                 "a=b:1",
                 "--kvstore-opt",
                 "etcd.address=127.0.0.1:2379",
             ][..],
-            "exclude each other",
+            "--kvstore-opt and --peer exclude each other",
         ),
         (
+            None,
             &["--peer", "a=b:1", "--dial-timeout", "soon"][..],
             "--dial-timeout",
         ),
-        (&["--kvstore-opt", "etcd.adress=x"][..], "--kvstore-opt"),
+        (
+            None,
+            &["--kvstore-opt", "etcd.adress=x"][..],
+            "--kvstore-opt",
+        ),
     ] {
-        let (ok, err) = relay(args);
-        assert!(!ok, "{args:?} was accepted");
-        assert!(err.contains(want), "{args:?}: {err}");
+        let (ok, err) = relay(kubeconfig, args);
+        assert!(!ok, "{kubeconfig:?} {args:?} was accepted");
+        assert!(err.contains(want), "{kubeconfig:?} {args:?}: {err}");
         assert_eq!(err.lines().count(), 1, "{args:?}: one line: {err}");
     }
 }
@@ -63,7 +136,8 @@ fn a_relay_with_a_down_peer_serves_and_says_so() {
     let down = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let down_address = down.local_addr().unwrap().to_string();
     drop(down);
-    let child = Command::new(env!("CARGO_BIN_EXE_hubble-relay"))
+    // A KUBECONFIG in the environment does not stand in the way of --peer.
+    let child = command(Some("/nonexistent/kubeconfig"))
         .args([
             "--peer",
             &format!("k8s-w9={down_address}"),
