@@ -47,6 +47,8 @@ pub const CONTROLLERS: &[&str] = &[
     "garbage-collector-controller",
     "pod-garbage-collector-controller",
     "daemonset-controller",
+    // kube-root-ca.crt in every namespace: the CA of pods' service account volumes.
+    "root-ca-certificate-publisher-controller",
 ];
 
 /// How long a component may take to become ready (a loaded 2-core machine, first start).

@@ -17,10 +17,23 @@ fuzz_target!(|data: &[u8]| {
     let Ok(pod) = serde_json::from_slice::<Pod>(data) else {
         return;
     };
-    let volumes: BTreeMap<String, PathBuf> = container::config_map_volumes(&pod)
-        .unwrap_or_default()
-        .into_iter()
-        .map(|(v, _, _)| (v.clone(), PathBuf::from("/v").join(v)))
+    let checked = container::check_volumes(&pod).is_ok();
+    let root = Path::new("/lab/k8s-w1/root");
+    let volumes: BTreeMap<String, PathBuf> = pod
+        .spec
+        .iter()
+        .flat_map(|s| s.volumes.iter().flatten())
+        .map(|v| {
+            let dir = match &v.host_path {
+                Some(hp) => container::host_path(root, &hp.path),
+                None => PathBuf::from("/v").join(&v.name),
+            };
+            assert!(
+                !checked || dir.starts_with(root) || dir.starts_with("/v/"),
+                "{dir:?}"
+            );
+            (v.name.clone(), dir)
+        })
         .collect();
     let ctx = Context {
         node: "k8s-w1",
@@ -29,10 +42,14 @@ fuzz_target!(|data: &[u8]| {
         bin_dir: Path::new("/bin"),
         workload_program: Path::new("/bin/cilium-lab"),
         volumes: &volumes,
+        api_service: Some("10.96.0.1"),
     };
     for c in pod.spec.iter().flat_map(|s| s.containers.iter()) {
         if let Ok(env) = container::environment(&pod, c, &ctx) {
             let _ = container::command_line(&pod, c, &env, &ctx);
+            if let Some(dir) = container::service_account_dir(c, &ctx) {
+                let _ = container::in_cluster_kubeconfig(&dir, &env);
+            }
         }
     }
     let _ = cilium_lab::kubelet::pod_status(&pod, None, None, Ipv4Addr::LOCALHOST);

@@ -385,12 +385,17 @@ async fn crd_identities(
 }
 
 /// The Kubernetes API client the configuration names: `k8s-kubeconfig-path`, else the
-/// in-cluster account when `k8s-api-server` or `KUBERNETES_SERVICE_HOST` is set (Cilium's
-/// `k8sServiceHost`/`k8sServicePort`); `k8s-api-server` overrides the server's URL. None
-/// without any of them.
+/// kubeconfig `KUBECONFIG` names (kube-rs's convention; the lab's kubelet names the pod's
+/// service account that way, having no mount namespace to put it at its fixed path), else
+/// the in-cluster account when `k8s-api-server` or `KUBERNETES_SERVICE_HOST` is set
+/// (Cilium's `k8sServiceHost`/`k8sServicePort`); `k8s-api-server` overrides the server's
+/// URL. None without any of them.
 pub async fn k8s_client(config: &AgentConfig) -> Result<Option<kube::Client>, String> {
     let in_cluster = std::env::var("KUBERNETES_SERVICE_HOST").is_ok_and(|h| !h.is_empty());
-    let mut kube_config = match &config.k8s_kubeconfig_path {
+    let from_env = std::env::var_os("KUBECONFIG")
+        .filter(|p| !p.is_empty())
+        .map(PathBuf::from);
+    let mut kube_config = match config.k8s_kubeconfig_path.as_ref().or(from_env.as_ref()) {
         Some(path) => {
             let file = kube::config::Kubeconfig::read_from(path)
                 .map_err(|e| format!("k8s-kubeconfig-path {}: {e}", path.display()))?;

@@ -4,7 +4,9 @@
 //! upstream Kubernetes control plane (etcd, kube-apiserver, kube-controller-manager,
 //! kube-scheduler) on the control-plane node, and on every node a kubelet (this crate's,
 //! [`crate::kubelet`]), which runs Cilium's agent (DaemonSet `cilium`), operator and
-//! hubble-relay (Deployments) as [`crate::components`] declares them. Users reach the apiserver
+//! hubble-relay (Deployments) as `cilium install` makes them (the `cilium` CLI's library,
+//! with the seed's Helm values, [`seed_values`]; `up --no-cilium` leaves that to the
+//! user, as the seed's cluster before its `helm install`). Users reach the apiserver
 //! through `<lab dir>/kubeconfig` (a forwarder on 127.0.0.1 in this namespace: nothing in
 //! the root namespace changes) with the pinned kubectl (`cilium-lab kubectl ...`).
 //!
@@ -47,6 +49,10 @@ pub struct LabNode {
     pub state_dir: PathBuf,
     /// The kubelet's directory (its pods, their logs, its certificates).
     pub kubelet_dir: PathBuf,
+    /// The node's root directory: its pods' `hostPath` volumes are under it (`bpffs` is
+    /// its `sys/fs/bpf`, `state_dir` its `var/run/cilium`).
+    #[serde(default)]
+    pub root: PathBuf,
     /// The kubelet's pid.
     pub kubelet_pid: Option<u32>,
 }
@@ -189,6 +195,41 @@ pub struct UpOptions {
     pub agent_config: BTreeMap<String, String>,
     /// `routing-mode=tunnel` (VXLAN) instead of native routing.
     pub tunnel: bool,
+    /// Install Cilium (the seed's `helm install`); false leaves the cluster without a
+    /// network plugin, for `cilium install`.
+    pub install_cilium: bool,
+}
+
+/// The Helm values `cilium-lab up` installs Cilium with: the seed's `helm install`
+/// (native routing; VXLAN with `tunnel`), hubble-relay and the UI on, and the operator's
+/// garbage collection every 10 s instead of 5 min (a lab's nodes come and go quickly).
+pub fn seed_values(tunnel: bool) -> Vec<String> {
+    let mut v: Vec<String> = [
+        "k8sServiceHost=192.168.10.100",
+        "k8sServicePort=6443",
+        "kubeProxyReplacement=true",
+        "ipam.mode=cluster-pool",
+        "ipam.operator.clusterPoolIPv4PodCIDRList={172.20.0.0/16}",
+        "ipv4NativeRoutingCIDR=172.20.0.0/16",
+        "endpointRoutes.enabled=true",
+        "installNoConntrackIptablesRules=true",
+        "bpf.masquerade=true",
+        "ipv6.enabled=false",
+        "hubble.relay.enabled=true",
+        "hubble.ui.enabled=true",
+        "operator.extraArgs={--leader-election-lease-duration=10s,--nodes-gc-interval=10s,--cilium-endpoint-gc-interval=10s}",
+    ]
+    .map(str::to_owned)
+    .into();
+    if tunnel {
+        v.push("routingMode=tunnel".into());
+        v.push("tunnelProtocol=vxlan".into());
+        v.push("autoDirectNodeRoutes=false".into());
+    } else {
+        v.push("routingMode=native".into());
+        v.push("autoDirectNodeRoutes=true".into());
+    }
+    v
 }
 
 impl Lab {
@@ -364,8 +405,9 @@ impl Lab {
                 "ip", "-n", &lan, "link", "set", &name, "master", "br0", "up",
             ])?;
             let base = self.dir.join(&name);
-            let bpffs = base.join("bpffs");
-            let state_dir = base.join("state");
+            let root = base.join("root");
+            let bpffs = root.join("sys/fs/bpf");
+            let state_dir = root.join("var/run/cilium");
             let kubelet_dir = base.join("kubelet");
             for d in [&bpffs, &state_dir, &kubelet_dir] {
                 std::fs::create_dir_all(d).map_err(|e| format!("{}: {e}", d.display()))?;
@@ -380,6 +422,7 @@ impl Lab {
                 bpffs,
                 state_dir,
                 kubelet_dir,
+                root,
                 kubelet_pid: None,
             });
             self.save(&state)?;
@@ -388,27 +431,46 @@ impl Lab {
         for i in 0..state.nodes.len() {
             self.start_kubelet(&mut state, i)?;
         }
-        // Cilium as Kubernetes objects: the kubelets run the agents, the operator and
-        // hubble-relay as the pods of the DaemonSet and Deployments.
-        let nodes: Vec<(String, Ipv4Addr)> =
-            state.nodes.iter().map(|n| (n.name.clone(), n.ip)).collect();
-        let kubeconfig = self.lab_kubeconfig();
-        let (relay_socket, ui_socket) = (self.relay_socket(), self.ui_socket());
-        let objects = crate::components::objects(&crate::components::Settings {
-            lab_dir: &self.dir,
-            kubeconfig: &kubeconfig,
-            pod_pool: POD_POOL,
-            tunnel: state.tunnel,
-            agent_config: &state.agent_config,
-            nodes: &nodes,
-            relay_sockets: (&relay_socket, &ui_socket),
-        });
-        self.kubectl_apply(&objects.to_string())?;
-        for n in &state.nodes {
-            self.wait_agent(n)?;
+        if opts.install_cilium {
+            self.install_cilium(&state)?;
+            for n in &state.nodes {
+                self.wait_agent(n)?;
+            }
         }
         self.wait_nodes_ready(&state)?;
         Ok(state)
+    }
+
+    /// Installs Cilium as `cilium install` does (the CLI's library, through the lab's
+    /// kubeconfig) with the seed's Helm values; the kubelets then run the agents, the
+    /// operator and hubble-relay as the pods of its DaemonSet and Deployments.
+    pub fn install_cilium(&self, state: &LabState) -> Result<(), String> {
+        let mut values = cilium_cli::values::Values::new();
+        for v in seed_values(state.tunnel) {
+            values.set(&v).map_err(|e| format!("--set {v}: {e}"))?;
+        }
+        if !state.agent_config.is_empty() {
+            let extra = serde_json::json!({"extraConfig": state.agent_config});
+            values
+                .merge_yaml(&extra.to_string())
+                .map_err(|e| format!("--config: {e}"))?;
+        }
+        let kubeconfig = self.kubeconfig();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| e.to_string())?;
+        rt.block_on(async {
+            let client = cilium_cli::cluster::client(Some(&kubeconfig), None).await?;
+            cilium_cli::commands::install(
+                &client,
+                &values,
+                cilium_cli::install::DEFAULT_VERSION,
+                None,
+            )
+            .await
+        })
+        .map(|_| ())
     }
 
     /// `kubectl apply -f -` of `manifest` (JSON or YAML).
@@ -623,6 +685,7 @@ impl Lab {
             format!("--node-netns={}", n.netns),
             format!("--cni={}", self.binary("cilium-cni")?.display()),
             format!("--agent-socket={}", n.socket().display()),
+            format!("--host-root={}", n.root.display()),
             format!("--port={KUBELET_PORT}"),
         ];
         if i == 0 {
@@ -816,14 +879,35 @@ impl Lab {
         Ok(status.code().unwrap_or(1))
     }
 
-    /// hubble-relay's Observer API socket.
+    /// hubble-relay's Observer API socket (its `hostPath` on the node that runs it).
     pub fn relay_socket(&self) -> PathBuf {
-        self.dir.join("hubble-relay.sock")
+        self.relay_file(cilium_cli::install::RELAY_SOCKET)
     }
 
     /// The Hubble UI's socket.
     pub fn ui_socket(&self) -> PathBuf {
-        self.dir.join("hubble-ui.sock")
+        self.relay_file(cilium_cli::install::UI_SOCKET)
+    }
+
+    /// A file of hubble-relay's on whichever node has it (the first node's path when none
+    /// has: the error then names it).
+    fn relay_file(&self, path: &str) -> PathBuf {
+        let nodes = self
+            .load()
+            .ok()
+            .flatten()
+            .map(|s| s.nodes)
+            .unwrap_or_default();
+        let candidates: Vec<PathBuf> = nodes
+            .iter()
+            .map(|n| crate::kubelet::container::host_path(&n.root, path))
+            .collect();
+        candidates
+            .iter()
+            .find(|p| p.exists())
+            .or(candidates.first())
+            .cloned()
+            .unwrap_or_else(|| self.dir.join("hubble-relay.sock"))
     }
 
     /// `cilium-lab hubble [--node NODE] ARGS`: the hubble CLI against the lab's relay (the

@@ -5,7 +5,7 @@
 //! `k8s-w1`, `k8s-w2`... sit on an underlay bridge (192.168.10.0/24, the seed's
 //! addresses). The upstream Kubernetes control plane (etcd, kube-apiserver,
 //! kube-controller-manager, kube-scheduler, built from its Go module) and the operator run
-//! on `k8s-ctr`; every node runs this crate's kubelet ([`kubelet`]: pods as network
+//! on `k8s-ctr`, Cilium is installed as `cilium install` does it; every node runs this crate's kubelet ([`kubelet`]: pods as network
 //! namespaces wired by cilium-cni, built-in workloads, the kubelet API for `kubectl exec`
 //! and `kubectl logs`) and an agent (native routing, auto-direct-node-routes, endpoint
 //! routes, kube-proxy replacement, BPF masquerade, cluster-pool IPAM on 172.20.0.0/16).
@@ -15,7 +15,7 @@
 //! use cilium_lab::lab::{Lab, UpOptions};
 //!
 //! let lab = Lab::from_env().unwrap();
-//! let state = lab.up(&UpOptions { nodes: 3, agent_config: Default::default(), tunnel: false }).unwrap();
+//! let state = lab.up(&UpOptions { nodes: 3, agent_config: Default::default(), tunnel: false, install_cilium: true }).unwrap();
 //! let mut apply = lab.kubectl().unwrap();
 //! apply.args(["apply", "-f", "seed.yaml"]).status().unwrap();
 //! println!("{}", lab.kubectl_output(&["get", "pods", "-o", "wide"]).unwrap());
@@ -24,7 +24,6 @@
 //! ```
 #![forbid(unsafe_code)]
 
-pub mod components;
 pub mod kubelet;
 pub mod lab;
 pub mod manifest;

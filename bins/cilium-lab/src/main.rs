@@ -40,6 +40,9 @@ enum Cmd {
         /// Agent settings, a YAML map of cilium-config keys (as the ConfigMap holds them).
         #[arg(long)]
         config: Option<PathBuf>,
+        /// Leave Cilium out (nodes and control plane only), for `cilium install`.
+        #[arg(long)]
+        no_cilium: bool,
     },
     /// Run the pinned kubectl with the lab's kubeconfig (`cilium-lab kubectl get pods -A`).
     #[command(disable_help_flag = true)]
@@ -168,6 +171,9 @@ enum Cmd {
         /// The agent's socket.
         #[arg(long)]
         agent_socket: PathBuf,
+        /// The node's root directory (`hostPath` volumes are under it).
+        #[arg(long)]
+        host_root: PathBuf,
         /// The kubelet API's port (0: not served).
         #[arg(long, default_value_t = 10250)]
         port: u16,
@@ -216,12 +222,14 @@ fn run(cli: Cli) -> Result<i32, String> {
             nodes,
             routing,
             config,
+            no_cilium,
         } => {
             let started = std::time::Instant::now();
             let state = lab.up(&UpOptions {
                 nodes,
                 agent_config: agent_config(config.as_ref())?,
                 tunnel: matches!(routing, Routing::Tunnel),
+                install_cilium: !no_cilium,
             })?;
             println!(
                 "lab up in {} ({} nodes, {:.0} s):",
@@ -326,6 +334,7 @@ fn run(cli: Cli) -> Result<i32, String> {
             node_netns,
             cni,
             agent_socket,
+            host_root,
             port,
         } => {
             let cfg = cilium_lab::kubelet::Config {
@@ -344,6 +353,7 @@ fn run(cli: Cli) -> Result<i32, String> {
                 node_netns,
                 cni,
                 agent_socket,
+                host_root,
                 workload_program: std::env::current_exe().map_err(|e| e.to_string())?,
             };
             let rt = tokio::runtime::Builder::new_current_thread()
@@ -402,10 +412,25 @@ fn demo(lab: &Lab) -> Result<i32, String> {
     let result = (|| {
         step(
             lab,
-            "Three nodes, the Kubernetes control plane, the operator, a kubelet and an agent each",
-            "cilium-lab up",
+            "Three nodes with a kubelet each and the Kubernetes control plane; no network plugin yet",
+            "cilium-lab up --no-cilium",
         )?;
         step(lab, "Nodes", "kubectl get nodes -o wide")?;
+        let install: String = cilium_lab::lab::seed_values(false)
+            .iter()
+            .map(|v| format!(" \\\n  --set '{v}'"))
+            .collect();
+        step(
+            lab,
+            "Cilium installed with the seed's Helm values (and hubble-relay, the UI, a quick operator GC)",
+            &format!("cilium install{install}"),
+        )?;
+        step(
+            lab,
+            "The install's health, as cilium-cli shows it",
+            "cilium status --wait --wait-duration 3m",
+        )?;
+        step(lab, "Its configuration", "cilium config view")?;
         step(
             lab,
             "Cilium's pods: DaemonSet cilium, Deployments cilium-operator and hubble-relay",

@@ -4,7 +4,10 @@
 //! answers with its host name, addresses and the request (as whoami does);
 //! `nicolaka/netshoot` is a shell that sleeps (its commands run through `kubectl exec`);
 //! Cilium's own images (`quay.io/cilium/cilium`, `quay.io/cilium/operator-generic`,
-//! `quay.io/cilium/hubble-relay`) run this project's binaries.
+//! `quay.io/cilium/hubble-relay`) run this project's binaries (the agent's image also has
+//! `cilium-dbg`, `hubble` and `cilium-cni`, run when the command names them);
+//! `quay.io/cilium/alpine-curl` is a shell and `quay.io/cilium/json-mock` an HTTP server
+//! on 8080, for `cilium connectivity test`.
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::{IpAddr, TcpListener, TcpStream};
@@ -44,9 +47,12 @@ pub fn for_image(image: &str, ports: &[u16]) -> Result<Workload, String> {
         "traefik/whoami" | "whoami" | "containous/whoami" => Ok(Workload::Whoami {
             port: ports.first().copied().unwrap_or(80),
         }),
-        "nicolaka/netshoot" | "netshoot" | "busybox" | "alpine" | "curlimages/curl" => {
-            Ok(Workload::Sleep)
-        }
+        "nicolaka/netshoot" | "netshoot" | "busybox" | "alpine" | "curlimages/curl"
+        | "cilium/alpine-curl" => Ok(Workload::Sleep),
+        // Cilium's connectivity test's echo server (an HTTP server on 8080).
+        "cilium/json-mock" => Ok(Workload::Whoami {
+            port: ports.first().copied().unwrap_or(8080),
+        }),
         "cilium" | "cilium/cilium" => Ok(Workload::Program {
             binary: "cilium-agent",
         }),
@@ -61,6 +67,17 @@ pub fn for_image(image: &str, ports: &[u16]) -> Result<Workload, String> {
         other => Err(format!(
             "image {other:?} is not one this lab can run: traefik/whoami (an HTTP server answering \"Hostname: <pod>\"), nicolaka/netshoot (a shell for kubectl exec), or Cilium's quay.io/cilium/cilium, operator-generic and hubble-relay (this project's binaries)"
         )),
+    }
+}
+
+/// The programs an image of this project's has besides its entrypoint (upstream's
+/// `cilium` image ships `cilium-dbg`, `hubble` and the CNI plugin with the agent).
+pub fn image_programs(entrypoint: &str) -> &'static [&'static str] {
+    match entrypoint {
+        "cilium-agent" => &["cilium-agent", "cilium-dbg", "hubble", "cilium-cni"],
+        "cilium-operator" => &["cilium-operator"],
+        "hubble-relay" => &["hubble-relay"],
+        _ => &[],
     }
 }
 

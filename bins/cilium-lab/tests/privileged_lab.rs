@@ -56,6 +56,18 @@ impl Guard {
         std::fs::write(&manifest, cilium_lab::manifest::SEED).expect("manifest");
         let (ok, out) = lab_cmd(self, &["apply", "-f", manifest.to_str().expect("utf-8")]);
         assert!(ok, "apply: {out}");
+        let (ok, out) = lab_cmd(
+            self,
+            &[
+                "kubectl",
+                "wait",
+                "--for=condition=Ready",
+                "pod",
+                "--all",
+                "--timeout=120s",
+            ],
+        );
+        assert!(ok, "the seed's pods Ready: {out}");
     }
 }
 
@@ -85,7 +97,11 @@ fn lab_cmd(guard: &Guard, args: &[&str]) -> (bool, String) {
 }
 
 fn json_items(guard: &Guard, kind: &str) -> Vec<Value> {
-    let (ok, out) = lab_cmd(guard, &["get", kind, "-o", "json"]);
+    json_items_in(guard, kind, "default")
+}
+
+fn json_items_in(guard: &Guard, kind: &str, namespace: &str) -> Vec<Value> {
+    let (ok, out) = lab_cmd(guard, &["get", kind, "-n", namespace, "-o", "json"]);
     assert!(ok, "get {kind}: {out}");
     let v: Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("{kind}: {e}: {out}"));
     v["items"].as_array().cloned().unwrap_or_default()
@@ -714,6 +730,93 @@ fn privileged_lab_runs_the_seed() {
         std::thread::sleep(Duration::from_millis(500));
     }
 
+    // The cluster CLI on the lab's kubeconfig: status, config view, config set (the agents
+    // restart and come back with the new setting), a value it does not know.
+    let (ok, out) = cilium_cmd(&guard, &["status", "--wait", "--wait-duration", "2m"]);
+    assert!(ok, "cilium status: {out}");
+    for line in [
+        "Cilium:             OK",
+        "Operator:           OK",
+        "Hubble Relay:       OK",
+        "DaemonSet              cilium                   Desired: 3, Ready: 3/3, Available: 3/3",
+        "Cluster Pods:          3/3 managed by Cilium",
+    ] {
+        assert!(out.contains(line), "{line:?} in {out}");
+    }
+    let (ok, out) = cilium_cmd(&guard, &["status", "-o", "json"]);
+    assert!(ok, "{out}");
+    let status: Value = serde_json::from_str(&out).expect("status JSON");
+    assert_eq!(status["ok"], true, "{status}");
+    let (ok, out) = cilium_cmd(&guard, &["config", "view"]);
+    assert!(ok, "{out}");
+    for (key, value) in [
+        ("routing-mode", "native"),
+        ("kube-proxy-replacement", "true"),
+        ("ipv4-native-routing-cidr", "172.20.0.0/16"),
+        ("enable-bpf-masquerade", "true"),
+        ("debug", "false"),
+    ] {
+        assert!(
+            out.lines().any(|l| l.split_whitespace().eq([key, value])),
+            "{key} {value} in {out}"
+        );
+    }
+    let agents_before: Vec<String> = pods_by_name_in(&guard, "kube-system")
+        .into_keys()
+        .filter(|n| n.starts_with("cilium-") && !n.starts_with("cilium-operator"))
+        .collect();
+    let (ok, out) = cilium_cmd(&guard, &["config", "set", "debug", "true"]);
+    assert!(ok && out.contains("Restarted Cilium pods"), "{out}");
+    let (ok, out) = cilium_cmd(&guard, &["status", "--wait", "--wait-duration", "2m"]);
+    assert!(ok, "the agents come back: {out}");
+    let agents_after: Vec<String> = pods_by_name_in(&guard, "kube-system")
+        .into_keys()
+        .filter(|n| n.starts_with("cilium-") && !n.starts_with("cilium-operator"))
+        .collect();
+    assert_eq!(agents_after.len(), 3, "{agents_after:?}");
+    assert!(
+        agents_after.iter().all(|a| !agents_before.contains(a)),
+        "new agent pods: {agents_before:?} -> {agents_after:?}"
+    );
+    for agent in &agents_after {
+        let (ok, out) = lab_cmd(
+            &guard,
+            &[
+                "exec",
+                "-n",
+                "kube-system",
+                agent,
+                "-c",
+                "cilium-agent",
+                "--",
+                "cilium-dbg",
+                "config",
+            ],
+        );
+        assert!(
+            ok && out
+                .lines()
+                .any(|l| l.starts_with("Debug") && l.ends_with("Enabled")),
+            "{agent}: {out}"
+        );
+    }
+    assert!(
+        curl_webpod(&guard).is_some(),
+        "curl webpod after the restart"
+    );
+    let (ok, out) = cilium_cmd(
+        &guard,
+        &["config", "set", "debug", "true", "--restart=false"],
+    );
+    assert!(ok && !out.contains("Restarted"), "{out}");
+    let (ok, out) = cilium_cmd(&guard, &["upgrade", "--set", "bpf.masquerad=true"]);
+    assert!(
+        !ok && out.contains("unknown value \"bpf.masquerad\" (did you mean \"bpf.masquerade\"?)"),
+        "{out}"
+    );
+    let (ok, out) = cilium_cmd(&guard, &["install"]);
+    assert!(!ok && out.contains("already installed"), "{out}");
+
     // down leaves nothing behind.
     let state = guard.lab.require().expect("state");
     let cp = state.control_plane.clone().expect("the control plane");
@@ -738,8 +841,9 @@ fn privileged_lab_runs_the_seed() {
                 .flat_map(|p| p.containers.iter().filter_map(|c| c.pid)),
         );
     }
-    // Three agents, the operator, hubble-relay, curl-pod and two replicas.
-    assert_eq!(pids.len(), 16, "{pids:?}");
+    // Three agents, two operators (the chart's default), hubble-relay, curl-pod and two
+    // replicas.
+    assert_eq!(pids.len(), 17, "{pids:?}");
     let (ok, out) = lab_cmd(&guard, &["down"]);
     assert!(ok, "down: {out}");
     let netns = String::from_utf8_lossy(
@@ -832,11 +936,34 @@ fn wait_kubernetes_status(guard: &Guard, node: &str, want: &str, secs: u64) {
     }
 }
 
-fn pods_by_name(guard: &Guard) -> BTreeMap<String, Value> {
-    json_items(guard, "pods")
+fn pods_by_name_in(guard: &Guard, namespace: &str) -> BTreeMap<String, Value> {
+    json_items_in(guard, "pods", namespace)
         .into_iter()
         .map(|p| (p["metadata"]["name"].as_str().unwrap().to_owned(), p))
         .collect()
+}
+
+/// The `cilium` CLI (built next to cilium-lab) on the lab's kubeconfig: (success, output).
+fn cilium_cmd(guard: &Guard, args: &[&str]) -> (bool, String) {
+    let cilium = guard.lab.bin_dir.join("cilium");
+    assert!(cilium.exists(), "{} (cargo build --bins)", cilium.display());
+    let out = Command::new(cilium)
+        .args(args)
+        .env("KUBECONFIG", guard.lab.kubeconfig())
+        .output()
+        .expect("run cilium");
+    (
+        out.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+fn pods_by_name(guard: &Guard) -> BTreeMap<String, Value> {
+    pods_by_name_in(guard, "default")
 }
 
 #[test]

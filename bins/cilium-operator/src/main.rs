@@ -60,7 +60,7 @@ struct Cli {
     operator_id: Option<String>,
     /// A kubeconfig for the Kubernetes API: Cilium's CRDs are registered (created or
     /// upgraded, then waited for) at start.
-    #[arg(long)]
+    #[arg(long, env = "KUBECONFIG")]
     k8s_kubeconfig_path: Option<std::path::PathBuf>,
     /// Do not register the CRDs (they are managed elsewhere).
     #[arg(long)]

@@ -7,10 +7,18 @@
 //! `command` and `args` as Kubernetes expands them, and `configMap` volumes.
 //!
 //! Volumes: the lab's runtime has no mount namespaces (a container sees the machine's
-//! files). A `configMap` volume is written to a directory of the kubelet's, and every
-//! occurrence of its `mountPath` in the container's command and arguments names that
-//! directory instead; `hostPath` volumes are the machine's paths already. Other volume
-//! types are refused with a clear error on the pod.
+//! files). Every volume is a directory: a `configMap`, `emptyDir` or `projected` one is
+//! the kubelet's, a `hostPath` one is the path under the node's root directory (the lab's
+//! nodes share one machine, so each has a root of its own: `/sys/fs/bpf` of k8s-w1 is
+//! `<lab>/k8s-w1/root/sys/fs/bpf`). Every occurrence of a volume's `mountPath` in the
+//! container's command, arguments and environment values names that directory instead.
+//! Other volume types are refused with a clear error on the pod.
+//!
+//! The service account: the kubelet sets `KUBERNETES_SERVICE_HOST`/`_PORT` (the
+//! `kubernetes` Service) as Kubernetes does, and for a container that mounts the
+//! account's token at [`SERVICE_ACCOUNT_DIR`] writes a kubeconfig of the in-cluster
+//! account (that server, the token file, the CA) and names it in `KUBECONFIG`: programs
+//! cannot find the token at its fixed path without a mount namespace.
 
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
@@ -33,9 +41,14 @@ pub struct Context<'a> {
     pub bin_dir: &'a Path,
     /// The program whose `workload` subcommand runs the built-in workloads.
     pub workload_program: &'a Path,
-    /// The host directory of each `configMap` volume, by volume name.
+    /// The host directory of each volume, by volume name.
     pub volumes: &'a BTreeMap<String, PathBuf>,
+    /// The `kubernetes` Service's ClusterIP (`KUBERNETES_SERVICE_HOST`), once known.
+    pub api_service: Option<&'a str>,
 }
+
+/// Where Kubernetes mounts a pod's service account token, CA and namespace.
+pub const SERVICE_ACCOUNT_DIR: &str = "/var/run/secrets/kubernetes.io/serviceaccount";
 
 /// Expands `$(VAR)` references as Kubernetes does: a defined variable is replaced, an
 /// undefined one is left as it is, `$$` is a literal `$`.
@@ -70,7 +83,7 @@ pub fn expand(text: &str, env: &[(String, String)]) -> String {
     out
 }
 
-fn field_ref(pod: &Pod, path: &str, ctx: &Context<'_>) -> Result<String, String> {
+pub(crate) fn field_ref(pod: &Pod, path: &str, ctx: &Context<'_>) -> Result<String, String> {
     let m = &pod.metadata;
     Ok(match path {
         "metadata.name" => m.name.clone().unwrap_or_default(),
@@ -102,7 +115,8 @@ fn field_ref(pod: &Pod, path: &str, ctx: &Context<'_>) -> Result<String, String>
     })
 }
 
-/// The container's environment: HOSTNAME and PATH, then the spec's variables in order.
+/// The container's environment: HOSTNAME, PATH and the `kubernetes` Service's address,
+/// then the spec's variables in order; mount paths in values name the volumes' directories.
 pub fn environment(
     pod: &Pod,
     c: &Container,
@@ -121,6 +135,10 @@ pub fn environment(
             ),
         ),
     ];
+    if let Some(ip) = ctx.api_service {
+        env.push(("KUBERNETES_SERVICE_HOST".into(), ip.to_owned()));
+        env.push(("KUBERNETES_SERVICE_PORT".into(), "443".into()));
+    }
     for var in c.env.iter().flatten() {
         let value = if let Some(from) = &var.value_from {
             match &from.field_ref {
@@ -138,11 +156,74 @@ pub fn environment(
         env.retain(|(k, _)| k != &var.name);
         env.push((var.name.clone(), value));
     }
+    let mounts = mounts(c, ctx);
+    for (_, value) in &mut env {
+        for (path, dir) in &mounts {
+            *value = replace_path(value, path, dir);
+        }
+    }
     Ok(env)
 }
 
+/// The container's mounts: (mount path, the volume's directory), the longest path first
+/// (a mount inside another one's path is replaced before it).
+fn mounts(c: &Container, ctx: &Context<'_>) -> Vec<(String, String)> {
+    let mut out: Vec<(String, String)> = c
+        .volume_mounts
+        .iter()
+        .flatten()
+        .filter_map(|m| {
+            let dir = ctx.volumes.get(&m.name)?;
+            Some((m.mount_path.clone(), dir.display().to_string()))
+        })
+        .collect();
+    out.sort_by_key(|(path, _)| std::cmp::Reverse(path.trim_end_matches('/').len()));
+    out
+}
+
+/// The directory of the container's service account volume, when it mounts one.
+pub fn service_account_dir(c: &Container, ctx: &Context<'_>) -> Option<PathBuf> {
+    c.volume_mounts
+        .iter()
+        .flatten()
+        .find(|m| m.mount_path.trim_end_matches('/') == SERVICE_ACCOUNT_DIR)
+        .and_then(|m| ctx.volumes.get(&m.name).cloned())
+}
+
+/// A kubeconfig of the in-cluster account whose token, CA and namespace are the files of
+/// `dir`, for the API server at the container's `KUBERNETES_SERVICE_HOST`/`_PORT`; None
+/// when the environment does not name a server.
+pub fn in_cluster_kubeconfig(dir: &Path, env: &[(String, String)]) -> Option<String> {
+    let get = |k: &str| {
+        env.iter()
+            .rev()
+            .find(|(n, _)| n == k)
+            .map(|(_, v)| v.as_str())
+    };
+    let host = get("KUBERNETES_SERVICE_HOST").filter(|h| !h.is_empty())?;
+    let port = get("KUBERNETES_SERVICE_PORT").unwrap_or("443");
+    let host = if host.contains(':') {
+        format!("[{host}]")
+    } else {
+        host.to_owned()
+    };
+    let namespace = std::fs::read_to_string(dir.join("namespace")).unwrap_or_default();
+    let config = serde_json::json!({
+        "apiVersion": "v1", "kind": "Config",
+        "clusters": [{"name": "in-cluster", "cluster": {
+            "server": format!("https://{host}:{port}"),
+            "certificate-authority": dir.join("ca.crt").display().to_string()}}],
+        "users": [{"name": "service-account", "user": {
+            "tokenFile": dir.join("token").display().to_string()}}],
+        "contexts": [{"name": "in-cluster", "context": {
+            "cluster": "in-cluster", "user": "service-account", "namespace": namespace.trim()}}],
+        "current-context": "in-cluster",
+    });
+    Some(config.to_string())
+}
+
 /// The container's command line (program first), its `$(VAR)`s expanded with `env` and
-/// its configMap volumes' mount paths replaced by their directories.
+/// its volumes' mount paths replaced by their directories.
 pub fn command_line(
     pod: &Pod,
     c: &Container,
@@ -178,23 +259,23 @@ pub fn command_line(
         }
         Workload::Sleep => command.into_iter().chain(args).collect(),
         Workload::Program { binary } => {
-            // The image's entrypoint is the program, whatever its name in the command.
-            let program = ctx.bin_dir.join(binary).display().to_string();
+            // The image's entrypoint, or another program of the image the command names.
+            let named = command
+                .first()
+                .and_then(|c| c.rsplit('/').next())
+                .and_then(|n| workload::image_programs(binary).iter().find(|p| **p == n));
+            let program = ctx
+                .bin_dir
+                .join(named.copied().unwrap_or(binary))
+                .display()
+                .to_string();
             std::iter::once(program)
                 .chain(command.into_iter().skip(1))
                 .chain(args)
                 .collect()
         }
     };
-    let mounts: Vec<(String, String)> = c
-        .volume_mounts
-        .iter()
-        .flatten()
-        .filter_map(|m| {
-            let dir = ctx.volumes.get(&m.name)?;
-            Some((m.mount_path.clone(), dir.display().to_string()))
-        })
-        .collect();
+    let mounts = mounts(c, ctx);
     Ok(argv
         .iter()
         .map(|a| {
@@ -230,10 +311,9 @@ fn replace_path(text: &str, path: &str, dir: &str) -> String {
     out
 }
 
-/// The pod's volumes that need the API: `configMap` ones, as (volume, ConfigMap name,
-/// optional); an error names a type the lab's runtime does not have.
-pub fn config_map_volumes(pod: &Pod) -> Result<Vec<(String, String, bool)>, String> {
-    let mut out = Vec::new();
+/// Checks that the lab's runtime has every volume type of the pod (configMap, secret,
+/// hostPath, emptyDir, projected with serviceAccountToken, configMap and downwardAPI).
+pub fn check_volumes(pod: &Pod) -> Result<(), String> {
     for v in pod
         .spec
         .as_ref()
@@ -241,30 +321,83 @@ pub fn config_map_volumes(pod: &Pod) -> Result<Vec<(String, String, bool)>, Stri
         .into_iter()
         .flatten()
     {
-        if let Some(cm) = &v.config_map {
-            out.push((v.name.clone(), cm.name.clone(), cm.optional == Some(true)));
-        } else if v.host_path.is_none() && v.empty_dir.is_none() && v.projected.is_none() {
+        if v.name.is_empty() || v.name.contains('/') || v.name == "." || v.name == ".." {
+            return Err(format!("volume name {:?} is not a DNS label", v.name));
+        }
+        let supported = v.config_map.is_some()
+            || v.secret.is_some()
+            || v.host_path.is_some()
+            || v.empty_dir.is_some()
+            || v.projected.as_ref().is_some_and(|p| {
+                p.sources.iter().flatten().all(|s| {
+                    s.service_account_token.is_some()
+                        || s.config_map.is_some()
+                        || s.downward_api.is_some()
+                })
+            });
+        if !supported {
             return Err(format!(
-                "volume {}: only configMap, hostPath, emptyDir and projected volumes are supported by the lab's runtime",
+                "volume {}: only configMap, secret, hostPath, emptyDir and projected (serviceAccountToken, configMap, downwardAPI) volumes are supported by the lab's runtime",
                 v.name
             ));
         }
     }
-    Ok(out)
+    Ok(())
 }
 
-/// Writes a ConfigMap's keys as files of `dir` (made anew).
-pub fn write_config_map(dir: &Path, data: &BTreeMap<String, String>) -> Result<(), String> {
+/// The host directory of a `hostPath` volume's path on a node whose root is `root`.
+pub fn host_path(root: &Path, path: &str) -> PathBuf {
+    let mut dir = root.to_path_buf();
+    for part in path
+        .split('/')
+        .filter(|p| !p.is_empty() && *p != "." && *p != "..")
+    {
+        dir.push(part);
+    }
+    dir
+}
+
+/// Writes a volume's files (relative paths, as a ConfigMap's keys or a projected
+/// volume's items name them) into `dir`, made anew.
+pub fn write_volume(dir: &Path, files: &[(String, Vec<u8>)]) -> Result<(), String> {
     let _ = std::fs::remove_dir_all(dir);
     std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-    for (key, value) in data {
-        if key.contains('/') || key.starts_with('.') {
-            return Err(format!("ConfigMap key {key:?} is not a file name"));
+    for (path, content) in files {
+        let parts: Vec<&str> = path.split('/').collect();
+        if path.starts_with('/')
+            || parts
+                .iter()
+                .any(|p| p.is_empty() || *p == "." || *p == ".." || p.starts_with(".."))
+        {
+            return Err(format!("volume file {path:?} is not a relative path"));
         }
-        let file = dir.join(key);
-        std::fs::write(&file, value).map_err(|e| format!("{}: {e}", file.display()))?;
+        let file = dir.join(path);
+        if let Some(parent) = file.parent() {
+            std::fs::create_dir_all(parent).map_err(|e| format!("{}: {e}", parent.display()))?;
+        }
+        std::fs::write(&file, content).map_err(|e| format!("{}: {e}", file.display()))?;
     }
     Ok(())
+}
+
+/// The files of a ConfigMap (or Secret) volume: every key, or the `items` it names
+/// (key to path); a missing item key is an error unless the volume is optional.
+pub fn key_files(
+    data: &BTreeMap<String, Vec<u8>>,
+    items: Option<&[k8s_openapi::api::core::v1::KeyToPath]>,
+    what: &str,
+) -> Result<Vec<(String, Vec<u8>)>, String> {
+    match items {
+        None => Ok(data.iter().map(|(k, v)| (k.clone(), v.clone())).collect()),
+        Some(items) => items
+            .iter()
+            .map(|i| {
+                data.get(&i.key)
+                    .map(|v| (i.path.clone(), v.clone()))
+                    .ok_or_else(|| format!("{what} has no key {:?}", i.key))
+            })
+            .collect(),
+    }
 }
 
 #[cfg(test)]
@@ -340,6 +473,7 @@ mod tests {
             bin_dir: Path::new("/build"),
             workload_program: Path::new("/build/cilium-lab"),
             volumes: &volumes,
+            api_service: Some("10.96.0.1"),
         };
         let p = pod();
         let c = &p.spec.as_ref().expect("spec").containers[0];
@@ -358,14 +492,81 @@ mod tests {
                 "--k8s-node-name=k8s-w1"
             ]
         );
+        check_volumes(&p).expect("volumes");
+        assert_eq!(get("KUBERNETES_SERVICE_HOST"), Some("10.96.0.1"));
+    }
+
+    #[test]
+    fn host_paths_are_under_the_node_root_and_mounts_name_them_in_env_and_args() {
+        let root = Path::new("/lab/k8s-w1/root");
         assert_eq!(
-            config_map_volumes(&p).expect("volumes"),
-            [(
-                "cilium-config-path".to_owned(),
-                "cilium-config".to_owned(),
-                false
-            )]
+            host_path(root, "/sys/fs/bpf"),
+            Path::new("/lab/k8s-w1/root/sys/fs/bpf")
         );
+        assert_eq!(
+            host_path(root, "/var/../../etc"),
+            Path::new("/lab/k8s-w1/root/var/etc")
+        );
+        let volumes = BTreeMap::from([
+            ("run".to_owned(), host_path(root, "/var/run/cilium")),
+            ("sock".to_owned(), PathBuf::from("/k/volumes/u/sock")),
+            ("sa".to_owned(), PathBuf::from("/k/volumes/u/sa")),
+        ]);
+        let ctx = Context {
+            node: "k8s-w1",
+            host_ip: Ipv4Addr::new(192, 168, 10, 101),
+            pod_ip: None,
+            bin_dir: Path::new("/build"),
+            workload_program: Path::new("/build/cilium-lab"),
+            volumes: &volumes,
+            api_service: Some("10.96.0.1"),
+        };
+        let p: Pod = serde_json::from_value(json!({
+            "metadata": {"name": "cilium-x", "namespace": "kube-system"},
+            "spec": {"containers": [{
+                "name": "cilium-agent", "image": "quay.io/cilium/cilium:v1",
+                "args": ["--socket-path=/var/run/cilium/cilium.sock", "--x=/var/run/cilium/sock/a"],
+                "env": [{"name": "CILIUM_SOCK", "value": "unix:///var/run/cilium/cilium.sock"},
+                        {"name": "KUBERNETES_SERVICE_HOST", "value": "192.168.10.100"},
+                        {"name": "KUBERNETES_SERVICE_PORT", "value": "6443"}],
+                "volumeMounts": [{"name": "run", "mountPath": "/var/run/cilium"},
+                                 {"name": "sock", "mountPath": "/var/run/cilium/sock"},
+                                 {"name": "sa", "mountPath": SERVICE_ACCOUNT_DIR}]}]}
+        }))
+        .expect("pod");
+        let c = &p.spec.as_ref().expect("spec").containers[0];
+        let env = environment(&p, c, &ctx).expect("env");
+        let get = |k: &str| {
+            env.iter()
+                .rev()
+                .find(|(n, _)| n == k)
+                .map(|(_, v)| v.as_str())
+        };
+        assert_eq!(
+            get("CILIUM_SOCK"),
+            Some("unix:///lab/k8s-w1/root/var/run/cilium/cilium.sock")
+        );
+        assert_eq!(
+            get("KUBERNETES_SERVICE_HOST"),
+            Some("192.168.10.100"),
+            "the spec wins"
+        );
+        let argv = command_line(&p, c, &env, &ctx).expect("argv");
+        assert_eq!(
+            argv[1..],
+            [
+                "--socket-path=/lab/k8s-w1/root/var/run/cilium/cilium.sock",
+                "--x=/k/volumes/u/sock/a"
+            ]
+        );
+        let sa = service_account_dir(c, &ctx).expect("sa");
+        let kubeconfig = in_cluster_kubeconfig(&sa, &env).expect("kubeconfig");
+        let v: serde_json::Value = serde_json::from_str(&kubeconfig).expect("json");
+        assert_eq!(
+            v["clusters"][0]["cluster"]["server"],
+            "https://192.168.10.100:6443"
+        );
+        assert_eq!(v["users"][0]["user"]["tokenFile"], "/k/volumes/u/sa/token");
     }
 
     #[test]
@@ -392,6 +593,7 @@ mod tests {
             bin_dir: Path::new("/b"),
             workload_program: Path::new("/b/cilium-lab"),
             volumes: &volumes,
+            api_service: Some("10.96.0.1"),
         };
         let c = &p.spec.as_ref().expect("spec").containers[0];
         assert!(
@@ -399,15 +601,29 @@ mod tests {
                 .expect_err("secret")
                 .contains("valueFrom.fieldRef")
         );
-        assert!(config_map_volumes(&p).expect_err("pvc").contains("data"));
+        assert!(check_volumes(&p).expect_err("pvc").contains("data"));
         let dir = std::env::temp_dir().join(format!("crs-cm-{}", std::process::id()));
-        let bad = BTreeMap::from([("../x".to_owned(), "v".to_owned())]);
-        assert!(write_config_map(&dir, &bad).is_err());
-        let good = BTreeMap::from([("debug".to_owned(), "true".to_owned())]);
-        write_config_map(&dir, &good).expect("write");
+        for bad in ["../x", "/etc/x", "a/../../x", "a//b"] {
+            assert!(
+                write_volume(&dir, &[(bad.to_owned(), b"v".to_vec())]).is_err(),
+                "{bad}"
+            );
+        }
+        write_volume(
+            &dir,
+            &[
+                ("debug".to_owned(), b"true".to_vec()),
+                ("sub/token".to_owned(), b"t".to_vec()),
+            ],
+        )
+        .expect("write");
         assert_eq!(
             std::fs::read_to_string(dir.join("debug")).expect("read"),
             "true"
+        );
+        assert_eq!(
+            std::fs::read_to_string(dir.join("sub/token")).expect("read"),
+            "t"
         );
         let _ = std::fs::remove_dir_all(&dir);
     }

@@ -37,7 +37,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use cilium_k8s::watch::Informer;
-use k8s_openapi::api::core::v1::{ConfigMap, Pod, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret, Service};
 use kube::api::{Api, DeleteParams, Patch, PatchParams, Preconditions};
 use kube::runtime::watcher;
 use serde_json::{Value, json};
@@ -65,6 +65,9 @@ pub struct Config {
     pub node_netns: Option<String>,
     /// The CNI plugin (cilium-cni).
     pub cni: PathBuf,
+    /// The node's root directory: `hostPath` volumes are paths under it (the lab's nodes
+    /// share one machine's file system).
+    pub host_root: PathBuf,
     /// The node agent's API socket (the CNI configuration's `agent-socket`).
     pub agent_socket: PathBuf,
     /// The program whose `workload` subcommand runs the built-in workloads (cilium-lab).
@@ -208,6 +211,8 @@ pub struct Kubelet {
     waiting: HashMap<String, (String, String, Instant)>,
     /// When each container (`uid/name`) last ended (its restart back-off).
     finished: HashMap<String, Instant>,
+    /// The `kubernetes` Service's ClusterIP (containers' `KUBERNETES_SERVICE_HOST`).
+    api_service: Option<String>,
 }
 
 impl std::fmt::Debug for Kubelet {
@@ -248,6 +253,7 @@ impl Kubelet {
             reported: HashMap::new(),
             waiting: HashMap::new(),
             finished: HashMap::new(),
+            api_service: None,
         })
     }
 
@@ -376,6 +382,10 @@ impl Kubelet {
     /// One round: every pod bound here runs as its spec says, every pod gone is cleaned
     /// up, statuses are reported.
     async fn sync(&mut self, pods: &BTreeMap<String, Pod>, services: &[(String, String, String)]) {
+        self.api_service = services
+            .iter()
+            .find(|(ns, name, _)| ns == "default" && name == "kubernetes")
+            .map(|(_, _, ip)| ip.clone());
         // Pods gone first (deleted without this kubelet, e.g. forced): a new pod of the
         // same name then finds its namespace name free.
         let seen: HashSet<String> = pods
@@ -434,26 +444,188 @@ impl Kubelet {
         self.cfg.dir.join("volumes").join(uid).join(volume)
     }
 
-    /// Writes the pod's configMap volumes; their directories by volume name.
+    /// Makes the pod's volumes; their directories by volume name.
     async fn volumes(&self, pod: &Pod, uid: &str) -> Result<BTreeMap<String, PathBuf>, String> {
+        container::check_volumes(pod)?;
         let namespace = pod.metadata.namespace.clone().unwrap_or_default();
-        let api: Api<ConfigMap> = Api::namespaced(self.client.clone(), &namespace);
+        let config_maps: Api<ConfigMap> = Api::namespaced(self.client.clone(), &namespace);
+        let secrets: Api<Secret> = Api::namespaced(self.client.clone(), &namespace);
         let mut dirs = BTreeMap::new();
-        for (volume, name, optional) in container::config_map_volumes(pod)? {
-            let data = match api
-                .get_opt(&name)
-                .await
-                .map_err(|e| format!("configmap {name}: {e}"))?
-            {
-                Some(cm) => cm.data.unwrap_or_default(),
-                None if optional => BTreeMap::new(),
-                None => return Err(format!("configmap \"{name}\" not found")),
-            };
-            let dir = self.volume_dir(uid, &volume);
-            container::write_config_map(&dir, &data)?;
-            dirs.insert(volume, dir);
+        let none = BTreeMap::new();
+        let ctx = container::Context {
+            node: &self.cfg.node,
+            host_ip: self.cfg.ip,
+            pod_ip: None,
+            bin_dir: &self.cfg.host_root,
+            workload_program: &self.cfg.workload_program,
+            volumes: &none,
+            api_service: None,
+        };
+        for v in pod.spec.iter().flat_map(|s| s.volumes.iter().flatten()) {
+            let dir = self.volume_dir(uid, &v.name);
+            let mut files: Vec<(String, Vec<u8>)> = Vec::new();
+            if let Some(hp) = &v.host_path {
+                let dir = container::host_path(&self.cfg.host_root, &hp.path);
+                match hp.type_.as_deref().unwrap_or_default() {
+                    "File" | "FileOrCreate" | "Socket" | "CharDevice" | "BlockDevice" => {
+                        if let Some(parent) = dir.parent() {
+                            std::fs::create_dir_all(parent)
+                                .map_err(|e| format!("hostPath {}: {e}", hp.path))?;
+                        }
+                    }
+                    _ => std::fs::create_dir_all(&dir)
+                        .map_err(|e| format!("hostPath {}: {e}", hp.path))?,
+                }
+                dirs.insert(v.name.clone(), dir);
+                continue;
+            } else if let Some(cm) = &v.config_map {
+                let optional = cm.optional == Some(true);
+                files = self
+                    .config_map_files(&config_maps, &cm.name, cm.items.as_deref(), optional)
+                    .await?;
+            } else if let Some(sec) = &v.secret {
+                let name = sec.secret_name.clone().unwrap_or_default();
+                match secrets
+                    .get_opt(&name)
+                    .await
+                    .map_err(|e| format!("secret {name}: {e}"))?
+                {
+                    Some(found) => {
+                        let data: BTreeMap<String, Vec<u8>> = found
+                            .data
+                            .unwrap_or_default()
+                            .into_iter()
+                            .map(|(k, v)| (k, v.0))
+                            .chain(
+                                found
+                                    .string_data
+                                    .unwrap_or_default()
+                                    .into_iter()
+                                    .map(|(k, v)| (k, v.into_bytes())),
+                            )
+                            .collect();
+                        let what = format!("secret \"{name}\"");
+                        files = container::key_files(&data, sec.items.as_deref(), &what)?;
+                    }
+                    None if sec.optional == Some(true) => {}
+                    None => return Err(format!("secret \"{name}\" not found")),
+                }
+            } else if let Some(projected) = &v.projected {
+                for source in projected.sources.iter().flatten() {
+                    if let Some(t) = &source.service_account_token {
+                        let token = self.service_account_token(pod, t).await?;
+                        files.push((t.path.clone(), token.into_bytes()));
+                    }
+                    if let Some(cm) = &source.config_map {
+                        let optional = cm.optional == Some(true);
+                        files.extend(
+                            self.config_map_files(
+                                &config_maps,
+                                &cm.name,
+                                cm.items.as_deref(),
+                                optional,
+                            )
+                            .await?,
+                        );
+                    }
+                    for item in source
+                        .downward_api
+                        .iter()
+                        .flat_map(|d| d.items.iter().flatten())
+                    {
+                        let Some(f) = &item.field_ref else {
+                            return Err(format!(
+                                "volume {}: downwardAPI item {}: only fieldRef is supported by the lab's runtime",
+                                v.name, item.path
+                            ));
+                        };
+                        let value = container::field_ref(pod, &f.field_path, &ctx)?;
+                        files.push((item.path.clone(), value.into_bytes()));
+                    }
+                }
+            }
+            // emptyDir: an empty directory.
+            container::write_volume(&dir, &files)?;
+            dirs.insert(v.name.clone(), dir);
         }
         Ok(dirs)
+    }
+
+    /// The files of a ConfigMap volume (or projected source): its data and binaryData, or
+    /// the items named; nothing when it is absent and optional.
+    async fn config_map_files(
+        &self,
+        api: &Api<ConfigMap>,
+        name: &str,
+        items: Option<&[k8s_openapi::api::core::v1::KeyToPath]>,
+        optional: bool,
+    ) -> Result<Vec<(String, Vec<u8>)>, String> {
+        let Some(found) = api
+            .get_opt(name)
+            .await
+            .map_err(|e| format!("configmap {name}: {e}"))?
+        else {
+            return if optional {
+                Ok(Vec::new())
+            } else {
+                Err(format!("configmap \"{name}\" not found"))
+            };
+        };
+        let mut data: BTreeMap<String, Vec<u8>> = found
+            .data
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(k, v)| (k, v.into_bytes()))
+            .collect();
+        data.extend(
+            found
+                .binary_data
+                .unwrap_or_default()
+                .into_iter()
+                .map(|(k, v)| (k, v.0)),
+        );
+        container::key_files(&data, items, &format!("configmap \"{name}\""))
+    }
+
+    /// A token of the pod's service account, bound to the pod (the apiserver extends a
+    /// bound token's life to a year, as it does for kubelets).
+    async fn service_account_token(
+        &self,
+        pod: &Pod,
+        source: &k8s_openapi::api::core::v1::ServiceAccountTokenProjection,
+    ) -> Result<String, String> {
+        use k8s_openapi::api::authentication::v1::{
+            BoundObjectReference, TokenRequest, TokenRequestSpec,
+        };
+        let namespace = pod.metadata.namespace.clone().unwrap_or_default();
+        let account = pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.service_account_name.clone())
+            .unwrap_or_else(|| "default".into());
+        let request = TokenRequest {
+            spec: Some(TokenRequestSpec {
+                audiences: source.audience.clone().map(|a| vec![a]),
+                expiration_seconds: Some(source.expiration_seconds.unwrap_or(3607)),
+                bound_object_ref: Some(BoundObjectReference {
+                    api_version: Some("v1".into()),
+                    kind: Some("Pod".into()),
+                    name: pod.metadata.name.clone(),
+                    uid: pod.metadata.uid.clone(),
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let accounts: Api<k8s_openapi::api::core::v1::ServiceAccount> =
+            Api::namespaced(self.client.clone(), &namespace);
+        let answer = accounts
+            .create_token_request(&account, &Default::default(), &request)
+            .await
+            .map_err(|e| format!("a token of serviceaccount {namespace}/{account}: {e}"))?;
+        answer.status.and_then(|s| s.token).ok_or_else(|| {
+            format!("serviceaccount {namespace}/{account}: the token request has no token")
+        })
     }
 
     /// Every container's environment and command line.
@@ -476,6 +648,7 @@ impl Kubelet {
             bin_dir: &bin_dir,
             workload_program: &self.cfg.workload_program,
             volumes,
+            api_service: self.api_service.as_deref(),
         };
         let mut out = Vec::new();
         for c in pod.spec.iter().flat_map(|s| s.containers.iter()) {
@@ -483,8 +656,22 @@ impl Kubelet {
             if let Err(e) = workload::for_image(&image, &[]) {
                 return Err(("ErrImagePull".into(), e));
             }
-            let env = container::environment(pod, c, &ctx)
+            let mut env = container::environment(pod, c, &ctx)
                 .map_err(|e| ("CreateContainerConfigError".to_owned(), e))?;
+            if let Some(dir) = container::service_account_dir(c, &ctx)
+                && !env.iter().any(|(k, _)| k == "KUBECONFIG")
+                && let Some(kubeconfig) = container::in_cluster_kubeconfig(&dir, &env)
+            {
+                let uid = pod.metadata.uid.clone().unwrap_or_default();
+                let file = self.volume_dir(&uid, &format!("{}.kubeconfig", c.name));
+                std::fs::write(&file, kubeconfig).map_err(|e| {
+                    (
+                        "CreateContainerConfigError".to_owned(),
+                        format!("{}: {e}", file.display()),
+                    )
+                })?;
+                env.push(("KUBECONFIG".into(), file.display().to_string()));
+            }
             let argv = container::command_line(pod, c, &env, &ctx)
                 .map_err(|e| ("CreateContainerConfigError".to_owned(), e))?;
             out.push(ContainerRecord {

@@ -1,0 +1,323 @@
+// SPDX-License-Identifier: Apache-2.0
+
+//! The CLI's commands as functions of a client and their options: `install`,
+//! `uninstall`, `config view|set|delete`, `hubble enable|disable` (`status` is
+//! [`crate::status`]). Each prints what it does as upstream's cilium-cli does and
+//! returns an error that says what went wrong; bad values change nothing.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::ConfigMap;
+use kube::api::{Api, Patch, PatchParams};
+use serde_json::{Value, json};
+
+use crate::cluster;
+use crate::install::{self, AGENT_SELECTOR, NAMESPACE, OPERATOR_SELECTOR};
+use crate::values::Values;
+
+/// The values an `install` is given, in the order they apply (Helm's: files, then
+/// `--set`, then `--set-string`).
+#[derive(Debug, Clone, Default)]
+pub struct ValueArgs {
+    /// `--values FILE` contents.
+    pub files: Vec<(String, String)>,
+    /// `--set` expressions.
+    pub set: Vec<String>,
+    /// `--set-string` expressions.
+    pub set_string: Vec<String>,
+}
+
+impl ValueArgs {
+    /// The values these arguments make, on top of `base`.
+    pub fn apply_to(&self, base: &Value) -> Result<Values, String> {
+        let mut values = Values::new();
+        values
+            .merge_yaml(&base.to_string())
+            .map_err(|e| e.to_string())?;
+        for (name, text) in &self.files {
+            values
+                .merge_yaml(text)
+                .map_err(|e| format!("--values {name}: {e}"))?;
+        }
+        for s in &self.set {
+            values.set(s).map_err(|e| e.to_string())?;
+        }
+        for s in &self.set_string {
+            values.set_string(s).map_err(|e| e.to_string())?;
+        }
+        Ok(values)
+    }
+}
+
+/// The objects of an install of `values` at `version`, `cilium-config` annotated with
+/// both (the record later commands read).
+pub fn install_objects(values: &Values, version: &str) -> Result<Vec<Value>, String> {
+    let settings = values.resolve().map_err(|e| e.to_string())?;
+    let mut objects = install::objects(&settings, version);
+    for o in &mut objects {
+        if o["kind"] == "ConfigMap" && o["metadata"]["name"] == "cilium-config" {
+            o["metadata"]["annotations"] = json!({
+                cluster::VALUES_ANNOTATION: values.tree().to_string(),
+                cluster::VERSION_ANNOTATION: version,
+            });
+        }
+    }
+    Ok(objects)
+}
+
+/// Normalises `--version` (`1.17.5` or `v1.17.5`) to an image tag.
+pub fn version_tag(version: Option<&str>) -> String {
+    match version {
+        None => install::DEFAULT_VERSION.to_owned(),
+        Some(v) if v.starts_with('v') => v.to_owned(),
+        Some(v) => format!("v{v}"),
+    }
+}
+
+/// `cilium install`: refuses a cluster where Cilium is installed, then applies.
+pub async fn install(
+    client: &kube::Client,
+    values: &Values,
+    version: &str,
+    wait: Option<Duration>,
+) -> Result<String, String> {
+    let objects = install_objects(values, version)?;
+    if cluster::config_map(client).await?.is_some() {
+        return Err(format!(
+            "Cilium is already installed (ConfigMap {NAMESPACE}/cilium-config exists): use 'cilium upgrade', or 'cilium uninstall' first"
+        ));
+    }
+    let settings = values.resolve().map_err(|e| e.to_string())?;
+    let mut out = format!(
+        "ℹ️  Using Cilium version {}\n🔮 Auto-detected cluster name: {}\n",
+        version.trim_start_matches('v'),
+        settings.cluster_name
+    );
+    if settings.kube_proxy_replacement {
+        out.push_str("ℹ️  Cilium will fully replace all functionalities of kube-proxy\n");
+    }
+    cluster::apply(client, &objects).await?;
+    out.push_str(
+        "✅ Cilium was successfully installed! Run 'cilium status' to view installation health\n",
+    );
+    if let Some(timeout) = wait {
+        wait_ready(client, timeout).await?;
+    }
+    Ok(out)
+}
+
+/// `cilium upgrade`: the recorded values with these on top (`--reset-values`: without
+/// the recorded ones), applied.
+pub async fn upgrade(
+    client: &kube::Client,
+    args: &ValueArgs,
+    version: Option<&str>,
+    reset: bool,
+    wait: Option<Duration>,
+) -> Result<String, String> {
+    let cm = cluster::config_map(client)
+        .await?
+        .ok_or("Cilium is not installed: use 'cilium install'")?;
+    let (recorded, recorded_version) = cluster::recorded(&cm);
+    let base = if reset { json!({}) } else { recorded };
+    let values = args.apply_to(&base)?;
+    let version = match version {
+        Some(v) => version_tag(Some(v)),
+        None => recorded_version.unwrap_or_else(|| version_tag(None)),
+    };
+    let objects = install_objects(&values, &version)?;
+    cluster::apply(client, &objects).await?;
+    // New settings reach the agents and the operator when they start.
+    cluster::restart(client, AGENT_SELECTOR).await?;
+    cluster::restart(client, OPERATOR_SELECTOR).await?;
+    if let Some(timeout) = wait {
+        wait_ready(client, timeout).await?;
+    }
+    Ok(format!(
+        "🔮 Upgraded Cilium to version {}\n",
+        version.trim_start_matches('v')
+    ))
+}
+
+/// Waits for `cilium status` to be OK (without the agents' own checks).
+pub async fn wait_ready(client: &kube::Client, timeout: Duration) -> Result<(), String> {
+    cluster::wait_for(timeout, || async {
+        let st = crate::status::collect(client, false).await?;
+        if st.ok() {
+            Ok(true)
+        } else {
+            Err(st
+                .errors
+                .iter()
+                .map(|(k, v)| format!("{k}: {}", v.join("; ")))
+                .collect::<Vec<_>>()
+                .join(", "))
+        }
+    })
+    .await
+    .map_err(|e| format!("Cilium is not ready after {timeout:?}: {e}"))
+}
+
+/// `cilium uninstall`: deletes the install's objects (from its record) and waits until
+/// the agents' pods are gone.
+pub async fn uninstall(client: &kube::Client, timeout: Duration) -> Result<String, String> {
+    let cm = cluster::config_map(client)
+        .await?
+        .ok_or("Cilium is not installed (no ConfigMap kube-system/cilium-config)")?;
+    let (recorded, version) = cluster::recorded(&cm);
+    let values = ValueArgs::default().apply_to(&recorded)?;
+    // The record's relay objects are deleted even if `hubble disable` ran meanwhile.
+    let objects = install_objects(&values, version.as_deref().unwrap_or("v0"))?;
+    let mut all = objects.clone();
+    let mut with_relay = values.clone();
+    with_relay
+        .set("hubble.relay.enabled=true")
+        .map_err(|e| e.to_string())?;
+    for o in install_objects(&with_relay, "v0")? {
+        if !install::object_refs(&all).contains(&install::object_refs(std::slice::from_ref(&o))[0])
+        {
+            all.push(o);
+        }
+    }
+    let mut out = String::from("🔥 Deleting pods in cilium-test-1 namespace...\n");
+    let namespaces: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(client.clone());
+    match namespaces
+        .delete("cilium-test-1", &Default::default())
+        .await
+    {
+        Ok(_) => {}
+        Err(kube::Error::Api(s)) if s.code == 404 => {}
+        Err(e) => return Err(format!("deleting namespace cilium-test-1: {e}")),
+    }
+    out.push_str("⌛ Uninstalling Cilium\n");
+    cluster::delete(client, &all).await?;
+    // Foreground deletion: the DaemonSet goes once its pods have.
+    let pods: Api<k8s_openapi::api::core::v1::Pod> = Api::namespaced(client.clone(), NAMESPACE);
+    let daemonsets: Api<k8s_openapi::api::apps::v1::DaemonSet> =
+        Api::namespaced(client.clone(), NAMESPACE);
+    cluster::wait_for(timeout, || async {
+        let left = pods
+            .list(&kube::api::ListParams::default().labels(AGENT_SELECTOR))
+            .await
+            .map_err(|e| e.to_string())?;
+        if !left.items.is_empty() {
+            return Err(format!("{} agent pods left", left.items.len()));
+        }
+        let ds = daemonsets
+            .get_opt("cilium")
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(ds.is_none())
+    })
+    .await
+    .map_err(|e| format!("Cilium is still there after {timeout:?}: {e}"))?;
+    Ok(out)
+}
+
+/// `cilium config view`: the ConfigMap's keys and values, aligned.
+pub async fn config_view(client: &kube::Client) -> Result<BTreeMap<String, String>, String> {
+    let cm = cluster::config_map(client)
+        .await?
+        .ok_or("Cilium is not installed (no ConfigMap kube-system/cilium-config)")?;
+    Ok(cm.data.unwrap_or_default())
+}
+
+/// The text of `config view`.
+pub fn render_config(data: &BTreeMap<String, String>) -> String {
+    let width = data.keys().map(String::len).max().unwrap_or(0) + 1;
+    data.iter()
+        .map(|(k, v)| format!("{k:<width$}{v}\n"))
+        .collect()
+}
+
+/// `cilium config set KEY VALUE` / `cilium config delete KEY` (`value` None): patches the
+/// ConfigMap (field manager `cilium-cli-config`), then restarts the agents and the
+/// operator unless `restart` is false.
+pub async fn config_change(
+    client: &kube::Client,
+    key: &str,
+    value: Option<&str>,
+    restart: bool,
+) -> Result<String, String> {
+    if key.is_empty()
+        || !key
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.')
+    {
+        return Err(format!(
+            "{key:?} is not a ConfigMap key (letters, digits, '-', '_' and '.')"
+        ));
+    }
+    let cm = cluster::config_map(client)
+        .await?
+        .ok_or("Cilium is not installed (no ConfigMap kube-system/cilium-config)")?;
+    let data = cm.data.unwrap_or_default();
+    let mut out = match value {
+        Some(v) => format!("✨ Patching ConfigMap cilium-config with {key}={v}...\n"),
+        None => {
+            if !data.contains_key(key) {
+                return Err(format!("key {key:?} is not in ConfigMap cilium-config"));
+            }
+            format!("✨ Removing key {key} from ConfigMap cilium-config...\n")
+        }
+    };
+    let api: Api<ConfigMap> = Api::namespaced(client.clone(), NAMESPACE);
+    let patch = json!({"data": {key: value}});
+    api.patch(
+        "cilium-config",
+        &PatchParams::default(),
+        &Patch::Merge(&patch),
+    )
+    .await
+    .map_err(|e| format!("patching ConfigMap cilium-config: {e}"))?;
+    if restart {
+        let n = cluster::restart(client, AGENT_SELECTOR).await?
+            + cluster::restart(client, OPERATOR_SELECTOR).await?;
+        out.push_str(&format!("♻️  Restarted Cilium pods ({n})\n"));
+    }
+    Ok(out)
+}
+
+/// `cilium hubble enable|disable`: hubble-relay (and the UI with `ui`) on or off, as an
+/// upgrade of the recorded values.
+pub async fn hubble(
+    client: &kube::Client,
+    enable: bool,
+    ui: bool,
+    wait: Option<Duration>,
+) -> Result<String, String> {
+    let mut args = ValueArgs::default();
+    args.set
+        .push(format!("hubble.enabled=true,hubble.relay.enabled={enable}"));
+    if ui || !enable {
+        args.set.push(format!("hubble.ui.enabled={}", enable && ui));
+    }
+    let cm = cluster::config_map(client)
+        .await?
+        .ok_or("Cilium is not installed: use 'cilium install'")?;
+    let (recorded, version) = cluster::recorded(&cm);
+    let values = args.apply_to(&recorded)?;
+    let version = version.unwrap_or_else(|| version_tag(None));
+    let objects = install_objects(&values, &version)?;
+    if !enable {
+        let mut with_relay = values.clone();
+        with_relay
+            .set("hubble.relay.enabled=true")
+            .map_err(|e| e.to_string())?;
+        let relay: Vec<Value> = install_objects(&with_relay, &version)?
+            .into_iter()
+            .filter(|o| o["metadata"]["name"] == "hubble-relay")
+            .collect();
+        cluster::delete(client, &relay).await?;
+    }
+    cluster::apply(client, &objects).await?;
+    if let Some(timeout) = wait {
+        wait_ready(client, timeout).await?;
+    }
+    Ok(if enable {
+        "✅ Hubble was successfully enabled!\n".to_owned()
+    } else {
+        "✅ Hubble was successfully disabled.\n".to_owned()
+    })
+}

@@ -1,0 +1,340 @@
+// SPDX-License-Identifier: Apache-2.0
+
+//! `cilium`: the cluster CLI (see `cilium --help`).
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use cilium_cli::commands::{self, ValueArgs};
+use cilium_cli::{cluster, install, status};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "cilium",
+    version,
+    about = "CLI to install, manage and troubleshoot cilium-rs in a Kubernetes cluster"
+)]
+struct Cli {
+    /// Path to the kubeconfig file (default: KUBECONFIG, then ~/.kube/config).
+    #[arg(long, global = true)]
+    kubeconfig: Option<PathBuf>,
+    /// Kubernetes configuration context.
+    #[arg(long, global = true)]
+    context: Option<String>,
+    /// Namespace Cilium is running in (only kube-system).
+    #[arg(short = 'n', long, global = true, default_value = install::NAMESPACE)]
+    namespace: String,
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Debug, Clone, Args)]
+struct ValueFlags {
+    /// A Helm value, `key=value[,key=value]` (repeatable).
+    #[arg(long = "set")]
+    set: Vec<String>,
+    /// A Helm value taken as a string (repeatable).
+    #[arg(long = "set-string")]
+    set_string: Vec<String>,
+    /// A YAML file of Helm values (repeatable, later files win).
+    #[arg(short = 'f', long = "values")]
+    values: Vec<PathBuf>,
+}
+
+impl ValueFlags {
+    fn read(&self) -> Result<ValueArgs, String> {
+        let mut files = Vec::new();
+        for f in &self.values {
+            let text =
+                std::fs::read_to_string(f).map_err(|e| format!("--values {}: {e}", f.display()))?;
+            files.push((f.display().to_string(), text));
+        }
+        Ok(ValueArgs {
+            files,
+            set: self.set.clone(),
+            set_string: self.set_string.clone(),
+        })
+    }
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum Output {
+    Json,
+    Summary,
+}
+
+#[derive(Debug, Subcommand)]
+enum Cmd {
+    /// Install Cilium in a Kubernetes cluster (Helm values as Cilium's chart takes them).
+    Install {
+        #[command(flatten)]
+        values: ValueFlags,
+        /// Cilium version to install (an image tag: 1.17.5 or v1.17.5).
+        #[arg(long)]
+        version: Option<String>,
+        /// Print the objects as YAML instead of applying them.
+        #[arg(long)]
+        dry_run: bool,
+        /// Print the merged Helm values instead of applying them.
+        #[arg(long)]
+        dry_run_helm_values: bool,
+        /// Wait for the install to be ready.
+        #[arg(long)]
+        wait: bool,
+        /// How long to wait.
+        #[arg(long, default_value = "5m", value_parser = duration)]
+        wait_duration: Duration,
+    },
+    /// Upgrade a Cilium install (the recorded values with these on top).
+    Upgrade {
+        #[command(flatten)]
+        values: ValueFlags,
+        /// Cilium version to upgrade to.
+        #[arg(long)]
+        version: Option<String>,
+        /// Start from the chart's defaults instead of the recorded values.
+        #[arg(long)]
+        reset_values: bool,
+        /// Wait for the upgrade to be ready.
+        #[arg(long)]
+        wait: bool,
+        /// How long to wait.
+        #[arg(long, default_value = "5m", value_parser = duration)]
+        wait_duration: Duration,
+    },
+    /// Uninstall Cilium.
+    Uninstall {
+        /// How long to wait for the agents to go.
+        #[arg(long, default_value = "5m", value_parser = duration)]
+        wait_duration: Duration,
+    },
+    /// Display status.
+    Status {
+        /// Wait for the status to be OK.
+        #[arg(long)]
+        wait: bool,
+        /// How long to wait.
+        #[arg(long, default_value = "5m", value_parser = duration)]
+        wait_duration: Duration,
+        /// Output format.
+        #[arg(short = 'o', long, value_enum, default_value = "summary")]
+        output: Output,
+    },
+    /// Manage the configuration (the cilium-config ConfigMap).
+    Config {
+        #[command(subcommand)]
+        command: ConfigCmd,
+    },
+    /// Manage Hubble.
+    Hubble {
+        #[command(subcommand)]
+        command: HubbleCmd,
+    },
+    /// Display the CLI's version and the installed one.
+    Version,
+}
+
+#[derive(Debug, Subcommand)]
+enum ConfigCmd {
+    /// Show the configuration.
+    View,
+    /// Set a key.
+    Set {
+        /// The key.
+        key: String,
+        /// The value.
+        value: String,
+        /// Restart the Cilium pods (default true).
+        #[arg(short = 'r', long, default_value_t = true, action = clap::ArgAction::Set)]
+        restart: bool,
+    },
+    /// Delete a key.
+    Delete {
+        /// The key.
+        key: String,
+        /// Restart the Cilium pods (default true).
+        #[arg(short = 'r', long, default_value_t = true, action = clap::ArgAction::Set)]
+        restart: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum HubbleCmd {
+    /// Enable Hubble Relay (and the UI with --ui).
+    Enable {
+        /// Enable the Hubble UI too.
+        #[arg(long)]
+        ui: bool,
+        /// Wait for it to be ready.
+        #[arg(long)]
+        wait: bool,
+    },
+    /// Disable Hubble Relay and the UI.
+    Disable,
+}
+
+fn duration(text: &str) -> Result<Duration, String> {
+    let (digits, unit) = text
+        .find(|c: char| !c.is_ascii_digit())
+        .map_or((text, "s"), |i| text.split_at(i));
+    let n: u64 = digits
+        .parse()
+        .map_err(|_| format!("{text:?} is not a duration (30s, 5m, 1h)"))?;
+    let secs = match unit {
+        "s" => n,
+        "m" => n * 60,
+        "h" => n * 3600,
+        _ => return Err(format!("{text:?} is not a duration (30s, 5m, 1h)")),
+    };
+    Ok(Duration::from_secs(secs))
+}
+
+async fn run(cli: Cli) -> Result<(String, bool), String> {
+    if cli.namespace != install::NAMESPACE {
+        return Err(format!(
+            "--namespace {}: cilium-rs installs into {} only",
+            cli.namespace,
+            install::NAMESPACE
+        ));
+    }
+    // The dry runs need no cluster.
+    if let Cmd::Install {
+        values,
+        version,
+        dry_run,
+        dry_run_helm_values,
+        ..
+    } = &cli.command
+        && (*dry_run || *dry_run_helm_values)
+    {
+        let v = values.read()?.apply_to(&serde_json::json!({}))?;
+        let objects = commands::install_objects(&v, &commands::version_tag(version.as_deref()))?;
+        let text = if *dry_run_helm_values {
+            serde_norway::to_string(v.tree()).map_err(|e| e.to_string())?
+        } else {
+            install::to_yaml(&objects)?
+        };
+        return Ok((text, true));
+    }
+    let client = cluster::client(cli.kubeconfig.as_deref(), cli.context.as_deref()).await?;
+    match cli.command {
+        Cmd::Install {
+            values,
+            version,
+            wait,
+            wait_duration,
+            ..
+        } => {
+            let v = values.read()?.apply_to(&serde_json::json!({}))?;
+            let version = commands::version_tag(version.as_deref());
+            commands::install(&client, &v, &version, wait.then_some(wait_duration))
+                .await
+                .map(|o| (o, true))
+        }
+        Cmd::Upgrade {
+            values,
+            version,
+            reset_values,
+            wait,
+            wait_duration,
+        } => commands::upgrade(
+            &client,
+            &values.read()?,
+            version.as_deref(),
+            reset_values,
+            wait.then_some(wait_duration),
+        )
+        .await
+        .map(|o| (o, true)),
+        Cmd::Uninstall { wait_duration } => commands::uninstall(&client, wait_duration)
+            .await
+            .map(|o| (o, true)),
+        Cmd::Status {
+            wait,
+            wait_duration,
+            output,
+        } => {
+            if wait {
+                commands::wait_ready(&client, wait_duration).await?;
+            }
+            let st = status::collect(&client, true).await?;
+            let text = match output {
+                Output::Json => format!("{:#}\n", status::to_json(&st)),
+                Output::Summary => status::render(&st),
+            };
+            Ok((text, st.ok()))
+        }
+        Cmd::Config { command } => match command {
+            ConfigCmd::View => commands::config_view(&client)
+                .await
+                .map(|d| (commands::render_config(&d), true)),
+            ConfigCmd::Set {
+                key,
+                value,
+                restart,
+            } => commands::config_change(&client, &key, Some(&value), restart)
+                .await
+                .map(|o| (o, true)),
+            ConfigCmd::Delete { key, restart } => {
+                commands::config_change(&client, &key, None, restart)
+                    .await
+                    .map(|o| (o, true))
+            }
+        },
+        Cmd::Hubble { command } => match command {
+            HubbleCmd::Enable { ui, wait } => {
+                commands::hubble(&client, true, ui, wait.then_some(Duration::from_secs(300)))
+                    .await
+                    .map(|o| (o, true))
+            }
+            HubbleCmd::Disable => commands::hubble(&client, false, false, None)
+                .await
+                .map(|o| (o, true)),
+        },
+        Cmd::Version => {
+            let running = cluster::config_map(&client)
+                .await?
+                .and_then(|cm| cluster::recorded(&cm).1)
+                .unwrap_or_else(|| "not installed".into());
+            Ok((
+                format!(
+                    "cilium-cli: v{} compiled with {}\ncilium image (default): {}\ncilium image (running): {running}\n",
+                    env!("CARGO_PKG_VERSION"),
+                    "rustc",
+                    install::DEFAULT_VERSION
+                ),
+                true,
+            ))
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("Error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(run(cli)) {
+        Ok((text, ok)) => {
+            print!("{text}");
+            if ok {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            }
+        }
+        Err(e) => {
+            eprintln!("Error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
