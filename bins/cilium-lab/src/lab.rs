@@ -925,7 +925,14 @@ impl Lab {
     pub fn hubble_command(&self, node: Option<&str>, args: &[String]) -> Result<Command, String> {
         let state = self.require()?;
         let socket = match node {
-            None => self.relay_socket(),
+            // hubble-relay may have just started (after `up` or `cilium hubble enable`).
+            None => {
+                let deadline = Instant::now() + Duration::from_secs(10);
+                while !self.relay_socket().exists() && Instant::now() < deadline {
+                    std::thread::sleep(Duration::from_millis(200));
+                }
+                self.relay_socket()
+            }
             Some(node) => state.nodes[state.node_index(node)?].hubble_socket(),
         };
         let mut cmd = Command::new(self.binary("hubble")?);

@@ -816,6 +816,47 @@ fn privileged_lab_runs_the_seed() {
     );
     let (ok, out) = cilium_cmd(&guard, &["install"]);
     assert!(!ok && out.contains("already installed"), "{out}");
+    // A sysdump: the objects, every component's logs, each agent's cilium-dbg output.
+    let dump_dir = guard.lab.dir.join("sysdump");
+    std::fs::create_dir_all(&dump_dir).unwrap();
+    let out = Command::new(guard.lab.bin_dir.join("cilium"))
+        .args(["sysdump", "--output-filename", "dump-<ts>"])
+        .env("KUBECONFIG", guard.lab.kubeconfig())
+        .current_dir(&dump_dir)
+        .output()
+        .expect("cilium sysdump");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success() && text.contains(", 0 errors)"),
+        "{text}"
+    );
+    let tarball = std::fs::read_dir(&dump_dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.to_string_lossy().ends_with(".tar.gz"))
+        .expect("the tarball");
+    let listing = Command::new("tar")
+        .arg("tzf")
+        .arg(&tarball)
+        .output()
+        .expect("tar");
+    let listing = String::from_utf8_lossy(&listing.stdout).into_owned();
+    for agent in &agents_after {
+        for file in [
+            format!("cilium-dbg-endpoint-list-{agent}.txt"),
+            format!("cilium-dbg-bpf-lb-list-{agent}.txt"),
+            format!("logs-{agent}-cilium-agent.log"),
+        ] {
+            assert!(listing.contains(&file), "{file} in {listing}");
+        }
+    }
+    for file in [
+        "ciliumnodes.yaml",
+        "ciliumendpoints.yaml",
+        "cilium-configmaps.yaml",
+    ] {
+        assert!(listing.contains(file), "{file} in {listing}");
+    }
 
     // down leaves nothing behind.
     let state = guard.lab.require().expect("state");

@@ -15,4 +15,5 @@ pub mod cluster;
 pub mod commands;
 pub mod install;
 pub mod status;
+pub mod sysdump;
 pub mod values;

@@ -2,7 +2,7 @@
 
 //! `cilium`: the cluster CLI (see `cilium --help`).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -131,6 +131,15 @@ enum Cmd {
     Hubble {
         #[command(subcommand)]
         command: HubbleCmd,
+    },
+    /// Collect what a bug report needs (objects, logs, every agent's state) into a tarball.
+    Sysdump {
+        /// The archive's name without extension; `<ts>` stands for the time.
+        #[arg(long, default_value = "cilium-sysdump-<ts>")]
+        output_filename: String,
+        /// Collect `cilium-dbg` output from at most this many agents.
+        #[arg(long, default_value_t = 100)]
+        max_agents: usize,
     },
     /// Display the CLI's version and the installed one.
     Version,
@@ -293,6 +302,32 @@ async fn run(cli: Cli) -> Result<(String, bool), String> {
                 .await
                 .map(|o| (o, true)),
         },
+        Cmd::Sysdump {
+            output_filename,
+            max_agents,
+        } => {
+            if output_filename.contains('/') {
+                return Err(format!(
+                    "--output-filename {output_filename:?}: a name, not a path"
+                ));
+            }
+            let base = cilium_cli::sysdump::base_name(
+                &output_filename,
+                k8s_openapi::jiff::Timestamp::now(),
+            );
+            println!("🔍 Collecting sysdump ...");
+            let dump = cilium_cli::sysdump::collect(&client, max_agents).await;
+            let path = dump.write(Path::new("."), &base)?;
+            Ok((
+                format!(
+                    "🗳 Compiling sysdump\n✅ The sysdump has been saved to {} ({} files, {} errors)\n",
+                    path.display(),
+                    dump.files.len(),
+                    dump.errors.len()
+                ),
+                true,
+            ))
+        }
         Cmd::Version => {
             let running = cluster::config_map(&client)
                 .await?
