@@ -90,6 +90,15 @@ pub enum DatapathError {
         /// The path.
         path: PathBuf,
     },
+    /// Listing the programs attached to a device failed.
+    #[error("listing the tcx programs of {ifname}")]
+    Query {
+        /// The device.
+        ifname: String,
+        /// aya's error.
+        #[source]
+        source: Box<aya::programs::ProgramError>,
+    },
     /// A value cannot be represented in a map (say, an IPv6 address in an IPv4 map).
     #[error("invalid value for map {map}: {reason}")]
     InvalidValue {

@@ -18,8 +18,18 @@ use futures_util::TryStreamExt;
 use rtnetlink::packet_route::link::{
     InfoData, InfoVeth, LinkAttribute, LinkInfo as NlLinkInfo, LinkMessage,
 };
-use rtnetlink::packet_route::route::RouteScope;
+use rtnetlink::packet_route::route::{
+    RouteAddress, RouteAttribute, RouteHeader, RouteMessage, RouteProtocol, RouteScope, RouteType,
+};
 use rtnetlink::{Handle, LinkUnspec, LinkVeth, RouteMessageBuilder};
+
+/// The route protocol (`rtm_protocol`; `proto 67` in `ip route`) of every route the agent
+/// adds in the node's namespace: endpoint routes (`<pod ip>/32 dev lxc…`) and
+/// auto-direct-node-routes (`<pod cidr> via <node ip>`). No routing daemon uses 67
+/// (`/usr/share/iproute2/rt_protos`), so `cilium-dbg cleanup` removes exactly the routes
+/// marked with it and leaves every other route alone. (Upstream installs its routes with
+/// `proto kernel`, which the kernel's own connected routes share.)
+pub const AGENT_ROUTE_PROTOCOL: u8 = 67;
 
 /// A failed netlink operation.
 #[derive(Debug, thiserror::Error)]
@@ -397,15 +407,219 @@ impl Netlink {
         Ok(out)
     }
 
-    /// Removes the route to `dst/len` if there is one.
+    /// Every device of the namespace, in the kernel's order.
+    pub async fn devices(&self) -> Result<Vec<Device>, LinkError> {
+        let mut out = Vec::new();
+        let mut stream = self.handle.link().get().execute();
+        while let Some(msg) = stream.try_next().await.map_err(kernel("listing devices"))? {
+            let name = msg.attributes.iter().find_map(|a| match a {
+                LinkAttribute::IfName(n) => Some(n.clone()),
+                _ => None,
+            });
+            out.push(Device {
+                index: msg.header.index,
+                name: name.unwrap_or_default(),
+            });
+        }
+        Ok(out)
+    }
+
+    /// Every IPv4 route of every table.
+    pub async fn routes_v4(&self) -> Result<Vec<Route>, LinkError> {
+        let mut out = Vec::new();
+        let mut request = self
+            .handle
+            .route()
+            .get(RouteMessageBuilder::<Ipv4Addr>::new().build());
+        // Without strict checking the kernel ignores the table in a dump request; unspec
+        // says "all tables" either way.
+        request.message_mut().header.table = RouteHeader::RT_TABLE_UNSPEC;
+        let mut stream = request.execute();
+        while let Some(msg) = stream.try_next().await.map_err(kernel("listing routes"))? {
+            if let Some(route) = Route::from_message(&msg) {
+                out.push(route);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Deletes exactly `route` (same table, protocol, scope, type, gateway, device and
+    /// metric). Returns false when it was already gone.
+    pub async fn delete_route(&self, route: &Route) -> Result<bool, LinkError> {
+        match self.handle.route().del(route.to_message()).execute().await {
+            Ok(()) => Ok(true),
+            Err(rtnetlink::Error::NetlinkError(m)) if -m.raw_code() == libc::ESRCH => Ok(false),
+            Err(e) => Err(kernel(format!("removing the route {route}"))(e)),
+        }
+    }
+
+    /// Adds (or replaces) a route to `dst/len` out of device `index`, directly connected
+    /// (scope link), marked with [`AGENT_ROUTE_PROTOCOL`]: the agent's endpoint routes.
+    pub async fn agent_route_dev(
+        &self,
+        dst: Ipv4Addr,
+        len: u8,
+        index: u32,
+    ) -> Result<(), LinkError> {
+        let msg = RouteMessageBuilder::<Ipv4Addr>::new()
+            .destination_prefix(dst, len)
+            .output_interface(index)
+            .scope(RouteScope::Link)
+            .protocol(RouteProtocol::from(AGENT_ROUTE_PROTOCOL))
+            .build();
+        self.replace_route(msg, format!("adding the route {dst}/{len}"))
+            .await
+    }
+
+    /// Adds (or replaces) a route to `dst/len` via `gateway` out of device `index`, marked
+    /// with [`AGENT_ROUTE_PROTOCOL`]: the agent's routes to other nodes' pod CIDRs.
+    pub async fn agent_route_via(
+        &self,
+        dst: Ipv4Addr,
+        len: u8,
+        gateway: Ipv4Addr,
+        index: u32,
+    ) -> Result<(), LinkError> {
+        let msg = RouteMessageBuilder::<Ipv4Addr>::new()
+            .destination_prefix(dst, len)
+            .gateway(gateway)
+            .output_interface(index)
+            .protocol(RouteProtocol::from(AGENT_ROUTE_PROTOCOL))
+            .build();
+        self.replace_route(msg, format!("adding the route {dst}/{len} via {gateway}"))
+            .await
+    }
+
+    async fn replace_route(&self, msg: RouteMessage, action: String) -> Result<(), LinkError> {
+        self.handle
+            .route()
+            .add(msg)
+            .replace()
+            .execute()
+            .await
+            .map_err(kernel(action))
+    }
+
+    /// Removes the route to `dst/len` of the main table if there is one, whatever its
+    /// protocol, scope and type (as `ip route del` asks: the kernel matches only the fields
+    /// a request sets, and scope "nowhere" stands for any scope).
     pub async fn route_del(&self, dst: Ipv4Addr, len: u8) -> Result<(), LinkError> {
         let msg = RouteMessageBuilder::<Ipv4Addr>::new()
             .destination_prefix(dst, len)
+            .protocol(RouteProtocol::Unspec)
+            .scope(RouteScope::NoWhere)
+            .kind(RouteType::Unspec)
             .build();
         match self.handle.route().del(msg).execute().await {
             Err(rtnetlink::Error::NetlinkError(m)) if -m.raw_code() == libc::ESRCH => Ok(()),
             other => other.map_err(kernel(format!("removing the route {dst}/{len}"))),
         }
+    }
+}
+
+/// A network device: its index and name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Device {
+    /// Interface index.
+    pub index: u32,
+    /// Name.
+    pub name: String,
+}
+
+/// An IPv4 route as the kernel reports it (the fields that identify it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Route {
+    /// Destination network.
+    pub destination: Ipv4Addr,
+    /// Destination prefix length.
+    pub prefix_len: u8,
+    /// The next hop, if any.
+    pub gateway: Option<Ipv4Addr>,
+    /// The output device's index, if any.
+    pub oif: Option<u32>,
+    /// Routing table (254: main, 255: local).
+    pub table: u32,
+    /// Route protocol (`rtm_protocol`: 2 kernel, 4 static, [`AGENT_ROUTE_PROTOCOL`]...).
+    pub protocol: u8,
+    /// Scope (`rtm_scope`: 0 universe, 253 link, 254 host).
+    pub scope: u8,
+    /// Type (`rtm_type`: 1 unicast, 2 local, 3 broadcast...).
+    pub kind: u8,
+    /// Metric, if set.
+    pub priority: Option<u32>,
+}
+
+impl Route {
+    /// The route a netlink message describes (None for other families).
+    fn from_message(msg: &RouteMessage) -> Option<Route> {
+        let mut route = Route {
+            destination: Ipv4Addr::UNSPECIFIED,
+            prefix_len: msg.header.destination_prefix_length,
+            gateway: None,
+            oif: None,
+            table: u32::from(msg.header.table),
+            protocol: msg.header.protocol.into(),
+            scope: msg.header.scope.into(),
+            kind: msg.header.kind.into(),
+            priority: None,
+        };
+        if msg.header.address_family != rtnetlink::packet_route::AddressFamily::Inet {
+            return None;
+        }
+        for attr in &msg.attributes {
+            match attr {
+                RouteAttribute::Destination(RouteAddress::Inet(ip)) => route.destination = *ip,
+                RouteAttribute::Gateway(RouteAddress::Inet(ip)) => route.gateway = Some(*ip),
+                RouteAttribute::Oif(i) => route.oif = Some(*i),
+                RouteAttribute::Table(t) => route.table = *t,
+                RouteAttribute::Priority(p) => route.priority = Some(*p),
+                _ => {}
+            }
+        }
+        Some(route)
+    }
+
+    /// The netlink message that names exactly this route.
+    fn to_message(&self) -> RouteMessage {
+        let mut builder = RouteMessageBuilder::<Ipv4Addr>::new()
+            .destination_prefix(self.destination, self.prefix_len)
+            .table_id(self.table)
+            .protocol(RouteProtocol::from(self.protocol))
+            .scope(RouteScope::from(self.scope))
+            .kind(RouteType::from(self.kind));
+        if let Some(gw) = self.gateway {
+            builder = builder.gateway(gw);
+        }
+        if let Some(oif) = self.oif {
+            builder = builder.output_interface(oif);
+        }
+        if let Some(p) = self.priority {
+            builder = builder.priority(p);
+        }
+        builder.build()
+    }
+}
+
+impl std::fmt::Display for Route {
+    /// `ip route` style, devices by index: `10.0.0.0/24 via 1.2.3.4 dev #3 table 254
+    /// proto 67 scope 0`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.destination, self.prefix_len)?;
+        if let Some(gw) = self.gateway {
+            write!(f, " via {gw}")?;
+        }
+        if let Some(oif) = self.oif {
+            write!(f, " dev #{oif}")?;
+        }
+        write!(
+            f,
+            " table {} proto {} scope {}",
+            self.table, self.protocol, self.scope
+        )?;
+        if let Some(p) = self.priority {
+            write!(f, " metric {p}")?;
+        }
+        Ok(())
     }
 }
 

@@ -386,6 +386,169 @@ pub fn detach_pinned(bpf_root: &Path, ifname: &str) -> Result<bool, DatapathErro
     Ok(true)
 }
 
+/// The name of every tc program cilium-rs attaches (as the kernel and `bpftool` show it):
+/// a tcx program with one of these names on a device is this project's.
+pub const TC_PROGRAMS: [&str; 5] = [
+    ENDPOINT_PROGRAMS[0].0,
+    ENDPOINT_PROGRAMS[1].0,
+    NETDEV_PROGRAMS[0].0,
+    NETDEV_PROGRAMS[1].0,
+    OVERLAY_PROGRAMS[0].0,
+];
+
+/// The directory of this project's link pins: `<bpf-root>/cilium` (`endpoints/<ifname>/`
+/// and `devices/<ifname>/` under it, one pin per attached program).
+pub fn links_dir(bpf_root: &Path) -> PathBuf {
+    bpf_root.join("cilium")
+}
+
+/// What kind of device a pinned link is attached to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum PinnedOn {
+    /// An endpoint's host-side veth (`<bpf-root>/cilium/endpoints/<ifname>/`).
+    Endpoint,
+    /// A node device: its native device or VXLAN device (`<bpf-root>/cilium/devices/<ifname>/`).
+    Device,
+}
+
+/// One link pinned under [`links_dir`]: a program attached to a device, kept attached by
+/// the pin alone (the loader closes its own descriptor once the link is pinned).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct PinnedAttachment {
+    /// The kind of device.
+    pub on: PinnedOn,
+    /// The device's name.
+    pub ifname: String,
+    /// The program's name (the pin's file name).
+    pub program: String,
+    /// The pin.
+    pub path: PathBuf,
+}
+
+/// Every link pinned under `<bpf-root>/cilium/{endpoints,devices}/<ifname>/`, sorted. A
+/// missing directory is no pin.
+pub fn pinned_attachments(bpf_root: &Path) -> Result<Vec<PinnedAttachment>, DatapathError> {
+    let mut out = Vec::new();
+    for (sub, on) in [
+        ("endpoints", PinnedOn::Endpoint),
+        ("devices", PinnedOn::Device),
+    ] {
+        let dir = links_dir(bpf_root).join(sub);
+        for ifdir in read_dir_sorted(&dir)? {
+            if !ifdir.is_dir() {
+                continue;
+            }
+            let ifname = file_name(&ifdir);
+            for pin in read_dir_sorted(&ifdir)? {
+                out.push(PinnedAttachment {
+                    on,
+                    ifname: ifname.clone(),
+                    program: file_name(&pin),
+                    path: pin,
+                });
+            }
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+fn file_name(path: &Path) -> String {
+    path.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default()
+}
+
+/// The entries of a directory, sorted; none when it does not exist.
+fn read_dir_sorted(dir: &Path) -> Result<Vec<PathBuf>, DatapathError> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(io_err("listing", dir)(e)),
+    };
+    let mut out = entries
+        .map(|e| e.map(|e| e.path()))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(io_err("listing", dir))?;
+    out.sort();
+    Ok(out)
+}
+
+/// Removes a pinned link: the program detaches from its device as the pin was the link's
+/// last reference (a process still holding the link keeps it attached until it closes it).
+/// A pin that is not a link is removed as a file. Returns false when the pin was gone.
+pub fn remove_pinned_link(pin: &Path) -> Result<bool, DatapathError> {
+    if std::fs::symlink_metadata(pin).is_err() {
+        return Ok(false);
+    }
+    match PinnedLink::from_pin(pin) {
+        Ok(pinned) => {
+            let link = pinned.unpin().map_err(io_err("unpinning", pin))?;
+            drop(link);
+        }
+        Err(_) => std::fs::remove_file(pin).map_err(io_err("removing", pin))?,
+    }
+    Ok(true)
+}
+
+/// A tc hook.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum TcHook {
+    /// Packets the device receives.
+    Ingress,
+    /// Packets the device sends.
+    Egress,
+}
+
+impl std::fmt::Display for TcHook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            TcHook::Ingress => "ingress",
+            TcHook::Egress => "egress",
+        })
+    }
+}
+
+/// A program attached to a device's tcx hook.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TcxProgram {
+    /// The hook.
+    pub hook: TcHook,
+    /// The kernel's program id.
+    pub id: u32,
+    /// The program's name (empty when the kernel reports none).
+    pub name: String,
+}
+
+impl TcxProgram {
+    /// Whether this is one of cilium-rs's programs ([`TC_PROGRAMS`]).
+    pub fn is_cilium(&self) -> bool {
+        TC_PROGRAMS.contains(&self.name.as_str())
+    }
+}
+
+/// Every program attached to `ifname`'s tcx ingress and egress hooks, in the calling
+/// thread's network namespace (whoever attached them). Needs a kernel with tcx (6.6).
+pub fn tcx_programs(ifname: &str) -> Result<Vec<TcxProgram>, DatapathError> {
+    let mut out = Vec::new();
+    for (hook, attach) in [
+        (TcHook::Ingress, TcAttachType::Ingress),
+        (TcHook::Egress, TcAttachType::Egress),
+    ] {
+        let (_, infos) =
+            SchedClassifier::query_tcx(ifname, attach).map_err(|e| DatapathError::Query {
+                ifname: ifname.to_owned(),
+                source: Box::new(e),
+            })?;
+        out.extend(infos.iter().map(|info| TcxProgram {
+            hook,
+            id: info.id(),
+            name: info.name_as_str().unwrap_or_default().to_owned(),
+        }));
+    }
+    Ok(out)
+}
+
 fn classifier<'a>(
     ebpf: &'a mut Ebpf,
     object: &'static str,

@@ -413,7 +413,7 @@ async fn follow_nodes<W: Watcher<NodeRegistration>>(
                 if direct_routes && let Some(cidr) = object.ipv4_alloc_cidr {
                     match underlay(&nl, node.ipv4).await {
                         Some(dev) => match nl
-                            .route_via(cidr.network(), cidr.prefix_len(), ip, dev)
+                            .agent_route_via(cidr.network(), cidr.prefix_len(), ip, dev)
                             .await
                         {
                             Ok(()) => log(

@@ -13,6 +13,7 @@
 #![forbid(unsafe_code)]
 
 pub mod agent;
+pub mod cleanup;
 pub mod client;
 
 use std::collections::BTreeMap;

@@ -9,7 +9,9 @@ use std::process::ExitCode;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use cilium_bpf::maps::Maps;
-use cilium_dbg::{LbView, agent, ct_list, ipcache_list, lb_list, nat_list, rows_json, table};
+use cilium_dbg::{
+    LbView, agent, cleanup, ct_list, ipcache_list, lb_list, nat_list, rows_json, table,
+};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -65,6 +67,23 @@ enum Top {
     },
     /// Print the client version.
     Version,
+    /// Remove the state cilium-rs's agent installed on this node: the programs on its
+    /// devices, its routes and links, its BPF pins and its state directory. Lists what it
+    /// will remove and asks first (--force: do not ask). Refused while the agent runs.
+    Cleanup {
+        /// Skip confirmation.
+        #[arg(short, long)]
+        force: bool,
+        /// Remove all cilium state (also when neither this nor --bpf-state is given).
+        #[arg(long, env = "CLEAN_CILIUM_STATE", value_parser = clap::builder::FalseyValueParser::new())]
+        all_state: bool,
+        /// Remove BPF state only: programs on devices and BPF pins.
+        #[arg(long, env = "CLEAN_CILIUM_BPF_STATE", value_parser = clap::builder::FalseyValueParser::new())]
+        bpf_state: bool,
+        /// The agent's state directory.
+        #[arg(long, env = "CILIUM_STATE_DIR", default_value = "/var/run/cilium")]
+        state_dir: PathBuf,
+    },
     /// Endpoints of this node.
     Endpoint {
         #[command(subcommand)]
@@ -317,6 +336,23 @@ enum CtCmd {
 fn run(cli: Cli) -> Result<String, String> {
     let api = cilium_dbg::client::Client::new(&cli.host);
     let command = match cli.command {
+        Top::Cleanup {
+            force,
+            all_state,
+            bpf_state,
+            state_dir,
+        } => {
+            let config = cleanup::CleanupConfig {
+                bpf_root: cli.bpf_root.clone(),
+                state_dir,
+                socket: api.socket().to_path_buf(),
+                scope: cleanup::Scope::from_flags(all_state, bpf_state),
+            };
+            let mut input = std::io::stdin().lock();
+            let mut out = std::io::stdout().lock();
+            cleanup::run(&config, force, &mut input, &mut out)?;
+            return Ok(String::new());
+        }
         Top::Status {
             brief,
             verbose,

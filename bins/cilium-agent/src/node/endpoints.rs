@@ -449,7 +449,7 @@ impl Node {
             .map_err(internal("writing cilium_ipcache"))?;
         st.policy.apply(&diff)?;
         if self.endpoint_routes {
-            nl.route_dev(ep.ipv4, 32, ep.interface_index)
+            nl.agent_route_dev(ep.ipv4, 32, ep.interface_index)
                 .await
                 .map_err(internal("adding the endpoint route"))?;
         }
