@@ -156,6 +156,16 @@ pub const KEYS: &[(&str, &str, &str)] = &[
         "Kubernetes API server URL (overrides the kubeconfig's or the in-cluster one)",
     ),
     (
+        "write-cni-conf-when-ready",
+        "",
+        "write the CNI configuration (a conflist naming cilium-cni) to this file once the agent is ready",
+    ),
+    (
+        "cni-exclusive",
+        "false",
+        "with write-cni-conf-when-ready: rename the other CNI configurations of its directory to *.cilium_bak",
+    ),
+    (
         "identity-allocation-mode",
         "crd",
         "crd (CiliumIdentity objects; needs the Kubernetes API) or kvstore",
@@ -434,6 +444,12 @@ pub struct AgentConfig {
     /// `identity-allocation-mode`.
     #[serde(rename = "identity-allocation-mode")]
     pub identity_allocation_mode: IdentityAllocationMode,
+    /// `write-cni-conf-when-ready` (None: the agent writes no CNI configuration).
+    #[serde(rename = "write-cni-conf-when-ready")]
+    pub write_cni_conf_when_ready: Option<PathBuf>,
+    /// `cni-exclusive`.
+    #[serde(rename = "cni-exclusive")]
+    pub cni_exclusive: bool,
 }
 
 /// `identity-allocation-mode`: where security identities are allocated.
@@ -683,6 +699,10 @@ impl AgentConfig {
                     Err("expected a URL such as https://192.168.10.100:6443".into())
                 }
             })?,
+            write_cni_conf_when_ready: r.parse("write-cni-conf-when-ready", |v| {
+                Ok::<_, String>((!v.is_empty()).then(|| PathBuf::from(v)))
+            })?,
+            cni_exclusive: r.bool("cni-exclusive")?,
             identity_allocation_mode: r.choice(
                 "identity-allocation-mode",
                 &[

@@ -25,6 +25,7 @@
 mod api;
 pub mod client;
 pub mod cluster;
+pub mod cni_config;
 pub mod endpoint;
 pub mod hubble;
 pub mod k8s;

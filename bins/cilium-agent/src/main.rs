@@ -90,6 +90,8 @@ fn main() -> ExitCode {
 
 async fn run(config: AgentConfig, dry_mode: bool) -> Result<(), String> {
     let socket = config.socket_path.clone();
+    let cni_conf = config.write_cni_conf_when_ready.clone();
+    let cni_exclusive = config.cni_exclusive;
     let metrics_addr = config.prometheus_serve_addr.clone();
     let options = cilium_agent::StartOptions {
         datapath: !dry_mode,
@@ -136,6 +138,14 @@ async fn run(config: AgentConfig, dry_mode: bool) -> Result<(), String> {
         "level=info msg=\"serving the API\" socket={}",
         socket.display()
     );
+    // Ready: the container runtime may now run cilium-cni.
+    if let Some(path) = &cni_conf {
+        let renamed = cilium_agent::cni_config::write(path, &socket, cni_exclusive)?;
+        eprintln!(
+            "level=info msg=\"wrote the CNI configuration\" file={} renamed={renamed:?}",
+            path.display()
+        );
+    }
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .map_err(|e| e.to_string())?;
     axum::serve(listener, cilium_agent::router(agent))

@@ -41,6 +41,17 @@ pub struct Outcome {
 /// Runs `plugin` (a path), optionally through `wrapper` (e.g. `ip netns exec NODE`, so it
 /// runs in the node's namespace as under a runtime on that node).
 pub fn invoke(plugin: &Path, wrapper: &[&str], call: &Invocation<'_>) -> std::io::Result<Outcome> {
+    invoke_with_path(plugin, wrapper, call, "/opt/cni/bin")
+}
+
+/// [`invoke`] with `CNI_PATH` (where a plugin finds the plugins it delegates to, such as
+/// an IPAM plugin) set to `cni_path`.
+pub fn invoke_with_path(
+    plugin: &Path,
+    wrapper: &[&str],
+    call: &Invocation<'_>,
+    cni_path: &str,
+) -> std::io::Result<Outcome> {
     let mut cmd = match wrapper.split_first() {
         Some((first, rest)) => {
             let mut c = Command::new(first);
@@ -54,7 +65,7 @@ pub fn invoke(plugin: &Path, wrapper: &[&str], call: &Invocation<'_>) -> std::io
         .env("CNI_CONTAINERID", call.container_id)
         .env("CNI_NETNS", call.netns)
         .env("CNI_IFNAME", call.ifname)
-        .env("CNI_PATH", "/opt/cni/bin")
+        .env("CNI_PATH", cni_path)
         .env(
             "CNI_ARGS",
             format!(

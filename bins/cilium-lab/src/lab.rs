@@ -431,13 +431,14 @@ impl Lab {
         for i in 0..state.nodes.len() {
             self.start_kubelet(&mut state, i)?;
         }
+        // Without a network plugin the nodes stay NotReady, as a new cluster's do.
         if opts.install_cilium {
             self.install_cilium(&state)?;
             for n in &state.nodes {
                 self.wait_agent(n)?;
             }
+            self.wait_nodes_ready(&state)?;
         }
-        self.wait_nodes_ready(&state)?;
         Ok(state)
     }
 
@@ -683,8 +684,19 @@ impl Lab {
             format!("--dir={}", n.kubelet_dir.display()),
             format!("--netns-prefix={}", self.prefix),
             format!("--node-netns={}", n.netns),
-            format!("--cni={}", self.binary("cilium-cni")?.display()),
-            format!("--agent-socket={}", n.socket().display()),
+            format!("--cni-conf-dir={}", n.root.join("etc/cni/net.d").display()),
+            // The node's own, then the images' (Cilium's install-cni copies cilium-cni to
+            // the node: here the program is used where it is), then Debian's reference
+            // plugins.
+            format!("--cni-bin-dir={}", n.root.join("opt/cni/bin").display()),
+            format!(
+                "--cni-bin-dir={}",
+                self.binary("cilium-cni")?
+                    .parent()
+                    .unwrap_or(Path::new("/"))
+                    .display()
+            ),
+            "--cni-bin-dir=/usr/lib/cni".to_owned(),
             format!("--host-root={}", n.root.display()),
             format!("--port={KUBELET_PORT}"),
         ];

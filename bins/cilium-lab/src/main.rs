@@ -165,12 +165,12 @@ enum Cmd {
         /// The node's network namespace (the CNI plugin runs in it).
         #[arg(long)]
         node_netns: Option<String>,
-        /// The CNI plugin.
+        /// The node's CNI configuration directory.
         #[arg(long)]
-        cni: PathBuf,
-        /// The agent's socket.
-        #[arg(long)]
-        agent_socket: PathBuf,
+        cni_conf_dir: PathBuf,
+        /// Where CNI plugins are looked up (repeatable, in order).
+        #[arg(long = "cni-bin-dir")]
+        cni_bin_dirs: Vec<PathBuf>,
         /// The node's root directory (`hostPath` volumes are under it).
         #[arg(long)]
         host_root: PathBuf,
@@ -332,8 +332,8 @@ fn run(cli: Cli) -> Result<i32, String> {
             dir,
             netns_prefix,
             node_netns,
-            cni,
-            agent_socket,
+            cni_conf_dir,
+            cni_bin_dirs,
             host_root,
             port,
         } => {
@@ -351,8 +351,8 @@ fn run(cli: Cli) -> Result<i32, String> {
                 dir,
                 netns_prefix,
                 node_netns,
-                cni,
-                agent_socket,
+                cni_conf_dir,
+                cni_bin_dirs,
                 host_root,
                 workload_program: std::env::current_exe().map_err(|e| e.to_string())?,
             };

@@ -1368,6 +1368,83 @@ fn privileged_lab_survives_faults() {
         );
         std::thread::sleep(Duration::from_millis(1000));
     }
+
+    // `cilium uninstall` leaves the nodes as they were before the install: no cilium_*
+    // device, no BPF program or pin, no CNI configuration (so the nodes are NotReady);
+    // `cilium install` again, and the pods restarted, curl works again.
+    let (ok, out) = cilium_cmd(&guard, &["uninstall", "--wait-duration", "2m"]);
+    assert!(ok, "uninstall: {out}");
+    let state = guard.lab.require().expect("state");
+    for n in &state.nodes {
+        let links = String::from_utf8_lossy(
+            &Command::new("ip")
+                .args(["-n", &n.netns, "-br", "link"])
+                .output()
+                .unwrap()
+                .stdout,
+        )
+        .into_owned();
+        assert!(!links.contains("cilium_"), "{}: {links}", n.name);
+        let pins: Vec<String> = walk(&n.bpffs);
+        assert!(
+            pins.iter().all(|p| !p.contains("cilium")),
+            "{}: pins left {pins:?}",
+            n.name
+        );
+        let cni = n.root.join("etc/cni/net.d");
+        let left: Vec<String> = std::fs::read_dir(&cni)
+            .map(|d| {
+                d.flatten()
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
+            .unwrap_or_default();
+        assert!(left.is_empty(), "{}: CNI files left {left:?}", n.name);
+    }
+    let (ok, out) = lab_cmd(&guard, &["get", "nodes"]);
+    assert!(ok && out.contains("NotReady"), "{out}");
+    let (ok, out) = cilium_cmd(&guard, &["status"]);
+    assert!(
+        !ok && out.contains("daemonsets.apps \"cilium\" not found"),
+        "{out}"
+    );
+    let mut install = vec!["install".to_owned()];
+    for v in cilium_lab::lab::seed_values(false) {
+        install.push("--set".into());
+        install.push(v);
+    }
+    install.extend(["--wait".into(), "--wait-duration".into(), "2m".into()]);
+    let args: Vec<&str> = install.iter().map(String::as_str).collect();
+    let (ok, out) = cilium_cmd(&guard, &args);
+    assert!(ok, "install again: {out}");
+    // The pods made by the old network are made anew (curl-pod, a bare pod, by applying
+    // the seed's manifest again).
+    let (ok, out) = lab_cmd(
+        &guard,
+        &["kubectl", "delete", "pod", "--all", "--wait=true"],
+    );
+    assert!(ok, "{out}");
+    let manifest = guard.lab.dir.join("seed.yaml");
+    let (ok, out) = lab_cmd(&guard, &["apply", "-f", manifest.to_str().unwrap()]);
+    assert!(ok, "{out}");
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while curl_webpod(&guard).is_none() {
+        assert!(Instant::now() < deadline, "curl webpod after the reinstall");
+        std::thread::sleep(Duration::from_secs(1));
+    }
     let (ok, out) = lab_cmd(&guard, &["down"]);
     assert!(ok, "down: {out}");
+}
+
+/// Every path under `dir`.
+fn walk(dir: &std::path::Path) -> Vec<String> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let p = e.path();
+        out.push(p.display().to_string());
+        if p.is_dir() {
+            out.extend(walk(&p));
+        }
+    }
+    out
 }

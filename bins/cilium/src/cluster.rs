@@ -60,6 +60,7 @@ fn api_of(client: &kube::Client, object: &Value) -> Result<Api<DynamicObject>, S
     let (plural, namespaced) = match kind {
         "ServiceAccount" => ("serviceaccounts", true),
         "ConfigMap" => ("configmaps", true),
+        "Pod" => ("pods", true),
         "Service" => ("services", true),
         "Secret" => ("secrets", true),
         "DaemonSet" => ("daemonsets", true),

@@ -140,10 +140,16 @@ pub async fn upgrade(
     ))
 }
 
-/// Waits for `cilium status` to be OK (without the agents' own checks).
+/// Waits for `cilium status` to be OK: the components' counts first, then every agent's
+/// own status (an agent pod runs before its API answers).
 pub async fn wait_ready(client: &kube::Client, timeout: Duration) -> Result<(), String> {
     cluster::wait_for(timeout, || async {
-        let st = crate::status::collect(client, false).await?;
+        let counts = crate::status::collect(client, false).await?;
+        let st = if counts.ok() {
+            crate::status::collect(client, true).await?
+        } else {
+            counts
+        };
         if st.ok() {
             Ok(true)
         } else {
@@ -212,7 +218,119 @@ pub async fn uninstall(client: &kube::Client, timeout: Duration) -> Result<Strin
     })
     .await
     .map_err(|e| format!("Cilium is still there after {timeout:?}: {e}"))?;
+    out.push_str(
+        "🧹 Cleaning up the nodes (BPF state, cilium_* devices, routes, the CNI configuration)\n",
+    );
+    let settings = values.resolve().map_err(|e| e.to_string())?;
+    let version = version.unwrap_or_else(|| version_tag(None));
+    for line in cleanup_nodes(client, &settings, &version, timeout).await? {
+        out.push_str(&line);
+        out.push('\n');
+    }
     Ok(out)
+}
+
+/// A pod that cleans a node after the agent has gone: `cilium-dbg cleanup` (the BPF
+/// programs and maps, `cilium_*` devices, the agent's routes and state) and the removal of
+/// the agent's CNI configuration, the ones it set aside coming back (`*.cilium_bak`).
+pub fn cleanup_pod(node: &str, settings: &crate::values::Settings, version: &str) -> Value {
+    let tag = settings.image_tag.as_deref().unwrap_or(version);
+    let restore_cni = "rm -f /host/etc/cni/net.d/05-cilium.conflist; \
+        for f in /host/etc/cni/net.d/*.cilium_bak; do \
+        if [ -e \"$f\" ]; then mv \"$f\" \"${f%.cilium_bak}\"; fi; done";
+    let host_path = |name: &str, path: &str| json!({"name": name, "hostPath": {"path": path, "type": "DirectoryOrCreate"}});
+    json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": format!("cilium-cleanup-{node}"), "namespace": NAMESPACE,
+                     "labels": {"k8s-app": "cilium-cleanup"}},
+        "spec": {
+            "nodeName": node,
+            "hostNetwork": true,
+            "restartPolicy": "Never",
+            "automountServiceAccountToken": false,
+            "terminationGracePeriodSeconds": 1,
+            "tolerations": [{"operator": "Exists"}],
+            "containers": [
+                {"name": "clean-cilium-state",
+                 "image": format!("{}/cilium:{tag}", settings.image_repository.trim_end_matches("/cilium")),
+                 "command": ["cilium-dbg", "cleanup", "--force", "--all-state", "--state-dir=/var/run/cilium"],
+                 "env": [{"name": "CILIUM_BPF_ROOT", "value": "/sys/fs/bpf"},
+                         {"name": "CILIUM_SOCK", "value": "unix:///var/run/cilium/cilium.sock"}],
+                 "volumeMounts": [{"name": "bpf-maps", "mountPath": "/sys/fs/bpf"},
+                                  {"name": "cilium-run", "mountPath": "/var/run/cilium"}]},
+                {"name": "uninstall-cni",
+                 "image": "quay.io/cilium/alpine-curl:v1.10.0",
+                 "command": ["sh", "-c", restore_cni],
+                 "volumeMounts": [{"name": "etc-cni-netd", "mountPath": "/host/etc/cni/net.d"}]},
+            ],
+            "volumes": [host_path("bpf-maps", "/sys/fs/bpf"), host_path("cilium-run", "/var/run/cilium"),
+                        host_path("etc-cni-netd", "/etc/cni/net.d")],
+        },
+    })
+}
+
+/// Runs [`cleanup_pod`] on every node and waits for each to succeed; a line per node.
+async fn cleanup_nodes(
+    client: &kube::Client,
+    settings: &crate::values::Settings,
+    version: &str,
+    timeout: Duration,
+) -> Result<Vec<String>, String> {
+    let nodes: Api<k8s_openapi::api::core::v1::Node> = Api::all(client.clone());
+    let names: Vec<String> = nodes
+        .list(&Default::default())
+        .await
+        .map_err(|e| format!("listing nodes: {e}"))?
+        .items
+        .into_iter()
+        .filter_map(|n| n.metadata.name)
+        .collect();
+    let pods: Vec<Value> = names
+        .iter()
+        .map(|n| cleanup_pod(n, settings, version))
+        .collect();
+    cluster::delete(client, &pods).await?;
+    cluster::apply(client, &pods).await?;
+    let api: Api<k8s_openapi::api::core::v1::Pod> = Api::namespaced(client.clone(), NAMESPACE);
+    let phase = |p: &k8s_openapi::api::core::v1::Pod| {
+        p.status
+            .as_ref()
+            .and_then(|s| s.phase.clone())
+            .unwrap_or_default()
+    };
+    let deadline = std::time::Instant::now() + timeout;
+    let outcome = loop {
+        let list = api
+            .list(&kube::api::ListParams::default().labels("k8s-app=cilium-cleanup"))
+            .await
+            .map_err(|e| e.to_string())?;
+        if let Some(failed) = list.items.iter().find(|p| phase(p) == "Failed") {
+            let name = failed.metadata.name.clone().unwrap_or_default();
+            break Err(format!(
+                "{name} failed (kubectl logs -n {NAMESPACE} {name} --all-containers)"
+            ));
+        }
+        let done = list
+            .items
+            .iter()
+            .filter(|p| phase(p) == "Succeeded")
+            .count();
+        if done == names.len() {
+            break Ok(names.iter().map(|n| format!("   {n}: cleaned")).collect());
+        }
+        if std::time::Instant::now() >= deadline {
+            break Err(format!(
+                "cleaning the nodes: {done}/{} done after {timeout:?}",
+                names.len()
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    // The pods go either way (their logs were the evidence while they ran).
+    if outcome.is_ok() {
+        cluster::delete(client, &pods).await?;
+    }
+    outcome
 }
 
 /// `cilium config view`: the ConfigMap's keys and values, aligned.

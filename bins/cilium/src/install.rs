@@ -197,6 +197,9 @@ fn agent(s: &Settings, version: &str) -> Value {
         "--state-dir=/var/run/cilium",
         "--socket-path=/var/run/cilium/cilium.sock",
         "--hubble-socket-path=/var/run/cilium/hubble.sock",
+        // The chart has this in cilium-config; an argument here, so that a runtime
+        // without mount namespaces can name the node's directory in its place.
+        "--write-cni-conf-when-ready=/host/etc/cni/net.d/05-cilium.conflist",
         "--ipv4-node=$(HOST_IP)",
     ]
     .map(str::to_owned)
@@ -228,12 +231,14 @@ fn agent(s: &Settings, version: &str) -> Value {
                             {"name": "cilium-config-path", "mountPath": "/tmp/cilium/config-map", "readOnly": true},
                             {"name": "bpf-maps", "mountPath": "/sys/fs/bpf", "mountPropagation": "HostToContainer"},
                             {"name": "cilium-run", "mountPath": "/var/run/cilium"},
+                            {"name": "etc-cni-netd", "mountPath": "/host/etc/cni/net.d"},
                         ],
                     }],
                     "volumes": [
                         {"name": "cilium-config-path", "configMap": {"name": "cilium-config"}},
                         host_path("bpf-maps", "/sys/fs/bpf"),
                         host_path("cilium-run", "/var/run/cilium"),
+                        host_path("etc-cni-netd", "/etc/cni/net.d"),
                     ],
                 },
             },

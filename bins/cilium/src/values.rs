@@ -335,6 +335,13 @@ pub const KNOWN_VALUES: &[KnownValue] = &[
         "skip netfilter conntrack for pod traffic (needs kubeProxyReplacement and bpf.masquerade)",
     ),
     known(
+        "cni.exclusive",
+        BOOL,
+        Some("true"),
+        "cni-exclusive",
+        "the agent's CNI configuration is the only one (others renamed to *.cilium_bak)",
+    ),
+    known(
         "loadBalancer.algorithm",
         choice(&["random", "maglev"]),
         None,
@@ -1443,6 +1450,7 @@ impl Reader<'_> {
             bpf_masquerade: self.bool("bpf.masquerade")?,
             kube_proxy_replacement: self.string("kubeProxyReplacement")?.as_deref() == Some("true"),
             install_no_conntrack_iptables_rules: self.flag("installNoConntrackIptablesRules")?,
+            cni_exclusive: self.flag("cni.exclusive")?,
             lb_algorithm: match self.string("loadBalancer.algorithm")?.as_deref() {
                 Some("maglev") => Some(LbAlgorithm::Maglev),
                 Some(_) => Some(LbAlgorithm::Random),
@@ -1525,6 +1533,8 @@ pub struct Settings {
     pub kube_proxy_replacement: bool,
     /// `installNoConntrackIptablesRules` (`install-no-conntrack-iptables-rules`).
     pub install_no_conntrack_iptables_rules: bool,
+    /// `cni.exclusive` (`cni-exclusive`).
+    pub cni_exclusive: bool,
     /// `loadBalancer.algorithm` (`bpf-lb-algorithm`, written when set).
     pub lb_algorithm: Option<LbAlgorithm>,
     /// `maglev.tableSize` (`bpf-lb-maglev-table-size`, written when set).
@@ -1626,6 +1636,7 @@ impl Settings {
             "install-no-conntrack-iptables-rules",
             self.install_no_conntrack_iptables_rules.to_string(),
         );
+        put("cni-exclusive", self.cni_exclusive.to_string());
         put(
             "auto-direct-node-routes",
             self.auto_direct_node_routes.to_string(),
@@ -1877,6 +1888,7 @@ mod tests {
             map(&[
                 ("auto-direct-node-routes", "true"),
                 ("cluster-id", "0"),
+                ("cni-exclusive", "true"),
                 ("cluster-name", "default"),
                 ("cluster-pool-ipv4-cidr", "172.20.0.0/16"),
                 ("cluster-pool-ipv4-mask-size", "24"),

@@ -24,6 +24,7 @@
 //!   adopted if it still runs the program recorded).
 //! - Readiness is "the process runs": probes are not run.
 
+pub mod cni;
 pub mod container;
 pub mod node;
 pub mod runtime;
@@ -63,13 +64,13 @@ pub struct Config {
     /// The node's network namespace, where the CNI plugin runs (`ip netns exec`, with the
     /// node's /sys); `None`: as the kubelet.
     pub node_netns: Option<String>,
-    /// The CNI plugin (cilium-cni).
-    pub cni: PathBuf,
+    /// The node's CNI configuration directory (`/etc/cni/net.d` under its root).
+    pub cni_conf_dir: PathBuf,
+    /// Where CNI plugins are looked up, in order.
+    pub cni_bin_dirs: Vec<PathBuf>,
     /// The node's root directory: `hostPath` volumes are paths under it (the lab's nodes
     /// share one machine's file system).
     pub host_root: PathBuf,
-    /// The node agent's API socket (the CNI configuration's `agent-socket`).
-    pub agent_socket: PathBuf,
     /// The program whose `workload` subcommand runs the built-in workloads (cilium-lab).
     pub workload_program: PathBuf,
     /// The kubelet API's address and TLS files (certificate, key, client CA), if served.
@@ -269,6 +270,7 @@ impl Kubelet {
             control_plane: self.cfg.control_plane,
             port: self.cfg.api.as_ref().map_or(0, |a| a.port),
             max_pods: 110,
+            network_ready: matches!(cni::load(&self.cfg.cni_conf_dir), Ok(Some(_))),
         }
     }
 
@@ -288,7 +290,7 @@ impl Kubelet {
 
     /// Registers the node, then runs pods until the process ends.
     pub async fn run(mut self) -> Result<(), String> {
-        let info = self.node_info();
+        let mut info = self.node_info();
         // The apiserver may still be starting: try for a while.
         let deadline = Instant::now() + Duration::from_secs(120);
         loop {
@@ -373,6 +375,15 @@ impl Kubelet {
                     api_down = false;
                 }
                 _ => {}
+            }
+            // A network plugin installed (or removed): the Node says so at once.
+            let now = self.node_info();
+            if now.network_ready != info.network_ready {
+                info = now;
+                log(&format!("network ready: {}", info.network_ready));
+                if let Err(e) = node::report_status(&self.client, &info).await {
+                    log(&e);
+                }
             }
             let svcs = service_names(services.cache());
             self.sync(pods.cache(), &svcs).await;
@@ -726,6 +737,37 @@ impl Kubelet {
             }
         };
         let host_network = spec.host_network == Some(true);
+        // The network configuration as it is now: the pod keeps it for its DEL.
+        let network = if host_network {
+            None
+        } else {
+            match cni::load(&self.cfg.cni_conf_dir) {
+                Ok(Some((_, list))) => Some(list),
+                Ok(None) => {
+                    let e = format!("network is not ready: {}", cni::NOT_READY);
+                    self.waiting.insert(
+                        uid.to_owned(),
+                        (
+                            "ContainerCreating".into(),
+                            e,
+                            Instant::now() + Duration::from_secs(1),
+                        ),
+                    );
+                    return;
+                }
+                Err(e) => {
+                    self.waiting.insert(
+                        uid.to_owned(),
+                        (
+                            "ContainerCreating".into(),
+                            e,
+                            Instant::now() + Duration::from_secs(2),
+                        ),
+                    );
+                    return;
+                }
+            }
+        };
         // Named by the pod's uid: unique on every node, whatever the pod's name.
         let netns = (!host_network).then(|| format!("{}-pod-{uid}", self.cfg.netns_prefix));
         let mut record = PodRecord {
@@ -736,14 +778,17 @@ impl Kubelet {
             ip: host_network.then_some(self.cfg.ip),
             start_time: node::now_rfc3339(),
             containers,
+            network,
+            network_result: None,
         };
         // Recorded before anything is made: a crash leaves nothing unknown.
         self.state().pods.insert(uid.to_owned(), record.clone());
         self.save();
         if let Some(ns) = &netns {
             match self.sandbox(&record, ns).await {
-                Ok(ip) => {
+                Ok((ip, result)) => {
                     record.ip = Some(ip);
+                    record.network_result = Some(result);
                     self.state().pods.insert(uid.to_owned(), record.clone());
                     self.save();
                     // Before the containers start: `ip netns exec` gives them this file.
@@ -782,61 +827,100 @@ impl Kubelet {
         log(&format!("pod {namespace}/{name} started"));
     }
 
-    /// The pod's network namespace, wired by cilium-cni; its IPv4 address.
-    async fn sandbox(&self, record: &PodRecord, ns: &str) -> Result<Ipv4Addr, String> {
+    /// The pod's network namespace, wired by the network's plugins; its IPv4 address and
+    /// the ADD's result.
+    async fn sandbox(&self, record: &PodRecord, ns: &str) -> Result<(Ipv4Addr, Value), String> {
         runtime::create_netns(ns)?;
-        let outcome = self.cni("ADD", record, ns).await?;
-        cilium_cni::runtime::result_ipv4(&outcome.output)
-            .ok_or_else(|| "the CNI result has no IPv4 address".to_owned())
+        let result = self.cni("ADD", record, ns).await?;
+        let ip = cilium_cni::runtime::result_ipv4(&result)
+            .ok_or_else(|| "the CNI result has no IPv4 address".to_owned())?;
+        Ok((ip, result))
     }
 
+    /// Runs the pod's network (its plugins in order for ADD, in reverse with the ADD's
+    /// result for DEL, as libcni does); the last plugin's result. A pod recorded before
+    /// networks were kept takes the node's configuration as it is now.
     async fn cni(
         &self,
         command: &'static str,
         record: &PodRecord,
         ns: &str,
-    ) -> Result<cilium_cni::runtime::Outcome, String> {
-        let netconf = json!({"cniVersion": "0.3.1", "name": "cilium", "type": "cilium-cni",
-                             "agent-socket": self.cfg.agent_socket})
-        .to_string();
-        let plugin = self.cfg.cni.clone();
-        let (namespace, name, id) = (
-            record.namespace.clone(),
-            record.name.clone(),
-            record.container_id(),
-        );
-        let netns = format!("/run/netns/{ns}");
-        let node_netns = self.cfg.node_netns.clone();
-        let outcome = tokio::task::spawn_blocking(move || {
-            let wrapper: Vec<&str> = match &node_netns {
-                Some(n) => vec!["ip", "netns", "exec", n],
-                None => Vec::new(),
-            };
-            cilium_cni::runtime::invoke(
-                &plugin,
-                &wrapper,
-                &cilium_cni::runtime::Invocation {
-                    command,
-                    container_id: &id,
-                    netns: &netns,
-                    ifname: "eth0",
-                    pod: (&namespace, &name),
-                    netconf: &netconf,
-                },
-            )
-        })
-        .await
-        .map_err(|e| e.to_string())?
-        .map_err(|e| format!("running cilium-cni: {e}"))?;
-        if outcome.success {
-            Ok(outcome)
-        } else {
-            Err(format!(
-                "CNI {command} failed: {} {}",
-                outcome.output,
-                outcome.stderr.trim()
-            ))
+    ) -> Result<Value, String> {
+        let list = match &record.network {
+            Some(l) => l.clone(),
+            None => cni::load(&self.cfg.cni_conf_dir)?
+                .map(|(_, l)| l)
+                .ok_or_else(|| cni::NOT_READY.to_owned())?,
+        };
+        let mut plugins: Vec<Value> = list["plugins"].as_array().cloned().unwrap_or_default();
+        let mut prev = None;
+        if command == "DEL" {
+            plugins.reverse();
+            prev = record.network_result.clone();
         }
+        let cni_path = self
+            .cfg
+            .cni_bin_dirs
+            .iter()
+            .map(|d| d.display().to_string())
+            .collect::<Vec<_>>()
+            .join(":");
+        let mut errors = Vec::new();
+        for plugin in plugins {
+            let kind = plugin["type"].as_str().unwrap_or_default().to_owned();
+            let binary = cni::find_plugin(&self.cfg.cni_bin_dirs, &kind)?;
+            let netconf = cni::plugin_config(&list, &plugin, prev.as_ref()).to_string();
+            let (namespace, name, id) = (
+                record.namespace.clone(),
+                record.name.clone(),
+                record.container_id(),
+            );
+            let netns = format!("/run/netns/{ns}");
+            let node_netns = self.cfg.node_netns.clone();
+            let cni_path = cni_path.clone();
+            let outcome = tokio::task::spawn_blocking(move || {
+                let wrapper: Vec<&str> = match &node_netns {
+                    Some(n) => vec!["ip", "netns", "exec", n],
+                    None => Vec::new(),
+                };
+                cilium_cni::runtime::invoke_with_path(
+                    &binary,
+                    &wrapper,
+                    &cilium_cni::runtime::Invocation {
+                        command,
+                        container_id: &id,
+                        netns: &netns,
+                        ifname: "eth0",
+                        pod: (&namespace, &name),
+                        netconf: &netconf,
+                    },
+                    &cni_path,
+                )
+            })
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|e| format!("running {kind}: {e}"))?;
+            if !outcome.success {
+                let e = format!(
+                    "CNI {command} of {kind} failed: {} {}",
+                    outcome.output,
+                    outcome.stderr.trim()
+                );
+                // DEL goes on through the other plugins (each releases what it holds).
+                if command == "DEL" {
+                    errors.push(e);
+                    continue;
+                }
+                return Err(e);
+            }
+            if command == "ADD" {
+                prev = Some(outcome.output);
+            }
+        }
+        if !errors.is_empty() {
+            return Err(errors.join("; "));
+        }
+        Ok(prev.unwrap_or(Value::Null))
     }
 
     fn start_container(&mut self, record: &mut PodRecord, i: usize) {
@@ -1209,6 +1293,8 @@ mod tests {
             netns: Some("crsl-default-p".into()),
             ip: Some(Ipv4Addr::new(172, 20, 1, 5)),
             start_time: "2026-12-05T00:00:00Z".into(),
+            network: None,
+            network_result: None,
             containers: vec![ContainerRecord {
                 name: "c".into(),
                 image: "nicolaka/netshoot".into(),

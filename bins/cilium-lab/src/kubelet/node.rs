@@ -36,6 +36,9 @@ pub struct NodeInfo {
     pub port: u16,
     /// Pods the node takes (capacity).
     pub max_pods: u32,
+    /// Whether the node has a network configuration (`NetworkReady`): a node without is
+    /// not Ready.
+    pub network_ready: bool,
 }
 
 /// The current time as Kubernetes writes it (`2026-12-05T01:02:03Z`).
@@ -107,7 +110,11 @@ pub fn node_status(info: &NodeInfo) -> Value {
             condition("MemoryPressure", "False", "KubeletHasSufficientMemory", "kubelet has sufficient memory available"),
             condition("DiskPressure", "False", "KubeletHasNoDiskPressure", "kubelet has no disk pressure"),
             condition("PIDPressure", "False", "KubeletHasSufficientPID", "kubelet has sufficient PID available"),
-            condition("Ready", "True", "KubeletReady", "kubelet is posting ready status"),
+            if info.network_ready {
+                condition("Ready", "True", "KubeletReady", "kubelet is posting ready status")
+            } else {
+                condition("Ready", "False", "KubeletNotReady", crate::kubelet::cni::NOT_READY)
+            },
         ],
         "daemonEndpoints": {"kubeletEndpoint": {"Port": info.port}},
         "declaredFeatures": [WEBSOCKETS_FEATURE],
@@ -220,6 +227,7 @@ mod tests {
             control_plane,
             port: 10250,
             max_pods: 110,
+            network_ready: true,
         }
     }
 
@@ -249,6 +257,18 @@ mod tests {
         assert_eq!(
             (ready["type"].as_str(), ready["status"].as_str()),
             (Some("Ready"), Some("True"))
+        );
+        // Without a network plugin: NotReady, as a kubelet says it.
+        let mut no_cni = info(false);
+        no_cni.network_ready = false;
+        let s = node_status(&no_cni);
+        let ready = &s["status"]["conditions"][3];
+        assert_eq!(ready["status"], "False");
+        assert!(
+            ready["message"]
+                .as_str()
+                .unwrap()
+                .contains("NetworkReady=false")
         );
     }
 

@@ -59,6 +59,12 @@ pub struct PodRecord {
     pub start_time: String,
     /// The containers, in the pod spec's order.
     pub containers: Vec<ContainerRecord>,
+    /// The network configuration (a CNI conflist) its sandbox was made with.
+    #[serde(default)]
+    pub network: Option<serde_json::Value>,
+    /// The result of its CNI ADD (given to DEL as `prevResult`).
+    #[serde(default)]
+    pub network_result: Option<serde_json::Value>,
 }
 
 impl PodRecord {
@@ -326,6 +332,10 @@ mod tests {
                 ip: Some(Ipv4Addr::new(172, 20, 1, 2)),
                 start_time: "2026-01-01T00:00:00Z".into(),
                 containers: vec![],
+                network: Some(
+                    serde_json::json!({"name": "cilium", "plugins": [{"type": "cilium-cni"}]}),
+                ),
+                network_result: Some(serde_json::json!({"ips": [{"address": "172.20.1.2/32"}]})),
             },
         );
         s.save(&dir).expect("save");
