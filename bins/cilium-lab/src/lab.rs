@@ -891,6 +891,22 @@ impl Lab {
         Ok(status.code().unwrap_or(1))
     }
 
+    /// `cilium-lab ssh NODE [COMMAND...]`: the command in the node's network namespace
+    /// (through `sh -c` when it is one word, so pipes work), or a shell; its exit code.
+    pub fn ssh(&self, node: &str, command: &[String]) -> Result<i32, String> {
+        let state = self.require()?;
+        let n = &state.nodes[state.node_index(node)?];
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", &n.netns]);
+        match command {
+            [] => cmd.arg(std::env::var("SHELL").unwrap_or_else(|_| "sh".into())),
+            [one] => cmd.args(["sh", "-c", one]),
+            many => cmd.args(many),
+        };
+        let status = cmd.status().map_err(|e| format!("ip netns exec: {e}"))?;
+        Ok(status.code().unwrap_or(1))
+    }
+
     /// hubble-relay's Observer API socket (its `hostPath` on the node that runs it).
     pub fn relay_socket(&self) -> PathBuf {
         self.relay_file(cilium_cli::install::RELAY_SOCKET)

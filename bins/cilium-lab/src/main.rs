@@ -119,6 +119,17 @@ enum Cmd {
         /// The node.
         node: String,
     },
+    /// Run a command on a node, in its network namespace (`cilium-lab ssh k8s-w1
+    /// iptables-save`, as the seed runs commands over ssh on its VMs); a shell without one.
+    #[command(disable_help_flag = true)]
+    Ssh {
+        /// The node.
+        node: String,
+        /// The command and its arguments (a shell's when one word holds spaces or pipes:
+        /// `cilium-lab ssh k8s-w1 'iptables-save | grep -c KUBE'`).
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        command: Vec<String>,
+    },
     /// Stop (SIGKILL) or start the lab's kube-apiserver.
     Apiserver {
         /// `stop` or `start`.
@@ -301,6 +312,7 @@ fn run(cli: Cli) -> Result<i32, String> {
             println!("node/{node} {action} done");
             Ok(0)
         }
+        Cmd::Ssh { node, command } => lab.ssh(&node, &command),
         Cmd::Apiserver { action } => {
             let mut state = lab.require()?;
             if action == "stop" {

@@ -227,6 +227,13 @@ fn agent(s: &Settings, version: &str) -> Value {
                         "command": ["cilium-agent"],
                         "args": args,
                         "env": env,
+                        // Ready once the agent's API says OK (upstream probes its health
+                        // port; this agent has its API socket).
+                        "readinessProbe": {
+                            "exec": {"command": ["cilium-dbg", "status", "--brief"]},
+                            "periodSeconds": 3,
+                            "timeoutSeconds": 5,
+                        },
                         "volumeMounts": [
                             {"name": "cilium-config-path", "mountPath": "/tmp/cilium/config-map", "readOnly": true},
                             {"name": "bpf-maps", "mountPath": "/sys/fs/bpf", "mountPropagation": "HostToContainer"},

@@ -214,6 +214,8 @@ pub struct Kubelet {
     finished: HashMap<String, Instant>,
     /// The `kubernetes` Service's ClusterIP (containers' `KUBERNETES_SERVICE_HOST`).
     api_service: Option<String>,
+    /// When each container's (`uid/name`) readiness probe is due next.
+    probes: HashMap<String, Instant>,
 }
 
 impl std::fmt::Debug for Kubelet {
@@ -255,6 +257,7 @@ impl Kubelet {
             waiting: HashMap::new(),
             finished: HashMap::new(),
             api_service: None,
+            probes: HashMap::new(),
         })
     }
 
@@ -439,6 +442,7 @@ impl Kubelet {
             }
             self.report(pod, &uid).await;
         }
+        self.probe(pods).await;
         let records: Vec<PodRecord> = self.state().pods.values().cloned().collect();
         for p in records {
             if let Some(ns) = &p.netns
@@ -695,6 +699,8 @@ impl Kubelet {
                 started_at: String::new(),
                 last_exit: None,
                 finished_at: None,
+                // Not ready until its readiness probe first passes.
+                ready: c.readiness_probe.as_ref().map(|_| false),
             });
         }
         Ok(out)
@@ -825,6 +831,91 @@ impl Kubelet {
             self.save();
         }
         log(&format!("pod {namespace}/{name} started"));
+    }
+
+    /// Runs the exec readiness probes that are due (`initialDelaySeconds`, then every
+    /// `periodSeconds`, `timeoutSeconds` each) and records what they say; a container
+    /// that is not running is not ready.
+    async fn probe(&mut self, pods: &BTreeMap<String, Pod>) {
+        let now = Instant::now();
+        let records: Vec<PodRecord> = self.state().pods.values().cloned().collect();
+        let mut changed = false;
+        for record in records {
+            let Some(pod) = pods
+                .values()
+                .find(|p| p.metadata.uid.as_deref() == Some(&record.uid))
+            else {
+                continue;
+            };
+            let specs = pod.spec.iter().flat_map(|s| s.containers.iter());
+            for (i, spec) in specs.enumerate() {
+                let (Some(probe), Some(c)) = (&spec.readiness_probe, record.containers.get(i))
+                else {
+                    continue;
+                };
+                let key = format!("{}/{}", record.uid, c.name);
+                let secs = |v: Option<i32>, default: u64| {
+                    v.and_then(|v| u64::try_from(v).ok()).unwrap_or(default)
+                };
+                if c.pid.is_none() {
+                    self.probes.insert(
+                        key,
+                        now + Duration::from_secs(secs(probe.initial_delay_seconds, 0)),
+                    );
+                    if c.ready == Some(true) {
+                        changed |= self.set_ready(&record.uid, i, false);
+                    }
+                    continue;
+                }
+                let due = *self
+                    .probes
+                    .entry(key.clone())
+                    .or_insert(now + Duration::from_secs(secs(probe.initial_delay_seconds, 0)));
+                if now < due {
+                    continue;
+                }
+                let Some(command) = probe.exec.as_ref().and_then(|e| e.command.clone()) else {
+                    // Only exec probes: any other kind says ready.
+                    changed |= self.set_ready(&record.uid, i, true);
+                    continue;
+                };
+                let timeout = Duration::from_secs(secs(probe.timeout_seconds, 1));
+                let (netns, env) = (record.netns.clone(), c.env.clone());
+                let ok = tokio::task::spawn_blocking(move || {
+                    runtime::probe(netns.as_deref(), &command, &env, timeout)
+                })
+                .await
+                .unwrap_or(false);
+                self.probes.insert(
+                    key,
+                    Instant::now() + Duration::from_secs(secs(probe.period_seconds, 10)),
+                );
+                changed |= self.set_ready(&record.uid, i, ok);
+            }
+        }
+        if changed {
+            self.save();
+            for pod in pods.values() {
+                if let Some(uid) = pod.metadata.uid.clone() {
+                    self.report(pod, &uid).await;
+                }
+            }
+        }
+    }
+
+    /// Records a container's readiness; whether it changed.
+    fn set_ready(&self, uid: &str, i: usize, ready: bool) -> bool {
+        let mut state = self.state();
+        let Some(c) = state
+            .pods
+            .get_mut(uid)
+            .and_then(|p| p.containers.get_mut(i))
+        else {
+            return false;
+        };
+        let changed = c.ready != Some(ready);
+        c.ready = Some(ready);
+        changed
     }
 
     /// The pod's network namespace, wired by the network's plugins; its IPv4 address and
@@ -1197,6 +1288,7 @@ pub fn pod_status(
         .and_then(|s| s.restart_policy.as_deref())
         .unwrap_or("Always");
     let mut all_running = true;
+    let mut all_ready = true;
     let mut all_done_ok = true;
     let mut any_failed_final = false;
     let statuses: Vec<Value> = record
@@ -1205,6 +1297,8 @@ pub fn pod_status(
         .map(|c| {
             let running = c.pid.is_some();
             all_running &= running;
+            let ready = running && c.ready.unwrap_or(true);
+            all_ready &= ready;
             let terminated = |code: i32, started: &str, finished: &Option<String>| {
                 let mut t = json!({"exitCode": code,
                     "reason": match code { 0 => "Completed", 137 => "ContainerStatusUnknown", _ => "Error" },
@@ -1241,7 +1335,7 @@ pub fn pod_status(
             }
             let mut s = json!({"name": c.name, "image": c.image, "imageID": c.image,
                 "containerID": format!("cilium-lab://{}/{}", record.uid, c.name),
-                "ready": running, "started": running, "restartCount": c.restart_count,
+                "ready": ready, "started": running, "restartCount": c.restart_count,
                 "state": state});
             if let Some(code) = c.last_exit
                 && c.restart_count > 0
@@ -1267,8 +1361,8 @@ pub fn pod_status(
         "podIP": ip, "podIPs": [{"ip": ip}],
         "startTime": record.start_time,
         "conditions": [condition("PodReadyToStartContainers", true), condition("PodScheduled", true),
-                       condition("Initialized", true), condition("ContainersReady", all_running),
-                       condition("Ready", all_running)],
+                       condition("Initialized", true), condition("ContainersReady", all_ready),
+                       condition("Ready", all_ready)],
         "containerStatuses": statuses,
     })
 }
@@ -1305,6 +1399,7 @@ mod tests {
                 started_at: "2026-12-05T00:00:01Z".into(),
                 last_exit: exit,
                 finished_at: exit.map(|_| "2026-12-05T00:00:02Z".into()),
+                ready: None,
             }],
         }
     }
@@ -1326,6 +1421,21 @@ mod tests {
         assert_eq!(ready.expect("Ready")["status"], "True");
         // Decodes as Kubernetes' PodStatus.
         serde_json::from_value::<k8s_openapi::api::core::v1::PodStatus>(s).expect("PodStatus");
+    }
+
+    #[test]
+    fn a_running_container_its_probe_says_is_not_ready_keeps_the_pod_unready() {
+        let mut r = record(Some(42), None, 0);
+        r.containers[0].ready = Some(false);
+        let s = pod_status(&pod("Always"), Some(&r), None, HOST);
+        assert_eq!(s["phase"], "Running");
+        assert_eq!(s["containerStatuses"][0]["ready"], false);
+        assert_eq!(s["containerStatuses"][0]["started"], true);
+        assert_eq!(s["conditions"][4]["type"], "Ready");
+        assert_eq!(s["conditions"][4]["status"], "False");
+        r.containers[0].ready = Some(true);
+        let s = pod_status(&pod("Always"), Some(&r), None, HOST);
+        assert_eq!(s["conditions"][4]["status"], "True");
     }
 
     #[test]

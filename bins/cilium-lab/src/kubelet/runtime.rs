@@ -40,6 +40,9 @@ pub struct ContainerRecord {
     /// When the last run ended (RFC 3339).
     #[serde(default)]
     pub finished_at: Option<String>,
+    /// What its readiness probe last said (`None`: it has none, so running is ready).
+    #[serde(default)]
+    pub ready: Option<bool>,
 }
 
 /// A pod this kubelet runs (or ran: the record outlives the pod until it is cleaned up).
@@ -226,14 +229,60 @@ pub fn start_process(
     if let Some(ns) = netns {
         cmd.args(["ip", "netns", "exec", ns]);
     }
+    // The container's environment only, not the kubelet's.
     cmd.arg(program)
         .args(args)
+        .env_clear()
         .envs(env.iter().map(|(k, v)| (k, v)))
         .stdin(Stdio::null())
         .stdout(out.try_clone().map_err(|e| e.to_string())?)
         .stderr(out)
         .spawn()
         .map_err(|e| format!("starting {program}: {e}"))
+}
+
+/// Runs an exec probe's command in the pod's network namespace (`None`: the node's) with
+/// the container's environment: whether it exited 0 within `timeout` (killed after).
+pub fn probe(
+    netns: Option<&str>,
+    command: &[String],
+    env: &[(String, String)],
+    timeout: Duration,
+) -> bool {
+    let Some((program, args)) = command.split_first() else {
+        return false;
+    };
+    let mut cmd = match netns {
+        Some(ns) => {
+            let mut c = Command::new("ip");
+            c.args(["netns", "exec", ns, program]);
+            c
+        }
+        None => Command::new(program),
+    };
+    let child = cmd
+        .args(args)
+        .env_clear()
+        .envs(env.iter().map(|(k, v)| (k, v)))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn();
+    let Ok(mut child) = child else { return false };
+    let deadline = Instant::now() + timeout;
+    loop {
+        match child.try_wait() {
+            Ok(Some(status)) => return status.success(),
+            Ok(None) if Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            _ => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return false;
+            }
+        }
+    }
 }
 
 /// Writes a pod's `/etc/netns/<netns>/hosts` (what `ip netns exec` shows as /etc/hosts):
