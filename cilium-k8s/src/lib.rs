@@ -9,8 +9,10 @@
 //!   [`register`](crds::register), which installs or upgrades them as Cilium's operator does.
 //! - [`testing`]: [`ControlPlane`](testing::ControlPlane), etcd plus upstream's
 //!   kube-apiserver, kube-controller-manager and kube-scheduler (built from the
-//!   `k8s.io/kubernetes` module by `cargo xtask kube-build`), with certificates and
-//!   kubeconfigs of its own, torn down on drop.
+//!   `k8s.io/kubernetes` module by `cargo xtask kube-build`, with kube-proxy), with
+//!   certificates and kubeconfigs of its own, torn down on drop; optionally with the
+//!   node-ipam controller
+//!   ([`start_with_node_ipam`](testing::ControlPlane::start_with_node_ipam)).
 //! - [`watch`]: [`Informer`](watch::Informer), list-then-watch of one kind through the
 //!   API, reporting `cilium_core::cluster::Change`s as the cluster store's informer does.
 //! - [`types`]: typed `cilium.io/v2` objects ([`CiliumIdentity`](types::CiliumIdentity)).

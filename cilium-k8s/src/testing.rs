@@ -2,9 +2,9 @@
 
 //! The upstream Kubernetes control plane for tests and the lab: etcd, kube-apiserver,
 //! kube-controller-manager and kube-scheduler as upstream builds them (the binaries of
-//! `cargo xtask kube-build`; etcd is the one the apiserver's client is built against, not
-//! Debian's 3.4, whose missing watch progress requests stall the apiserver's watch cache),
-//! here or in a network namespace.
+//! `cargo xtask kube-build`, which also builds kube-proxy; etcd is the one the apiserver's
+//! client is built against, not Debian's 3.4, whose missing watch progress requests stall
+//! the apiserver's watch cache), here or in a network namespace.
 //!
 //! [`ControlPlane::start`] makes a temp directory with a CA, the apiserver's serving
 //! certificate, a client certificate per component (the admin in `system:masters`, the
@@ -14,8 +14,11 @@
 //! (`--service-cluster-ip-range=10.96.0.0/16` as in the seed), waits for `/readyz`, then the
 //! controller-manager with node IPAM off (Cilium's cluster-pool does IPAM) and only the
 //! node-lifecycle, deployment, replicaset, daemonset, endpointslice, namespace,
-//! serviceaccount(-token), garbage-collector and pod garbage-collector controllers, and the scheduler. Dropping it kills every process it
-//! started (by pid) and removes the directory, also when a test panics.
+//! serviceaccount(-token), garbage-collector and pod garbage-collector controllers, and the
+//! scheduler. [`ControlPlane::start_with_node_ipam`] runs the node-ipam controller too,
+//! which gives each Node a `spec.podCIDR` from a cluster CIDR as in a cluster before Cilium
+//! (kube-proxy and the reference bridge plugin with host-local IPAM). Dropping it kills
+//! every process it started (by pid) and removes the directory, also when a test panics.
 
 use std::io::Write;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -34,8 +37,9 @@ pub const SERVICE_CLUSTER_IP_RANGE: &str = "10.96.0.0/16";
 /// The `kubernetes` Service's ClusterIP in that range.
 pub const KUBERNETES_SERVICE_IP: Ipv4Addr = Ipv4Addr::new(10, 96, 0, 1);
 /// The controllers the controller-manager runs: no node IPAM (Cilium's cluster-pool does
-/// it); the node lifecycle controller lifts a node's `not-ready` taint once its kubelet
-/// reports it Ready, and marks it unreachable when its Lease is not renewed.
+/// it; [`ControlPlane::start_with_node_ipam`] adds it); the node lifecycle controller lifts
+/// a node's `not-ready` taint once its kubelet reports it Ready, and marks it unreachable
+/// when its Lease is not renewed.
 pub const CONTROLLERS: &[&str] = &[
     "node-lifecycle-controller",
     "deployment-controller",
@@ -50,6 +54,58 @@ pub const CONTROLLERS: &[&str] = &[
     // kube-root-ca.crt in every namespace: the CA of pods' service account volumes.
     "root-ca-certificate-publisher-controller",
 ];
+
+/// The node-ipam controller, run only by [`ControlPlane::start_with_node_ipam`].
+pub const NODE_IPAM_CONTROLLER: &str = "node-ipam-controller";
+
+/// The seed's pod network before Cilium: kube-controller-manager's `--cluster-cidr`, cut
+/// into a `/24` per node (`--node-cidr-mask-size`), the ranges of each node's bridge plugin.
+pub const SEED_CLUSTER_CIDR: &str = "10.244.0.0/16";
+
+/// The prefix length of each node's podCIDR in [`SEED_CLUSTER_CIDR`].
+pub const SEED_NODE_CIDR_MASK_SIZE: u8 = 24;
+
+/// kube-controller-manager's node IPAM (`--allocate-node-cidrs=true`, range allocator):
+/// each Node gets a `spec.podCIDR` of `node_cidr_mask_size` bits from `cluster_cidr`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeIpam {
+    /// `--cluster-cidr`: the pods' network.
+    pub cluster_cidr: String,
+    /// `--node-cidr-mask-size`: the prefix length of each node's podCIDR.
+    pub node_cidr_mask_size: u8,
+}
+
+impl NodeIpam {
+    /// The seed's: [`SEED_CLUSTER_CIDR`] with a `/24` per node.
+    pub fn seed() -> NodeIpam {
+        NodeIpam {
+            cluster_cidr: SEED_CLUSTER_CIDR.into(),
+            node_cidr_mask_size: SEED_NODE_CIDR_MASK_SIZE,
+        }
+    }
+}
+
+/// The controller-manager's controller and node-IPAM flags: [`CONTROLLERS`] and
+/// `--allocate-node-cidrs=false`, or with `ipam` also [`NODE_IPAM_CONTROLLER`] and its
+/// flags (the service range too, so that no node gets a CIDR overlapping it).
+fn controller_flags(ipam: Option<&NodeIpam>) -> Vec<String> {
+    let mut controllers = CONTROLLERS.to_vec();
+    let mut flags = Vec::new();
+    match ipam {
+        None => flags.push("--allocate-node-cidrs=false".to_owned()),
+        Some(ipam) => {
+            controllers.push(NODE_IPAM_CONTROLLER);
+            flags.extend([
+                "--allocate-node-cidrs=true".to_owned(),
+                format!("--cluster-cidr={}", ipam.cluster_cidr),
+                format!("--node-cidr-mask-size={}", ipam.node_cidr_mask_size),
+                format!("--service-cluster-ip-range={SERVICE_CLUSTER_IP_RANGE}"),
+            ]);
+        }
+    }
+    flags.insert(0, format!("--controllers={}", controllers.join(",")));
+    flags
+}
 
 /// How long a component may take to become ready (a loaded 2-core machine, first start).
 const READY_TIMEOUT: Duration = Duration::from_secs(90);
@@ -100,12 +156,14 @@ pub struct ControlPlane {
     scheduler: Option<Child>,
 }
 
-/// The programs the control plane runs (a directory from before one was added is stale).
-const BINARIES: [&str; 5] = [
+/// The programs the control plane runs, and kube-proxy (a directory from before one was
+/// added is stale).
+const BINARIES: [&str; 6] = [
     "etcd",
     "kube-apiserver",
     "kube-controller-manager",
     "kube-scheduler",
+    "kube-proxy",
     "kubectl",
 ];
 
@@ -113,9 +171,9 @@ fn has_binaries(dir: &Path) -> bool {
     BINARIES.iter().all(|b| dir.join(b).exists())
 }
 
-/// The directory with the upstream binaries (`kube-apiserver`, ..., `kubectl`): `$CRS_KUBE_DIR`
-/// when set, else `target/kube/` of this workspace, built by `cargo xtask kube-build` when
-/// it is missing.
+/// The directory with the upstream binaries (`kube-apiserver`, ..., `kube-proxy`,
+/// `kubectl`): `$CRS_KUBE_DIR` when set, else `target/kube/` of this workspace, built by
+/// `cargo xtask kube-build` when it is missing.
 pub fn kube_dir() -> Result<PathBuf, Error> {
     if let Some(dir) = std::env::var_os("CRS_KUBE_DIR") {
         let dir = PathBuf::from(dir);
@@ -144,7 +202,7 @@ pub fn kube_dir() -> Result<PathBuf, Error> {
     if !workspace.join("xtask").is_dir() {
         return Err(Error::Missing(format!(
             "{} has no Kubernetes binaries; set CRS_KUBE_DIR to a directory with \
-             kube-apiserver, kube-controller-manager, kube-scheduler and kubectl",
+             kube-apiserver, kube-controller-manager, kube-scheduler, kube-proxy and kubectl",
             dir.display()
         )));
     }
@@ -220,6 +278,29 @@ impl ControlPlane {
     /// the apiserver is ready and the controller-manager has made the `default`
     /// ServiceAccount.
     pub fn start(opts: &Options) -> Result<ControlPlane, Error> {
+        ControlPlane::start_inner(opts, None)
+    }
+
+    /// [`ControlPlane::start`], with the controller-manager's node IPAM as `ipam` says
+    /// (`--allocate-node-cidrs=true --cluster-cidr=.. --node-cidr-mask-size=..` and the
+    /// node-ipam controller): every Node gets its `spec.podCIDR`, as kube-proxy and the
+    /// reference bridge plugin of a cluster before Cilium expect.
+    ///
+    /// ```no_run
+    /// use cilium_k8s::testing::{ControlPlane, NodeIpam, Options};
+    ///
+    /// let cp = ControlPlane::start_with_node_ipam(&Options::default(), &NodeIpam::seed())?;
+    /// cp.add_ready_node("k8s-w1", "192.168.10.101".parse().unwrap())?;
+    /// // Soon: 10.244.0.0/24.
+    /// let cidr = cp.kubectl(&["get", "node", "k8s-w1", "-o", "jsonpath={.spec.podCIDR}"])?;
+    /// println!("{cidr}");
+    /// # Ok::<(), cilium_k8s::Error>(())
+    /// ```
+    pub fn start_with_node_ipam(opts: &Options, ipam: &NodeIpam) -> Result<ControlPlane, Error> {
+        ControlPlane::start_inner(opts, Some(ipam))
+    }
+
+    fn start_inner(opts: &Options, ipam: Option<&NodeIpam>) -> Result<ControlPlane, Error> {
         let kube = kube_dir()?;
         let (dir, owned_dir) = match &opts.dir {
             Some(d) => (d.clone(), false),
@@ -371,18 +452,19 @@ impl ControlPlane {
         };
         cp.start_apiserver()?;
 
-        let controllers = format!("--controllers={}", CONTROLLERS.join(","));
-        let cm_args = vec![
-            format!("--kubeconfig={}", cp.path("controller-manager.kubeconfig")),
-            controllers,
-            "--allocate-node-cidrs=false".into(),
+        let mut cm_args = vec![format!(
+            "--kubeconfig={}",
+            cp.path("controller-manager.kubeconfig")
+        )];
+        cm_args.extend(controller_flags(ipam));
+        cm_args.extend([
             "--leader-elect=false".into(),
             "--secure-port=0".into(),
             "--use-service-account-credentials=true".into(),
             format!("--service-account-private-key-file={}", cp.path("sa.key")),
             format!("--root-ca-file={}", cp.path("ca.crt")),
             "--profiling=false".into(),
-        ];
+        ]);
         cp.controller_manager = Some(cp.spawn("kube-controller-manager", &cm_args)?);
         let sched_args = vec![
             format!("--kubeconfig={}", cp.path("scheduler.kubeconfig")),
@@ -524,6 +606,12 @@ impl ControlPlane {
     /// The pinned kubectl.
     pub fn kubectl_path(&self) -> PathBuf {
         self.kube.join("kubectl")
+    }
+
+    /// The pinned kube-proxy (the same Kubernetes release as the control plane), for a
+    /// node of a cluster before Cilium; the control plane never runs it.
+    pub fn kube_proxy_path(&self) -> PathBuf {
+        self.kube.join("kube-proxy")
     }
 
     /// Applies Cilium's five CRDs with kubectl and waits until they are established.
@@ -744,5 +832,33 @@ impl Drop for ControlPlane {
         if self.owned_dir {
             let _ = std::fs::remove_dir_all(&self.dir);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn node_ipam_is_off_unless_asked_for() {
+        let flags = controller_flags(None);
+        assert_eq!(flags[0], format!("--controllers={}", CONTROLLERS.join(",")));
+        assert_eq!(flags[1..], ["--allocate-node-cidrs=false"]);
+        assert!(!flags[0].contains(NODE_IPAM_CONTROLLER));
+    }
+
+    #[test]
+    fn node_ipam_runs_its_controller_with_the_cluster_cidr() {
+        let flags = controller_flags(Some(&NodeIpam::seed()));
+        assert!(flags[0].ends_with(",node-ipam-controller"), "{}", flags[0]);
+        assert_eq!(
+            flags[1..],
+            [
+                "--allocate-node-cidrs=true",
+                "--cluster-cidr=10.244.0.0/16",
+                "--node-cidr-mask-size=24",
+                "--service-cluster-ip-range=10.96.0.0/16",
+            ]
+        );
     }
 }

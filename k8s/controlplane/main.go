@@ -3,9 +3,10 @@
 // Command kube is the upstream Kubernetes control plane and kubectl, linked into one
 // multi-call binary from the k8s.io/kubernetes module (as k3s links them): the program
 // runs as the command its name says (kube-apiserver, kube-controller-manager,
-// kube-scheduler, kubectl), or as the one its first argument names (`kube kubectl get
-// pods`). `cargo xtask kube-build` builds it into target/kube/ with a link per command.
-// Nothing here changes upstream's behaviour: each command is upstream's own cobra command.
+// kube-scheduler, kube-proxy, kubectl), or as the one its first argument names (`kube
+// kubectl get pods`). `cargo xtask kube-build` builds it into target/kube/ with a link per
+// command. Nothing here changes upstream's behaviour: each command is upstream's own cobra
+// command.
 package main
 
 import (
@@ -22,6 +23,7 @@ import (
 	kubectl "k8s.io/kubectl/pkg/cmd"
 	apiserver "k8s.io/kubernetes/cmd/kube-apiserver/app"
 	controllermanager "k8s.io/kubernetes/cmd/kube-controller-manager/app"
+	proxy "k8s.io/kubernetes/cmd/kube-proxy/app"
 	scheduler "k8s.io/kubernetes/cmd/kube-scheduler/app"
 )
 
@@ -29,6 +31,7 @@ var commands = map[string]func() *cobra.Command{
 	"kube-apiserver":          apiserver.NewAPIServerCommand,
 	"kube-controller-manager": controllermanager.NewControllerManagerCommand,
 	"kube-scheduler":          func() *cobra.Command { return scheduler.NewSchedulerCommand() },
+	"kube-proxy":              proxy.NewProxyCommand,
 	"kubectl":                 kubectl.NewDefaultKubectlCommand,
 }
 
@@ -45,7 +48,7 @@ func main() {
 	}
 	make, ok := commands[name]
 	if !ok {
-		fmt.Fprintf(os.Stderr, "usage: kube {kube-apiserver|kube-controller-manager|kube-scheduler|kubectl|etcd} [ARGS...], or a link of that name\n")
+		fmt.Fprintf(os.Stderr, "usage: kube {kube-apiserver|kube-controller-manager|kube-scheduler|kube-proxy|kubectl|etcd} [ARGS...], or a link of that name\n")
 		os.Exit(64)
 	}
 	os.Exit(cli.Run(make()))

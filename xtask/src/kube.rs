@@ -1,10 +1,11 @@
 // SPDX-License-Identifier: Apache-2.0
 
-//! `cargo xtask kube-build`: the upstream Kubernetes control plane and kubectl, built from
-//! the `k8s.io/kubernetes` module pinned in `k8s/controlplane/go.mod`.
+//! `cargo xtask kube-build`: the upstream Kubernetes control plane, kube-proxy and kubectl,
+//! built from the `k8s.io/kubernetes` module pinned in `k8s/controlplane/go.mod`.
 //!
 //! One multi-call binary, `target/kube/kube`, with a link per command
-//! (`kube-apiserver`, `kube-controller-manager`, `kube-scheduler`, `kubectl`, and `etcd`
+//! (`kube-apiserver`, `kube-controller-manager`, `kube-scheduler`, `kube-proxy` (the
+//! pre-Cilium cluster's service proxy), `kubectl`, and `etcd`
 //! from `go.etcd.io/etcd/server/v3` at the version the apiserver's client is: Debian's
 //! etcd 3.4 lacks the watch progress requests the apiserver's cache relies on). The module's
 //! go.sum pins every module it builds from; `-mod=readonly` refuses to change it. Go's
@@ -18,10 +19,11 @@ use std::process::Command;
 use std::time::Instant;
 
 /// The commands the multi-call binary runs, each a link to it in `target/kube/`.
-pub(crate) const COMMANDS: [&str; 5] = [
+pub(crate) const COMMANDS: [&str; 6] = [
     "kube-apiserver",
     "kube-controller-manager",
     "kube-scheduler",
+    "kube-proxy",
     "kubectl",
     "etcd",
 ];

@@ -13,8 +13,8 @@
 //!   clang-19 and the flags of `bpf/clang.flags` (commit the result);
 //! - `ci`: test, clippy, fmt, docs and fuzz-check, as `.ci/run` runs them (`.ci/run` also
 //!   runs `fresh-check --test`, which needs root);
-//! - `kube-build`: builds the upstream Kubernetes control plane and kubectl from the pinned
-//!   module in `k8s/controlplane/` into `target/kube/` (see `kube.rs`);
+//! - `kube-build`: builds the upstream Kubernetes control plane, kube-proxy and kubectl from
+//!   the pinned module in `k8s/controlplane/` into `target/kube/` (see `kube.rs`);
 //! - `fresh-check [--test] [--demo]`: runs `scripts/deps.sh` and the build of every target
 //!   in a minimal Debian root made by debootstrap (see `fresh.rs`), as root.
 
