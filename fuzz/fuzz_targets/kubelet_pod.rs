@@ -43,6 +43,7 @@ fuzz_target!(|data: &[u8]| {
         workload_program: Path::new("/bin/cilium-lab"),
         volumes: &volumes,
         api_service: Some("10.96.0.1"),
+        kube_dir: Some(Path::new("/kube")),
     };
     for c in pod.spec.iter().flat_map(|s| s.containers.iter()) {
         if let Ok(env) = container::environment(&pod, c, &ctx) {

@@ -69,7 +69,9 @@ pub fn invoke_with_path(
         .env(
             "CNI_ARGS",
             format!(
-                "K8S_POD_NAMESPACE={};K8S_POD_NAME={}",
+                // As containerd sends them: plugins that do not know an argument (the
+                // reference plugins) ignore it instead of failing.
+                "IgnoreUnknown=1;K8S_POD_NAMESPACE={};K8S_POD_NAME={}",
                 call.pod.0, call.pod.1
             ),
         )

@@ -20,7 +20,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use cilium_k8s::testing::{ControlPlane, Detached, Options};
+use cilium_k8s::testing::{ControlPlane, Detached, NodeIpam, Options};
 use serde::{Deserialize, Serialize};
 
 use crate::kubelet::runtime::{self, RuntimeState};
@@ -198,6 +198,68 @@ pub struct UpOptions {
     /// Install Cilium (the seed's `helm install`); false leaves the cluster without a
     /// network plugin, for `cilium install`.
     pub install_cilium: bool,
+    /// The seed's cluster before Cilium: kube-proxy (iptables) and the bridge network
+    /// (instead of Cilium).
+    pub kube_proxy: bool,
+}
+
+/// kube-proxy as kubeadm deploys it (a `List`): ServiceAccount, ClusterRoleBinding to
+/// `system:node-proxier`, ConfigMap `kube-proxy` with kubeadm's `config.conf`, DaemonSet
+/// `kube-proxy` (hostNetwork, `registry.k8s.io/kube-proxy`). The lab's runtime cannot
+/// give a configuration file the service account's token path, so the DaemonSet passes
+/// the configuration's settings as flags (kube-proxy ignores flags when `--config` is
+/// given), with the kubeconfig the kubelet writes for the pod's account; and it leaves
+/// the machine-wide conntrack settings and its OOM score alone.
+pub fn kube_proxy_objects() -> serde_json::Value {
+    let config = "apiVersion: kubeproxy.config.k8s.io/v1alpha1\nkind: KubeProxyConfiguration\nmode: iptables\nclusterCIDR: 10.244.0.0/16\nclientConnection:\n  kubeconfig: /var/lib/kube-proxy/kubeconfig.conf\nconntrack:\n  maxPerCore: 0\n";
+    let labels = serde_json::json!({"k8s-app": "kube-proxy"});
+    serde_json::json!({"apiVersion": "v1", "kind": "List", "items": [
+        {"apiVersion": "v1", "kind": "ServiceAccount",
+         "metadata": {"name": "kube-proxy", "namespace": "kube-system"}},
+        {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
+         "metadata": {"name": "kubeadm:node-proxier"},
+         "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "system:node-proxier"},
+         "subjects": [{"kind": "ServiceAccount", "name": "kube-proxy", "namespace": "kube-system"}]},
+        {"apiVersion": "v1", "kind": "ConfigMap",
+         "metadata": {"name": "kube-proxy", "namespace": "kube-system", "labels": {"app": "kube-proxy"}},
+         "data": {"config.conf": config}},
+        {"apiVersion": "apps/v1", "kind": "DaemonSet",
+         "metadata": {"name": "kube-proxy", "namespace": "kube-system", "labels": labels},
+         "spec": {
+            "selector": {"matchLabels": labels},
+            "template": {
+                "metadata": {"labels": labels},
+                "spec": {
+                    "serviceAccountName": "kube-proxy",
+                    "hostNetwork": true,
+                    "priorityClassName": "system-node-critical",
+                    "terminationGracePeriodSeconds": 1,
+                    "tolerations": [{"operator": "Exists"}],
+                    "containers": [{
+                        "name": "kube-proxy",
+                        "image": "registry.k8s.io/kube-proxy:v1.37.2",
+                        "command": ["/usr/local/bin/kube-proxy"],
+                        "args": [
+                            "--kubeconfig=$(KUBECONFIG)",
+                            "--hostname-override=$(NODE_NAME)",
+                            "--proxy-mode=iptables",
+                            "--cluster-cidr=10.244.0.0/16",
+                            "--masquerade-all",
+                            "--conntrack-max-per-core=0",
+                            "--conntrack-tcp-timeout-established=0",
+                            "--conntrack-tcp-timeout-close-wait=0",
+                            "--oom-score-adj=0",
+                        ],
+                        "env": [
+                            {"name": "NODE_NAME", "valueFrom": {"fieldRef": {"fieldPath": "spec.nodeName"}}},
+                            {"name": "KUBERNETES_SERVICE_HOST", "value": "192.168.10.100"},
+                            {"name": "KUBERNETES_SERVICE_PORT", "value": "6443"},
+                        ],
+                    }],
+                },
+            },
+         }},
+    ]})
 }
 
 /// The Helm values `cilium-lab up` installs Cilium with: the seed's `helm install`
@@ -431,6 +493,11 @@ impl Lab {
         for i in 0..state.nodes.len() {
             self.start_kubelet(&mut state, i)?;
         }
+        if opts.kube_proxy {
+            self.install_pre_cilium_network(&state)?;
+            self.wait_nodes_ready(&state)?;
+            return Ok(state);
+        }
         // Without a network plugin the nodes stay NotReady, as a new cluster's do.
         if opts.install_cilium {
             self.install_cilium(&state)?;
@@ -440,6 +507,70 @@ impl Lab {
             self.wait_nodes_ready(&state)?;
         }
         Ok(state)
+    }
+
+    /// The seed's network before Cilium: on every node a bridge `cni0` with host-local
+    /// addresses from the Node's podCIDR (the reference plugins; flannel's part, a /24 per
+    /// node and a route to each other node's, is played by `10-bridge.conflist` and routes
+    /// via the nodes' addresses, as flannel's host-gw backend does), and kube-proxy as
+    /// kubeadm deploys it (DaemonSet and ConfigMap `kube-proxy`, ServiceAccount bound to
+    /// `system:node-proxier`), in iptables mode.
+    pub fn install_pre_cilium_network(&self, state: &LabState) -> Result<(), String> {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let cidrs: BTreeMap<String, String> = loop {
+            let out = self.kubectl_output(&[
+                "get",
+                "nodes",
+                "-o",
+                "jsonpath={range .items[*]}{.metadata.name}={.spec.podCIDR}{\"\\n\"}{end}",
+            ])?;
+            let found: BTreeMap<String, String> = out
+                .lines()
+                .filter_map(|l| l.split_once('='))
+                .filter(|(_, c)| !c.is_empty())
+                .map(|(n, c)| (n.to_owned(), c.to_owned()))
+                .collect();
+            if state.nodes.iter().all(|n| found.contains_key(&n.name)) {
+                break found;
+            }
+            if Instant::now() > deadline {
+                return Err(format!("the nodes got no podCIDR: {out}"));
+            }
+            std::thread::sleep(Duration::from_millis(300));
+        };
+        for n in &state.nodes {
+            let cidr = &cidrs[&n.name];
+            for other in state.nodes.iter().filter(|o| o.name != n.name) {
+                run(&[
+                    "ip",
+                    "-n",
+                    &n.netns,
+                    "route",
+                    "replace",
+                    &cidrs[&other.name],
+                    "via",
+                    &other.ip.to_string(),
+                ])?;
+            }
+            let dir = n.root.join("etc/cni/net.d");
+            std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+            let conf = serde_json::json!({
+                "cniVersion": "1.0.0", "name": "cbr0",
+                "plugins": [
+                    {"type": "bridge", "bridge": "cni0", "isGateway": true, "ipMasq": true,
+                     "hairpinMode": true,
+                     "ipam": {"type": "host-local", "ranges": [[{"subnet": cidr}]],
+                              "routes": [{"dst": "0.0.0.0/0"}],
+                              "dataDir": n.root.join("var/lib/cni/networks").display().to_string()}},
+                    {"type": "portmap", "capabilities": {"portMappings": true}},
+                ],
+            });
+            let file = dir.join("10-bridge.conflist");
+            std::fs::write(&file, format!("{conf:#}"))
+                .map_err(|e| format!("{}: {e}", file.display()))?;
+        }
+        self.kubectl_apply(&kube_proxy_objects().to_string())?;
+        Ok(())
     }
 
     /// Installs Cilium as `cilium install` does (the CLI's library, through the lab's
@@ -508,13 +639,18 @@ impl Lab {
     fn start_control_plane(&self, state: &mut LabState, kube_dir: &Path) -> Result<(), String> {
         let ctr = state.nodes[0].netns.clone();
         let cp_dir = self.dir.join("control-plane");
-        let cp = ControlPlane::start(&Options {
-            netns: Some(ctr.clone()),
-            address: CTR_IP,
-            port: 6443,
-            dir: Some(cp_dir.clone()),
-            own_session: true,
-        })
+        // Node IPAM on, as kubeadm's `podSubnet` sets it in the seed: every Node gets a
+        // 10.244.x.0/24 podCIDR (the bridge network's; Cilium's cluster-pool ignores it).
+        let cp = ControlPlane::start_with_node_ipam(
+            &Options {
+                netns: Some(ctr.clone()),
+                address: CTR_IP,
+                port: 6443,
+                dir: Some(cp_dir.clone()),
+                own_session: true,
+            },
+            &NodeIpam::seed(),
+        )
         .map_err(|e| format!("the control plane did not start: {e}"))?;
         // Each kubelet: its node's credentials and its API's serving certificate.
         for n in &state.nodes {
@@ -698,6 +834,12 @@ impl Lab {
             ),
             "--cni-bin-dir=/usr/lib/cni".to_owned(),
             format!("--host-root={}", n.root.display()),
+            format!(
+                "--kube-dir={}",
+                cilium_k8s::testing::kube_dir()
+                    .map_err(|e| e.to_string())?
+                    .display()
+            ),
             format!("--port={KUBELET_PORT}"),
         ];
         if i == 0 {

@@ -15,7 +15,7 @@
 //! use cilium_lab::lab::{Lab, UpOptions};
 //!
 //! let lab = Lab::from_env().unwrap();
-//! let state = lab.up(&UpOptions { nodes: 3, agent_config: Default::default(), tunnel: false, install_cilium: true }).unwrap();
+//! let state = lab.up(&UpOptions { nodes: 3, agent_config: Default::default(), tunnel: false, install_cilium: true, kube_proxy: false }).unwrap();
 //! let mut apply = lab.kubectl().unwrap();
 //! apply.args(["apply", "-f", "seed.yaml"]).status().unwrap();
 //! println!("{}", lab.kubectl_output(&["get", "pods", "-o", "wide"]).unwrap());

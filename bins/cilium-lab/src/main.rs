@@ -43,6 +43,10 @@ enum Cmd {
         /// Leave Cilium out (nodes and control plane only), for `cilium install`.
         #[arg(long)]
         no_cilium: bool,
+        /// The seed's cluster before Cilium: kube-proxy (iptables mode) and a bridge
+        /// network from each Node's podCIDR, for the migration (implies --no-cilium).
+        #[arg(long)]
+        kube_proxy: bool,
     },
     /// Run the pinned kubectl with the lab's kubeconfig (`cilium-lab kubectl get pods -A`).
     #[command(disable_help_flag = true)]
@@ -185,6 +189,9 @@ enum Cmd {
         /// The node's root directory (`hostPath` volumes are under it).
         #[arg(long)]
         host_root: PathBuf,
+        /// Where the upstream Kubernetes programs are (kube-proxy's image runs them).
+        #[arg(long)]
+        kube_dir: Option<PathBuf>,
         /// The kubelet API's port (0: not served).
         #[arg(long, default_value_t = 10250)]
         port: u16,
@@ -234,13 +241,15 @@ fn run(cli: Cli) -> Result<i32, String> {
             routing,
             config,
             no_cilium,
+            kube_proxy,
         } => {
             let started = std::time::Instant::now();
             let state = lab.up(&UpOptions {
                 nodes,
                 agent_config: agent_config(config.as_ref())?,
                 tunnel: matches!(routing, Routing::Tunnel),
-                install_cilium: !no_cilium,
+                install_cilium: !no_cilium && !kube_proxy,
+                kube_proxy,
             })?;
             println!(
                 "lab up in {} ({} nodes, {:.0} s):",
@@ -347,6 +356,7 @@ fn run(cli: Cli) -> Result<i32, String> {
             cni_conf_dir,
             cni_bin_dirs,
             host_root,
+            kube_dir,
             port,
         } => {
             let cfg = cilium_lab::kubelet::Config {
@@ -366,6 +376,7 @@ fn run(cli: Cli) -> Result<i32, String> {
                 cni_conf_dir,
                 cni_bin_dirs,
                 host_root,
+                kube_dir,
                 workload_program: std::env::current_exe().map_err(|e| e.to_string())?,
             };
             let rt = tokio::runtime::Builder::new_current_thread()

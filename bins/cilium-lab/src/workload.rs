@@ -7,7 +7,8 @@
 //! `quay.io/cilium/hubble-relay`) run this project's binaries (the agent's image also has
 //! `cilium-dbg`, `hubble` and `cilium-cni`, run when the command names them);
 //! `quay.io/cilium/alpine-curl` is a shell and `quay.io/cilium/json-mock` an HTTP server
-//! on 8080, for `cilium connectivity test`.
+//! on 8080, for `cilium connectivity test`; `registry.k8s.io/kube-proxy` is upstream's
+//! kube-proxy from the pinned Kubernetes build (the seed's cluster before Cilium).
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::{IpAddr, TcpListener, TcpStream};
@@ -48,9 +49,9 @@ pub fn for_image(image: &str, ports: &[u16]) -> Result<Workload, String> {
             port: ports.first().copied().unwrap_or(80),
         }),
         "nicolaka/netshoot" | "netshoot" | "busybox" | "alpine" | "curlimages/curl"
-        | "cilium/alpine-curl" => Ok(Workload::Sleep),
+        | "cilium/alpine-curl" | "alpine-curl" => Ok(Workload::Sleep),
         // Cilium's connectivity test's echo server (an HTTP server on 8080).
-        "cilium/json-mock" => Ok(Workload::Whoami {
+        "cilium/json-mock" | "json-mock" => Ok(Workload::Whoami {
             port: ports.first().copied().unwrap_or(8080),
         }),
         "cilium" | "cilium/cilium" => Ok(Workload::Program {
@@ -64,11 +65,18 @@ pub fn for_image(image: &str, ports: &[u16]) -> Result<Workload, String> {
         "hubble-relay" | "cilium/hubble-relay" => Ok(Workload::Program {
             binary: "hubble-relay",
         }),
+        "kube-proxy" => Ok(Workload::Program {
+            binary: "kube-proxy",
+        }),
         other => Err(format!(
-            "image {other:?} is not one this lab can run: traefik/whoami (an HTTP server answering \"Hostname: <pod>\"), nicolaka/netshoot (a shell for kubectl exec), or Cilium's quay.io/cilium/cilium, operator-generic and hubble-relay (this project's binaries)"
+            "image {other:?} is not one this lab can run: traefik/whoami (an HTTP server answering \"Hostname: <pod>\"), nicolaka/netshoot (a shell for kubectl exec), Cilium's quay.io/cilium/cilium, operator-generic and hubble-relay (this project's binaries), quay.io/cilium/alpine-curl (a shell) and json-mock (an HTTP server on 8080), or registry.k8s.io/kube-proxy (upstream's)"
         )),
     }
 }
+
+/// The programs that are upstream Kubernetes' (in the pinned build's directory), not this
+/// project's.
+pub const KUBERNETES_PROGRAMS: &[&str] = &["kube-proxy"];
 
 /// The programs an image of this project's has besides its entrypoint (upstream's
 /// `cilium` image ships `cilium-dbg`, `hubble` and the CNI plugin with the agent).
@@ -77,6 +85,7 @@ pub fn image_programs(entrypoint: &str) -> &'static [&'static str] {
         "cilium-agent" => &["cilium-agent", "cilium-dbg", "hubble", "cilium-cni"],
         "cilium-operator" => &["cilium-operator"],
         "hubble-relay" => &["hubble-relay"],
+        "kube-proxy" => &["kube-proxy"],
         _ => &[],
     }
 }

@@ -1448,3 +1448,208 @@ fn walk(dir: &std::path::Path) -> Vec<String> {
     }
     out
 }
+
+/// `iptables-save` in a node's namespace (through `cilium-lab ssh`).
+fn node_iptables(guard: &Guard, node: &str) -> String {
+    let (ok, out) = lab_cmd(guard, &["ssh", node, "iptables-save"]);
+    assert!(ok, "iptables-save on {node}: {out}");
+    out
+}
+
+/// The seed's migration: a cluster on kube-proxy and a bridge network (10.244.x pods)
+/// becomes a Cilium cluster (172.20.x pods) with the seed's steps, each through the lab's
+/// and the CLI's commands.
+#[test]
+fn privileged_lab_migrates_from_kube_proxy() {
+    if !is_root_or_skip("privileged_lab_migrates_from_kube_proxy") {
+        return;
+    }
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let guard = Guard::new("m");
+    guard.seed_with(&["--kube-proxy"]);
+    let nodes = ["k8s-ctr", "k8s-w1", "k8s-w2"];
+    let flannel_pool: ipnet::Ipv4Net = "10.244.0.0/16".parse().unwrap();
+    let cilium_pool: ipnet::Ipv4Net = "172.20.0.0/16".parse().unwrap();
+    let pod_ips = |guard: &Guard| -> Vec<std::net::Ipv4Addr> {
+        pods_by_name(guard)
+            .values()
+            .filter_map(|p| p["status"]["podIP"].as_str()?.parse().ok())
+            .collect()
+    };
+    let curl_until = |guard: &Guard, what: &str| {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while curl_webpod(guard).is_none() {
+            assert!(Instant::now() < deadline, "curl webpod {what}");
+            std::thread::sleep(Duration::from_millis(500));
+        }
+    };
+
+    // Before: kube-proxy's rules on every node, pods on the bridge network.
+    curl_until(&guard, "through kube-proxy");
+    let ips = pod_ips(&guard);
+    assert_eq!(ips.len(), 3, "{ips:?}");
+    assert!(ips.iter().all(|ip| flannel_pool.contains(ip)), "{ips:?}");
+    for n in nodes {
+        assert!(node_iptables(&guard, n).contains("KUBE-SERVICES"), "{n}");
+    }
+
+    // kube-proxy's DaemonSet and ConfigMap go; its rules stay, and so does the service.
+    for object in ["ds", "cm"] {
+        let (ok, out) = lab_cmd(
+            &guard,
+            &[
+                "kubectl",
+                "-n",
+                "kube-system",
+                "delete",
+                object,
+                "kube-proxy",
+            ],
+        );
+        assert!(ok, "{out}");
+    }
+    curl_until(&guard, "after kube-proxy's removal");
+
+    // The KUBE and FLANNEL rules, then the bridge, on every node: the old pods lose the
+    // service until they are restarted.
+    for n in nodes {
+        let (ok, out) = lab_cmd(
+            &guard,
+            &[
+                "ssh",
+                n,
+                "iptables-save | grep -v KUBE | grep -v FLANNEL | iptables-restore",
+            ],
+        );
+        assert!(ok, "{n}: {out}");
+        let (ok, out) = lab_cmd(&guard, &["ssh", n, "ip", "link", "del", "cni0"]);
+        assert!(ok, "{n}: {out}");
+        assert!(!node_iptables(&guard, n).contains("KUBE"), "{n}");
+    }
+    assert!(
+        curl_webpod(&guard).is_none(),
+        "no service without kube-proxy"
+    );
+
+    // Cilium with the seed's values: the agents' configuration replaces the bridge's.
+    let mut install = vec!["install".to_owned()];
+    for v in cilium_lab::lab::seed_values(false) {
+        install.push("--set".into());
+        install.push(v);
+    }
+    install.extend(["--wait".into(), "--wait-duration".into(), "3m".into()]);
+    let args: Vec<&str> = install.iter().map(String::as_str).collect();
+    let (ok, out) = cilium_cmd(&guard, &args);
+    assert!(ok, "cilium install: {out}");
+    let state = guard.lab.require().expect("state");
+    for n in &state.nodes {
+        let dir = n.root.join("etc/cni/net.d");
+        let mut files: Vec<String> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        files.sort();
+        assert_eq!(
+            files,
+            ["05-cilium.conflist", "10-bridge.conflist.cilium_bak"],
+            "{}",
+            n.name
+        );
+    }
+
+    // The pods restarted: Cilium's addresses, and the service again.
+    let (ok, out) = lab_cmd(
+        &guard,
+        &["kubectl", "delete", "pod", "--all", "--wait=true"],
+    );
+    assert!(ok, "{out}");
+    let manifest = guard.lab.dir.join("seed.yaml");
+    let (ok, out) = lab_cmd(&guard, &["apply", "-f", manifest.to_str().unwrap()]);
+    assert!(ok, "{out}");
+    let (ok, out) = lab_cmd(
+        &guard,
+        &[
+            "kubectl",
+            "wait",
+            "--for=condition=Ready",
+            "pod",
+            "--all",
+            "--timeout=120s",
+        ],
+    );
+    assert!(ok, "{out}");
+    curl_until(&guard, "through Cilium");
+    let ips = pod_ips(&guard);
+    assert!(ips.iter().all(|ip| cilium_pool.contains(ip)), "{ips:?}");
+    let mut answered = BTreeSet::new();
+    for _ in 0..20 {
+        answered.extend(curl_webpod(&guard));
+        if answered.len() == 2 {
+            break;
+        }
+    }
+    assert_eq!(answered.len(), 2, "both replicas answer: {answered:?}");
+
+    // Kubernetes' podCIDRs (10.244.x) and the CiliumNodes' (172.20.x) differ, as in the
+    // seed; no KUBE rule is left anywhere.
+    for node in json_items(&guard, "nodes") {
+        let cidr: ipnet::Ipv4Net = node["spec"]["podCIDR"].as_str().unwrap().parse().unwrap();
+        assert!(flannel_pool.contains(&cidr), "{cidr}");
+    }
+    for cn in json_items(&guard, "ciliumnodes") {
+        let cidr: ipnet::Ipv4Net = cn["spec"]["ipam"]["podCIDRs"][0]
+            .as_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!(cilium_pool.contains(&cidr), "{cidr}");
+    }
+    for n in nodes {
+        assert!(!node_iptables(&guard, n).contains("KUBE-"), "{n}");
+    }
+    let (ok, out) = lab_cmd(&guard, &["down"]);
+    assert!(ok, "down: {out}");
+}
+
+/// `cilium connectivity test` on the lab: every test passes; a deny policy left in place
+/// makes it fail, naming the actions that did.
+#[test]
+fn privileged_lab_connectivity_test() {
+    if !is_root_or_skip("privileged_lab_connectivity_test") {
+        return;
+    }
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let guard = Guard::new("c");
+    let (ok, out) = lab_cmd(&guard, &["up"]);
+    assert!(ok, "up: {out}");
+    let (ok, out) = cilium_cmd(&guard, &["connectivity", "test"]);
+    assert!(ok, "connectivity test: {out}");
+    assert!(
+        out.contains("tests (") && out.contains("actions) successful, 0 tests skipped"),
+        "{out}"
+    );
+    for test in [
+        "[no-policies]",
+        "[all-ingress-deny]",
+        "[client-egress]",
+        "[echo-ingress-knp]",
+    ] {
+        assert!(out.contains(test), "{test} in {out}");
+    }
+    // A policy left behind that drops every connection to the echo servers.
+    let deny = guard.lab.dir.join("deny.yaml");
+    std::fs::write(
+        &deny,
+        "apiVersion: cilium.io/v2\nkind: CiliumNetworkPolicy\nmetadata:\n  name: deny-echo\n  namespace: cilium-test-1\nspec:\n  endpointSelector:\n    matchLabels:\n      kind: echo\n  ingressDeny:\n  - fromEntities:\n    - all\n",
+    )
+    .unwrap();
+    let (ok, out) = lab_cmd(&guard, &["apply", "-f", deny.to_str().unwrap()]);
+    assert!(ok, "{out}");
+    let (ok, out) = cilium_cmd(&guard, &["connectivity", "test", "--test", "^no-policies/"]);
+    assert!(!ok, "a deny policy in place must fail the run: {out}");
+    assert!(out.contains("tests failed"), "{out}");
+    let (ok, out) = cilium_cmd(&guard, &["connectivity", "test", "--cleanup"]);
+    assert!(ok, "{out}");
+    let (ok, out) = lab_cmd(&guard, &["down"]);
+    assert!(ok, "down: {out}");
+}

@@ -13,6 +13,7 @@
 
 pub mod cluster;
 pub mod commands;
+pub mod connectivity;
 pub mod install;
 pub mod status;
 pub mod sysdump;

@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use cilium_cli::commands::{self, ValueArgs};
-use cilium_cli::{cluster, install, status};
+use cilium_cli::{cluster, connectivity, install, status};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 #[derive(Debug, Parser)]
@@ -132,6 +132,11 @@ enum Cmd {
         #[command(subcommand)]
         command: HubbleCmd,
     },
+    /// Connectivity troubleshooting.
+    Connectivity {
+        #[command(subcommand)]
+        command: ConnectivityCmd,
+    },
     /// Collect what a bug report needs (objects, logs, every agent's state) into a tarball.
     Sysdump {
         /// The archive's name without extension; `<ts>` stands for the time.
@@ -167,6 +172,46 @@ enum ConfigCmd {
         #[arg(short = 'r', long, default_value_t = true, action = clap::ArgAction::Set)]
         restart: bool,
     },
+}
+
+#[derive(Debug, Subcommand)]
+enum ConnectivityCmd {
+    /// Validate connectivity in cluster.
+    Test(ConnectivityTestArgs),
+}
+
+#[derive(Debug, Args)]
+struct ConnectivityTestArgs {
+    /// Run tests that match one of the given regular expressions, skip tests by starting
+    /// the expression with '!', target Scenarios with e.g. '/pod-to-host'.
+    #[arg(long, value_delimiter = ',')]
+    test: Vec<String>,
+    /// Limit to tests able to run on a single node.
+    #[arg(long)]
+    single_node: bool,
+    /// Namespace to perform the connectivity in (always suffixed with a sequence number,
+    /// e.g.: cilium-test-1).
+    #[arg(long, default_value = "cilium-test")]
+    test_namespace: String,
+    /// Maximum time to allow the connectivity test suite to take (0s: no limit).
+    #[arg(long, default_value = "0s", value_parser = duration)]
+    timeout: Duration,
+    /// Cleanup all connectivity test artifacts (namespaces, deployments, services)
+    /// without running tests.
+    #[arg(long)]
+    cleanup: bool,
+    /// Force re-deploying test artifacts.
+    #[arg(long)]
+    force_deploy: bool,
+    /// Maximum time to allow initiation of the connection to take.
+    #[arg(long, default_value = "2s", value_parser = duration)]
+    connect_timeout: Duration,
+    /// Maximum time to allow a request to take.
+    #[arg(long, default_value = "10s", value_parser = duration)]
+    request_timeout: Duration,
+    /// Show informational messages and don't buffer any lines.
+    #[arg(short = 'v', long)]
+    verbose: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -302,6 +347,31 @@ async fn run(cli: Cli) -> Result<(String, bool), String> {
                 .await
                 .map(|o| (o, true)),
         },
+        Cmd::Connectivity {
+            command: ConnectivityCmd::Test(a),
+        } => {
+            let opts = connectivity::Options {
+                test: a.test,
+                single_node: a.single_node,
+                namespace: format!("{}-1", a.test_namespace),
+                timeout: a.timeout,
+                cleanup_only: a.cleanup,
+                force_deploy: a.force_deploy,
+                connect_timeout: a.connect_timeout,
+                request_timeout: a.request_timeout,
+                verbose: a.verbose,
+                cluster_name: connectivity::cluster_name(
+                    cli.kubeconfig.as_deref(),
+                    cli.context.as_deref(),
+                ),
+            };
+            // Progress goes out as it happens; the summary's error fails the command.
+            let summary = connectivity::run(&client, &opts, &mut std::io::stdout()).await?;
+            match summary.error(&opts.namespace) {
+                None => Ok((String::new(), true)),
+                Some(e) => Err(e),
+            }
+        }
         Cmd::Sysdump {
             output_filename,
             max_agents,

@@ -45,6 +45,8 @@ pub struct Context<'a> {
     pub volumes: &'a BTreeMap<String, PathBuf>,
     /// The `kubernetes` Service's ClusterIP (`KUBERNETES_SERVICE_HOST`), once known.
     pub api_service: Option<&'a str>,
+    /// Where the upstream Kubernetes programs are (kube-proxy's image runs them).
+    pub kube_dir: Option<&'a Path>,
 }
 
 /// Where Kubernetes mounts a pod's service account token, CA and namespace.
@@ -264,11 +266,12 @@ pub fn command_line(
                 .first()
                 .and_then(|c| c.rsplit('/').next())
                 .and_then(|n| workload::image_programs(binary).iter().find(|p| **p == n));
-            let program = ctx
-                .bin_dir
-                .join(named.copied().unwrap_or(binary))
-                .display()
-                .to_string();
+            let name = named.copied().unwrap_or(binary);
+            let dir = match ctx.kube_dir {
+                Some(k) if workload::KUBERNETES_PROGRAMS.contains(&name) => k,
+                _ => ctx.bin_dir,
+            };
+            let program = dir.join(name).display().to_string();
             std::iter::once(program)
                 .chain(command.into_iter().skip(1))
                 .chain(args)
@@ -474,6 +477,7 @@ mod tests {
             workload_program: Path::new("/build/cilium-lab"),
             volumes: &volumes,
             api_service: Some("10.96.0.1"),
+            kube_dir: None,
         };
         let p = pod();
         let c = &p.spec.as_ref().expect("spec").containers[0];
@@ -520,6 +524,7 @@ mod tests {
             workload_program: Path::new("/build/cilium-lab"),
             volumes: &volumes,
             api_service: Some("10.96.0.1"),
+            kube_dir: None,
         };
         let p: Pod = serde_json::from_value(json!({
             "metadata": {"name": "cilium-x", "namespace": "kube-system"},
@@ -594,6 +599,7 @@ mod tests {
             workload_program: Path::new("/b/cilium-lab"),
             volumes: &volumes,
             api_service: Some("10.96.0.1"),
+            kube_dir: None,
         };
         let c = &p.spec.as_ref().expect("spec").containers[0];
         assert!(

@@ -71,6 +71,8 @@ pub struct Config {
     /// The node's root directory: `hostPath` volumes are paths under it (the lab's nodes
     /// share one machine's file system).
     pub host_root: PathBuf,
+    /// Where the upstream Kubernetes programs are (for kube-proxy's image).
+    pub kube_dir: Option<PathBuf>,
     /// The program whose `workload` subcommand runs the built-in workloads (cilium-lab).
     pub workload_program: PathBuf,
     /// The kubelet API's address and TLS files (certificate, key, client CA), if served.
@@ -475,6 +477,7 @@ impl Kubelet {
             workload_program: &self.cfg.workload_program,
             volumes: &none,
             api_service: None,
+            kube_dir: self.cfg.kube_dir.as_deref(),
         };
         for v in pod.spec.iter().flat_map(|s| s.volumes.iter().flatten()) {
             let dir = self.volume_dir(uid, &v.name);
@@ -664,6 +667,7 @@ impl Kubelet {
             workload_program: &self.cfg.workload_program,
             volumes,
             api_service: self.api_service.as_deref(),
+            kube_dir: self.cfg.kube_dir.as_deref(),
         };
         let mut out = Vec::new();
         for c in pod.spec.iter().flat_map(|s| s.containers.iter()) {
