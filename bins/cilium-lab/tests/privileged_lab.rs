@@ -984,6 +984,18 @@ fn pods_by_name_in(guard: &Guard, namespace: &str) -> BTreeMap<String, Value> {
         .collect()
 }
 
+/// `cilium install --wait` with the lab's (the seed's) Helm values.
+fn cilium_install_seed(guard: &Guard) -> (bool, String) {
+    let mut install = vec!["install".to_owned()];
+    for v in cilium_lab::lab::seed_values(false) {
+        install.push("--set".into());
+        install.push(v);
+    }
+    install.extend(["--wait".into(), "--wait-duration".into(), "3m".into()]);
+    let args: Vec<&str> = install.iter().map(String::as_str).collect();
+    cilium_cmd(guard, &args)
+}
+
 /// The `cilium` CLI (built next to cilium-lab) on the lab's kubeconfig: (success, output).
 fn cilium_cmd(guard: &Guard, args: &[&str]) -> (bool, String) {
     let cilium = guard.lab.bin_dir.join("cilium");
@@ -1408,14 +1420,7 @@ fn privileged_lab_survives_faults() {
         !ok && out.contains("daemonsets.apps \"cilium\" not found"),
         "{out}"
     );
-    let mut install = vec!["install".to_owned()];
-    for v in cilium_lab::lab::seed_values(false) {
-        install.push("--set".into());
-        install.push(v);
-    }
-    install.extend(["--wait".into(), "--wait-duration".into(), "2m".into()]);
-    let args: Vec<&str> = install.iter().map(String::as_str).collect();
-    let (ok, out) = cilium_cmd(&guard, &args);
+    let (ok, out) = cilium_install_seed(&guard);
     assert!(ok, "install again: {out}");
     // The pods made by the old network are made anew (curl-pod, a bare pod, by applying
     // the seed's manifest again).
@@ -1532,14 +1537,7 @@ fn privileged_lab_migrates_from_kube_proxy() {
     );
 
     // Cilium with the seed's values: the agents' configuration replaces the bridge's.
-    let mut install = vec!["install".to_owned()];
-    for v in cilium_lab::lab::seed_values(false) {
-        install.push("--set".into());
-        install.push(v);
-    }
-    install.extend(["--wait".into(), "--wait-duration".into(), "3m".into()]);
-    let args: Vec<&str> = install.iter().map(String::as_str).collect();
-    let (ok, out) = cilium_cmd(&guard, &args);
+    let (ok, out) = cilium_install_seed(&guard);
     assert!(ok, "cilium install: {out}");
     let state = guard.lab.require().expect("state");
     for n in &state.nodes {

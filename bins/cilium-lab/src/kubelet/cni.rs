@@ -17,12 +17,9 @@ use serde_json::Value;
 /// What a node without a network configuration says (as a kubelet with containerd does).
 pub const NOT_READY: &str = "container runtime network not ready: NetworkReady=false reason:NetworkPluginNotReady message:Network plugin returns error: cni plugin not initialized";
 
-/// Whether a file name is a network configuration a runtime reads.
-pub fn is_config(name: &str) -> bool {
-    [".conflist", ".conf", ".json"]
-        .iter()
-        .any(|ext| name.ends_with(ext))
-}
+/// Whether a file name is a network configuration a runtime reads (the agent's rule,
+/// which sets the others aside).
+pub use cilium_agent::cni_config::is_config;
 
 /// A configuration as a list: a `.conf` (one plugin) becomes a list of one; the result
 /// has `name`, `cniVersion` and a non-empty `plugins`, or an error says what is missing.
