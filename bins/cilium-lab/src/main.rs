@@ -270,7 +270,7 @@ fn run(cli: Cli) -> Result<i32, String> {
                 );
             }
             println!(
-                "  kube-apiserver {} (etcd, controller-manager, scheduler, cilium-operator) on k8s-ctr",
+                "  kube-apiserver {} (etcd, controller-manager, scheduler) on k8s-ctr",
                 cilium_lab::lab::API_ADDR
             );
             println!("export KUBECONFIG={}", lab.kubeconfig().display());
