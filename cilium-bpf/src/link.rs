@@ -346,18 +346,11 @@ impl Netlink {
     /// Adds (or replaces) a route to `dst/len` out of device `index`, directly connected
     /// (scope link).
     pub async fn route_dev(&self, dst: Ipv4Addr, len: u8, index: u32) -> Result<(), LinkError> {
-        let msg = RouteMessageBuilder::<Ipv4Addr>::new()
-            .destination_prefix(dst, len)
-            .output_interface(index)
-            .scope(RouteScope::Link)
-            .build();
-        self.handle
-            .route()
-            .add(msg)
-            .replace()
-            .execute()
-            .await
-            .map_err(kernel(format!("adding the route {dst}/{len}")))
+        self.replace_route(
+            dev_route(dst, len, index, None),
+            format!("adding the route {dst}/{len}"),
+        )
+        .await
     }
 
     /// Adds (or replaces) a route to `dst/len` via `gateway` out of device `index`
@@ -369,20 +362,11 @@ impl Netlink {
         gateway: Ipv4Addr,
         index: u32,
     ) -> Result<(), LinkError> {
-        let msg = RouteMessageBuilder::<Ipv4Addr>::new()
-            .destination_prefix(dst, len)
-            .gateway(gateway)
-            .output_interface(index)
-            .build();
-        self.handle
-            .route()
-            .add(msg)
-            .replace()
-            .execute()
-            .await
-            .map_err(kernel(format!(
-                "adding the route {dst}/{len} via {gateway}"
-            )))
+        self.replace_route(
+            via_route(dst, len, gateway, index, None),
+            format!("adding the route {dst}/{len} via {gateway}"),
+        )
+        .await
     }
 
     /// The IPv4 addresses of every device but loopback, as `(ifindex, address)`, in the
@@ -461,14 +445,11 @@ impl Netlink {
         len: u8,
         index: u32,
     ) -> Result<(), LinkError> {
-        let msg = RouteMessageBuilder::<Ipv4Addr>::new()
-            .destination_prefix(dst, len)
-            .output_interface(index)
-            .scope(RouteScope::Link)
-            .protocol(RouteProtocol::from(AGENT_ROUTE_PROTOCOL))
-            .build();
-        self.replace_route(msg, format!("adding the route {dst}/{len}"))
-            .await
+        self.replace_route(
+            dev_route(dst, len, index, Some(AGENT_ROUTE_PROTOCOL)),
+            format!("adding the route {dst}/{len}"),
+        )
+        .await
     }
 
     /// Adds (or replaces) a route to `dst/len` via `gateway` out of device `index`, marked
@@ -480,14 +461,11 @@ impl Netlink {
         gateway: Ipv4Addr,
         index: u32,
     ) -> Result<(), LinkError> {
-        let msg = RouteMessageBuilder::<Ipv4Addr>::new()
-            .destination_prefix(dst, len)
-            .gateway(gateway)
-            .output_interface(index)
-            .protocol(RouteProtocol::from(AGENT_ROUTE_PROTOCOL))
-            .build();
-        self.replace_route(msg, format!("adding the route {dst}/{len} via {gateway}"))
-            .await
+        self.replace_route(
+            via_route(dst, len, gateway, index, Some(AGENT_ROUTE_PROTOCOL)),
+            format!("adding the route {dst}/{len} via {gateway}"),
+        )
+        .await
     }
 
     async fn replace_route(&self, msg: RouteMessage, action: String) -> Result<(), LinkError> {
@@ -682,4 +660,34 @@ pub async fn setup_endpoint_veth(
         let _ = pod.delete_by_name(ifname).await;
     }
     result
+}
+
+/// A link-scope route to `dst/len` out of device `index`, marked with `protocol` if given.
+fn dev_route(dst: Ipv4Addr, len: u8, index: u32, protocol: Option<u8>) -> RouteMessage {
+    let b = RouteMessageBuilder::<Ipv4Addr>::new()
+        .destination_prefix(dst, len)
+        .output_interface(index)
+        .scope(RouteScope::Link);
+    match protocol {
+        Some(p) => b.protocol(RouteProtocol::from(p)).build(),
+        None => b.build(),
+    }
+}
+
+/// A route to `dst/len` via `gateway` out of device `index`, marked with `protocol` if given.
+fn via_route(
+    dst: Ipv4Addr,
+    len: u8,
+    gateway: Ipv4Addr,
+    index: u32,
+    protocol: Option<u8>,
+) -> RouteMessage {
+    let b = RouteMessageBuilder::<Ipv4Addr>::new()
+        .destination_prefix(dst, len)
+        .gateway(gateway)
+        .output_interface(index);
+    match protocol {
+        Some(p) => b.protocol(RouteProtocol::from(p)).build(),
+        None => b.build(),
+    }
 }

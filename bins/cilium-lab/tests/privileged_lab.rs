@@ -79,13 +79,8 @@ impl Drop for Guard {
     }
 }
 
-fn lab_cmd(guard: &Guard, args: &[&str]) -> (bool, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_cilium-lab"))
-        .args(args)
-        .env("CILIUM_LAB_DIR", &guard.lab.dir)
-        .env("CILIUM_LAB_PREFIX", &guard.lab.prefix)
-        .output()
-        .expect("run cilium-lab");
+/// A finished command's success and its output (stdout, then stderr).
+fn outcome(out: &std::process::Output) -> (bool, String) {
     (
         out.status.success(),
         format!(
@@ -94,6 +89,16 @@ fn lab_cmd(guard: &Guard, args: &[&str]) -> (bool, String) {
             String::from_utf8_lossy(&out.stderr)
         ),
     )
+}
+
+fn lab_cmd(guard: &Guard, args: &[&str]) -> (bool, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_cilium-lab"))
+        .args(args)
+        .env("CILIUM_LAB_DIR", &guard.lab.dir)
+        .env("CILIUM_LAB_PREFIX", &guard.lab.prefix)
+        .output()
+        .expect("run cilium-lab");
+    outcome(&out)
 }
 
 fn json_items(guard: &Guard, kind: &str) -> Vec<Value> {
@@ -1005,14 +1010,7 @@ fn cilium_cmd(guard: &Guard, args: &[&str]) -> (bool, String) {
         .env("KUBECONFIG", guard.lab.kubeconfig())
         .output()
         .expect("run cilium");
-    (
-        out.status.success(),
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ),
-    )
+    outcome(&out)
 }
 
 fn pods_by_name(guard: &Guard) -> BTreeMap<String, Value> {
