@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
 
 //! The lab kubelet's API: any request path and query (the apiserver passes a client's
-//! through) decodes into exec or log options, or a clear error; never a panic.
+//! through) decodes into exec, log or port-forward options, or a clear error; never a panic.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;

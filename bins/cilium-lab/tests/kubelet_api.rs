@@ -9,7 +9,8 @@
 //! container `main` runs host commands and has log files in a temp dir (`sidecar` is in the
 //! spec but "not running"). Then `kubectl exec` (output, stderr, exit codes, stdin, a
 //! terminal with its size) and `kubectl logs` (whole, tail, previous, limit, follow,
-//! refusals). The TLS and HTTP checks that need no apiserver (client certificates, SPDY,
+//! refusals), and port-forward (kube-rs' WebSocket, as `cilium hubble port-forward` uses
+//! it, to a Service's pod). The TLS and HTTP checks that need no apiserver (client certificates, SPDY,
 //! unknown pods, health) talk to the server directly. Not privileged: no namespaces, any
 //! user.
 
@@ -79,6 +80,11 @@ impl Containers for TestContainers {
         } else {
             Ok(self.current_log.lock().expect("lock").clone())
         }
+    }
+
+    /// Pod `default/p` is on this host's network (its ports are this host's).
+    fn pod_netns(&self, namespace: &str, pod: &str) -> Result<Option<PathBuf>, String> {
+        self.check(namespace, pod, "main").map(|()| None)
     }
 }
 
@@ -501,7 +507,8 @@ fn kubectl_exec_and_logs_through_the_apiserver() {
     );
     let pod = format!(
         "apiVersion: v1\nkind: Pod\nmetadata:\n  name: p\n  namespace: default\n  \
-         annotations: {{kubectl.kubernetes.io/default-container: main}}\nspec:\n  nodeName: \
+         labels: {{app: p}}\n  annotations: {{kubectl.kubernetes.io/default-container: \
+         main}}\nspec:\n  nodeName: \
          {NODE}\n  containers:\n  - {{name: main, image: busybox}}\n  - {{name: sidecar, \
          image: busybox}}\n"
     );
@@ -644,6 +651,101 @@ fn kubectl_exec_and_logs_through_the_apiserver() {
     wait_for_line(&lines, "last words");
     let run = kubectl(&cp, &["logs", "p"], None);
     assert_eq!(run.stdout, "after the restart\n", "{run:?}");
+
+    // port-forward through the apiserver, as `cilium hubble port-forward` does it (kube-rs'
+    // WebSocket, v4.channel.k8s.io): a local port for Service `echo` (port 80, targetPort the
+    // echo server's port "in the pod", i.e. on this host), two connections one after the
+    // other, each its own session; then a port nobody listens on, reported on the port's
+    // error channel.
+    let echo = std::net::TcpListener::bind("127.0.0.1:0").expect("echo");
+    let echo_port = echo.local_addr().expect("echo").port();
+    std::thread::spawn(move || {
+        for conn in echo.incoming().flatten() {
+            std::thread::spawn(move || {
+                let (mut r, mut w) = (conn.try_clone().expect("clone"), conn);
+                let _ = std::io::copy(&mut r, &mut w);
+            });
+        }
+    });
+    let service = format!(
+        "apiVersion: v1\nkind: Service\nmetadata: {{name: echo, namespace: default}}\nspec:\n  \
+         selector: {{app: p}}\n  ports: [{{port: 80, targetPort: {echo_port}}}]\n"
+    );
+    cp.kubectl_input(&["apply", "-f", "-"], Some(&service))
+        .expect("service");
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    runtime.block_on(async {
+        let client = cilium_cli::cluster::client(Some(&cp.kubeconfig()), None)
+            .await
+            .expect("client");
+        let target = cilium_cli::portforward::Target {
+            namespace: "default".into(),
+            service: "echo".into(),
+            port: 80,
+        };
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let forwarder = {
+            let (client, target) = (client.clone(), target.clone());
+            tokio::spawn(async move {
+                cilium_cli::portforward::forward(&client, &target, "127.0.0.1", 0, |at| {
+                    let _ = tx.send(at);
+                })
+                .await
+            })
+        };
+        let local = tokio::time::timeout(Duration::from_secs(30), rx)
+            .await
+            .expect("bound in time")
+            .expect("bound");
+        for round in 0..2 {
+            let mut conn = tokio::net::TcpStream::connect(local)
+                .await
+                .expect("connect");
+            let sent: Vec<u8> = (0..100_000u32)
+                .flat_map(|i| format!("{round}:{i}\n").into_bytes())
+                .collect();
+            let (mut r, mut w) = conn.split();
+            let (written, got) = tokio::join!(
+                // No half close: kube-rs' forwarder drops what the pod sends after its
+                // user's side is shut down.
+                async { w.write_all(&sent).await.expect("write") },
+                async {
+                    let mut got = vec![0u8; sent.len()];
+                    tokio::time::timeout(Duration::from_secs(60), r.read_exact(&mut got))
+                        .await
+                        .expect("echoed in time")
+                        .expect("echoed");
+                    got
+                }
+            );
+            let () = written;
+            assert!(got == sent, "round {round}: the echo differs");
+        }
+        forwarder.abort();
+        // A port nobody listens on (bound, not listening): the kubelet says so.
+        let idle = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let idle_port = idle.local_addr().expect("addr").port();
+        drop(idle);
+        let pods: kube::Api<k8s_openapi::api::core::v1::Pod> =
+            kube::Api::namespaced(client, "default");
+        let mut pf = pods.portforward("p", &[idle_port]).await.expect("upgrade");
+        let error = pf.take_error(idle_port).expect("error channel");
+        let message = tokio::time::timeout(Duration::from_secs(30), error)
+            .await
+            .expect("in time")
+            .expect("an error message");
+        assert!(
+            message.contains(&format!(
+                "error forwarding port {idle_port} to pod default/p"
+            )),
+            "{message}"
+        );
+    });
+    drop(runtime);
 
     // A Node that does not declare ExtendWebSocketsToKubelet: the apiserver translates to
     // SPDY, which the server refuses, saying why.

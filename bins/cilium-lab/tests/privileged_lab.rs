@@ -135,35 +135,98 @@ fn curl_webpod(guard: &Guard) -> Option<String> {
         .map(str::to_owned)
 }
 
-/// `cilium-lab hubble-ui --port 0` in the background (stopped by pid on drop).
-struct UiForward {
+/// A command that serves until stopped, in the background (killed by pid on drop), and the
+/// first line it printed.
+struct Background {
     child: std::process::Child,
+    line: String,
+}
+
+impl Background {
+    fn start(mut cmd: Command) -> Background {
+        use std::io::BufRead;
+        let mut child = cmd
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.take().expect("stdout"))
+            .read_line(&mut line)
+            .expect("the first line");
+        Background { child, line }
+    }
+
+    /// The first `http://` word of the first line (`localhost` as 127.0.0.1, where the
+    /// forwarders listen).
+    fn url(&self) -> String {
+        self.line
+            .split_whitespace()
+            .find(|w| w.starts_with("http://"))
+            .unwrap_or_else(|| panic!("no URL in {:?}", self.line))
+            .replace("localhost", "127.0.0.1")
+    }
+}
+
+impl Drop for Background {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The `cilium` CLI's command on the lab's kubeconfig.
+fn cilium_command(guard: &Guard, args: &[&str]) -> Command {
+    let cilium = guard.lab.bin_dir.join("cilium");
+    assert!(cilium.exists(), "{} (cargo build --bins)", cilium.display());
+    let mut cmd = Command::new(cilium);
+    cmd.args(args).env("KUBECONFIG", guard.lab.kubeconfig());
+    cmd
+}
+
+/// A Hubble UI forwarder in the background (`cilium hubble ui`, or `cilium-lab
+/// hubble-ui`), for headless Chromium.
+struct UiForward {
+    _forwarder: Background,
     url: String,
     dir: PathBuf,
 }
 
 impl UiForward {
+    /// `cilium hubble ui --port-forward 0 --open-browser=false`: through the API's
+    /// port-forward to the hubble-ui Service's pod.
     fn start(guard: &Guard) -> UiForward {
-        use std::io::BufRead;
-        let mut child = Command::new(env!("CARGO_BIN_EXE_cilium-lab"))
-            .args(["hubble-ui", "--port", "0"])
+        let cmd = cilium_command(
+            guard,
+            &[
+                "hubble",
+                "ui",
+                "--port-forward",
+                "0",
+                "--open-browser=false",
+            ],
+        );
+        UiForward::with(guard, cmd)
+    }
+
+    /// `cilium-lab hubble-ui --port 0`: straight to the UI's socket on the relay's node.
+    fn start_lab(guard: &Guard) -> UiForward {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_cilium-lab"));
+        cmd.args(["hubble-ui", "--port", "0"])
             .env("CILIUM_LAB_DIR", &guard.lab.dir)
-            .env("CILIUM_LAB_PREFIX", &guard.lab.prefix)
-            .stdout(std::process::Stdio::piped())
-            .spawn()
-            .expect("cilium-lab hubble-ui");
-        let mut line = String::new();
-        std::io::BufReader::new(child.stdout.take().expect("stdout"))
-            .read_line(&mut line)
-            .expect("the URL line");
-        let url = line
-            .split_whitespace()
-            .find(|w| w.starts_with("http://127.0.0.1:"))
-            .unwrap_or_else(|| panic!("no URL in {line:?}"))
-            .to_owned();
+            .env("CILIUM_LAB_PREFIX", &guard.lab.prefix);
+        UiForward::with(guard, cmd)
+    }
+
+    fn with(guard: &Guard, cmd: Command) -> UiForward {
+        let forwarder = Background::start(cmd);
+        let url = forwarder.url();
         let dir = guard.lab.dir.with_extension("ui");
         std::fs::create_dir_all(&dir).expect("ui dir");
-        UiForward { child, url, dir }
+        UiForward {
+            _forwarder: forwarder,
+            url,
+            dir,
+        }
     }
 
     /// The page's DOM and a screenshot, as headless Chromium renders them.
@@ -181,8 +244,6 @@ impl UiForward {
 
 impl Drop for UiForward {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
@@ -449,8 +510,9 @@ fn privileged_lab_runs_the_seed() {
         "the relay's filtered flows are exactly the matching ones"
     );
 
-    // The Hubble UI, as a browser draws it through `cilium-lab hubble-ui`: curl and webpod
-    // (both replicas) on the map, joined by a green edge, their boxes painted.
+    // The Hubble UI, as a browser draws it through `cilium hubble ui` (the API's
+    // port-forward to the kubelet of the relay's node): curl and webpod (both replicas) on
+    // the map, joined by a green edge, their boxes painted.
     let ui = UiForward::start(&guard);
     let (dom, image) = ui.render();
     let workloads = hubble_relay::browser::elements(&dom, "<g class=\"workload\"");
@@ -597,6 +659,14 @@ fn privileged_lab_runs_the_seed() {
         "the edge is red"
     );
     drop(ui);
+    // The same map through the lab's own forwarder (the UI's socket on the relay's node).
+    let (dom, _) = UiForward::start_lab(&guard).render();
+    assert!(
+        hubble_relay::browser::elements(&dom, "<line class=\"edge")
+            .iter()
+            .any(|e| e["data-from"] == "curl" && e["data-to"] == "webpod"),
+        "{dom}"
+    );
     let (ok, out) = lab_cmd(&guard, &["delete", "-f", policy.to_str().unwrap()]);
     assert!(ok && out.contains("deleted"), "{out}");
     let deadline = Instant::now() + Duration::from_secs(15);
@@ -752,6 +822,51 @@ fn privileged_lab_runs_the_seed() {
     assert!(ok, "{out}");
     let status: Value = serde_json::from_str(&out).expect("status JSON");
     assert_eq!(status["ok"], true, "{status}");
+    // `cilium hubble port-forward`: the relay's Observer API on a local port, through the
+    // API's port-forward (a WebSocket the apiserver passes to the relay node's kubelet);
+    // the hubble CLI reads the cluster's flows there, one connection each.
+    let forward = Background::start(cilium_command(
+        &guard,
+        &["hubble", "port-forward", "--port-forward", "0"],
+    ));
+    let server = forward
+        .line
+        .trim()
+        .strip_prefix("ℹ️  Hubble Relay is available at ")
+        .unwrap_or_else(|| panic!("{:?}", forward.line))
+        .to_owned();
+    let hubble = |args: &[&str]| {
+        let out = Command::new(guard.lab.bin_dir.join("hubble"))
+            .arg(format!("--server={server}"))
+            .args(args)
+            .output()
+            .expect("run hubble");
+        outcome(&out)
+    };
+    let (ok, out) = hubble(&["status"]);
+    assert!(ok && out.contains("Connected Nodes: 3/3"), "{out}");
+    assert!(curl_webpod(&guard).is_some(), "curl webpod");
+    let (ok, out) = hubble(&[
+        "observe",
+        "--last",
+        "50",
+        "--from-pod",
+        "default/curl-pod",
+        "-o",
+        "json",
+    ]);
+    assert!(ok, "{out}");
+    let flows: Vec<Value> = out
+        .lines()
+        .filter(|l| l.starts_with('{'))
+        .map(|l| serde_json::from_str::<Value>(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .filter_map(|v| v.get("flow").cloned())
+        .collect();
+    assert!(
+        !flows.is_empty() && flows.iter().all(|f| f["source"]["pod_name"] == "curl-pod"),
+        "{out}"
+    );
+    drop(forward);
     let (ok, out) = cilium_cmd(&guard, &["config", "view"]);
     assert!(ok, "{out}");
     for (key, value) in [
@@ -1003,13 +1118,7 @@ fn cilium_install_seed(guard: &Guard) -> (bool, String) {
 
 /// The `cilium` CLI (built next to cilium-lab) on the lab's kubeconfig: (success, output).
 fn cilium_cmd(guard: &Guard, args: &[&str]) -> (bool, String) {
-    let cilium = guard.lab.bin_dir.join("cilium");
-    assert!(cilium.exists(), "{} (cargo build --bins)", cilium.display());
-    let out = Command::new(cilium)
-        .args(args)
-        .env("KUBECONFIG", guard.lab.kubeconfig())
-        .output()
-        .expect("run cilium");
+    let out = cilium_command(guard, args).output().expect("run cilium");
     outcome(&out)
 }
 

@@ -421,11 +421,13 @@ pub async fn hubble(
     if !enable {
         let mut with_relay = values.clone();
         with_relay
-            .set("hubble.relay.enabled=true")
+            .set("hubble.relay.enabled=true,hubble.ui.enabled=true")
             .map_err(|e| e.to_string())?;
         let relay: Vec<Value> = install_objects(&with_relay, &version)?
             .into_iter()
-            .filter(|o| o["metadata"]["name"] == "hubble-relay")
+            .filter(|o| {
+                o["metadata"]["name"] == "hubble-relay" || o["metadata"]["name"] == "hubble-ui"
+            })
             .collect();
         cluster::delete(client, &relay).await?;
     }

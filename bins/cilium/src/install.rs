@@ -35,6 +35,9 @@ pub const RELAY_SELECTOR: &str = "k8s-app=hubble-relay";
 pub const RELAY_SOCKET: &str = "/var/run/hubble-relay/hubble-relay.sock";
 /// The Hubble UI's socket (with `hubble.ui.enabled`).
 pub const UI_SOCKET: &str = "/var/run/hubble-relay/hubble-ui.sock";
+/// The Hubble UI's port in the relay's pods (the chart's hubble-ui frontend port), behind
+/// Service `hubble-ui` port 80.
+pub const UI_PORT: u16 = 8081;
 
 /// What an install names: the kinds and names of its objects, for `uninstall` and
 /// `status`, in the order they are applied.
@@ -303,7 +306,7 @@ fn operator(s: &Settings, version: &str) -> Value {
     })
 }
 
-fn relay(s: &Settings, version: &str) -> [Value; 2] {
+fn relay(s: &Settings, version: &str) -> Vec<Value> {
     let pod_labels = merged(&json!({"k8s-app": "hubble-relay"}), &labels("hubble-relay"));
     let mut args = vec![
         "--listen-address=:4245".to_owned(),
@@ -312,6 +315,7 @@ fn relay(s: &Settings, version: &str) -> [Value; 2] {
     ];
     if s.hubble_ui_enabled {
         args.push(format!("--ui-listen-address=unix://{UI_SOCKET}"));
+        args.push(format!("--ui-listen-address=:{UI_PORT}"));
     }
     if let Some(path) = &s.kube_config_path {
         args.push(format!("--k8s-kubeconfig-path={path}"));
@@ -351,7 +355,17 @@ fn relay(s: &Settings, version: &str) -> [Value; 2] {
         "spec": {"type": "ClusterIP", "selector": {"k8s-app": "hubble-relay"},
                  "ports": [{"name": "grpc", "protocol": "TCP", "port": 80, "targetPort": 4245}]},
     });
-    [deployment, service]
+    let mut objects = vec![deployment, service];
+    if s.hubble_ui_enabled {
+        // The chart's hubble-ui Service; the UI is served by the relay's pods here.
+        objects.push(json!({
+            "apiVersion": "v1", "kind": "Service",
+            "metadata": {"name": "hubble-ui", "namespace": NAMESPACE, "labels": labels("hubble-ui")},
+            "spec": {"type": "ClusterIP", "selector": {"k8s-app": "hubble-relay"},
+                     "ports": [{"name": "http", "protocol": "TCP", "port": 80, "targetPort": UI_PORT}]},
+        }));
+    }
+    objects
 }
 
 /// The objects as YAML documents (`cilium install --dry-run`).

@@ -15,6 +15,7 @@ pub mod cluster;
 pub mod commands;
 pub mod connectivity;
 pub mod install;
+pub mod portforward;
 pub mod status;
 pub mod sysdump;
 pub mod values;

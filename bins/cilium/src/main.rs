@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use cilium_cli::commands::{self, ValueArgs};
-use cilium_cli::{cluster, connectivity, install, status};
+use cilium_cli::{cluster, connectivity, install, portforward, status};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 #[derive(Debug, Parser)]
@@ -227,6 +227,25 @@ enum HubbleCmd {
     },
     /// Disable Hubble Relay and the UI.
     Disable,
+    /// Forward the relay port to the local machine (until interrupted).
+    PortForward {
+        /// Local port to forward to. 0 will select a random port.
+        #[arg(long, default_value_t = 4245)]
+        port_forward: u16,
+        /// Local address to listen on.
+        #[arg(long, default_value = "127.0.0.1")]
+        address: String,
+    },
+    /// Open the Hubble UI: forward its port to the local machine (until interrupted).
+    Ui {
+        /// Local port to forward to. 0 will select a random port.
+        #[arg(long, default_value_t = 12000)]
+        port_forward: u16,
+        /// Open the browser (`xdg-open`) once the port is forwarded.
+        #[arg(long, default_value_t = true, action = clap::ArgAction::Set,
+              num_args = 0..=1, default_missing_value = "true")]
+        open_browser: bool,
+    },
 }
 
 fn duration(text: &str) -> Result<Duration, String> {
@@ -346,6 +365,47 @@ async fn run(cli: Cli) -> Result<(String, bool), String> {
             HubbleCmd::Disable => commands::hubble(&client, false, false, None)
                 .await
                 .map(|o| (o, true)),
+            HubbleCmd::PortForward {
+                port_forward,
+                address,
+            } => {
+                let target = portforward::Target {
+                    namespace: install::NAMESPACE.into(),
+                    service: "hubble-relay".into(),
+                    port: 80,
+                };
+                portforward::forward(&client, &target, &address, port_forward, |at| {
+                    println!("ℹ️  Hubble Relay is available at {at}");
+                })
+                .await
+                .map(|()| (String::new(), true))
+            }
+            HubbleCmd::Ui {
+                port_forward,
+                open_browser,
+            } => {
+                let target = portforward::Target {
+                    namespace: install::NAMESPACE.into(),
+                    service: "hubble-ui".into(),
+                    port: 80,
+                };
+                portforward::forward(&client, &target, "127.0.0.1", port_forward, |at| {
+                    let url = format!("http://localhost:{}", at.port());
+                    if open_browser {
+                        println!("ℹ️  Opening {url:?} in your browser...");
+                        // No browser is no error: the URL is printed.
+                        let _ = std::process::Command::new("xdg-open")
+                            .arg(&url)
+                            .stdout(std::process::Stdio::null())
+                            .stderr(std::process::Stdio::null())
+                            .spawn();
+                    } else {
+                        println!("ℹ️  Hubble UI is available at {url}");
+                    }
+                })
+                .await
+                .map(|()| (String::new(), true))
+            }
         },
         Cmd::Connectivity {
             command: ConnectivityCmd::Test(a),

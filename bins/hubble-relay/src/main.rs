@@ -56,9 +56,10 @@ struct Cli {
     /// How long a followed response waits for older ones from other nodes.
     #[arg(long, default_value = "1s")]
     sort_buffer_drain_timeout: String,
-    /// Where to serve the Hubble UI: `HOST:PORT` or `unix://PATH` (none by default).
+    /// Where to serve the Hubble UI: `HOST:PORT` or `unix://PATH` (repeatable; none by
+    /// default).
     #[arg(long)]
-    ui_listen_address: Option<String>,
+    ui_listen_address: Vec<String>,
 }
 
 fn log(level: &str, msg: &str, fields: &str) {
@@ -195,14 +196,14 @@ async fn run(cli: Cli, kubeconfig_from_env: bool) -> Result<(), String> {
                 .map_err(|e| format!("--listen-address {e}"))
         })
         .collect::<Result<Vec<_>, _>>()?;
-    let ui = cli
+    let uis = cli
         .ui_listen_address
-        .as_deref()
+        .iter()
         .map(|l| {
             l.parse::<Listen>()
                 .map_err(|e| format!("--ui-listen-address {e}"))
         })
-        .transpose()?;
+        .collect::<Result<Vec<_>, _>>()?;
     let source = source(&cli, kubeconfig_from_env)?;
     let (tx, peers) = tokio::sync::watch::channel(Vec::new());
     // Held for as long as the relay runs when the peers are fixed (the list stays open).
@@ -264,7 +265,7 @@ async fn run(cli: Cli, kubeconfig_from_env: bool) -> Result<(), String> {
         let relay = relay.clone();
         tasks.spawn(async move { serve(relay, listener).await.map_err(|e| e.to_string()) });
     }
-    if let Some(listen) = ui {
+    for listen in uis {
         let app = hubble_relay::ui::router(relay.clone());
         let listener = listen
             .bind()

@@ -199,6 +199,15 @@ impl server::Containers for Shared {
     ) -> Result<PathBuf, String> {
         self.log_of(namespace, pod, container, previous)
     }
+
+    fn pod_netns(&self, namespace: &str, pod: &str) -> Result<Option<PathBuf>, String> {
+        let p = self.find(namespace, pod)?;
+        match &p.netns {
+            Some(_) if p.ip.is_none() => Err(format!("pod {namespace}/{pod} has no network yet")),
+            Some(ns) => Ok(Some(PathBuf::from("/run/netns").join(ns))),
+            None => Ok(None),
+        }
+    }
 }
 
 /// A kubelet.

@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: Apache-2.0
 
-//! The kubelet's API (port 10250): exec and logs as the apiserver proxies them.
+//! The kubelet's API (port 10250): exec, logs and port-forward as the apiserver proxies them.
 //!
 //! What upstream's kubelet serves there (`pkg/kubelet/server/server.go`), as far as
 //! `kubectl exec` and `kubectl logs` need it:
@@ -29,6 +29,9 @@
 //!   no longer the one followed (restarted, or gone). Times are not recorded, so
 //!   `timestamps`, `sinceSeconds` and `sinceTime` are refused with 400, as is a `stream`
 //!   other than `All`.
+//! - `GET|POST /portForward/{namespace}/{pod}` (and `.../{uid}`) with `port=`, over
+//!   WebSocket (`v4.channel.k8s.io`): a data and an error channel per port, connected to
+//!   `localhost:PORT` in the pod's network namespace (see `portforward.rs`).
 //! - `GET /healthz`: `ok`.
 //!
 //! An unknown pod or container is a 404 whose body is the [`Containers`] implementation's
@@ -60,6 +63,8 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncSeek, AsyncSeekExt, AsyncWrite, As
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 
+mod portforward;
+
 /// Where a container runs, as the server needs it.
 pub trait Containers: Send + Sync + 'static {
     /// A command that runs `argv` inside container `container` of pod `namespace/pod` (its
@@ -87,6 +92,12 @@ pub trait Containers: Send + Sync + 'static {
         container: &str,
         previous: bool,
     ) -> Result<PathBuf, String>;
+
+    /// The network namespace file of pod `namespace/pod` (`/run/netns/...`), where a
+    /// port-forward connects; None for a pod on the host network (the namespace this
+    /// server runs in). Err if the pod is unknown or has no network yet (the message goes
+    /// to the client with a 404).
+    fn pod_netns(&self, namespace: &str, pod: &str) -> Result<Option<PathBuf>, String>;
 }
 
 /// How long a client has for its TLS handshake.
@@ -296,6 +307,9 @@ async fn route(
         ["exec", namespace, pod, container] | ["exec", namespace, pod, _, container] => {
             exec(req, namespace, pod, container, &*containers, stopped)
         }
+        ["portForward", namespace, pod] | ["portForward", namespace, pod, _] => {
+            portforward::handle(req, namespace, pod, &*containers, stopped)
+        }
         ["containerLogs", namespace, pod, container] => {
             let method = req.method().clone();
             let query = req.uri().query().map(str::to_owned);
@@ -323,6 +337,7 @@ pub fn check_request(path: &str, query: Option<&str>) -> Result<(), String> {
     match segments.first().map(String::as_str) {
         Some("exec") => exec_options(&q).map(|_| ()),
         Some("containerLogs") => log_options(&q).map(|_| ()),
+        Some("portForward") => portforward::ports(&q).map(|_| ()),
         _ => Ok(()),
     }
 }
@@ -469,14 +484,7 @@ fn has_token(headers: &HeaderMap, name: HeaderName, token: &str) -> bool {
 
 /// The subprotocol to speak: the server's most preferred one the client offers.
 fn negotiate(headers: &HeaderMap) -> Result<Protocol, String> {
-    let offered: Vec<&str> = headers
-        .get_all(header::SEC_WEBSOCKET_PROTOCOL)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .map(str::trim)
-        .filter(|p| !p.is_empty())
-        .collect();
+    let offered = offered_protocols(headers);
     PROTOCOLS
         .into_iter()
         .find(|p| offered.contains(&p.name()))
@@ -501,7 +509,7 @@ fn exec(
     pod: &str,
     container: &str,
     containers: &dyn Containers,
-    mut stopped: watch::Receiver<()>,
+    stopped: watch::Receiver<()>,
 ) -> Response<Body> {
     if !matches!(*req.method(), Method::GET | Method::POST) {
         return text(StatusCode::METHOD_NOT_ALLOWED, "405: Method Not Allowed");
@@ -515,29 +523,73 @@ fn exec(
         Err(e) => return text(StatusCode::NOT_FOUND, &e),
     };
     let headers = req.headers();
+    let accept = match handshake(headers, "exec", &PROTOCOLS.map(Protocol::name)) {
+        Ok(a) => a,
+        Err(response) => return *response,
+    };
+    let protocol = match negotiate(headers) {
+        Ok(p) => p,
+        Err(e) => return text(StatusCode::BAD_REQUEST, &e),
+    };
+    on_upgrade(&mut req, stopped, move |io| {
+        session(io, protocol, options, command)
+    });
+    switching_protocols(&accept, Some(protocol.name()))
+}
+
+/// Runs `session` on the request's connection once it is upgraded (after the response),
+/// until it ends or the server stops.
+fn on_upgrade<F, Fut>(req: &mut Request<Incoming>, mut stopped: watch::Receiver<()>, session: F)
+where
+    F: FnOnce(TokioIo<hyper::upgrade::Upgraded>) -> Fut + Send + 'static,
+    Fut: Future<Output = ()> + Send,
+{
+    let upgrade = hyper::upgrade::on(req);
+    tokio::spawn(async move {
+        tokio::select! {
+            () = async {
+                if let Ok(upgraded) = upgrade.await {
+                    session(TokioIo::new(upgraded)).await;
+                }
+            } => {}
+            _ = stopped.changed() => {}
+        }
+    });
+}
+
+/// Checks a WebSocket upgrade request (RFC 6455 section 4.2.1) for `what` (exec,
+/// port-forward), whose subprotocols are `protocols`; its `Sec-WebSocket-Accept`, or the
+/// response that refuses it.
+fn handshake(
+    headers: &HeaderMap,
+    what: &str,
+    protocols: &[&str],
+) -> Result<String, Box<Response<Body>>> {
     if !has_token(headers, header::UPGRADE, "websocket") {
-        return match headers.get(header::UPGRADE) {
+        return Err(Box::new(match headers.get(header::UPGRADE) {
             Some(other) => text(
                 StatusCode::BAD_REQUEST,
                 &format!(
-                    "this kubelet serves exec over WebSocket only ({}), not {:?}; the \
+                    "this kubelet serves {what} over WebSocket only ({}), not {:?}; the \
                      apiserver sends WebSocket requests as they are to a Node whose \
                      status.declaredFeatures lists ExtendWebSocketsToKubelet",
-                    PROTOCOLS.map(Protocol::name).join(", "),
+                    protocols.join(", "),
                     String::from_utf8_lossy(other.as_bytes()),
                 ),
             ),
             None => text(
                 StatusCode::BAD_REQUEST,
-                "exec needs a WebSocket upgrade (Connection: Upgrade, Upgrade: websocket)",
+                &format!(
+                    "{what} needs a WebSocket upgrade (Connection: Upgrade, Upgrade: websocket)"
+                ),
             ),
-        };
+        }));
     }
     if !has_token(headers, header::CONNECTION, "upgrade") {
-        return text(
+        return Err(Box::new(text(
             StatusCode::BAD_REQUEST,
             "a WebSocket upgrade needs Connection: Upgrade",
-        );
+        )));
     }
     if headers
         .get(header::SEC_WEBSOCKET_VERSION)
@@ -552,43 +604,46 @@ fn exec(
             header::SEC_WEBSOCKET_VERSION,
             HeaderValue::from_static("13"),
         );
-        return response;
+        return Err(Box::new(response));
     }
-    let Some(key) = headers
+    match headers
         .get(header::SEC_WEBSOCKET_KEY)
         .filter(|k| !k.is_empty())
-    else {
-        return text(
+    {
+        Some(key) => Ok(accept_key(key.as_bytes())),
+        None => Err(Box::new(text(
             StatusCode::BAD_REQUEST,
             "a WebSocket upgrade needs Sec-WebSocket-Key",
-        );
-    };
-    let accept = accept_key(key.as_bytes());
-    let protocol = match negotiate(headers) {
-        Ok(p) => p,
-        Err(e) => return text(StatusCode::BAD_REQUEST, &e),
-    };
-    let upgrade = hyper::upgrade::on(&mut req);
-    tokio::spawn(async move {
-        tokio::select! {
-            () = async {
-                if let Ok(upgraded) = upgrade.await {
-                    session(TokioIo::new(upgraded), protocol, options, command).await;
-                }
-            } => {}
-            _ = stopped.changed() => {}
-        }
-    });
+        ))),
+    }
+}
+
+/// The subprotocols a client offers, in its order.
+fn offered_protocols(headers: &HeaderMap) -> Vec<&str> {
+    headers
+        .get_all(header::SEC_WEBSOCKET_PROTOCOL)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+        .collect()
+}
+
+/// The `101 Switching Protocols` that accepts an upgrade (with the chosen subprotocol).
+fn switching_protocols(accept: &str, protocol: Option<&'static str>) -> Response<Body> {
     let mut response = Response::new(Body::Full(None));
     *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
     let h = response.headers_mut();
     h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
     h.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
-    h.insert(
-        header::SEC_WEBSOCKET_PROTOCOL,
-        HeaderValue::from_static(protocol.name()),
-    );
-    if let Ok(accept) = HeaderValue::from_str(&accept) {
+    if let Some(protocol) = protocol {
+        h.insert(
+            header::SEC_WEBSOCKET_PROTOCOL,
+            HeaderValue::from_static(protocol),
+        );
+    }
+    if let Ok(accept) = HeaderValue::from_str(accept) {
         h.insert(header::SEC_WEBSOCKET_ACCEPT, accept);
     }
     response
@@ -1658,6 +1713,9 @@ mod tests {
         }
         fn log_path(&self, _: &str, _: &str, _: &str, _: bool) -> Result<PathBuf, String> {
             Ok(self.0.clone())
+        }
+        fn pod_netns(&self, _: &str, _: &str) -> Result<Option<PathBuf>, String> {
+            Err("no port-forward here".into())
         }
     }
 
