@@ -84,8 +84,11 @@ int from_container(struct __sk_buff *skb)
 		return send_drop(skb, DROP_INVALID, METRIC_EGRESS, 0, &pi, 0, 0);
 	if (eth->h_proto == bpf_htons(ETH_P_ARP))
 		return handle_arp(skb);
-	if (eth->h_proto != bpf_htons(ETH_P_IP))
+	if (eth->h_proto != bpf_htons(ETH_P_IP)) {
+		/* Reported with its EtherType: no addresses were parsed. */
+		pi.ethertype = bpf_ntohs(eth->h_proto);
 		return send_drop(skb, DROP_UNKNOWN_L3, METRIC_EGRESS, 0, &pi, 0, 0);
+	}
 	ip = (void *)(eth + 1);
 	if ((void *)(ip + 1) > data_end)
 		return send_drop(skb, DROP_INVALID, METRIC_EGRESS, 0, &pi, 0, 0);

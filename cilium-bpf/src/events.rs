@@ -13,6 +13,7 @@
 //! | 4 | 4 | skb hash |
 //! | 8 | 4 | packet length |
 //! | 12 | 2 | version (1) |
+//! | 14 | 2 | EtherType: 0 for an IPv4 packet, else the EtherType of a frame the datapath did not parse (its addresses, ports and protocol are then 0) |
 //! | 16 | 4, 4 | source identity, destination identity |
 //! | 24 | 2, 2 | source endpoint id, destination endpoint id |
 //! | 28 | 4 | ifindex of the program's interface |
@@ -120,7 +121,7 @@ pub mod drop_reason {
     pub const INVALID_PACKET: u8 = 134;
     /// Conntrack: invalid header.
     pub const CT_INVALID_HEADER: u8 = 135;
-    /// Unknown L3 protocol.
+    /// Unsupported L3 protocol (a frame that is not IPv4).
     pub const UNKNOWN_L3: u8 = 139;
     /// Unknown L4 protocol.
     pub const UNKNOWN_L4: u8 = 142;
@@ -138,8 +139,8 @@ pub mod drop_reason {
             INVALID_SOURCE_IP => "Invalid source ip",
             POLICY_DENIED => "Policy denied",
             INVALID_PACKET => "Invalid packet",
-            CT_INVALID_HEADER => "CT: Invalid header",
-            UNKNOWN_L3 => "Unknown L3 target address",
+            CT_INVALID_HEADER => "CT: Truncated or invalid header",
+            UNKNOWN_L3 => "Unsupported L3 protocol",
             UNKNOWN_L4 => "Unknown L4 protocol",
             NO_SERVICE => "Service backend not found",
             POLICY_DENY => "Policy denied by denylist",
@@ -209,6 +210,9 @@ pub struct Event {
     pub is_reply: bool,
     /// Monotonic timestamp, ns.
     pub ktime_ns: u64,
+    /// The EtherType of a frame that is not IPv4 (the datapath parsed no addresses: they
+    /// are 0.0.0.0); None for an IPv4 packet.
+    pub ethertype: Option<u16>,
 }
 
 /// Why a record could not be decoded.
@@ -287,8 +291,22 @@ impl Event {
             icmp_type: bytes[46],
             is_reply: bytes[47] != 0,
             ktime_ns: u64::from_ne_bytes(ktime),
+            ethertype: Some(u16_at(14)).filter(|t| *t != 0),
         })
     }
+}
+
+/// An EtherType as `0x86dd (IPv6)` (the name when it is a common one).
+pub fn ethertype_name(t: u16) -> String {
+    let name = match t {
+        0x0800 => " (IPv4)",
+        0x0806 => " (ARP)",
+        0x86dd => " (IPv6)",
+        0x8100 => " (802.1Q)",
+        0x88cc => " (LLDP)",
+        _ => "",
+    };
+    format!("{t:#06x}{name}")
 }
 
 /// One line, in the spirit of `cilium-dbg monitor`:
@@ -302,6 +320,13 @@ impl fmt::Display for Event {
             _ => "IP",
         };
         match self.kind {
+            EventKind::Drop { reason } if self.ethertype.is_some() => write!(
+                f,
+                "xx drop ({}) on ifindex {} ethertype {}",
+                drop_reason::describe(reason),
+                self.ifindex,
+                ethertype_name(self.ethertype.unwrap_or_default())
+            ),
             EventKind::Drop { reason } => write!(
                 f,
                 "xx drop ({}) flow {}:{} -> {}:{} {proto} identity {}->{}",
@@ -351,7 +376,7 @@ mod tests {
             hash: 7,
             len_orig: 98,
             version: 1,
-            pad0: 0,
+            ethertype: 0,
             src_label: 256,
             dst_label: 257,
             src_id: 12,
@@ -374,7 +399,7 @@ mod tests {
         b.extend(ev.hash.to_ne_bytes());
         b.extend(ev.len_orig.to_ne_bytes());
         b.extend(ev.version.to_ne_bytes());
-        b.extend(ev.pad0.to_ne_bytes());
+        b.extend(ev.ethertype.to_ne_bytes());
         b.extend(ev.src_label.to_ne_bytes());
         b.extend(ev.dst_label.to_ne_bytes());
         b.extend(ev.src_id.to_ne_bytes());
@@ -405,6 +430,23 @@ mod tests {
         assert_eq!(
             ev.to_string(),
             "-> to-endpoint endpoint 12 flow 172.20.0.10:4321 -> 172.20.0.11:80 TCP identity 256->257"
+        );
+    }
+
+    #[test]
+    fn a_frame_that_is_not_ipv4_keeps_its_ethertype() {
+        let mut b = raw();
+        assert_eq!(Event::decode(&b).unwrap().ethertype, None);
+        // A drop (Unsupported L3) of an IPv6 frame: no addresses.
+        b[0] = 1;
+        b[1] = drop_reason::UNKNOWN_L3;
+        b[14..16].copy_from_slice(&0x86ddu16.to_ne_bytes());
+        b[32..40].fill(0);
+        let ev = Event::decode(&b).unwrap();
+        assert_eq!(ev.ethertype, Some(0x86dd));
+        assert_eq!(
+            ev.to_string(),
+            "xx drop (Unsupported L3 protocol) on ifindex 5 ethertype 0x86dd (IPv6)"
         );
     }
 

@@ -133,22 +133,7 @@ impl Netlink {
     /// `/run/netns/<name>` file). The calling thread's namespace does not change.
     pub fn open_in(netns: &File) -> Result<Self, LinkError> {
         let runtime = tokio::runtime::Handle::current();
-        let fd = netns
-            .as_fd()
-            .try_clone_to_owned()
-            .map_err(|source| LinkError::Io {
-                action: "duplicating the namespace descriptor".into(),
-                source,
-            })?;
-        let opened = std::thread::spawn(move || {
-            // SAFETY: `fd` is an open namespace descriptor owned by this closure; setns only
-            // changes this short-lived helper thread's namespace.
-            if unsafe { libc::setns(fd.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
-                return Err(LinkError::Io {
-                    action: "entering the network namespace".into(),
-                    source: std::io::Error::last_os_error(),
-                });
-            }
+        in_netns(netns, move || {
             let _enter = runtime.enter();
             let (conn, handle, _) =
                 rtnetlink::new_connection().map_err(|source| LinkError::Io {
@@ -157,13 +142,6 @@ impl Netlink {
                 })?;
             runtime.spawn(conn);
             Ok(Netlink { handle })
-        })
-        .join();
-        opened.unwrap_or_else(|_| {
-            Err(LinkError::Io {
-                action: "entering the network namespace".into(),
-                source: std::io::Error::other("helper thread panicked"),
-            })
         })
     }
 
@@ -601,6 +579,63 @@ impl std::fmt::Display for Route {
     }
 }
 
+/// Turns IPv6 off in network namespace `netns` (`net.ipv6.conf.all.disable_ipv6` and
+/// `default.disable_ipv6` set to 1, which also drops the addresses of existing devices). A
+/// kernel without IPv6 has nothing to turn off. The calling thread's namespace does not
+/// change: a short-lived helper thread enters `netns` and writes the sysctls.
+pub fn disable_ipv6_in(netns: &File) -> Result<(), LinkError> {
+    in_netns(netns, || {
+        // /proc/sys/net is the namespace of the thread that opens it.
+        for conf in ["all", "default"] {
+            let path = format!("/proc/sys/net/ipv6/conf/{conf}/disable_ipv6");
+            match std::fs::write(&path, "1") {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+                Err(source) => {
+                    return Err(LinkError::Io {
+                        action: format!("writing 1 to {path}"),
+                        source,
+                    });
+                }
+            }
+        }
+        Ok(())
+    })
+}
+
+/// Runs `f` on a short-lived thread that has entered network namespace `netns` (an open
+/// `/proc/<pid>/ns/net` or `/run/netns/<name>` file); the caller's namespace is untouched.
+fn in_netns<T: Send + 'static>(
+    netns: &File,
+    f: impl FnOnce() -> Result<T, LinkError> + Send + 'static,
+) -> Result<T, LinkError> {
+    let fd = netns
+        .as_fd()
+        .try_clone_to_owned()
+        .map_err(|source| LinkError::Io {
+            action: "duplicating the namespace descriptor".into(),
+            source,
+        })?;
+    let done = std::thread::spawn(move || {
+        // SAFETY: `fd` is an open namespace descriptor owned by this closure; setns only
+        // changes this short-lived helper thread's namespace.
+        if unsafe { libc::setns(fd.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+            return Err(LinkError::Io {
+                action: "entering the network namespace".into(),
+                source: std::io::Error::last_os_error(),
+            });
+        }
+        f()
+    })
+    .join();
+    done.unwrap_or_else(|_| {
+        Err(LinkError::Io {
+            action: "entering the network namespace".into(),
+            source: std::io::Error::other("helper thread panicked"),
+        })
+    })
+}
+
 /// What [`setup_endpoint_veth`] made.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct EndpointLink {
@@ -611,7 +646,8 @@ pub struct EndpointLink {
 }
 
 /// Wires a pod: a veth pair `host_name` (in the calling thread's namespace) <-> `ifname`
-/// (moved into `netns`), both with `mtu` (0: default) and up; inside the pod, `ip/32`,
+/// (moved into `netns`), both with `mtu` (0: default) and up; IPv6 off inside the pod
+/// ([`disable_ipv6_in`]: the datapath is IPv4-only); inside the pod, `ip/32`,
 /// a link-scope route to `router/32` and a default route via `router`. Fails with `EEXIST`
 /// when `host_name` or the pod's `ifname` already exist; on any failure after the pair was
 /// made, the pair is deleted, so nothing is left behind.
@@ -636,6 +672,10 @@ pub async fn setup_endpoint_veth(
     }
     host.add_veth_into(host_name, ifname, netns, mtu).await?;
     let result = async {
+        // The datapath is IPv4-only: without IPv6 the pod sends no router solicitations
+        // and neighbour discovery, which from_container would drop as an unsupported L3
+        // protocol (as Cilium's CNI does when the agent has IPv6 disabled).
+        disable_ipv6_in(netns)?;
         let peer = pod.require(ifname).await?;
         pod.up(peer.index).await?;
         if let Some(lo) = pod.get("lo").await? {

@@ -385,8 +385,9 @@ pub struct RawEvent {
     pub len_orig: u32,
     /// Format version (1).
     pub version: u16,
-    /// Padding.
-    pub pad0: u16,
+    /// 0 for an IPv4 packet (the addresses and ports below are parsed); else the EtherType
+    /// of a frame the datapath does not parse (host byte order).
+    pub ethertype: u16,
     /// Source identity.
     pub src_label: u32,
     /// Destination identity.

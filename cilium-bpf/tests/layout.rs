@@ -339,7 +339,7 @@ fn rust_types_match_c_layouts() {
             ("hash", offset_of!(RawEvent, hash)),
             ("len_orig", offset_of!(RawEvent, len_orig)),
             ("version", offset_of!(RawEvent, version)),
-            ("pad0", offset_of!(RawEvent, pad0)),
+            ("ethertype", offset_of!(RawEvent, ethertype)),
             ("src_label", offset_of!(RawEvent, src_label)),
             ("dst_label", offset_of!(RawEvent, dst_label)),
             ("src_id", offset_of!(RawEvent, src_id)),

@@ -77,6 +77,44 @@ fn privileged_from_container_verdicts() {
         ),
         TC_ACT_REDIRECT
     );
+    // An IPv6 frame (a router solicitation's Ethernet and IPv6 headers): dropped as an
+    // unsupported L3 protocol, reported with its EtherType and no invented addresses.
+    let mut reader = cilium_bpf::maps::EventReader::open(&fs.path).expect("events");
+    reader.drain();
+    let mut v6 = vec![0x33, 0x33, 0, 0, 0, 2, 2, 0, 0, 0, 0, 10, 0x86, 0xdd];
+    v6.extend([0x60, 0, 0, 0, 0, 8, 58, 255]);
+    v6.extend([0xfe, 0x80].iter().chain([0u8; 14].iter()));
+    v6.extend(
+        [0xff, 0x02]
+            .iter()
+            .chain([0u8; 13].iter())
+            .chain([2u8].iter()),
+    );
+    v6.extend([133, 0, 0, 0, 0, 0, 0, 0]);
+    assert_eq!(run(&mut dp, &v6), TC_ACT_SHOT);
+    let events: Vec<cilium_bpf::events::Event> =
+        reader.drain().into_iter().filter_map(Result::ok).collect();
+    let drop = events
+        .iter()
+        .find(|e| {
+            e.kind
+                == cilium_bpf::events::EventKind::Drop {
+                    reason: cilium_bpf::events::drop_reason::UNKNOWN_L3,
+                }
+        })
+        .unwrap_or_else(|| panic!("no unsupported-L3 drop in {events:?}"));
+    assert_eq!(drop.ethertype, Some(0x86dd), "{drop:?}");
+    assert!(
+        drop.to_string().contains("ethertype 0x86dd (IPv6)"),
+        "{drop}"
+    );
+    // IPv4 packets' events carry no EtherType.
+    assert!(
+        events
+            .iter()
+            .all(|e| e.ethertype.is_some() == (e.proto == 0)),
+        "{events:?}"
+    );
     // Garbage: a truncated IPv4 packet is dropped as invalid.
     let mut short = ipv4_tcp_packet(a, b, 1, 2, 0x02);
     short.truncate(40);

@@ -101,8 +101,10 @@ impl FlowFilter {
     pub fn matches(&self, flow: &Flow) -> bool {
         let ports = flow.l4.as_ref().and_then(|l| l.ports());
         let protocol = flow.l4.as_ref().map(|l| l.protocol());
-        any(&self.source_ip, |ip| *ip == flow.ip.source)
-            && any(&self.destination_ip, |ip| *ip == flow.ip.destination)
+        any(&self.source_ip, |ip| Some(*ip) == flow.source_ip())
+            && any(&self.destination_ip, |ip| {
+                Some(*ip) == flow.destination_ip()
+            })
             && any(&self.source_pod, |p| pod_matches(&flow.source, p))
             && any(&self.destination_pod, |p| pod_matches(&flow.destination, p))
             && any(&self.source_service, |s| {

@@ -250,9 +250,9 @@ pub struct Flow {
     /// The drop reason's name (drops only), e.g. `POLICY_DENIED`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub drop_reason_desc: Option<String>,
-    /// Addresses.
-    #[serde(rename = "IP")]
-    pub ip: Ip,
+    /// Addresses (None for a frame that is not IPv4: the datapath parsed none).
+    #[serde(rename = "IP", default, skip_serializing_if = "Option::is_none")]
+    pub ip: Option<Ip>,
     /// Layer 4.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub l4: Option<Layer4>,
@@ -434,7 +434,10 @@ impl Flow {
                 0 => "ICMPv4 EchoReply".to_owned(),
                 t => format!("ICMPv4 type {t}"),
             },
-            None => format!("IP protocol {}", ev.proto),
+            None => match ev.ethertype {
+                Some(t) => format!("EtherType {}", cilium_bpf::events::ethertype_name(t)),
+                None => format!("IP protocol {}", ev.proto),
+            },
         };
         let (drop_reason, drop_reason_desc) = match ev.kind {
             EventKind::Drop { reason } => (Some(reason), Some(drop_name(reason))),
@@ -449,11 +452,11 @@ impl Flow {
             verdict,
             drop_reason,
             drop_reason_desc,
-            ip: Ip {
+            ip: ev.ethertype.is_none().then(|| Ip {
                 source: ev.saddr,
                 destination: ev.daddr,
                 ip_version: "IPv4".into(),
-            },
+            }),
             l4,
             source: names.endpoint(ev.src_endpoint, ev.saddr, ev.src_identity),
             destination: names.endpoint(ev.dst_endpoint, ev.daddr, ev.dst_identity),
@@ -478,16 +481,31 @@ impl Flow {
     }
 
     /// How Hubble names one side of a flow: `namespace/pod`, else `namespace/service` when
-    /// it is a Service's frontend, else its IP.
-    pub fn side_name(ep: &Endpoint, svc: Option<&Service>, ip: Ipv4Addr) -> String {
+    /// it is a Service's frontend, else its IP (`?` when the flow has no IP layer).
+    pub fn side_name(ep: &Endpoint, svc: Option<&Service>, ip: Option<Ipv4Addr>) -> String {
         match svc {
             _ if !ep.pod_name.is_empty() => format!("{}/{}", ep.namespace, ep.pod_name),
             Some(s) => format!("{}/{}", s.namespace, s.name),
-            None => ip.to_string(),
+            None => ip.map_or_else(|| "?".to_owned(), |ip| ip.to_string()),
         }
     }
 
-    fn side(ep: &Endpoint, svc: Option<&Service>, ip: Ipv4Addr, port: Option<u16>) -> String {
+    /// The source address, if the flow has an IP layer.
+    pub fn source_ip(&self) -> Option<Ipv4Addr> {
+        self.ip.as_ref().map(|ip| ip.source)
+    }
+
+    /// The destination address, if the flow has an IP layer.
+    pub fn destination_ip(&self) -> Option<Ipv4Addr> {
+        self.ip.as_ref().map(|ip| ip.destination)
+    }
+
+    fn side(
+        ep: &Endpoint,
+        svc: Option<&Service>,
+        ip: Option<Ipv4Addr>,
+        port: Option<u16>,
+    ) -> String {
         let base = Flow::side_name(ep, svc, ip);
         match port {
             Some(p) => format!("{base}:{p}"),
@@ -502,13 +520,13 @@ impl Flow {
         let src = Flow::side(
             &self.source,
             self.source_service.as_ref(),
-            self.ip.source,
+            self.source_ip(),
             ports.map(|p| p.0),
         );
         let dst = Flow::side(
             &self.destination,
             self.destination_service.as_ref(),
-            self.ip.destination,
+            self.destination_ip(),
             ports.map(|p| p.1),
         );
         let what = match self.event_type.kind {

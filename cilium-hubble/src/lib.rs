@@ -78,6 +78,7 @@ pub fn example_event() -> cilium_bpf::events::Event {
         icmp_type: 0,
         is_reply: false,
         ktime_ns: 1,
+        ethertype: None,
     }
 }
 

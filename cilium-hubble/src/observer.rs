@@ -257,9 +257,9 @@ pub fn to_proto(f: &Flow) -> proto::flow::Flow {
         uuid: String::new(),
         verdict: i32::from(f.verdict.number()),
         drop_reason: f.drop_reason.map_or(0, u32::from),
-        ip: Some(proto::flow::Ip {
-            source: f.ip.source.to_string(),
-            destination: f.ip.destination.to_string(),
+        ip: f.ip.as_ref().map(|ip| proto::flow::Ip {
+            source: ip.source.to_string(),
+            destination: ip.destination.to_string(),
             ip_version: 1,
             encrypted: false,
         }),
@@ -291,7 +291,6 @@ pub fn to_proto(f: &Flow) -> proto::flow::Flow {
 /// A flow from Hubble's protobuf form (what a client prints).
 pub fn from_proto(p: proto::flow::Flow) -> Flow {
     use proto::flow::layer4::Protocol;
-    let ip = p.ip.unwrap_or_default();
     let addr = |s: &str| s.parse().unwrap_or(Ipv4Addr::UNSPECIFIED);
     let event = p.event_type.unwrap_or_default();
     let port = |v: u32| u16::try_from(v).unwrap_or(0);
@@ -306,11 +305,11 @@ pub fn from_proto(p: proto::flow::Flow) -> Flow {
             .ok()
             .filter(|d| *d != proto::flow::DropReason::Unknown)
             .map(|d| d.as_str_name().to_owned()),
-        ip: flow::Ip {
+        ip: p.ip.map(|ip| flow::Ip {
             source: addr(&ip.source),
             destination: addr(&ip.destination),
             ip_version: "IPv4".into(),
-        },
+        }),
         l4: p.l4.and_then(|l| l.protocol).map(|proto| match proto {
             Protocol::Tcp(t) => {
                 let f = t.flags.unwrap_or_default();

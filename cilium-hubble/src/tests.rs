@@ -260,3 +260,43 @@ fn verdict_names_are_the_json_ones() {
         assert_eq!(serde_json::to_value(v).unwrap(), v.name());
     }
 }
+
+#[test]
+fn a_frame_that_is_not_ipv4_has_no_ip_layer() {
+    let mut ev = crate::example_event();
+    ev.kind = EventKind::Drop {
+        reason: drop_reason::UNKNOWN_L3,
+    };
+    ev.ethertype = Some(0x86dd);
+    (ev.saddr, ev.daddr, ev.sport, ev.dport, ev.proto) =
+        (Ipv4Addr::UNSPECIFIED, Ipv4Addr::UNSPECIFIED, 0, 0, 0);
+    (
+        ev.src_identity,
+        ev.dst_identity,
+        ev.src_endpoint,
+        ev.dst_endpoint,
+    ) = (0, 0, 0, 0);
+    let flow = Flow::from_event(&ev, T, "k8s-w1", &NoNames);
+    assert!(flow.ip.is_none());
+    assert_eq!(flow.summary, "EtherType 0x86dd (IPv6)");
+    assert_eq!(
+        flow.drop_reason_desc.as_deref(),
+        Some("UNSUPPORTED_L3_PROTOCOL")
+    );
+    let json = serde_json::to_value(&flow).unwrap();
+    assert!(json.get("IP").is_none(), "{json}");
+    let line = flow.compact();
+    assert!(!line.contains("0.0.0.0"), "{line}");
+    assert!(
+        line.contains("Unsupported L3 protocol DROPPED (EtherType 0x86dd (IPv6))"),
+        "{line}"
+    );
+    // Through protobuf and back, still without an IP layer; an IP filter does not match.
+    let back = crate::observer::from_proto(crate::observer::to_proto(&flow));
+    assert!(back.ip.is_none());
+    let filter = FlowFilter {
+        source_ip: vec![Ipv4Addr::UNSPECIFIED],
+        ..FlowFilter::default()
+    };
+    assert!(!filter.matches(&flow));
+}

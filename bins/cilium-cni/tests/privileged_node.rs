@@ -391,6 +391,22 @@ fn privileged_pods_via_cni_policy_and_dbg() {
             && l.contains("FORWARDED")),
         "{out}"
     );
+    // IPv6 is off inside the pods (the datapath is IPv4-only), so none of them sent a
+    // frame that from_container drops as an unsupported L3 protocol.
+    for pod in ["web", "curl", "other"] {
+        let out = Command::new("ip")
+            .args(["netns", "exec", &node.pod_ns(pod)])
+            .args(["cat", "/proc/sys/net/ipv6/conf/all/disable_ipv6"])
+            .output()
+            .expect("ip netns exec");
+        assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "1", "{pod}");
+    }
+    let (ok, out, err) = hubble_cmd(&["observe", "--last", "1000", "-o", "json"]);
+    assert!(ok, "{err}");
+    assert!(
+        !out.contains("UNSUPPORTED_L3_PROTOCOL") && !out.contains("\"0.0.0.0\""),
+        "{out}"
+    );
     let (ok, out, _) = hubble_cmd(&["status"]);
     assert!(
         ok && out.contains("Current/Max Flows:") && out.contains("/1023"),

@@ -287,11 +287,11 @@ fn table_row(f: &Flow) -> String {
     format!(
         "{}\t{}\t{}\t{}\t{}\t{}",
         cilium_hubble::flow::compact_time(&f.time),
-        Flow::side_name(&f.source, f.source_service.as_ref(), f.ip.source),
+        Flow::side_name(&f.source, f.source_service.as_ref(), f.source_ip()),
         Flow::side_name(
             &f.destination,
             f.destination_service.as_ref(),
-            f.ip.destination
+            f.destination_ip()
         ),
         f.trace_observation_point
             .as_deref()

@@ -312,7 +312,7 @@ struct datapath_event {
 	__u32 hash;      /* skb hash */
 	__u32 len_orig;  /* packet length */
 	__u16 version;   /* EVENT_VERSION */
-	__u16 pad0;
+	__u16 ethertype; /* 0: an IPv4 packet; else the EtherType of a frame not parsed */
 	__u32 src_label; /* source identity */
 	__u32 dst_label; /* destination identity */
 	__u16 src_id;    /* source endpoint id (0: not local) */

@@ -19,6 +19,8 @@ struct pkt_info {
 	__u8 tcp_flags;
 	__u8 icmp_type;
 	__u8 reply; /* conntrack saw the packet as a reply (set once the state is known) */
+	__u16 ethertype; /* 0: IPv4, parsed; else the frame's EtherType (not parsed) */
+	__u16 pad;
 };
 
 static __always_inline void metrics_add(__u8 reason, __u8 dir, __u32 bytes)
@@ -54,7 +56,7 @@ static __always_inline void emit_event(struct __sk_buff *skb, __u8 type, __u8 su
 	ev->hash = skb->hash;
 	ev->len_orig = skb->len;
 	ev->version = EVENT_VERSION;
-	ev->pad0 = 0;
+	ev->ethertype = pi->ethertype;
 	ev->src_label = src_label;
 	ev->dst_label = dst_label;
 	ev->src_id = src_id;
