@@ -26,7 +26,6 @@ use std::process::Command;
 
 use cilium_bpf::maps::Maps;
 use cilium_bpf::testing::ipv4_tcp_packet;
-use cilium_bpf::types::{EndpointInfo, mac_to_u64};
 use cilium_bpf::{Datapath, DatapathConfig};
 
 struct Mount(std::path::PathBuf);
@@ -70,17 +69,7 @@ fn main() {
     .expect("load datapath");
     let mut maps = Maps::open(&dir).expect("maps");
     let (a, b) = (Ipv4Addr::new(10, 0, 0, 1), Ipv4Addr::new(10, 0, 0, 2));
-    for (i, ip) in [a, b].into_iter().enumerate() {
-        let info = EndpointInfo {
-            ifindex: 1,
-            lxc_id: 10 + i as u16,
-            mac: mac_to_u64([2, 0, 0, 0, 0, 10 + i as u8]),
-            node_mac: mac_to_u64([2, 0, 0, 0, 1, 10 + i as u8]),
-            sec_id: 300 + i as u32,
-            ..EndpointInfo::default()
-        };
-        maps.endpoints.upsert_ipv4(ip, &info).expect("insert");
-    }
+    cilium_bpf::testing::loopback_endpoints(&mut maps, &[a, b]).expect("endpoints");
     let packet = ipv4_tcp_packet(a, b, 40000, 80, 0x02);
 
     let mut bench = aya::Ebpf::load(cilium_bpf::objects::BPF_BENCH).expect("load bench object");

@@ -387,6 +387,15 @@ pub fn map_entries(bpf_root: &Path, name: &str) -> Result<Vec<(String, String)>,
                 )
             })
             .collect(),
+        names::POLICY_REV => {
+            let path = globals_dir(bpf_root).join(name);
+            let data = MapData::from_pin(&path).map_err(map_err("open pinned", name))?;
+            let rev: aya::maps::Array<MapData, u32> =
+                aya::maps::Array::try_from(aya::maps::Map::Array(data))
+                    .map_err(map_err("open pinned", name))?;
+            let v = rev.get(&0, 0).map_err(map_err("read", name))?;
+            vec![("0".to_owned(), format!("revision {v}"))]
+        }
         other => {
             return Err(DatapathError::InvalidValue {
                 map: "map",

@@ -58,10 +58,19 @@ pub struct DatapathConfig {
     /// `routing-mode=tunnel`: the ifindex of the node's VXLAN device (collect-metadata
     /// mode, port 8472); 0 for native routing.
     pub tunnel_ifindex: u32,
+    /// `monitor-aggregation`: 0 none, 1 lowest, 2 low, 3 medium, 4 maximum.
+    pub monitor_aggregation: u8,
+    /// `monitor-aggregation-interval`, in seconds.
+    pub monitor_aggregation_interval: u32,
+    /// `monitor-aggregation-flags` (TCP flag bits).
+    pub monitor_aggregation_flags: u8,
+    /// `bpf-conntrack-accounting`: packets and bytes per conntrack entry.
+    pub conntrack_accounting: bool,
 }
 
 impl DatapathConfig {
-    /// Settings for a node, with the ARP responder on and no native-routing CIDR.
+    /// Settings for a node, with the ARP responder on, no native-routing CIDR, no monitor
+    /// aggregation (interval 5 s, flags SYN, FIN, RST) and no conntrack accounting.
     pub fn new(bpf_root: impl Into<PathBuf>, node_ipv4: Ipv4Addr, router_ipv4: Ipv4Addr) -> Self {
         DatapathConfig {
             bpf_root: bpf_root.into(),
@@ -71,6 +80,10 @@ impl DatapathConfig {
             arp_responder: true,
             maglev_hash_seed: cilium_lb::maglev::MaglevConfig::default().seed().jhash0,
             tunnel_ifindex: 0,
+            monitor_aggregation: 0,
+            monitor_aggregation_interval: 5,
+            monitor_aggregation_flags: 0x07,
+            conntrack_accounting: false,
         }
     }
 }
@@ -143,6 +156,10 @@ impl Datapath {
         let arp = u32::from(config.arp_responder);
         let seed = config.maglev_hash_seed;
         let tunnel = config.tunnel_ifindex;
+        let aggregation = u32::from(config.monitor_aggregation);
+        let interval = config.monitor_aggregation_interval;
+        let report_flags = u32::from(config.monitor_aggregation_flags);
+        let accounting = u32::from(config.conntrack_accounting);
         let load = |object: &'static str, bytes: &[u8]| {
             EbpfLoader::new()
                 .default_map_pin_directory(&globals)
@@ -153,6 +170,10 @@ impl Datapath {
                 .override_global("ENABLE_ARP_RESPONDER", &arp, true)
                 .override_global("HASH_INIT4_SEED", &seed, true)
                 .override_global("TUNNEL_IFINDEX", &tunnel, true)
+                .override_global("MONITOR_AGGREGATION", &aggregation, true)
+                .override_global("CT_REPORT_INTERVAL", &interval, true)
+                .override_global("CT_REPORT_FLAGS", &report_flags, true)
+                .override_global("CT_ACCOUNTING", &accounting, true)
                 .load(bytes)
                 .map_err(|source| DatapathError::LoadObject {
                     object,

@@ -49,8 +49,12 @@ pub mod names {
     pub const LB4_AFFINITY: &str = "cilium_lb4_affinity";
     /// Backends affinity may use.
     pub const LB_AFFINITY_MATCH: &str = "cilium_lb_affinity_match";
+    /// The agent's policy revision (one `u32`, bumped on every policy map change; not an
+    /// upstream map).
+    pub const POLICY_REV: &str = "cilium_policy_rev";
     /// Every pinned map.
-    pub const ALL: [&str; 15] = [
+    pub const ALL: [&str; 16] = [
+        POLICY_REV,
         LB4_AFFINITY,
         LB_AFFINITY_MATCH,
         POLICY,

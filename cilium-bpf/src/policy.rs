@@ -220,6 +220,7 @@ pub(crate) type PolicyTrie = LpmTrie<MapData, [u8; 8], PolicyEntry>;
 /// Writes endpoints' policy maps into the pinned `cilium_policy_v2`.
 pub struct PolicyWriter {
     outer: HashOfMaps<MapData, u32, PolicyTrie>,
+    revision: aya::maps::Array<MapData, u32>,
     allow_localhost: bool,
     installed: BTreeMap<u16, Vec<LpmEntry>>,
 }
@@ -242,8 +243,13 @@ impl PolicyWriter {
         let map =
             aya::maps::Map::from_map_data(data).map_err(map_err("open pinned", names::POLICY))?;
         let outer = HashOfMaps::try_from(map).map_err(map_err("open pinned", names::POLICY))?;
+        let path = globals_dir(bpf_root).join(names::POLICY_REV);
+        let data = MapData::from_pin(&path).map_err(map_err("open pinned", names::POLICY_REV))?;
+        let revision = aya::maps::Array::try_from(aya::maps::Map::Array(data))
+            .map_err(map_err("open pinned", names::POLICY_REV))?;
         Ok(PolicyWriter {
             outer,
+            revision,
             allow_localhost,
             installed: BTreeMap::new(),
         })
@@ -291,7 +297,23 @@ impl PolicyWriter {
             .insert(u32::from(endpoint), &inner, 0)
             .map_err(map_err("insert", names::POLICY))?;
         self.installed.insert(endpoint, entries);
-        Ok(())
+        self.bump()
+    }
+
+    /// The policy revision established flows were checked at (`cilium_policy_rev`).
+    pub fn revision(&self) -> Result<u32, DatapathError> {
+        self.revision
+            .get(&0, 0)
+            .map_err(map_err("read", names::POLICY_REV))
+    }
+
+    /// A new policy revision, after a policy map changed: every established flow is
+    /// checked against the maps once more (and stamped again).
+    fn bump(&mut self) -> Result<(), DatapathError> {
+        let next = self.revision()?.wrapping_add(1);
+        self.revision
+            .set(0, next, 0)
+            .map_err(map_err("write", names::POLICY_REV))
     }
 
     /// Brings the maps of the endpoints a [`PolicyDiff`] touched up to date with `engine`
@@ -322,7 +344,8 @@ impl PolicyWriter {
     pub fn remove(&mut self, endpoint: u16) -> Result<(), DatapathError> {
         self.installed.remove(&endpoint);
         match self.outer.remove(&u32::from(endpoint)) {
-            Ok(()) | Err(aya::maps::MapError::KeyNotFound) => Ok(()),
+            Ok(()) => self.bump(),
+            Err(aya::maps::MapError::KeyNotFound) => Ok(()),
             Err(e) => Err(map_err("delete", names::POLICY)(e)),
         }
     }

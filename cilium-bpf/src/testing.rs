@@ -108,6 +108,28 @@ pub fn in_netns<T: Send + 'static>(ns: &str, f: impl FnOnce() -> T + Send + 'sta
     spawn_in_netns(ns, f).join().expect("netns thread panicked")
 }
 
+/// Local endpoints for `BPF_PROG_TEST_RUN`, which runs programs with `skb->ifindex` 1
+/// (loopback): endpoint `i` of `ips` sits behind ifindex 1 with id `10 + i`, identity
+/// `300 + i` and MACs `02:00:00:00:00:(10+i)` (pod) and `02:00:00:00:01:(10+i)` (host side).
+pub fn loopback_endpoints(
+    maps: &mut crate::maps::Maps,
+    ips: &[Ipv4Addr],
+) -> Result<(), crate::DatapathError> {
+    for (i, ip) in ips.iter().enumerate() {
+        let n = u8::try_from(i).unwrap_or(u8::MAX).saturating_add(10);
+        let info = crate::types::EndpointInfo {
+            ifindex: 1,
+            lxc_id: u16::from(n),
+            mac: crate::types::mac_to_u64([2, 0, 0, 0, 0, n]),
+            node_mac: crate::types::mac_to_u64([2, 0, 0, 0, 1, n]),
+            sec_id: 290 + u32::from(n),
+            ..crate::types::EndpointInfo::default()
+        };
+        maps.endpoints.upsert_ipv4(*ip, &info)?;
+    }
+    Ok(())
+}
+
 /// An Ethernet + IPv4 + TCP packet (no payload, IPv4 checksum set), as a pod would send it.
 pub fn ipv4_tcp_packet(src: Ipv4Addr, dst: Ipv4Addr, sport: u16, dport: u16, flags: u8) -> Vec<u8> {
     let mut p = Vec::with_capacity(54);

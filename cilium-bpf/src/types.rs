@@ -282,8 +282,11 @@ pod!(Ipv4CtTuple, 14);
 #[repr(C)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub struct CtEntry {
+    /// The policy revision (`cilium_policy_rev` + 1) at which the flow last passed policy;
+    /// 0: not yet (this project's use of upstream's unused `reserved0`).
+    pub policy_rev: u32,
     /// Unused.
-    pub reserved0: u64,
+    pub reserved0: u32,
     /// Backend of a service connection.
     pub backend_id: u64,
     /// Packets seen.

@@ -267,6 +267,7 @@ fn rust_types_match_c_layouts() {
         size_of::<CtEntry>(),
         0,
         &[
+            ("policy_rev", offset_of!(CtEntry, policy_rev)),
             ("reserved0", offset_of!(CtEntry, reserved0)),
             ("backend_id", offset_of!(CtEntry, backend_id)),
             ("packets", offset_of!(CtEntry, packets)),

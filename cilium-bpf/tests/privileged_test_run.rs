@@ -9,7 +9,6 @@ use std::net::Ipv4Addr;
 
 use cilium_bpf::maps::Maps;
 use cilium_bpf::testing::{arp_request, ipv4_tcp_packet};
-use cilium_bpf::types::{EndpointInfo, mac_to_u64};
 use cilium_bpf::{Datapath, DatapathConfig};
 use support::{BpfFs, is_root_or_skip};
 
@@ -23,12 +22,14 @@ fn privileged_from_container_verdicts() {
         return;
     }
     let fs = BpfFs::new();
-    let mut dp = Datapath::load(DatapathConfig::new(
+    let mut config = DatapathConfig::new(
         &fs.path,
         Ipv4Addr::new(192, 168, 10, 100),
         Ipv4Addr::new(10, 0, 0, 254),
-    ))
-    .expect("load");
+    );
+    // Packet counts in conntrack entries (bpf-conntrack-accounting).
+    config.conntrack_accounting = true;
+    let mut dp = Datapath::load(config).expect("load");
     let mut maps = Maps::open(&fs.path).expect("maps");
     for name in cilium_bpf::maps::names::ALL {
         let pin = cilium_bpf::maps::globals_dir(&fs.path).join(name);
@@ -36,17 +37,7 @@ fn privileged_from_container_verdicts() {
     }
     let (a, b) = (Ipv4Addr::new(10, 0, 0, 1), Ipv4Addr::new(10, 0, 0, 2));
     // Test runs see skb->ifindex 1 (loopback): pretend both endpoints sit behind it.
-    for (i, ip) in [a, b].into_iter().enumerate() {
-        let info = EndpointInfo {
-            ifindex: 1,
-            lxc_id: 10 + i as u16,
-            mac: mac_to_u64([2, 0, 0, 0, 0, 10 + i as u8]),
-            node_mac: mac_to_u64([2, 0, 0, 0, 1, 10 + i as u8]),
-            sec_id: 300 + i as u32,
-            ..EndpointInfo::default()
-        };
-        maps.endpoints.upsert_ipv4(ip, &info).expect("insert");
-    }
+    cilium_bpf::testing::loopback_endpoints(&mut maps, &[a, b]).expect("endpoints");
     let run = |dp: &mut Datapath, pkt: &[u8]| {
         dp.test_run("from_container", pkt, 1)
             .expect("test run")
@@ -234,4 +225,108 @@ fn privileged_from_container_verdicts() {
             .expect("metrics")
             >= 1
     );
+}
+
+/// Monitor aggregation (Cilium's `monitor-aggregation`): at `medium`, an established TCP
+/// flow is reported when it starts, when a TCP flag of `monitor-aggregation-flags` shows up
+/// for the first time in its direction, and once per interval; other packets are forwarded
+/// (and counted) without a trace. Drops and policy verdicts are always reported. At
+/// `none`, every packet is. The policy revision: an established flow skips the policy
+/// lookups until a policy map changes, and is checked (here: dropped) right after.
+#[test]
+fn privileged_monitor_aggregation_and_policy_revision() {
+    use cilium_bpf::events::{Event, EventKind, ObservationPoint};
+    if !is_root_or_skip("privileged_monitor_aggregation_and_policy_revision") {
+        return;
+    }
+    let traces = |events: &[Event]| {
+        events
+            .iter()
+            .filter(|e| {
+                e.kind
+                    == EventKind::Trace {
+                        point: ObservationPoint::ToEndpoint,
+                    }
+            })
+            .count()
+    };
+    let (a, b) = (Ipv4Addr::new(10, 0, 0, 1), Ipv4Addr::new(10, 0, 0, 2));
+    // SYN, then ACKs, PSH|ACKs, and a FIN|ACK, all of one flow.
+    let packets: Vec<(u8, usize)> = vec![(0x02, 1), (0x10, 3), (0x18, 3), (0x11, 1)];
+    for (level, want) in [(0u8, 8usize), (3, 2)] {
+        let fs = BpfFs::new();
+        let mut config = DatapathConfig::new(
+            &fs.path,
+            Ipv4Addr::new(192, 168, 10, 100),
+            Ipv4Addr::new(10, 0, 0, 254),
+        );
+        config.monitor_aggregation = level;
+        config.monitor_aggregation_interval = 1;
+        let mut dp = Datapath::load(config).expect("load");
+        let mut maps = Maps::open(&fs.path).expect("maps");
+        cilium_bpf::testing::loopback_endpoints(&mut maps, &[a, b]).expect("endpoints");
+        let mut reader = cilium_bpf::maps::EventReader::open(&fs.path).expect("events");
+        let mut run = |flags: u8| {
+            let out = dp
+                .test_run(
+                    "from_container",
+                    &ipv4_tcp_packet(a, b, 40000, 80, flags),
+                    1,
+                )
+                .expect("test run");
+            out.verdict
+        };
+        for (flags, n) in &packets {
+            for _ in 0..*n {
+                assert_eq!(run(*flags), TC_ACT_REDIRECT, "flags {flags:#x}");
+            }
+        }
+        let events: Vec<Event> = reader.drain().into_iter().filter_map(Result::ok).collect();
+        // 8 packets: at `none` each is reported; at `medium` the SYN (a new flow) and
+        // the FIN (a flag not seen before); the ACK and PSH are not in the default flags.
+        assert_eq!(traces(&events), want, "level {level}: {events:?}");
+        assert_eq!(
+            maps.metrics
+                .count(cilium_bpf::maps::REASON_FORWARDED, 2)
+                .expect("metrics"),
+            8,
+            "every packet is counted whatever is reported"
+        );
+        if level == 3 {
+            // Once the interval has passed, the flow is reported again, once.
+            std::thread::sleep(std::time::Duration::from_millis(2100));
+            run(0x10);
+            run(0x10);
+            let events: Vec<Event> = reader.drain().into_iter().filter_map(Result::ok).collect();
+            assert_eq!(traces(&events), 1, "{events:?}");
+
+            // Policy: b's ingress denies everything now (an empty allow list). The
+            // established flow passed at the old revision; the new one checks it again.
+            let mut writer =
+                cilium_bpf::policy::PolicyWriter::open(&fs.path, true).expect("policy map");
+            let before = writer.revision().expect("revision");
+            let mut engine =
+                cilium_policy::PolicyEngine::new(cilium_policy::EnforcementMode::Always);
+            engine.upsert_endpoint(
+                11,
+                cilium_core::LabelSet::parse_list(&["k8s:app=b".to_owned()]).expect("labels"),
+            );
+            writer
+                .install(11, &engine.policy(11).expect("policy"))
+                .expect("install");
+            assert_eq!(writer.revision().expect("revision"), before + 1);
+            assert_eq!(
+                run(0x10),
+                TC_ACT_SHOT,
+                "the established flow is checked again"
+            );
+            let events: Vec<Event> = reader.drain().into_iter().filter_map(Result::ok).collect();
+            assert!(
+                events
+                    .iter()
+                    .any(|e| matches!(e.kind, EventKind::Drop { .. })),
+                "drops are reported at every level: {events:?}"
+            );
+        }
+    }
 }

@@ -180,6 +180,26 @@ pub const KEYS: &[(&str, &str, &str)] = &[
         "auto",
         "this node's pod CIDR (auto: the first block of cluster-pool-ipv4-cidr)",
     ),
+    (
+        "monitor-aggregation",
+        "None",
+        "trace event aggregation: none, lowest, low, medium or maximum (drops and policy verdicts are always reported)",
+    ),
+    (
+        "monitor-aggregation-interval",
+        "5s",
+        "with monitor-aggregation medium or maximum: report an active connection at most this often",
+    ),
+    (
+        "monitor-aggregation-flags",
+        "syn,fin,rst",
+        "TCP flags whose first appearance in a direction is reported (syn, fin, rst, psh, ack, urg, ece, cwr, all, none)",
+    ),
+    (
+        "bpf-conntrack-accounting",
+        "false",
+        "count packets and bytes in each conntrack entry",
+    ),
 ];
 
 /// The Maglev table sizes Cilium accepts.
@@ -450,6 +470,87 @@ pub struct AgentConfig {
     /// `cni-exclusive`.
     #[serde(rename = "cni-exclusive")]
     pub cni_exclusive: bool,
+    /// `monitor-aggregation`.
+    #[serde(rename = "monitor-aggregation")]
+    pub monitor_aggregation: MonitorAggregation,
+    /// `monitor-aggregation-interval`, in seconds.
+    #[serde(rename = "monitor-aggregation-interval")]
+    pub monitor_aggregation_interval: u64,
+    /// `monitor-aggregation-flags`: the TCP flag bits (FIN 0x01, SYN 0x02, RST 0x04, ...).
+    #[serde(rename = "monitor-aggregation-flags")]
+    pub monitor_aggregation_flags: u8,
+    /// `bpf-conntrack-accounting`.
+    #[serde(rename = "bpf-conntrack-accounting")]
+    pub bpf_conntrack_accounting: bool,
+}
+
+/// `monitor-aggregation`: how much of the forwarded traffic the datapath reports (Cilium's
+/// `MonitorAggregationLevel`). Drops and policy verdicts are reported at every level.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+pub enum MonitorAggregation {
+    /// Every packet at every observation point (`none`, `disabled`).
+    None = 0,
+    /// No traces at the receiving observation points (`from-*`).
+    Lowest = 1,
+    /// As `Lowest`.
+    Low = 2,
+    /// Also only a connection's first packet, a packet with a TCP flag not seen before in
+    /// its direction, and at most one per `monitor-aggregation-interval`.
+    Medium = 3,
+    /// As `Medium`.
+    Max = 4,
+}
+
+impl MonitorAggregation {
+    /// The level from its name or number, as Cilium reads it (case-insensitive).
+    pub fn parse(text: &str) -> Result<Self, String> {
+        Ok(match text.trim().to_ascii_lowercase().as_str() {
+            "" | "none" | "disabled" | "0" => MonitorAggregation::None,
+            "lowest" | "1" => MonitorAggregation::Lowest,
+            "low" | "2" => MonitorAggregation::Low,
+            "medium" | "3" => MonitorAggregation::Medium,
+            "max" | "maximum" | "4" => MonitorAggregation::Max,
+            _ => {
+                return Err("expected none, lowest, low, medium or maximum (or 0 to 4)".to_owned());
+            }
+        })
+    }
+
+    /// Cilium's name for it (`cilium-dbg config`'s `MonitorAggregationLevel`).
+    pub fn name(self) -> &'static str {
+        match self {
+            MonitorAggregation::None => "None",
+            MonitorAggregation::Lowest => "Lowest",
+            MonitorAggregation::Low => "Low",
+            MonitorAggregation::Medium => "Medium",
+            MonitorAggregation::Max => "Max",
+        }
+    }
+}
+
+/// `monitor-aggregation-flags`: TCP flag names separated by commas, as Cilium reads them.
+pub fn parse_tcp_flags(text: &str) -> Result<u8, String> {
+    let mut bits = 0u8;
+    for name in text.split(',').map(|n| n.trim().to_ascii_lowercase()) {
+        bits |= match name.as_str() {
+            "" | "none" => 0,
+            "all" => 0xff,
+            "fin" => 0x01,
+            "syn" => 0x02,
+            "rst" => 0x04,
+            "psh" => 0x08,
+            "ack" => 0x10,
+            "urg" => 0x20,
+            "ece" => 0x40,
+            "cwr" => 0x80,
+            other => {
+                return Err(format!(
+                    "unknown TCP flag {other:?} (syn, fin, rst, psh, ack, urg, ece, cwr, all, none)"
+                ));
+            }
+        };
+    }
+    Ok(bits)
 }
 
 /// `identity-allocation-mode`: where security identities are allocated.
@@ -703,6 +804,16 @@ impl AgentConfig {
                 Ok::<_, String>((!v.is_empty()).then(|| PathBuf::from(v)))
             })?,
             cni_exclusive: r.bool("cni-exclusive")?,
+            monitor_aggregation: r.parse("monitor-aggregation", MonitorAggregation::parse)?,
+            monitor_aggregation_interval: r.parse("monitor-aggregation-interval", |v| {
+                match parse_duration(v)? {
+                    0 => Err("must be at least 1s".to_owned()),
+                    n if n > u64::from(u32::MAX) => Err("too long".to_owned()),
+                    n => Ok(n),
+                }
+            })?,
+            monitor_aggregation_flags: r.parse("monitor-aggregation-flags", parse_tcp_flags)?,
+            bpf_conntrack_accounting: r.bool("bpf-conntrack-accounting")?,
             identity_allocation_mode: r.choice(
                 "identity-allocation-mode",
                 &[
@@ -882,6 +993,39 @@ mod tests {
         assert_eq!(parse_duration("45"), Ok(45));
         for bad in ["", "m", "5x", "10m5", "-1s"] {
             assert!(parse_duration(bad).is_err(), "{bad}");
+        }
+        let c = flags(&[]).unwrap();
+        assert_eq!(c.monitor_aggregation, MonitorAggregation::None);
+        assert_eq!(
+            (c.monitor_aggregation_interval, c.monitor_aggregation_flags),
+            (5, 0x07)
+        );
+        let c = flags(&[
+            ("monitor-aggregation", "Medium"),
+            ("monitor-aggregation-interval", "1m"),
+            ("monitor-aggregation-flags", "all"),
+        ])
+        .unwrap();
+        assert_eq!(c.monitor_aggregation, MonitorAggregation::Medium);
+        assert_eq!(c.monitor_aggregation.name(), "Medium");
+        assert_eq!(
+            (c.monitor_aggregation_interval, c.monitor_aggregation_flags),
+            (60, 0xff)
+        );
+        assert_eq!(
+            flags(&[("monitor-aggregation", "maximum")])
+                .unwrap()
+                .monitor_aggregation,
+            MonitorAggregation::Max
+        );
+        assert_eq!(parse_tcp_flags("syn, ACK").unwrap(), 0x12);
+        for (k, v) in [
+            ("monitor-aggregation", "high"),
+            ("monitor-aggregation", "5"),
+            ("monitor-aggregation-interval", "0s"),
+            ("monitor-aggregation-flags", "syn,bogus"),
+        ] {
+            assert!(flags(&[(k, v)]).is_err(), "{k}={v}");
         }
         let c = flags(&[("kvstore-lease-ttl", "30s")]).unwrap();
         assert_eq!(c.kvstore_lease_ttl, 30);

@@ -236,7 +236,10 @@ async fn healthz(State(agent): State<Arc<Agent>>) -> Json<Value> {
         "hubble": match agent.hubble() {
             Some(o) => {
                 let (held, cap, seen) = o.status();
-                json!({"state": "Ok", "msg": format!("Current/Max Flows: {held}/{cap}, Flows seen: {seen}")})
+                json!({"state": "Ok", "msg": format!(
+                    "Current/Max Flows: {held}/{cap}, Flows seen: {seen}, Monitor aggregation: {}",
+                    config.monitor_aggregation.name()
+                )})
             }
             None => json!({"state": "Disabled"}),
         },
@@ -248,7 +251,10 @@ fn config_json(config: &AgentConfig) -> Value {
     let map: BTreeMap<String, String> = config.effective().into_iter().collect();
     json!({
         "spec": {
-            "options": {"Debug": enabled(config.debug)},
+            "options": {
+                "Debug": enabled(config.debug),
+                "MonitorAggregationLevel": config.monitor_aggregation.name(),
+            },
             "policy-enforcement": enforcement_name(config.enable_policy),
         },
         "status": {
@@ -276,6 +282,13 @@ async fn patch_config(State(agent): State<Arc<Agent>>, body: axum::body::Bytes) 
                     return error(StatusCode::BAD_REQUEST, "options must be an object");
                 };
                 for (name, v) in options {
+                    if name == "MonitorAggregationLevel" {
+                        return error(
+                            StatusCode::BAD_REQUEST,
+                            "MonitorAggregationLevel is fixed when the datapath loads: set \
+                             monitor-aggregation and restart the agent",
+                        );
+                    }
                     let on = match v.as_str() {
                         Some("Enabled" | "true") => true,
                         Some("Disabled" | "false") => false,

@@ -564,6 +564,11 @@ impl Node {
         mount_bpffs(&config.bpf_root)?;
         let mut dp_config = DatapathConfig::new(&config.bpf_root, ipv4, router);
         dp_config.maglev_hash_seed = lb.maglev.seed().jhash0;
+        dp_config.monitor_aggregation = config.monitor_aggregation as u8;
+        dp_config.monitor_aggregation_interval =
+            u32::try_from(config.monitor_aggregation_interval).unwrap_or(u32::MAX);
+        dp_config.monitor_aggregation_flags = config.monitor_aggregation_flags;
+        dp_config.conntrack_accounting = config.bpf_conntrack_accounting;
         // Tunnel mode: the node's VXLAN device (collect-metadata, Cilium's port 8472),
         // made before the programs load (they carry its ifindex).
         let tunnel = if config.routing_mode == cilium_core::config::RoutingMode::Tunnel {

@@ -75,6 +75,11 @@ impl Node {
     }
 
     fn start_agent(&mut self) {
+        self.start_agent_with(&[]);
+    }
+
+    /// The agent with more flags.
+    fn start_agent_with(&mut self, extra: &[&str]) {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -97,6 +102,7 @@ impl Node {
                 "--hubble-socket-path={}",
                 self.state.join("hubble.sock").display()
             ))
+            .args(extra)
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
@@ -198,6 +204,23 @@ impl Node {
                 String::from_utf8_lossy(&out.stdout),
                 String::from_utf8_lossy(&out.stderr)
             ),
+        )
+    }
+
+    /// The project's `hubble` on this node's Observer socket: (success, stdout, stderr).
+    fn hubble(&self, args: &[&str]) -> (bool, String, String) {
+        let out = Command::new(sibling("hubble"))
+            .arg(format!(
+                "--server=unix://{}",
+                self.state.join("hubble.sock").display()
+            ))
+            .args(args)
+            .output()
+            .expect("hubble");
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
         )
     }
 
@@ -326,21 +349,7 @@ fn privileged_pods_via_cni_policy_and_dbg() {
         std::thread::sleep(Duration::from_millis(200));
     }
     // The same drop through Hubble's Observer API, as `hubble observe` shows it.
-    let hubble_cmd = |args: &[&str]| {
-        let out = Command::new(sibling("hubble"))
-            .arg(format!(
-                "--server=unix://{}",
-                node.state.join("hubble.sock").display()
-            ))
-            .args(args)
-            .output()
-            .expect("hubble");
-        (
-            out.status.success(),
-            String::from_utf8_lossy(&out.stdout).into_owned(),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        )
-    };
+    let hubble_cmd = |args: &[&str]| node.hubble(args);
     let (ok, out, err) = hubble_cmd(&[
         "observe",
         "--last",
@@ -807,4 +816,79 @@ fn privileged_restart_during_100_pod_creations() {
         longest < Duration::from_secs(2),
         "the stream stalled for {longest:?}"
     );
+}
+
+/// Hubble with monitor aggregation: one TCP exchange from curl to web (connect, "ping",
+/// the echo, close) seen at `to-endpoint`. At `none` every packet curl sends is a flow; at
+/// `medium` with `monitor-aggregation-flags=all` (the chart's values), the connection's
+/// first packet and each packet carrying a TCP flag not seen before in its direction: SYN,
+/// ACK, PSH and FIN, four flows (as Cilium reports within one interval). The agent shows
+/// the level.
+#[test]
+fn privileged_hubble_with_monitor_aggregation() {
+    if !is_root_or_skip("privileged_hubble_with_monitor_aggregation") {
+        return;
+    }
+    let mut counts = Vec::new();
+    for level in ["none", "medium"] {
+        let mut node = Node::new();
+        node.start_agent_with(&[
+            &format!("--monitor-aggregation={level}"),
+            "--monitor-aggregation-flags=all",
+        ]);
+        let web = node.add_pod("web", &[("app", "web")]);
+        node.add_pod("curl", &[("app", "curl")]);
+        let _served = echo_server(&node, "web", web, 8080);
+        assert!(tcp_reaches(&node, "curl", web, 8080), "curl -> web");
+        // The close's last packets are on their way: let them arrive.
+        std::thread::sleep(Duration::from_millis(300));
+        let (ok, out, _) = node.hubble(&[
+            "observe",
+            "--last",
+            "1000",
+            "--from-pod",
+            "default/curl",
+            "--to-pod",
+            "default/web",
+            "-o",
+            "json",
+        ]);
+        assert!(ok, "{out}");
+        let flows: Vec<Value> = out
+            .lines()
+            .map(|l| serde_json::from_str::<Value>(l).expect("a JSON line")["flow"].clone())
+            .filter(|f| f["trace_observation_point"] == "TO_ENDPOINT")
+            .collect();
+        let flags: Vec<String> = flows
+            .iter()
+            .map(|f| {
+                let mut set: Vec<&str> = f["l4"]["TCP"]["flags"]
+                    .as_object()
+                    .into_iter()
+                    .flatten()
+                    .filter(|(_, on)| **on == Value::Bool(true))
+                    .map(|(k, _)| k.as_str())
+                    .collect();
+                set.sort_unstable();
+                set.join("|")
+            })
+            .collect();
+        if level == "medium" {
+            assert_eq!(flags, ["SYN", "ACK", "ACK|PSH", "ACK|FIN"], "{out}");
+            let (_, status) = node.dbg(&["status"]);
+            assert!(status.contains("Monitor aggregation: Medium"), "{status}");
+            let (_, config) = node.dbg(&["config"]);
+            assert!(
+                config
+                    .lines()
+                    .any(|l| l.starts_with("MonitorAggregationLevel") && l.ends_with(": Medium")),
+                "{config}"
+            );
+        } else {
+            assert!(flags.len() >= 5, "every packet: {flags:?}");
+            assert_eq!(flags.first().map(String::as_str), Some("SYN"), "{flags:?}");
+        }
+        counts.push(flags.len());
+    }
+    eprintln!("flows of one exchange at none / medium: {counts:?}");
 }

@@ -89,8 +89,6 @@ enum Kind {
         only: &'static str,
         why: &'static str,
     },
-    /// An upstream value cilium-rs does not implement at all: any value is an error.
-    Unsupported { why: &'static str },
 }
 
 /// One chart value this crate knows: an entry of [`KNOWN_VALUES`].
@@ -319,6 +317,29 @@ pub const KNOWN_VALUES: &[KnownValue] = &[
         None,
         "enable-bpf-masquerade",
         "masquerade in BPF instead of iptables",
+    ),
+    known(
+        "bpf.monitorAggregation",
+        choice(&[
+            "none", "disabled", "lowest", "low", "medium", "max", "maximum",
+        ]),
+        Some("medium"),
+        "monitor-aggregation",
+        "how much forwarded traffic is reported to Hubble: none, low, medium, maximum",
+    ),
+    known(
+        "bpf.monitorInterval",
+        STR,
+        Some("5s"),
+        "monitor-aggregation-interval",
+        "with medium or maximum aggregation, an active connection's report interval",
+    ),
+    known(
+        "bpf.monitorFlags",
+        STR,
+        Some("all"),
+        "monitor-aggregation-flags",
+        "TCP flags whose first appearance in a direction is reported",
     ),
     known(
         "kubeProxyReplacement",
@@ -577,33 +598,6 @@ pub const KNOWN_VALUES: &[KnownValue] = &[
         Some("false"),
         "",
         "an external etcd as the kvstore (use extraConfig)",
-    ),
-    known(
-        "bpf.monitorAggregation",
-        Kind::Unsupported {
-            why: "the datapath reports every event, unaggregated",
-        },
-        None,
-        "",
-        "monitor aggregation (not implemented)",
-    ),
-    known(
-        "bpf.monitorInterval",
-        Kind::Unsupported {
-            why: "the datapath reports every event, unaggregated",
-        },
-        None,
-        "",
-        "monitor aggregation interval (not implemented)",
-    ),
-    known(
-        "bpf.monitorFlags",
-        Kind::Unsupported {
-            why: "the datapath reports every event, unaggregated",
-        },
-        None,
-        "",
-        "monitor aggregation TCP flags (not implemented)",
     ),
 ];
 
@@ -1346,7 +1340,6 @@ fn parse(spec: &KnownValue, v: &Value) -> Result<Option<Typed>, ValuesError> {
             }
             return Ok(None);
         }
-        Kind::Unsupported { why } => return Err(unsupported(why)),
     }))
 }
 
@@ -1469,6 +1462,9 @@ impl Reader<'_> {
             hubble_socket_path: self.string("hubble.socketPath")?.unwrap_or_default(),
             hubble_listen_address: self.string("hubble.listenAddress")?.unwrap_or_default(),
             hubble_event_buffer_capacity: self.number("hubble.eventBufferCapacity")?,
+            monitor_aggregation: self.string("bpf.monitorAggregation")?.unwrap_or_default(),
+            monitor_interval: self.string("bpf.monitorInterval")?.unwrap_or_default(),
+            monitor_flags: self.string("bpf.monitorFlags")?.unwrap_or_default(),
             hubble_relay_enabled: self.flag("hubble.relay.enabled")?,
             hubble_ui_enabled: self.flag("hubble.ui.enabled")?,
             prometheus_enabled: self.flag("prometheus.enabled")?,
@@ -1555,6 +1551,12 @@ pub struct Settings {
     pub hubble_listen_address: String,
     /// `hubble.eventBufferCapacity` (`hubble-event-buffer-capacity`, written when set).
     pub hubble_event_buffer_capacity: Option<u32>,
+    /// `bpf.monitorAggregation` (`monitor-aggregation`).
+    pub monitor_aggregation: String,
+    /// `bpf.monitorInterval` (`monitor-aggregation-interval`).
+    pub monitor_interval: String,
+    /// `bpf.monitorFlags` (`monitor-aggregation-flags`).
+    pub monitor_flags: String,
     /// `hubble.relay.enabled`: install Hubble Relay.
     pub hubble_relay_enabled: bool,
     /// `hubble.ui.enabled`: install the Hubble UI.
@@ -1637,6 +1639,12 @@ impl Settings {
             self.install_no_conntrack_iptables_rules.to_string(),
         );
         put("cni-exclusive", self.cni_exclusive.to_string());
+        put("monitor-aggregation", self.monitor_aggregation.clone());
+        put(
+            "monitor-aggregation-interval",
+            self.monitor_interval.clone(),
+        );
+        put("monitor-aggregation-flags", self.monitor_flags.clone());
         put(
             "auto-direct-node-routes",
             self.auto_direct_node_routes.to_string(),
@@ -1905,6 +1913,9 @@ mod tests {
                 ("ipam", "cluster-pool"),
                 ("ipv4-native-routing-cidr", "172.20.0.0/16"),
                 ("kube-proxy-replacement", "true"),
+                ("monitor-aggregation", "medium"),
+                ("monitor-aggregation-flags", "all"),
+                ("monitor-aggregation-interval", "5s"),
                 ("routing-mode", "native"),
                 ("tunnel-protocol", "vxlan"),
             ])
@@ -2215,9 +2226,10 @@ mod tests {
             r#"value "ipv6.enabled"=true is not supported by cilium-rs (the datapath is IPv4-only)"#
         );
         assert_eq!(
-            err(&["bpf.monitorAggregation=medium"]),
-            r#"value "bpf.monitorAggregation"="medium" is not supported by cilium-rs (the datapath reports every event, unaggregated)"#
+            err(&["bpf.monitorAggregation=high"]),
+            r#"value "bpf.monitorAggregation": "high" is not one of none, disabled, lowest, low, medium, max, maximum"#
         );
+        assert!(err(&["bpf.monitorFlags=syn,bogus"]).contains("bogus"));
         assert_eq!(
             err(&["identityAllocationMode=doublewrite-readcrd"]),
             r#"value "identityAllocationMode"="doublewrite-readcrd" is not supported by cilium-rs (identities live in CRDs or in the kvstore, not both)"#

@@ -250,7 +250,8 @@ struct ipv4_ct_tuple {
 } __attribute__((packed));
 
 struct ct_entry {
-	__u64 reserved0;
+	__u32 policy_rev; /* cilium_policy_rev + 1 when the flow last passed policy; 0: not yet */
+	__u32 reserved0;
 	__u64 backend_id;
 	__u64 packets;
 	__u64 bytes;

@@ -17,5 +17,15 @@ volatile const __u32 HASH_INIT4_SEED = 0;
  * routing. Pod traffic to other nodes' pods is encapsulated towards the ipcache's tunnel
  * endpoint with the source identity as VNI. */
 volatile const __u32 TUNNEL_IFINDEX = 0;
+/* monitor-aggregation (Cilium's MONITOR_AGGREGATION): 0 none, 1 lowest, 2 low, 3 medium,
+ * 4 maximum. */
+volatile const __u32 MONITOR_AGGREGATION = 0;
+/* monitor-aggregation-interval in seconds (Cilium's CT_REPORT_INTERVAL). */
+volatile const __u32 CT_REPORT_INTERVAL = 5;
+/* monitor-aggregation-flags: the TCP flags whose first appearance in a direction of a
+ * connection is reported (Cilium's CT_REPORT_FLAGS). */
+volatile const __u32 CT_REPORT_FLAGS = 0x07;
+/* bpf-conntrack-accounting: count packets and bytes in conntrack entries. */
+volatile const __u32 CT_ACCOUNTING = 0;
 
 #endif

@@ -53,29 +53,62 @@ static __always_inline __u32 ct_lifetime(__u8 proto, __u8 tcp_flags, __u16 flags
 }
 
 /* Updates an entry for a packet travelling in direction `tx` (1: as the entry was created,
- * 0: the reply direction). */
-static __always_inline void ct_touch(struct ct_entry *e, __u8 proto, __u8 tcp_flags,
-				     __u32 len, int tx)
+ * 0: the reply direction), writing only what changed: the lifetime moves once a second,
+ * counters only with bpf-conntrack-accounting. Returns 1 when the packet is worth a trace
+ * report under monitor aggregation (Cilium's __ct_update_timeout): a TCP flag of
+ * monitor-aggregation-flags not seen before in this direction, or the report interval has
+ * passed since this direction's last report (a new entry, zeroed, always reports). */
+static __always_inline int ct_touch(struct ct_entry *e, __u8 proto, __u8 tcp_flags,
+				    __u32 len, int tx)
 {
 	__u16 flags = e->flags;
+	__u32 now = bpf_mono_now();
+	__u32 lifetime, last;
+	__u8 seen = 0, acc;
 
-	e->packets += 1;
-	e->bytes += len;
+	if (CT_ACCOUNTING) {
+		e->packets += 1;
+		e->bytes += len;
+	}
 	if (proto == IPPROTO_TCP) {
 		if (tcp_flags & (TCP_FLAG_FIN | TCP_FLAG_RST))
 			flags |= tx ? CT_F_TX_CLOSING : CT_F_RX_CLOSING;
 		if (tcp_flags & TCP_FLAG_ACK)
 			flags |= CT_F_SEEN_NON_SYN;
-		if (tx)
-			e->tx_flags_seen |= tcp_flags;
-		else
-			e->rx_flags_seen |= tcp_flags;
 		/* A new SYN on a closing entry starts the connection over. */
 		if ((tcp_flags & (TCP_FLAG_SYN | TCP_FLAG_ACK)) == TCP_FLAG_SYN)
 			flags &= ~(CT_F_RX_CLOSING | CT_F_TX_CLOSING | CT_F_SEEN_NON_SYN);
+		seen = tcp_flags & CT_REPORT_FLAGS;
 	}
-	e->flags = flags;
-	e->lifetime = bpf_mono_now() + ct_lifetime(proto, tcp_flags, flags);
+	if (flags != e->flags)
+		e->flags = flags;
+	lifetime = now + ct_lifetime(proto, tcp_flags, flags);
+	if (lifetime != e->lifetime)
+		e->lifetime = lifetime;
+	acc = tx ? e->tx_flags_seen : e->rx_flags_seen;
+	last = tx ? e->last_tx_report : e->last_rx_report;
+	seen |= acc;
+	if (last + CT_REPORT_INTERVAL < now || last == 0 || seen != acc) {
+		if (tx) {
+			e->tx_flags_seen = seen;
+			e->last_tx_report = now;
+		} else {
+			e->rx_flags_seen = seen;
+			e->last_rx_report = now;
+		}
+		return 1;
+	}
+	return 0;
+}
+
+/* The policy revision stamp of the moment: cilium_policy_rev + 1 (0 never matches, so an
+ * entry nobody stamped is checked). */
+static __always_inline __u32 policy_rev_stamp(void)
+{
+	__u32 zero = 0;
+	__u32 *rev = bpf_map_lookup_elem(&cilium_policy_rev, &zero);
+
+	return (rev ? *rev : 0) + 1;
 }
 
 #endif

@@ -20,8 +20,13 @@ struct pkt_info {
 	__u8 icmp_type;
 	__u8 reply; /* conntrack saw the packet as a reply (set once the state is known) */
 	__u16 ethertype; /* 0: IPv4, parsed; else the frame's EtherType (not parsed) */
-	__u16 pad;
+	__u8 quiet;      /* conntrack: nothing new to report on this packet (aggregation) */
+	__u8 policy_ok;  /* conntrack: the flow passed policy at the current revision */
 };
+
+/* Monitor aggregation levels (Cilium's TRACE_AGGREGATE_*). */
+#define TRACE_AGGREGATE_RX 1
+#define TRACE_AGGREGATE_ACTIVE_CT 3
 
 static __always_inline void metrics_add(__u8 reason, __u8 dir, __u32 bytes)
 {
@@ -87,15 +92,31 @@ static __always_inline int send_drop(struct __sk_buff *skb, __u8 reason, __u8 di
 	return TC_ACT_SHOT;
 }
 
-/* Reports a forwarded packet at an observation point and counts it. */
+/* Whether a forwarded packet is reported at this observation point, with the node's
+ * monitor aggregation (Cilium's emit_trace_notify): from `lowest` on, not at the receiving
+ * points; from `medium` on, only when conntrack has something new to say (a new
+ * connection, a TCP flag not seen before in this direction, or the report interval
+ * passed). */
+static __always_inline int trace_wanted(__u8 obs_point, const struct pkt_info *pi)
+{
+	if (MONITOR_AGGREGATION >= TRACE_AGGREGATE_RX && obs_point >= TRACE_FROM_LXC &&
+	    obs_point <= TRACE_FROM_NETWORK)
+		return 0;
+	if (MONITOR_AGGREGATION >= TRACE_AGGREGATE_ACTIVE_CT && pi->quiet)
+		return 0;
+	return 1;
+}
+
+/* Counts a forwarded packet and reports it at an observation point (unless aggregated). */
 static __always_inline void send_trace(struct __sk_buff *skb, __u8 obs_point, __u8 dir,
 				       __u16 source, const struct pkt_info *pi,
 				       __u32 src_label, __u32 dst_label, __u16 src_id,
 				       __u16 dst_id)
 {
 	metrics_add(REASON_FORWARDED, dir, skb->len);
-	emit_event(skb, CILIUM_NOTIFY_TRACE, obs_point, source, pi, src_label, dst_label,
-		   src_id, dst_id);
+	if (trace_wanted(obs_point, pi))
+		emit_event(skb, CILIUM_NOTIFY_TRACE, obs_point, source, pi, src_label,
+			   dst_label, src_id, dst_id);
 }
 
 #endif

@@ -275,9 +275,12 @@ static __always_inline int lb4_local(struct __sk_buff *skb, const struct lb4_ser
 	fe = bpf_map_lookup_elem(ct, &fkey);
 	*new_flow = !fe;
 	if (fe) {
-		fe->rev_nat_index = rev_nat;
-		fe->backend_id = backend_id;
-		ct_touch(fe, pi->proto, pi->tcp_flags, skb->len, 1);
+		if (fe->rev_nat_index != rev_nat)
+			fe->rev_nat_index = rev_nat;
+		if (fe->backend_id != backend_id)
+			fe->backend_id = backend_id;
+		pi->quiet = !ct_touch(fe, pi->proto, pi->tcp_flags, skb->len, 1);
+		pi->policy_ok = fe->policy_rev == policy_rev_stamp();
 	} else {
 		struct ct_entry fne = {};
 
@@ -314,7 +317,7 @@ static __always_inline int lb4_rev_nat(struct __sk_buff *skb, struct pkt_info *p
 	if (!e || !e->rev_nat_index)
 		return 0;
 	idx = e->rev_nat_index;
-	ct_touch(e, pi->proto, pi->tcp_flags, skb->len, 0);
+	pi->quiet = !ct_touch(e, pi->proto, pi->tcp_flags, skb->len, 0);
 	rn = bpf_map_lookup_elem(&cilium_lb4_reverse_nat, &idx);
 	if (!rn)
 		return 0;

@@ -47,6 +47,18 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } cilium_metrics SEC(".maps");
 
+/* The agent's policy revision (index 0), bumped after every change of an endpoint's policy
+ * map: a conntrack entry remembers the revision at which its flow last passed policy, and
+ * established flows are checked again only when it changed (as Cilium re-checks on policy
+ * revision changes). Not an upstream map. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__type(key, __u32);
+	__type(value, __u32);
+	__uint(max_entries, 1);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} cilium_policy_rev SEC(".maps");
+
 /* Trace, drop and policy verdict events for the agent (and Hubble). */
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);

@@ -92,7 +92,7 @@ static __always_inline void send_policy_verdict(struct __sk_buff *skb, int verdi
 /* New, and already given its entry (by the service translation). */
 #define CT_NEW_TRACKED 3
 
-static __always_inline int ct_policy_state(struct __sk_buff *skb, const struct pkt_info *pi)
+static __always_inline int ct_policy_state(struct __sk_buff *skb, struct pkt_info *pi)
 {
 	struct ipv4_ct_tuple key = {};
 	struct ct_entry *e;
@@ -109,16 +109,30 @@ static __always_inline int ct_policy_state(struct __sk_buff *skb, const struct p
 	ct_key(&key, pi->daddr, pi->saddr, rsport, rdport, pi->proto, TUPLE_F_OUT);
 	e = bpf_map_lookup_elem(ct, &key);
 	if (e) {
-		ct_touch(e, pi->proto, pi->tcp_flags, skb->len, 0);
+		pi->quiet = !ct_touch(e, pi->proto, pi->tcp_flags, skb->len, 0);
 		return CT_REPLY;
 	}
 	ct_key(&key, pi->saddr, pi->daddr, sport, dport, pi->proto, TUPLE_F_OUT);
 	e = bpf_map_lookup_elem(ct, &key);
 	if (e) {
-		ct_touch(e, pi->proto, pi->tcp_flags, skb->len, 1);
+		pi->quiet = !ct_touch(e, pi->proto, pi->tcp_flags, skb->len, 1);
+		pi->policy_ok = e->policy_rev == policy_rev_stamp();
 		return CT_ESTABLISHED;
 	}
 	return CT_NEW;
+}
+
+/* Remembers in the flow's entry that it passed policy at the current revision. */
+static __always_inline void ct_policy_stamp(const struct pkt_info *pi)
+{
+	struct ipv4_ct_tuple key = {};
+	struct ct_entry *e;
+	__be16 dport = pi->proto == IPPROTO_ICMP ? 0 : pi->dport;
+
+	ct_key(&key, pi->saddr, pi->daddr, pi->sport, dport, pi->proto, TUPLE_F_OUT);
+	e = bpf_map_lookup_elem(ct_map(pi->proto), &key);
+	if (e)
+		e->policy_rev = policy_rev_stamp();
 }
 
 /* Tracks a new flow that policy allowed. */
@@ -131,13 +145,15 @@ static __always_inline void ct_policy_create(struct __sk_buff *skb, const struct
 
 	ct_key(&key, pi->saddr, pi->daddr, pi->sport, dport, pi->proto, TUPLE_F_OUT);
 	e.src_sec_id = src_label;
+	e.policy_rev = policy_rev_stamp();
 	ct_touch(&e, pi->proto, pi->tcp_flags, skb->len, 1);
 	bpf_map_update_elem(ct_map(pi->proto), &key, &e, BPF_ANY);
 }
 
 /* Policy for a packet between `src_id` (0: not a local endpoint) and `dst_id` (same) in
- * conntrack state `ct_state`: replies pass; otherwise the source's egress policy and the
- * destination's ingress policy must both allow it. A new flow gets a verdict event and, if
+ * conntrack state `ct_state`: replies pass, and so do established flows that passed at the
+ * current policy revision; otherwise the source's egress policy and the destination's
+ * ingress policy must both allow it (an allowed tracked flow is stamped with the revision). A new flow gets a verdict event and, if
  * allowed, a conntrack entry. Returns 0 or the drop reason. */
 static __always_inline int policy_enforce(struct __sk_buff *skb, int ct_state,
 					  const struct pkt_info *pi, __u16 source, __u16 src_id,
@@ -147,6 +163,9 @@ static __always_inline int policy_enforce(struct __sk_buff *skb, int ct_state,
 	__u8 ingress = 0;
 
 	if (ct_state == CT_REPLY)
+		return 0;
+	/* An established flow that passed at the current policy revision: nothing changed. */
+	if (ct_state == CT_ESTABLISHED && pi->policy_ok)
 		return 0;
 	if (src_id)
 		ret = policy_verdict(src_id, dst_label, POLICY_EGRESS, pi->proto, pi->dport);
@@ -159,6 +178,8 @@ static __always_inline int policy_enforce(struct __sk_buff *skb, int ct_state,
 				    dst_id);
 	if (ct_state == CT_NEW && !ret)
 		ct_policy_create(skb, pi, src_label);
+	else if (ct_state != CT_NEW && !ret)
+		ct_policy_stamp(pi);
 	return ret;
 }
 
