@@ -42,8 +42,7 @@ static __always_inline int deliver_local(struct __sk_buff *skb, struct pkt_info 
 	return bpf_redirect_peer(ifindex, 0);
 }
 
-SEC("classifier")
-int from_netdev(struct __sk_buff *skb)
+static __always_inline int handle_from_netdev(struct __sk_buff *skb)
 {
 	void *data = (void *)(long)skb->data;
 	void *data_end = (void *)(long)skb->data_end;
@@ -110,8 +109,7 @@ int from_netdev(struct __sk_buff *skb)
 	return fib_redirect(skb, pi.saddr, pi.daddr);
 }
 
-SEC("classifier")
-int to_netdev(struct __sk_buff *skb)
+static __always_inline int handle_to_netdev(struct __sk_buff *skb)
 {
 	void *data = (void *)(long)skb->data;
 	void *data_end = (void *)(long)skb->data_end;
@@ -147,4 +145,20 @@ int to_netdev(struct __sk_buff *skb)
 	return TC_ACT_OK;
 }
 
+/* The programs. A benchmark harness includes this file with BENCH_HARNESS defined to
+ * call the handlers itself. */
+#ifndef BENCH_HARNESS
+SEC("classifier")
+int from_netdev(struct __sk_buff *skb)
+{
+	return handle_from_netdev(skb);
+}
+
+SEC("classifier")
+int to_netdev(struct __sk_buff *skb)
+{
+	return handle_to_netdev(skb);
+}
+
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
+#endif

@@ -67,18 +67,18 @@ static __always_inline int handle_arp(struct __sk_buff *skb)
 	return bpf_redirect(skb->ifindex, 0);
 }
 
-SEC("classifier")
-int from_container(struct __sk_buff *skb)
+static __always_inline int handle_from_container(struct __sk_buff *skb)
 {
 	void *data = (void *)(long)skb->data;
 	void *data_end = (void *)(long)skb->data_end;
 	struct ethhdr *eth = data;
 	struct pkt_info pi = {};
 	struct endpoint_info *src, *dst;
+	struct lb4_service *svc = NULL;
 	struct iphdr *ip;
 	__u32 src_label, dst_label, ihl;
 	__u16 src_id;
-	int ret, rev_natted, local, ct_state, svc_new = -1;
+	int ret, local, ct_state, svc_new = -1;
 
 	if ((void *)(eth + 1) > data_end)
 		return send_drop(skb, DROP_INVALID, METRIC_EGRESS, 0, &pi, 0, 0);
@@ -104,22 +104,22 @@ int from_container(struct __sk_buff *skb)
 	src_id = src->lxc_id;
 	ihl = ip->ihl * 4;
 
-	/* Replies of service flows get their frontend back; requests to a frontend get a
-	 * backend. Both rewrite the packet, so its pointers are loaded again after. */
-	ret = lb4_rev_nat(skb, &pi, ihl);
-	if (ret > 1)
-		return send_drop(skb, ret, METRIC_EGRESS, src_id, &pi, src_label, 0);
-	rev_natted = ret == 1;
-	if (ret == 0 && (pi.proto == IPPROTO_TCP || pi.proto == IPPROTO_UDP)) {
-		struct lb4_service *svc =
-			lb4_lookup_service_internal(pi.daddr, pi.dport, pi.proto);
-
-		if (svc) {
-			ret = lb4_local(skb, svc, &pi, ihl, src_label, 1, &svc_new);
-			if (ret)
-				return send_drop(skb, ret, METRIC_EGRESS, src_id, &pi, src_label,
-						 0);
-		}
+	/* Requests to a service frontend get a backend (a reply's destination is never a
+	 * frontend); everything else is looked up in conntrack once, and replies of service
+	 * flows get their frontend back. Both rewrite the packet, so its pointers are loaded
+	 * again after. */
+	if (pi.proto == IPPROTO_TCP || pi.proto == IPPROTO_UDP)
+		svc = lb4_lookup_service_internal(pi.daddr, pi.dport, pi.proto);
+	if (svc) {
+		ret = lb4_local(skb, svc, &pi, ihl, src_label, 1, &svc_new);
+		if (ret)
+			return send_drop(skb, ret, METRIC_EGRESS, src_id, &pi, src_label, 0);
+		/* A service flow's conntrack state is known from its translation. */
+		ct_state = svc_new ? CT_NEW_TRACKED : CT_ESTABLISHED;
+	} else {
+		ret = ct_lookup4_rev_nat(skb, &pi, ihl, &ct_state);
+		if (ret)
+			return send_drop(skb, ret, METRIC_EGRESS, src_id, &pi, src_label, 0);
 	}
 	data = (void *)(long)skb->data;
 	data_end = (void *)(long)skb->data_end;
@@ -134,13 +134,6 @@ int from_container(struct __sk_buff *skb)
 
 	/* Policy: replies of tracked flows pass; everything else needs this endpoint's egress
 	 * policy and, for a pod on this node, the destination's ingress policy. */
-	/* A service flow's conntrack state is known from its translation. */
-	if (rev_natted)
-		ct_state = CT_REPLY;
-	else if (svc_new >= 0)
-		ct_state = svc_new ? CT_NEW_TRACKED : CT_ESTABLISHED;
-	else
-		ct_state = ct_policy_state(skb, &pi);
 	pi.reply = ct_state == CT_REPLY;
 	ret = policy_enforce(skb, ct_state, &pi, src_id, src_id, local ? dst->lxc_id : 0,
 			     src_label, dst_label);
@@ -171,7 +164,7 @@ int from_container(struct __sk_buff *skb)
 
 	/* A reply whose source became one of the node's addresses (NodePort) goes straight
 	 * out of the node's device: the stack would drop it as a martian. */
-	if (rev_natted && pi.saddr == NODE_IPV4) {
+	if (ct_state == CT_REPLY && pi.saddr == NODE_IPV4) {
 		send_trace(skb, TRACE_TO_NETWORK, METRIC_EGRESS, src_id, &pi, src_label, dst_label,
 			   src_id, 0);
 		return fib_redirect(skb, pi.saddr, pi.daddr);
@@ -205,8 +198,7 @@ int from_container(struct __sk_buff *skb)
 	return TC_ACT_OK;
 }
 
-SEC("classifier")
-int to_container(struct __sk_buff *skb)
+static __always_inline int handle_to_container(struct __sk_buff *skb)
 {
 	void *data = (void *)(long)skb->data;
 	void *data_end = (void *)(long)skb->data_end;
@@ -235,13 +227,12 @@ int to_container(struct __sk_buff *skb)
 	dst_label = dst->sec_id;
 	dst_id = dst->lxc_id;
 	src_label = resolve_identity4(ip->saddr);
-	/* A reply of a service flow whose backend is behind the stack: restore the frontend. */
-	ret = lb4_rev_nat(skb, &pi, ip->ihl * 4);
-	if (ret > 1)
-		return send_drop(skb, ret, METRIC_INGRESS, dst_id, &pi, src_label, dst_label);
 	/* Ingress policy for traffic from the stack (the host, other nodes, the world);
-	 * replies of tracked flows pass. */
-	ct_state = ret == 1 ? CT_REPLY : ct_policy_state(skb, &pi);
+	 * replies of tracked flows pass, and a reply of a service flow whose backend is
+	 * behind the stack gets its frontend back. */
+	ret = ct_lookup4_rev_nat(skb, &pi, ip->ihl * 4, &ct_state);
+	if (ret)
+		return send_drop(skb, ret, METRIC_INGRESS, dst_id, &pi, src_label, dst_label);
 	pi.reply = ct_state == CT_REPLY;
 	ret = policy_enforce(skb, ct_state, &pi, dst_id, 0, dst_id, src_label, dst_label);
 	if (ret)
@@ -254,8 +245,7 @@ int to_container(struct __sk_buff *skb)
 /* On the node's VXLAN device (tc ingress), after the kernel decapsulated a packet from
  * another node: the source identity is the VNI. A packet for a pod of this node passes
  * that pod's ingress policy and is delivered into it; anything else goes to the stack. */
-SEC("classifier")
-int from_overlay(struct __sk_buff *skb)
+static __always_inline int handle_from_overlay(struct __sk_buff *skb)
 {
 	void *data = (void *)(long)skb->data;
 	void *data_end = (void *)(long)skb->data_end;
@@ -287,10 +277,9 @@ int from_overlay(struct __sk_buff *skb)
 	dst_label = dst->sec_id;
 	dst_id = dst->lxc_id;
 	ifindex = dst->ifindex;
-	ret = lb4_rev_nat(skb, &pi, ip->ihl * 4);
-	if (ret > 1)
+	ret = ct_lookup4_rev_nat(skb, &pi, ip->ihl * 4, &ct_state);
+	if (ret)
 		return send_drop(skb, ret, METRIC_INGRESS, dst_id, &pi, src_label, dst_label);
-	ct_state = ret == 1 ? CT_REPLY : ct_policy_state(skb, &pi);
 	pi.reply = ct_state == CT_REPLY;
 	ret = policy_enforce(skb, ct_state, &pi, dst_id, 0, dst_id, src_label, dst_label);
 	if (ret)
@@ -315,4 +304,26 @@ int from_overlay(struct __sk_buff *skb)
 	return bpf_redirect_peer(ifindex, 0);
 }
 
+/* The programs. A benchmark harness includes this file with BENCH_HARNESS defined to
+ * call the handlers itself. */
+#ifndef BENCH_HARNESS
+SEC("classifier")
+int from_container(struct __sk_buff *skb)
+{
+	return handle_from_container(skb);
+}
+
+SEC("classifier")
+int to_container(struct __sk_buff *skb)
+{
+	return handle_to_container(skb);
+}
+
+SEC("classifier")
+int from_overlay(struct __sk_buff *skb)
+{
+	return handle_from_overlay(skb);
+}
+
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
+#endif

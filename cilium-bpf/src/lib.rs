@@ -40,7 +40,7 @@ pub mod testing;
 pub mod types;
 
 pub use error::DatapathError;
-pub use loader::{Attached, Datapath, DatapathConfig, SocketLb, TestRunOutcome};
+pub use loader::{Attached, Datapath, DatapathConfig, SocketLb, TestRunOutcome, load_object};
 
 /// The compiled BPF objects, embedded in the crate.
 pub mod objects {

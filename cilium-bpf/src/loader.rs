@@ -88,6 +88,50 @@ impl DatapathConfig {
     }
 }
 
+/// Loads a BPF object built from this datapath's sources as the datapath loads its own:
+/// maps pinned by name under `<bpf-root>/tc/globals/` (shared with a loaded [`Datapath`]),
+/// and the node's settings in its `volatile const` globals. Programs are not loaded. For
+/// harnesses that include the datapath's C (benchmarks); `object` names it in errors.
+pub fn load_object(
+    config: &DatapathConfig,
+    object: &'static str,
+    bytes: &[u8],
+) -> Result<Ebpf, DatapathError> {
+    let globals = globals_dir(&config.bpf_root);
+    std::fs::create_dir_all(&globals).map_err(io_err("creating", &globals))?;
+    let be = |ip: Ipv4Addr| u32::from_ne_bytes(ip.octets());
+    let (cidr, cidr_len) = config
+        .native_routing_cidr
+        .map_or((0, 0), |(ip, len)| (be(ip), u32::from(len)));
+    let node = be(config.node_ipv4);
+    let router = be(config.router_ipv4);
+    let arp = u32::from(config.arp_responder);
+    let seed = config.maglev_hash_seed;
+    let tunnel = config.tunnel_ifindex;
+    let aggregation = u32::from(config.monitor_aggregation);
+    let interval = config.monitor_aggregation_interval;
+    let report_flags = u32::from(config.monitor_aggregation_flags);
+    let accounting = u32::from(config.conntrack_accounting);
+    EbpfLoader::new()
+        .default_map_pin_directory(&globals)
+        .override_global("NODE_IPV4", &node, true)
+        .override_global("ROUTER_IPV4", &router, true)
+        .override_global("NATIVE_CIDR4", &cidr, true)
+        .override_global("NATIVE_CIDR4_LEN", &cidr_len, true)
+        .override_global("ENABLE_ARP_RESPONDER", &arp, true)
+        .override_global("HASH_INIT4_SEED", &seed, true)
+        .override_global("TUNNEL_IFINDEX", &tunnel, true)
+        .override_global("MONITOR_AGGREGATION", &aggregation, true)
+        .override_global("CT_REPORT_INTERVAL", &interval, true)
+        .override_global("CT_REPORT_FLAGS", &report_flags, true)
+        .override_global("CT_ACCOUNTING", &accounting, true)
+        .load(bytes)
+        .map_err(|source| DatapathError::LoadObject {
+            object,
+            source: Box::new(source),
+        })
+}
+
 /// Whether [`Datapath::attach_endpoint`] made new links or took over existing ones.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Attached {
@@ -145,41 +189,7 @@ impl Datapath {
                 path: config.bpf_root.clone(),
             });
         }
-        let globals = globals_dir(&config.bpf_root);
-        std::fs::create_dir_all(&globals).map_err(io_err("creating", &globals))?;
-        let be = |ip: Ipv4Addr| u32::from_ne_bytes(ip.octets());
-        let (cidr, cidr_len) = config
-            .native_routing_cidr
-            .map_or((0, 0), |(ip, len)| (be(ip), u32::from(len)));
-        let node = be(config.node_ipv4);
-        let router = be(config.router_ipv4);
-        let arp = u32::from(config.arp_responder);
-        let seed = config.maglev_hash_seed;
-        let tunnel = config.tunnel_ifindex;
-        let aggregation = u32::from(config.monitor_aggregation);
-        let interval = config.monitor_aggregation_interval;
-        let report_flags = u32::from(config.monitor_aggregation_flags);
-        let accounting = u32::from(config.conntrack_accounting);
-        let load = |object: &'static str, bytes: &[u8]| {
-            EbpfLoader::new()
-                .default_map_pin_directory(&globals)
-                .override_global("NODE_IPV4", &node, true)
-                .override_global("ROUTER_IPV4", &router, true)
-                .override_global("NATIVE_CIDR4", &cidr, true)
-                .override_global("NATIVE_CIDR4_LEN", &cidr_len, true)
-                .override_global("ENABLE_ARP_RESPONDER", &arp, true)
-                .override_global("HASH_INIT4_SEED", &seed, true)
-                .override_global("TUNNEL_IFINDEX", &tunnel, true)
-                .override_global("MONITOR_AGGREGATION", &aggregation, true)
-                .override_global("CT_REPORT_INTERVAL", &interval, true)
-                .override_global("CT_REPORT_FLAGS", &report_flags, true)
-                .override_global("CT_ACCOUNTING", &accounting, true)
-                .load(bytes)
-                .map_err(|source| DatapathError::LoadObject {
-                    object,
-                    source: Box::new(source),
-                })
-        };
+        let load = |object: &'static str, bytes: &[u8]| load_object(&config, object, bytes);
         let mut ebpf = load(OBJECT, objects::BPF_LXC)?;
         for (name, _) in ENDPOINT_PROGRAMS.iter().chain(&OVERLAY_PROGRAMS) {
             let prog = classifier(&mut ebpf, OBJECT, name)?;

@@ -5,6 +5,7 @@
 
 #include "common.h"
 #include "maps.h"
+#include "events.h"
 
 /* Tuple flags (Cilium's TUPLE_F_*). */
 #define TUPLE_F_OUT 0
@@ -28,9 +29,11 @@
 #define TCP_FLAG_RST 0x04
 #define TCP_FLAG_ACK 0x10
 
+/* Seconds of CLOCK_MONOTONIC, from the coarse clock (a tick's resolution is plenty for
+ * lifetimes in seconds, and it reads no clock source). */
 static __always_inline __u32 bpf_mono_now(void)
 {
-	return (__u32)(bpf_ktime_get_ns() / 1000000000ULL);
+	return (__u32)(bpf_ktime_get_coarse_ns() / 1000000000ULL);
 }
 
 static __always_inline void *ct_map(__u8 proto)
@@ -101,6 +104,46 @@ static __always_inline int ct_touch(struct ct_entry *e, __u8 proto, __u8 tcp_fla
 	return 0;
 }
 
+/* Conntrack states of a packet. */
+#define CT_NEW 0
+#define CT_ESTABLISHED 1
+#define CT_REPLY 2
+/* New, and already given its entry (by the service translation). */
+#define CT_NEW_TRACKED 3
+
+/* The CT key of a flow from `saddr:sport` to `daddr:dport`. */
+static __always_inline void ct_key(struct ipv4_ct_tuple *t, __be32 saddr, __be32 daddr,
+				   __be16 sport, __be16 dport, __u8 proto, __u8 flags)
+{
+	t->daddr = daddr;
+	t->saddr = saddr;
+	t->dport = dport;
+	t->sport = sport;
+	t->nexthdr = proto;
+	t->flags = flags;
+}
+
+/* Whether the packet answers a tracked flow: its entry (created in the other direction) is
+ * touched as a reply and `*rev_nat` gets the flow's reverse-NAT index (0: not a service
+ * flow). ICMP echo: request and reply carry the same id (in sport); the port is 0. */
+static __always_inline int ct_reply4(struct __sk_buff *skb, struct pkt_info *pi,
+				     __u16 *rev_nat)
+{
+	struct ipv4_ct_tuple key = {};
+	struct ct_entry *e;
+
+	if (pi->proto == IPPROTO_ICMP)
+		ct_key(&key, pi->daddr, pi->saddr, pi->sport, 0, pi->proto, TUPLE_F_OUT);
+	else
+		ct_key(&key, pi->daddr, pi->saddr, pi->dport, pi->sport, pi->proto, TUPLE_F_OUT);
+	e = bpf_map_lookup_elem(ct_map(pi->proto), &key);
+	if (!e)
+		return 0;
+	pi->quiet = !ct_touch(e, pi->proto, pi->tcp_flags, skb->len, 0);
+	*rev_nat = e->rev_nat_index;
+	return 1;
+}
+
 /* The policy revision stamp of the moment: cilium_policy_rev + 1 (0 never matches, so an
  * entry nobody stamped is checked). */
 static __always_inline __u32 policy_rev_stamp(void)
@@ -109,6 +152,29 @@ static __always_inline __u32 policy_rev_stamp(void)
 	__u32 *rev = bpf_map_lookup_elem(&cilium_policy_rev, &zero);
 
 	return (rev ? *rev : 0) + 1;
+}
+
+/* The conntrack state of a packet that is not a service request: CT_REPLY (see
+ * ct_reply4, which sets `*rev_nat`), CT_ESTABLISHED when its own flow is tracked (the entry
+ * touched, and `pi->policy_ok` telling whether it passed policy at the current revision),
+ * else CT_NEW. */
+static __always_inline int ct_lookup4(struct __sk_buff *skb, struct pkt_info *pi,
+				      __u16 *rev_nat)
+{
+	struct ipv4_ct_tuple key = {};
+	struct ct_entry *e;
+
+	*rev_nat = 0;
+	if (ct_reply4(skb, pi, rev_nat))
+		return CT_REPLY;
+	ct_key(&key, pi->saddr, pi->daddr, pi->sport,
+	       pi->proto == IPPROTO_ICMP ? 0 : pi->dport, pi->proto, TUPLE_F_OUT);
+	e = bpf_map_lookup_elem(ct_map(pi->proto), &key);
+	if (!e)
+		return CT_NEW;
+	pi->quiet = !ct_touch(e, pi->proto, pi->tcp_flags, skb->len, 1);
+	pi->policy_ok = e->policy_rev == policy_rev_stamp();
+	return CT_ESTABLISHED;
 }
 
 #endif

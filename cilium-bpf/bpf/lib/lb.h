@@ -96,17 +96,35 @@ static __always_inline __u32 l4_csum_off(__u8 proto, __u32 ihl)
 	return 0;
 }
 
+/* An incremental checksum update for a 32-bit field changing from `from` to `to` (RFC 1624,
+ * eqn. 3), as csum_replace4 does; both in network order. */
+static __always_inline void csum_replace4(__sum16 *sum, __be32 from, __be32 to)
+{
+	__u32 s = (__u16)~*sum;
+
+	s += (__u16)~(__u16)from + (__u16)~(__u16)(from >> 16);
+	s += (__u16)to + (__u16)(to >> 16);
+	s = (s & 0xffff) + (s >> 16);
+	s = (s & 0xffff) + (s >> 16);
+	*sum = (__sum16)~(__u16)s;
+}
+
 /* Rewrites one address (source or destination) and one port of the packet, fixing the IP
- * and L4 checksums. Invalidates packet pointers. */
+ * and L4 checksums. The L4 checksum goes through the kernel's helpers (they know whether
+ * the checksum is partial, offloaded to the device); the address, the port and the IP
+ * header's checksum are written in place. Invalidates packet pointers. */
 static __always_inline int rewrite_addr_port(struct __sk_buff *skb, __u32 ihl, __u8 proto,
 					     int dest, __be32 old_addr, __be32 new_addr,
 					     __be16 old_port, __be16 new_port)
 {
-	__u32 addr_off = dest ? IP_DADDR_OFF : IP_SADDR_OFF;
-	__u32 port_off = ETH_HLEN + ihl + (dest ? 2 : 0);
 	__u32 csum_off = l4_csum_off(proto, ihl);
 	__u32 udp_flags = proto == IPPROTO_UDP ? BPF_F_MARK_MANGLED_0 : 0;
+	void *data, *data_end;
+	struct iphdr *ip;
+	__be16 *ports;
 
+	if (ihl < sizeof(struct iphdr) || ihl > 60)
+		return DROP_INVALID;
 	if (csum_off) {
 		if (bpf_l4_csum_replace(skb, csum_off, old_addr, new_addr,
 					BPF_F_PSEUDO_HDR | udp_flags | sizeof(new_addr)) < 0)
@@ -115,27 +133,24 @@ static __always_inline int rewrite_addr_port(struct __sk_buff *skb, __u32 ihl, _
 		    bpf_l4_csum_replace(skb, csum_off, old_port, new_port,
 					udp_flags | sizeof(new_port)) < 0)
 			return DROP_INVALID;
-		if (old_port != new_port &&
-		    bpf_skb_store_bytes(skb, port_off, &new_port, sizeof(new_port), 0) < 0)
-			return DROP_INVALID;
 	}
-	if (bpf_l3_csum_replace(skb, IP_CSUM_OFF, old_addr, new_addr, sizeof(new_addr)) < 0)
+	data = (void *)(long)skb->data;
+	data_end = (void *)(long)skb->data_end;
+	ip = data + ETH_HLEN;
+	if ((void *)(ip + 1) > data_end)
 		return DROP_INVALID;
-	if (bpf_skb_store_bytes(skb, addr_off, &new_addr, sizeof(new_addr), 0) < 0)
-		return DROP_INVALID;
+	csum_replace4(&ip->check, old_addr, new_addr);
+	if (dest)
+		ip->daddr = new_addr;
+	else
+		ip->saddr = new_addr;
+	if (csum_off && old_port != new_port) {
+		ports = (void *)ip + ihl;
+		if ((void *)(ports + 2) > data_end)
+			return DROP_INVALID;
+		ports[dest ? 1 : 0] = new_port;
+	}
 	return 0;
-}
-
-/* The CT key of a flow from `saddr:sport` to `daddr:dport`. */
-static __always_inline void ct_key(struct ipv4_ct_tuple *t, __be32 saddr, __be32 daddr,
-				   __be16 sport, __be16 dport, __u8 proto, __u8 flags)
-{
-	t->daddr = daddr;
-	t->saddr = saddr;
-	t->dport = dport;
-	t->sport = sport;
-	t->nexthdr = proto;
-	t->flags = flags;
 }
 
 #define LB_LOOKUP_SCOPE_INT 1
@@ -298,27 +313,15 @@ static __always_inline int lb4_local(struct __sk_buff *skb, const struct lb4_ser
 	return 0;
 }
 
-/* Reverse NAT for a reply of a service flow: the source goes back to the frontend. Returns
- * 1 when the packet was translated, 0 when it is not such a reply, or a drop reason
- * (> 1). */
-static __always_inline int lb4_rev_nat(struct __sk_buff *skb, struct pkt_info *pi, __u32 ihl)
+/* Reverse NAT for a reply of a service flow (reverse-NAT index `idx`, from conntrack):
+ * the source goes back to the frontend. Returns 0, or a drop reason. */
+static __always_inline int lb4_rev_nat_apply(struct __sk_buff *skb, struct pkt_info *pi,
+					     __u32 ihl, __u16 idx)
 {
-	struct ipv4_ct_tuple key = {};
-	struct lb4_reverse_nat *rn;
-	struct ct_entry *e;
+	struct lb4_reverse_nat *rn = bpf_map_lookup_elem(&cilium_lb4_reverse_nat, &idx);
 	__be32 addr;
 	__be16 port;
-	__u16 idx;
 
-	if (pi->proto != IPPROTO_TCP && pi->proto != IPPROTO_UDP)
-		return 0;
-	ct_key(&key, pi->daddr, pi->saddr, pi->dport, pi->sport, pi->proto, TUPLE_F_OUT);
-	e = bpf_map_lookup_elem(ct_map(pi->proto), &key);
-	if (!e || !e->rev_nat_index)
-		return 0;
-	idx = e->rev_nat_index;
-	pi->quiet = !ct_touch(e, pi->proto, pi->tcp_flags, skb->len, 0);
-	rn = bpf_map_lookup_elem(&cilium_lb4_reverse_nat, &idx);
 	if (!rn)
 		return 0;
 	addr = rn->address;
@@ -327,7 +330,33 @@ static __always_inline int lb4_rev_nat(struct __sk_buff *skb, struct pkt_info *p
 		return DROP_INVALID;
 	pi->saddr = addr;
 	pi->sport = port;
-	return 1;
+	return 0;
+}
+
+/* Conntrack for a packet that is not a service request (`*ct_state`), and a reply of a
+ * service flow gets its frontend back. Returns 0, or a drop reason. */
+static __always_inline int ct_lookup4_rev_nat(struct __sk_buff *skb, struct pkt_info *pi,
+					      __u32 ihl, int *ct_state)
+{
+	__u16 rev_nat = 0;
+
+	*ct_state = ct_lookup4(skb, pi, &rev_nat);
+	return rev_nat ? lb4_rev_nat_apply(skb, pi, ihl, rev_nat) : 0;
+}
+
+/* Reverse NAT for a packet that may answer a service flow. Returns 1 when the packet was
+ * translated, 0 when it is not such a reply, or a drop reason (> 1). */
+static __always_inline int lb4_rev_nat(struct __sk_buff *skb, struct pkt_info *pi, __u32 ihl)
+{
+	__u16 idx = 0;
+	int ret;
+
+	if (pi->proto != IPPROTO_TCP && pi->proto != IPPROTO_UDP)
+		return 0;
+	if (!ct_reply4(skb, pi, &idx) || !idx)
+		return 0;
+	ret = lb4_rev_nat_apply(skb, pi, ihl, idx);
+	return ret ? ret : 1;
 }
 
 static __always_inline void decrease_ttl(struct iphdr *ip)

@@ -15,6 +15,7 @@
 #include "common.h"
 #include "maps.h"
 #include "events.h"
+#include "conntrack.h"
 
 #define POLICY_FULL_PREFIX_BITS 64
 #define POLICY_F_DENY 1
@@ -81,45 +82,6 @@ static __always_inline void send_policy_verdict(struct __sk_buff *skb, int verdi
 		sub |= POLICY_VERDICT_F_INGRESS;
 	emit_event(skb, CILIUM_NOTIFY_POLICY_VERDICT, sub, source, pi, src_label, dst_label,
 		   src_id, dst_id);
-}
-
-/* Conntrack state of a non-service packet for policy: CT_REPLY when it answers a flow
- * tracked in the other direction, CT_ESTABLISHED when its own flow is tracked, else
- * CT_NEW. Touches the entry it finds. */
-#define CT_NEW 0
-#define CT_ESTABLISHED 1
-#define CT_REPLY 2
-/* New, and already given its entry (by the service translation). */
-#define CT_NEW_TRACKED 3
-
-static __always_inline int ct_policy_state(struct __sk_buff *skb, struct pkt_info *pi)
-{
-	struct ipv4_ct_tuple key = {};
-	struct ct_entry *e;
-	void *ct = ct_map(pi->proto);
-	__be16 sport = pi->sport, dport = pi->dport;
-	__be16 rsport = dport, rdport = sport;
-
-	/* ICMP echo: request and reply carry the same id (in sport); the port is 0. */
-	if (pi->proto == IPPROTO_ICMP) {
-		dport = 0;
-		rsport = sport;
-		rdport = 0;
-	}
-	ct_key(&key, pi->daddr, pi->saddr, rsport, rdport, pi->proto, TUPLE_F_OUT);
-	e = bpf_map_lookup_elem(ct, &key);
-	if (e) {
-		pi->quiet = !ct_touch(e, pi->proto, pi->tcp_flags, skb->len, 0);
-		return CT_REPLY;
-	}
-	ct_key(&key, pi->saddr, pi->daddr, sport, dport, pi->proto, TUPLE_F_OUT);
-	e = bpf_map_lookup_elem(ct, &key);
-	if (e) {
-		pi->quiet = !ct_touch(e, pi->proto, pi->tcp_flags, skb->len, 1);
-		pi->policy_ok = e->policy_rev == policy_rev_stamp();
-		return CT_ESTABLISHED;
-	}
-	return CT_NEW;
 }
 
 /* Remembers in the flow's entry that it passed policy at the current revision. */
