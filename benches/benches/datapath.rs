@@ -46,7 +46,8 @@ use cilium_bpf::{Datapath, DatapathConfig};
 /// Runs per `BPF_PROG_TEST_RUN` call.
 const REPEAT: u32 = 10_000;
 /// Calls per figure for packets that can repeat, and for new flows (each run takes a
-/// source port; 5 x 10,000 stay below the 64k ports).
+/// source port; 5 x 10,000 stay below the 64k ports). Without `--bench` (`cargo test
+/// --all-targets` runs benches that way) every scenario runs once, as a check.
 const ROUNDS: usize = 21;
 const ROUNDS_NEW: usize = 5;
 
@@ -145,6 +146,8 @@ fn main() {
         println!("datapath: skipped: needs clang-19 to build the harness (benches/bpf)");
         return;
     }
+    let full = std::env::args().any(|a| a == "--bench");
+    let (rounds, rounds_new) = if full { (ROUNDS, ROUNDS_NEW) } else { (1, 1) };
     let dir = std::env::temp_dir().join(format!("crs{}-bench-bpffs", std::process::id()));
     std::fs::create_dir_all(&dir).expect("dir");
     let ok = Command::new("mount")
@@ -238,7 +241,7 @@ fn main() {
         &lxc[0],
         "bench_reference",
         &ack(a, vip, 50000, 80),
-        ROUNDS,
+        rounds,
         TC_ACT_OK,
     );
     lxc[0].reset_port(1024);
@@ -246,14 +249,14 @@ fn main() {
         &lxc[0],
         "bench_reference_new",
         &syn(a, vip, 1, 80),
-        ROUNDS_NEW,
+        rounds_new,
         TC_ACT_OK,
     );
     let pass = time(
         &lxc[0],
         "bench_pass",
         &ack(a, vip, 50000, 80),
-        ROUNDS,
+        rounds,
         TC_ACT_OK,
     );
     println!("datapath/pass                   {pass:>7.1} ns/packet (the harness alone)");
@@ -367,7 +370,7 @@ fn main() {
                 }
                 let h = if c.host { &mut host[i] } else { &mut lxc[i] };
                 h.reset_port(1024);
-                let rounds = if c.new { ROUNDS_NEW } else { ROUNDS };
+                let rounds = if c.new { rounds_new } else { rounds };
                 *figure = time(h, c.program, &c.packet, rounds, c.verdict);
             }
             let reference = if c.new { ref_new } else { ref_est };
