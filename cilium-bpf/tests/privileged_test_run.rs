@@ -265,43 +265,74 @@ fn privileged_monitor_aggregation_and_policy_revision() {
         let mut dp = Datapath::load(config).expect("load");
         let mut maps = Maps::open(&fs.path).expect("maps");
         cilium_bpf::testing::loopback_endpoints(&mut maps, &[a, b]).expect("endpoints");
+        // A ClusterIP vip:80 -> b:8080 beside the local flow a -> b:80.
+        let vip = Ipv4Addr::new(10, 96, 0, 10);
+        let mut lb = cilium_lb::manager::LbManager::new(cilium_lb::manager::LbConfig::default());
+        let svc = cilium_lb::service::Service::new(
+            "x",
+            cilium_lb::service::L3n4Addr::new(vip.into(), 80, cilium_lb::maglev::L4Proto::Tcp),
+            cilium_lb::service::ServiceType::ClusterIP,
+        )
+        .with_backend(cilium_lb::service::Backend::new(
+            cilium_lb::service::L3n4Addr::new(b.into(), 8080, cilium_lb::maglev::L4Proto::Tcp),
+        ));
+        cilium_bpf::lb::ServiceWriter::open(&fs.path)
+            .expect("writer")
+            .apply(&lb.upsert(&svc).expect("upsert"))
+            .expect("apply");
         let mut reader = cilium_bpf::maps::EventReader::open(&fs.path).expect("events");
-        let mut run = |flags: u8| {
-            let out = dp
-                .test_run(
-                    "from_container",
-                    &ipv4_tcp_packet(a, b, 40000, 80, flags),
-                    1,
-                )
-                .expect("test run");
-            out.verdict
+        // (local flow?, flags) -> verdict
+        let mut run = |local: bool, flags: u8| {
+            let packet = if local {
+                ipv4_tcp_packet(a, b, 40000, 80, flags)
+            } else {
+                ipv4_tcp_packet(a, vip, 40001, 80, flags)
+            };
+            dp.test_run("from_container", &packet, 1)
+                .expect("test run")
+                .verdict
         };
-        for (flags, n) in &packets {
-            for _ in 0..*n {
-                assert_eq!(run(*flags), TC_ACT_REDIRECT, "flags {flags:#x}");
+        // Traces of the local flow (to port 80) and of the service flow (to 8080 once
+        // translated).
+        let mut drained = || {
+            let events: Vec<Event> = reader.drain().into_iter().filter_map(Result::ok).collect();
+            let of = |port: u16| {
+                let mine: Vec<Event> = events.iter().filter(|e| e.dport == port).copied().collect();
+                traces(&mine)
+            };
+            (of(80), of(8080), events)
+        };
+        for local in [true, false] {
+            for (flags, n) in &packets {
+                for _ in 0..*n {
+                    assert_eq!(run(local, *flags), TC_ACT_REDIRECT, "flags {flags:#x}");
+                }
             }
         }
-        let events: Vec<Event> = reader.drain().into_iter().filter_map(Result::ok).collect();
-        // 8 packets: at `none` each is reported; at `medium` the SYN (a new flow) and
-        // the FIN (a flag not seen before); the ACK and PSH are not in the default flags.
-        assert_eq!(traces(&events), want, "level {level}: {events:?}");
+        // 8 packets a flow: at `none` each is reported; at `medium` the SYN (a new flow)
+        // and the FIN (a flag not seen before); the ACK and PSH are not in the default
+        // flags.
+        let (local, service, events) = drained();
+        assert_eq!((local, service), (want, want), "level {level}: {events:?}");
         assert_eq!(
             maps.metrics
                 .count(cilium_bpf::maps::REASON_FORWARDED, 2)
                 .expect("metrics"),
-            8,
+            16,
             "every packet is counted whatever is reported"
         );
         if level == 3 {
-            // Once the interval has passed, the flow is reported again, once.
+            // Once the interval has passed, each flow is reported again, once.
             std::thread::sleep(std::time::Duration::from_millis(2100));
-            run(0x10);
-            run(0x10);
-            let events: Vec<Event> = reader.drain().into_iter().filter_map(Result::ok).collect();
-            assert_eq!(traces(&events), 1, "{events:?}");
+            for local in [true, false] {
+                run(local, 0x10);
+                run(local, 0x10);
+            }
+            let (local, service, events) = drained();
+            assert_eq!((local, service), (1, 1), "{events:?}");
 
             // Policy: b's ingress denies everything now (an empty allow list). The
-            // established flow passed at the old revision; the new one checks it again.
+            // established flows passed at the old revision; the new one checks them again.
             let mut writer =
                 cilium_bpf::policy::PolicyWriter::open(&fs.path, true).expect("policy map");
             let before = writer.revision().expect("revision");
@@ -315,12 +346,14 @@ fn privileged_monitor_aggregation_and_policy_revision() {
                 .install(11, &engine.policy(11).expect("policy"))
                 .expect("install");
             assert_eq!(writer.revision().expect("revision"), before + 1);
-            assert_eq!(
-                run(0x10),
-                TC_ACT_SHOT,
-                "the established flow is checked again"
-            );
-            let events: Vec<Event> = reader.drain().into_iter().filter_map(Result::ok).collect();
+            for local in [true, false] {
+                assert_eq!(
+                    run(local, 0x10),
+                    TC_ACT_SHOT,
+                    "the established flow is checked again (local: {local})"
+                );
+            }
+            let (_, _, events) = drained();
             assert!(
                 events
                     .iter()

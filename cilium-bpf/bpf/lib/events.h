@@ -22,6 +22,9 @@ struct pkt_info {
 	__u16 ethertype; /* 0: IPv4, parsed; else the frame's EtherType (not parsed) */
 	__u8 quiet;      /* conntrack: nothing new to report on this packet (aggregation) */
 	__u8 policy_ok;  /* conntrack: the flow passed policy at the current revision */
+	__be32 svc_addr; /* a service flow's frontend (its conntrack entry holds the flow's */
+	__be16 svc_port; /* policy stamp); port 0: not a service flow */
+	__u16 pad;
 };
 
 /* Monitor aggregation levels (Cilium's TRACE_AGGREGATE_*). */

@@ -238,7 +238,7 @@ static __always_inline int lb4_local(struct __sk_buff *skb, const struct lb4_ser
 				     int *new_flow)
 {
 	struct ipv4_ct_tuple skey = {}, fkey = {};
-	struct ct_entry *e, *fe;
+	struct ct_entry *e = NULL, *fe;
 	struct lb4_backend *be = NULL;
 	__u32 backend_id = 0;
 	__u16 rev_nat = svc->rev_nat_index;
@@ -248,6 +248,7 @@ static __always_inline int lb4_local(struct __sk_buff *skb, const struct lb4_ser
 		       (pi->tcp_flags & (TCP_FLAG_SYN | TCP_FLAG_ACK)) == TCP_FLAG_SYN;
 	void *ct = ct_map(pi->proto);
 
+	*new_flow = 0;
 	ct_key(&skey, pi->saddr, vip, pi->sport, vport, pi->proto, TUPLE_F_SERVICE);
 	e = bpf_map_lookup_elem(ct, &skey);
 	if (e) {
@@ -257,10 +258,27 @@ static __always_inline int lb4_local(struct __sk_buff *skb, const struct lb4_ser
 		 * that is gone, chooses again. */
 		if (be && be->flags != 0 && syn_only)
 			be = NULL;
-		if (be)
-			ct_touch(e, pi->proto, pi->tcp_flags, skb->len, 1);
 	}
-	if (!be) {
+	/* Policy stamps go to the service entry (see ct_policy_stamp). */
+	pi->svc_addr = vip;
+	pi->svc_port = vport;
+	if (be) {
+		/* An established service flow: its service entry says all the packet needs
+		 * (backend, whether to report it, whether it passed policy at this revision).
+		 * The translated flow's entry, which replies use, is refreshed at most once a
+		 * second (in the service entry's otherwise unused last_rx_report), and on the
+		 * packets conntrack reports or that open or close the connection. */
+		__u32 now = bpf_mono_now();
+		int report = ct_touch(e, pi->proto, pi->tcp_flags, skb->len, 1);
+
+		pi->quiet = !report;
+		pi->policy_ok = e->policy_rev == policy_rev_stamp();
+		*new_flow = 0;
+		if (!report && e->last_rx_report == now &&
+		    !(pi->tcp_flags & (TCP_FLAG_SYN | TCP_FLAG_FIN | TCP_FLAG_RST)))
+			goto translate;
+		e->last_rx_report = now;
+	} else {
 		struct ct_entry ne = {};
 
 		backend_id = 0;
@@ -280,32 +298,38 @@ static __always_inline int lb4_local(struct __sk_buff *skb, const struct lb4_ser
 		ne.rev_nat_index = rev_nat;
 		ne.src_sec_id = src_label;
 		ct_touch(&ne, pi->proto, pi->tcp_flags, skb->len, 1);
+		ne.last_rx_report = bpf_mono_now();
 		bpf_map_update_elem(ct, &skey, &ne, BPF_ANY);
 	}
-	baddr = be->address;
-	bport = be->port;
 
 	/* The translated flow's entry: replies find the rev-NAT index there. */
-	ct_key(&fkey, pi->saddr, baddr, pi->sport, bport, pi->proto, TUPLE_F_OUT);
+	ct_key(&fkey, pi->saddr, be->address, pi->sport, be->port, pi->proto, TUPLE_F_OUT);
 	fe = bpf_map_lookup_elem(ct, &fkey);
-	*new_flow = !fe;
 	if (fe) {
 		if (fe->rev_nat_index != rev_nat)
 			fe->rev_nat_index = rev_nat;
 		if (fe->backend_id != backend_id)
 			fe->backend_id = backend_id;
-		pi->quiet = !ct_touch(fe, pi->proto, pi->tcp_flags, skb->len, 1);
-		pi->policy_ok = fe->policy_rev == policy_rev_stamp();
+		ct_touch(fe, pi->proto, pi->tcp_flags, skb->len, 1);
 	} else {
 		struct ct_entry fne = {};
 
+		/* The flow is new to conntrack (policy then gives it a verdict). */
+		*new_flow = 1;
 		fne.backend_id = backend_id;
 		fne.rev_nat_index = rev_nat;
 		fne.src_sec_id = src_label;
 		ct_touch(&fne, pi->proto, pi->tcp_flags, skb->len, 1);
 		bpf_map_update_elem(ct, &fkey, &fne, BPF_ANY);
 	}
+	if (*new_flow) {
+		pi->quiet = 0;
+		pi->policy_ok = 0;
+	}
 
+translate:
+	baddr = be->address;
+	bport = be->port;
 	if (rewrite_addr_port(skb, ihl, pi->proto, 1, vip, baddr, vport, bport))
 		return DROP_INVALID;
 	pi->daddr = baddr;

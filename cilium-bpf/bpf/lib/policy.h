@@ -84,14 +84,19 @@ static __always_inline void send_policy_verdict(struct __sk_buff *skb, int verdi
 		   src_id, dst_id);
 }
 
-/* Remembers in the flow's entry that it passed policy at the current revision. */
+/* Remembers in the flow's entry that it passed policy at the current revision: the
+ * service entry of a service flow (which its established packets read), else the flow's. */
 static __always_inline void ct_policy_stamp(const struct pkt_info *pi)
 {
 	struct ipv4_ct_tuple key = {};
 	struct ct_entry *e;
 	__be16 dport = pi->proto == IPPROTO_ICMP ? 0 : pi->dport;
 
-	ct_key(&key, pi->saddr, pi->daddr, pi->sport, dport, pi->proto, TUPLE_F_OUT);
+	if (pi->svc_port)
+		ct_key(&key, pi->saddr, pi->svc_addr, pi->sport, pi->svc_port, pi->proto,
+		       TUPLE_F_SERVICE);
+	else
+		ct_key(&key, pi->saddr, pi->daddr, pi->sport, dport, pi->proto, TUPLE_F_OUT);
 	e = bpf_map_lookup_elem(ct_map(pi->proto), &key);
 	if (e)
 		e->policy_rev = policy_rev_stamp();
