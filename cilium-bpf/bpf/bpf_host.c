@@ -1,8 +1,9 @@
 // SPDX-License-Identifier: (GPL-2.0 OR BSD-2-Clause)
 /* cilium-rs datapath: programs on the node's network device.
  *
- * from_netdev (tc ingress): NodePort services (DNAT to a local backend, delivered straight
- * into the pod) and replies of masqueraded flows (back to the pod).
+ * from_netdev (tc ingress): traffic for the node's pods from other nodes (their ingress
+ * policy, then straight into the pod), NodePort services (DNAT to a local backend, or SNAT
+ * towards one on another node) and replies of masqueraded flows (back to the pod).
  * to_netdev (tc egress): BPF masquerading of pod traffic leaving ipv4-native-routing-cidr.
  */
 #include "lib/config.h"
@@ -13,10 +14,13 @@
 #include "lib/conntrack.h"
 #include "lib/lb.h"
 #include "lib/nat.h"
+#include "lib/policy.h"
 
-/* Delivers a packet whose destination is a local endpoint into its pod. */
+/* Delivers a packet whose destination is a local endpoint into its pod, once the
+ * endpoint's ingress policy allows it (conntrack state `ct_state`: replies pass, new flows
+ * get a verdict), as to_container would: the packet skips the endpoint's device. */
 static __always_inline int deliver_local(struct __sk_buff *skb, struct pkt_info *pi,
-					 __u32 src_label)
+					 __u32 src_label, int ct_state)
 {
 	void *data = (void *)(long)skb->data;
 	void *data_end = (void *)(long)skb->data_end;
@@ -24,12 +28,17 @@ static __always_inline int deliver_local(struct __sk_buff *skb, struct pkt_info 
 	struct iphdr *ip = (void *)(eth + 1);
 	struct endpoint_info *ep;
 	__u32 ifindex;
+	int ret;
 
 	if ((void *)(ip + 1) > data_end)
 		return send_drop(skb, DROP_INVALID, METRIC_INGRESS, 0, pi, src_label, 0);
 	ep = lookup_ip4_endpoint(ip->daddr);
-	if (!ep)
+	if (!ep || (ep->flags & ENDPOINT_F_HOST))
 		return TC_ACT_OK;
+	pi->reply = ct_state == CT_REPLY;
+	ret = policy_enforce(skb, ct_state, pi, ep->lxc_id, 0, ep->lxc_id, src_label, ep->sec_id);
+	if (ret)
+		return send_drop(skb, ret, METRIC_INGRESS, ep->lxc_id, pi, src_label, ep->sec_id);
 	ifindex = ep->ifindex;
 	__builtin_memcpy(eth->h_dest, &ep->mac, ETH_ALEN);
 	__builtin_memcpy(eth->h_source, &ep->node_mac, ETH_ALEN);
@@ -52,7 +61,7 @@ static __always_inline int handle_from_netdev(struct __sk_buff *skb)
 	struct lb4_service *svc;
 	struct iphdr *ip;
 	__u32 ihl, src_label;
-	int ret, new_flow;
+	int ret, new_flow, ct_state;
 
 	if ((void *)(eth + 1) > data_end || eth->h_proto != bpf_htons(ETH_P_IP))
 		return TC_ACT_OK;
@@ -64,16 +73,19 @@ static __always_inline int handle_from_netdev(struct __sk_buff *skb)
 		return TC_ACT_OK;
 	src_label = resolve_identity4(pi.saddr);
 
-	/* Traffic for a pod of this node (from another node): straight into the pod, after
-	 * the reverse NAT of a service flow whose client lives here. */
+	/* Traffic for a pod of this node (from another node): its ingress policy, then
+	 * straight into the pod; a reply of a service flow whose client lives here gets its
+	 * frontend back first. */
 	ep = lookup_ip4_endpoint(pi.daddr);
 	if (ep && !(ep->flags & ENDPOINT_F_HOST)) {
-		ret = lb4_rev_nat(skb, &pi, ihl);
-		if (ret > 1)
+		ret = ct_lookup4_rev_nat(skb, &pi, ihl, &ct_state);
+		if (ret)
 			return send_drop(skb, ret, METRIC_INGRESS, 0, &pi, src_label, 0);
-		return deliver_local(skb, &pi, src_label);
+		return deliver_local(skb, &pi, src_label, ct_state);
 	}
 	if (pi.proto != IPPROTO_TCP && pi.proto != IPPROTO_UDP)
+		return TC_ACT_OK;
+	if (!ENABLE_NODEPORT && !ENABLE_BPF_MASQUERADE)
 		return TC_ACT_OK;
 
 	/* A reply of a masqueraded flow (a pod's, or a NodePort flow to a backend elsewhere). */
@@ -81,8 +93,12 @@ static __always_inline int handle_from_netdev(struct __sk_buff *skb)
 	if (ret > 1)
 		return send_drop(skb, ret, METRIC_INGRESS, 0, &pi, src_label, 0);
 	if (ret == 1) {
-		if (lookup_ip4_endpoint(pi.daddr))
-			return deliver_local(skb, &pi, src_label);
+		if (lookup_ip4_endpoint(pi.daddr)) {
+			ret = ct_lookup4_rev_nat(skb, &pi, ihl, &ct_state);
+			if (ret)
+				return send_drop(skb, ret, METRIC_INGRESS, 0, &pi, src_label, 0);
+			return deliver_local(skb, &pi, src_label, ct_state);
+		}
 		/* NodePort reply: back to the frontend, out towards the client. */
 		ret = lb4_rev_nat(skb, &pi, ihl);
 		if (ret > 1)
@@ -91,6 +107,8 @@ static __always_inline int handle_from_netdev(struct __sk_buff *skb)
 			   0, 0);
 		return fib_redirect(skb, pi.saddr, pi.daddr);
 	}
+	if (!ENABLE_NODEPORT)
+		return TC_ACT_OK;
 
 	/* NodePort (the node's address), ExternalIPs and LoadBalancer addresses routed here. */
 	svc = lb4_lookup_service(pi.daddr, pi.dport, pi.proto);
@@ -100,7 +118,8 @@ static __always_inline int handle_from_netdev(struct __sk_buff *skb)
 	if (ret)
 		return send_drop(skb, ret, METRIC_INGRESS, 0, &pi, src_label, 0);
 	if (lookup_ip4_endpoint(pi.daddr))
-		return deliver_local(skb, &pi, src_label);
+		return deliver_local(skb, &pi, src_label,
+				     new_flow ? CT_NEW_TRACKED : CT_ESTABLISHED);
 	/* The backend is on another node: masquerade so its replies come back here. */
 	ret = snat4_egress(skb, &pi, ihl);
 	if (ret)
@@ -128,7 +147,7 @@ static __always_inline int handle_to_netdev(struct __sk_buff *skb)
 	ihl = ip->ihl * 4;
 	if (parse_ip4(data_end, ip, &pi))
 		return TC_ACT_OK;
-	if (pi.proto != IPPROTO_TCP && pi.proto != IPPROTO_UDP)
+	if (!ENABLE_BPF_MASQUERADE || (pi.proto != IPPROTO_TCP && pi.proto != IPPROTO_UDP))
 		return TC_ACT_OK;
 	/* Only pod traffic to destinations outside the cluster is masqueraded: not inside the
 	 * native-routing CIDR, and not to anything the ipcache knows as part of the cluster

@@ -66,11 +66,16 @@ pub struct DatapathConfig {
     pub monitor_aggregation_flags: u8,
     /// `bpf-conntrack-accounting`: packets and bytes per conntrack entry.
     pub conntrack_accounting: bool,
+    /// `kube-proxy-replacement`: `from_netdev` serves NodePort.
+    pub enable_nodeport: bool,
+    /// `enable-bpf-masquerade`: `to_netdev` masquerades pod traffic leaving the cluster.
+    pub enable_bpf_masquerade: bool,
 }
 
 impl DatapathConfig {
     /// Settings for a node, with the ARP responder on, no native-routing CIDR, no monitor
-    /// aggregation (interval 5 s, flags SYN, FIN, RST) and no conntrack accounting.
+    /// aggregation (interval 5 s, flags SYN, FIN, RST), no conntrack accounting, NodePort
+    /// and BPF masquerading on (they act only where the node-device programs are attached).
     pub fn new(bpf_root: impl Into<PathBuf>, node_ipv4: Ipv4Addr, router_ipv4: Ipv4Addr) -> Self {
         DatapathConfig {
             bpf_root: bpf_root.into(),
@@ -84,6 +89,8 @@ impl DatapathConfig {
             monitor_aggregation_interval: 5,
             monitor_aggregation_flags: 0x07,
             conntrack_accounting: false,
+            enable_nodeport: true,
+            enable_bpf_masquerade: true,
         }
     }
 }
@@ -112,6 +119,8 @@ pub fn load_object(
     let interval = config.monitor_aggregation_interval;
     let report_flags = u32::from(config.monitor_aggregation_flags);
     let accounting = u32::from(config.conntrack_accounting);
+    let nodeport = u32::from(config.enable_nodeport);
+    let masquerade = u32::from(config.enable_bpf_masquerade);
     EbpfLoader::new()
         .default_map_pin_directory(&globals)
         .override_global("NODE_IPV4", &node, true)
@@ -125,6 +134,8 @@ pub fn load_object(
         .override_global("CT_REPORT_INTERVAL", &interval, true)
         .override_global("CT_REPORT_FLAGS", &report_flags, true)
         .override_global("CT_ACCOUNTING", &accounting, true)
+        .override_global("ENABLE_NODEPORT", &nodeport, true)
+        .override_global("ENABLE_BPF_MASQUERADE", &masquerade, true)
         .load(bytes)
         .map_err(|source| DatapathError::LoadObject {
             object,

@@ -569,6 +569,8 @@ impl Node {
             u32::try_from(config.monitor_aggregation_interval).unwrap_or(u32::MAX);
         dp_config.monitor_aggregation_flags = config.monitor_aggregation_flags;
         dp_config.conntrack_accounting = config.bpf_conntrack_accounting;
+        dp_config.enable_nodeport = config.kube_proxy_replacement;
+        dp_config.enable_bpf_masquerade = config.enable_bpf_masquerade;
         // Tunnel mode: the node's VXLAN device (collect-metadata, Cilium's port 8472),
         // made before the programs load (they carry its ifindex).
         let tunnel = if config.routing_mode == cilium_core::config::RoutingMode::Tunnel {
@@ -599,6 +601,24 @@ impl Node {
             datapath
                 .attach_overlay(TUNNEL_DEVICE)
                 .map_err(|e| format!("attaching to {TUNNEL_DEVICE}: {e}"))?;
+        }
+        // The node's device (the one holding the node's IP): traffic from other nodes to
+        // this node's pods passes their ingress policy there (and skips the stack), NodePort
+        // with kube-proxy-replacement, masquerading with enable-bpf-masquerade.
+        // A node whose IP no device holds (a test's bare namespace) runs without them.
+        match node_device(ipv4).await {
+            Ok(device) => {
+                datapath
+                    .attach_netdev(&device)
+                    .map_err(|e| format!("attaching to {device}: {e}"))?;
+                eprintln!(
+                    "level=info msg=\"attached the node-device programs\" device={device} nodeport={} bpf-masquerade={}",
+                    config.kube_proxy_replacement, config.enable_bpf_masquerade
+                );
+            }
+            Err(e) => eprintln!(
+                "level=warning msg=\"no node-device programs: NodePort from other nodes and BPF masquerading are off\" error=\"{e}\""
+            ),
         }
         let maps = Maps::open(&config.bpf_root).map_err(|e| e.to_string())?;
         let policy = PolicyWriter::open(&config.bpf_root, true).map_err(|e| e.to_string())?;
@@ -680,4 +700,24 @@ impl Node {
             eprintln!("level=warning msg=\"identity GC failed\" error=\"{e}\"");
         }
     }
+}
+
+/// The name of the device that holds the node's IP (in the agent's network namespace).
+async fn node_device(ipv4: Ipv4Addr) -> Result<String, String> {
+    let nl = Netlink::open().map_err(|e| e.to_string())?;
+    let index = nl
+        .ipv4_addresses()
+        .await
+        .map_err(|e| e.to_string())?
+        .into_iter()
+        .find(|(_, ip)| *ip == ipv4)
+        .map(|(index, _)| index)
+        .ok_or_else(|| format!("no device holds the node's IP {ipv4}"))?;
+    nl.devices()
+        .await
+        .map_err(|e| e.to_string())?
+        .into_iter()
+        .find(|d| d.index == index)
+        .map(|d| d.name)
+        .ok_or_else(|| format!("no device with index {index} (the node's IP {ipv4})"))
 }

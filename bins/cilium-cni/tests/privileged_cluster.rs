@@ -162,6 +162,15 @@ fn two_nodes(test: &str, tunnel: bool) {
     lab.start_agent(1, tunnel);
     lab.wait_agent(0);
     lab.wait_agent(1);
+    // The node-device programs are on each node's eth0: traffic from the other node to a
+    // pod passes the pod's ingress policy there (the policy checks below go through it).
+    for n in &lab.nodes {
+        assert!(
+            n.log().contains("attached the node-device programs\" device=eth0"),
+            "{}",
+            n.log()
+        );
+    }
 
     // The operator gave each node a /24 of 172.20.0.0/16; each knows the other.
     let pool: ipnet::Ipv4Net = "172.20.0.0/16".parse().unwrap();

@@ -506,13 +506,7 @@ enum Scenario {
 /// Scenarios skipped in every test because cilium-rs lacks what they exercise, each with
 /// the gap (what was run, what was expected, what happened). Remove an entry once its gap
 /// is closed: the scenario then runs again.
-const KNOWN_GAPS: &[(&str, &str)] = &[(
-    "pod-to-remote-nodeport",
-    "known gap: a NodePort on another node's address is refused (curl exit 7, the node's \
-     kernel answers the SYN with RST): the agents' LB maps hold NodePort frontends for \
-     their own node address only and the node's device does not translate NodePort \
-     traffic; pod-to-local-nodeport passes",
-)];
+const KNOWN_GAPS: &[(&str, &str)] = &[];
 
 /// A scenario's action before the test's expectation is applied.
 struct Step {

@@ -25,6 +25,11 @@ volatile const __u32 CT_REPORT_INTERVAL = 5;
 /* monitor-aggregation-flags: the TCP flags whose first appearance in a direction of a
  * connection is reported (Cilium's CT_REPORT_FLAGS). */
 volatile const __u32 CT_REPORT_FLAGS = 0x07;
+/* kube-proxy-replacement: from_netdev serves NodePort (and ExternalIPs, LoadBalancer
+ * addresses routed to the node). */
+volatile const __u32 ENABLE_NODEPORT = 1;
+/* enable-bpf-masquerade: to_netdev masquerades pod traffic leaving the cluster. */
+volatile const __u32 ENABLE_BPF_MASQUERADE = 1;
 /* bpf-conntrack-accounting: count packets and bytes in conntrack entries. */
 volatile const __u32 CT_ACCOUNTING = 0;
 
