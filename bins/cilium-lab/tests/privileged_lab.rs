@@ -1133,9 +1133,15 @@ fn privileged_lab_survives_faults() {
     }
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let guard = Guard::new("f");
-    // Small Hubble rings, so that a bounded flood overruns them.
+    // Small Hubble rings, so that a bounded flood overruns them; every packet reported
+    // (at the chart's `medium` aggregation a ping flood is one flow, reported once per
+    // interval).
     let config = guard.lab.dir.with_extension("config.yaml");
-    std::fs::write(&config, "hubble-event-buffer-capacity: \"63\"\n").unwrap();
+    std::fs::write(
+        &config,
+        "hubble-event-buffer-capacity: \"63\"\nmonitor-aggregation: none\n",
+    )
+    .unwrap();
     guard.seed_with(&["--config", config.to_str().unwrap()]);
     let _ = std::fs::remove_file(&config);
     assert!(
