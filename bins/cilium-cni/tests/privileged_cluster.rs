@@ -166,7 +166,8 @@ fn two_nodes(test: &str, tunnel: bool) {
     // pod passes the pod's ingress policy there (the policy checks below go through it).
     for n in &lab.nodes {
         assert!(
-            n.log().contains("attached the node-device programs\" device=eth0"),
+            n.log()
+                .contains("attached the node-device programs\" device=eth0"),
             "{}",
             n.log()
         );
