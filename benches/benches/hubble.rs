@@ -80,7 +80,8 @@ fn names() -> Names {
                         "k8s:io.kubernetes.pod.namespace=default".to_owned(),
                         "k8s:io.cilium.k8s.policy.cluster=default".to_owned(),
                         "k8s:io.cilium.k8s.policy.serviceaccount=default".to_owned(),
-                    ],
+                    ]
+                    .into(),
                 )
             })
             .collect(),

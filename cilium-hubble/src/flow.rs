@@ -206,9 +206,9 @@ pub struct Endpoint {
     /// Kubernetes namespace.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub namespace: String,
-    /// Labels (`source:key=value`).
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub labels: Vec<String>,
+    /// Labels (`source:key=value`), shared by every flow of the identity.
+    #[serde(default, skip_serializing_if = "no_labels")]
+    pub labels: std::sync::Arc<[String]>,
     /// Pod name.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub pod_name: String,
@@ -227,6 +227,48 @@ fn is_zero16(v: &u16) -> bool {
     *v == 0
 }
 
+fn no_labels(v: &std::sync::Arc<[String]>) -> bool {
+    v.is_empty()
+}
+
+/// A flow's time: nanoseconds since the Unix epoch, kept as a number until it is printed
+/// (RFC 3339 in UTC with nanoseconds in JSON, as Hubble writes it).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct FlowTime(pub u128);
+
+impl FlowTime {
+    /// Nanoseconds since the Unix epoch.
+    pub fn unix_ns(self) -> u128 {
+        self.0
+    }
+
+    /// As Hubble's compact output prints it: `Nov 27 03:10:14.123`.
+    pub fn compact(self) -> String {
+        compact_time(&rfc3339(self.0))
+    }
+}
+
+impl std::fmt::Display for FlowTime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&rfc3339(self.0))
+    }
+}
+
+impl Serialize for FlowTime {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for FlowTime {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        crate::observer::parse_time(&text)
+            .map(FlowTime)
+            .ok_or_else(|| serde::de::Error::custom(format!("not an RFC 3339 time: {text:?}")))
+    }
+}
+
 /// `flow.CiliumEventType`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EventType {
@@ -240,8 +282,8 @@ pub struct EventType {
 /// A flow, as Hubble reports it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Flow {
-    /// When (RFC 3339, UTC, nanoseconds).
-    pub time: String,
+    /// When (printed as RFC 3339, UTC, nanoseconds).
+    pub time: FlowTime,
     /// The verdict.
     pub verdict: Verdict,
     /// Cilium's drop reason code (drops only; Hubble's deprecated `drop_reason`).
@@ -307,8 +349,8 @@ pub trait Resolver {
 pub struct Names {
     /// Pods by IP: (endpoint id on this node or 0, namespace, pod name).
     pub pods: std::collections::HashMap<Ipv4Addr, (u16, String, String)>,
-    /// Identities' labels (`source:key=value`).
-    pub labels: std::collections::HashMap<u32, Vec<String>>,
+    /// Identities' labels (`source:key=value`), shared with the flows that name them.
+    pub labels: std::collections::HashMap<u32, std::sync::Arc<[String]>>,
     /// Services by frontend address and port.
     pub services: std::collections::HashMap<(Ipv4Addr, u16), Service>,
 }
@@ -448,7 +490,7 @@ impl Flow {
             _ => (None, None),
         };
         Flow {
-            time: rfc3339(unix_ns),
+            time: FlowTime(unix_ns),
             verdict,
             drop_reason,
             drop_reason_desc,
@@ -570,7 +612,7 @@ impl Flow {
         };
         format!(
             "{}: {left} {left_id} {arrow} {right} {right_id} {what} {verdict} ({})",
-            compact_time(&self.time),
+            self.time.compact(),
             self.summary
         )
     }

@@ -186,7 +186,7 @@ fn endpoint_to(ep: &flow::Endpoint) -> proto::flow::Endpoint {
         id: u32::from(ep.id),
         identity: ep.identity,
         namespace: ep.namespace.clone(),
-        labels: ep.labels.clone(),
+        labels: ep.labels.to_vec(),
         pod_name: ep.pod_name.clone(),
         workloads: Vec::new(),
     }
@@ -198,7 +198,7 @@ fn endpoint_from(ep: Option<proto::flow::Endpoint>) -> flow::Endpoint {
         id: u16::try_from(ep.id).unwrap_or(0),
         identity: ep.identity,
         namespace: ep.namespace,
-        labels: ep.labels,
+        labels: ep.labels.into(),
         pod_name: ep.pod_name,
     }
 }
@@ -253,7 +253,7 @@ pub fn to_proto(f: &Flow) -> proto::flow::Flow {
         }),
     });
     proto::flow::Flow {
-        time: parse_time(&f.time).map(timestamp),
+        time: Some(timestamp(f.time.unix_ns())),
         uuid: String::new(),
         verdict: i32::from(f.verdict.number()),
         drop_reason: f.drop_reason.map_or(0, u32::from),
@@ -295,7 +295,7 @@ pub fn from_proto(p: proto::flow::Flow) -> Flow {
     let event = p.event_type.unwrap_or_default();
     let port = |v: u32| u16::try_from(v).unwrap_or(0);
     Flow {
-        time: flow::rfc3339(p.time.as_ref().map_or(0, timestamp_ns)),
+        time: flow::FlowTime(p.time.as_ref().map_or(0, timestamp_ns)),
         verdict: usize::try_from(p.verdict)
             .ok()
             .and_then(|i| VERDICTS.get(i).copied())
@@ -522,7 +522,7 @@ impl<S: FlowSource> proto::observer::observer_server::Observer for ObserverServi
         let since = req.since.as_ref().map(timestamp_ns);
         let until = req.until.as_ref().map(timestamp_ns);
         let wanted = move |f: &Flow| {
-            let t = parse_time(&f.time).unwrap_or(0);
+            let t = f.time.unix_ns();
             passes(f, &allow, &deny) && since.is_none_or(|s| t >= s) && until.is_none_or(|u| t <= u)
         };
         let source = self.source.clone();
@@ -549,7 +549,7 @@ impl<S: FlowSource> proto::observer::observer_server::Observer for ObserverServi
         tokio::spawn(async move {
             use proto::observer::get_flows_response::ResponseTypes;
             for f in matching {
-                let t = parse_time(&f.time).unwrap_or(0);
+                let t = f.time.unix_ns();
                 if tx
                     .send(Ok(response(&node, ResponseTypes::Flow(to_proto(&f)), t)))
                     .await
@@ -594,7 +594,7 @@ impl<S: FlowSource> proto::observer::observer_server::Observer for ObserverServi
                     }
                 }
                 for f in read.items.into_iter().filter(|f| wanted(f)) {
-                    let t = parse_time(&f.time).unwrap_or(0);
+                    let t = f.time.unix_ns();
                     if tx
                         .send(Ok(response(&node, ResponseTypes::Flow(to_proto(&f)), t)))
                         .await

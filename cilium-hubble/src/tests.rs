@@ -25,7 +25,7 @@ impl Resolver for Pods {
             id,
             identity,
             namespace: ns.into(),
-            labels,
+            labels: labels.into(),
             pod_name: pod.into(),
         }
     }

@@ -172,8 +172,9 @@ async fn relay_merges_nodes_and_reports_the_down_one() {
     let mut stream = client
         .get_flows(GetFlowsRequest {
             follow: true,
-            since: cilium_hubble::observer::parse_time(&flow_at("x", 0, 100, false).time)
-                .map(cilium_hubble::observer::timestamp),
+            since: Some(cilium_hubble::observer::timestamp(
+                flow_at("x", 0, 100, false).time.unix_ns(),
+            )),
             ..GetFlowsRequest::default()
         })
         .await

@@ -40,6 +40,7 @@ async fn names(node: &Node) -> Names {
         .await
         .unwrap_or_default()
         .into_iter()
+        .map(|(id, labels)| (id, labels.into()))
         .collect();
     // Services by frontend, for flows to or from a ClusterIP (`<namespace>/<name>`).
     let services = node

@@ -23,7 +23,8 @@ fn pod(ns: &str, name: &str, app: &str, identity: u32) -> Endpoint {
         labels: vec![
             format!("k8s:app={app}"),
             format!("k8s:io.kubernetes.pod.namespace={ns}"),
-        ],
+        ]
+        .into(),
         pod_name: name.into(),
     }
 }

@@ -286,7 +286,7 @@ fn request(o: &Observe) -> Result<GetFlowsRequest, String> {
 fn table_row(f: &Flow) -> String {
     format!(
         "{}\t{}\t{}\t{}\t{}\t{}",
-        cilium_hubble::flow::compact_time(&f.time),
+        f.time.compact(),
         Flow::side_name(&f.source, f.source_service.as_ref(), f.source_ip()),
         Flow::side_name(
             &f.destination,
