@@ -4,7 +4,7 @@
 //! ICMP traces, drops and policy verdicts between 100 pods):
 //!
 //! - `hubble_decode_1k`: `ours` decodes each 56-byte record, names both ends (endpoint
-//!   and identity lookups, labels cloned) and pushes the flow into a 4095-flow ring, as
+//!   and identity lookups, label sets shared) and pushes the flow into a 4095-flow ring, as
 //!   the agent's reader does; `baseline` only copies the records out of the buffer, the
 //!   floor any reader pays. Events per second = 1000 / (time of `ours`).
 //! - `hubble_encode_1k`: `ours` turns the flows into Hubble's protobuf and encodes them,
