@@ -92,13 +92,29 @@ fn api_of(client: &kube::Client, object: &Value) -> Result<Api<DynamicObject>, S
     })
 }
 
+/// How long `apply` waits for an object still being deleted to be gone.
+const TERMINATING_WAIT: Duration = Duration::from_secs(180);
+
 /// Applies `objects` in order (server-side apply, forcing conflicts as `helm upgrade`
-/// overwrites).
+/// overwrites). An object still being deleted (a previous uninstall's foreground deletion
+/// waiting for its ReplicaSets or pods) is waited for first: applied to, it would be
+/// removed once its deletion ends, taking the new install with it.
 pub async fn apply(client: &kube::Client, objects: &[Value]) -> Result<(), String> {
     let params = PatchParams::apply(FIELD_MANAGER).force();
     for o in objects {
         let api = api_of(client, o)?;
         let name = o["metadata"]["name"].as_str().unwrap_or_default();
+        wait_for(TERMINATING_WAIT, || async {
+            match api.get_opt(name).await {
+                Ok(Some(old)) if old.metadata.deletion_timestamp.is_some() => Err(format!(
+                    "{} {name} is still being deleted",
+                    o["kind"].as_str().unwrap_or_default()
+                )),
+                Ok(_) => Ok(true),
+                Err(e) => Err(e.to_string()),
+            }
+        })
+        .await?;
         api.patch(name, &params, &Patch::Apply(o))
             .await
             .map_err(|e| {
@@ -130,6 +146,33 @@ pub async fn delete(client: &kube::Client, objects: &[Value]) -> Result<Vec<Stri
         }
     }
     Ok(deleted)
+}
+
+/// Waits until none of `objects` exists any more (their deletion, foreground, ends once
+/// what they own has gone).
+pub async fn wait_gone(
+    client: &kube::Client,
+    objects: &[Value],
+    timeout: Duration,
+) -> Result<(), String> {
+    wait_for(timeout, || async {
+        for o in objects {
+            let name = o["metadata"]["name"].as_str().unwrap_or_default();
+            if api_of(client, o)?
+                .get_opt(name)
+                .await
+                .map_err(|e| e.to_string())?
+                .is_some()
+            {
+                return Err(format!(
+                    "{} {name} is still there",
+                    o["kind"].as_str().unwrap_or_default()
+                ));
+            }
+        }
+        Ok(true)
+    })
+    .await
 }
 
 /// The `cilium-config` ConfigMap, if Cilium is installed.

@@ -218,6 +218,11 @@ pub async fn uninstall(client: &kube::Client, timeout: Duration) -> Result<Strin
     })
     .await
     .map_err(|e| format!("Cilium is still there after {timeout:?}: {e}"))?;
+    // Every other object too (the operator's Deployment waits for its ReplicaSet): an
+    // install right after must not find them terminating.
+    cluster::wait_gone(client, &all, timeout)
+        .await
+        .map_err(|e| format!("Cilium is still there after {timeout:?}: {e}"))?;
     out.push_str(
         "🧹 Cleaning up the nodes (BPF state, cilium_* devices, routes, the CNI configuration)\n",
     );
