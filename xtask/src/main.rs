@@ -8,7 +8,10 @@
 //! - `bench [FILTER]`: builds the release binaries the pod-creation and k8s benches run,
 //!   then the benches (FILTER: a bench target such as `pod_creation`, or a criterion
 //!   filter), then a table of ratios against each group's same-run `baseline`;
-//! - `fuzz-check`: checks that every fuzz target compiles (fuzz/ is its own workspace);
+//! - `fuzz [TARGET] [--time S]`: runs every fuzz target (or one) S seconds under libFuzzer
+//!   on the stable toolchain, keeps the minimised corpus under `fuzz/seeds/` (see `fuzz.rs`);
+//! - `fuzz-check`: builds every fuzz target (fuzz/ is its own workspace) and replays the kept
+//!   seeds once;
 //! - `build-bpf`: recompiles `cilium-bpf/bpf/*.c` into `cilium-bpf/bpf/prebuilt/` with
 //!   clang-19 and the flags of `bpf/clang.flags` (commit the result);
 //! - `ci`: test, clippy, fmt, docs and fuzz-check, as `.ci/run` runs them (`.ci/run` also
@@ -19,6 +22,7 @@
 //!   in a minimal Debian root made by debootstrap (see `fresh.rs`), as root.
 
 mod fresh;
+mod fuzz;
 mod kube;
 
 use std::path::{Path, PathBuf};
@@ -31,7 +35,8 @@ fn main() -> ExitCode {
         Some("test") => test(&root),
         Some("demo") => demo(&root),
         Some("bench") => bench(&root, args.get(1).map(String::as_str)),
-        Some("fuzz-check") => fuzz_check(&root),
+        Some("fuzz") => fuzz::fuzz(&root, &args[1..]),
+        Some("fuzz-check") => fuzz::check(&root),
         Some("build-bpf") => build_bpf(&root),
         Some("ci") => ci(&root),
         Some("kube-build") => kube::kube_build(&root).map(|_| ()),
@@ -39,7 +44,7 @@ fn main() -> ExitCode {
         Some("fresh-check-inner") => return fresh::fresh_check_inner(&args[1..]),
         _ => {
             eprintln!(
-                "usage: cargo xtask <test|demo|bench [FILTER]|build-bpf|fuzz-check|ci|kube-build|fresh-check>"
+                "usage: cargo xtask <test|demo|bench [FILTER]|build-bpf|fuzz [TARGET] [--time S]|fuzz-check|ci|kube-build|fresh-check>"
             );
             return ExitCode::from(64);
         }
@@ -113,16 +118,6 @@ fn demo(root: &Path) -> Result<(), String> {
     }
 }
 
-fn fuzz_check(root: &Path) -> Result<(), String> {
-    let fuzz = root.join("fuzz");
-    let manifest = fuzz.join("Cargo.toml");
-    let manifest = manifest.to_str().ok_or("non-UTF-8 path")?;
-    cargo(
-        root,
-        &["check", "--locked", "--manifest-path", manifest, "--bins"],
-    )
-}
-
 fn build_bpf(root: &Path) -> Result<(), String> {
     let bpf = root.join("cilium-bpf").join("bpf");
     let flags = std::fs::read_to_string(bpf.join("clang.flags"))
@@ -159,7 +154,7 @@ fn ci(root: &Path) -> Result<(), String> {
     )?;
     cargo(root, &["fmt", "--all", "--check"])?;
     doc(root)?;
-    fuzz_check(root)
+    fuzz::check(root)
 }
 
 fn doc(root: &Path) -> Result<(), String> {
