@@ -120,7 +120,27 @@ pub const KEYS: &[(&str, &str, &str)] = &[
         "4095",
         "flows each node keeps (2^n - 1)",
     ),
-    ("hubble-listen-address", ":4244", "Hubble observer address"),
+    (
+        "hubble-listen-address",
+        "",
+        "Hubble observer TCP address, e.g. :4244 (empty: the unix socket only)",
+    ),
+    (
+        "hubble-disable-tls",
+        "false",
+        "serve hubble-listen-address in plain text (anyone reaching it reads every flow)",
+    ),
+    (
+        "hubble-tls-cert-file",
+        "",
+        "the Hubble server's certificate (PEM), for hubble-listen-address",
+    ),
+    ("hubble-tls-key-file", "", "its private key (PEM)"),
+    (
+        "hubble-tls-client-ca-files",
+        "",
+        "CAs whose client certificates the Hubble server accepts (mTLS; comma-separated)",
+    ),
     ("prometheus-serve-addr", "", "metrics address (empty: off)"),
     (
         "socket-path",
@@ -431,6 +451,14 @@ pub struct AgentConfig {
     pub hubble_event_buffer_capacity: usize,
     /// `hubble-listen-address`.
     pub hubble_listen_address: String,
+    /// `hubble-disable-tls`.
+    pub hubble_disable_tls: bool,
+    /// `hubble-tls-cert-file` (empty: unset).
+    pub hubble_tls_cert_file: PathBuf,
+    /// `hubble-tls-key-file` (empty: unset).
+    pub hubble_tls_key_file: PathBuf,
+    /// `hubble-tls-client-ca-files`.
+    pub hubble_tls_client_ca_files: Vec<PathBuf>,
     /// `prometheus-serve-addr` (empty: off).
     pub prometheus_serve_addr: String,
     /// `socket-path`.
@@ -761,6 +789,15 @@ impl AgentConfig {
                 }
             })?,
             hubble_listen_address: r.string("hubble-listen-address")?,
+            hubble_disable_tls: r.bool("hubble-disable-tls")?,
+            hubble_tls_cert_file: r.string("hubble-tls-cert-file")?.into(),
+            hubble_tls_key_file: r.string("hubble-tls-key-file")?.into(),
+            hubble_tls_client_ca_files: r.parse("hubble-tls-client-ca-files", |v| {
+                Ok(v.split([',', ' ', '\n'])
+                    .filter(|p| !p.is_empty())
+                    .map(PathBuf::from)
+                    .collect())
+            })?,
             prometheus_serve_addr: r.string("prometheus-serve-addr")?,
             socket_path: r.parse("socket-path", nonempty_path)?,
             state_dir: r.parse("state-dir", nonempty_path)?,

@@ -25,6 +25,7 @@ pub mod filter;
 pub mod flow;
 pub mod observer;
 pub mod relay;
+pub mod tls;
 
 /// The gRPC crate the API is built on (its `Request`, `Status`, `Streaming`).
 pub use tonic;

@@ -737,8 +737,15 @@ impl Listen {
 pub const HEALTH_SERVICE: &str = "hubble.server.Observer";
 
 /// Serves an Observer implementation ([`ObserverService`] for a node, the relay for a
-/// cluster) on a bound listener until the task is dropped.
-pub async fn serve<T>(service: T, listener: Listener) -> std::io::Result<()>
+/// cluster) on a bound listener until the task is dropped; over TCP with `tls` when given
+/// (see [`crate::tls::ServerTls`]: with client CAs, a client without a certificate they
+/// signed is refused during the handshake). A unix socket is always plain: its file's
+/// permissions guard it.
+pub async fn serve<T>(
+    service: T,
+    listener: Listener,
+    tls: Option<tonic::transport::ServerTlsConfig>,
+) -> std::io::Result<()>
 where
     T: proto::observer::observer_server::Observer,
 {
@@ -748,11 +755,13 @@ where
     reporter
         .set_service_status(HEALTH_SERVICE, tonic_health::ServingStatus::Serving)
         .await;
-    let router = tonic::transport::Server::builder()
-        .add_service(health)
-        .add_service(proto::observer::observer_server::ObserverServer::new(
-            service,
-        ));
+    let mut builder = tonic::transport::Server::builder();
+    if let (Some(tls), Listener::Tcp(_)) = (tls, &listener) {
+        builder = builder.tls_config(tls).map_err(std::io::Error::other)?;
+    }
+    let router = builder.add_service(health).add_service(
+        proto::observer::observer_server::ObserverServer::new(service),
+    );
     match listener {
         Listener::Unix(l) => {
             router
@@ -774,14 +783,28 @@ pub type Client = proto::observer::observer_client::ObserverClient<tonic::transp
 /// Connects to an Observer API server: `unix://PATH`, or `HOST:PORT` (optionally with
 /// `tcp://` or `http://` in front), giving up after `timeout`.
 pub async fn connect(server: &str, timeout: Duration) -> Result<Client, String> {
-    channel(server, timeout).await.map(Client::new)
+    channel(server, timeout, None).await.map(Client::new)
+}
+
+/// [`connect`] over TLS when `tls` is given (`HOST:PORT`, optionally with `tls://` or
+/// `https://` in front).
+pub async fn connect_with(
+    server: &str,
+    timeout: Duration,
+    tls: Option<&crate::tls::ClientTls>,
+) -> Result<Client, String> {
+    channel(server, timeout, tls).await.map(Client::new)
 }
 
 /// The health of an Observer API server as its health service reports it
 /// ([`HEALTH_SERVICE`]): `Ok` when serving.
-pub async fn check_health(server: &str, timeout: Duration) -> Result<(), String> {
+pub async fn check_health(
+    server: &str,
+    timeout: Duration,
+    tls: Option<&crate::tls::ClientTls>,
+) -> Result<(), String> {
     let mut health =
-        tonic_health::pb::health_client::HealthClient::new(channel(server, timeout).await?);
+        tonic_health::pb::health_client::HealthClient::new(channel(server, timeout, tls).await?);
     let answer = health
         .check(tonic_health::pb::HealthCheckRequest {
             service: HEALTH_SERVICE.to_owned(),
@@ -795,11 +818,33 @@ pub async fn check_health(server: &str, timeout: Duration) -> Result<(), String>
     }
 }
 
-/// A gRPC channel to `server` (the forms of [`connect`]).
-pub async fn channel(server: &str, timeout: Duration) -> Result<tonic::transport::Channel, String> {
+/// A gRPC channel to `server` (the forms of [`connect`]), over TLS when `tls` is given.
+pub async fn channel(
+    server: &str,
+    timeout: Duration,
+    tls: Option<&crate::tls::ClientTls>,
+) -> Result<tonic::transport::Channel, String> {
     let fail =
         |e: &dyn std::fmt::Display| format!("cannot connect to the Hubble server {server}: {e}");
-    let channel = if let Some(path) = server.strip_prefix("unix://") {
+    let channel = if let Some(tls) = tls {
+        if server.starts_with("unix://") {
+            return Err(format!(
+                "{server}: TLS is for TCP servers; a unix socket is always plain"
+            ));
+        }
+        let addr = ["tls://", "https://", "tcp://"]
+            .iter()
+            .find_map(|p| server.strip_prefix(p))
+            .unwrap_or(server);
+        tonic::transport::Endpoint::try_from(format!("https://{addr}"))
+            .map_err(|e| fail(&e))?
+            .tls_config(tls.config()?)
+            .map_err(|e| fail(&e))?
+            .connect_timeout(timeout)
+            .connect()
+            .await
+            .map_err(|e| fail(&tls_cause(&e)))?
+    } else if let Some(path) = server.strip_prefix("unix://") {
         let path: PathBuf = PathBuf::from(path);
         tonic::transport::Endpoint::try_from("http://hubble.local")
             .map_err(|e| fail(&e))?
@@ -827,4 +872,17 @@ pub async fn channel(server: &str, timeout: Duration) -> Result<tonic::transport
             .map_err(|e| fail(&e))?
     };
     Ok(channel)
+}
+
+/// A transport error with its sources: tonic's own text ("transport error") hides the TLS
+/// alert or the certificate problem beneath it.
+fn tls_cause(e: &tonic::transport::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
 }

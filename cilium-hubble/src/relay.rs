@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, watch};
 use tonic::{Request, Response, Status};
 
-use crate::observer::{Client, connect};
+use crate::observer::{Client, connect_with};
 use crate::proto;
 use crate::proto::observer::get_flows_response::ResponseTypes;
 use crate::proto::observer::{
@@ -70,6 +70,18 @@ pub struct Relay {
     clients: Mutex<HashMap<String, Client>>,
     options: RelayOptions,
     started: Instant,
+    tls: Option<PeerTls>,
+}
+
+/// How the relay dials its peers over TLS (Hubble Relay's `--tls-hubble-server-ca-files`,
+/// `--tls-client-cert-file`, `--tls-client-key-file`): each peer's certificate must name it
+/// as [`crate::tls::server_name`] does for the relay's cluster.
+#[derive(Debug, Clone)]
+pub struct PeerTls {
+    /// The CA of the nodes' certificates and the relay's client certificate.
+    pub files: crate::tls::ClientTls,
+    /// The cluster's name (`--cluster-name`; Cilium's `cluster-name`, `default`).
+    pub cluster_name: String,
 }
 
 /// What the peers answered to one call.
@@ -108,6 +120,15 @@ impl Relay {
             clients: Mutex::new(HashMap::new()),
             options,
             started: Instant::now(),
+            tls: None,
+        }
+    }
+
+    /// The same relay dialing its peers over TLS.
+    pub fn with_tls(self, tls: PeerTls) -> Self {
+        Relay {
+            tls: Some(tls),
+            ..self
         }
     }
 
@@ -140,10 +161,16 @@ impl Relay {
             .map(|peer| {
                 let (cached, call, address) =
                     (self.cached(&peer), call.clone(), peer.address.clone());
+                // A peer on a unix socket (a node's own) is plain.
+                let over_tcp = !peer.address.starts_with("unix://");
+                let tls = self.tls.as_ref().filter(|_| over_tcp).map(|t| {
+                    t.files
+                        .with_server_name(&crate::tls::server_name(&peer.name, &t.cluster_name))
+                });
                 let task = tokio::spawn(async move {
                     let client = match cached {
                         Some(c) => c,
-                        None => connect(&address, timeout).await?,
+                        None => connect_with(&address, timeout, tls.as_ref()).await?,
                     };
                     match tokio::time::timeout(timeout, call(client.clone())).await {
                         Ok(Ok(v)) => Ok((v, client)),

@@ -40,6 +40,7 @@ async fn observer_serves_filters_follows_and_reports_loss() {
     cilium_hubble::observer::check_health(
         &format!("unix://{}", socket.display()),
         Duration::from_secs(2),
+        None,
     )
     .await
     .expect("healthy");

@@ -68,7 +68,7 @@ async fn relay_merges_nodes_and_reports_the_down_one() {
         .await
         .unwrap();
     let relay_address = listener.address().unwrap().to_string();
-    let served = tokio::spawn(serve(relay.clone(), listener));
+    let served = tokio::spawn(serve(relay.clone(), listener, None));
     let mut client = connect(&relay_address, Duration::from_secs(2))
         .await
         .unwrap();

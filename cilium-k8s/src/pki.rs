@@ -22,6 +22,16 @@ pub struct CertifiedKey {
     pub key_pem: String,
 }
 
+/// What a certificate of [`CertificateAuthority::certificate`] is for (its extended key
+/// usages).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Usage {
+    /// TLS server authentication.
+    pub server: bool,
+    /// TLS client authentication.
+    pub client: bool,
+}
+
 /// A certificate authority that issues serving and client certificates.
 pub struct CertificateAuthority {
     issuer: Issuer<'static, KeyPair>,
@@ -41,20 +51,27 @@ fn pki(e: rcgen::Error) -> Error {
     Error::Pki(e.to_string())
 }
 
+/// A CA's certificate parameters: its name, CA constraints and usages (the same for a new
+/// CA and one rebuilt from its key, so that both issue alike).
+fn ca_params(common_name: &str) -> Result<CertificateParams, Error> {
+    let mut params = CertificateParams::new(Vec::<String>::new()).map_err(pki)?;
+    params
+        .distinguished_name
+        .push(DnType::CommonName, common_name);
+    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    params.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::CrlSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
+    Ok(params)
+}
+
 impl CertificateAuthority {
     /// A new self-signed CA named `common_name`.
     pub fn new(common_name: &str) -> Result<Self, Error> {
         let key = KeyPair::generate().map_err(pki)?;
-        let mut params = CertificateParams::new(Vec::<String>::new()).map_err(pki)?;
-        params
-            .distinguished_name
-            .push(DnType::CommonName, common_name);
-        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        params.key_usages = vec![
-            KeyUsagePurpose::KeyCertSign,
-            KeyUsagePurpose::CrlSign,
-            KeyUsagePurpose::DigitalSignature,
-        ];
+        let params = ca_params(common_name)?;
         let cert = params.self_signed(&key).map_err(pki)?;
         Ok(CertificateAuthority {
             cert_pem: cert.pem(),
@@ -65,6 +82,61 @@ impl CertificateAuthority {
     /// The CA's certificate (PEM): what clients and servers trust.
     pub fn cert_pem(&self) -> &str {
         &self.cert_pem
+    }
+
+    /// The CA's private key (PKCS#8 PEM), to keep it (as Cilium's chart keeps `cilium-ca`)
+    /// and issue more later with [`CertificateAuthority::from_pem`].
+    pub fn key_pem(&self) -> String {
+        self.issuer.key().serialize_pem()
+    }
+
+    /// A CA made earlier by [`CertificateAuthority::new`] with `common_name`, from its
+    /// certificate and key: what it issues verifies against that certificate (the issuer's
+    /// name and key identifier are the same).
+    pub fn from_pem(common_name: &str, cert_pem: &str, key_pem: &str) -> Result<Self, Error> {
+        let key = KeyPair::from_pem(key_pem).map_err(pki)?;
+        if !cert_pem.contains("-----BEGIN CERTIFICATE-----") {
+            return Err(Error::Pki("the CA certificate is not PEM".into()));
+        }
+        Ok(CertificateAuthority {
+            cert_pem: cert_pem.to_owned(),
+            issuer: Issuer::new(ca_params(common_name)?, key),
+        })
+    }
+
+    /// A certificate for `common_name` with these DNS names as subject alternative names
+    /// (`*.` wildcards allowed), for serving, for client authentication or both, valid from
+    /// `not_before` to `not_after`.
+    pub fn certificate(
+        &self,
+        common_name: &str,
+        dns_names: &[&str],
+        usage: Usage,
+        not_before: std::time::SystemTime,
+        not_after: std::time::SystemTime,
+    ) -> Result<CertifiedKey, Error> {
+        let sans: Vec<String> = dns_names.iter().map(|n| (*n).to_owned()).collect();
+        let mut params = CertificateParams::new(sans).map_err(pki)?;
+        params
+            .distinguished_name
+            .push(DnType::CommonName, common_name);
+        params.key_usages = vec![
+            KeyUsagePurpose::DigitalSignature,
+            KeyUsagePurpose::KeyEncipherment,
+        ];
+        if usage.server {
+            params
+                .extended_key_usages
+                .push(ExtendedKeyUsagePurpose::ServerAuth);
+        }
+        if usage.client {
+            params
+                .extended_key_usages
+                .push(ExtendedKeyUsagePurpose::ClientAuth);
+        }
+        params.not_before = not_before.into();
+        params.not_after = not_after.into();
+        self.issue(&params)
     }
 
     /// A serving certificate for these DNS names and addresses.
@@ -134,6 +206,27 @@ mod tests {
         assert!(s.cert_pem.contains("BEGIN CERTIFICATE"));
         assert!(s.key_pem.contains("BEGIN PRIVATE KEY"));
         let c = ca.client("admin", &["system:masters"]).unwrap();
+        // The same CA again from its PEM issues what the first one's certificate verifies
+        // (checked against rustls in cilium-hubble's TLS tests); a bad key is an error.
+        let again =
+            CertificateAuthority::from_pem("test-ca", ca.cert_pem(), &ca.key_pem()).unwrap();
+        let now = std::time::SystemTime::now();
+        let usage = Usage {
+            server: true,
+            client: false,
+        };
+        let w = again
+            .certificate(
+                "*.default.hubble-grpc.cilium.io",
+                &["*.default.hubble-grpc.cilium.io"],
+                usage,
+                now,
+                now + std::time::Duration::from_secs(3600),
+            )
+            .unwrap();
+        assert!(w.cert_pem.contains("BEGIN CERTIFICATE"));
+        assert!(CertificateAuthority::from_pem("test-ca", ca.cert_pem(), "junk").is_err());
+        assert!(CertificateAuthority::from_pem("test-ca", "junk", &ca.key_pem()).is_err());
         assert_ne!(c.cert_pem, s.cert_pem);
         let (private, public) = key_pair_pem().unwrap();
         assert!(private.contains("BEGIN PRIVATE KEY"));

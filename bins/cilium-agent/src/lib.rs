@@ -66,6 +66,39 @@ pub struct Agent {
     hubble: Option<Arc<hubble::Observer>>,
 }
 
+/// The TLS of Hubble's TCP listener (`hubble-listen-address`), as Cilium's agent has it:
+/// required unless `hubble-disable-tls`, with client certificates verified when
+/// `hubble-tls-client-ca-files` names CAs. Plain text is logged as a warning.
+fn hubble_tls(config: &AgentConfig) -> Result<Option<cilium_hubble::tls::ServerTlsConfig>, String> {
+    let address = &config.hubble_listen_address;
+    if config.hubble_disable_tls {
+        eprintln!(
+            "level=warning subsys=hubble msg=\"Hubble server will be exposing its API insecurely on this address\" address={address} hint=\"hubble-disable-tls=false with hubble-tls-cert-file and hubble-tls-key-file\""
+        );
+        return Ok(None);
+    }
+    if config.hubble_tls_cert_file.as_os_str().is_empty()
+        || config.hubble_tls_key_file.as_os_str().is_empty()
+    {
+        return Err(format!(
+            "hubble-listen-address {address} serves over TLS: hubble-tls-cert-file and hubble-tls-key-file are required (or hubble-disable-tls=true for plain text)"
+        ));
+    }
+    if config.hubble_tls_client_ca_files.is_empty() {
+        eprintln!(
+            "level=warning subsys=hubble msg=\"Hubble server accepts clients without a certificate (no hubble-tls-client-ca-files)\" address={address}"
+        );
+    }
+    cilium_hubble::tls::ServerTls {
+        cert_file: config.hubble_tls_cert_file.clone(),
+        key_file: config.hubble_tls_key_file.clone(),
+        client_ca_files: config.hubble_tls_client_ca_files.clone(),
+    }
+    .config()
+    .map(Some)
+    .map_err(|e| format!("hubble-listen-address {address}: {e}"))
+}
+
 impl Agent {
     /// An agent that serves only its configuration and health (no node state): for tools
     /// and tests of the API layer.
@@ -104,20 +137,19 @@ impl Agent {
                 metrics.clone(),
                 config.bpf_root.clone(),
             ));
-            let mut listens = vec![Listen::Unix(config.hubble_socket_path.clone())];
+            let mut listens = vec![(Listen::Unix(config.hubble_socket_path.clone()), None)];
             if !config.hubble_listen_address.is_empty() {
-                listens.push(
-                    config
-                        .hubble_listen_address
-                        .parse::<Listen>()
-                        .map_err(|e| format!("hubble-listen-address: {e}"))?,
-                );
+                let listen = config
+                    .hubble_listen_address
+                    .parse::<Listen>()
+                    .map_err(|e| format!("hubble-listen-address: {e}"))?;
+                listens.push((listen, hubble_tls(&config)?));
             }
-            for listen in listens {
+            for (listen, tls) in listens {
                 let service = ObserverService::new(observer.clone());
                 tokio::spawn(async move {
                     let served = match listen.bind().await {
-                        Ok(l) => cilium_hubble::observer::serve(service, l).await,
+                        Ok(l) => cilium_hubble::observer::serve(service, l, tls).await,
                         Err(e) => Err(e),
                     };
                     if let Err(e) = served {
@@ -556,5 +588,51 @@ impl Drop for BackgroundApi {
             rt.shutdown_background();
         }
         let _ = std::fs::remove_file(&self.socket);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use cilium_core::config::{AgentConfig, ConfigSources};
+
+    fn config(flags: &[(&str, &str)]) -> AgentConfig {
+        let mut sources = ConfigSources::default();
+        for (k, v) in flags {
+            sources.set_flag(k, v).unwrap();
+        }
+        AgentConfig::from_sources(&sources).unwrap()
+    }
+
+    /// Hubble's TCP listener is TLS unless `hubble-disable-tls`: without its files it
+    /// does not start, with unreadable ones the file is named.
+    #[test]
+    fn hubble_tcp_needs_tls_files_or_an_explicit_plain_text() {
+        let listen = ("hubble-listen-address", ":4244");
+        let e = super::hubble_tls(&config(&[listen])).unwrap_err();
+        assert!(
+            e.contains("hubble-tls-cert-file and hubble-tls-key-file are required"),
+            "{e}"
+        );
+        assert!(
+            super::hubble_tls(&config(&[listen, ("hubble-disable-tls", "true")]))
+                .unwrap()
+                .is_none()
+        );
+        let e = super::hubble_tls(&config(&[
+            listen,
+            ("hubble-tls-cert-file", "/nonexistent/server.crt"),
+            ("hubble-tls-key-file", "/nonexistent/server.key"),
+        ]))
+        .unwrap_err();
+        assert!(e.contains("/nonexistent/server.crt"), "{e}");
+        assert_eq!(
+            config(&[(
+                "hubble-tls-client-ca-files",
+                "/a/ca.crt,/b/ca.crt /c/ca.crt"
+            )])
+            .hubble_tls_client_ca_files
+            .len(),
+            3
+        );
     }
 }

@@ -433,6 +433,7 @@ fn privileged_lab_runs_the_seed() {
         BTreeSet::from(["k8s-ctr", "k8s-w1", "k8s-w2"]),
         "{out}"
     );
+    node_hubble_requires_mutual_tls(&guard);
     let observe = |args: &[&str]| -> Vec<Value> {
         let mut all = vec!["hubble", "observe", "--last", "20000", "-o", "json"];
         all.extend(args);
@@ -1552,6 +1553,95 @@ fn privileged_lab_survives_faults() {
     }
     let (ok, out) = lab_cmd(&guard, &["down"]);
     assert!(ok, "down: {out}");
+}
+
+/// A node's Hubble server on its TCP port (`hubble-listen-address :4244`, asked from
+/// inside the node's namespace): `hubble --tls` with the relay's client certificate (from
+/// Secret hubble-relay-client-certs, as `cilium install` made it) and the node's TLS name
+/// is served; plain text, no client certificate, or another cluster's server name are
+/// refused.
+fn node_hubble_requires_mutual_tls(guard: &Guard) {
+    use base64::Engine as _;
+    let (ok, out) = lab_cmd(
+        guard,
+        &[
+            "kubectl",
+            "get",
+            "secret",
+            "-n",
+            "kube-system",
+            "hubble-relay-client-certs",
+            "-o",
+            "json",
+        ],
+    );
+    assert!(ok, "{out}");
+    let secret: Value = serde_json::from_str(&out).expect("secret JSON");
+    let dir = guard.lab.dir.join("hubble-client-tls");
+    std::fs::create_dir_all(&dir).unwrap();
+    for key in ["ca.crt", "tls.crt", "tls.key"] {
+        let pem = base64::engine::general_purpose::STANDARD
+            .decode(secret["data"][key].as_str().expect(key))
+            .unwrap();
+        std::fs::write(dir.join(key), pem).unwrap();
+    }
+    let state = guard.lab.require().expect("state");
+    let node = state
+        .nodes
+        .iter()
+        .find(|n| n.name == "k8s-w1")
+        .expect("k8s-w1");
+    let path = |f: &str| dir.join(f).display().to_string();
+    let hubble = |extra: &[&str]| {
+        let out = Command::new("ip")
+            .args(["netns", "exec", &node.netns])
+            .arg(guard.lab.bin_dir.join("hubble"))
+            .args(["--server", "127.0.0.1:4244"])
+            .args(extra)
+            .arg("status")
+            .output()
+            .expect("run hubble");
+        outcome(&out)
+    };
+    let ca = path("ca.crt");
+    let (cert, key) = (path("tls.crt"), path("tls.key"));
+    let name = "k8s-w1.default.hubble-grpc.cilium.io";
+    let tls = ["--tls", "--tls-ca-cert-files", &ca, "--tls-server-name"];
+    let (ok, out) = hubble(
+        &[
+            &tls[..],
+            &[
+                name,
+                "--tls-client-cert-file",
+                &cert,
+                "--tls-client-key-file",
+                &key,
+            ],
+        ]
+        .concat(),
+    );
+    assert!(ok && out.contains("Healthcheck"), "mutual TLS: {out}");
+    for (what, args) in [
+        ("plain text", vec![]),
+        ("no client certificate", [&tls[..], &[name]].concat()),
+        (
+            "another cluster's name",
+            [
+                &tls[..],
+                &[
+                    "k8s-w1.other.hubble-grpc.cilium.io",
+                    "--tls-client-cert-file",
+                    &cert,
+                    "--tls-client-key-file",
+                    &key,
+                ],
+            ]
+            .concat(),
+        ),
+    ] {
+        let (ok, out) = hubble(&args);
+        assert!(!ok, "{what}: served: {out}");
+    }
 }
 
 /// Every path under `dir`.

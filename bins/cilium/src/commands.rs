@@ -66,6 +66,59 @@ pub fn install_objects(values: &Values, version: &str) -> Result<Vec<Value>, Str
     Ok(objects)
 }
 
+/// `objects` with Hubble's TLS Secrets ([`install::tls_secrets`]) before the workloads
+/// when the values turn Hubble's TLS and its automatic certificates on: the CA of Secret
+/// `cilium-ca` when `client` finds one (certificates made earlier stay valid), else a new
+/// one. Every call makes new leaf certificates, as the chart's helm method does at every
+/// install and upgrade: `cilium upgrade` rotates them.
+pub async fn with_tls_secrets(
+    client: Option<&kube::Client>,
+    values: &Values,
+    mut objects: Vec<Value>,
+) -> Result<Vec<Value>, String> {
+    let settings = values.resolve().map_err(|e| e.to_string())?;
+    if !install::hubble_tls_on(&settings) || !settings.hubble_tls_auto {
+        return Ok(objects);
+    }
+    let existing = match client {
+        Some(c) => Api::<k8s_openapi::api::core::v1::Secret>::namespaced(c.clone(), NAMESPACE)
+            .get_opt(install::CA_SECRET)
+            .await
+            .map_err(|e| format!("reading Secret {NAMESPACE}/{}: {e}", install::CA_SECRET))?,
+        None => None,
+    };
+    let ca = match existing {
+        Some(secret) => {
+            let data = secret.data.unwrap_or_default();
+            let text = |key: &str| {
+                data.get(key)
+                    .map(|b| String::from_utf8_lossy(&b.0).into_owned())
+                    .ok_or_else(|| {
+                        format!(
+                            "Secret {NAMESPACE}/{} has no {key}: delete it to make a new CA",
+                            install::CA_SECRET
+                        )
+                    })
+            };
+            cilium_k8s::pki::CertificateAuthority::from_pem(
+                install::CA_NAME,
+                &text("ca.crt")?,
+                &text("ca.key")?,
+            )
+            .map_err(|e| format!("Secret {NAMESPACE}/{}: {e}", install::CA_SECRET))?
+        }
+        None => cilium_k8s::pki::CertificateAuthority::new(install::CA_NAME)
+            .map_err(|e| e.to_string())?,
+    };
+    let secrets = install::tls_secrets(&settings, &ca)?;
+    let at = objects
+        .iter()
+        .position(|o| o["kind"] == "DaemonSet")
+        .unwrap_or(objects.len());
+    objects.splice(at..at, secrets);
+    Ok(objects)
+}
+
 /// Normalises `--version` (`1.17.5` or `v1.17.5`) to an image tag.
 pub fn version_tag(version: Option<&str>) -> String {
     match version {
@@ -82,7 +135,7 @@ pub async fn install(
     version: &str,
     wait: Option<Duration>,
 ) -> Result<String, String> {
-    let objects = install_objects(values, version)?;
+    let objects = with_tls_secrets(Some(client), values, install_objects(values, version)?).await?;
     if cluster::config_map(client).await?.is_some() {
         return Err(format!(
             "Cilium is already installed (ConfigMap {NAMESPACE}/cilium-config exists): use 'cilium upgrade', or 'cilium uninstall' first"
@@ -126,11 +179,14 @@ pub async fn upgrade(
         Some(v) => version_tag(Some(v)),
         None => recorded_version.unwrap_or_else(|| version_tag(None)),
     };
-    let objects = install_objects(&values, &version)?;
+    let objects =
+        with_tls_secrets(Some(client), &values, install_objects(&values, &version)?).await?;
     cluster::apply(client, &objects).await?;
-    // New settings reach the agents and the operator when they start.
+    // New settings (and certificates) reach the agents, the operator and the relay when
+    // they start.
     cluster::restart(client, AGENT_SELECTOR).await?;
     cluster::restart(client, OPERATOR_SELECTOR).await?;
+    cluster::restart(client, install::RELAY_SELECTOR).await?;
     if let Some(timeout) = wait {
         wait_ready(client, timeout).await?;
     }
@@ -186,6 +242,8 @@ pub async fn uninstall(client: &kube::Client, timeout: Duration) -> Result<Strin
             all.push(o);
         }
     }
+    // The TLS Secrets whether or not the record has TLS on (an earlier upgrade may have).
+    all.extend(install::tls_secret_refs());
     let mut out = String::from("🔥 Deleting pods in cilium-test-1 namespace...\n");
     let namespaces: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(client.clone());
     match namespaces
@@ -422,7 +480,8 @@ pub async fn hubble(
     let (recorded, version) = cluster::recorded(&cm);
     let values = args.apply_to(&recorded)?;
     let version = version.unwrap_or_else(|| version_tag(None));
-    let objects = install_objects(&values, &version)?;
+    let objects =
+        with_tls_secrets(Some(client), &values, install_objects(&values, &version)?).await?;
     if !enable {
         let mut with_relay = values.clone();
         with_relay
@@ -445,4 +504,100 @@ pub async fn hubble(
     } else {
         "✅ Hubble was successfully disabled.\n".to_owned()
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn b64(v: &Value) -> String {
+        use base64::Engine as _;
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(v.as_str().unwrap())
+            .unwrap();
+        String::from_utf8(bytes).unwrap()
+    }
+
+    /// Hubble's TLS as the chart has it: the three Secrets before the workloads, the
+    /// agents' projected volume and file arguments, the relay dialing with its
+    /// certificate; and plain text said in the ConfigMap and the relay's arguments when
+    /// `hubble.tls.enabled=false`.
+    #[tokio::test]
+    async fn hubble_tls_objects() {
+        let mut values = Values::new();
+        values
+            .set("hubble.relay.enabled=true,cluster.name=lab-1")
+            .unwrap();
+        let objects = install_objects(&values, "v1.18.0").unwrap();
+        let objects = with_tls_secrets(None, &values, objects).await.unwrap();
+        let kinds: Vec<String> = objects
+            .iter()
+            .map(|o| {
+                format!(
+                    "{}/{}",
+                    o["kind"].as_str().unwrap(),
+                    o["metadata"]["name"].as_str().unwrap()
+                )
+            })
+            .collect();
+        let at = |k: &str| {
+            kinds
+                .iter()
+                .position(|x| x == k)
+                .unwrap_or_else(|| panic!("{k}: {kinds:?}"))
+        };
+        assert!(at("Secret/cilium-ca") < at("DaemonSet/cilium"));
+        assert!(at("Secret/hubble-server-certs") < at("DaemonSet/cilium"));
+        assert!(at("Secret/hubble-relay-client-certs") < at("Deployment/hubble-relay"));
+        let server = &objects[at("Secret/hubble-server-certs")];
+        assert_eq!(server["type"], "kubernetes.io/tls");
+        for key in ["ca.crt", "tls.crt"] {
+            assert!(b64(&server["data"][key]).starts_with("-----BEGIN CERTIFICATE-----"));
+        }
+        assert!(b64(&server["data"]["tls.key"]).contains("PRIVATE KEY"));
+        let ca = &objects[at("Secret/cilium-ca")];
+        assert_eq!(b64(&ca["data"]["ca.crt"]), b64(&server["data"]["ca.crt"]));
+
+        let agent = &objects[at("DaemonSet/cilium")]["spec"]["template"]["spec"];
+        let volume = agent["volumes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|v| v["name"] == "hubble-tls")
+            .expect("hubble-tls volume");
+        assert_eq!(
+            volume["projected"]["sources"][0]["secret"]["name"],
+            "hubble-server-certs"
+        );
+        let args = agent["containers"][0]["args"].to_string();
+        assert!(
+            args.contains("--hubble-tls-cert-file=/var/lib/cilium/tls/hubble/server.crt"),
+            "{args}"
+        );
+        let config = install::config_of(&objects);
+        assert_eq!(config["hubble-disable-tls"], "false");
+        let relay = objects[at("Deployment/hubble-relay")]["spec"]["template"]["spec"]["containers"][0]["args"].to_string();
+        for want in [
+            "--tls-hubble-server-ca-files=/var/lib/hubble-relay/tls/hubble-server-ca.crt",
+            "--tls-client-cert-file=/var/lib/hubble-relay/tls/client.crt",
+            "--cluster-name=lab-1",
+            "--disable-server-tls",
+        ] {
+            assert!(relay.contains(want), "{want}: {relay}");
+        }
+
+        values.set("hubble.tls.enabled=false").unwrap();
+        let plain = with_tls_secrets(None, &values, install_objects(&values, "v1.18.0").unwrap())
+            .await
+            .unwrap();
+        assert!(plain.iter().all(|o| o["kind"] != "Secret"));
+        assert_eq!(install::config_of(&plain)["hubble-disable-tls"], "true");
+        assert!(!install::config_of(&plain).contains_key("hubble-tls-cert-file"));
+        let relay = plain
+            .iter()
+            .find(|o| o["kind"] == "Deployment" && o["metadata"]["name"] == "hubble-relay")
+            .unwrap()["spec"]["template"]["spec"]["containers"][0]["args"]
+            .to_string();
+        assert!(relay.contains("--disable-client-tls"), "{relay}");
+    }
 }

@@ -15,6 +15,8 @@ use std::collections::BTreeMap;
 
 use serde_json::{Value, json};
 
+use cilium_k8s::pki::{CertificateAuthority, Usage};
+
 use crate::values::Settings;
 
 /// The namespace Cilium is installed in.
@@ -207,6 +209,36 @@ fn agent(s: &Settings, version: &str) -> Value {
     ]
     .map(str::to_owned)
     .into();
+    let mut mounts = vec![
+        json!({"name": "cilium-config-path", "mountPath": "/tmp/cilium/config-map", "readOnly": true}),
+        json!({"name": "bpf-maps", "mountPath": "/sys/fs/bpf", "mountPropagation": "HostToContainer"}),
+        json!({"name": "cilium-run", "mountPath": "/var/run/cilium"}),
+        json!({"name": "etc-cni-netd", "mountPath": "/host/etc/cni/net.d"}),
+    ];
+    let mut volumes = vec![
+        json!({"name": "cilium-config-path", "configMap": {"name": "cilium-config"}}),
+        host_path("bpf-maps", "/sys/fs/bpf"),
+        host_path("cilium-run", "/var/run/cilium"),
+        host_path("etc-cni-netd", "/etc/cni/net.d"),
+    ];
+    if hubble_tls_on(s) {
+        // The chart's `hubble-tls` volume. The files' keys are in cilium-config as the
+        // chart has them, and repeated as arguments so that a runtime without mount
+        // namespaces can name the volume's directory in their place.
+        mounts.push(json!({"name": "hubble-tls", "mountPath": HUBBLE_TLS_DIR, "readOnly": true}));
+        volumes.push(projected_secret(
+            "hubble-tls",
+            HUBBLE_SERVER_SECRET,
+            &[
+                ("tls.crt", "server.crt"),
+                ("tls.key", "server.key"),
+                ("ca.crt", "client-ca.crt"),
+            ],
+        ));
+        for (key, path) in crate::values::HUBBLE_TLS_FILES {
+            args.push(format!("--{key}={path}"));
+        }
+    }
     args.extend(s.extra_args.iter().cloned());
     json!({
         "apiVersion": "apps/v1", "kind": "DaemonSet",
@@ -237,19 +269,9 @@ fn agent(s: &Settings, version: &str) -> Value {
                             "periodSeconds": 3,
                             "timeoutSeconds": 5,
                         },
-                        "volumeMounts": [
-                            {"name": "cilium-config-path", "mountPath": "/tmp/cilium/config-map", "readOnly": true},
-                            {"name": "bpf-maps", "mountPath": "/sys/fs/bpf", "mountPropagation": "HostToContainer"},
-                            {"name": "cilium-run", "mountPath": "/var/run/cilium"},
-                            {"name": "etc-cni-netd", "mountPath": "/host/etc/cni/net.d"},
-                        ],
+                        "volumeMounts": mounts,
                     }],
-                    "volumes": [
-                        {"name": "cilium-config-path", "configMap": {"name": "cilium-config"}},
-                        host_path("bpf-maps", "/sys/fs/bpf"),
-                        host_path("cilium-run", "/var/run/cilium"),
-                        host_path("etc-cni-netd", "/etc/cni/net.d"),
-                    ],
+                    "volumes": volumes,
                 },
             },
         },
@@ -312,7 +334,32 @@ fn relay(s: &Settings, version: &str) -> Vec<Value> {
         "--listen-address=:4245".to_owned(),
         format!("--listen-address=unix://{RELAY_SOCKET}"),
         "--dial-timeout=2s".to_owned(),
+        format!("--cluster-name={}", s.cluster_name),
+        // hubble.relay.tls.server.enabled=false, the chart's default.
+        "--disable-server-tls".to_owned(),
     ];
+    let mut mounts =
+        vec![json!({"name": "hubble-relay-sockets", "mountPath": "/var/run/hubble-relay"})];
+    let mut volumes = vec![host_path("hubble-relay-sockets", "/var/run/hubble-relay")];
+    if hubble_tls_on(s) {
+        mounts.push(json!({"name": "tls", "mountPath": RELAY_TLS_DIR, "readOnly": true}));
+        volumes.push(projected_secret(
+            "tls",
+            RELAY_CLIENT_SECRET,
+            &[
+                ("ca.crt", "hubble-server-ca.crt"),
+                ("tls.crt", "client.crt"),
+                ("tls.key", "client.key"),
+            ],
+        ));
+        args.extend([
+            format!("--tls-hubble-server-ca-files={RELAY_TLS_DIR}/hubble-server-ca.crt"),
+            format!("--tls-client-cert-file={RELAY_TLS_DIR}/client.crt"),
+            format!("--tls-client-key-file={RELAY_TLS_DIR}/client.key"),
+        ]);
+    } else {
+        args.push("--disable-client-tls".to_owned());
+    }
     if s.hubble_ui_enabled {
         args.push(format!("--ui-listen-address=unix://{UI_SOCKET}"));
         args.push(format!("--ui-listen-address=:{UI_PORT}"));
@@ -342,9 +389,9 @@ fn relay(s: &Settings, version: &str) -> Vec<Value> {
                         "args": args,
                         "env": api_env(s),
                         "ports": [{"name": "grpc", "containerPort": 4245}],
-                        "volumeMounts": [{"name": "hubble-relay-sockets", "mountPath": "/var/run/hubble-relay"}],
+                        "volumeMounts": mounts,
                     }],
-                    "volumes": [host_path("hubble-relay-sockets", "/var/run/hubble-relay")],
+                    "volumes": volumes,
                 },
             },
         },
@@ -366,6 +413,106 @@ fn relay(s: &Settings, version: &str) -> Vec<Value> {
         }));
     }
     objects
+}
+
+/// Where the agent's Hubble TLS files are mounted (the chart's path).
+pub const HUBBLE_TLS_DIR: &str = "/var/lib/cilium/tls/hubble";
+/// Where the relay's TLS files are mounted (the chart's path).
+pub const RELAY_TLS_DIR: &str = "/var/lib/hubble-relay/tls";
+/// The Secret of the CA that signs Hubble's certificates (`ca.crt`, `ca.key`).
+pub const CA_SECRET: &str = "cilium-ca";
+/// The Secret of the agents' Hubble server certificate (`ca.crt`, `tls.crt`, `tls.key`).
+pub const HUBBLE_SERVER_SECRET: &str = "hubble-server-certs";
+/// The Secret of the relay's client certificate.
+pub const RELAY_CLIENT_SECRET: &str = "hubble-relay-client-certs";
+/// The CA's common name, as the chart's.
+pub const CA_NAME: &str = "Cilium CA";
+
+/// Whether the agents serve Hubble over TLS (the relay then dials with its certificate).
+pub fn hubble_tls_on(s: &Settings) -> bool {
+    s.hubble_enabled && s.hubble_tls && !s.hubble_listen_address.is_empty()
+}
+
+/// A projected volume of some keys of a Secret, as the chart mounts certificates (the
+/// Secret optional: a pod starts before it exists, and the agent says which file is
+/// missing).
+fn projected_secret(volume: &str, secret: &str, items: &[(&str, &str)]) -> Value {
+    let items: Vec<Value> = items
+        .iter()
+        .map(|(key, path)| json!({"key": key, "path": path}))
+        .collect();
+    json!({"name": volume, "projected": {"defaultMode": 0o400, "sources": [
+        {"secret": {"name": secret, "optional": true, "items": items}}
+    ]}})
+}
+
+/// The Secrets of Hubble's TLS as the chart's `hubble.tls.auto.method=helm` makes them:
+/// `cilium-ca` (the CA, kept across upgrades), `hubble-server-certs` (the agents'
+/// certificate for `*.<cluster>.hubble-grpc.cilium.io`, server and client usage) and
+/// `hubble-relay-client-certs` (`*.hubble-relay.cilium.io`, client usage), the leaf
+/// certificates valid `hubble.tls.auto.certValidityDuration` days from now.
+pub fn tls_secrets(s: &Settings, ca: &CertificateAuthority) -> Result<Vec<Value>, String> {
+    let now = std::time::SystemTime::now();
+    let until =
+        now + std::time::Duration::from_secs(u64::from(s.hubble_tls_validity_days) * 86_400);
+    // Every node's name as Cilium's peers announce it (cilium_hubble::tls::server_name).
+    let wildcard = format!("*.{}.hubble-grpc.cilium.io", s.cluster_name);
+    let both = Usage {
+        server: true,
+        client: true,
+    };
+    let server = ca
+        .certificate(&wildcard, &[&wildcard], both, now, until)
+        .map_err(|e| e.to_string())?;
+    let relay_name = "*.hubble-relay.cilium.io";
+    let relay = ca
+        .certificate(
+            relay_name,
+            &[relay_name],
+            Usage {
+                server: false,
+                client: true,
+            },
+            now,
+            until,
+        )
+        .map_err(|e| e.to_string())?;
+    let b64 = |text: &str| {
+        use base64::Engine as _;
+        base64::engine::general_purpose::STANDARD.encode(text)
+    };
+    let secret = |name: &str, kind: &str, data: Value| {
+        json!({"apiVersion": "v1", "kind": "Secret",
+               "metadata": {"name": name, "namespace": NAMESPACE},
+               "type": kind, "data": data})
+    };
+    let leaf = |name: &str, ck: &cilium_k8s::pki::CertifiedKey| {
+        secret(
+            name,
+            "kubernetes.io/tls",
+            json!({"ca.crt": b64(ca.cert_pem()), "tls.crt": b64(&ck.cert_pem), "tls.key": b64(&ck.key_pem)}),
+        )
+    };
+    Ok(vec![
+        secret(
+            CA_SECRET,
+            "Opaque",
+            json!({"ca.crt": b64(ca.cert_pem()), "ca.key": b64(&ca.key_pem())}),
+        ),
+        leaf(HUBBLE_SERVER_SECRET, &server),
+        leaf(RELAY_CLIENT_SECRET, &relay),
+    ])
+}
+
+/// The TLS Secrets by name (what `cilium uninstall` deletes).
+pub fn tls_secret_refs() -> Vec<Value> {
+    [CA_SECRET, HUBBLE_SERVER_SECRET, RELAY_CLIENT_SECRET]
+        .iter()
+        .map(|name| {
+            json!({"apiVersion": "v1", "kind": "Secret",
+                   "metadata": {"name": name, "namespace": NAMESPACE}})
+        })
+        .collect()
 }
 
 /// The objects as YAML documents (`cilium install --dry-run`).

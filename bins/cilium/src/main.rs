@@ -284,6 +284,8 @@ async fn run(cli: Cli) -> Result<(String, bool), String> {
     {
         let v = values.read()?.apply_to(&serde_json::json!({}))?;
         let objects = commands::install_objects(&v, &commands::version_tag(version.as_deref()))?;
+        // Certificates from a new CA, as `helm template` makes them.
+        let objects = commands::with_tls_secrets(None, &v, objects).await?;
         let text = if *dry_run_helm_values {
             serde_norway::to_string(v.tree()).map_err(|e| e.to_string())?
         } else {

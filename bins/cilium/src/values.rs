@@ -123,6 +123,23 @@ const fn known(
     }
 }
 
+/// Where the agent reads its Hubble TLS files (the chart's projected `hubble-tls` volume
+/// of Secret `hubble-server-certs`), by their `cilium-config` keys.
+pub const HUBBLE_TLS_FILES: [(&str, &str); 3] = [
+    (
+        "hubble-tls-cert-file",
+        "/var/lib/cilium/tls/hubble/server.crt",
+    ),
+    (
+        "hubble-tls-key-file",
+        "/var/lib/cilium/tls/hubble/server.key",
+    ),
+    (
+        "hubble-tls-client-ca-files",
+        "/var/lib/cilium/tls/hubble/client-ca.crt",
+    ),
+];
+
 const BOOL: Kind = Kind::Bool;
 const STR: Kind = Kind::Str;
 const fn int(min: i64, max: i64) -> Kind {
@@ -461,11 +478,53 @@ pub const KNOWN_VALUES: &[KnownValue] = &[
         "flows each agent keeps (2^n - 1)",
     ),
     known(
+        "hubble.tls.enabled",
+        BOOL,
+        Some("true"),
+        "hubble-disable-tls",
+        "mutual TLS on the agents' hubble.listenAddress (false: plain text)",
+    ),
+    known(
+        "hubble.tls.auto.enabled",
+        BOOL,
+        Some("true"),
+        "",
+        "make the CA and certificates (Secrets cilium-ca, hubble-server-certs, hubble-relay-client-certs)",
+    ),
+    known(
+        "hubble.tls.auto.method",
+        Kind::Choice {
+            choices: &["helm", "cronJob", "certmanager"],
+            unsupported: &["cronJob", "certmanager"],
+            why: "the certificates are made by the CLI at install and upgrade, the chart's helm method",
+        },
+        Some("helm"),
+        "",
+        "how the certificates are made: helm (at every install and upgrade, the CA kept)",
+    ),
+    known(
+        "hubble.tls.auto.certValidityDuration",
+        int(1, 36_500),
+        Some("365"),
+        "",
+        "days the generated certificates are valid",
+    ),
+    known(
         "hubble.relay.enabled",
         BOOL,
         Some("false"),
         "",
         "install Hubble Relay (needs hubble.enabled)",
+    ),
+    known(
+        "hubble.relay.tls.server.enabled",
+        fixed(
+            "false",
+            "the relay serves its clients in plain text here (hubble-relay has --tls-server-cert-file for a hand-made setup)",
+        ),
+        Some("false"),
+        "",
+        "TLS on the relay's own listener: false",
     ),
     known(
         "hubble.ui.enabled",
@@ -1467,6 +1526,11 @@ impl Reader<'_> {
             monitor_flags: self.string("bpf.monitorFlags")?.unwrap_or_default(),
             hubble_relay_enabled: self.flag("hubble.relay.enabled")?,
             hubble_ui_enabled: self.flag("hubble.ui.enabled")?,
+            hubble_tls: self.flag("hubble.tls.enabled")?,
+            hubble_tls_auto: self.flag("hubble.tls.auto.enabled")?,
+            hubble_tls_validity_days: self
+                .number("hubble.tls.auto.certValidityDuration")?
+                .unwrap_or(365),
             prometheus_enabled: self.flag("prometheus.enabled")?,
             prometheus_port: self.number("prometheus.port")?.unwrap_or_default(),
             operator_replicas: self.number("operator.replicas")?.unwrap_or_default(),
@@ -1561,6 +1625,12 @@ pub struct Settings {
     pub hubble_relay_enabled: bool,
     /// `hubble.ui.enabled`: install the Hubble UI.
     pub hubble_ui_enabled: bool,
+    /// `hubble.tls.enabled`: mutual TLS between the agents' Hubble servers and the relay.
+    pub hubble_tls: bool,
+    /// `hubble.tls.auto.enabled`: the CLI makes the CA and the certificates.
+    pub hubble_tls_auto: bool,
+    /// `hubble.tls.auto.certValidityDuration`: days the certificates made are valid.
+    pub hubble_tls_validity_days: u32,
     /// `prometheus.enabled` (`prometheus-serve-addr` set to `:<port>`).
     pub prometheus_enabled: bool,
     /// `prometheus.port`.
@@ -1682,6 +1752,16 @@ impl Settings {
                 put("hubble-event-buffer-capacity", n.to_string());
             }
             put("hubble-listen-address", self.hubble_listen_address.clone());
+            if !self.hubble_listen_address.is_empty() {
+                if self.hubble_tls {
+                    put("hubble-disable-tls", "false".into());
+                    for (k, v) in HUBBLE_TLS_FILES {
+                        put(k, (*v).into());
+                    }
+                } else {
+                    put("hubble-disable-tls", "true".into());
+                }
+            }
         }
         put("ipam", "cluster-pool".into());
         let pools: Vec<String> = self.pod_cidrs.iter().map(ToString::to_string).collect();
@@ -1906,7 +1986,20 @@ mod tests {
                 ("enable-hubble", "true"),
                 ("enable-ipv4-masquerade", "true"),
                 ("enable-policy", "default"),
+                ("hubble-disable-tls", "false"),
                 ("hubble-listen-address", ":4244"),
+                (
+                    "hubble-tls-cert-file",
+                    "/var/lib/cilium/tls/hubble/server.crt"
+                ),
+                (
+                    "hubble-tls-client-ca-files",
+                    "/var/lib/cilium/tls/hubble/client-ca.crt"
+                ),
+                (
+                    "hubble-tls-key-file",
+                    "/var/lib/cilium/tls/hubble/server.key"
+                ),
                 ("hubble-socket-path", "/var/run/cilium/hubble.sock"),
                 ("identity-allocation-mode", "crd"),
                 ("install-no-conntrack-iptables-rules", "true"),
@@ -2230,6 +2323,12 @@ mod tests {
             r#"value "bpf.monitorAggregation": "high" is not one of none, disabled, lowest, low, medium, max, maximum"#
         );
         assert!(err(&["bpf.monitorFlags=syn,bogus"]).contains("bogus"));
+        assert_eq!(
+            err(&["hubble.tls.auto.method=cronJob"]),
+            r#"value "hubble.tls.auto.method"="cronJob" is not supported by cilium-rs (the certificates are made by the CLI at install and upgrade, the chart's helm method)"#
+        );
+        assert!(err(&["hubble.relay.tls.server.enabled=true"]).contains("plain text"));
+        assert!(err(&["hubble.tls.auto.certValidityDuration=0"]).contains("certValidityDuration"));
         assert_eq!(
             err(&["identityAllocationMode=doublewrite-readcrd"]),
             r#"value "identityAllocationMode"="doublewrite-readcrd" is not supported by cilium-rs (identities live in CRDs or in the kvstore, not both)"#

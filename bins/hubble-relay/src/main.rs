@@ -17,7 +17,7 @@ use cilium_core::config::{etcd_endpoints_of, parse_duration, parse_kvstore_opt};
 use cilium_core::kvstore::AnyStore;
 use cilium_core::kvstore::etcd::EtcdStore;
 use cilium_hubble::observer::{Listen, Listener, serve};
-use cilium_hubble::relay::{Peer, Relay, RelayOptions};
+use cilium_hubble::relay::{Peer, PeerTls, Relay, RelayOptions};
 use clap::parser::ValueSource;
 use clap::{CommandFactory, FromArgMatches, Parser};
 
@@ -60,6 +60,75 @@ struct Cli {
     /// default).
     #[arg(long)]
     ui_listen_address: Vec<String>,
+    /// Dial the nodes' Hubble servers in plain text (no TLS; their `hubble-disable-tls`).
+    #[arg(long)]
+    disable_client_tls: bool,
+    /// The CAs of the nodes' Hubble server certificates (repeatable or comma-separated).
+    #[arg(long, value_delimiter = ',')]
+    tls_hubble_server_ca_files: Vec<PathBuf>,
+    /// The relay's client certificate, for nodes that verify their clients.
+    #[arg(long)]
+    tls_client_cert_file: Option<PathBuf>,
+    /// Its private key.
+    #[arg(long)]
+    tls_client_key_file: Option<PathBuf>,
+    /// Serve the Observer API over TCP in plain text (the chart's default:
+    /// `hubble.relay.tls.server.enabled=false`). Unix sockets are always plain.
+    #[arg(long)]
+    disable_server_tls: bool,
+    /// The relay's server certificate, for its TCP listeners.
+    #[arg(long)]
+    tls_server_cert_file: Option<PathBuf>,
+    /// Its private key.
+    #[arg(long)]
+    tls_server_key_file: Option<PathBuf>,
+    /// The CAs whose client certificates the relay's server accepts (mTLS; repeatable or
+    /// comma-separated; none: any client).
+    #[arg(long, value_delimiter = ',')]
+    tls_relay_client_ca_files: Vec<PathBuf>,
+}
+
+/// The relay's TLS to its peers (`None`: `--disable-client-tls`).
+fn client_tls(cli: &Cli) -> Result<Option<cilium_hubble::tls::ClientTls>, String> {
+    let files = cilium_hubble::tls::ClientTls {
+        ca_files: cli.tls_hubble_server_ca_files.clone(),
+        cert_file: cli.tls_client_cert_file.clone(),
+        key_file: cli.tls_client_key_file.clone(),
+        server_name: None,
+    };
+    if cli.disable_client_tls {
+        if files != Default::default() {
+            return Err("--disable-client-tls with --tls-hubble-server-ca-files or --tls-client-* files: choose one".into());
+        }
+        return Ok(None);
+    }
+    if files.ca_files.is_empty() {
+        return Err("the nodes' Hubble servers are dialed over TLS: --tls-hubble-server-ca-files is required (or --disable-client-tls for plain text)".into());
+    }
+    // Read now: a bad file is an error at start, not at the first call.
+    files.config()?;
+    Ok(Some(files))
+}
+
+/// The TLS of the relay's TCP listeners (`None`: plain).
+fn server_tls(
+    cli: &Cli,
+    listens: &[Listen],
+) -> Result<Option<cilium_hubble::tls::ServerTlsConfig>, String> {
+    let tcp = listens.iter().any(|l| matches!(l, Listen::Tcp(_)));
+    if cli.disable_server_tls || !tcp {
+        return Ok(None);
+    }
+    match (&cli.tls_server_cert_file, &cli.tls_server_key_file) {
+        (Some(cert), Some(key)) => cilium_hubble::tls::ServerTls {
+            cert_file: cert.clone(),
+            key_file: key.clone(),
+            client_ca_files: cli.tls_relay_client_ca_files.clone(),
+        }
+        .config()
+        .map(Some),
+        _ => Err("a TCP --listen-address serves over TLS: --tls-server-cert-file and --tls-server-key-file are required (or --disable-server-tls for plain text)".into()),
+    }
 }
 
 fn log(level: &str, msg: &str, fields: &str) {
@@ -205,6 +274,8 @@ async fn run(cli: Cli, kubeconfig_from_env: bool) -> Result<(), String> {
         })
         .collect::<Result<Vec<_>, _>>()?;
     let source = source(&cli, kubeconfig_from_env)?;
+    let peer_tls = client_tls(&cli)?;
+    let listen_tls = server_tls(&cli, &listens)?;
     let (tx, peers) = tokio::sync::watch::channel(Vec::new());
     // Held for as long as the relay runs when the peers are fixed (the list stays open).
     let mut _fixed_peers = None;
@@ -250,7 +321,29 @@ async fn run(cli: Cli, kubeconfig_from_env: bool) -> Result<(), String> {
             ));
         }
     }
-    let relay = Arc::new(Relay::new(peers, options));
+    // Plain text only as asked, and said (once every flag is known good).
+    if peer_tls.is_none() {
+        log(
+            "warning",
+            "dialing the Hubble servers in plain text",
+            "flag=--disable-client-tls",
+        );
+    }
+    if listen_tls.is_none() && listens.iter().any(|l| matches!(l, Listen::Tcp(_))) {
+        log(
+            "warning",
+            "serving the Observer API over TCP in plain text",
+            "flag=--disable-server-tls",
+        );
+    }
+    let mut relay = Relay::new(peers, options);
+    if let Some(files) = peer_tls {
+        relay = relay.with_tls(PeerTls {
+            files,
+            cluster_name: cli.cluster_name.clone(),
+        });
+    }
+    let relay = Arc::new(relay);
     let mut tasks = tokio::task::JoinSet::new();
     for listen in listens {
         let listener = listen
@@ -262,8 +355,8 @@ async fn run(cli: Cli, kubeconfig_from_env: bool) -> Result<(), String> {
             "serving the Observer API",
             &format!("address={listen}"),
         );
-        let relay = relay.clone();
-        tasks.spawn(async move { serve(relay, listener).await.map_err(|e| e.to_string()) });
+        let (relay, tls) = (relay.clone(), listen_tls.clone());
+        tasks.spawn(async move { serve(relay, listener, tls).await.map_err(|e| e.to_string()) });
     }
     for listen in uis {
         let app = hubble_relay::ui::router(relay.clone());

@@ -21,11 +21,17 @@ fn command(kubeconfig: Option<&str>) -> Command {
     cmd
 }
 
+/// Runs the relay with `args` (and `--disable-client-tls --disable-server-tls` unless they
+/// name TLS flags).
 fn relay(kubeconfig: Option<&str>, args: &[&str]) -> (bool, String) {
-    let out = command(kubeconfig)
-        .args(args)
-        .output()
-        .expect("run hubble-relay");
+    let mut cmd = command(kubeconfig);
+    if !args
+        .iter()
+        .any(|a| a.starts_with("--tls") || a.starts_with("--disable"))
+    {
+        cmd.args(["--disable-client-tls", "--disable-server-tls"]);
+    }
+    let out = cmd.args(args).output().expect("run hubble-relay");
     (
         out.status.success(),
         String::from_utf8_lossy(&out.stderr).into_owned(),
@@ -120,6 +126,40 @@ fn bad_flags_are_refused_before_starting() {
             &["--kvstore-opt", "etcd.adress=x"][..],
             "--kvstore-opt",
         ),
+        // TLS: to the peers unless --disable-client-tls, on a TCP listener unless
+        // --disable-server-tls; files that cannot be read are named.
+        (
+            None,
+            &["--peer", "a=b:1", "--disable-server-tls"][..],
+            "--tls-hubble-server-ca-files is required (or --disable-client-tls for plain text)",
+        ),
+        (
+            None,
+            &[
+                "--peer",
+                "a=b:1",
+                "--disable-client-tls",
+                "--tls-client-cert-file",
+                "/x.crt",
+            ][..],
+            "choose one",
+        ),
+        (
+            None,
+            &[
+                "--peer",
+                "a=b:1",
+                "--disable-server-tls",
+                "--tls-hubble-server-ca-files",
+                "/nonexistent/ca.crt",
+            ][..],
+            "/nonexistent/ca.crt",
+        ),
+        (
+            None,
+            &["--peer", "a=b:1", "--disable-client-tls"][..],
+            "--tls-server-cert-file and --tls-server-key-file are required",
+        ),
     ] {
         let (ok, err) = relay(kubeconfig, args);
         assert!(!ok, "{kubeconfig:?} {args:?} was accepted");
@@ -145,6 +185,7 @@ fn a_relay_with_a_down_peer_serves_and_says_so() {
             &format!("unix://{}", socket.display()),
             "--dial-timeout",
             "1s",
+            "--disable-client-tls",
         ])
         .stderr(Stdio::null())
         .spawn()
@@ -159,7 +200,7 @@ fn a_relay_with_a_down_peer_serves_and_says_so() {
     let status = rt.block_on(async {
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
-            if cilium_hubble::observer::check_health(&server, Duration::from_secs(1))
+            if cilium_hubble::observer::check_health(&server, Duration::from_secs(1), None)
                 .await
                 .is_ok()
             {

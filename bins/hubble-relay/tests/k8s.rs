@@ -5,7 +5,9 @@
 //! CiliumNodes: two nodes (fake Hubble servers on 127.0.0.x) are two connected nodes in
 //! `GetNodes` (what `hubble list nodes` shows), a deleted CiliumNode leaves, a changed
 //! address is followed, a node whose server is down is listed unavailable under its
-//! CiliumNode's name and address. No root.
+//! CiliumNode's name and address. The relay dials the nodes over mutual TLS with the
+//! certificates Cilium's chart makes (a node whose certificate another CA signed is
+//! unavailable). No root.
 
 use std::process::{Command, Stdio};
 use std::sync::Arc;
@@ -14,12 +16,14 @@ use std::time::{Duration, Instant};
 use cilium_hubble::observer::{Listen, ObserverService, RingSource, serve};
 use cilium_hubble::proto::observer::GetNodesRequest;
 use cilium_hubble::proto::relay::NodeState;
+use cilium_hubble::tls::ServerTls;
+use cilium_k8s::pki::{CertificateAuthority, Usage};
 use cilium_k8s::testing::ControlPlane;
 use kube::api::DeleteParams;
 
-/// A fake Hubble server named `node` on `ip:port` (`port` 0: any), serving until the test
-/// ends; returns its port.
-async fn hubble_server(node: &str, ip: &str, port: u16) -> Result<u16, String> {
+/// A fake Hubble server named `node` on `ip:port` (`port` 0: any) over `tls`, serving until
+/// the test ends; returns its port.
+async fn hubble_server(node: &str, ip: &str, port: u16, tls: &ServerTls) -> Result<u16, String> {
     let listener = format!("{ip}:{port}")
         .parse::<Listen>()
         .map_err(|e| e.to_string())?
@@ -31,22 +35,111 @@ async fn hubble_server(node: &str, ip: &str, port: u16) -> Result<u16, String> {
         other => return Err(format!("{other:?} is not TCP")),
     };
     let source = Arc::new(RingSource::new(node, 63).map_err(|e| format!("{e:?}"))?);
-    tokio::spawn(serve(ObserverService::new(source), listener));
+    tokio::spawn(serve(
+        ObserverService::new(source),
+        listener,
+        Some(tls.config()?),
+    ));
     Ok(port)
 }
 
+/// The certificates of the test, as Cilium's chart makes them: the cluster's CA, the
+/// nodes' server certificate (`*.default.hubble-grpc.cilium.io`), the relay's client
+/// certificate; and a server certificate of another CA, an impostor's.
+struct Pki {
+    dir: std::path::PathBuf,
+    nodes: ServerTls,
+    impostor: ServerTls,
+}
+
+impl Pki {
+    fn new(dir: &std::path::Path) -> Pki {
+        let write = |name: &str, text: &str| {
+            let p = dir.join(name);
+            std::fs::write(&p, text).unwrap();
+            p
+        };
+        let now = std::time::SystemTime::now();
+        let year = now + Duration::from_secs(365 * 86400);
+        let wildcard = cilium_hubble::tls::server_wildcard("default");
+        let serving = Usage {
+            server: true,
+            client: false,
+        };
+        let ca = CertificateAuthority::new("Cilium CA").unwrap();
+        let server = ca
+            .certificate(&wildcard, &[&wildcard], serving, now, year)
+            .unwrap();
+        let relay = ca
+            .certificate(
+                "*.hubble-relay.cilium.io",
+                &[],
+                Usage {
+                    server: false,
+                    client: true,
+                },
+                now,
+                year,
+            )
+            .unwrap();
+        let other = CertificateAuthority::new("Cilium CA").unwrap();
+        let impostor = other
+            .certificate(&wildcard, &[&wildcard], serving, now, year)
+            .unwrap();
+        let ca_file = write("ca.crt", ca.cert_pem());
+        write("relay.crt", &relay.cert_pem);
+        write("relay.key", &relay.key_pem);
+        Pki {
+            dir: dir.to_owned(),
+            nodes: ServerTls {
+                cert_file: write("server.crt", &server.cert_pem),
+                key_file: write("server.key", &server.key_pem),
+                client_ca_files: vec![ca_file.clone()],
+            },
+            impostor: ServerTls {
+                cert_file: write("impostor.crt", &impostor.cert_pem),
+                key_file: write("impostor.key", &impostor.key_pem),
+                client_ca_files: vec![ca_file],
+            },
+        }
+    }
+
+    /// The relay's TLS flags.
+    fn relay_flags(&self) -> Vec<String> {
+        let path = |n: &str| self.dir.join(n).display().to_string();
+        vec![
+            "--tls-hubble-server-ca-files".into(),
+            path("ca.crt"),
+            "--tls-client-cert-file".into(),
+            path("relay.crt"),
+            "--tls-client-key-file".into(),
+            path("relay.key"),
+        ]
+    }
+}
+
 /// The fake servers, all on one port (the relay's `--peer-port`): `k8s-w1` on 127.0.0.2,
-/// `k8s-w2` on 127.0.0.3 and on 127.0.0.4 (where it moves); nothing on 127.0.0.5.
-async fn hubble_servers() -> u16 {
+/// `k8s-w2` on 127.0.0.3 and on 127.0.0.4 (where it moves), an impostor with another CA's
+/// certificate on 127.0.0.6; nothing on 127.0.0.5.
+async fn hubble_servers(pki: &Pki) -> u16 {
     for _ in 0..10 {
-        let port = hubble_server("k8s-w1", "127.0.0.2", 0).await.unwrap();
-        if hubble_server("k8s-w2", "127.0.0.3", port).await.is_ok()
-            && hubble_server("k8s-w2", "127.0.0.4", port).await.is_ok()
+        let port = hubble_server("k8s-w1", "127.0.0.2", 0, &pki.nodes)
+            .await
+            .unwrap();
+        if hubble_server("k8s-w2", "127.0.0.3", port, &pki.nodes)
+            .await
+            .is_ok()
+            && hubble_server("k8s-w2", "127.0.0.4", port, &pki.nodes)
+                .await
+                .is_ok()
+            && hubble_server("k8s-w4", "127.0.0.6", port, &pki.impostor)
+                .await
+                .is_ok()
         {
             return port;
         }
     }
-    panic!("no port free on 127.0.0.2, .3 and .4 at once");
+    panic!("no port free on 127.0.0.2, .3, .4 and .6 at once");
 }
 
 /// The relay's nodes as `hubble list nodes` shows them: name, address, connected.
@@ -101,9 +194,10 @@ async fn the_relays_peers_follow_the_ciliumnodes() {
     let cp = tokio::task::spawn_blocking(|| ControlPlane::start_for_test("relay-k8s"))
         .await
         .unwrap();
-    let port = hubble_servers().await;
     let dir = std::env::temp_dir().join(format!("crs-relay-k8s-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
+    let pki = Pki::new(&dir);
+    let port = hubble_servers(&pki).await;
     let socket = dir.join("relay.sock");
     let log_path = dir.join("relay.log");
     let child = Command::new(env!("CARGO_BIN_EXE_hubble-relay"))
@@ -117,6 +211,7 @@ async fn the_relays_peers_follow_the_ciliumnodes() {
             "--dial-timeout",
             "1s",
         ])
+        .args(pki.relay_flags())
         .env_remove("KUBECONFIG")
         .stderr(Stdio::from(std::fs::File::create(&log_path).unwrap()))
         .spawn()
@@ -170,16 +265,20 @@ async fn the_relays_peers_follow_the_ciliumnodes() {
         .unwrap();
     wait_for_nodes(&server, &log_path, &[("k8s-w2", at("127.0.0.4"), true)]).await;
 
-    // A node whose Hubble server does not answer: listed, unavailable.
-    cilium_k8s::nodes::register(client.clone(), "k8s-w3", [127, 0, 0, 5].into())
-        .await
-        .unwrap();
+    // A node whose Hubble server does not answer, and one whose certificate the cluster's
+    // CA did not sign: listed, unavailable.
+    for (name, ip) in [("k8s-w3", [127, 0, 0, 5]), ("k8s-w4", [127, 0, 0, 6])] {
+        cilium_k8s::nodes::register(client.clone(), name, ip.into())
+            .await
+            .unwrap();
+    }
     wait_for_nodes(
         &server,
         &log_path,
         &[
             ("k8s-w2", at("127.0.0.4"), true),
             ("k8s-w3", at("127.0.0.5"), false),
+            ("k8s-w4", at("127.0.0.6"), false),
         ],
     )
     .await;

@@ -106,7 +106,7 @@ fn the_ui_draws_the_namespace_map_and_flows() {
                 .await
                 .unwrap();
             let address = listener.address().unwrap().to_string();
-            tokio::spawn(serve(ObserverService::new(node), listener));
+            tokio::spawn(serve(ObserverService::new(node), listener, None));
             peers.push(Peer {
                 name: name.into(),
                 address,

@@ -12,11 +12,14 @@
 //!   filters, the source side or the destination side, as Hubble does. `--not` turns the
 //!   whole selection into a denylist.
 //! - `hubble status`, `hubble list nodes`.
+//! - `--server unix://PATH|HOST:PORT|tls://HOST:PORT`; over TLS with Hubble's flags
+//!   (`--tls`, `--tls-ca-cert-files`, `--tls-client-cert-file`, `--tls-client-key-file`,
+//!   `--tls-server-name`).
 
 use std::process::ExitCode;
 
 use cilium_hubble::flow::Flow;
-use cilium_hubble::observer::{connect, from_proto};
+use cilium_hubble::observer::{connect_with, from_proto};
 use cilium_hubble::proto::flow::{EventTypeFilter, FlowFilter};
 use cilium_hubble::proto::observer::get_flows_response::ResponseTypes;
 use cilium_hubble::proto::observer::{GetFlowsRequest, GetNodesRequest, ServerStatusRequest};
@@ -32,8 +35,46 @@ struct Cli {
         default_value = "unix:///var/run/cilium/hubble.sock"
     )]
     server: String,
+    /// Connect to the server over TLS (also implied by a `tls://` server).
+    #[arg(long, global = true)]
+    tls: bool,
+    /// The CAs that sign the server's certificate (repeatable or comma-separated).
+    #[arg(long, global = true, value_delimiter = ',')]
+    tls_ca_cert_files: Vec<std::path::PathBuf>,
+    /// A client certificate, for servers that verify their clients (mutual TLS).
+    #[arg(long, global = true)]
+    tls_client_cert_file: Option<std::path::PathBuf>,
+    /// Its private key.
+    #[arg(long, global = true)]
+    tls_client_key_file: Option<std::path::PathBuf>,
+    /// The name the server's certificate must carry, when it is not the host of
+    /// `--server` (a node's: `<node>.<cluster>.hubble-grpc.cilium.io`).
+    #[arg(long, global = true)]
+    tls_server_name: Option<String>,
     #[command(subcommand)]
     command: Cmd,
+}
+
+impl Cli {
+    /// The TLS settings when `--tls` (or a `tls://` server) asks for TLS; TLS flags
+    /// without it are an error rather than silently plain text.
+    fn tls(&self) -> Result<Option<cilium_hubble::tls::ClientTls>, String> {
+        let files = cilium_hubble::tls::ClientTls {
+            ca_files: self.tls_ca_cert_files.clone(),
+            cert_file: self.tls_client_cert_file.clone(),
+            key_file: self.tls_client_key_file.clone(),
+            server_name: self.tls_server_name.clone(),
+        };
+        if self.tls || self.server.starts_with("tls://") {
+            // Read now: a missing file is an error before any connection.
+            files.config()?;
+            Ok(Some(files))
+        } else if files != Default::default() {
+            Err("--tls-* flags need --tls (or a tls:// server)".into())
+        } else {
+            Ok(None)
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -309,7 +350,9 @@ async fn run(cli: Cli) -> Result<(), String> {
         Cmd::Observe(o) => Some(request(o)?),
         _ => None,
     };
-    let mut client = connect(&cli.server, std::time::Duration::from_secs(5)).await?;
+    let tls = cli.tls()?;
+    let mut client =
+        connect_with(&cli.server, std::time::Duration::from_secs(5), tls.as_ref()).await?;
     match cli.command {
         Cmd::Observe(o) => {
             let req = req.unwrap_or_default();
@@ -370,8 +413,12 @@ async fn run(cli: Cli) -> Result<(), String> {
                 .await
                 .map_err(|e| e.message().to_owned())?
                 .into_inner();
-            cilium_hubble::observer::check_health(&cli.server, std::time::Duration::from_secs(5))
-                .await?;
+            cilium_hubble::observer::check_health(
+                &cli.server,
+                std::time::Duration::from_secs(5),
+                tls.as_ref(),
+            )
+            .await?;
             println!("Healthcheck (via {}): Ok", cli.server);
             let pct = if s.max_flows == 0 {
                 0.0

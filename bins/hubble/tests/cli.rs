@@ -41,4 +41,18 @@ fn without_a_server_hubble_says_so() {
     assert!(!ok && err.contains("--drop-reason-desc GREMLINS"), "{err}");
     let (ok, err) = hubble(&["observe", "--since", "yesterday-ish"]);
     assert!(!ok && err.contains("--since"), "{err}");
+    // TLS: flags without --tls are not silently plain text; missing files are named; a
+    // unix socket is never TLS.
+    let (ok, err) = hubble(&["--tls-ca-cert-files", "/x/ca.crt", "status"]);
+    assert!(!ok && err.contains("need --tls"), "{err}");
+    let (ok, err) = hubble(&["--tls", "--server", "127.0.0.1:1", "status"]);
+    assert!(!ok && err.contains("--tls-ca-cert-files"), "{err}");
+    let (ok, err) = hubble(&[
+        "--server",
+        "tls://127.0.0.1:1",
+        "--tls-ca-cert-files",
+        "/nonexistent/ca.crt",
+        "status",
+    ]);
+    assert!(!ok && err.contains("/nonexistent/ca.crt"), "{err}");
 }

@@ -20,6 +20,15 @@ pub async fn serve_on(
     source: &Arc<RingSource>,
     listen: &str,
 ) -> (tokio::task::JoinHandle<()>, String) {
+    serve_tls_on(source, listen, None).await
+}
+
+/// [`serve_on`] over TLS when `tls` is given.
+pub async fn serve_tls_on(
+    source: &Arc<RingSource>,
+    listen: &str,
+    tls: Option<cilium_hubble::tls::ServerTlsConfig>,
+) -> (tokio::task::JoinHandle<()>, String) {
     let listener = listen
         .parse::<Listen>()
         .unwrap()
@@ -29,7 +38,7 @@ pub async fn serve_on(
     let address = listener.address().expect("bound").to_string();
     let service = ObserverService::new(source.clone());
     let task = tokio::spawn(async move {
-        let _ = serve(service, listener).await;
+        let _ = serve(service, listener, tls).await;
     });
     (task, address)
 }

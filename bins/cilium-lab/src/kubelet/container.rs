@@ -315,7 +315,8 @@ fn replace_path(text: &str, path: &str, dir: &str) -> String {
 }
 
 /// Checks that the lab's runtime has every volume type of the pod (configMap, secret,
-/// hostPath, emptyDir, projected with serviceAccountToken, configMap and downwardAPI).
+/// hostPath, emptyDir, projected with serviceAccountToken, configMap, secret and
+/// downwardAPI).
 pub fn check_volumes(pod: &Pod) -> Result<(), String> {
     for v in pod
         .spec
@@ -335,12 +336,13 @@ pub fn check_volumes(pod: &Pod) -> Result<(), String> {
                 p.sources.iter().flatten().all(|s| {
                     s.service_account_token.is_some()
                         || s.config_map.is_some()
+                        || s.secret.is_some()
                         || s.downward_api.is_some()
                 })
             });
         if !supported {
             return Err(format!(
-                "volume {}: only configMap, secret, hostPath, emptyDir and projected (serviceAccountToken, configMap, downwardAPI) volumes are supported by the lab's runtime",
+                "volume {}: only configMap, secret, hostPath, emptyDir and projected (serviceAccountToken, configMap, secret, downwardAPI) volumes are supported by the lab's runtime",
                 v.name
             ));
         }

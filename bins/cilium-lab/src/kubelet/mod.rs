@@ -512,33 +512,15 @@ impl Kubelet {
                     .await?;
             } else if let Some(sec) = &v.secret {
                 let name = sec.secret_name.clone().unwrap_or_default();
-                match secrets
-                    .get_opt(&name)
-                    .await
-                    .map_err(|e| format!("secret {name}: {e}"))?
-                {
-                    Some(found) => {
-                        let data: BTreeMap<String, Vec<u8>> = found
-                            .data
-                            .unwrap_or_default()
-                            .into_iter()
-                            .map(|(k, v)| (k, v.0))
-                            .chain(
-                                found
-                                    .string_data
-                                    .unwrap_or_default()
-                                    .into_iter()
-                                    .map(|(k, v)| (k, v.into_bytes())),
-                            )
-                            .collect();
-                        let what = format!("secret \"{name}\"");
-                        files = container::key_files(&data, sec.items.as_deref(), &what)?;
-                    }
-                    None if sec.optional == Some(true) => {}
-                    None => return Err(format!("secret \"{name}\" not found")),
-                }
+                files = secret_files(&secrets, &name, sec.items.as_deref(), sec.optional).await?;
             } else if let Some(projected) = &v.projected {
                 for source in projected.sources.iter().flatten() {
+                    if let Some(sec) = &source.secret {
+                        files.extend(
+                            secret_files(&secrets, &sec.name, sec.items.as_deref(), sec.optional)
+                                .await?,
+                        );
+                    }
                     if let Some(t) = &source.service_account_token {
                         let token = self.service_account_token(pod, t).await?;
                         files.push((t.path.clone(), token.into_bytes()));
@@ -1378,6 +1360,40 @@ pub fn pod_status(
                        condition("Ready", all_ready)],
         "containerStatuses": statuses,
     })
+}
+
+/// The files of Secret `name` (its `items`, or every key): none when it is absent and
+/// `optional`, else an error naming it.
+async fn secret_files(
+    secrets: &Api<Secret>,
+    name: &str,
+    items: Option<&[k8s_openapi::api::core::v1::KeyToPath]>,
+    optional: Option<bool>,
+) -> Result<Vec<(String, Vec<u8>)>, String> {
+    match secrets
+        .get_opt(name)
+        .await
+        .map_err(|e| format!("secret {name}: {e}"))?
+    {
+        Some(found) => {
+            let data: BTreeMap<String, Vec<u8>> = found
+                .data
+                .unwrap_or_default()
+                .into_iter()
+                .map(|(k, v)| (k, v.0))
+                .chain(
+                    found
+                        .string_data
+                        .unwrap_or_default()
+                        .into_iter()
+                        .map(|(k, v)| (k, v.into_bytes())),
+                )
+                .collect();
+            container::key_files(&data, items, &format!("secret \"{name}\""))
+        }
+        None if optional == Some(true) => Ok(Vec::new()),
+        None => Err(format!("secret \"{name}\" not found")),
+    }
 }
 
 #[cfg(test)]
