@@ -867,6 +867,12 @@ impl AgentConfig {
     /// `;`), or `etcd.config=<file>`, a YAML file with an `endpoints:` list as Cilium
     /// mounts it.
     pub fn etcd_endpoints(&self) -> Result<Vec<String>, ConfigError> {
+        self.etcd_config().map(|c| c.endpoints)
+    }
+
+    /// How to reach etcd ([`etcd_config_of`] of `kvstore-opt`): the endpoints, and the TLS
+    /// files of an `etcd.config` file.
+    pub fn etcd_config(&self) -> Result<EtcdConfig, ConfigError> {
         let bad = |reason: String| ConfigError::Invalid {
             key: "kvstore-opt".into(),
             value: self
@@ -878,7 +884,7 @@ impl AgentConfig {
             origin: "the effective configuration".into(),
             reason,
         };
-        etcd_endpoints_of(&self.kvstore_opt).map_err(bad)
+        etcd_config_of(&self.kvstore_opt).map_err(bad)
     }
 
     /// Cross-key rules, with Cilium's wording where it has one.
@@ -971,10 +977,84 @@ pub fn parse_kvstore_opt(v: &str) -> Result<BTreeMap<String, String>, String> {
     Ok(m)
 }
 
+/// How to reach etcd, from `kvstore-opt`: its endpoints and, from an `etcd.config` file as
+/// Cilium reads it, the TLS files (`trusted-ca-file`, `cert-file`, `key-file`).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct EtcdConfig {
+    /// The client URLs (`http://` or `https://`).
+    pub endpoints: Vec<String>,
+    /// The CA that signs etcd's server certificate (`trusted-ca-file`).
+    pub trusted_ca_file: Option<PathBuf>,
+    /// The client certificate (`cert-file`), for an etcd with `--client-cert-auth`.
+    pub cert_file: Option<PathBuf>,
+    /// Its private key (`key-file`).
+    pub key_file: Option<PathBuf>,
+}
+
+impl EtcdConfig {
+    /// Parses an `etcd.config` file's YAML (`endpoints`, `trusted-ca-file`, `cert-file`,
+    /// `key-file`; other keys of etcd's client configuration are ignored) and checks that
+    /// its TLS files go together (see [`etcd_config_of`]).
+    pub fn from_yaml(text: &str) -> Result<EtcdConfig, String> {
+        #[derive(serde::Deserialize)]
+        #[serde(rename_all = "kebab-case")]
+        struct File {
+            endpoints: Vec<String>,
+            trusted_ca_file: Option<PathBuf>,
+            cert_file: Option<PathBuf>,
+            key_file: Option<PathBuf>,
+        }
+        let file: File = serde_norway::from_str(text).map_err(|e| e.to_string())?;
+        if file.endpoints.is_empty() {
+            return Err("no endpoints listed".into());
+        }
+        let https = file
+            .endpoints
+            .iter()
+            .filter(|e| e.starts_with("https://"))
+            .count();
+        let config = EtcdConfig {
+            endpoints: file.endpoints,
+            trusted_ca_file: file.trusted_ca_file,
+            cert_file: file.cert_file,
+            key_file: file.key_file,
+        };
+        let files = config.trusted_ca_file.is_some()
+            || config.cert_file.is_some()
+            || config.key_file.is_some();
+        if https > 0 && https < config.endpoints.len() {
+            return Err("endpoints mix http:// and https://".into());
+        }
+        if https > 0 && config.trusted_ca_file.is_none() {
+            return Err("https:// endpoints need trusted-ca-file".into());
+        }
+        if https == 0 && files {
+            return Err("TLS files with http:// endpoints (use https://)".into());
+        }
+        if config.cert_file.is_some() != config.key_file.is_some() {
+            return Err("cert-file and key-file go together".into());
+        }
+        Ok(config)
+    }
+
+    /// Whether the endpoints are reached over TLS.
+    pub fn tls(&self) -> bool {
+        self.trusted_ca_file.is_some()
+    }
+}
+
 /// The etcd endpoints of parsed `kvstore-opt` pairs: `etcd.address=<url>` (several
 /// separated by `;`, `http://` added where no scheme is given), or `etcd.config=<file>`, a
 /// YAML file with an `endpoints:` list as Cilium mounts it.
 pub fn etcd_endpoints_of(opts: &BTreeMap<String, String>) -> Result<Vec<String>, String> {
+    etcd_config_of(opts).map(|c| c.endpoints)
+}
+
+/// [`EtcdConfig`] of parsed `kvstore-opt` pairs (see [`etcd_endpoints_of`]). The TLS files
+/// come with the file only, and go together: `https://` endpoints need `trusted-ca-file`,
+/// a certificate needs its key, and TLS files with `http://` endpoints are refused rather
+/// than ignored.
+pub fn etcd_config_of(opts: &BTreeMap<String, String>) -> Result<EtcdConfig, String> {
     if let Some(addr) = opts.get("etcd.address") {
         let list: Vec<String> = addr
             .split(';')
@@ -991,21 +1071,20 @@ pub fn etcd_endpoints_of(opts: &BTreeMap<String, String>) -> Result<Vec<String>,
         if list.is_empty() {
             return Err("etcd.address is empty".into());
         }
-        return Ok(list);
+        if list.iter().any(|a| a.starts_with("https://")) {
+            return Err(
+                "etcd.address: https:// endpoints need etcd.config=<file> with trusted-ca-file, cert-file and key-file".into(),
+            );
+        }
+        return Ok(EtcdConfig {
+            endpoints: list,
+            ..EtcdConfig::default()
+        });
     }
     if let Some(path) = opts.get("etcd.config") {
-        #[derive(serde::Deserialize)]
-        struct EtcdConfig {
-            endpoints: Vec<String>,
-        }
         let text = std::fs::read_to_string(path)
             .map_err(|e| format!("reading etcd.config {path}: {e}"))?;
-        let conf: EtcdConfig =
-            serde_norway::from_str(&text).map_err(|e| format!("etcd.config {path}: {e}"))?;
-        if conf.endpoints.is_empty() {
-            return Err(format!("etcd.config {path} lists no endpoints"));
-        }
-        return Ok(conf.endpoints);
+        return EtcdConfig::from_yaml(&text).map_err(|e| format!("etcd.config {path}: {e}"));
     }
     Err("kvstore=etcd needs etcd.address=<url> or etcd.config=<file>".into())
 }
@@ -1085,12 +1164,42 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("crs-etcdconf-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let file = dir.join("etcd.config");
-        std::fs::write(&file, "---\nendpoints:\n- https://192.168.10.100:2379\n").unwrap();
+        std::fs::write(&file, "---\nendpoints:\n- http://192.168.10.100:2379\n").unwrap();
         let opt = format!("etcd.config={}", file.display());
         let c = flags(&[("kvstore", "etcd"), ("kvstore-opt", &opt)]).unwrap();
-        assert_eq!(c.etcd_endpoints().unwrap(), ["https://192.168.10.100:2379"]);
+        assert_eq!(c.etcd_endpoints().unwrap(), ["http://192.168.10.100:2379"]);
         std::fs::write(&file, "endpoints: []\n").unwrap();
         assert!(c.etcd_endpoints().is_err());
+        // TLS files, as Cilium's etcd.config has them.
+        std::fs::write(
+            &file,
+            "endpoints:\n- https://192.168.10.1:2379\ntrusted-ca-file: /s/ca.crt\ncert-file: /s/c.crt\nkey-file: /s/c.key\n",
+        )
+        .unwrap();
+        let conf = etcd_config_of(&c.kvstore_opt).unwrap();
+        assert!(conf.tls());
+        assert_eq!(conf.cert_file.as_deref(), Some(Path::new("/s/c.crt")));
+        for (bad, why) in [
+            ("endpoints:\n- https://a:2379\n", "need trusted-ca-file"),
+            (
+                "endpoints:\n- http://a:2379\ntrusted-ca-file: /ca\n",
+                "TLS files with http://",
+            ),
+            (
+                "endpoints:\n- https://a:2379\n- http://b:2379\ntrusted-ca-file: /ca\n",
+                "mix",
+            ),
+            (
+                "endpoints:\n- https://a:2379\ntrusted-ca-file: /ca\ncert-file: /c\n",
+                "go together",
+            ),
+        ] {
+            std::fs::write(&file, bad).unwrap();
+            let e = etcd_config_of(&c.kvstore_opt).unwrap_err();
+            assert!(e.contains(why), "{bad}: {e}");
+        }
+        let https = parse_kvstore_opt("etcd.address=https://a:2379").unwrap();
+        assert!(etcd_config_of(&https).unwrap_err().contains("etcd.config"));
         let _ = std::fs::remove_dir_all(&dir);
     }
 

@@ -395,12 +395,33 @@ impl ControlPlane {
             &kubelet_client.key_pem,
         )?;
 
-        let etcd = EtcdServer::start_binary(
+        // etcd as kubeadm runs it: clients over TLS with certificates of the cluster's CA
+        // (`--client-cert-auth`); the apiserver is its one client.
+        let etcd_serving = ca.serving(&["localhost", "etcd"], &ips)?;
+        write(&dir.join("etcd-server.crt"), &etcd_serving.cert_pem)?;
+        write(&dir.join("etcd-server.key"), &etcd_serving.key_pem)?;
+        let etcd_client_cert = ca.client("kube-apiserver-etcd-client", &[])?;
+        write(
+            &dir.join("apiserver-etcd-client.crt"),
+            &etcd_client_cert.cert_pem,
+        )?;
+        write(
+            &dir.join("apiserver-etcd-client.key"),
+            &etcd_client_cert.key_pem,
+        )?;
+        let etcd = EtcdServer::start_binary_tls(
             &kube.join("etcd"),
             &dir.join("etcd"),
             etcd_client,
             etcd_peer,
             &wrapper,
+            Some(cilium_core::kvstore::etcd::EtcdServerTls {
+                ca_file: dir.join("ca.crt"),
+                cert_file: dir.join("etcd-server.crt"),
+                key_file: dir.join("etcd-server.key"),
+                client_cert_file: dir.join("apiserver-etcd-client.crt"),
+                client_key_file: dir.join("apiserver-etcd-client.key"),
+            }),
         )
         .map_err(|e| Error::Start {
             component: "etcd".into(),
@@ -410,6 +431,9 @@ impl ControlPlane {
         let d = |f: &str| dir.join(f).display().to_string();
         let apiserver_args = vec![
             format!("--etcd-servers={}", etcd.endpoint),
+            format!("--etcd-cafile={}", d("ca.crt")),
+            format!("--etcd-certfile={}", d("apiserver-etcd-client.crt")),
+            format!("--etcd-keyfile={}", d("apiserver-etcd-client.key")),
             format!("--bind-address={ip}"),
             format!("--advertise-address={ip}"),
             format!("--secure-port={port}"),

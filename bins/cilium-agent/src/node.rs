@@ -222,11 +222,12 @@ async fn open_store(config: &AgentConfig, state_dir: &Path) -> Result<AnyStore, 
             .map(AnyStore::File)
             .map_err(|e| format!("opening the embedded store: {e}"));
     }
-    let endpoints = config.etcd_endpoints().map_err(|e| e.to_string())?;
+    let etcd = config.etcd_config().map_err(|e| e.to_string())?;
+    let endpoints = &etcd.endpoints;
     let ttl = std::time::Duration::from_secs(config.kvstore_lease_ttl);
     let mut logged = false;
     loop {
-        match cilium_core::kvstore::etcd::EtcdStore::connect(&endpoints, ttl).await {
+        match cilium_core::kvstore::etcd::EtcdStore::connect_with(&etcd, ttl).await {
             Ok(store) => {
                 eprintln!(
                     "level=info msg=\"connected to etcd\" endpoints={} lease={:#x}",

@@ -2,7 +2,8 @@
 
 //! Two nodes on etcd, as the binaries run them: a lab underlay namespace (a bridge,
 //! 192.168.10.0/24, etcd on 192.168.10.1 and the operator), two node namespaces wired to
-//! it, a cilium-agent in each with `kvstore=etcd`, native routing and
+//! it, a cilium-agent in each with `kvstore=etcd` (etcd with client certificates, reached
+//! through `kvstore-opt etcd.config=<file>` as Cilium reads it), native routing and
 //! auto-direct-node-routes. Pods are created with the cilium-cni binary. Checks: the
 //! operator's /24s, pod-to-pod across nodes, one identity for one label set on both nodes,
 //! remote identities in the ipcache, a policy on one node that tells apart two pods of the
@@ -41,17 +42,20 @@ impl Lab {
             "exec".into(),
             base.lan.clone(),
         ];
-        let etcd = EtcdServer::start(
+        let tls = etcd_tls(&base.dir);
+        let etcd = EtcdServer::start_binary_tls(
+            std::path::Path::new("etcd"),
             &base.dir.join("etcd"),
             ETCD.parse().expect("addr"),
             "192.168.10.1:2380".parse().expect("addr"),
             &wrapper,
+            Some(tls),
         )
         .expect("start etcd in the lab");
         base.spawn_in_lan(
             &sibling("cilium-operator"),
             &[
-                format!("--kvstore-opt=etcd.address={ETCD}"),
+                kvstore_opt(&base.dir),
                 "--cluster-pool-ipv4-cidr=172.20.0.0/16".into(),
                 "--cluster-pool-ipv4-mask-size=24".into(),
                 "--leader-election-lease-duration=5s".into(),
@@ -64,7 +68,7 @@ impl Lab {
     fn start_agent(&mut self, i: usize, tunnel: bool) {
         let mut args = vec![
             "--kvstore=etcd".to_owned(),
-            format!("--kvstore-opt=etcd.address={ETCD}"),
+            kvstore_opt(&self.base.dir),
             "--kvstore-lease-ttl=3s".into(),
             "--ipv4-native-routing-cidr=172.20.0.0/16".into(),
         ];
@@ -100,6 +104,50 @@ impl Lab {
             .expect("endpoint");
         ep["status"]["identity"]["id"].as_u64().expect("identity")
     }
+}
+
+/// etcd's TLS as production clusters run it: a CA, etcd's certificate for its address,
+/// a client certificate for the agents and the operator (`--client-cert-auth`), and the
+/// `etcd.config` file they read (Cilium's keys), all under `dir`.
+fn etcd_tls(dir: &std::path::Path) -> cilium_core::kvstore::etcd::EtcdServerTls {
+    use cilium_k8s::pki::CertificateAuthority;
+    let tls = dir.join("etcd-tls");
+    std::fs::create_dir_all(&tls).expect("tls dir");
+    let write = |name: &str, text: &str| {
+        let p = tls.join(name);
+        std::fs::write(&p, text).expect("write");
+        p
+    };
+    let ca = CertificateAuthority::new("etcd CA").expect("CA");
+    let server = ca
+        .serving(&["etcd"], &["192.168.10.1".parse().expect("ip")])
+        .expect("server certificate");
+    let client = ca.client("cilium", &[]).expect("client certificate");
+    let out = cilium_core::kvstore::etcd::EtcdServerTls {
+        ca_file: write("ca.crt", ca.cert_pem()),
+        cert_file: write("server.crt", &server.cert_pem),
+        key_file: write("server.key", &server.key_pem),
+        client_cert_file: write("client.crt", &client.cert_pem),
+        client_key_file: write("client.key", &client.key_pem),
+    };
+    write(
+        "etcd.config",
+        &format!(
+            "endpoints:\n- https://{ETCD}\ntrusted-ca-file: {}\ncert-file: {}\nkey-file: {}\n",
+            out.ca_file.display(),
+            out.client_cert_file.display(),
+            out.client_key_file.display()
+        ),
+    );
+    out
+}
+
+/// `--kvstore-opt` naming the etcd.config file [`etcd_tls`] wrote.
+fn kvstore_opt(dir: &std::path::Path) -> String {
+    format!(
+        "--kvstore-opt=etcd.config={}",
+        dir.join("etcd-tls/etcd.config").display()
+    )
 }
 
 /// Whether a TCP connection from pod `from` to `to:port` gets its echo back.

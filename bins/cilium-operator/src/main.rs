@@ -144,8 +144,8 @@ async fn run(cli: Cli) -> Result<(), String> {
             .unwrap_or_else(|| "kube-system".into());
         return cilium_operator::run_k8s(client, config, &namespace, shutdown).await;
     };
-    let endpoints = cilium_core::config::parse_kvstore_opt(kvstore_opt)
-        .and_then(|o| cilium_core::config::etcd_endpoints_of(&o))
+    let etcd = cilium_core::config::parse_kvstore_opt(kvstore_opt)
+        .and_then(|o| cilium_core::config::etcd_config_of(&o))
         .map_err(|e| format!("--kvstore-opt: {e}"))?;
     if let Some(kubeconfig) = &cli.k8s_kubeconfig_path
         && !cli.skip_crd_creation
@@ -153,7 +153,7 @@ async fn run(cli: Cli) -> Result<(), String> {
         register_crds(kubeconfig).await?;
     }
     let store = loop {
-        match EtcdStore::connect(&endpoints, lease).await {
+        match EtcdStore::connect_with(&etcd, lease).await {
             Ok(s) => break s,
             Err(e) => {
                 eprintln!(

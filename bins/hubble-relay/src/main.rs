@@ -13,7 +13,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
-use cilium_core::config::{etcd_endpoints_of, parse_duration, parse_kvstore_opt};
+use cilium_core::config::{EtcdConfig, etcd_config_of, parse_duration, parse_kvstore_opt};
 use cilium_core::kvstore::AnyStore;
 use cilium_core::kvstore::etcd::EtcdStore;
 use cilium_hubble::observer::{Listen, Listener, serve};
@@ -144,8 +144,8 @@ fn duration(flag: &str, text: &str) -> Result<Duration, String> {
 /// Where the peers come from.
 #[derive(Debug)]
 enum Source {
-    /// The nodes in the cluster store (its etcd endpoints).
-    ClusterStore(Vec<String>),
+    /// The nodes in the cluster store (how to reach its etcd).
+    ClusterStore(EtcdConfig),
     /// The CiliumNodes of the Kubernetes API.
     Kubernetes(KubernetesApi),
     /// `--peer`.
@@ -214,7 +214,7 @@ fn source(cli: &Cli, kubeconfig_from_env: bool) -> Result<Source, String> {
     }
     if let Some(opt) = &cli.kvstore_opt {
         return parse_kvstore_opt(opt)
-            .and_then(|o| etcd_endpoints_of(&o))
+            .and_then(|o| etcd_config_of(&o))
             .map(Source::ClusterStore)
             .map_err(|e| format!("--kvstore-opt: {e}"));
     }
@@ -284,12 +284,12 @@ async fn run(cli: Cli, kubeconfig_from_env: bool) -> Result<(), String> {
             tx.send_replace(fixed);
             _fixed_peers = Some(tx);
         }
-        Source::ClusterStore(endpoints) => {
+        Source::ClusterStore(etcd) => {
             let cluster = cli.cluster_name.clone();
             let port = cli.peer_port;
             tokio::spawn(async move {
                 let store = loop {
-                    match EtcdStore::connect(&endpoints, Duration::from_secs(15)).await {
+                    match EtcdStore::connect_with(&etcd, Duration::from_secs(15)).await {
                         Ok(s) => break s,
                         Err(e) => {
                             log(

@@ -75,10 +75,42 @@ impl EtcdStore {
     /// Connects to etcd (`http://host:port` endpoints) and grants the session lease of
     /// `session_ttl` (at least one second). Needs a tokio runtime (time and I/O enabled).
     pub async fn connect(endpoints: &[String], session_ttl: Duration) -> Result<Self, KvError> {
-        let options = ConnectOptions::new()
+        let config = crate::config::EtcdConfig {
+            endpoints: endpoints.to_vec(),
+            ..Default::default()
+        };
+        Self::connect_with(&config, session_ttl).await
+    }
+
+    /// [`EtcdStore::connect`] with an [`EtcdConfig`](crate::config::EtcdConfig): over TLS
+    /// when it names a CA (`trusted-ca-file`), with its client certificate when it names
+    /// one (an etcd with `--client-cert-auth`). A TLS file that cannot be read is an
+    /// error naming it.
+    pub async fn connect_with(
+        config: &crate::config::EtcdConfig,
+        session_ttl: Duration,
+    ) -> Result<Self, KvError> {
+        let mut options = ConnectOptions::new()
             .with_connect_timeout(Duration::from_secs(3))
             .with_timeout(Duration::from_secs(5))
             .with_keep_alive(Duration::from_secs(5), Duration::from_secs(5));
+        if let Some(ca) = &config.trusted_ca_file {
+            let read = |p: &std::path::Path, what: &str| {
+                std::fs::read(p)
+                    .map_err(|e| KvError::Unavailable(format!("etcd {what} {}: {e}", p.display())))
+            };
+            let mut tls = etcd_client::TlsOptions::new().ca_certificate(
+                etcd_client::Certificate::from_pem(read(ca, "trusted-ca-file")?),
+            );
+            if let (Some(cert), Some(key)) = (&config.cert_file, &config.key_file) {
+                tls = tls.identity(etcd_client::Identity::from_pem(
+                    read(cert, "cert-file")?,
+                    read(key, "key-file")?,
+                ));
+            }
+            options = options.with_tls(tls);
+        }
+        let endpoints = &config.endpoints;
         let mut client = Client::connect(endpoints, Some(options))
             .await
             .map_err(unavailable)?;
@@ -408,8 +440,26 @@ pub struct EtcdServer {
     wrapper_len: usize,
     /// A directory removed on drop (the data of a server started by `start_for_test`).
     owned_dir: Option<std::path::PathBuf>,
-    /// The URL clients connect to (`http://ip:port`).
+    /// The URL clients connect to (`http://ip:port`, `https://` with TLS).
     pub endpoint: String,
+    tls: Option<EtcdServerTls>,
+}
+
+/// An etcd server's TLS: it serves clients over TLS and requires a client certificate
+/// signed by `ca_file` (`--client-cert-auth`). The client files are what its own readiness
+/// check (`etcdctl`) uses.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EtcdServerTls {
+    /// The CA of the server's and the clients' certificates (`--trusted-ca-file`).
+    pub ca_file: std::path::PathBuf,
+    /// The server's certificate (`--cert-file`), naming the client address.
+    pub cert_file: std::path::PathBuf,
+    /// Its key (`--key-file`).
+    pub key_file: std::path::PathBuf,
+    /// A client certificate the CA signed, for the readiness check.
+    pub client_cert_file: std::path::PathBuf,
+    /// Its key.
+    pub client_key_file: std::path::PathBuf,
 }
 
 impl EtcdServer {
@@ -440,25 +490,48 @@ impl EtcdServer {
         peer: std::net::SocketAddr,
         wrapper: &[String],
     ) -> Result<Self, String> {
+        Self::start_binary_tls(binary, data_dir, client, peer, wrapper, None)
+    }
+
+    /// [`EtcdServer::start_binary`] serving clients over mutual TLS when `tls` is given
+    /// (`https://` client URL, `--client-cert-auth`; peers stay on plain `http://`).
+    pub fn start_binary_tls(
+        binary: &std::path::Path,
+        data_dir: &std::path::Path,
+        client: std::net::SocketAddr,
+        peer: std::net::SocketAddr,
+        wrapper: &[String],
+        tls: Option<EtcdServerTls>,
+    ) -> Result<Self, String> {
         let name = "default";
+        let scheme = if tls.is_some() { "https" } else { "http" };
         let mut command: Vec<String> = wrapper.to_vec();
         command.extend([
             binary.display().to_string(),
             format!("--name={name}"),
             format!("--data-dir={}", data_dir.display()),
-            format!("--listen-client-urls=http://{client}"),
-            format!("--advertise-client-urls=http://{client}"),
+            format!("--listen-client-urls={scheme}://{client}"),
+            format!("--advertise-client-urls={scheme}://{client}"),
             format!("--listen-peer-urls=http://{peer}"),
             format!("--initial-advertise-peer-urls=http://{peer}"),
             format!("--initial-cluster={name}=http://{peer}"),
             "--log-level=error".to_owned(),
         ]);
+        if let Some(t) = &tls {
+            command.extend([
+                "--client-cert-auth".to_owned(),
+                format!("--trusted-ca-file={}", t.ca_file.display()),
+                format!("--cert-file={}", t.cert_file.display()),
+                format!("--key-file={}", t.key_file.display()),
+            ]);
+        }
         let mut server = EtcdServer {
             child: None,
             command,
             wrapper_len: wrapper.len(),
             owned_dir: None,
-            endpoint: format!("http://{client}"),
+            endpoint: format!("{scheme}://{client}"),
+            tls,
         };
         server.run()?;
         server.wait_ready(client)?;
@@ -484,6 +557,17 @@ impl EtcdServer {
             return std::net::TcpStream::connect_timeout(&client, Duration::from_millis(200))
                 .is_ok();
         };
+        let tls: Vec<String> = self
+            .tls
+            .iter()
+            .flat_map(|t| {
+                [
+                    format!("--cacert={}", t.ca_file.display()),
+                    format!("--cert={}", t.client_cert_file.display()),
+                    format!("--key={}", t.client_key_file.display()),
+                ]
+            })
+            .collect();
         std::process::Command::new(first)
             .args(rest)
             .args([
@@ -491,9 +575,9 @@ impl EtcdServer {
                 "--dial-timeout=1s",
                 "--endpoints",
                 &self.endpoint,
-                "endpoint",
-                "health",
             ])
+            .args(tls)
+            .args(["endpoint", "health"])
             .env("ETCDCTL_API", "3")
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
@@ -522,6 +606,11 @@ impl EtcdServer {
     /// not installed`) when there is no `etcd` binary; under CI (`$CI` set) that is a panic
     /// instead, since CI installs it.
     pub fn start_for_test(test: &str) -> Option<EtcdServer> {
+        Self::start_for_test_tls(test, None)
+    }
+
+    /// [`EtcdServer::start_for_test`] serving over mutual TLS when `tls` is given.
+    pub fn start_for_test_tls(test: &str, tls: Option<EtcdServerTls>) -> Option<EtcdServer> {
         use std::sync::atomic::{AtomicU32, Ordering};
         static N: AtomicU32 = AtomicU32::new(0);
         let installed = std::process::Command::new("etcd")
@@ -548,8 +637,15 @@ impl EtcdServer {
         ));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("{test}: {e}"));
-        let mut server = EtcdServer::start(&dir.join("data"), free(), free(), &[])
-            .unwrap_or_else(|e| panic!("{test}: {e}"));
+        let mut server = EtcdServer::start_binary_tls(
+            std::path::Path::new("etcd"),
+            &dir.join("data"),
+            free(),
+            free(),
+            &[],
+            tls,
+        )
+        .unwrap_or_else(|e| panic!("{test}: {e}"));
         server.owned_dir = Some(dir);
         Some(server)
     }
@@ -580,7 +676,8 @@ impl EtcdServer {
         self.run()?;
         let addr = self
             .endpoint
-            .trim_start_matches("http://")
+            .split_once("://")
+            .map_or(self.endpoint.as_str(), |(_, a)| a)
             .parse()
             .map_err(|e| format!("endpoint {}: {e}", self.endpoint))?;
         self.wait_ready(addr)
