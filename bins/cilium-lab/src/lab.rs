@@ -1059,8 +1059,9 @@ impl Lab {
         self.relay_file(cilium_cli::install::UI_SOCKET)
     }
 
-    /// A file of hubble-relay's on whichever node has it (the first node's path when none
-    /// has: the error then names it).
+    /// A socket of hubble-relay's on whichever node has one that answers (a relay pod that
+    /// moved leaves its old socket file behind on its old node), else one that exists, else
+    /// the first node's path (the error then names it).
     fn relay_file(&self, path: &str) -> PathBuf {
         let nodes = self
             .load()
@@ -1074,7 +1075,8 @@ impl Lab {
             .collect();
         candidates
             .iter()
-            .find(|p| p.exists())
+            .find(|p| std::os::unix::net::UnixStream::connect(p).is_ok())
+            .or_else(|| candidates.iter().find(|p| p.exists()))
             .or(candidates.first())
             .cloned()
             .unwrap_or_else(|| self.dir.join("hubble-relay.sock"))
@@ -1098,7 +1100,9 @@ impl Lab {
             // hubble-relay may have just started (after `up` or `cilium hubble enable`).
             None => {
                 let deadline = Instant::now() + Duration::from_secs(10);
-                while !self.relay_socket().exists() && Instant::now() < deadline {
+                while std::os::unix::net::UnixStream::connect(self.relay_socket()).is_err()
+                    && Instant::now() < deadline
+                {
                     std::thread::sleep(Duration::from_millis(200));
                 }
                 self.relay_socket()

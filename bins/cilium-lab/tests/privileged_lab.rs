@@ -979,6 +979,34 @@ fn privileged_lab_runs_the_seed() {
         assert!(listing.contains(file), "{file} in {listing}");
     }
 
+    // `cilium upgrade` rotates Hubble's certificates as the chart's helm method does: new
+    // leaf certificates from the kept CA; the agents and the relay restart onto them and
+    // the relay reaches every node again over mutual TLS.
+    let server_cert = secret_text(&guard, "hubble-server-certs", "tls.crt");
+    let ca_cert = secret_text(&guard, "cilium-ca", "ca.crt");
+    let (ok, out) = cilium_cmd(&guard, &["upgrade", "--wait"]);
+    assert!(ok, "upgrade: {out}");
+    assert_ne!(
+        secret_text(&guard, "hubble-server-certs", "tls.crt"),
+        server_cert
+    );
+    assert_eq!(secret_text(&guard, "cilium-ca", "ca.crt"), ca_cert);
+    assert_eq!(
+        secret_text(&guard, "hubble-server-certs", "ca.crt"),
+        ca_cert
+    );
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let (ok, out) = lab_cmd(&guard, &["hubble", "status"]);
+        if ok && out.contains("Connected Nodes: 3/3") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the relay after the rotation: {out}"
+        );
+        std::thread::sleep(Duration::from_secs(1));
+    }
     // down leaves nothing behind.
     let state = guard.lab.require().expect("state");
     let cp = state.control_plane.clone().expect("the control plane");
@@ -1555,12 +1583,8 @@ fn privileged_lab_survives_faults() {
     assert!(ok, "down: {out}");
 }
 
-/// A node's Hubble server on its TCP port (`hubble-listen-address :4244`, asked from
-/// inside the node's namespace): `hubble --tls` with the relay's client certificate (from
-/// Secret hubble-relay-client-certs, as `cilium install` made it) and the node's TLS name
-/// is served; plain text, no client certificate, or another cluster's server name are
-/// refused.
-fn node_hubble_requires_mutual_tls(guard: &Guard) {
+/// The text of key `key` of Secret `name` in kube-system.
+fn secret_text(guard: &Guard, name: &str, key: &str) -> String {
     use base64::Engine as _;
     let (ok, out) = lab_cmd(
         guard,
@@ -1570,19 +1594,33 @@ fn node_hubble_requires_mutual_tls(guard: &Guard) {
             "secret",
             "-n",
             "kube-system",
-            "hubble-relay-client-certs",
+            name,
             "-o",
             "json",
         ],
     );
     assert!(ok, "{out}");
     let secret: Value = serde_json::from_str(&out).expect("secret JSON");
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(
+            secret["data"][key]
+                .as_str()
+                .unwrap_or_else(|| panic!("{name} {key}")),
+        )
+        .expect("base64");
+    String::from_utf8(bytes).expect("PEM")
+}
+
+/// A node's Hubble server on its TCP port (`hubble-listen-address :4244`, asked from
+/// inside the node's namespace): `hubble --tls` with the relay's client certificate (from
+/// Secret hubble-relay-client-certs, as `cilium install` made it) and the node's TLS name
+/// is served; plain text, no client certificate, or another cluster's server name are
+/// refused.
+fn node_hubble_requires_mutual_tls(guard: &Guard) {
     let dir = guard.lab.dir.join("hubble-client-tls");
     std::fs::create_dir_all(&dir).unwrap();
     for key in ["ca.crt", "tls.crt", "tls.key"] {
-        let pem = base64::engine::general_purpose::STANDARD
-            .decode(secret["data"][key].as_str().expect(key))
-            .unwrap();
+        let pem = secret_text(guard, "hubble-relay-client-certs", key);
         std::fs::write(dir.join(key), pem).unwrap();
     }
     let state = guard.lab.require().expect("state");

@@ -345,6 +345,14 @@ async fn run(cli: Cli, kubeconfig_from_env: bool) -> Result<(), String> {
     }
     let relay = Arc::new(relay);
     let mut tasks = tokio::task::JoinSet::new();
+    let sockets: Vec<PathBuf> = listens
+        .iter()
+        .chain(&uis)
+        .filter_map(|l| match l {
+            Listen::Unix(p) => Some(p.clone()),
+            Listen::Tcp(_) => None,
+        })
+        .collect();
     for listen in listens {
         let listener = listen
             .bind()
@@ -379,11 +387,16 @@ async fn run(cli: Cli, kubeconfig_from_env: bool) -> Result<(), String> {
     }
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .map_err(|e| e.to_string())?;
-    tokio::select! {
-        Some(done) = tasks.join_next() => done.map_err(|e| e.to_string())?,
+    let ended = tokio::select! {
+        Some(done) = tasks.join_next() => done.map_err(|e| e.to_string()).and_then(|r| r),
         _ = tokio::signal::ctrl_c() => Ok(()),
         _ = term.recv() => Ok(()),
+    };
+    // A socket file left behind would look like a relay to whoever looks for one.
+    for path in sockets {
+        let _ = std::fs::remove_file(path);
     }
+    ended
 }
 
 fn main() -> ExitCode {

@@ -190,7 +190,7 @@ fn a_relay_with_a_down_peer_serves_and_says_so() {
         .stderr(Stdio::null())
         .spawn()
         .expect("start hubble-relay");
-    let _relay = KillOnDrop(child);
+    let mut relay = KillOnDrop(child);
     // Asked as Hubble's CLI asks: the health check, then the status.
     let server = format!("unix://{}", socket.display());
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -218,6 +218,17 @@ fn a_relay_with_a_down_peer_serves_and_says_so() {
             .unwrap()
             .into_inner()
     });
+    // Stopped as a kubelet stops it (SIGTERM), it removes its socket: a file left behind
+    // would pass for a relay.
+    assert!(socket.exists());
+    let killed = Command::new("kill")
+        .args(["-TERM", &relay.0.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(killed.success());
+    let exit = relay.0.wait().expect("wait");
+    assert!(exit.success(), "{exit}");
+    assert!(!socket.exists(), "{} left behind", socket.display());
     let _ = std::fs::remove_dir_all(&dir);
     assert_eq!(status.num_connected_nodes, Some(0));
     assert_eq!(status.num_unavailable_nodes, Some(1));
