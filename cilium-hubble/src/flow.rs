@@ -201,7 +201,8 @@ pub struct Endpoint {
     /// Endpoint id on its node (0: not a local endpoint).
     #[serde(rename = "ID", default, skip_serializing_if = "is_zero16")]
     pub id: u16,
-    /// Security identity.
+    /// Security identity (0, unknown, is not written, as protobuf's JSON mapping does).
+    #[serde(default, skip_serializing_if = "is_zero32")]
     pub identity: u32,
     /// Kubernetes namespace.
     #[serde(default, skip_serializing_if = "String::is_empty")]
@@ -223,6 +224,14 @@ pub struct Service {
     pub namespace: String,
 }
 
+fn is_zero8(v: &u8) -> bool {
+    *v == 0
+}
+
+fn is_zero32(v: &u32) -> bool {
+    *v == 0
+}
+
 fn is_zero16(v: &u16) -> bool {
     *v == 0
 }
@@ -232,7 +241,8 @@ fn no_labels(v: &std::sync::Arc<[String]>) -> bool {
 }
 
 /// A flow's time: nanoseconds since the Unix epoch, kept as a number until it is printed
-/// (RFC 3339 in UTC with nanoseconds in JSON, as Hubble writes it).
+/// (RFC 3339 in UTC in JSON, as Hubble writes it: protobuf's JSON mapping of a Timestamp,
+/// with 0, 3, 6 or 9 fractional digits, as few as the value needs).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct FlowTime(pub u128);
 
@@ -250,7 +260,24 @@ impl FlowTime {
 
 impl std::fmt::Display for FlowTime {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&rfc3339(self.0))
+        let full = rfc3339(self.0);
+        // `...SS.nnnnnnnnnZ`: keep the digits protojson keeps.
+        let nanos = self.0 % 1_000_000_000;
+        let keep = if nanos == 0 {
+            0
+        } else if nanos.is_multiple_of(1_000_000) {
+            3
+        } else if nanos.is_multiple_of(1_000) {
+            6
+        } else {
+            9
+        };
+        let dot = full.len() - 11;
+        if keep == 0 {
+            write!(f, "{}Z", &full[..dot])
+        } else {
+            write!(f, "{}Z", &full[..dot + 1 + keep])
+        }
     }
 }
 
@@ -275,7 +302,8 @@ pub struct EventType {
     /// 1 drop, 4 trace, 5 policy verdict.
     #[serde(rename = "type")]
     pub kind: u8,
-    /// Drop reason or observation point.
+    /// Drop reason or observation point (0, as protobuf's JSON mapping does, not written).
+    #[serde(default, skip_serializing_if = "is_zero8")]
     pub sub_type: u8,
 }
 
@@ -439,7 +467,9 @@ impl Flow {
             ),
             _ => (Verdict::VerdictUnknown, 0, 0),
         };
-        let l4 = match ev.proto {
+        // A frame that is not IPv4 has no layer 4 whatever the event's protocol byte says.
+        let proto = if ev.ethertype.is_some() { 0 } else { ev.proto };
+        let l4 = match proto {
             6 => Some(Layer4::Tcp {
                 source_port: ev.sport,
                 destination_port: ev.dport,
@@ -559,18 +589,26 @@ impl Flow {
     /// `Nov 27 03:10:14.123: default/curl-pod:43210 (ID:257) -> default/webpod-x:80 (ID:256) to-endpoint FORWARDED (TCP Flags: SYN)`.
     pub fn compact(&self) -> String {
         let ports = self.l4.as_ref().and_then(Layer4::ports);
-        let src = Flow::side(
-            &self.source,
-            self.source_service.as_ref(),
-            self.source_ip(),
-            ports.map(|p| p.0),
-        );
-        let dst = Flow::side(
-            &self.destination,
-            self.destination_service.as_ref(),
-            self.destination_ip(),
-            ports.map(|p| p.1),
-        );
+        // A frame without an IP header names neither side (as Hubble prints it), even when
+        // the endpoint that sent it is known.
+        let (src, dst) = if self.ip.is_none() {
+            (String::new(), String::new())
+        } else {
+            (
+                Flow::side(
+                    &self.source,
+                    self.source_service.as_ref(),
+                    self.source_ip(),
+                    ports.map(|p| p.0),
+                ),
+                Flow::side(
+                    &self.destination,
+                    self.destination_service.as_ref(),
+                    self.destination_ip(),
+                    ports.map(|p| p.1),
+                ),
+            )
+        };
         let what = match self.event_type.kind {
             1 => self.drop_reason.map_or_else(
                 || "drop".to_owned(),

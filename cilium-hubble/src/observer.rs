@@ -102,16 +102,61 @@ impl FlowSource for RingSource {
     }
 }
 
-/// Nanoseconds since the Unix epoch of a flow's RFC 3339 time (as [`flow::rfc3339`]
-/// writes it); `None` for another form.
+/// Nanoseconds since the Unix epoch of an RFC 3339 time (`2026-11-27T03:10:14Z`, with up
+/// to 9 fractional digits, `Z` or a numeric offset); `None` for another form or a field out
+/// of range.
 pub fn parse_time(rfc: &str) -> Option<u128> {
+    // `YYYY-MM-DDTHH:MM:SS`, then an optional fraction of 1 to 9 digits, then `Z` or a
+    // numeric offset `+HH:MM` / `-HH:MM` (RFC 3339; `t` and `z` accepted as it allows).
     let b = rfc.as_bytes();
-    if b.len() != 30 || b[4] != b'-' || b[10] != b'T' || b[19] != b'.' || b[29] != b'Z' {
+    if b.len() < 20
+        || b[4] != b'-'
+        || b[7] != b'-'
+        || !matches!(b[10], b'T' | b't')
+        || b[13] != b':'
+        || b[16] != b':'
+    {
         return None;
     }
-    let num = |r: std::ops::Range<usize>| rfc.get(r)?.parse::<i64>().ok();
-    let (y, m, d) = (num(0..4)?, num(5..7)?, num(8..10)?);
-    let (hh, mm, ss, ns) = (num(11..13)?, num(14..16)?, num(17..19)?, num(20..29)?);
+    let digits = |r: std::ops::Range<usize>| -> Option<i64> {
+        let part = rfc.get(r)?;
+        if part.bytes().all(|c| c.is_ascii_digit()) {
+            part.parse().ok()
+        } else {
+            None
+        }
+    };
+    let (y, m, d) = (digits(0..4)?, digits(5..7)?, digits(8..10)?);
+    let (hh, mm, ss) = (digits(11..13)?, digits(14..16)?, digits(17..19)?);
+    if !(1..=12).contains(&m) || !(1..=31).contains(&d) || hh > 23 || mm > 59 || ss > 60 {
+        return None;
+    }
+    let mut rest = &rfc[19..];
+    let mut ns: i64 = 0;
+    if let Some(frac) = rest.strip_prefix('.') {
+        let n = frac.bytes().take_while(u8::is_ascii_digit).count();
+        if !(1..=9).contains(&n) {
+            return None;
+        }
+        ns = frac[..n].parse::<i64>().ok()? * 10_i64.pow(9 - n as u32);
+        rest = &frac[n..];
+    }
+    let offset = match rest.as_bytes() {
+        [b'Z' | b'z'] => 0,
+        [sign @ (b'+' | b'-'), h1, h2, b':', m1, m2] => {
+            let part = |a: &u8, c: &u8| -> Option<i64> {
+                (a.is_ascii_digit() && c.is_ascii_digit())
+                    .then(|| i64::from(a - b'0') * 10 + i64::from(c - b'0'))
+            };
+            let (oh, om) = (part(h1, h2)?, part(m1, m2)?);
+            if oh > 23 || om > 59 {
+                return None;
+            }
+            let secs = oh * 3600 + om * 60;
+            if *sign == b'+' { secs } else { -secs }
+        }
+        _ => return None,
+    };
     // Days from civil (Howard Hinnant's algorithm).
     let y = if m <= 2 { y - 1 } else { y };
     let era = y.div_euclid(400);
@@ -120,7 +165,7 @@ pub fn parse_time(rfc: &str) -> Option<u128> {
     let doy = (153 * mp + 2) / 5 + d - 1;
     let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
     let days = era * 146_097 + doe - 719_468;
-    let secs = days * 86_400 + hh * 3600 + mm * 60 + ss;
+    let secs = days * 86_400 + hh * 3600 + mm * 60 + ss - offset;
     u128::try_from(secs)
         .ok()
         .map(|s| s * 1_000_000_000 + ns as u128)

@@ -5,7 +5,9 @@ use std::net::Ipv4Addr;
 use cilium_bpf::events::{EventKind, ObservationPoint, drop_reason};
 
 use crate::filter::{FlowFilter, passes};
-use crate::flow::{Endpoint, Flow, NoNames, Resolver, TrafficDirection, Verdict, rfc3339};
+use crate::flow::{
+    Endpoint, Flow, FlowTime, NoNames, Resolver, TrafficDirection, Verdict, rfc3339,
+};
 
 /// Names pods as the agent would: by endpoint id or IP.
 struct Pods;
@@ -41,6 +43,46 @@ fn times_are_rfc3339_in_utc() {
         rfc3339(951_782_400_000_000_000),
         "2000-02-29T00:00:00.000000000Z"
     );
+    // A flow's time in JSON as protobuf's JSON mapping writes it (what Hubble prints).
+    for (ns, text) in [
+        (T, "2026-11-27T03:10:14.123456789Z"),
+        (T - 789, "2026-11-27T03:10:14.123456Z"),
+        (T - 456_789, "2026-11-27T03:10:14.123Z"),
+        (T - 123_456_789, "2026-11-27T03:10:14Z"),
+        (T - 123_456_780, "2026-11-27T03:10:14.000000009Z"),
+    ] {
+        assert_eq!(FlowTime(ns).to_string(), text);
+        assert_eq!(crate::observer::parse_time(text), Some(ns));
+        assert_eq!(
+            serde_json::from_value::<FlowTime>(serde_json::json!(text)).unwrap(),
+            FlowTime(ns)
+        );
+    }
+}
+
+#[test]
+fn times_parse_as_rfc3339_allows() {
+    use crate::observer::parse_time;
+    let t = T - 123_456_789; // 2026-11-27T03:10:14Z
+    assert_eq!(parse_time("2026-11-27T04:10:14+01:00"), Some(t));
+    assert_eq!(
+        parse_time("2026-11-27t02:40:14.5-00:30"),
+        Some(t + 500_000_000)
+    );
+    for bad in [
+        "2026-11-27T03:10:14",
+        "2026-11-27T03:10:14.Z",
+        "2026-11-27T03:10:14.1234567890Z",
+        "2026-13-27T03:10:14Z",
+        "2026-11-27T24:10:14Z",
+        "2026-11-27T03:10:14+1:00",
+        "2026-11-27 03:10:14Z",
+        "+026-11-27T03:10:14Z",
+        "2026-11-27T03:10:14Zjunk",
+        "1969-12-31T23:59:59Z",
+    ] {
+        assert_eq!(parse_time(bad), None, "{bad}");
+    }
 }
 
 #[test]
@@ -60,7 +102,8 @@ fn a_trace_becomes_hubbles_flow_and_json() {
     assert_eq!(json["destination"]["ID"], 12);
     assert_eq!(json["Type"], "L3_L4");
     assert_eq!(json["node_name"], "k8s-w1");
-    assert_eq!(json["event_type"]["sub_type"], 0);
+    // protojson leaves zero values out, as upstream's hubble prints them.
+    assert!(json["event_type"].get("sub_type").is_none(), "{json}");
     assert_eq!(json["Summary"], "TCP Flags: SYN");
     let back: Flow = serde_json::from_value(json).unwrap();
     assert_eq!(back, flow);

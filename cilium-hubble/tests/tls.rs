@@ -98,10 +98,12 @@ async fn recording_proxy(target: String) -> (String, Arc<Mutex<Vec<u8>>>) {
                 tokio::spawn(async move {
                     let mut buf = [0u8; 4096];
                     while let Ok(n) = r.read(&mut buf).await {
+                        // Recorded before it is passed on: whatever a client has read,
+                        // the record holds.
+                        record.lock().unwrap().extend_from_slice(&buf[..n]);
                         if n == 0 || w.write_all(&buf[..n]).await.is_err() {
                             break;
                         }
-                        record.lock().unwrap().extend_from_slice(&buf[..n]);
                     }
                     let _ = w.shutdown().await;
                 });

@@ -29,13 +29,18 @@ pub(crate) const COMMANDS: [&str; 6] = [
 ];
 
 /// The oldest Go that builds the module (its `go` directive).
-const GO_NEEDED: (u32, u32) = (1, 26);
+pub(crate) const GO_NEEDED: (u32, u32) = (1, 26);
 
 /// The `k8s.io/kubernetes` version a go.mod requires (`v1.37.2`).
 pub(crate) fn kubernetes_version(go_mod: &str) -> Option<String> {
+    module_version(go_mod, "k8s.io/kubernetes")
+}
+
+/// The version of `module` a go.mod requires (directly or `// indirect`).
+pub(crate) fn module_version(go_mod: &str, module: &str) -> Option<String> {
     go_mod.lines().find_map(|line| {
         let mut words = line.trim().trim_start_matches("require").split_whitespace();
-        (words.next()? == "k8s.io/kubernetes")
+        (words.next()? == module)
             .then(|| words.next())
             .flatten()
             .filter(|v| v.starts_with('v'))
@@ -73,47 +78,47 @@ pub(crate) fn ldflags(version: &str) -> String {
     flags
 }
 
-/// Builds the control plane into `target/kube/` and returns that directory.
-pub(crate) fn kube_build(root: &Path) -> Result<PathBuf, String> {
-    let module = root.join("k8s").join("controlplane");
-    let go_mod = std::fs::read_to_string(module.join("go.mod"))
-        .map_err(|e| format!("reading {}: {e}", module.join("go.mod").display()))?;
-    let version = kubernetes_version(&go_mod)
-        .ok_or("k8s/controlplane/go.mod requires no k8s.io/kubernetes version")?;
+/// Checks that a Go new enough for the module `go_mod` names is on the PATH.
+pub(crate) fn require_go(go_mod: &str) -> Result<(), String> {
     let out = Command::new("go").arg("version").output().map_err(|e| {
         format!(
-            "cannot run go ({e}): Go {}.{} or newer is needed to build the Kubernetes \
-             control plane (scripts/deps.sh checks for it)",
+            "cannot run go ({e}): Go {}.{} or newer is needed to build {go_mod}'s programs \
+             (scripts/deps.sh checks for it)",
             GO_NEEDED.0, GO_NEEDED.1
         )
     })?;
     let have = String::from_utf8_lossy(&out.stdout);
     match go_version(&have) {
-        Some(v) if v >= GO_NEEDED => {}
-        _ => {
-            return Err(format!(
-                "{}: Go {}.{} or newer is needed (k8s/controlplane/go.mod)",
-                have.trim(),
-                GO_NEEDED.0,
-                GO_NEEDED.1
-            ));
-        }
+        Some(v) if v >= GO_NEEDED => Ok(()),
+        _ => Err(format!(
+            "{}: Go {}.{} or newer is needed ({go_mod})",
+            have.trim(),
+            GO_NEEDED.0,
+            GO_NEEDED.1
+        )),
     }
-    let dir = crate::target_dir(root).join("kube");
-    std::fs::create_dir_all(&dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
-    let bin = dir.join("kube");
-    let started = Instant::now();
-    eprintln!(
-        "+ go build -trimpath -mod=readonly -o {} ./k8s/controlplane (Kubernetes {version})",
-        bin.display()
-    );
+}
+
+/// `go build` of `packages` in the module at `module` into `output` (a file, or a
+/// directory with a trailing slash for one binary per package), pinned by its go.sum.
+pub(crate) fn go_build(
+    module: &Path,
+    ldflags: &str,
+    output: &std::ffi::OsStr,
+    packages: &[&str],
+) -> Result<(), String> {
     let status = Command::new("go")
-        .args(["build", "-trimpath", "-mod=readonly", "-ldflags"])
-        .arg(ldflags(&version))
-        .arg("-o")
-        .arg(&bin)
-        .arg(".")
-        .current_dir(&module)
+        .args([
+            "build",
+            "-trimpath",
+            "-mod=readonly",
+            "-ldflags",
+            ldflags,
+            "-o",
+        ])
+        .arg(output)
+        .args(packages)
+        .current_dir(module)
         // The module builds on its own: no workspace file of a parent directory applies.
         .env("GOWORK", "off")
         .env("GOFLAGS", "-buildvcs=false")
@@ -122,9 +127,33 @@ pub(crate) fn kube_build(root: &Path) -> Result<PathBuf, String> {
         .env("CGO_ENABLED", "0")
         .status()
         .map_err(|e| format!("cannot run go build: {e}"))?;
-    if !status.success() {
-        return Err(format!("go build of k8s/controlplane failed ({status})"));
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "go build in {} failed ({status})",
+            module.display()
+        ))
     }
+}
+
+/// Builds the control plane into `target/kube/` and returns that directory.
+pub(crate) fn kube_build(root: &Path) -> Result<PathBuf, String> {
+    let module = root.join("k8s").join("controlplane");
+    let go_mod = std::fs::read_to_string(module.join("go.mod"))
+        .map_err(|e| format!("reading {}: {e}", module.join("go.mod").display()))?;
+    let version = kubernetes_version(&go_mod)
+        .ok_or("k8s/controlplane/go.mod requires no k8s.io/kubernetes version")?;
+    require_go("k8s/controlplane/go.mod")?;
+    let dir = crate::target_dir(root).join("kube");
+    std::fs::create_dir_all(&dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
+    let bin = dir.join("kube");
+    let started = Instant::now();
+    eprintln!(
+        "+ go build -trimpath -mod=readonly -o {} ./k8s/controlplane (Kubernetes {version})",
+        bin.display()
+    );
+    go_build(&module, &ldflags(&version), bin.as_os_str(), &["."])?;
     for name in COMMANDS {
         let link = dir.join(name);
         match std::fs::read_link(&link) {

@@ -18,12 +18,16 @@
 //!   runs `fresh-check --test`, which needs root);
 //! - `kube-build`: builds the upstream Kubernetes control plane, kube-proxy and kubectl from
 //!   the pinned module in `k8s/controlplane/` into `target/kube/` (see `kube.rs`);
+//! - `upstream-build`: builds upstream's clients (Cilium's `hubble` and `cilium-dbg`, CNI's
+//!   `cnitool`) from the pinned module in `upstream/` into `target/upstream/` (see
+//!   `upstream.rs`);
 //! - `fresh-check [--test] [--demo]`: runs `scripts/deps.sh` and the build of every target
 //!   in a minimal Debian root made by debootstrap (see `fresh.rs`), as root.
 
 mod fresh;
 mod fuzz;
 mod kube;
+mod upstream;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
@@ -40,11 +44,12 @@ fn main() -> ExitCode {
         Some("build-bpf") => build_bpf(&root),
         Some("ci") => ci(&root),
         Some("kube-build") => kube::kube_build(&root).map(|_| ()),
+        Some("upstream-build") => upstream::upstream_build(&root).map(|_| ()),
         Some("fresh-check") => fresh::fresh_check(&root, &args[1..]),
         Some("fresh-check-inner") => return fresh::fresh_check_inner(&args[1..]),
         _ => {
             eprintln!(
-                "usage: cargo xtask <test|demo|bench [FILTER]|build-bpf|fuzz [TARGET] [--time S]|fuzz-check|ci|kube-build|fresh-check>"
+                "usage: cargo xtask <test|demo|bench [FILTER]|build-bpf|fuzz [TARGET] [--time S]|fuzz-check|ci|kube-build|upstream-build|fresh-check>"
             );
             return ExitCode::from(64);
         }
@@ -93,8 +98,10 @@ fn cargo_env(root: &Path, args: &[&str], env: &[(&str, &str)]) -> Result<(), Str
 }
 
 fn test(root: &Path) -> Result<(), String> {
-    // The Kubernetes tests run upstream's control plane: build it (seconds when cached).
+    // The Kubernetes tests run upstream's control plane, the format tests upstream's
+    // clients: build them (seconds when cached).
     kube::kube_build(root)?;
+    upstream::upstream_build(root)?;
     cargo(root, &["test", "--workspace", "--all-targets"])?;
     cargo(root, &["test", "--workspace", "--doc"])
 }

@@ -9,8 +9,8 @@
 //!   `--to-port`, `--verdict`, `--type`, `--protocol`, `--not`, `-o compact|json|table`.
 //!   Directional flags (`--from-*`, `--to-*`) and the rest are ANDed in one filter; a
 //!   bidirectional one (`--pod`, `--ip`, `--label`, `--port`, `--namespace`) makes two
-//!   filters, the source side or the destination side, as Hubble does. `--not` turns the
-//!   whole selection into a denylist.
+//!   filters, the source side or the destination side, as Hubble does. `--not` puts the
+//!   next filter flag into the denylist, as Hubble's does.
 //! - `hubble status`, `hubble list nodes`.
 //! - `--server unix://PATH|HOST:PORT|tls://HOST:PORT`; over TLS with Hubble's flags
 //!   (`--tls`, `--tls-ca-cert-files`, `--tls-client-cert-file`, `--tls-client-key-file`,
@@ -23,7 +23,7 @@ use cilium_hubble::observer::{connect_with, from_proto};
 use cilium_hubble::proto::flow::{EventTypeFilter, FlowFilter};
 use cilium_hubble::proto::observer::get_flows_response::ResponseTypes;
 use cilium_hubble::proto::observer::{GetFlowsRequest, GetNodesRequest, ServerStatusRequest};
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
 
 #[derive(Debug, Parser)]
 #[command(name = "hubble", about = "Observe the flows of cilium-rs nodes")]
@@ -77,14 +77,14 @@ impl Cli {
     }
 }
 
-#[derive(Debug, Clone, Copy, ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum Output {
     Compact,
     Json,
     Table,
 }
 
-#[derive(Debug, Args)]
+#[derive(Debug, Clone, Args)]
 struct Observe {
     /// The last N flows (default 20 without --follow).
     #[arg(long)]
@@ -161,9 +161,15 @@ struct Observe {
     /// Drop reasons by name (`POLICY_DENIED`, ...).
     #[arg(long)]
     drop_reason_desc: Vec<String>,
-    /// Show the flows that do NOT match the selection.
-    #[arg(long)]
-    not: bool,
+    /// Puts the next filter flag into the denylist (`--not --verdict DROPPED`), as Hubble's
+    /// `--not` does. (Each occurrence is kept, so that its position on the command line is
+    /// known: clap reports only the last position of a counted flag.)
+    #[arg(long, num_args = 0, default_missing_value = "true", action = clap::ArgAction::Append)]
+    not: Vec<bool>,
+    /// The filter values `--not` applies to, by flag id and position among the flag's
+    /// values (filled from the command line's order, see [`negated`]).
+    #[arg(skip)]
+    negated: Vec<(&'static str, usize)>,
     /// Output format.
     #[arg(short, long, value_enum, default_value = "compact")]
     output: Output,
@@ -234,8 +240,147 @@ fn time_flag(flag: &str, v: &str) -> Result<prost_types::Timestamp, String> {
     Ok(cilium_hubble::observer::timestamp(ns))
 }
 
+/// The filter flags of `observe`, by clap id: the ones `--not` can apply to.
+const FILTER_FLAGS: [&str; 20] = [
+    "pod",
+    "from_pod",
+    "to_pod",
+    "service",
+    "from_service",
+    "to_service",
+    "namespace",
+    "label",
+    "from_label",
+    "to_label",
+    "ip",
+    "from_ip",
+    "to_ip",
+    "port",
+    "from_port",
+    "to_port",
+    "verdict",
+    "event_type",
+    "protocol",
+    "drop_reason_desc",
+];
+
+impl Observe {
+    /// A filter flag's values by clap id.
+    fn values_mut(&mut self, id: &str) -> Option<&mut Vec<String>> {
+        Some(match id {
+            "pod" => &mut self.pod,
+            "from_pod" => &mut self.from_pod,
+            "to_pod" => &mut self.to_pod,
+            "service" => &mut self.service,
+            "from_service" => &mut self.from_service,
+            "to_service" => &mut self.to_service,
+            "namespace" => &mut self.namespace,
+            "label" => &mut self.label,
+            "from_label" => &mut self.from_label,
+            "to_label" => &mut self.to_label,
+            "ip" => &mut self.ip,
+            "from_ip" => &mut self.from_ip,
+            "to_ip" => &mut self.to_ip,
+            "port" => &mut self.port,
+            "from_port" => &mut self.from_port,
+            "to_port" => &mut self.to_port,
+            "verdict" => &mut self.verdict,
+            "event_type" => &mut self.event_type,
+            "protocol" => &mut self.protocol,
+            "drop_reason_desc" => &mut self.drop_reason_desc,
+            _ => return None,
+        })
+    }
+
+    /// The selection split as Hubble splits it: the values `--not` applies to (the
+    /// denylist) and the rest (the allowlist).
+    fn split(&self) -> (Observe, Observe) {
+        let mut allow = self.clone();
+        let mut deny = self.clone();
+        for id in FILTER_FLAGS {
+            let all = allow.values_mut(id).map(std::mem::take).unwrap_or_default();
+            let (mut a, mut d) = (Vec::new(), Vec::new());
+            for (i, v) in all.into_iter().enumerate() {
+                if self.negated.contains(&(id, i)) {
+                    d.push(v);
+                } else {
+                    a.push(v);
+                }
+            }
+            if let Some(slot) = allow.values_mut(id) {
+                *slot = a;
+            }
+            if let Some(slot) = deny.values_mut(id) {
+                *slot = d;
+            }
+        }
+        (allow, deny)
+    }
+}
+
+/// Which filter values `--not` applies to: each `--not` puts the next filter flag given
+/// after it into the denylist; two `--not` in a row are an error, as in Hubble.
+fn negated(m: &clap::ArgMatches) -> Result<Vec<(&'static str, usize)>, String> {
+    let nots: Vec<usize> = m
+        .indices_of("not")
+        .map(Iterator::collect)
+        .unwrap_or_default();
+    // Every filter value's command-line position, in order.
+    let mut values: Vec<(usize, &'static str, usize)> = Vec::new();
+    for id in FILTER_FLAGS {
+        if let Some(idx) = m.indices_of(id) {
+            values.extend(idx.enumerate().map(|(n, at)| (at, id, n)));
+        }
+    }
+    values.sort_unstable();
+    let mut out = Vec::new();
+    for (k, &not) in nots.iter().enumerate() {
+        let next = values.iter().find(|(at, _, _)| *at > not);
+        let following_not = nots.get(k + 1).copied();
+        match next {
+            Some(&(at, id, n)) if following_not.is_none_or(|f| at < f) => out.push((id, n)),
+            _ if following_not.is_some() => {
+                return Err("consecutive --not statements".into());
+            }
+            _ => {}
+        }
+    }
+    Ok(out)
+}
+
 /// The request the flags ask for.
 fn request(o: &Observe) -> Result<GetFlowsRequest, String> {
+    let (allow, deny) = o.split();
+    let whitelist = filters(&allow)?;
+    let blacklist = filters(&deny)?;
+    let (number, first) = match (o.last, o.first) {
+        (_, Some(n)) => (n, true),
+        (Some(n), None) => (n, false),
+        (None, None) if o.follow => (0, false),
+        (None, None) => (20, false),
+    };
+    Ok(GetFlowsRequest {
+        number,
+        first,
+        follow: o.follow,
+        whitelist,
+        blacklist,
+        since: o
+            .since
+            .as_deref()
+            .map(|v| time_flag("since", v))
+            .transpose()?,
+        until: o
+            .until
+            .as_deref()
+            .map(|v| time_flag("until", v))
+            .transpose()?,
+    })
+}
+
+/// The FlowFilters of one selection: one, or two for a flag that matches either side
+/// (`--pod`, `--ip`, `--label`, `--port`, `--service`, `--namespace`), none when empty.
+fn filters(o: &Observe) -> Result<Vec<FlowFilter>, String> {
     let mut base = FlowFilter {
         source_pod: o.from_pod.clone(),
         destination_pod: o.to_pod.clone(),
@@ -294,34 +439,7 @@ fn request(o: &Observe) -> Result<GetFlowsRequest, String> {
     } else {
         vec![base]
     };
-    let (whitelist, blacklist) = if o.not {
-        (Vec::new(), filters)
-    } else {
-        (filters, Vec::new())
-    };
-    let (number, first) = match (o.last, o.first) {
-        (_, Some(n)) => (n, true),
-        (Some(n), None) => (n, false),
-        (None, None) if o.follow => (0, false),
-        (None, None) => (20, false),
-    };
-    Ok(GetFlowsRequest {
-        number,
-        first,
-        follow: o.follow,
-        whitelist,
-        blacklist,
-        since: o
-            .since
-            .as_deref()
-            .map(|v| time_flag("since", v))
-            .transpose()?,
-        until: o
-            .until
-            .as_deref()
-            .map(|v| time_flag("until", v))
-            .transpose()?,
-    })
+    Ok(filters)
 }
 
 fn table_row(f: &Flow) -> String {
@@ -464,7 +582,20 @@ async fn run(cli: Cli) -> Result<(), String> {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let matches = Cli::command().get_matches();
+    let mut cli = match Cli::from_arg_matches(&matches) {
+        Ok(cli) => cli,
+        Err(e) => e.exit(),
+    };
+    if let (Cmd::Observe(o), Some(m)) = (&mut cli.command, matches.subcommand_matches("observe")) {
+        match negated(m) {
+            Ok(n) => o.negated = n,
+            Err(e) => {
+                eprintln!("Error: {e}");
+                return ExitCode::FAILURE;
+            }
+        }
+    }
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -481,5 +612,48 @@ fn main() -> ExitCode {
             eprintln!("Error: {e}");
             ExitCode::FAILURE
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The request `hubble observe ARGS` sends.
+    fn request_of(args: &[&str]) -> Result<GetFlowsRequest, String> {
+        let argv = ["hubble", "observe"].iter().chain(args);
+        let matches = Cli::command()
+            .try_get_matches_from(argv)
+            .map_err(|e| e.to_string())?;
+        let mut cli = Cli::from_arg_matches(&matches).map_err(|e| e.to_string())?;
+        let Cmd::Observe(o) = &mut cli.command else {
+            unreachable!()
+        };
+        o.negated = negated(matches.subcommand_matches("observe").unwrap())?;
+        request(o)
+    }
+
+    #[test]
+    fn not_denies_the_next_filter_and_the_denied_make_one_filter() {
+        let r = request_of(&[
+            "--not",
+            "--from-pod",
+            "default/a",
+            "--to-pod",
+            "default/b",
+            "--not",
+            "--verdict",
+            "DROPPED",
+        ])
+        .unwrap();
+        assert_eq!(r.whitelist.len(), 1);
+        assert_eq!(r.whitelist[0].destination_pod, ["default/b"]);
+        assert!(r.whitelist[0].source_pod.is_empty());
+        assert_eq!(r.blacklist.len(), 1);
+        assert_eq!(r.blacklist[0].source_pod, ["default/a"]);
+        assert_eq!(r.blacklist[0].verdict, [2]);
+        assert!(r.blacklist[0].destination_pod.is_empty());
+        let e = request_of(&["--not", "--not", "--verdict", "DROPPED"]).unwrap_err();
+        assert!(e.contains("consecutive --not"), "{e}");
     }
 }
