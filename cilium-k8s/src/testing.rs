@@ -171,6 +171,34 @@ fn has_binaries(dir: &Path) -> bool {
     BINARIES.iter().all(|b| dir.join(b).exists())
 }
 
+/// One of upstream's clients built by `cargo xtask upstream-build` (`hubble`,
+/// `cilium-dbg`, `cnitool` in `target/upstream/`), the test oracles of this project's
+/// formats; `None` when it has not been built, after printing that the test is skipped.
+/// Under CI (`CI` set) a missing binary is a failure: `cargo xtask test` builds them.
+pub fn upstream_client(name: &str) -> Option<PathBuf> {
+    let workspace = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()?
+        .to_path_buf();
+    let target = match std::env::var_os("CARGO_TARGET_DIR") {
+        Some(t) if !t.is_empty() => workspace.join(t),
+        _ => workspace.join("target"),
+    };
+    let bin = target.join("upstream").join(name);
+    if bin.exists() {
+        return Some(bin);
+    }
+    assert!(
+        std::env::var_os("CI").is_none(),
+        "{} is missing: cargo xtask upstream-build",
+        bin.display()
+    );
+    eprintln!(
+        "skipped: {} not built (cargo xtask upstream-build)",
+        bin.display()
+    );
+    None
+}
+
 /// The directory with the upstream binaries (`kube-apiserver`, ..., `kube-proxy`,
 /// `kubectl`): `$CRS_KUBE_DIR` when set, else `target/kube/` of this workspace, built by
 /// `cargo xtask kube-build` when it is missing.

@@ -199,7 +199,11 @@ pub(crate) async fn put_pod(
 pub(crate) async fn get_policy(State(agent): State<Arc<Agent>>) -> Response {
     let node = node_or_return!(agent);
     match node.policies().await {
-        Ok(list) => Json(json!({"policy": list, "revision": list.len()})).into_response(),
+        // Cilium's Policy model: the rules as one JSON text, and the revision.
+        Ok(list) => match serde_json::to_string_pretty(&list) {
+            Ok(text) => Json(json!({"policy": text, "revision": list.len()})).into_response(),
+            Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+        },
         Err(e) => fail(e),
     }
 }

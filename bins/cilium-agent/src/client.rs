@@ -88,7 +88,11 @@ impl Client {
         let (status, body) = self.request(method, path, bytes).await?;
         let json: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
         if status >= 300 {
-            let msg = json["message"].as_str().unwrap_or("no message");
+            // Cilium's Error model: a JSON string (an object with `message` also read).
+            let msg = json
+                .as_str()
+                .or_else(|| json["message"].as_str())
+                .unwrap_or("no message");
             return Err(ClientError(format!("[{status} {path}] {msg}")));
         }
         Ok(json)

@@ -47,7 +47,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post, put};
 
 use axum::{Json, Router};
-use cilium_core::config::{AgentConfig, PolicyEnforcement};
+use cilium_core::NumericIdentity;
+use cilium_core::config::{AgentConfig, LbAlgorithm, PolicyEnforcement, RoutingMode};
 use serde_json::{Value, json};
 
 pub use metrics::Metrics;
@@ -198,7 +199,8 @@ impl Agent {
 
 /// A JSON error response.
 fn error(status: StatusCode, msg: impl Into<String>) -> Response {
-    (status, Json(json!({ "message": msg.into() }))).into_response()
+    // Cilium's `Error` model is a string: the body is the message as a JSON string.
+    (status, Json(Value::String(msg.into()))).into_response()
 }
 
 fn enabled(b: bool) -> &'static str {
@@ -264,7 +266,27 @@ async fn healthz(State(agent): State<Arc<Agent>>) -> Json<Value> {
         "cilium": {"state": "Ok", "msg": format!("cilium-rs {VERSION}")},
         "kvstore": kvstore,
         "kubernetes": kubernetes,
-        "kube-proxy-replacement": {"mode": if config.kube_proxy_replacement { "True" } else { "False" }},
+        "kube-proxy-replacement": kube_proxy_replacement(&config),
+        "routing": {
+            "inter-host-routing-mode": match config.routing_mode {
+                RoutingMode::Tunnel => "Tunnel",
+                RoutingMode::Native => "Native",
+            },
+            "intra-host-routing-mode": if config.enable_endpoint_routes { "BPF" } else { "Legacy" },
+            "tunnel-protocol": config.tunnel_protocol,
+        },
+        "masquerading": {
+            "enabled": config.enable_ipv4_masquerade,
+            "enabledProtocols": {"ipv4": config.enable_ipv4_masquerade},
+            "mode": if config.enable_bpf_masquerade { "BPF" } else { "iptables" },
+            "snat-exclusion-cidr-v4": config.ipv4_native_routing_cidr.map(|c| c.to_string()).unwrap_or_default(),
+        },
+        "identity-range": {
+            "min-identity": NumericIdentity::global_range(config.cluster_id).0.get(),
+            "max-identity": NumericIdentity::global_range(config.cluster_id).1.get(),
+        },
+        // Cilium's IPAMStatus: the node's pool as `node-state` shows it, with its summary.
+        "ipam": ipam_status(&node),
         "hubble": match agent.hubble() {
             Some(o) => {
                 let (held, cap, seen) = o.status();
@@ -277,6 +299,56 @@ async fn healthz(State(agent): State<Arc<Agent>>) -> Json<Value> {
         },
         "uptime-seconds": agent.started.elapsed().as_secs(),
     }))
+}
+
+/// Cilium's `IPAMStatus` from the node state's `ipam`: its pools' lines joined as
+/// `status` (what `cilium-dbg status` prints after `IPAM:`).
+fn ipam_status(node: &Value) -> Value {
+    let Some(mut ipam) = node.get("ipam").cloned() else {
+        return Value::Null;
+    };
+    let summary = ipam["ipv4"]
+        .as_array()
+        .map(|pools| {
+            pools
+                .iter()
+                .filter_map(Value::as_str)
+                .collect::<Vec<_>>()
+                .join(", ")
+        })
+        .unwrap_or_default();
+    ipam["status"] = Value::String(summary);
+    ipam
+}
+
+/// Cilium's `KubeProxyReplacement` status: the mode, and the features this datapath has
+/// with the configuration (`cilium-dbg status --verbose` prints them).
+fn kube_proxy_replacement(config: &AgentConfig) -> Value {
+    let on = config.kube_proxy_replacement;
+    let (algorithm, lut) = match config.bpf_lb_algorithm {
+        LbAlgorithm::Random => ("Random", 0),
+        LbAlgorithm::Maglev => ("Maglev", config.bpf_lb_maglev_table_size),
+    };
+    json!({
+        "mode": if on { "True" } else { "False" },
+        "devices": [],
+        "deviceList": [],
+        "features": {
+            // NodePorts in Cilium's default node-port-range, SNAT to the backends.
+            "nodePort": {
+                "enabled": on, "algorithm": algorithm, "lutSize": lut, "mode": "SNAT",
+                "acceleration": "Disabled", "portMin": 30000, "portMax": 32767,
+            },
+            "sessionAffinity": {"enabled": on},
+            "hostPort": {"enabled": false},
+            "externalIPs": {"enabled": on},
+            "socketLB": {"enabled": false},
+            "socketLBTracing": {"enabled": false},
+            "nat46X64": {"enabled": false},
+            "gracefulTermination": {"enabled": false},
+            "annotations": [],
+        },
+    })
 }
 
 fn config_json(config: &AgentConfig) -> Value {
@@ -292,6 +364,21 @@ fn config_json(config: &AgentConfig) -> Value {
         "status": {
             "daemonConfigurationMap": map,
             "policy-enforcement": enforcement_name(config.enable_policy),
+            // Cilium's DaemonConfigurationStatus: what is in force (`cilium-dbg config`
+            // prints `realized`), the keys fixed at start, and how the agent reaches
+            // Kubernetes.
+            "realized": {
+                "options": {
+                    "Debug": enabled(config.debug),
+                    "MonitorAggregationLevel": config.monitor_aggregation.name(),
+                },
+                "policy-enforcement": enforcement_name(config.enable_policy),
+            },
+            "immutable": {},
+            "ipam-mode": config.ipam,
+            "masquerade": config.enable_ipv4_masquerade,
+            "k8s-configuration": config.k8s_kubeconfig_path.as_ref().map(|p| p.display().to_string()).unwrap_or_default(),
+            "k8s-endpoint": config.k8s_api_server,
         },
     })
 }
@@ -314,6 +401,13 @@ async fn patch_config(State(agent): State<Arc<Agent>>, body: axum::body::Bytes) 
                     return error(StatusCode::BAD_REQUEST, "options must be an object");
                 };
                 for (name, v) in options {
+                    // Upstream's cilium-dbg sends every option back with the one it
+                    // changes: the level unchanged is no change.
+                    if name == "MonitorAggregationLevel"
+                        && v.as_str() == Some(next.monitor_aggregation.name())
+                    {
+                        continue;
+                    }
                     if name == "MonitorAggregationLevel" {
                         return error(
                             StatusCode::BAD_REQUEST,

@@ -109,10 +109,7 @@ fn api_in_process() {
     ] {
         let (code, err) = request(&socket, "PATCH", "/v1/config", bad);
         assert_eq!(code, 400, "{bad}: {err}");
-        assert!(
-            err["message"].as_str().is_some_and(|m| !m.is_empty()),
-            "{err}"
-        );
+        assert!(err.as_str().is_some_and(|m| !m.is_empty()), "{err}");
     }
     let (_, config) = request(
         &socket,
@@ -130,7 +127,7 @@ fn api_in_process() {
     assert!(doc["paths"]["/config"]["patch"].is_object());
     let (code, err) = request(&socket, "GET", "/v1/nothing", "");
     assert_eq!(code, 404);
-    assert!(err["message"].is_string());
+    assert!(err.is_string());
 }
 
 #[test]
@@ -315,10 +312,7 @@ fn services_through_the_api_persist_and_bad_ones_change_nothing() {
     ] {
         let (code, err) = request(&socket, "PUT", path, body);
         assert_eq!(code, want, "{path} {body}: {err}");
-        assert!(
-            err["message"].as_str().is_some_and(|m| !m.is_empty()),
-            "{err}"
-        );
+        assert!(err.as_str().is_some_and(|m| !m.is_empty()), "{err}");
     }
     let (_, after) = request(&socket, "GET", "/v1/service", "");
     assert_eq!(before, after, "bad requests changed nothing");

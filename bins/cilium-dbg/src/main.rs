@@ -485,6 +485,11 @@ fn run(cli: Cli) -> Result<String, String> {
             } else {
                 None
             };
+            // With -o json, Cilium's identity models as the agent answers (upstream's
+            // cilium-dbg prints what it decoded, not the table).
+            if matches!(out.output, Some(Output::Json)) {
+                return Ok(format!("{list:#}\n"));
+            }
             let rows = agent::identity_rows(&list, eps.as_ref());
             let header: &[&str] = if endpoints {
                 &["ID", "LABELS", "REFCOUNT"]
@@ -497,6 +502,9 @@ fn run(cli: Cli) -> Result<String, String> {
             command: ListOnly::List { out },
         } => {
             let list = api.call("GET", "/ip", None).map_err(|e| e.0)?;
+            if matches!(out.output, Some(Output::Json)) {
+                return Ok(format!("{list:#}\n"));
+            }
             return Ok(grid_or_json(
                 &["IP", "IDENTITY", "SOURCE"],
                 &agent::ip_rows(&list),
@@ -507,6 +515,9 @@ fn run(cli: Cli) -> Result<String, String> {
             command: ListOnly::List { out },
         } => {
             let nodes = api.call("GET", "/cluster/nodes", None).map_err(|e| e.0)?;
+            if matches!(out.output, Some(Output::Json)) {
+                return Ok(format!("{nodes:#}\n"));
+            }
             return Ok(grid_or_json(
                 &[
                     "Name",
@@ -524,7 +535,13 @@ fn run(cli: Cli) -> Result<String, String> {
             return match command {
                 PolicyTop::Get { .. } => {
                     let p = api.call("GET", "/policy", None).map_err(|e| e.0)?;
-                    Ok(format!("{:#}\n", p["policy"]))
+                    // The rules come as one JSON text (Cilium's Policy model), printed
+                    // as upstream prints them, with the revision after.
+                    Ok(format!(
+                        "{}\nRevision: {}\n",
+                        p["policy"].as_str().unwrap_or("[]"),
+                        p["revision"]
+                    ))
                 }
                 PolicyTop::Import { file } => {
                     let text = if file.as_os_str() == "-" {

@@ -323,11 +323,9 @@ fn privileged_lab_runs_the_seed() {
     );
     assert!(ok, "{out}");
     let ids: Vec<Value> = serde_json::from_str(&out).expect("json");
-    let listed: BTreeSet<String> = ids
-        .iter()
-        .filter_map(|i| i["ID"].as_str().map(str::to_owned))
-        .collect();
-    assert!(listed.contains("1") && listed.contains("4"), "{listed:?}");
+    // Cilium's identity models: numeric ids.
+    let listed: BTreeSet<u64> = ids.iter().filter_map(|i| i["id"].as_u64()).collect();
+    assert!(listed.contains(&1) && listed.contains(&4), "{listed:?}");
 
     // The seed's views, through kubectl: CiliumEndpoints with their columns, and every
     // agent's endpoint list through `kubectl exec` into the DaemonSet's pods.

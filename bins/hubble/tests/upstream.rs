@@ -16,28 +16,6 @@ use cilium_hubble::flow::{Flow, Names, Service};
 use cilium_hubble::observer::{Listen, ObserverService, RingSource, serve};
 use serde_json::Value;
 
-/// Upstream's binary, or `None` (printed as skipped) when it has not been built; under CI
-/// that is a failure, since `cargo xtask test` builds it.
-fn upstream(name: &str) -> Option<PathBuf> {
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target"));
-    let bin = target.join("upstream").join(name);
-    if bin.exists() {
-        return Some(bin);
-    }
-    assert!(
-        std::env::var_os("CI").is_none(),
-        "{} is missing: cargo xtask upstream-build",
-        bin.display()
-    );
-    eprintln!(
-        "skipped: {} not built (cargo xtask upstream-build)",
-        bin.display()
-    );
-    None
-}
-
 /// A node's flows as its agent would make them: a TCP SYN to a pod on another node
 /// through a Service, its reply, a policy drop, an ICMP echo, an IPv6 frame dropped.
 fn flows() -> Vec<Flow> {
@@ -144,7 +122,7 @@ fn observe(binary: &std::path::Path, server: &str, args: &[&str]) -> Vec<Value> 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn upstream_hubble_reads_the_same_flows() {
-    let Some(theirs) = upstream("hubble") else {
+    let Some(theirs) = cilium_k8s::testing::upstream_client("hubble") else {
         return;
     };
     let ours = PathBuf::from(env!("CARGO_BIN_EXE_hubble"));
