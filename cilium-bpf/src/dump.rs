@@ -59,25 +59,37 @@ pub fn ipcache_value(v: &RemoteEndpointInfo) -> String {
     )
 }
 
-/// A conntrack key as Cilium dumps it (reversed, as `bpf ct list` does: the tuple is stored
-/// with the addresses of the reply direction).
+/// A conntrack key as Cilium's `bpf ct list` prints it. The datapath stores a flow from
+/// `A:a` to `B:b` as Cilium does: `daddr` = A, `saddr` = B (the address fields reversed),
+/// `sport` = a, `dport` = b; so `A:a -> B:b`, and a service entry `VIP:port -> client:port`
+/// (`SVC`).
 pub fn ct_key(k: &Ipv4CtTuple) -> String {
+    let (from, to) = (Ipv4Addr::from(k.daddr), Ipv4Addr::from(k.saddr));
+    let (sport, dport) = (u16::from_be(k.sport), u16::from_be(k.dport));
+    let proto = proto_name(k.nexthdr);
+    let mut s = if k.flags & 4 != 0 {
+        format!("{proto} SVC {to}:{dport} -> {from}:{sport} ")
+    } else {
+        let dir = if k.flags & 1 != 0 { "IN" } else { "OUT" };
+        format!("{proto} {dir} {from}:{sport} -> {to}:{dport} ")
+    };
+    if k.flags & 2 != 0 {
+        s.push_str("related ");
+    }
+    s
+}
+
+/// A NAT key as Cilium's `bpf nat list` prints it (NAT tuples are in the packet's order).
+pub fn nat_key(k: &Ipv4CtTuple) -> String {
     let dir = if k.flags & 1 != 0 { "IN" } else { "OUT" };
-    let mut s = format!(
+    format!(
         "{} {dir} {}:{} -> {}:{} ",
         proto_name(k.nexthdr),
         Ipv4Addr::from(k.saddr),
         u16::from_be(k.sport),
         Ipv4Addr::from(k.daddr),
         u16::from_be(k.dport)
-    );
-    if k.flags & 2 != 0 {
-        s.push_str("related ");
-    }
-    if k.flags & 4 != 0 {
-        s.push_str("service ");
-    }
-    s
+    )
 }
 
 /// A conntrack entry as Cilium prints it (newest format).
@@ -112,7 +124,8 @@ pub fn ct_value(e: &CtEntry) -> String {
         } else {
             format!("[ {} ]", set.join(" "))
         },
-        e.rev_nat_index,
+        // Network byte order in the entry, as in every map.
+        u16::from_be(e.rev_nat_index),
         e.src_sec_id,
         e.backend_id
     )
@@ -123,7 +136,7 @@ pub fn nat_line(k: &Ipv4CtTuple, v: &Ipv4NatEntry, now_secs: u64) -> String {
     let ingress = k.flags & 1 != 0;
     format!(
         "{}{} {}:{} Created={}sec ago NeedsCT={}",
-        ct_key(k),
+        nat_key(k),
         if ingress { "XLATE_DST" } else { "XLATE_SRC" },
         Ipv4Addr::from(v.to_addr),
         u16::from_be(v.to_port),
@@ -316,7 +329,7 @@ pub fn map_entries(bpf_root: &Path, name: &str) -> Result<Vec<(String, String)>,
                 .entries()?
                 .into_iter()
                 .map(|(k, v)| {
-                    let key = ct_key(&k);
+                    let key = nat_key(&k);
                     let line = nat_line(&k, &v, now);
                     (key.trim_end().to_owned(), line[key.len()..].to_owned())
                 })
@@ -429,9 +442,10 @@ mod tests {
             ipcache_value(&v),
             "identity=14584 encryptkey=0 tunnelendpoint=172.18.0.3 flags=hastunnel"
         );
+        // 10.0.0.1:40000 -> 10.0.0.2:80 as conntrack stores it (addresses reversed).
         let k = Ipv4CtTuple {
-            daddr: [10, 0, 0, 2],
-            saddr: [10, 0, 0, 1],
+            daddr: [10, 0, 0, 1],
+            saddr: [10, 0, 0, 2],
             dport: 80u16.to_be(),
             sport: 40000u16.to_be(),
             nexthdr: 6,
@@ -454,6 +468,18 @@ mod tests {
             to_addr: [192, 168, 10, 200],
             to_port: 41532u16.to_be(),
             ..Ipv4NatEntry::default()
+        };
+        let svc = Ipv4CtTuple {
+            saddr: [10, 96, 0, 10],
+            flags: 4,
+            ..k
+        };
+        assert_eq!(ct_key(&svc), "TCP SVC 10.96.0.10:80 -> 10.0.0.1:40000 ");
+        // The same flow as NAT stores it (the packet's order).
+        let k = Ipv4CtTuple {
+            daddr: [10, 0, 0, 2],
+            saddr: [10, 0, 0, 1],
+            ..k
         };
         assert_eq!(
             nat_line(&k, &n, 112),

@@ -83,7 +83,6 @@ pub fn rev_nat_value(v: &lbm::Lb4RevNat) -> types::Lb4ReverseNat {
     types::Lb4ReverseNat {
         address: v.address.octets(),
         port: v.port.to_be(),
-        pad: 0,
     }
 }
 

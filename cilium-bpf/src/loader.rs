@@ -162,7 +162,10 @@ pub struct Datapath {
 
 const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
 
-fn io_err(action: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> DatapathError {
+pub(crate) fn io_err(
+    action: &'static str,
+    path: &Path,
+) -> impl FnOnce(std::io::Error) -> DatapathError {
     let path = path.to_path_buf();
     move |source| DatapathError::Io {
         action,

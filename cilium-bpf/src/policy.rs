@@ -223,6 +223,23 @@ pub struct PolicyWriter {
     revision: aya::maps::Array<MapData, u32>,
     allow_localhost: bool,
     installed: BTreeMap<u16, Vec<LpmEntry>>,
+    bpf_root: std::path::PathBuf,
+}
+
+/// Removes a pin; one already gone is fine.
+fn unpin(pin: &Path) -> Result<(), DatapathError> {
+    match std::fs::remove_file(pin) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            Err(crate::loader::io_err("unpinning", pin)(e))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Where an endpoint's policy map is also pinned: `cilium_policy_v2_<id, 5 digits>` in
+/// `tc/globals`, Cilium's name, so that Cilium's tools (`cilium-dbg bpf policy get`) read it.
+pub fn endpoint_pin(bpf_root: &Path, endpoint: u16) -> std::path::PathBuf {
+    globals_dir(bpf_root).join(format!("{}_{endpoint:05}", names::POLICY))
 }
 
 impl std::fmt::Debug for PolicyWriter {
@@ -252,6 +269,7 @@ impl PolicyWriter {
             revision,
             allow_localhost,
             installed: BTreeMap::new(),
+            bpf_root: bpf_root.to_path_buf(),
         })
     }
 
@@ -286,6 +304,12 @@ impl PolicyWriter {
         };
         let data = crate::maps::create_inner_map(def, "cilium_policy_ep")
             .map_err(map_err("create inner", names::POLICY))?;
+        // Pinned under Cilium's per-endpoint name as well (the previous map's pin, if any,
+        // makes way: that map lives on in the outer map until the swap below).
+        let pin = endpoint_pin(&self.bpf_root, endpoint);
+        unpin(&pin)?;
+        data.pin(&pin)
+            .map_err(|e| crate::loader::io_err("pinning", &pin)(std::io::Error::other(e)))?;
         let mut inner: PolicyTrie = LpmTrie::try_from(aya::maps::Map::LpmTrie(data))
             .map_err(map_err("create inner", names::POLICY))?;
         for e in &entries {
@@ -343,6 +367,7 @@ impl PolicyWriter {
     /// Removes an endpoint's policy map: nothing is enforced on it any more.
     pub fn remove(&mut self, endpoint: u16) -> Result<(), DatapathError> {
         self.installed.remove(&endpoint);
+        unpin(&endpoint_pin(&self.bpf_root, endpoint))?;
         match self.outer.remove(&u32::from(endpoint)) {
             Ok(()) => self.bump(),
             Err(aya::maps::MapError::KeyNotFound) => Ok(()),

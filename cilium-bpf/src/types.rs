@@ -246,7 +246,8 @@ pub struct Lb4Backend {
 }
 pod!(Lb4Backend, 12);
 
-/// `lb4_reverse_nat`: the value of `cilium_lb4_reverse_nat` (8 bytes).
+/// `lb4_reverse_nat`: the value of `cilium_lb4_reverse_nat` (6 bytes: packed in C, as
+/// Cilium's; Cilium's own decoder refuses any other size).
 #[repr(C)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub struct Lb4ReverseNat {
@@ -254,10 +255,8 @@ pub struct Lb4ReverseNat {
     pub address: [u8; 4],
     /// Frontend port (network byte order).
     pub port: u16,
-    /// Padding.
-    pub pad: u16,
 }
-pod!(Lb4ReverseNat, 8);
+pod!(Lb4ReverseNat, 6);
 
 /// `ipv4_ct_tuple`: the key of the conntrack and NAT maps (14 bytes, packed in C).
 #[repr(C)]

@@ -244,7 +244,6 @@ fn rust_types_match_c_layouts() {
         &[
             ("address", offset_of!(Lb4ReverseNat, address)),
             ("port", offset_of!(Lb4ReverseNat, port)),
-            ("pad", offset_of!(Lb4ReverseNat, pad)),
         ],
     );
     check(

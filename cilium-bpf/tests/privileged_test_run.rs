@@ -139,9 +139,10 @@ fn privileged_from_container_verdicts() {
     );
     // The translated flow's entry counted the packet once (policy reuses the translation's
     // conntrack state instead of looking the flow up again).
+    // a:40001 -> b:8080, as conntrack stores it (Cilium's order: the addresses reversed).
     let translated = cilium_bpf::types::Ipv4CtTuple {
-        daddr: b.octets(),
-        saddr: a.octets(),
+        daddr: a.octets(),
+        saddr: b.octets(),
         dport: 8080u16.to_be(),
         sport: 40001u16.to_be(),
         nexthdr: 6,

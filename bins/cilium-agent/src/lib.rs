@@ -297,6 +297,8 @@ async fn healthz(State(agent): State<Arc<Agent>>) -> Json<Value> {
             }
             None => json!({"state": "Disabled"}),
         },
+        // The datapath's conntrack lifetimes are seconds of bpf_ktime_get_coarse_ns().
+        "clock-source": {"mode": "ktime"},
         "uptime-seconds": agent.started.elapsed().as_secs(),
     }))
 }
@@ -384,7 +386,16 @@ fn config_json(config: &AgentConfig) -> Value {
 }
 
 async fn get_config(State(agent): State<Arc<Agent>>) -> Json<Value> {
-    Json(config_json(&agent.config()))
+    let mut config = config_json(&agent.config());
+    // Cilium's NodeAddressing: IPv4 only (upstream's cilium-dbg reads it to pick the
+    // conntrack and NAT maps it dumps), with the router and the pod CIDR once the node runs.
+    let mut ipv4 = json!({"enabled": true});
+    if let Some(node) = agent.node() {
+        ipv4["ip"] = Value::String(node.router.to_string());
+        ipv4["alloc-range"] = Value::String(node.cidr.to_string());
+    }
+    config["status"]["addressing"] = json!({"ipv4": ipv4, "ipv6": {"enabled": false}});
+    Json(config)
 }
 
 /// `PATCH /v1/config`: `{"options": {"Debug": "Enabled"}, "policy-enforcement": "always"}`.

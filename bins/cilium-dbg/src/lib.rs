@@ -167,7 +167,7 @@ pub fn ct_list(maps: &Maps) -> Result<Vec<String>, DatapathError> {
     let mut out = Vec::new();
     for map in [&maps.ct4_tcp, &maps.ct4_any] {
         let mut entries = map.entries()?;
-        entries.sort_by_key(|(k, _)| (k.saddr, k.daddr, k.sport, k.dport, k.nexthdr, k.flags));
+        entries.sort_by_key(|(k, _)| (k.daddr, k.saddr, k.sport, k.dport, k.nexthdr, k.flags));
         out.extend(
             entries
                 .iter()

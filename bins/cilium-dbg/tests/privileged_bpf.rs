@@ -5,7 +5,7 @@
 //! binary's tables and JSON checked. Needs root; the bpffs is unmounted on drop.
 
 use std::net::Ipv4Addr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 mod support;
@@ -46,6 +46,29 @@ fn is_root() -> bool {
                 .and_then(|l| l.split_whitespace().nth(2).map(|u| u == "0"))
         })
         .unwrap_or(false)
+}
+
+/// Upstream's cilium-dbg reading the same maps: it knows only `/sys/fs/bpf`, so it runs in
+/// a mount namespace of its own where the test's bpffs is bound there (nothing changes
+/// outside it). `None` when upstream's binary is not built (see `upstream_client`).
+fn upstream_dbg(root: &BpfFs, api: &Path, args: &[&str]) -> Option<(bool, String, String)> {
+    let binary = cilium_k8s::testing::upstream_client("cilium-dbg")?;
+    let host = format!("unix://{}", api.display());
+    let script = "mount --bind \"$0\" /sys/fs/bpf && exec \"$@\"";
+    let mut all: Vec<&std::ffi::OsStr> = vec![
+        "--mount".as_ref(),
+        "--propagation".as_ref(),
+        "private".as_ref(),
+        "sh".as_ref(),
+        "-c".as_ref(),
+        script.as_ref(),
+        root.0.as_os_str(),
+        binary.as_os_str(),
+        "-H".as_ref(),
+        host.as_ref(),
+    ];
+    all.extend(args.iter().map(std::ffi::OsStr::new));
+    Some(support::run_binary("unshare".as_ref(), &all))
 }
 
 fn dbg(root: &BpfFs, args: &[&str]) -> (bool, String, String) {
@@ -184,4 +207,122 @@ fn privileged_bpf_views_show_what_the_datapath_holds() {
     assert!(ok && out.is_empty(), "no flows yet: {out}");
     let (ok, _, err) = dbg(&fs, &["bpf", "ct", "list", "local"]);
     assert!(!ok && err.contains("global"), "{err}");
+
+    upstream_reads_the_same_maps(&fs);
+}
+
+/// Sorted lines without trailing blanks: upstream walks hash maps in the kernel's order.
+fn sorted_lines(out: &str) -> Vec<String> {
+    let mut lines: Vec<String> = out
+        .lines()
+        .map(|l| l.trim_end().to_owned())
+        .filter(|l| !l.is_empty())
+        .collect();
+    lines.sort();
+    lines
+}
+
+/// Upstream's cilium-dbg decodes the maps the test filled (the service, the ipcache entry,
+/// endpoint 7's policy) and a conntrack and a NAT entry written here, with Cilium's own
+/// map types: a size or layout that differs from Cilium's fails its decoding. It asks an
+/// agent API for the node's addressing and clock source, so one runs on a socket too.
+fn upstream_reads_the_same_maps(fs: &BpfFs) {
+    let api_dir = std::env::temp_dir().join(format!("crs{}-dbg-api", std::process::id()));
+    let socket = api_dir.join("cilium.sock");
+    let agent = cilium_agent::Agent::new(
+        cilium_core::config::AgentConfig::from_sources(
+            &cilium_core::config::ConfigSources::default(),
+        )
+        .unwrap(),
+    );
+    let _api = cilium_agent::BackgroundApi::start(agent, &socket).expect("serve");
+    let Some(_) = upstream_dbg(fs, &socket, &["version"]) else {
+        let _ = std::fs::remove_dir_all(&api_dir);
+        return;
+    };
+
+    let mut maps = cilium_bpf::maps::Maps::open(&fs.0).expect("maps");
+    // 172.20.0.10:43210 -> 172.20.0.11:8080, stored as conntrack stores it (the address
+    // fields reversed, as Cilium's).
+    let tuple = cilium_bpf::types::Ipv4CtTuple {
+        daddr: [172, 20, 0, 10],
+        saddr: [172, 20, 0, 11],
+        dport: 8080u16.to_be(),
+        sport: 43210u16.to_be(),
+        nexthdr: 6,
+        flags: 0,
+    };
+    maps.ct4_tcp
+        .insert(
+            &tuple,
+            &cilium_bpf::types::CtEntry {
+                packets: 3,
+                bytes: 180,
+                lifetime: 21600,
+                rev_nat_index: 1u16.to_be(),
+                tx_flags_seen: 0x02,
+                src_sec_id: 256,
+                ..Default::default()
+            },
+        )
+        .expect("ct entry");
+    let nat_tuple = cilium_bpf::types::Ipv4CtTuple {
+        daddr: [192, 168, 10, 1],
+        saddr: [172, 20, 0, 10],
+        dport: 80u16.to_be(),
+        sport: 43210u16.to_be(),
+        nexthdr: 6,
+        flags: 0,
+    };
+    maps.snat4
+        .insert(
+            &nat_tuple,
+            &cilium_bpf::types::Ipv4NatEntry {
+                created: 1,
+                to_addr: [192, 168, 10, 100],
+                to_port: 43210u16.to_be(),
+                ..Default::default()
+            },
+        )
+        .expect("nat entry");
+
+    let theirs = |args: &[&str]| {
+        let (ok, out, err) = upstream_dbg(fs, &socket, args).expect("built");
+        assert!(ok, "upstream {args:?}: {err}\n{out}");
+        out
+    };
+    // The same rows as this project's cilium-dbg prints, in any order.
+    for args in [
+        &["bpf", "lb", "list"][..],
+        &["bpf", "lb", "list", "--backends"],
+        &["bpf", "lb", "list", "--revnat"],
+        &["bpf", "ipcache", "list"],
+    ] {
+        let (ok, ours, _) = dbg(fs, args);
+        assert!(ok, "{args:?}");
+        assert_eq!(sorted_lines(&theirs(args)), sorted_lines(&ours), "{args:?}");
+    }
+    // Endpoint 7's policy map is pinned under Cilium's name; upstream's `bpf policy get`
+    // also needs the per-entry counters of `cilium_policystats`, which this datapath does
+    // not keep (its own prints `-`), so only the pin is checked.
+    assert!(cilium_bpf::policy::endpoint_pin(&fs.0, 7).exists());
+    // Conntrack and NAT: the entries written above, read with Cilium's key order (the
+    // conntrack tuple's addresses reversed, NAT's not) and printed alike.
+    let ct = theirs(&["bpf", "ct", "list", "global"]);
+    assert!(
+        ct.contains(
+            "TCP OUT 172.20.0.10:43210 -> 172.20.0.11:8080 expires=21600 Packets=3 Bytes=180"
+        ),
+        "{ct}"
+    );
+    let (_, ours, _) = dbg(fs, &["bpf", "ct", "list", "global"]);
+    assert_eq!(sorted_lines(&ct), sorted_lines(&ours));
+    let nat = theirs(&["bpf", "nat", "list"]);
+    let (_, ours, _) = dbg(fs, &["bpf", "nat", "list"]);
+    assert_eq!(sorted_lines(&nat), sorted_lines(&ours));
+    assert!(
+        nat.contains("TCP OUT 172.20.0.10:43210 -> 192.168.10.1:80 XLATE_SRC 192.168.10.100:43210"),
+        "{nat}"
+    );
+    let _ = std::fs::remove_dir_all(&api_dir);
 }

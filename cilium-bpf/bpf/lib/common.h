@@ -193,11 +193,11 @@ struct lb4_backend {
 	__u8 pad;
 };
 
+/* Packed, 6 bytes, as Cilium's (its agent and cilium-dbg read the map with that size). */
 struct lb4_reverse_nat {
 	__be32 address;
 	__be16 port;
-	__u16 pad;
-};
+} __attribute__((packed));
 
 /* Session affinity: client -> the backend it was given, per service. */
 struct lb4_affinity_key {

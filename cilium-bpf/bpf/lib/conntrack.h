@@ -111,8 +111,9 @@ static __always_inline int ct_touch(struct ct_entry *e, __u8 proto, __u8 tcp_fla
 /* New, and already given its entry (by the service translation). */
 #define CT_NEW_TRACKED 3
 
-/* The CT key of a flow from `saddr:sport` to `daddr:dport`. */
-static __always_inline void ct_key(struct ipv4_ct_tuple *t, __be32 saddr, __be32 daddr,
+/* The tuple of a packet from `saddr:sport` to `daddr:dport`, in the packet's order: the
+ * NAT map's key (Cilium's NAT tuples are in that order). */
+static __always_inline void tuple4(struct ipv4_ct_tuple *t, __be32 saddr, __be32 daddr,
 				   __be16 sport, __be16 dport, __u8 proto, __u8 flags)
 {
 	t->daddr = daddr;
@@ -121,6 +122,15 @@ static __always_inline void ct_key(struct ipv4_ct_tuple *t, __be32 saddr, __be32
 	t->sport = sport;
 	t->nexthdr = proto;
 	t->flags = flags;
+}
+
+/* The CT key of a flow from `saddr:sport` to `daddr:dport`, stored as Cilium stores it:
+ * the address fields reversed (`daddr` holds the source: the names fit the reply), the
+ * ports not, so that Cilium's tools read the entries right. */
+static __always_inline void ct_key(struct ipv4_ct_tuple *t, __be32 saddr, __be32 daddr,
+				   __be16 sport, __be16 dport, __u8 proto, __u8 flags)
+{
+	tuple4(t, daddr, saddr, sport, dport, proto, flags);
 }
 
 /* Whether the packet answers a tracked flow: its entry (created in the other direction) is

@@ -36,7 +36,7 @@ static __always_inline int snat4_egress(struct __sk_buff *skb, struct pkt_info *
 	__be16 nport;
 	__u32 i;
 
-	ct_key(&okey, pi->saddr, pi->daddr, pi->sport, pi->dport, pi->proto, TUPLE_F_OUT);
+	tuple4(&okey, pi->saddr, pi->daddr, pi->sport, pi->dport, pi->proto, TUPLE_F_OUT);
 	e = bpf_map_lookup_elem(&cilium_snat_v4_external, &okey);
 	if (e) {
 		nport = e->to_port;
@@ -48,7 +48,7 @@ static __always_inline int snat4_egress(struct __sk_buff *skb, struct pkt_info *
 			__u16 p = SNAT_PORT_MIN + ((start + i) % (SNAT_PORT_MAX - SNAT_PORT_MIN + 1));
 			__be16 cand = bpf_htons(p);
 
-			ct_key(&rkey, pi->daddr, node, pi->dport, cand, pi->proto, TUPLE_F_IN);
+			tuple4(&rkey, pi->daddr, node, pi->dport, cand, pi->proto, TUPLE_F_IN);
 			if (!bpf_map_lookup_elem(&cilium_snat_v4_external, &rkey)) {
 				nport = cand;
 				break;
@@ -82,7 +82,7 @@ static __always_inline int snat4_ingress(struct __sk_buff *skb, struct pkt_info 
 	__be32 addr;
 	__be16 port;
 
-	ct_key(&rkey, pi->saddr, pi->daddr, pi->sport, pi->dport, pi->proto, TUPLE_F_IN);
+	tuple4(&rkey, pi->saddr, pi->daddr, pi->sport, pi->dport, pi->proto, TUPLE_F_IN);
 	e = bpf_map_lookup_elem(&cilium_snat_v4_external, &rkey);
 	if (!e)
 		return 0;
