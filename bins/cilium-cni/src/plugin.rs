@@ -9,9 +9,10 @@
 //! - DEL: `DELETE /endpoint/container-id:<id>` and the veth. Idempotent; when the agent
 //!   is down, the deletion is queued in `<socket dir>/deleteQueue/` and the agent replays
 //!   it when it starts.
-//! - CHECK: the endpoint exists and is ready, and both ends of the veth exist.
+//! - CHECK: the endpoint exists and is ready, both ends of the veth exist, and the pod's
+//!   interface has the endpoint's address and those `prevResult` gives it.
 //! - GC: deletes the endpoints (and veths) of attachments not in
-//!   `cni.dev/valid-attachments`.
+//!   `cni.dev/valid-attachments`; goes on after a failure and reports them all.
 //! - STATUS: the agent answers `/healthz`.
 
 use std::fs::File;
@@ -95,7 +96,7 @@ pub fn run(env: &CniEnv, conf: &NetConf, socket: &Path) -> Result<Option<Value>,
     match env.command {
         Command::Add => add(env, conf, &client).map(Some),
         Command::Del => del(env, &client, socket).map(|()| None),
-        Command::Check => check(env, &client).map(|()| None),
+        Command::Check => check(env, conf, &client).map(|()| None),
         Command::Gc => gc(conf, &client).map(|()| None),
         Command::Status => match client.call("GET", "/healthz", None) {
             Ok(_) => Ok(None),
@@ -246,7 +247,7 @@ fn del(env: &CniEnv, client: &Client, socket: &Path) -> Result<(), CniError> {
     Ok(())
 }
 
-fn check(env: &CniEnv, client: &Client) -> Result<(), CniError> {
+fn check(env: &CniEnv, conf: &NetConf, client: &Client) -> Result<(), CniError> {
     let container = required(env.container_id.as_deref(), "CNI_CONTAINERID")?;
     let ifname = required(env.ifname.as_deref(), "CNI_IFNAME")?;
     let ep = client
@@ -272,26 +273,116 @@ fn check(env: &CniEnv, client: &Client) -> Result<(), CniError> {
         .with_details(e.to_string())
     })?;
     let rt = runtime()?;
-    let (host, pod) = rt
+    let (host, pod, addresses) = rt
         .block_on(async {
             let host = Netlink::open()?.get(&host_name).await?;
-            let pod = Netlink::open_in(&netns)?.get(ifname).await?;
-            Ok::<_, LinkError>((host, pod))
+            let in_pod = Netlink::open_in(&netns)?;
+            let pod = in_pod.get(ifname).await?;
+            Ok::<_, LinkError>((host, pod, in_pod.ipv4_addresses().await?))
         })
         .map_err(|e| link_err("checking the interfaces", &e))?;
-    if host.is_none() || pod.is_none() {
+    let (Some(_), Some(pod)) = (host, pod) else {
         return Err(CniError::new(
             code::IO,
             format!("interface missing: {host_name} on the host or {ifname} in the pod"),
         ));
+    };
+    for ip in expected_addresses(conf.prev_result.as_ref(), ifname, &ep) {
+        if !addresses.contains(&(pod.index, ip)) {
+            return Err(CniError::new(
+                code::IO,
+                format!("address {ip} missing on {ifname} in the pod"),
+            ));
+        }
     }
     Ok(())
 }
 
+/// The IPv4 addresses CHECK expects on the pod's interface `ifname`: the endpoint's, as
+/// the agent holds it, and those `prevResult` gives that interface (its `ips` whose
+/// `interface` is the sandbox interface named `ifname`; the spec has CHECK consult
+/// `prevResult` for the expected addresses). Addresses of other interfaces, such as
+/// those a later plugin of the chain added, are not this plugin's to check.
+pub fn expected_addresses(
+    prev_result: Option<&Value>,
+    ifname: &str,
+    endpoint: &Value,
+) -> Vec<Ipv4Addr> {
+    let mut out: Vec<Ipv4Addr> = endpoint["status"]["networking"]["addressing"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|a| a["ipv4"].as_str()?.parse().ok())
+        .collect();
+    if let Some(prev) = prev_result {
+        for ip in prev["ips"].as_array().into_iter().flatten() {
+            let Some(iface) = ip["interface"]
+                .as_u64()
+                .and_then(|i| prev["interfaces"].get(usize::try_from(i).ok()?))
+            else {
+                continue;
+            };
+            let ours =
+                iface["name"] == ifname && iface["sandbox"].as_str().is_some_and(|s| !s.is_empty());
+            let addr = ip["address"]
+                .as_str()
+                .and_then(|a| a.split('/').next()?.parse::<Ipv4Addr>().ok());
+            if let (true, Some(addr)) = (ours, addr)
+                && !out.contains(&addr)
+            {
+                out.push(addr);
+            }
+        }
+    }
+    out
+}
+
 fn gc(conf: &NetConf, client: &Client) -> Result<(), CniError> {
-    let valid: Vec<(String, String)> = conf
-        .extra
+    let valid = valid_attachments(conf);
+    let endpoints = client
+        .call("GET", "/endpoint", None)
+        .map_err(|e| agent_err(&e))?;
+    let rt = runtime()?;
+    // As the spec asks: go on after an error, remove as much as possible, report them all.
+    let mut errors = Vec::new();
+    for stale in stale_endpoints(&valid, &endpoints) {
+        match client.call("DELETE", &format!("/endpoint/{}", stale.id), None) {
+            // Gone already (a DEL in between): nothing left to do at the agent.
+            Ok(_) => {}
+            Err(e) if e.0.starts_with("[404") => {}
+            Err(e) => {
+                errors.push(agent_err(&e));
+                continue;
+            }
+        }
+        if stale.host_interface.is_empty() {
+            continue;
+        }
+        if let Err(e) = rt.block_on(async {
+            let nl = Netlink::open()?;
+            nl.delete_by_name(&stale.host_interface).await
+        }) {
+            errors.push(link_err("deleting a stale pod's interface", &e));
+        }
+    }
+    let Some(first) = errors.first() else {
+        return Ok(());
+    };
+    let details: Vec<String> = errors.iter().map(ToString::to_string).collect();
+    Err(
+        CniError::new(first.code, format!("GC: {} failure(s)", errors.len()))
+            .with_details(details.join("; ")),
+    )
+}
+
+/// GC's `cni.dev/valid-attachments` as (container id, ifname) pairs. `cni.dev/attachments`,
+/// the name an earlier text of the spec gave it (libcni sends both), is read when the
+/// other is absent, so that a runtime following that text does not see every attachment
+/// removed. Neither: no attachment is valid (what `cnitool gc` asks for).
+pub fn valid_attachments(conf: &NetConf) -> Vec<(String, String)> {
+    conf.extra
         .get("cni.dev/valid-attachments")
+        .or_else(|| conf.extra.get("cni.dev/attachments"))
         .and_then(Value::as_array)
         .map(|list| {
             list.iter()
@@ -303,35 +394,49 @@ fn gc(conf: &NetConf, client: &Client) -> Result<(), CniError> {
                 })
                 .collect()
         })
-        .unwrap_or_default();
-    let endpoints = client
-        .call("GET", "/endpoint", None)
-        .map_err(|e| agent_err(&e))?;
-    let rt = runtime()?;
-    for ep in endpoints.as_array().into_iter().flatten() {
-        let ids = &ep["status"]["external-identifiers"];
-        let container = ids["container-id"].as_str().unwrap_or_default().to_owned();
-        let ifname = ep["status"]["networking"]["container-interface-name"]
-            .as_str()
-            .unwrap_or("eth0")
-            .to_owned();
-        if container.is_empty() || valid.iter().any(|(c, i)| *c == container && *i == ifname) {
-            continue;
-        }
-        let id = ep["id"].as_u64().unwrap_or_default();
-        client
-            .call("DELETE", &format!("/endpoint/{id}"), None)
-            .map_err(|e| agent_err(&e))?;
-        let host = ep["status"]["networking"]["interface-name"]
-            .as_str()
-            .unwrap_or_default()
-            .to_owned();
-        let _ = rt.block_on(async {
-            let nl = Netlink::open()?;
-            nl.delete_by_name(&host).await
-        });
-    }
-    Ok(())
+        .unwrap_or_default()
+}
+
+/// An endpoint GC removes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StaleEndpoint {
+    /// The agent's endpoint id.
+    pub id: u64,
+    /// Its container id.
+    pub container_id: String,
+    /// Its host-side interface.
+    pub host_interface: String,
+}
+
+/// The endpoints of the agent's `GET /endpoint` list that belong to no valid attachment
+/// (container id and interface name). Endpoints without a container id (not made by a
+/// CNI ADD) are never stale.
+pub fn stale_endpoints(valid: &[(String, String)], endpoints: &Value) -> Vec<StaleEndpoint> {
+    endpoints
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|ep| {
+            let container = ep["status"]["external-identifiers"]["container-id"]
+                .as_str()
+                .filter(|c| !c.is_empty())?;
+            let networking = &ep["status"]["networking"];
+            let ifname = networking["container-interface-name"]
+                .as_str()
+                .unwrap_or("eth0");
+            if valid.iter().any(|(c, i)| c == container && i == ifname) {
+                return None;
+            }
+            Some(StaleEndpoint {
+                id: ep["id"].as_u64()?,
+                container_id: container.to_owned(),
+                host_interface: networking["interface-name"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned(),
+            })
+        })
+        .collect()
 }
 
 /// Escapes a query value (pod owners are `<ns>/<pod>`).

@@ -240,3 +240,110 @@ fn host_veth_names_follow_cilium() {
     assert_eq!(host_veth_name("abc123", "net1"), "lxcf98c5dc07232");
     assert_eq!(host_veth_name("x", "eth0").len(), 15);
 }
+
+#[test]
+fn check_expects_the_endpoint_address_and_prev_result_ones_of_its_interface() {
+    use crate::plugin::expected_addresses;
+    let ep = json!({"status": {"networking": {"addressing": [{"ipv4": "172.20.1.5"}]}}});
+    let ip = |s: &str| s.parse::<std::net::Ipv4Addr>().unwrap();
+    // No prevResult (libcni had nothing cached): the endpoint's address.
+    assert_eq!(expected_addresses(None, "eth0", &ep), [ip("172.20.1.5")]);
+    // A chain's result: the host veth, the pod's eth0, bandwidth's IFB device. Only the
+    // addresses of the sandbox interface named CNI_IFNAME are this plugin's; duplicates
+    // of the endpoint's are listed once.
+    let prev = json!({
+        "cniVersion": "1.0.0",
+        "interfaces": [
+            {"name": "lxcfebd2fc0b876"},
+            {"name": "eth0", "sandbox": "/run/netns/p"},
+            {"name": "bwp7746f26fa673"},
+            {"name": "net1", "sandbox": "/run/netns/p"},
+        ],
+        "ips": [
+            {"address": "172.20.1.5/32", "gateway": "172.20.1.1", "interface": 1},
+            {"address": "10.9.0.7/24", "interface": 1},
+            {"address": "10.8.0.1/24", "interface": 0},
+            {"address": "10.7.0.1/24", "interface": 2},
+            {"address": "10.6.0.2/24", "interface": 3},
+            {"address": "10.5.0.2/24"},
+            {"address": "fd00::5/128", "interface": 1},
+            {"address": "10.4.0.2/24", "interface": 9},
+        ],
+    });
+    assert_eq!(
+        expected_addresses(Some(&prev), "eth0", &ep),
+        [ip("172.20.1.5"), ip("10.9.0.7")]
+    );
+    assert_eq!(
+        expected_addresses(Some(&prev), "net1", &json!({})),
+        [ip("10.6.0.2")]
+    );
+}
+
+#[test]
+fn gc_removes_the_endpoints_of_attachments_not_listed() {
+    use crate::plugin::{StaleEndpoint, stale_endpoints, valid_attachments};
+    let conf = |extra: &str| {
+        NetConf::parse(
+            format!(r#"{{"cniVersion":"1.1.0","name":"cilium","type":"cilium-cni"{extra}}}"#)
+                .as_bytes(),
+        )
+        .unwrap()
+    };
+    let pair = |c: &str, i: &str| (c.to_owned(), i.to_owned());
+    // As libcni sends it (both names), the spec's name alone, the earlier name alone.
+    let listed = r#"[{"containerID":"c1","ifname":"eth0"},{"containerID":"c2","ifname":"net1"}]"#;
+    for extra in [
+        format!(r#","cni.dev/valid-attachments":{listed},"cni.dev/attachments":{listed}"#),
+        format!(r#","cni.dev/valid-attachments":{listed}"#),
+        format!(r#","cni.dev/attachments":{listed}"#),
+    ] {
+        assert_eq!(
+            valid_attachments(&conf(&extra)),
+            [pair("c1", "eth0"), pair("c2", "net1")],
+            "{extra}"
+        );
+    }
+    // The spec's name wins; none at all (`cnitool gc`): nothing is valid.
+    assert_eq!(
+        valid_attachments(&conf(&format!(
+            r#","cni.dev/valid-attachments":[],"cni.dev/attachments":{listed}"#
+        ))),
+        []
+    );
+    assert_eq!(valid_attachments(&conf("")), []);
+
+    let ep = |id: u64, container: &str, ifname: &str| {
+        json!({"id": id, "status": {
+            "external-identifiers": {"container-id": container},
+            "networking": {"container-interface-name": ifname, "interface-name": format!("lxc{id}")},
+        }})
+    };
+    let endpoints = json!([
+        ep(1, "c1", "eth0"),
+        ep(2, "c2", "eth0"),
+        ep(3, "c2", "net1"),
+        ep(4, "", "eth0"),
+        ep(5, "c3", "eth0"),
+    ]);
+    let stale = |id: u64, container: &str| StaleEndpoint {
+        id,
+        container_id: container.to_owned(),
+        host_interface: format!("lxc{id}"),
+    };
+    // c2's eth0 is not listed (only its net1 is); endpoint 4 was not made by a CNI ADD.
+    assert_eq!(
+        stale_endpoints(&[pair("c1", "eth0"), pair("c2", "net1")], &endpoints),
+        [stale(2, "c2"), stale(5, "c3")]
+    );
+    assert_eq!(
+        stale_endpoints(&[], &endpoints),
+        [
+            stale(1, "c1"),
+            stale(2, "c2"),
+            stale(3, "c2"),
+            stale(5, "c3")
+        ]
+    );
+    assert_eq!(stale_endpoints(&[], &json!(null)), []);
+}
