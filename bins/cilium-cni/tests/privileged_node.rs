@@ -207,6 +207,25 @@ impl Node {
         )
     }
 
+    /// Upstream's `cilium-dbg` (Cilium's own decoder of the API) on this node's agent
+    /// socket: its stdout, or `None` when it is not built (see `upstream_client`).
+    fn upstream_dbg(&self, args: &[&str]) -> Option<String> {
+        let binary = cilium_k8s::testing::upstream_client("cilium-dbg")?;
+        let out = Command::new(binary)
+            .arg("-H")
+            .arg(format!("unix://{}", self.socket.display()))
+            .args(args)
+            .output()
+            .expect("upstream cilium-dbg");
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(
+            out.status.success(),
+            "upstream cilium-dbg {args:?}: {}\n{stdout}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Some(stdout)
+    }
+
     /// The project's `hubble` on this node's Observer socket: (success, stdout, stderr).
     fn hubble(&self, args: &[&str]) -> (bool, String, String) {
         let out = Command::new(sibling("hubble"))
@@ -269,6 +288,41 @@ fn echo_server(node: &Node, pod: &str, ip: Ipv4Addr, port: u16) -> Arc<AtomicU32
     cilium_bpf::testing::tcp_echo_server(&node.pod_ns(pod), ip, port)
 }
 
+/// The lines of `out` without their trailing blanks.
+fn trimmed_lines(out: &str) -> Vec<&str> {
+    out.lines().map(str::trim_end).collect()
+}
+
+/// Every member `theirs` has (upstream re-encodes what its models kept) is in `ours` with
+/// the same value; an empty one (null, [], {}) may be absent from ours (Go writes the
+/// members its models have even when nothing filled them).
+fn assert_within(theirs: &Value, ours: &Value, path: &str) {
+    let empty = |v: &Value| match v {
+        Value::Null => true,
+        Value::Array(a) => a.is_empty(),
+        Value::Object(o) => o.is_empty(),
+        _ => false,
+    };
+    match (theirs, ours) {
+        (Value::Object(t), Value::Object(o)) => {
+            for (k, v) in t {
+                let at = format!("{path}.{k}");
+                match o.get(k) {
+                    Some(mine) => assert_within(v, mine, &at),
+                    None => assert!(empty(v), "{at}: {v} missing in ours"),
+                }
+            }
+        }
+        (Value::Array(t), Value::Array(o)) => {
+            assert_eq!(t.len(), o.len(), "{path}: lengths");
+            for (i, (v, mine)) in t.iter().zip(o).enumerate() {
+                assert_within(v, mine, &format!("{path}[{i}]"));
+            }
+        }
+        _ => assert_eq!(theirs, ours, "{path}"),
+    }
+}
+
 #[test]
 fn privileged_pods_via_cni_policy_and_dbg() {
     if !is_root_or_skip("privileged_pods_via_cni_policy_and_dbg") {
@@ -317,6 +371,23 @@ fn privileged_pods_via_cni_policy_and_dbg() {
         table.contains("k8s:app=web") && table.contains("ready"),
         "{table}"
     );
+    // Upstream's cilium-dbg decodes the same endpoints with Cilium's models: its table is
+    // ours, and every field its `endpoint get` keeps is ours.
+    if let Some(theirs) = node.upstream_dbg(&["endpoint", "list"]) {
+        assert_eq!(trimmed_lines(&theirs), trimmed_lines(&table));
+        for ep in eps {
+            let id = ep["id"].as_u64().unwrap().to_string();
+            let theirs: Value = serde_json::from_str(
+                &node
+                    .upstream_dbg(&["endpoint", "get", &id, "-o", "json"])
+                    .unwrap(),
+            )
+            .unwrap();
+            let (_, ours) = node.dbg(&["endpoint", "get", &id, "-o", "json"]);
+            let ours: Value = serde_json::from_str(&ours).unwrap();
+            assert_within(&theirs, &ours, "endpoint");
+        }
+    }
 
     // A policy: web accepts TCP 8080 from curl only.
     let policy = node.state.join("web.yaml");
@@ -335,6 +406,18 @@ fn privileged_pods_via_cni_policy_and_dbg() {
         !tcp_reaches(&node, "other", web, 8080),
         "other -> web is denied"
     );
+    // Enforcement as upstream reads it: web's ingress enabled, in its table as in ours.
+    if let Some(theirs) = node.upstream_dbg(&["endpoint", "list"]) {
+        let (_, table) = node.dbg(&["endpoint", "list"]);
+        assert!(
+            theirs.lines().any(|l| l
+                .split_whitespace()
+                .take(4)
+                .eq(["1", "Enabled", "Disabled", "256"])),
+            "{theirs}"
+        );
+        assert_eq!(trimmed_lines(&theirs), trimmed_lines(&table));
+    }
     // Hubble saw the denied connection: counted by reason, and the node keeps flows.
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
