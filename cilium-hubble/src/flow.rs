@@ -258,6 +258,22 @@ impl FlowTime {
     }
 }
 
+/// Cilium's `PolicyMatchType` of a verdict on addresses and ports.
+pub const POLICY_MATCH_L3_L4: u32 = 2;
+
+/// The name Hubble prints for a `PolicyMatchType` (`policy-verdict:L3-L4`).
+pub fn policy_match_name(t: u32) -> &'static str {
+    match t {
+        1 => "L3-Only",
+        POLICY_MATCH_L3_L4 => "L3-L4",
+        3 => "L4-Only",
+        4 => "all",
+        5 => "L3-Proto",
+        6 => "Proto-Only",
+        _ => "none",
+    }
+}
+
 impl std::fmt::Display for FlowTime {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let full = rfc3339(self.0);
@@ -350,9 +366,11 @@ pub struct Flow {
     pub trace_observation_point: Option<String>,
     /// Whether conntrack saw a reply.
     pub is_reply: bool,
-    /// The policy verdict's match (`policy-verdict` events): `L3-L4` or none.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub policy_match_type: Option<String>,
+    /// The policy verdict's match (`policy-verdict` events), Cilium's `PolicyMatchType`
+    /// number (Hubble's JSON prints the number): 0 none, 2 `L3-L4` (what this datapath's
+    /// verdicts match on).
+    #[serde(default, skip_serializing_if = "is_zero32")]
+    pub policy_match_type: u32,
     /// A one-line summary (`TCP Flags: SYN`, `ICMPv4 EchoRequest`).
     #[serde(rename = "Summary")]
     pub summary: String,
@@ -546,8 +564,11 @@ impl Flow {
                 _ => None,
             },
             is_reply: ev.is_reply,
-            policy_match_type: matches!(ev.kind, EventKind::PolicyVerdict { .. })
-                .then(|| "L3-L4".to_owned()),
+            policy_match_type: if matches!(ev.kind, EventKind::PolicyVerdict { .. }) {
+                POLICY_MATCH_L3_L4
+            } else {
+                0
+            },
             summary,
         }
     }
@@ -616,7 +637,7 @@ impl Flow {
             ),
             5 => format!(
                 "policy-verdict:{} {}",
-                self.policy_match_type.as_deref().unwrap_or("none"),
+                policy_match_name(self.policy_match_type),
                 match self.traffic_direction {
                     TrafficDirection::Ingress => "INGRESS",
                     TrafficDirection::Egress => "EGRESS",

@@ -321,7 +321,7 @@ pub fn to_proto(f: &Flow) -> proto::flow::Flow {
         }),
         traffic_direction: direction_number(f.traffic_direction),
         // Cilium's policy match types: 2 is L3-L4.
-        policy_match_type: u32::from(f.policy_match_type.is_some()) * 2,
+        policy_match_type: f.policy_match_type,
         trace_observation_point: f
             .trace_observation_point
             .as_deref()
@@ -395,7 +395,7 @@ pub fn from_proto(p: proto::flow::Flow) -> Flow {
             .find(|(_, v)| *v == p.trace_observation_point)
             .map(|(n, _)| (*n).to_owned()),
         is_reply: p.is_reply.unwrap_or(false),
-        policy_match_type: (p.policy_match_type != 0).then(|| "L3-L4".to_owned()),
+        policy_match_type: p.policy_match_type,
         summary: p.summary,
     }
 }

@@ -468,6 +468,40 @@ fn privileged_pods_via_cni_policy_and_dbg() {
             .any(|d| d["flow"]["drop_reason_desc"] == "POLICY_DENIED"),
         "{out}"
     );
+    // Upstream's hubble reads the same real flows from the node's socket and prints them
+    // as ours does (up to the last drop seen: SYNs retried later are not in both reads).
+    if let Some(upstream) = cilium_k8s::testing::upstream_client("hubble") {
+        let until = drops.last().unwrap()["flow"]["time"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        let socket = format!(
+            "--server=unix://{}",
+            node.state.join("hubble.sock").display()
+        );
+        for filter in [
+            &["--verdict", "DROPPED", "--from-pod", "default/other"][..],
+            &["--to-pod", "default/web", "--protocol", "tcp"],
+        ] {
+            let mut args = vec!["observe", "--last", "200", "--until", &until, "-o", "json"];
+            args.extend_from_slice(filter);
+            let (_, ours, _) = hubble_cmd(&args);
+            let theirs = Command::new(&upstream)
+                .arg(&socket)
+                .args(&args)
+                .output()
+                .expect("upstream hubble");
+            assert!(theirs.status.success(), "{theirs:?}");
+            let theirs = String::from_utf8_lossy(&theirs.stdout);
+            assert!(!ours.is_empty(), "{filter:?}");
+            let parse = |s: &str| -> Vec<Value> {
+                s.lines()
+                    .map(|l| serde_json::from_str(l).unwrap())
+                    .collect()
+            };
+            assert_eq!(parse(&theirs), parse(&ours), "{filter:?}");
+        }
+    }
     let (ok, out, _) = hubble_cmd(&[
         "observe",
         "--last",
