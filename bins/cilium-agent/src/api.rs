@@ -340,10 +340,33 @@ macro_rules! bpf_root_or_return {
     }};
 }
 
+/// Map entries as Cilium's `BPFMapEntry` list (all in sync: this agent writes the maps
+/// directly, there is no pending action).
+fn cache_json(rows: Vec<(String, String)>) -> Value {
+    rows.into_iter()
+        .map(|(key, value)| json!({"key": key, "value": value, "desired-action": "sync", "last-error": ""}))
+        .collect()
+}
+
 pub(crate) async fn list_maps(State(agent): State<Arc<Agent>>) -> Response {
     let node = node_or_return!(agent);
     let root = bpf_root_or_return!(agent, node);
-    match tokio::task::spawn_blocking(move || cilium_bpf::dump::summaries(&root)).await {
+    // Each map with its entries as Cilium's `cache` (its BPFMap model: what `cilium-dbg map
+    // list` counts; the ring buffer has none), beside this project's summary fields.
+    let listed = tokio::task::spawn_blocking(move || {
+        let mut out = Vec::new();
+        for summary in cilium_bpf::dump::summaries(&root)? {
+            let mut m = json!(summary);
+            if summary.entries.is_some() {
+                let rows = cilium_bpf::dump::map_entries(&root, &summary.name)?;
+                m["cache"] = cache_json(rows);
+            }
+            out.push(m);
+        }
+        Ok::<_, cilium_bpf::DatapathError>(out)
+    })
+    .await;
+    match listed {
         Ok(Ok(maps)) => Json(json!({ "maps": maps })).into_response(),
         Ok(Err(e)) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
         Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
@@ -363,10 +386,7 @@ pub(crate) async fn get_map(
     match tokio::task::spawn_blocking(move || cilium_bpf::dump::map_entries(&root, &name)).await {
         Ok(Ok(rows)) => Json(json!({
             "path": path.display().to_string(),
-            "cache": rows
-                .into_iter()
-                .map(|(key, value)| json!({"key": key, "value": value, "desired-action": "sync", "last-error": ""}))
-                .collect::<Vec<_>>(),
+            "cache": cache_json(rows),
         }))
         .into_response(),
         Ok(Err(e)) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),

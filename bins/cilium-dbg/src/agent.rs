@@ -248,24 +248,28 @@ pub fn maglev_rows(tables: &[(u16, Vec<u32>)]) -> Vec<Vec<Vec<String>>> {
         .collect()
 }
 
-/// `map list` rows from `GET /map`: name, entries (`-` for the event ring buffer), errors
-/// (always 0: the agent writes maps directly, it keeps no cache to fall out of sync) and
-/// cache enabled (false, for the same reason).
+/// `map list` rows from `GET /map`, counted as Cilium's cilium-dbg counts them: name,
+/// entries and entries with an error of the map's `cache` (0 for the event ring buffer,
+/// which has none), and whether it has one.
 pub fn map_rows(list: &Value) -> Vec<Vec<Vec<String>>> {
     list["maps"]
         .as_array()
         .into_iter()
         .flatten()
         .map(|m| {
+            // As Cilium's cilium-dbg counts: the entries of the map's cache, those with an
+            // error, and whether it has a cache at all.
+            let cache = m["cache"].as_array();
+            let errors = cache.map_or(0, |c| {
+                c.iter()
+                    .filter(|e| e["last-error"].as_str().is_some_and(|s| !s.is_empty()))
+                    .count()
+            });
             vec![
                 vec![text(&m["name"])],
-                vec![
-                    m["entries"]
-                        .as_u64()
-                        .map_or("-".to_owned(), |n| n.to_string()),
-                ],
-                vec!["0".to_owned()],
-                vec!["false".to_owned()],
+                vec![cache.map_or(0, Vec::len).to_string()],
+                vec![errors.to_string()],
+                vec![cache.is_some().to_string()],
             ]
         })
         .collect()
