@@ -22,6 +22,7 @@ REQS=(
   "iputils-ping       ping                                           datapath tests"
   "iperf3             iperf3                                         datapath tests (TCP streams through the datapath)"
   "python3            python3                                        test servers inside namespaces"
+  "python3-venv       /usr/share/doc/python3-venv                    cargo xtask test: the schemathesis venv (target/schemathesis-venv)"
   "procps             sysctl                                         sysctls and kill inside test namespaces"
   "iptables           iptables-nft-restore                           the kube_proxy bench's baseline and upstream kube-proxy's test (their own namespaces only)"
   "nftables           nft                                            the kube_proxy bench's nft baseline"

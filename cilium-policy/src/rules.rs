@@ -612,8 +612,13 @@ impl PolicyDocument {
 
 /// Parses YAML (one or more `---`-separated documents) or JSON. Every document is parsed
 /// and checked before anything is returned: one bad document rejects the whole input,
-/// with the document's index and the path of the offending field.
+/// with the document's index and the path of the offending field. JSON is read as JSON
+/// (YAML's reader refuses some JSON: escaped surrogate pairs, DEL and C1 characters, keys
+/// over 1024 characters).
 pub fn parse(text: &str) -> Result<Vec<(PolicyDocument, Vec<Rule>)>, PolicyError> {
+    if let Ok(value) = serde_json::from_str::<serde_json::Value>(text) {
+        return Ok(parse_value(value)?.into_iter().collect());
+    }
     let mut out = Vec::new();
     for (index, doc) in serde_norway::Deserializer::from_str(text).enumerate() {
         let value = serde_norway::Value::deserialize(doc).map_err(|e| PolicyError::Parse {
@@ -629,35 +634,63 @@ pub fn parse(text: &str) -> Result<Vec<(PolicyDocument, Vec<Rule>)>, PolicyError
             .and_then(|k| k.as_str())
             .unwrap_or("")
             .to_owned();
-        let at = |e: serde_path_to_error::Error<serde_norway::Error>| PolicyError::Parse {
-            document: index,
-            path: e.path().to_string(),
-            message: e.inner().to_string(),
-        };
-        let parsed = match kind.as_str() {
-            "CiliumNetworkPolicy" | "CiliumClusterwideNetworkPolicy" => {
-                PolicyDocument::Cilium(serde_path_to_error::deserialize(value).map_err(at)?)
-            }
-            "NetworkPolicy" => {
-                PolicyDocument::Kubernetes(serde_path_to_error::deserialize(value).map_err(at)?)
-            }
-            other => {
-                return Err(PolicyError::Parse {
-                    document: index,
-                    path: "kind".into(),
-                    message: format!("unsupported kind {other:?}"),
-                });
-            }
-        };
-        let rules = parsed.rules().map_err(|e| match e {
-            PolicyError::Invalid { path, reason } => PolicyError::InvalidDocument {
-                document: index,
-                path,
-                reason,
-            },
-            other => other,
-        })?;
-        out.push((parsed, rules));
+        out.push(document_of(index, &kind, value)?);
     }
     Ok(out)
+}
+
+/// One policy document already read as JSON (`None` for `null`), checked as [`parse`]
+/// checks each.
+pub fn parse_value(
+    value: serde_json::Value,
+) -> Result<Option<(PolicyDocument, Vec<Rule>)>, PolicyError> {
+    if value.is_null() {
+        return Ok(None);
+    }
+    let kind = value
+        .get("kind")
+        .and_then(serde_json::Value::as_str)
+        .unwrap_or("")
+        .to_owned();
+    document_of(0, &kind, value).map(Some)
+}
+
+/// Document `index` of kind `kind` from `value`, and its rules.
+fn document_of<'de, D>(
+    index: usize,
+    kind: &str,
+    value: D,
+) -> Result<(PolicyDocument, Vec<Rule>), PolicyError>
+where
+    D: serde::Deserializer<'de>,
+{
+    let at = |e: serde_path_to_error::Error<D::Error>| PolicyError::Parse {
+        document: index,
+        path: e.path().to_string(),
+        message: e.inner().to_string(),
+    };
+    let parsed = match kind {
+        "CiliumNetworkPolicy" | "CiliumClusterwideNetworkPolicy" => {
+            PolicyDocument::Cilium(serde_path_to_error::deserialize(value).map_err(at)?)
+        }
+        "NetworkPolicy" => {
+            PolicyDocument::Kubernetes(serde_path_to_error::deserialize(value).map_err(at)?)
+        }
+        other => {
+            return Err(PolicyError::Parse {
+                document: index,
+                path: "kind".into(),
+                message: format!("unsupported kind {other:?}"),
+            });
+        }
+    };
+    let rules = parsed.rules().map_err(|e| match e {
+        PolicyError::Invalid { path, reason } => PolicyError::InvalidDocument {
+            document: index,
+            path,
+            reason,
+        },
+        other => other,
+    })?;
+    Ok((parsed, rules))
 }

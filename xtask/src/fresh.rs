@@ -715,6 +715,8 @@ fn chroot_cmd(merged: &Path, script: &str) -> Command {
             "CARGO_HTTP_CAINFO",
             "CURL_CA_BUNDLE",
             "GIT_SSL_CAINFO",
+            // pip (the schemathesis venv of `cargo xtask test`) reads its own.
+            "PIP_CERT",
         ] {
             c.arg(format!("{var}={HOST_CA}"));
         }

@@ -2,8 +2,9 @@
 
 //! `cargo xtask <task>`: the project's developer tasks, with no dependencies beyond std.
 //!
-//! - `test`: `kube-build`, then every test of the workspace (privileged ones run when root,
-//!   else report "skipped: needs root");
+//! - `test`: `kube-build`, `upstream-build` and the schemathesis venv
+//!   (`target/schemathesis-venv`, see `upstream.rs`), then every test of the workspace
+//!   (privileged ones run when root, else report "skipped: needs root");
 //! - `demo`: the main job, `cilium-lab demo` (the seed's cluster in network namespaces);
 //! - `bench [FILTER]`: builds the release binaries the pod-creation and k8s benches run,
 //!   then the benches (FILTER: a bench target such as `pod_creation`, or a criterion
@@ -21,6 +22,8 @@
 //! - `upstream-build`: builds upstream's clients (Cilium's `hubble` and `cilium-dbg`, CNI's
 //!   `cnitool`) from the pinned module in `upstream/` into `target/upstream/` (see
 //!   `upstream.rs`);
+//! - `schemathesis-venv`: makes `target/schemathesis-venv` and installs the pinned
+//!   `tests/schemathesis/requirements.txt` into it (see `upstream.rs`);
 //! - `fresh-check [--test] [--demo]`: runs `scripts/deps.sh` and the build of every target
 //!   in a minimal Debian root made by debootstrap (see `fresh.rs`), as root.
 
@@ -45,11 +48,12 @@ fn main() -> ExitCode {
         Some("ci") => ci(&root),
         Some("kube-build") => kube::kube_build(&root).map(|_| ()),
         Some("upstream-build") => upstream::upstream_build(&root).map(|_| ()),
+        Some("schemathesis-venv") => upstream::schemathesis_venv(&root).map(|_| ()),
         Some("fresh-check") => fresh::fresh_check(&root, &args[1..]),
         Some("fresh-check-inner") => return fresh::fresh_check_inner(&args[1..]),
         _ => {
             eprintln!(
-                "usage: cargo xtask <test|demo|bench [FILTER]|build-bpf|fuzz [TARGET] [--time S]|fuzz-check|ci|kube-build|upstream-build|fresh-check>"
+                "usage: cargo xtask <test|demo|bench [FILTER]|build-bpf|fuzz [TARGET] [--time S]|fuzz-check|ci|kube-build|upstream-build|schemathesis-venv|fresh-check>"
             );
             return ExitCode::from(64);
         }
@@ -102,6 +106,7 @@ fn test(root: &Path) -> Result<(), String> {
     // clients: build them (seconds when cached).
     kube::kube_build(root)?;
     upstream::upstream_build(root)?;
+    upstream::schemathesis_venv(root)?;
     cargo(root, &["test", "--workspace", "--all-targets"])?;
     cargo(root, &["test", "--workspace", "--doc"])
 }

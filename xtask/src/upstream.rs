@@ -7,8 +7,12 @@
 //! of that module, so its go.sum pins everything they build from and `-mod=readonly`
 //! refuses to change it. Static (`CGO_ENABLED=0`), versions stamped as upstream's Makefiles
 //! do; Go's build cache makes a second build cost seconds.
+//!
+//! Also the Python side of the oracles: `target/schemathesis-venv`, schemathesis from PyPI
+//! at the versions `tests/schemathesis/requirements.txt` pins ([`schemathesis_venv`]).
 
 use std::path::{Path, PathBuf};
+use std::process::Command;
 use std::time::Instant;
 
 /// The programs built, and their packages.
@@ -57,6 +61,60 @@ pub(crate) fn upstream_build(root: &Path) -> Result<PathBuf, String> {
     Ok(dir)
 }
 
+/// The requirements file pinning schemathesis (and what it installs).
+pub(crate) const SCHEMATHESIS_REQUIREMENTS: &str = "tests/schemathesis/requirements.txt";
+
+/// Makes `target/schemathesis-venv`, the Python environment the agent's schemathesis test
+/// runs (`bins/cilium-agent/tests/schemathesis.rs`), when it is missing, and installs the
+/// pinned requirements into it when they are not what it last installed (a copy of the
+/// file is kept in the venv). Needs Debian's `python3-venv` and PyPI.
+pub(crate) fn schemathesis_venv(root: &Path) -> Result<PathBuf, String> {
+    let venv = crate::target_dir(root).join("schemathesis-venv");
+    let requirements = root.join(SCHEMATHESIS_REQUIREMENTS);
+    let wanted = std::fs::read_to_string(&requirements)
+        .map_err(|e| format!("reading {}: {e}", requirements.display()))?;
+    let stamp = venv.join("requirements.installed");
+    let pip = venv.join("bin").join("pip");
+    if pip.exists() && std::fs::read_to_string(&stamp).is_ok_and(|had| had == wanted) {
+        return Ok(venv);
+    }
+    let run = |cmd: &mut Command, what: &str| -> Result<(), String> {
+        eprintln!("+ {what}");
+        let status = cmd
+            .current_dir(root)
+            .status()
+            .map_err(|e| format!("cannot run {what}: {e}"))?;
+        if status.success() {
+            Ok(())
+        } else {
+            Err(format!("{what} failed ({status})"))
+        }
+    };
+    if !pip.exists() {
+        run(
+            Command::new("python3").arg("-m").arg("venv").arg(&venv),
+            &format!(
+                "python3 -m venv {} (Debian: apt-get install python3-venv)",
+                venv.display()
+            ),
+        )?;
+    }
+    let started = Instant::now();
+    run(
+        Command::new(&pip)
+            .args(["install", "--disable-pip-version-check", "--quiet", "-r"])
+            .arg(&requirements),
+        &format!("{} install -r {SCHEMATHESIS_REQUIREMENTS}", pip.display()),
+    )?;
+    std::fs::write(&stamp, &wanted).map_err(|e| format!("writing {}: {e}", stamp.display()))?;
+    eprintln!(
+        "schemathesis-venv: {} ({:.1} s)",
+        venv.display(),
+        started.elapsed().as_secs_f64()
+    );
+    Ok(venv)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -74,5 +132,23 @@ mod tests {
             );
         }
         assert!(ldflags("v1.18.11").contains("pkg/version.ciliumVersion=1.18.11"));
+    }
+
+    #[test]
+    fn schemathesis_is_pinned_to_one_version() {
+        let root = crate::workspace_root();
+        let text = std::fs::read_to_string(root.join(SCHEMATHESIS_REQUIREMENTS)).unwrap();
+        let pins: Vec<&str> = text
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty() && !l.starts_with('#'))
+            .collect();
+        assert!(
+            pins.iter().any(|l| l.starts_with("schemathesis==")),
+            "{text}"
+        );
+        for pin in pins {
+            assert!(pin.contains("=="), "{pin} is not pinned");
+        }
     }
 }

@@ -67,10 +67,28 @@ pub(crate) async fn put_endpoint(
     body: axum::body::Bytes,
 ) -> Response {
     let node = node_or_return!(agent);
-    let req: EndpointChangeRequest = match serde_json::from_slice(&body) {
-        Ok(r) => r,
+    let value: Value = match serde_json::from_slice(&body) {
+        Ok(v) => v,
         Err(e) => return error(StatusCode::BAD_REQUEST, format!("endpoint request: {e}")),
     };
+    let req: EndpointChangeRequest = match serde_path_to_error::deserialize(&value) {
+        Ok(r) => r,
+        Err(e) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                format!("endpoint request: {}: {}", e.path(), e.inner()),
+            );
+        }
+    };
+    if let Some(path) = serde_json::to_value(&req)
+        .ok()
+        .and_then(|parsed| crate::array_for_object(&value, &parsed))
+    {
+        return error(
+            StatusCode::BAD_REQUEST,
+            format!("endpoint request: {}: expected an object", path),
+        );
+    }
     // The CNI asks for id 0 ("any"); a specific id is not supported.
     let wanted = id.strip_prefix("cilium-local:").unwrap_or(&id);
     if wanted != "0" {
@@ -229,13 +247,27 @@ pub(crate) async fn delete_policy(
     Query(q): Query<BTreeMap<String, String>>,
 ) -> Response {
     let node = node_or_return!(agent);
-    let prefix = q.get("origin").map(String::as_str).unwrap_or("");
-    if prefix.is_empty() && q.get("all").map(String::as_str) != Some("true") {
-        return error(
-            StatusCode::BAD_REQUEST,
-            "give origin=<kind>/<namespace>/<name> (a prefix) or all=true",
-        );
-    }
+    let all = match q.get("all").map(String::as_str) {
+        None | Some("false") => false,
+        Some("true") => true,
+        Some(other) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                format!("all: expected true or false, got {other:?}"),
+            );
+        }
+    };
+    let prefix = match q.get("origin").map(String::as_str) {
+        Some("") => return error(StatusCode::BAD_REQUEST, "origin is empty"),
+        Some(p) => p,
+        None if all => "",
+        None => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "give origin=<kind>/<namespace>/<name> (a prefix) or all=true",
+            );
+        }
+    };
     match node.delete_policy(prefix).await {
         Ok(deleted) => Json(json!({"deleted": deleted})).into_response(),
         Err(e) => fail(e),
@@ -378,10 +410,11 @@ pub(crate) async fn get_map(
     UrlPath(name): UrlPath<String>,
 ) -> Response {
     let node = node_or_return!(agent);
-    let root = bpf_root_or_return!(agent, node);
+    // An unknown name is unknown with or without a datapath.
     if let Err(e) = cilium_bpf::dump::known_map(&name) {
         return error(StatusCode::NOT_FOUND, e.to_string());
     }
+    let root = bpf_root_or_return!(agent, node);
     let path = cilium_bpf::maps::globals_dir(&root).join(&name);
     match tokio::task::spawn_blocking(move || cilium_bpf::dump::map_entries(&root, &name)).await {
         Ok(Ok(rows)) => Json(json!({

@@ -31,6 +31,7 @@ pub mod hubble;
 pub mod k8s;
 pub mod metrics;
 pub mod node;
+mod openapi;
 pub mod service;
 
 use std::collections::BTreeMap;
@@ -201,6 +202,55 @@ impl Agent {
 fn error(status: StatusCode, msg: impl Into<String>) -> Response {
     // Cilium's `Error` model is a string: the body is the message as a JSON string.
     (status, Json(Value::String(msg.into()))).into_response()
+}
+
+/// JSON numbers without a fraction as integers (`327.0` is `327`): they are JSON Schema's
+/// integers, and serde reads integers only from integer literals.
+pub(crate) fn integral_numbers(value: &mut Value) {
+    match value {
+        Value::Number(n) if !(n.is_i64() || n.is_u64()) => {
+            if let Some(f) = n.as_f64()
+                && f.fract() == 0.0
+            {
+                if (0.0..18_446_744_073_709_551_616.0).contains(&f) {
+                    *value = Value::from(f as u64);
+                } else if (-9_223_372_036_854_775_808.0..0.0).contains(&f) {
+                    *value = Value::from(f as i64);
+                }
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(integral_numbers),
+        Value::Object(fields) => fields.values_mut().for_each(integral_numbers),
+        _ => {}
+    }
+}
+
+/// Where `input` gave an array for what `parsed` (the input read into its type and written
+/// back) has as an object: serde reads a struct from an array of its fields in order
+/// (`["10.0.0.1", 80]` for `{"ip": "10.0.0.1", "port": 80}`), which the API's documents
+/// do not allow. Returns the field's path (`.` for the whole body).
+pub(crate) fn array_for_object(input: &Value, parsed: &Value) -> Option<String> {
+    array_at(input, parsed).map(|p| match p.strip_prefix('.') {
+        Some(p) => p.to_owned(),
+        None if p.is_empty() => ".".to_owned(),
+        None => p,
+    })
+}
+
+fn array_at(input: &Value, parsed: &Value) -> Option<String> {
+    match (input, parsed) {
+        (Value::Array(_), Value::Object(_)) => Some(String::new()),
+        (Value::Array(a), Value::Array(b)) => a
+            .iter()
+            .zip(b)
+            .enumerate()
+            .find_map(|(i, (x, y))| array_at(x, y).map(|p| format!("[{i}]{p}"))),
+        (Value::Object(a), Value::Object(b)) => a.iter().find_map(|(k, x)| {
+            let y = b.get(k)?;
+            array_at(x, y).map(|p| format!(".{k}{p}"))
+        }),
+        _ => None,
+    }
 }
 
 fn enabled(b: bool) -> &'static str {
@@ -479,98 +529,42 @@ async fn patch_config(State(agent): State<Arc<Agent>>, body: axum::body::Bytes) 
     Json(config_json(&next)).into_response()
 }
 
-async fn openapi() -> Json<Value> {
-    Json(json!({
-        "openapi": "3.0.3",
-        "info": {"title": "cilium-rs agent API", "version": VERSION},
-        "servers": [{"url": "/v1"}],
-        "paths": {
-            "/healthz": {"get": {"summary": "Agent status", "responses": {"200": {"description": "StatusResponse"}}}},
-            "/config": {
-                "get": {"summary": "Agent configuration", "responses": {"200": {"description": "DaemonConfiguration"}}},
-                "patch": {
-                    "summary": "Change runtime options (Debug, policy-enforcement)",
-                    "responses": {"200": {"description": "DaemonConfiguration"}, "400": {"description": "Error"}}
-                }
-            },
-            "/openapi.json": {"get": {"summary": "This document", "responses": {"200": {"description": "OpenAPI"}}}},
-            "/endpoint": {"get": {"summary": "Every endpoint", "responses": {"200": {"description": "Endpoint list"}}}},
-            "/endpoint/{id}": {
-                "parameters": [{"name": "id", "in": "path", "required": true, "schema": {"type": "string"},
-                    "description": "<id>, cilium-local:<id>, container-id:<id> or pod-name:<ns>:<pod>"}],
-                "get": {"summary": "One endpoint", "responses": {"200": {"description": "Endpoint"}, "404": {"description": "Error"}}},
-                "put": {"summary": "Create an endpoint (id 0: the agent chooses); returns once it is ready",
-                    "requestBody": {"content": {"application/json": {"schema": {"$ref": "#/components/schemas/EndpointChangeRequest"}}}},
-                    "responses": {"201": {"description": "Endpoint"}, "400": {"description": "Error"}, "409": {"description": "Error"}, "503": {"description": "Error"}}},
-                "delete": {"summary": "Delete an endpoint (container-id:<id>: all of a container's)", "responses": {"200": {"description": "Deleted"}, "404": {"description": "Error"}}}
-            },
-            "/ipam": {"post": {"summary": "Allocate an IP for an owner",
-                "parameters": [{"name": "owner", "in": "query", "required": true, "schema": {"type": "string"}},
-                               {"name": "family", "in": "query", "schema": {"type": "string", "enum": ["ipv4"]}}],
-                "responses": {"201": {"description": "IPAMResponse"}, "400": {"description": "Error"}, "503": {"description": "Error"}}}},
-            "/ipam/{ip}": {"delete": {"summary": "Release an IP", "responses": {"200": {"description": "Released"}, "404": {"description": "Error"}, "409": {"description": "Error"}}}},
-            "/identity": {"get": {"summary": "Every identity", "responses": {"200": {"description": "Identity list"}}}},
-            "/identity/{id}": {"get": {"summary": "One identity", "responses": {"200": {"description": "Identity"}, "404": {"description": "Error"}}}},
-            "/pod/{namespace}/{name}": {"put": {"summary": "Register a pod record (labels, serviceAccountName), as Kubernetes would hold it",
-                "responses": {"200": {"description": "Pod"}, "400": {"description": "Error"}}}},
-            "/policy": {
-                "get": {"summary": "The imported policy documents", "responses": {"200": {"description": "Policy"}}},
-                "put": {"summary": "Import CiliumNetworkPolicy / NetworkPolicy documents (YAML or JSON), all or nothing",
-                    "responses": {"200": {"description": "Imported"}, "400": {"description": "Error"}}},
-                "delete": {"summary": "Delete policies by origin prefix (origin=<kind>/<ns>/<name>) or all=true",
-                    "responses": {"200": {"description": "Deleted"}, "404": {"description": "Error"}}}
-            },
-            "/service": {"get": {"summary": "Every service, by id", "responses": {"200": {"description": "Service list"}}}},
-            "/service/{id}": {
-                "parameters": [{"name": "id", "in": "path", "required": true, "schema": {"type": "integer"},
-                    "description": "The service (rev-NAT) id; 0 on PUT: the agent chooses"}],
-                "get": {"summary": "One service", "responses": {"200": {"description": "Service"}, "404": {"description": "Error"}}},
-                "put": {"summary": "Create or update a service; written to the maps before the answer",
-                    "requestBody": {"content": {"application/json": {"schema": {"$ref": "#/components/schemas/ServiceSpec"}}}},
-                    "responses": {"200": {"description": "Updated"}, "201": {"description": "Created"}, "400": {"description": "Error"}, "409": {"description": "Error"}}},
-                "delete": {"summary": "Delete a service", "responses": {"200": {"description": "Deleted"}, "404": {"description": "Error"}}}
-            },
-            "/map": {"get": {"summary": "The datapath's pinned maps: type, sizes, entry counts",
-                "responses": {"200": {"description": "BPFMapList"}, "503": {"description": "No datapath"}}}},
-            "/map/{name}": {"get": {"summary": "One map's entries as key/value text",
-                "responses": {"200": {"description": "BPFMap"}, "404": {"description": "Unknown map"}, "503": {"description": "No datapath"}}}},
-            "/ip": {"get": {"summary": "IPs and their identities", "responses": {"200": {"description": "IP list"}}}},
-            "/cluster/nodes": {"get": {"summary": "Nodes", "responses": {"200": {"description": "ClusterNodeStatus"}}}},
-            "/metrics/": {"get": {"summary": "Prometheus metrics", "responses": {"200": {"description": "text"}}}}
-        },
-        "components": {
-            "schemas": {
-                "EndpointChangeRequest": {"type": "object", "properties": {
-                    "addressing": {"type": "object", "properties": {"ipv4": {"type": "string"}}},
-                    "container-id": {"type": "string"},
-                    "container-interface-name": {"type": "string"},
-                    "interface-name": {"type": "string"},
-                    "k8s-namespace": {"type": "string"},
-                    "k8s-pod-name": {"type": "string"},
-                    "netns": {"type": "string"},
-                    "labels": {"type": "array", "items": {"type": "string"}}
-                }},
-                "ServiceSpec": {"type": "object", "required": ["frontend-address"], "properties": {
-                    "id": {"type": "integer"},
-                    "frontend-address": {"type": "object", "required": ["ip"], "properties": {
-                        "ip": {"type": "string"}, "port": {"type": "integer"},
-                        "protocol": {"type": "string", "enum": ["TCP", "UDP", "SCTP", "ANY"]},
-                        "scope": {"type": "string", "enum": ["external"]}}},
-                    "backend-addresses": {"type": "array", "items": {"type": "object", "required": ["ip"], "properties": {
-                        "ip": {"type": "string"}, "port": {"type": "integer"}, "protocol": {"type": "string"},
-                        "weight": {"type": "integer"}, "nodeName": {"type": "string"},
-                        "state": {"type": "string", "enum": ["active", "terminating", "quarantined", "maintenance"]}}}},
-                    "flags": {"type": "object", "properties": {
-                        "type": {"type": "string", "enum": ["ClusterIP", "NodePort", "ExternalIPs", "HostPort", "LoadBalancer", "LocalRedirect"]},
-                        "name": {"type": "string"}, "namespace": {"type": "string"},
-                        "extTrafficPolicy": {"type": "string", "enum": ["Cluster", "Local"]},
-                        "intTrafficPolicy": {"type": "string", "enum": ["Cluster", "Local"]},
-                        "sessionAffinityTimeout": {"type": "integer"},
-                        "lbAlgorithm": {"type": "string", "enum": ["random", "maglev"]}}}
-                }}
-            }
-        }
-    }))
+async fn openapi(State(agent): State<Arc<Agent>>) -> Json<Value> {
+    Json(openapi::document(&agent.config()))
+}
+
+/// Makes every error a JSON error (Cilium's `Error` model, a string): the rejections of
+/// axum's extractors and method router (400, 405, 413, ...) are plain text or empty.
+async fn json_errors(response: Response) -> Response {
+    let status = response.status();
+    let json = response
+        .headers()
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if !(status.is_client_error() || status.is_server_error()) || json {
+        return response;
+    }
+    let (mut parts, body) = response.into_parts();
+    let bytes = http_body_util::BodyExt::collect(body)
+        .await
+        .map(|c| c.to_bytes())
+        .unwrap_or_default();
+    let text = String::from_utf8_lossy(&bytes).trim().to_owned();
+    let message = if text.is_empty() {
+        status.canonical_reason().unwrap_or("error").to_owned()
+    } else {
+        text
+    };
+    parts.headers.insert(
+        axum::http::header::CONTENT_TYPE,
+        axum::http::HeaderValue::from_static("application/json"),
+    );
+    parts.headers.remove(axum::http::header::CONTENT_LENGTH);
+    Response::from_parts(
+        parts,
+        axum::body::Body::from(Value::String(message).to_string()),
+    )
 }
 
 async fn not_found() -> Response {
@@ -614,6 +608,7 @@ pub fn router(agent: Arc<Agent>) -> Router {
         .route("/v1/cluster/nodes", get(api::cluster_nodes))
         .route("/v1/metrics/", get(api::metrics))
         .fallback(not_found)
+        .layer(axum::middleware::map_response(json_errors))
         .with_state(agent)
 }
 
@@ -684,6 +679,37 @@ impl BackgroundApi {
     /// The socket it serves on.
     pub fn socket(&self) -> &Path {
         &self.socket
+    }
+
+    /// A dry-mode agent (node state, no datapath: no root needed) with its state under
+    /// `dir`, as node `node-a` (192.168.10.100, pods from 172.20.0.0/24), the `flags`
+    /// (Cilium's keys) on top, serving `<dir>/run/cilium.sock`: what tests and tools run
+    /// the API against.
+    pub fn start_dry(dir: &Path, flags: &[(&str, &str)]) -> Result<Self, String> {
+        let socket = dir.join("run/cilium.sock");
+        let mut sources = cilium_core::config::ConfigSources::default();
+        let state = dir.join("state").display().to_string();
+        let bpf_root = dir.join("no-bpffs").display().to_string();
+        let socket_path = socket.display().to_string();
+        let defaults = [
+            ("state-dir", state.as_str()),
+            ("socket-path", socket_path.as_str()),
+            ("bpf-root", bpf_root.as_str()),
+            ("k8s-node-name", "node-a"),
+            ("ipv4-node", "192.168.10.100"),
+            ("ipv4-range", "172.20.0.0/24"),
+        ];
+        for (k, v) in defaults.iter().chain(flags) {
+            sources.set_flag(k, v).map_err(|e| e.to_string())?;
+        }
+        let config = AgentConfig::from_sources(&sources).map_err(|e| e.to_string())?;
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| e.to_string())?;
+        let agent = rt.block_on(Agent::start(config, StartOptions { datapath: false }))?;
+        drop(rt);
+        Self::start(agent, &socket).map_err(|e| format!("{}: {e}", socket.display()))
     }
 }
 

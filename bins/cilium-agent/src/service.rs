@@ -241,6 +241,7 @@ impl ServiceSpec {
         } else {
             &flags.ext_traffic_policy
         };
+        policy(&flags.traffic_policy, "trafficPolicy")?;
         svc.external_traffic_policy = policy(ext, "extTrafficPolicy")?;
         svc.internal_traffic_policy = policy(&flags.int_traffic_policy, "intTrafficPolicy")?;
         svc.session_affinity_timeout = flags.session_affinity_timeout;
@@ -334,15 +335,22 @@ impl ServiceSpec {
 
     /// Parses a request body, naming the field that is wrong.
     pub fn parse(body: &[u8]) -> Result<ServiceSpec, String> {
-        let de = &mut serde_json::Deserializer::from_slice(body);
-        serde_path_to_error::deserialize(de).map_err(|e| {
+        let mut value: serde_json::Value =
+            serde_json::from_slice(body).map_err(|e| format!("service: {e}"))?;
+        crate::integral_numbers(&mut value);
+        let spec: ServiceSpec = serde_path_to_error::deserialize(&value).map_err(|e| {
             let path = e.path().to_string();
             if path == "." {
                 format!("service: {}", e.inner())
             } else {
                 format!("service: {path}: {}", e.inner())
             }
-        })
+        })?;
+        let parsed = serde_json::to_value(&spec).map_err(|e| format!("service: {e}"))?;
+        match crate::array_for_object(&value, &parsed) {
+            Some(path) => Err(format!("service: {}: expected an object", path)),
+            None => Ok(spec),
+        }
     }
 }
 

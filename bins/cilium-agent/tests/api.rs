@@ -3,63 +3,17 @@
 //! The REST API over a real unix socket: the in-process server, and the binary as a user
 //! starts it (config errors, effective config, socket mode, graceful stop on SIGTERM).
 
-use std::io::{Read, Write};
+use std::io::Read;
 use std::os::unix::fs::PermissionsExt;
-use std::os::unix::net::UnixStream;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use cilium_core::config::{AgentConfig, ConfigSources};
-use serde_json::Value;
 
-struct TempDir(PathBuf);
+mod common;
 
-impl TempDir {
-    fn new(tag: &str) -> Self {
-        let p = std::env::temp_dir().join(format!("crs-agent-{tag}-{}", std::process::id()));
-        std::fs::create_dir_all(&p).expect("temp dir");
-        TempDir(p)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-/// One HTTP/1.1 request over the socket; returns (status, JSON body).
-fn request(socket: &Path, method: &str, path: &str, body: &str) -> (u16, Value) {
-    let mut s = UnixStream::connect(socket).expect("connect to the API socket");
-    s.set_read_timeout(Some(Duration::from_secs(5)))
-        .expect("timeout");
-    write!(
-        s,
-        "{method} {path} HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    )
-    .expect("send");
-    let mut raw = String::new();
-    s.read_to_string(&mut raw).expect("read");
-    let status: u16 = raw
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or_else(|| panic!("no status in {raw:?}"));
-    let body = raw.split_once("\r\n\r\n").map_or("", |(_, b)| b);
-    let json =
-        serde_json::from_str(body).unwrap_or_else(|e| panic!("body is not JSON ({e}): {body:?}"));
-    (status, json)
-}
-
-fn wait_for(socket: &Path) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while UnixStream::connect(socket).is_err() {
-        assert!(Instant::now() < deadline, "the API socket never came up");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
+use common::{TempDir, dry_agent, request, wait_for};
 
 #[test]
 fn api_in_process() {
@@ -224,36 +178,6 @@ fn the_binary_checks_config_and_stops_on_sigterm() {
     );
 }
 
-/// An agent with node state but no datapath (no root needed), on `dir`.
-fn dry_agent(dir: &Path) -> (cilium_agent::BackgroundApi, PathBuf) {
-    let socket = dir.join("run/cilium.sock");
-    let mut sources = ConfigSources::default();
-    for (k, v) in [
-        ("state-dir", dir.join("state").to_str().unwrap()),
-        ("socket-path", socket.to_str().unwrap()),
-        ("bpf-root", dir.join("no-bpffs").to_str().unwrap()),
-        ("k8s-node-name", "node-a"),
-        ("ipv4-node", "192.168.10.100"),
-        ("ipv4-range", "172.20.0.0/24"),
-    ] {
-        sources.set_flag(k, v).unwrap();
-    }
-    let config = AgentConfig::from_sources(&sources).unwrap();
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let agent = rt
-        .block_on(cilium_agent::Agent::start(
-            config,
-            cilium_agent::StartOptions { datapath: false },
-        ))
-        .expect("start the agent");
-    drop(rt);
-    let api = cilium_agent::BackgroundApi::start(agent, &socket).expect("serve");
-    (api, socket)
-}
-
 const WEBPOD: &str = r#"{"frontend-address": {"ip": "10.96.0.10", "port": 80, "protocol": "TCP"},
     "backend-addresses": [{"ip": "172.20.0.10", "port": 8080}, {"ip": "172.20.0.11", "port": 8080}],
     "flags": {"type": "ClusterIP", "name": "webpod", "namespace": "default"}}"#;
@@ -290,14 +214,26 @@ fn services_through_the_api_persist_and_bad_ones_change_nothing() {
             r#"{"frontend-address": {"ip": "10.96.0.11"}, "flags": {"type": "Nope"}}"#,
             400,
         ),
-        // A new frontend cannot pick its id.
+        // A new frontend cannot pick its id: there is no service 77 to update.
         (
             "/v1/service/77",
             &WEBPOD.replace("10.96.0.10", "10.96.0.12"),
+            404,
+        ),
+        // The existing frontend under an id no service has.
+        ("/v1/service/78", WEBPOD, 404),
+        // Another frontend under the service's id: a service's frontend does not change.
+        (
+            format!("/v1/service/{id}").as_str(),
+            &WEBPOD.replace("10.96.0.10", "10.96.0.13"),
+            409,
+        ),
+        // A struct as an array of its fields (serde's reading) is no frontend.
+        (
+            "/v1/service/0",
+            r#"{"frontend-address": ["10.96.0.14", 80]}"#,
             400,
         ),
-        // The existing frontend under another id.
-        ("/v1/service/78", WEBPOD, 400),
         ("/v1/service/x", WEBPOD, 400),
         (
             "/v1/service/0",
@@ -343,4 +279,179 @@ fn services_through_the_api_persist_and_bad_ones_change_nothing() {
     let (_api, socket) = dry_agent(&dir.0);
     let (_, list) = request(&socket, "GET", "/v1/service", "");
     assert_eq!(list, serde_json::json!([]), "the deletion was stored");
+}
+
+/// What the document declares, the handlers enforce: requests it refuses get a 4xx with a
+/// JSON error and change nothing; requests it allows are not refused for what JSON Schema
+/// calls valid (integral floats, a clusterwide policy).
+#[test]
+fn refused_requests_get_json_errors_and_change_nothing() {
+    let dir = TempDir::new("refused");
+    let (_api, socket) = dry_agent(&dir.0);
+    let state = |socket: &Path| {
+        [
+            "/v1/service",
+            "/v1/policy",
+            "/v1/endpoint",
+            "/v1/identity",
+            "/v1/config",
+        ]
+        .map(|p| request(socket, "GET", p, "").1)
+    };
+    let before = state(&socket);
+    let policy = |kind: &str, extra: &str| {
+        format!(
+            r#"{{"apiVersion": "{}", "kind": "{kind}", "metadata": {{"name": "p"{extra}}}, "spec": {{"endpointSelector": {{}}, "egress": [{{"toPorts": [{{"ports": [{{"port": "80", "protocol": "TCP"}}]}}]}}]}}}}"#,
+            if kind == "NetworkPolicy" {
+                "networking.k8s.io/v1"
+            } else {
+                "cilium.io/v2"
+            }
+        )
+    };
+    let endpoint =
+        r#"{"addressing": {"ipv4": "172.20.0.9"}, "container-id": "c1", "interface-name": "lxc1"}"#;
+    for (method, path, body, want) in [
+        // axum's own rejections are JSON too.
+        ("POST", "/v1/healthz", "", 405),
+        ("DELETE", "/v1/map", "", 405),
+        ("GET", "/v1/identity/4294967296", "", 400),
+        ("GET", "/v1/identity/x", "", 400),
+        ("GET", "/v1/endpoint/pod-name:nodelimiter", "", 400),
+        ("GET", "/v1/map/nope", "", 404),
+        ("DELETE", "/v1/ipam/00.1.2.3", "", 400),
+        ("POST", "/v1/ipam?owner=", "", 400),
+        ("POST", "/v1/ipam?owner=a&family=ipv6", "", 400),
+        // Pods: Kubernetes names, objects where Kubernetes has objects, valid labels.
+        ("PUT", "/v1/pod/default/Web", "{}", 400),
+        ("PUT", "/v1/pod/default/-web", "{}", 400),
+        ("PUT", "/v1/pod/a.b/web", "{}", 400),
+        ("PUT", "/v1/pod/default/web", r#"{"metadata": "x"}"#, 400),
+        ("PUT", "/v1/pod/default/web", r#"{"spec": []}"#, 400),
+        (
+            "PUT",
+            "/v1/pod/default/web",
+            r#"{"spec": {"serviceAccountName": "a;b"}}"#,
+            400,
+        ),
+        (
+            "PUT",
+            "/v1/pod/default/web",
+            r#"{"metadata": {"labels": {"a=b": "c"}}}"#,
+            400,
+        ),
+        // Endpoints: the request is checked before the missing datapath is reported.
+        (
+            "PUT",
+            "/v1/endpoint/0",
+            r#"{"addressing": ["172.20.0.9"]}"#,
+            400,
+        ),
+        ("PUT", "/v1/endpoint/0", &endpoint.replace("c1", ""), 400),
+        (
+            "PUT",
+            "/v1/endpoint/0",
+            &endpoint.replace("}", r#", "mac": "0a:0b:0c:0d:0e:f"}"#),
+            400,
+        ),
+        (
+            "PUT",
+            "/v1/endpoint/0",
+            &endpoint.replace("}", r#", "labels": [":a=b"]}"#),
+            400,
+        ),
+        ("PUT", "/v1/endpoint/7", endpoint, 400),
+        // Policies: names, sections policyTypes leave out, structs as arrays.
+        (
+            "PUT",
+            "/v1/policy",
+            &policy("CiliumNetworkPolicy", r#", "namespace": "a/b""#),
+            400,
+        ),
+        (
+            "PUT",
+            "/v1/policy",
+            &policy("CiliumNetworkPolicy", "").replace(r#""name": "p""#, r#""name": """#),
+            400,
+        ),
+        (
+            "PUT",
+            "/v1/policy",
+            &policy("CiliumNetworkPolicy", "")
+                .replace(r#"{"port": "80", "protocol": "TCP"}"#, r#"["80", "TCP"]"#),
+            400,
+        ),
+        (
+            "PUT",
+            "/v1/policy",
+            r#"{"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy", "metadata": {"name": "p"}, "spec": {"policyTypes": ["Ingress"], "egress": [{"ports": [{"port": 80, "protocol": "ICMP"}]}]}}"#,
+            400,
+        ),
+        ("DELETE", "/v1/policy", "", 400),
+        ("DELETE", "/v1/policy?origin=", "", 400),
+        ("DELETE", "/v1/policy?all=maybe", "", 400),
+        // Services: trafficPolicy is checked even when extTrafficPolicy is given.
+        (
+            "PUT",
+            "/v1/service/0",
+            &WEBPOD.replace(
+                r#""type": "ClusterIP""#,
+                r#""type": "ClusterIP", "trafficPolicy": "Nearby", "extTrafficPolicy": "Local""#,
+            ),
+            400,
+        ),
+    ] {
+        let (code, err) = request(&socket, method, path, body);
+        assert_eq!(code, want, "{method} {path} {body}: {err}");
+        assert!(
+            err.as_str().is_some_and(|m| !m.is_empty()),
+            "{method} {path}: not a JSON error: {err}"
+        );
+    }
+    assert_eq!(state(&socket), before, "refused requests changed nothing");
+
+    // What the document allows is not refused: integral floats are integers, a
+    // clusterwide policy has a store key, an endpoint request is well-formed (and this
+    // agent has no datapath), a known map is there to show only with one.
+    let (code, svc) = request(
+        &socket,
+        "PUT",
+        "/v1/service/0",
+        &WEBPOD.replace(r#""port": 80,"#, r#""port": 80.0,"#),
+    );
+    assert_eq!(code, 201, "{svc}");
+    assert_eq!(svc["spec"]["frontend-address"]["port"], 80);
+    let (code, imported) = request(
+        &socket,
+        "PUT",
+        "/v1/policy",
+        &policy("CiliumClusterwideNetworkPolicy", ""),
+    );
+    assert_eq!(code, 200, "{imported}");
+    assert_eq!(
+        imported["imported"],
+        serde_json::json!(["CiliumClusterwideNetworkPolicy//p"])
+    );
+    let (code, deleted) = request(
+        &socket,
+        "DELETE",
+        "/v1/policy?origin=CiliumClusterwideNetworkPolicy/",
+        "",
+    );
+    assert_eq!(code, 200, "{deleted}");
+    assert_eq!(
+        deleted["deleted"],
+        serde_json::json!(["CiliumClusterwideNetworkPolicy//p"])
+    );
+    let (code, err) = request(&socket, "PUT", "/v1/endpoint/0", endpoint);
+    assert_eq!(code, 503, "{err}");
+    let (code, err) = request(&socket, "GET", "/v1/map/cilium_lxc", "");
+    assert_eq!(code, 503, "{err}");
+    let (code, _) = request(
+        &socket,
+        "PUT",
+        "/v1/pod/default/web-1.a",
+        r#"{"metadata": {"labels": {"app": "web"}}, "spec": {"serviceAccountName": "web"}}"#,
+    );
+    assert_eq!(code, 200);
 }

@@ -9,7 +9,6 @@
 
 use std::path::{Path, PathBuf};
 
-use cilium_core::config::{AgentConfig, ConfigSources};
 use serde_json::Value;
 
 mod support;
@@ -74,36 +73,19 @@ fn upstream_cilium_dbg_reads_the_agent_api() {
     };
     let dir =
         TempDir(std::env::temp_dir().join(format!("crs-dbg-upstream-{}", std::process::id())));
-    let socket = dir.0.join("run/cilium.sock");
-    let mut sources = ConfigSources::default();
-    for (k, v) in [
-        ("state-dir", dir.0.join("state").to_str().unwrap()),
-        ("socket-path", socket.to_str().unwrap()),
-        ("bpf-root", dir.0.join("no-bpffs").to_str().unwrap()),
-        ("k8s-node-name", "node-a"),
-        ("ipv4-node", "192.168.10.100"),
-        ("ipv4-range", "172.20.0.0/24"),
-        ("kube-proxy-replacement", "true"),
-        ("bpf-lb-algorithm", "maglev"),
-        ("routing-mode", "native"),
-        ("ipv4-native-routing-cidr", "172.20.0.0/16"),
-        ("enable-bpf-masquerade", "true"),
-    ] {
-        sources.set_flag(k, v).unwrap();
-    }
-    let config = AgentConfig::from_sources(&sources).unwrap();
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let agent = rt
-        .block_on(cilium_agent::Agent::start(
-            config,
-            cilium_agent::StartOptions { datapath: false },
-        ))
-        .expect("start the agent");
-    drop(rt);
-    let _api = cilium_agent::BackgroundApi::start(agent, &socket).expect("serve");
+    let api = cilium_agent::BackgroundApi::start_dry(
+        &dir.0,
+        &[
+            ("kube-proxy-replacement", "true"),
+            ("bpf-lb-algorithm", "maglev"),
+            ("routing-mode", "native"),
+            ("ipv4-native-routing-cidr", "172.20.0.0/16"),
+            ("enable-bpf-masquerade", "true"),
+        ],
+    )
+    .expect("start the agent");
+    let socket = api.socket().to_path_buf();
+
     let client = cilium_agent::client::Client::new(&socket.to_string_lossy());
     let ours = PathBuf::from(env!("CARGO_BIN_EXE_cilium-dbg"));
 

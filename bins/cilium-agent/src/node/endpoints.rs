@@ -292,16 +292,32 @@ impl Node {
             .ok_or_else(|| ApiError::bad_request("addressing.ipv4 is required"))?
             .parse()
             .map_err(|e| ApiError::bad_request(format!("addressing.ipv4: {e}")))?;
+        if req.container_id.is_empty() || req.interface_name.is_empty() {
+            return Err(ApiError::bad_request(
+                "container-id and interface-name are required",
+            ));
+        }
+        for item in &req.labels {
+            item.parse::<Label>()
+                .map_err(|e| ApiError::bad_request(format!("label {item:?}: {e}")))?;
+        }
+        let mac = match req.mac.as_deref() {
+            None => None,
+            Some(m) => Some(parse_mac(m).ok_or_else(|| {
+                ApiError::bad_request(format!("mac {m:?}: expected aa:bb:cc:dd:ee:ff"))
+            })?),
+        };
+        // The request is well-formed: what follows depends on the node.
+        if !self.has_datapath().await {
+            return Err(ApiError::unavailable(
+                "this agent runs without a datapath: endpoints cannot be created",
+            ));
+        }
         if !self.cidr.contains(&ip) {
             return Err(ApiError::bad_request(format!(
                 "{ip} is not in this node's pod CIDR {}",
                 self.cidr
             )));
-        }
-        if req.container_id.is_empty() || req.interface_name.is_empty() {
-            return Err(ApiError::bad_request(
-                "container-id and interface-name are required",
-            ));
         }
         let labels = self
             .pod_labels(&req.k8s_namespace, &req.k8s_pod_name, &req.labels)
@@ -355,7 +371,7 @@ impl Node {
             state: EndpointState::WaitingForIdentity,
             regenerations: 0,
         };
-        ep.mac = match req.mac.as_deref().and_then(parse_mac) {
+        ep.mac = match mac {
             Some(mac) => mac,
             None => pod_mac(&req.netns, &req.container_interface_name)
                 .await
@@ -575,6 +591,21 @@ impl Node {
     /// Registers a pod record (`PUT /v1/pod/{namespace}/{name}`), as Kubernetes would hold
     /// it: its labels and service account become the endpoint's labels.
     pub async fn put_pod(&self, namespace: &str, name: &str, pod: &Value) -> Result<(), ApiError> {
+        for (field, value) in [("metadata", &pod["metadata"]), ("spec", &pod["spec"])] {
+            if pod.get(field).is_some() && !value.is_object() {
+                return Err(ApiError::bad_request(format!("{field} must be an object")));
+            }
+        }
+        if let Some(sa) = pod["spec"].get("serviceAccountName") {
+            match sa.as_str() {
+                Some(sa) if is_dns_subdomain(sa) => {}
+                _ => {
+                    return Err(ApiError::bad_request(format!(
+                        "spec.serviceAccountName {sa}: not a valid Kubernetes name"
+                    )));
+                }
+            }
+        }
         if let Some(map) = pod["metadata"]["labels"].as_object() {
             for (k, v) in map {
                 let Some(v) = v.as_str() else {
@@ -586,8 +617,16 @@ impl Node {
         } else if !pod["metadata"]["labels"].is_null() {
             return Err(ApiError::bad_request("metadata.labels must be an object"));
         }
-        check_name(namespace)?;
-        check_name(name)?;
+        if !is_dns_label(namespace) {
+            return Err(ApiError::bad_request(format!(
+                "namespace {namespace:?} is not a valid Kubernetes namespace (a DNS-1123 label)"
+            )));
+        }
+        if !is_dns_subdomain(name) {
+            return Err(ApiError::bad_request(format!(
+                "{name:?} is not a valid Kubernetes name (a DNS-1123 subdomain)"
+            )));
+        }
         self.store
             .put(
                 &format!("{PODS_PREFIX}/{namespace}/{name}"),
@@ -728,26 +767,35 @@ impl Node {
     }
 }
 
-fn check_name(name: &str) -> Result<(), ApiError> {
-    if name.is_empty()
-        || name.len() > 253
-        || !name
-            .chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.')
-    {
-        return Err(ApiError::bad_request(format!(
-            "{name:?} is not a valid Kubernetes name"
-        )));
-    }
-    Ok(())
+/// `[a-z0-9-]+`, alphanumeric at both ends (the parts of Kubernetes' DNS-1123 names).
+fn is_dns_part(s: &str) -> bool {
+    let alnum = |c: u8| c.is_ascii_lowercase() || c.is_ascii_digit();
+    s.bytes().all(|c| alnum(c) || c == b'-')
+        && s.bytes().next().is_some_and(alnum)
+        && s.bytes().last().is_some_and(alnum)
 }
 
-/// `aa:bb:cc:dd:ee:ff`.
+/// A Kubernetes DNS-1123 label (a namespace): at most 63 characters.
+pub(crate) fn is_dns_label(s: &str) -> bool {
+    s.len() <= 63 && is_dns_part(s)
+}
+
+/// A Kubernetes DNS-1123 subdomain (a pod name), as Kubernetes checks it: at most 253
+/// characters, parts joined by dots.
+pub(crate) fn is_dns_subdomain(s: &str) -> bool {
+    s.len() <= 253 && s.split('.').all(is_dns_part)
+}
+
+/// `aa:bb:cc:dd:ee:ff`: six octets of two hex digits each.
 fn parse_mac(s: &str) -> Option<[u8; 6]> {
     let mut out = [0u8; 6];
     let mut parts = s.split(':');
     for b in &mut out {
-        *b = u8::from_str_radix(parts.next()?, 16).ok()?;
+        let part = parts.next()?;
+        if part.len() != 2 || !part.bytes().all(|c| c.is_ascii_hexdigit()) {
+            return None;
+        }
+        *b = u8::from_str_radix(part, 16).ok()?;
     }
     parts.next().is_none().then_some(out)
 }

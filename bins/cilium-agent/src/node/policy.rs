@@ -9,10 +9,93 @@ use cilium_core::config::PolicyEnforcement;
 use cilium_core::kvstore::KvStore;
 use cilium_core::{LabelSet, NumericIdentity};
 use cilium_identity::IdentityBackend;
-use cilium_policy::{EnforcementMode, PolicyDiff, PolicyEngine};
+use cilium_policy::{EnforcementMode, PolicyDiff, PolicyDocument, PolicyEngine, PolicyError, Rule};
 use serde_json::Value;
 
 use super::{ApiError, Node, POLICIES_PREFIX, internal};
+
+/// Policy documents: one document as JSON, or YAML text of one or more. JSON is read as
+/// JSON, not through YAML, whose reader refuses some JSON (escaped surrogate pairs, raw
+/// DEL and C1 characters, keys over 1024 characters).
+pub(crate) fn parse_documents(text: &str) -> Result<Vec<(PolicyDocument, Vec<Rule>)>, PolicyError> {
+    match serde_json::from_str::<Value>(text) {
+        Ok(value) => json_document(value),
+        Err(_) => cilium_policy::parse(text),
+    }
+}
+
+/// The store key of a policy origin (`<kind>/<namespace>/<name>`): a clusterwide policy's
+/// empty namespace is `_` there (keys have no empty segments; `_` is no namespace name).
+fn policy_key(origin: &str) -> String {
+    let mut parts: Vec<&str> = origin.splitn(3, '/').collect();
+    if parts.len() == 3 && parts[1].is_empty() {
+        parts[1] = "_";
+    }
+    format!("{POLICIES_PREFIX}/{}", parts.join("/"))
+}
+
+/// The origin of a stored policy, from its key without the prefix ([`policy_key`]
+/// reversed).
+pub(crate) fn stored_origin(owner: &str) -> String {
+    let mut parts: Vec<&str> = owner.splitn(3, '/').collect();
+    if parts.len() == 3 && parts[1] == "_" {
+        parts[1] = "";
+    }
+    parts.join("/")
+}
+
+/// Checks what the parser leaves: the origin is made of Kubernetes names (a DNS-1123
+/// subdomain, and a DNS-1123 label for a namespace), and a NetworkPolicy's rules are valid
+/// even where its policyTypes do not use them.
+fn check_document(doc: &PolicyDocument) -> Result<(), ApiError> {
+    let (name, namespace) = match doc {
+        PolicyDocument::Cilium(p) => (&p.metadata.name, p.metadata.namespace.as_ref()),
+        PolicyDocument::Kubernetes(p) => (&p.metadata.name, p.metadata.namespace.as_ref()),
+        _ => return Ok(()),
+    };
+    if !super::endpoints::is_dns_subdomain(name) {
+        return Err(ApiError::bad_request(format!(
+            "metadata.name {name:?} is not a valid Kubernetes name (a DNS-1123 subdomain)"
+        )));
+    }
+    if let Some(ns) = namespace
+        && !super::endpoints::is_dns_label(ns)
+    {
+        return Err(ApiError::bad_request(format!(
+            "metadata.namespace {ns:?} is not a valid Kubernetes namespace (a DNS-1123 label)"
+        )));
+    }
+    // A NetworkPolicy's rules are checked whatever its policyTypes select, as Kubernetes
+    // checks them.
+    if let PolicyDocument::Kubernetes(p) = doc {
+        let mut every = p.clone();
+        every.spec.policy_types = Some(vec!["Ingress".into(), "Egress".into()]);
+        every
+            .rules()
+            .map_err(|e| ApiError::bad_request(e.to_string()))?;
+    }
+    Ok(())
+}
+
+/// A JSON policy document, checked as [`cilium_policy::parse_value`] checks it, with the
+/// API's strictness on top: integral numbers written `80.0` are integers (JSON Schema's
+/// view), and an array where an object belongs is refused.
+fn json_document(value: Value) -> Result<Vec<(PolicyDocument, Vec<Rule>)>, PolicyError> {
+    let mut value = value;
+    crate::integral_numbers(&mut value);
+    let original = value.clone();
+    let Some((doc, rules)) = cilium_policy::parse_value(value)? else {
+        return Ok(Vec::new());
+    };
+    if let Some(path) = crate::array_for_object(&original, &doc.to_json()) {
+        return Err(PolicyError::Parse {
+            document: 0,
+            path,
+            message: "expected an object".into(),
+        });
+    }
+    Ok(vec![(doc, rules)])
+}
 
 /// The policy engine and the endpoints' policy maps (none without a datapath).
 #[derive(Debug)]
@@ -109,9 +192,12 @@ impl Node {
     /// Imports policy documents (`PUT /v1/policy`, YAML or JSON): all or nothing. Returns
     /// the origins imported and the endpoints whose policy changed.
     pub async fn import_policy(&self, text: &str) -> Result<(Vec<String>, usize), ApiError> {
-        let docs = cilium_policy::parse(text).map_err(|e| ApiError::bad_request(e.to_string()))?;
+        let docs = parse_documents(text).map_err(|e| ApiError::bad_request(e.to_string()))?;
         if docs.is_empty() {
             return Err(ApiError::bad_request("no policy documents in the input"));
+        }
+        for (doc, _) in &docs {
+            check_document(doc)?;
         }
         let mut st = self.state.lock().await;
         let mut origins = Vec::new();
@@ -119,10 +205,7 @@ impl Node {
         for (doc, rules) in docs {
             let origin = doc.origin();
             self.store
-                .put(
-                    &format!("{POLICIES_PREFIX}/{origin}"),
-                    doc.to_json().to_string().as_bytes(),
-                )
+                .put(&policy_key(&origin), doc.to_json().to_string().as_bytes())
                 .await
                 .map_err(internal("storing the policy"))?;
             merge(&mut diff, st.policy.engine.remove_rules(&origin));
@@ -141,10 +224,11 @@ impl Node {
         origin: &str,
         doc: Option<&Value>,
     ) -> Result<usize, String> {
+        let origin = &stored_origin(origin);
         let mut parsed = Vec::new();
         if let Some(doc) = doc {
-            for (d, rules) in cilium_policy::parse(&doc.to_string()).map_err(|e| e.to_string())? {
-                if d.origin() == origin {
+            for (d, rules) in json_document(doc.clone()).map_err(|e| e.to_string())? {
+                if d.origin() == *origin {
                     parsed.extend(rules);
                 }
             }
@@ -169,7 +253,7 @@ impl Node {
         let mut deleted = Vec::new();
         let mut diff = PolicyDiff::default();
         for (key, _) in stored {
-            let origin = key[POLICIES_PREFIX.len() + 1..].to_owned();
+            let origin = stored_origin(&key[POLICIES_PREFIX.len() + 1..]);
             if !origin.starts_with(prefix) {
                 continue;
             }
@@ -240,7 +324,7 @@ impl Node {
             .map_err(internal("listing policies"))?
         {
             let text = String::from_utf8_lossy(&value).into_owned();
-            for (_, rules) in cilium_policy::parse(&text)
+            for (_, rules) in parse_documents(&text)
                 .map_err(|e| ApiError::internal(format!("stored policy {key}: {e}")))?
             {
                 engine.add_rules(rules);
@@ -275,7 +359,7 @@ impl Node {
             .map_err(|e| e.to_string())?
         {
             let text = String::from_utf8_lossy(&value).into_owned();
-            match cilium_policy::parse(&text) {
+            match parse_documents(&text) {
                 Ok(docs) => {
                     for (_, rules) in docs {
                         st.policy.engine.add_rules(rules);

@@ -156,13 +156,25 @@ impl Node {
         let svc = spec.to_service().map_err(ApiError::bad_request)?;
         let mut st = self.state.lock().await;
         let existing = st.services.lb.service_id(&svc.frontend);
+        // A path id names an existing service (ids are chosen by the agent: PUT 0 creates);
+        // its frontend is the service's identity and does not change.
         if id != 0 && existing.map(u32::from) != Some(id) {
-            return Err(ApiError::bad_request(match existing {
-                Some(e) => format!("frontend {} has id {e}, not {id}", svc.frontend),
-                None => format!(
-                    "service ids are chosen by the agent: use 0 for a new frontend, not {id}"
-                ),
-            }));
+            let held = st
+                .services
+                .lb
+                .services()
+                .into_iter()
+                .find(|(i, _)| u32::from(*i) == id)
+                .map(|(_, s)| s.frontend);
+            return Err(match held {
+                None => ApiError::not_found(format!(
+                    "service {id} not found (the agent chooses ids: PUT /service/0 creates)"
+                )),
+                Some(fe) => ApiError::conflict(format!(
+                    "service {id} has frontend {fe}, not {} (a service's frontend does not change)",
+                    svc.frontend
+                )),
+            });
         }
         let key = format!("{SERVICES_PREFIX}/{}", svc.frontend);
         let previous = self
