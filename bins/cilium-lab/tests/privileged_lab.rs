@@ -1733,8 +1733,14 @@ fn privileged_lab_migrates_from_kube_proxy() {
     let ips = pod_ips(&guard);
     assert_eq!(ips.len(), 3, "{ips:?}");
     assert!(ips.iter().all(|ip| flannel_pool.contains(ip)), "{ips:?}");
+    // Every node's kube-proxy has synced (the curl above needed only the client's node;
+    // a slower node's kube-proxy may still be starting on a loaded machine).
     for n in nodes {
-        assert!(node_iptables(&guard, n).contains("KUBE-SERVICES"), "{n}");
+        let deadline = Instant::now() + Duration::from_secs(90);
+        while !node_iptables(&guard, n).contains("KUBE-SERVICES") {
+            assert!(Instant::now() < deadline, "no KUBE-SERVICES on {n}");
+            std::thread::sleep(Duration::from_millis(500));
+        }
     }
 
     // kube-proxy's DaemonSet and ConfigMap go; its rules stay, and so does the service.
