@@ -107,15 +107,21 @@ pub(crate) fn go_build(
     output: &std::ffi::OsStr,
     packages: &[&str],
 ) -> Result<(), String> {
+    go(module, &["build"], ldflags, output, packages)
+}
+
+/// `go <verb...> -trimpath -mod=readonly -ldflags LDFLAGS -o OUTPUT PACKAGES` in the module
+/// at `module` (`build`, or `test -c` for a test binary), pinned by its go.sum.
+pub(crate) fn go(
+    module: &Path,
+    verb: &[&str],
+    ldflags: &str,
+    output: &std::ffi::OsStr,
+    packages: &[&str],
+) -> Result<(), String> {
     let status = Command::new("go")
-        .args([
-            "build",
-            "-trimpath",
-            "-mod=readonly",
-            "-ldflags",
-            ldflags,
-            "-o",
-        ])
+        .args(verb)
+        .args(["-trimpath", "-mod=readonly", "-ldflags", ldflags, "-o"])
         .arg(output)
         .args(packages)
         .current_dir(module)
@@ -126,12 +132,13 @@ pub(crate) fn go_build(
         // header takes part, so the build depends on Go and the pinned modules alone.
         .env("CGO_ENABLED", "0")
         .status()
-        .map_err(|e| format!("cannot run go build: {e}"))?;
+        .map_err(|e| format!("cannot run go {}: {e}", verb.join(" ")))?;
     if status.success() {
         Ok(())
     } else {
         Err(format!(
-            "go build in {} failed ({status})",
+            "go {} in {} failed ({status})",
+            verb.join(" "),
             module.display()
         ))
     }

@@ -2,7 +2,7 @@
 
 //! `cargo xtask <task>`: the project's developer tasks, with no dependencies beyond std.
 //!
-//! - `test`: `kube-build`, `upstream-build` and the schemathesis venv
+//! - `test`: `kube-build`, `e2e-build`, `upstream-build` and the schemathesis venv
 //!   (`target/schemathesis-venv`, see `upstream.rs`), then every test of the workspace
 //!   (privileged ones run when root, else report "skipped: needs root");
 //! - `demo`: the main job, `cilium-lab demo` (the seed's cluster in network namespaces);
@@ -19,6 +19,11 @@
 //!   runs `fresh-check --test`, which needs root);
 //! - `kube-build`: builds the upstream Kubernetes control plane, kube-proxy and kubectl from
 //!   the pinned module in `k8s/controlplane/` into `target/kube/` (see `kube.rs`);
+//! - `e2e-build`: builds upstream's e2e test binary (sig-network's specs) and agnhost from
+//!   the pinned module in `k8s/e2e/` into `target/kube/` (see `conformance.rs`);
+//! - `conformance [netpol] [services] [--focus REGEX] [--keep]`: runs Kubernetes' own
+//!   NetworkPolicy and Services e2e tests against a lab of its own, as root, and
+//!   summarises them in `target/conformance/summary.md` (see `conformance.rs`);
 //! - `upstream-build`: builds upstream's clients (Cilium's `hubble` and `cilium-dbg`, CNI's
 //!   `cnitool`) from the pinned module in `upstream/` into `target/upstream/` (see
 //!   `upstream.rs`);
@@ -27,6 +32,7 @@
 //! - `fresh-check [--test] [--demo]`: runs `scripts/deps.sh` and the build of every target
 //!   in a minimal Debian root made by debootstrap (see `fresh.rs`), as root.
 
+mod conformance;
 mod fresh;
 mod fuzz;
 mod kube;
@@ -47,13 +53,15 @@ fn main() -> ExitCode {
         Some("build-bpf") => build_bpf(&root),
         Some("ci") => ci(&root),
         Some("kube-build") => kube::kube_build(&root).map(|_| ()),
+        Some("e2e-build") => conformance::e2e_build(&root).map(|_| ()),
+        Some("conformance") => conformance::conformance(&root, &args[1..]),
         Some("upstream-build") => upstream::upstream_build(&root).map(|_| ()),
         Some("schemathesis-venv") => upstream::schemathesis_venv(&root).map(|_| ()),
         Some("fresh-check") => fresh::fresh_check(&root, &args[1..]),
         Some("fresh-check-inner") => return fresh::fresh_check_inner(&args[1..]),
         _ => {
             eprintln!(
-                "usage: cargo xtask <test|demo|bench [FILTER]|build-bpf|fuzz [TARGET] [--time S]|fuzz-check|ci|kube-build|upstream-build|schemathesis-venv|fresh-check>"
+                "usage: cargo xtask <test|demo|bench [FILTER]|build-bpf|fuzz [TARGET] [--time S]|fuzz-check|ci|kube-build|e2e-build|conformance [SUITE...]|upstream-build|schemathesis-venv|fresh-check>"
             );
             return ExitCode::from(64);
         }
@@ -105,6 +113,7 @@ fn test(root: &Path) -> Result<(), String> {
     // The Kubernetes tests run upstream's control plane, the format tests upstream's
     // clients: build them (seconds when cached).
     kube::kube_build(root)?;
+    conformance::e2e_build(root)?;
     upstream::upstream_build(root)?;
     upstream::schemathesis_venv(root)?;
     cargo(root, &["test", "--workspace", "--all-targets"])?;

@@ -8,7 +8,10 @@
 //! `cilium-dbg`, `hubble` and `cilium-cni`, run when the command names them);
 //! `quay.io/cilium/alpine-curl` is a shell and `quay.io/cilium/json-mock` an HTTP server
 //! on 8080, for `cilium connectivity test`; `registry.k8s.io/kube-proxy` is upstream's
-//! kube-proxy from the pinned Kubernetes build (the seed's cluster before Cilium).
+//! kube-proxy from the pinned Kubernetes build (the seed's cluster before Cilium);
+//! `registry.k8s.io/e2e-test-images/agnhost` is upstream's agnhost, built from the same
+//! Kubernetes module (`cargo xtask conformance`), for Kubernetes' own e2e tests, and
+//! `registry.k8s.io/pause` a process that sleeps.
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::{IpAddr, TcpListener, TcpStream};
@@ -49,7 +52,7 @@ pub fn for_image(image: &str, ports: &[u16]) -> Result<Workload, String> {
             port: ports.first().copied().unwrap_or(80),
         }),
         "nicolaka/netshoot" | "netshoot" | "busybox" | "alpine" | "curlimages/curl"
-        | "cilium/alpine-curl" | "alpine-curl" => Ok(Workload::Sleep),
+        | "cilium/alpine-curl" | "alpine-curl" | "pause" => Ok(Workload::Sleep),
         // Cilium's connectivity test's echo server (an HTTP server on 8080).
         "cilium/json-mock" | "json-mock" => Ok(Workload::Whoami {
             port: ports.first().copied().unwrap_or(8080),
@@ -68,15 +71,17 @@ pub fn for_image(image: &str, ports: &[u16]) -> Result<Workload, String> {
         "kube-proxy" => Ok(Workload::Program {
             binary: "kube-proxy",
         }),
+        // Kubernetes' e2e test image (its entrypoint is /agnhost, a subcommand per role).
+        "agnhost" | "e2e-test-images/agnhost" => Ok(Workload::Program { binary: "agnhost" }),
         other => Err(format!(
-            "image {other:?} is not one this lab can run: traefik/whoami (an HTTP server answering \"Hostname: <pod>\"), nicolaka/netshoot (a shell for kubectl exec), Cilium's quay.io/cilium/cilium, operator-generic and hubble-relay (this project's binaries), quay.io/cilium/alpine-curl (a shell) and json-mock (an HTTP server on 8080), or registry.k8s.io/kube-proxy (upstream's)"
+            "image {other:?} is not one this lab can run: traefik/whoami (an HTTP server answering \"Hostname: <pod>\"), nicolaka/netshoot (a shell for kubectl exec), Cilium's quay.io/cilium/cilium, operator-generic and hubble-relay (this project's binaries), quay.io/cilium/alpine-curl (a shell) and json-mock (an HTTP server on 8080), registry.k8s.io/kube-proxy (upstream's), registry.k8s.io/e2e-test-images/agnhost (upstream's, for the e2e tests) or registry.k8s.io/pause"
         )),
     }
 }
 
 /// The programs that are upstream Kubernetes' (in the pinned build's directory), not this
 /// project's.
-pub const KUBERNETES_PROGRAMS: &[&str] = &["kube-proxy"];
+pub const KUBERNETES_PROGRAMS: &[&str] = &["kube-proxy", "agnhost"];
 
 /// The programs an image of this project's has besides its entrypoint (upstream's
 /// `cilium` image ships `cilium-dbg`, `hubble` and the CNI plugin with the agent).
@@ -86,6 +91,7 @@ pub fn image_programs(entrypoint: &str) -> &'static [&'static str] {
         "cilium-operator" => &["cilium-operator"],
         "hubble-relay" => &["hubble-relay"],
         "kube-proxy" => &["kube-proxy"],
+        "agnhost" => &["agnhost"],
         _ => &[],
     }
 }
@@ -168,6 +174,14 @@ mod tests {
             Ok(Workload::Program {
                 binary: "cilium-operator"
             })
+        );
+        assert_eq!(
+            for_image("registry.k8s.io/e2e-test-images/agnhost:2.56", &[80, 81]),
+            Ok(Workload::Program { binary: "agnhost" })
+        );
+        assert_eq!(
+            for_image("registry.k8s.io/pause:3.10", &[]),
+            Ok(Workload::Sleep)
         );
         let err = for_image("nginx", &[]).unwrap_err();
         assert!(

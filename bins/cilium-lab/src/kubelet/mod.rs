@@ -32,7 +32,7 @@ pub mod server;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::Ipv4Addr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Child;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -144,6 +144,7 @@ impl Shared {
             return Err(format!("container {container} is not running"));
         }
         let (program, args) = argv.split_first().ok_or("no command given")?;
+        let program = image_program(c, program);
         let mut cmd = match &p.netns {
             Some(ns) => {
                 let mut cmd = std::process::Command::new("ip");
@@ -176,6 +177,24 @@ impl Shared {
             c.restart_count
         };
         Ok(runtime::log_file(&self.dir, &p.uid, container, run))
+    }
+}
+
+/// The program an exec names, as the container's image has it: a program of the image
+/// (`/agnhost` in agnhost's, `cilium-dbg` in Cilium's) is the lab's copy beside the
+/// container's entrypoint; any other is the node's (the lab's containers share its files).
+fn image_program(c: &ContainerRecord, program: &str) -> String {
+    let name = program.rsplit('/').next().unwrap_or(program);
+    match (workload::for_image(&c.image, &[]), c.argv.first()) {
+        (Ok(workload::Workload::Program { binary }), Some(entrypoint))
+            if workload::image_programs(binary).contains(&name) =>
+        {
+            Path::new(entrypoint)
+                .with_file_name(name)
+                .display()
+                .to_string()
+        }
+        _ => program.to_owned(),
     }
 }
 
@@ -648,7 +667,7 @@ impl Kubelet {
             .cfg
             .workload_program
             .parent()
-            .map(std::path::Path::to_path_buf)
+            .map(Path::to_path_buf)
             .unwrap_or_default();
         let ctx = container::Context {
             node: &self.cfg.node,
@@ -1434,6 +1453,21 @@ mod tests {
     }
 
     const HOST: Ipv4Addr = Ipv4Addr::new(192, 168, 10, 101);
+
+    #[test]
+    fn an_exec_finds_the_images_programs_beside_its_entrypoint() {
+        let mut c = record(Some(1), None, 0).containers.remove(0);
+        c.image = "registry.k8s.io/e2e-test-images/agnhost:2.56".into();
+        c.argv = vec!["/lab/kube/agnhost".into(), "porter".into()];
+        assert_eq!(image_program(&c, "/agnhost"), "/lab/kube/agnhost");
+        assert_eq!(image_program(&c, "agnhost"), "/lab/kube/agnhost");
+        assert_eq!(image_program(&c, "/bin/sh"), "/bin/sh");
+        c.image = "quay.io/cilium/cilium:v1.18.0".into();
+        c.argv = vec!["/lab/bin/cilium-agent".into()];
+        assert_eq!(image_program(&c, "cilium-dbg"), "/lab/bin/cilium-dbg");
+        c.image = "nicolaka/netshoot".into();
+        assert_eq!(image_program(&c, "curl"), "curl");
+    }
 
     #[test]
     fn a_running_pod_is_ready_with_its_ip() {
