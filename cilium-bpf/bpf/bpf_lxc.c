@@ -117,9 +117,20 @@ static __always_inline int handle_from_container(struct __sk_buff *skb)
 		/* A service flow's conntrack state is known from its translation. */
 		ct_state = svc_new ? CT_NEW_TRACKED : CT_ESTABLISHED;
 	} else {
+		__be32 self = pi.saddr;
+
 		ret = ct_lookup4_rev_nat(skb, &pi, ihl, &ct_state);
 		if (ret)
 			return send_drop(skb, ret, METRIC_EGRESS, src_id, &pi, src_label, 0);
+		/* A reply to the pod itself through a service (see lb4_local) goes back to
+		 * the pod's own address. */
+		if (ct_state == CT_REPLY && pi.daddr == IPV4_LOOPBACK) {
+			if (rewrite_addr_port(skb, ihl, pi.proto, 1, IPV4_LOOPBACK, self,
+					      pi.dport, pi.dport))
+				return send_drop(skb, DROP_INVALID, METRIC_EGRESS, src_id, &pi,
+						 src_label, 0);
+			pi.daddr = self;
+		}
 	}
 	data = (void *)(long)skb->data;
 	data_end = (void *)(long)skb->data_end;

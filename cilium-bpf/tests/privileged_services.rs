@@ -132,6 +132,31 @@ fn privileged_clusterip_spreads_over_both_backends() {
 }
 
 #[test]
+fn privileged_a_pod_reaches_itself_through_its_service() {
+    if !is_root_or_skip("privileged_a_pod_reaches_itself_through_its_service") {
+        return;
+    }
+    let (env, _dp, _servers) = setup();
+    let mut lb = LbManager::new(LbConfig::default());
+    let mut writer = ServiceWriter::open(&env.bpffs).expect("writer");
+    // The only backend is the client itself (hairpin): without the loopback source the pod
+    // would receive a packet from its own address and drop it.
+    let mut svc = webpod(&env);
+    svc.backends.truncate(1);
+    writer
+        .apply(&lb.upsert(&svc).expect("upsert"))
+        .expect("apply");
+    for i in 0..5 {
+        let body = curl(&env.pods[1].netns, &[&format!("http://{VIP}/")])
+            .unwrap_or_else(|| panic!("curl {i} from the backend to its own ClusterIP"));
+        assert_eq!(hostname(&body), "webpod-1", "{body}");
+    }
+    // Another pod still reaches it, from its own address.
+    let body = curl(&env.pods[0].netns, &[&format!("http://{VIP}/")]).expect("curl");
+    assert_eq!(hostname(&body), "webpod-1");
+}
+
+#[test]
 fn privileged_maglev_picks_the_backend_the_table_says() {
     if !is_root_or_skip("privileged_maglev_picks_the_backend_the_table_says") {
         return;

@@ -229,6 +229,11 @@ static __always_inline __u32 lb4_select_backend(const struct lb4_service *svc, _
 	return slot->backend_id;
 }
 
+/* The source a pod's packets get when a service sends them back to the pod itself
+ * (hairpin): Cilium's default ipv4-service-loopback-address. The pod's reply goes to it
+ * and the reverse translation gives the pod its own address back. */
+#define IPV4_LOOPBACK bpf_htonl(0xa9fe2a01) /* 169.254.42.1 */
+
 /* Translates the destination of a packet to a service frontend into one of its backends,
  * recording the choice in conntrack so every later packet of the flow goes to the same
  * backend. `*new_flow` tells whether the translated flow was new to conntrack (its entry is
@@ -302,8 +307,10 @@ static __always_inline int lb4_local(struct __sk_buff *skb, const struct lb4_ser
 		bpf_map_update_elem(ct, &skey, &ne, BPF_ANY);
 	}
 
-	/* The translated flow's entry: replies find the rev-NAT index there. */
-	ct_key(&fkey, pi->saddr, be->address, pi->sport, be->port, pi->proto, TUPLE_F_OUT);
+	/* The translated flow's entry: replies find the rev-NAT index there. A pod that
+	 * reaches itself through the service is seen by itself as IPV4_LOOPBACK. */
+	ct_key(&fkey, be->address == pi->saddr ? IPV4_LOOPBACK : pi->saddr, be->address,
+	       pi->sport, be->port, pi->proto, TUPLE_F_OUT);
 	fe = bpf_map_lookup_elem(ct, &fkey);
 	if (fe) {
 		if (fe->rev_nat_index != rev_nat)
@@ -332,6 +339,13 @@ translate:
 	bport = be->port;
 	if (rewrite_addr_port(skb, ihl, pi->proto, 1, vip, baddr, vport, bport))
 		return DROP_INVALID;
+	if (baddr == pi->saddr) {
+		/* Hairpin: the pod would drop a packet from its own address. */
+		if (rewrite_addr_port(skb, ihl, pi->proto, 0, baddr, IPV4_LOOPBACK, pi->sport,
+				      pi->sport))
+			return DROP_INVALID;
+		pi->saddr = IPV4_LOOPBACK;
+	}
 	pi->daddr = baddr;
 	pi->dport = bport;
 	return 0;
