@@ -251,6 +251,35 @@ pub struct IpIdentityPair {
         skip_serializing_if = "String::is_empty"
     )]
     pub pod: String,
+    /// The pod's named container ports (policies' named ports resolve against them).
+    #[serde(rename = "NamedPorts", default, skip_serializing_if = "Vec::is_empty")]
+    pub named_ports: Vec<NamedPort>,
+}
+
+/// A named container port (Cilium's `NamedPort`).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct NamedPort {
+    /// The port's name.
+    #[serde(rename = "Name")]
+    pub name: String,
+    /// Its number.
+    #[serde(rename = "Port")]
+    pub port: u16,
+    /// `TCP`, `UDP` or `SCTP`.
+    #[serde(rename = "Protocol")]
+    pub protocol: String,
+}
+
+impl NamedPort {
+    /// The IP protocol number of its protocol (6, 17, 132), or None for an unknown one.
+    pub fn proto_number(&self) -> Option<u8> {
+        match self.protocol.to_ascii_uppercase().as_str() {
+            "TCP" | "" => Some(6),
+            "UDP" => Some(17),
+            "SCTP" => Some(132),
+            _ => None,
+        }
+    }
 }
 
 impl IpIdentityPair {

@@ -86,7 +86,46 @@ pub fn ip_identity_pair(cep: &DynamicObject) -> Result<IpIdentityPair, String> {
         key,
         namespace: cep.metadata.namespace.clone().unwrap_or_default(),
         pod: cep.metadata.name.clone().unwrap_or_default(),
+        named_ports: named_ports(&status["named-ports"]),
     })
+}
+
+/// The named ports of a CiliumEndpoint's `status.named-ports` (`[{name, port, protocol}]`)
+/// or of a pod's `spec.containers[].ports` (`[{name, containerPort, protocol}]`): those
+/// with a name and a port number; the protocol defaults to TCP.
+pub fn named_ports(list: &Value) -> Vec<cilium_core::cluster::NamedPort> {
+    let mut out: Vec<_> = list
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|p| {
+            let name = p["name"].as_str().filter(|n| !n.is_empty())?;
+            let port = p["port"]
+                .as_u64()
+                .or_else(|| p["containerPort"].as_u64())
+                .and_then(|n| u16::try_from(n).ok())
+                .filter(|n| *n != 0)?;
+            Some(cilium_core::cluster::NamedPort {
+                name: name.to_owned(),
+                port,
+                protocol: p["protocol"].as_str().unwrap_or("TCP").to_owned(),
+            })
+        })
+        .collect();
+    out.sort();
+    out.dedup();
+    out
+}
+
+/// The named ports of a pod's spec (every container's).
+pub fn pod_named_ports(spec: &Value) -> Vec<cilium_core::cluster::NamedPort> {
+    let ports: Vec<Value> = spec["containers"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|c| c["ports"].as_array().cloned().unwrap_or_default())
+        .collect();
+    named_ports(&Value::Array(ports))
 }
 
 /// The `<namespace>/<name>` of the Service an EndpointSlice belongs to (its
@@ -265,6 +304,7 @@ pub fn policy_origin(kind: &str, key: &str) -> String {
 mod tests {
     use super::*;
     use cilium_core::cluster::CiliumNodeAddress;
+    use cilium_core::cluster::NamedPort;
 
     fn slice(name: &str, service: Option<&str>, body: Value) -> EndpointSlice {
         let mut s: EndpointSlice = serde_json::from_value(body).unwrap();
@@ -314,6 +354,9 @@ mod tests {
             "id": 1234, "identity": {"id": 21894, "labels": ["k8s:app=curl"]},
             "networking": {"node": "192.168.10.100", "addressing": [{"ipv4": "172.20.0.87"}]},
             "encryption": {"key": 3},
+            "named-ports": [{"name": "http", "port": 8080, "protocol": "TCP"},
+                            {"name": "dns", "port": 53, "protocol": "UDP"},
+                            {"name": "", "port": 9}, {"name": "bad", "port": 70000}],
         });
         let pair = ip_identity_pair(&cep(&good)).unwrap();
         assert_eq!(
@@ -325,11 +368,42 @@ mod tests {
                 key: 3,
                 namespace: "team-a".into(),
                 pod: "curl-pod".into(),
+                named_ports: vec![
+                    NamedPort {
+                        name: "dns".into(),
+                        port: 53,
+                        protocol: "UDP".into()
+                    },
+                    NamedPort {
+                        name: "http".into(),
+                        port: 8080,
+                        protocol: "TCP".into()
+                    },
+                ],
             }
         );
         // The store's ipcache JSON, field for field.
         let stored = serde_json::to_value(&pair).unwrap();
         assert_eq!(stored["K8sPodName"], "curl-pod");
+        assert_eq!(stored["NamedPorts"][1]["Name"], "http");
+        assert_eq!(stored["NamedPorts"][1]["Port"], 8080);
+        // A pod's container ports, as the spec has them.
+        let spec = json!({"containers": [
+            {"name": "a", "ports": [{"name": "serve-80-tcp", "containerPort": 80},
+                                    {"containerPort": 81}]},
+            {"name": "b", "ports": [{"name": "serve-81-udp", "containerPort": 81, "protocol": "UDP"}]},
+        ]});
+        let ports = pod_named_ports(&spec);
+        assert_eq!(ports.len(), 2);
+        assert_eq!(
+            (
+                ports[0].name.as_str(),
+                ports[0].port,
+                ports[0].protocol.as_str()
+            ),
+            ("serve-80-tcp", 80, "TCP")
+        );
+        assert_eq!(ports[1].proto_number(), Some(17));
         assert_eq!(stored["HostIP"], "192.168.10.100");
 
         let refused = |path: &[&str], with: Value| {

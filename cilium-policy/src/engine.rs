@@ -142,13 +142,28 @@ pub(crate) fn verdict_of(rule: &Rule) -> Verdict {
     }
 }
 
-/// The port ranges of a rule's entries (ANY when it names none).
-pub(crate) fn ranges_of(rule: &Rule) -> Vec<PortRange> {
-    if rule.ports.is_empty() {
-        vec![PortRange::ANY]
-    } else {
-        rule.ports.clone()
+/// The port ranges of a rule's entries (ANY when it names no port at all): its numbered
+/// ports, and its named ports as `named` gives each name's (protocol, number) pairs. A
+/// name that stands for nothing gives no entry.
+pub(crate) fn ranges_of(rule: &Rule, named: impl Fn(&str) -> Vec<(u8, u16)>) -> Vec<PortRange> {
+    if rule.all_ports() {
+        return vec![PortRange::ANY];
     }
+    let mut out = rule.ports.clone();
+    for np in &rule.named_ports {
+        for (proto, port) in named(&np.name) {
+            if np.proto == 0 || np.proto == proto {
+                out.push(PortRange {
+                    proto,
+                    lo: port,
+                    hi: port,
+                });
+            }
+        }
+    }
+    out.sort();
+    out.dedup();
+    out
 }
 
 impl Repository {
@@ -215,7 +230,9 @@ impl Repository {
                 Direction::Ingress => p.ingress_enforced = true,
                 Direction::Egress => p.egress_enforced = true,
             }
-            let ports = ranges_of(rule);
+            // Named ports need the endpoints' container ports, which only the
+            // PolicyEngine knows: here they stand for nothing.
+            let ports = ranges_of(rule, |_| Vec::new());
             for peer in &rule.peers {
                 for id in self.peer_identities(peer) {
                     for range in &ports {

@@ -42,6 +42,8 @@ fn documents() -> Vec<Vec<Rule>> {
         "apiVersion: cilium.io/v2\nkind: CiliumNetworkPolicy\nmetadata: {name: d3, namespace: x}\nspec:\n  endpointSelector: {matchExpressions: [{key: pod, operator: NotIn, values: [c]}]}\n  egress:\n  - toEntities: [cluster]\n  - toCIDRSet: [{cidr: 192.0.2.0/24, except: [192.0.2.8/29]}]\n",
         "apiVersion: cilium.io/v2\nkind: CiliumClusterwideNetworkPolicy\nmetadata: {name: d4}\nspec:\n  endpointSelector: {matchLabels: {pod: c}}\n  egressDeny:\n  - toEntities: [world]\n  ingress:\n  - fromEntities: [all]\n    toPorts: [{ports: [{port: \"81\", protocol: TCP}]}]\n",
         "apiVersion: cilium.io/v2\nkind: CiliumNetworkPolicy\nmetadata: {name: d5, namespace: x}\nspec:\n  endpointSelector: {}\n  ingress:\n  - fromEndpoints: [{}]\n  - fromEndpoints: [{matchLabels: {pod: a}}, {matchLabels: {pod: a}}]\n    toPorts: [{ports: [{port: \"81\", protocol: UDP}]}]\n",
+        // A named port with no container ports known stands for nothing (as in Repository).
+        "apiVersion: cilium.io/v2\nkind: CiliumNetworkPolicy\nmetadata: {name: d6, namespace: y}\nspec:\n  endpointSelector: {matchLabels: {pod: b}}\n  ingress:\n  - fromEndpoints: [{}]\n    toPorts: [{ports: [{port: http, protocol: TCP}]}]\n",
     ];
     docs.iter()
         .map(|d| {
@@ -66,8 +68,8 @@ enum Op {
 
 fn arb_op() -> impl Strategy<Value = Op> {
     prop_oneof![
-        (0usize..6).prop_map(Op::AddDoc),
-        (0usize..6).prop_map(Op::RemoveDoc),
+        (0usize..7).prop_map(Op::AddDoc),
+        (0usize..7).prop_map(Op::RemoveDoc),
         (0u32..10, 0usize..8).prop_map(|(i, l)| Op::UpsertIdentity(i, l)),
         (0u32..10).prop_map(Op::RemoveIdentity),
         (0u16..4, 0usize..6).prop_map(|(e, l)| Op::UpsertEndpoint(e, l)),
@@ -232,4 +234,116 @@ fn a_new_identity_touches_only_the_endpoints_whose_rules_select_it() {
     engine.remove_rules(&docs[0][0].origin);
     assert!(engine.selector_cache().is_empty());
     assert_eq!(engine.rule_count(), 0);
+}
+
+fn ports(list: &[(&str, u8, u16)]) -> NamedPorts {
+    let mut out = NamedPorts::new();
+    for (name, proto, port) in list {
+        out.entry((*name).to_owned())
+            .or_default()
+            .insert((*proto, *port));
+    }
+    out
+}
+
+fn tcp(port: u16) -> PortRange {
+    PortRange {
+        proto: 6,
+        lo: port,
+        hi: port,
+    }
+}
+
+/// The port ranges an endpoint's policy has for one peer and direction.
+fn ranges(
+    engine: &PolicyEngine,
+    ep: EndpointId,
+    dir: Direction,
+    peer: NumericIdentity,
+) -> Vec<PortRange> {
+    engine
+        .policy(ep)
+        .unwrap()
+        .entries
+        .keys()
+        .filter(|k| k.direction == dir && k.peer == peer)
+        .map(|k| k.ports)
+        .collect()
+}
+
+#[test]
+fn named_ports_resolve_on_the_endpoint_for_ingress_and_across_the_cluster_for_egress() {
+    let doc = "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: n, namespace: x}\nspec:\n  podSelector: {matchLabels: {pod: a}}\n  policyTypes: [Ingress, Egress]\n  ingress:\n  - ports: [{port: serve-80-tcp}]\n  egress:\n  - ports: [{port: serve-81-udp, protocol: UDP}]\n";
+    let rules: Vec<Rule> = parse(doc)
+        .unwrap()
+        .into_iter()
+        .flat_map(|(_, r)| r)
+        .collect();
+    assert!(
+        rules
+            .iter()
+            .any(|r| r.named_ports.iter().any(|n| n.name == "serve-80-tcp"))
+    );
+    let all = NumericIdentity::UNKNOWN;
+    let mut engine = PolicyEngine::new(EnforcementMode::Default);
+    engine.add_rules(rules);
+    engine.upsert_endpoint(1, labels("x", "a"));
+    // No ports known: the named port stands for nothing, yet both directions are enforced.
+    let p = engine.policy(1).unwrap();
+    assert!(p.ingress_enforced && p.egress_enforced);
+    assert!(p.entries.is_empty(), "{:?}", p.entries);
+
+    // The endpoint's own ports: ingress resolves against them; TCP only, as the rule says.
+    let diff = engine.set_endpoint_ports(
+        1,
+        ports(&[("serve-80-tcp", 6, 80), ("serve-81-udp", 17, 81)]),
+    );
+    assert!(!diff.entries.is_empty());
+    assert_eq!(ranges(&engine, 1, Direction::Ingress, all), vec![tcp(80)]);
+    // Egress resolves across the cluster: the endpoint's own ports count too.
+    let udp81 = PortRange {
+        proto: 17,
+        lo: 81,
+        hi: 81,
+    };
+    assert_eq!(ranges(&engine, 1, Direction::Egress, all), vec![udp81]);
+
+    // Another pod names the same port differently: egress allows both numbers.
+    engine.set_peer_ports("y/b", ports(&[("serve-81-udp", 17, 8081)]));
+    let udp8081 = PortRange {
+        proto: 17,
+        lo: 8081,
+        hi: 8081,
+    };
+    assert_eq!(
+        ranges(&engine, 1, Direction::Egress, all),
+        vec![udp81, udp8081]
+    );
+    // A pod elsewhere does not change what ingress resolves against.
+    assert_eq!(ranges(&engine, 1, Direction::Ingress, all), vec![tcp(80)]);
+
+    // The endpoint's ports change: its ingress entry moves, the cluster loses 81.
+    engine.set_endpoint_ports(1, ports(&[("serve-80-tcp", 6, 8080)]));
+    assert_eq!(ranges(&engine, 1, Direction::Ingress, all), vec![tcp(8080)]);
+    assert_eq!(ranges(&engine, 1, Direction::Egress, all), vec![udp8081]);
+    // The peer goes: nothing named serve-81-udp is left.
+    let diff = engine.set_peer_ports("y/b", NamedPorts::new());
+    assert_eq!(diff.entries.len(), 1);
+    assert_eq!(diff.entries[0].verdict, None);
+    assert!(ranges(&engine, 1, Direction::Egress, all).is_empty());
+
+    // A second endpoint whose ports are unknown gets no ingress entry from the name.
+    engine.upsert_endpoint(2, labels("x", "a"));
+    assert!(ranges(&engine, 2, Direction::Ingress, all).is_empty());
+    // Removing the first endpoint takes its ports out of the cluster's.
+    engine.set_peer_ports("y/c", ports(&[("serve-81-udp", 17, 81)]));
+    engine.set_endpoint_ports(2, ports(&[("serve-80-tcp", 6, 80)]));
+    assert_eq!(ranges(&engine, 2, Direction::Ingress, all), vec![tcp(80)]);
+    assert_eq!(ranges(&engine, 2, Direction::Egress, all), vec![udp81]);
+    engine.remove_endpoint(1);
+    assert_eq!(ranges(&engine, 2, Direction::Ingress, all), vec![tcp(80)]);
+    // Removing the rules leaves no entry behind.
+    let diff = engine.remove_rules("NetworkPolicy/x/n");
+    assert!(diff.entries.iter().all(|c| c.verdict.is_none()));
+    assert!(engine.policy(2).unwrap().entries.is_empty());
 }

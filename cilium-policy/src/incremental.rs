@@ -15,7 +15,7 @@ use serde::Serialize;
 
 use crate::cache::SelectorCache;
 use crate::engine::{EndpointPolicy, EnforcementMode, PolicyKey, Verdict, ranges_of, verdict_of};
-use crate::rules::{Direction, Peer, Rule};
+use crate::rules::{Direction, NamedPorts, Peer, Rule};
 
 /// An endpoint's id (Cilium's endpoint id, the policy map's name suffix).
 pub type EndpointId = u16;
@@ -83,6 +83,8 @@ struct EndpointState {
     ingress_rules: usize,
     egress_rules: usize,
     counts: BTreeMap<PolicyKey, Counts>,
+    /// Its own named ports (its ingress rules' named ports resolve against them).
+    ports: NamedPorts,
 }
 
 /// Values before an operation, for the entries and endpoints it touched.
@@ -123,6 +125,18 @@ pub struct PolicyEngine {
     /// Endpoints each rule selects.
     rule_endpoints: BTreeMap<u64, BTreeSet<EndpointId>>,
     endpoints: BTreeMap<EndpointId, EndpointState>,
+    /// Named ports of every pod known, by owner (a local endpoint, or a key the caller
+    /// gives a pod elsewhere).
+    port_owners: BTreeMap<PortOwner, NamedPorts>,
+    /// Their union, counted: egress rules' named ports resolve against it.
+    cluster_ports: BTreeMap<String, BTreeMap<(u8, u16), u32>>,
+}
+
+/// Who a set of named ports belongs to.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+enum PortOwner {
+    Endpoint(EndpointId),
+    Peer(String),
 }
 
 impl PolicyEngine {
@@ -209,6 +223,7 @@ impl PolicyEngine {
                 ingress_rules: 0,
                 egress_rules: 0,
                 counts: BTreeMap::new(),
+                ports: NamedPorts::new(),
             });
         ep.labels = labels;
         for r in selected {
@@ -229,6 +244,10 @@ impl PolicyEngine {
         }
         self.endpoints.remove(&endpoint);
         let mut diff = self.finish(before);
+        merge_diff(
+            &mut diff,
+            self.set_owner_ports(PortOwner::Endpoint(endpoint), NamedPorts::new()),
+        );
         diff.enforcement.retain(|e| e.endpoint != endpoint);
         diff
     }
@@ -297,6 +316,122 @@ impl PolicyEngine {
         self.finish(before)
     }
 
+    /// Sets a local endpoint's named ports (its pod's container ports, name -> protocol
+    /// and number): named ports of the rules that apply to it resolve against them for
+    /// ingress, and they join the cluster's named ports, which egress rules' named ports
+    /// resolve against (as Cilium does, by name across the cluster). An unknown endpoint
+    /// is left alone. Returns the entries that changed.
+    pub fn set_endpoint_ports(&mut self, endpoint: EndpointId, ports: NamedPorts) -> PolicyDiff {
+        let Some(ep) = self.endpoints.get(&endpoint) else {
+            return PolicyDiff::default();
+        };
+        if ep.ports == ports {
+            return PolicyDiff::default();
+        }
+        let pairs: Vec<(EndpointId, u64)> = ep
+            .rules
+            .iter()
+            .filter(|r| {
+                self.rules.get(r).is_some_and(|rule| {
+                    rule.direction == Direction::Ingress && !rule.named_ports.is_empty()
+                })
+            })
+            .map(|r| (endpoint, *r))
+            .collect();
+        let mut diff = self.remap(&pairs, |engine| {
+            if let Some(ep) = engine.endpoints.get_mut(&endpoint) {
+                ep.ports = ports.clone();
+            }
+        });
+        merge_diff(
+            &mut diff,
+            self.set_owner_ports(PortOwner::Endpoint(endpoint), ports),
+        );
+        diff
+    }
+
+    /// Sets the named ports of a pod on another node (`owner`: the caller's key for it,
+    /// such as `namespace/pod`); empty forgets them. Returns the entries that changed.
+    pub fn set_peer_ports(&mut self, owner: &str, ports: NamedPorts) -> PolicyDiff {
+        self.set_owner_ports(PortOwner::Peer(owner.to_owned()), ports)
+    }
+
+    /// The (protocol, number) pairs `name` has on any pod known.
+    fn cluster_port(&self, name: &str) -> Vec<(u8, u16)> {
+        self.cluster_ports
+            .get(name)
+            .map(|m| m.keys().copied().collect())
+            .unwrap_or_default()
+    }
+
+    fn set_owner_ports(&mut self, owner: PortOwner, ports: NamedPorts) -> PolicyDiff {
+        let old = self.port_owners.get(&owner).cloned().unwrap_or_default();
+        if old == ports {
+            return PolicyDiff::default();
+        }
+        // Every egress rule naming one of these ports, on every endpoint it applies to.
+        let mut pairs = Vec::new();
+        {
+            let names: BTreeSet<&String> = old.keys().chain(ports.keys()).collect();
+            for (id, rule) in &self.rules {
+                if rule.direction == Direction::Egress
+                    && rule.named_ports.iter().any(|n| names.contains(&n.name))
+                {
+                    for ep in self.rule_endpoints.get(id).into_iter().flatten() {
+                        pairs.push((*ep, *id));
+                    }
+                }
+            }
+        }
+        self.remap(&pairs, move |engine| {
+            for (name, set) in &old {
+                for pp in set {
+                    if let Some(counts) = engine.cluster_ports.get_mut(name) {
+                        if let Some(n) = counts.get_mut(pp) {
+                            *n -= 1;
+                            if *n == 0 {
+                                counts.remove(pp);
+                            }
+                        }
+                        if counts.is_empty() {
+                            engine.cluster_ports.remove(name);
+                        }
+                    }
+                }
+            }
+            for (name, set) in &ports {
+                for pp in set {
+                    *engine
+                        .cluster_ports
+                        .entry(name.clone())
+                        .or_default()
+                        .entry(*pp)
+                        .or_default() += 1;
+                }
+            }
+            if ports.is_empty() {
+                engine.port_owners.remove(&owner);
+            } else {
+                engine.port_owners.insert(owner, ports);
+            }
+        })
+    }
+
+    /// Takes the rules of `pairs` off their endpoints, applies `change` (to what their
+    /// named ports resolve against), and puts them back: the entries are counted under
+    /// the mapping they were made with.
+    fn remap(&mut self, pairs: &[(EndpointId, u64)], change: impl FnOnce(&mut Self)) -> PolicyDiff {
+        let mut before = Before::default();
+        for (ep, rule) in pairs {
+            self.detach(*ep, *rule, &mut before);
+        }
+        change(self);
+        for (ep, rule) in pairs {
+            self.attach(*ep, *rule, &mut before);
+        }
+        self.finish(before)
+    }
+
     /// Records (or relabels) an identity; returns the entries that changed.
     pub fn upsert_identity(&mut self, id: NumericIdentity, labels: LabelSet) -> PolicyDiff {
         let changes = self.cache.upsert_identity(id, labels);
@@ -340,12 +475,24 @@ impl PolicyEngine {
         add: bool,
         before: &mut Before,
     ) {
-        let (Some(rule), Some(ep)) = (self.rules.get(&rule_id), self.endpoints.get_mut(&endpoint))
+        let (Some(rule), Some(ep)) = (self.rules.get(&rule_id), self.endpoints.get(&endpoint))
         else {
             return;
         };
+        let ranges = match rule.direction {
+            Direction::Ingress => ranges_of(rule, |name| {
+                ep.ports
+                    .get(name)
+                    .map(|s| s.iter().copied().collect())
+                    .unwrap_or_default()
+            }),
+            Direction::Egress => ranges_of(rule, |name| self.cluster_port(name)),
+        };
         let deny = verdict_of(rule) == Verdict::Deny;
-        for ports in ranges_of(rule) {
+        let Some(ep) = self.endpoints.get_mut(&endpoint) else {
+            return;
+        };
+        for ports in ranges {
             let key = PolicyKey {
                 direction: rule.direction,
                 peer,
@@ -467,4 +614,9 @@ impl PolicyEngine {
         }
         diff
     }
+}
+
+fn merge_diff(into: &mut PolicyDiff, more: PolicyDiff) {
+    into.entries.extend(more.entries);
+    into.enforcement.extend(more.enforcement);
 }

@@ -51,7 +51,10 @@ pub use cache::{SelectionChange, SelectorCache};
 pub use engine::{EndpointPolicy, EnforcementMode, PolicyKey, Repository, Verdict};
 pub use error::PolicyError;
 pub use incremental::{EndpointId, EnforcementChange, PolicyChange, PolicyDiff, PolicyEngine};
-pub use rules::{Direction, Entity, Peer, PolicyDocument, PortRange, Rule, parse, parse_value};
+pub use rules::{
+    Direction, Entity, NamedPort, NamedPorts, Peer, PolicyDocument, PortRange, Rule, parse,
+    parse_value,
+};
 pub use selector::{Operator, Requirement, Selector};
 
 #[cfg(test)]

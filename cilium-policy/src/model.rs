@@ -27,7 +27,7 @@ pub struct Metadata {
     pub annotations: std::collections::BTreeMap<String, String>,
 }
 
-/// A port, as a number or a string (`"80"`); named ports are rejected at validation.
+/// A port, as a number or a string: a number (`"80"`) or a container port's name.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(untagged)]
 pub enum PortValue {

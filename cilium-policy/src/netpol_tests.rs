@@ -510,9 +510,17 @@ fn bad_input_is_rejected_with_a_path() {
             cnp(
                 "t",
                 "x",
-                "  endpointSelector: {}\n  ingress:\n  - toPorts: [{ports: [{port: \"http\"}]}]\n",
+                "  endpointSelector: {}\n  ingress:\n  - toPorts: [{ports: [{port: \"Http_1\"}]}]\n",
             ),
-            "named port",
+            "neither a port number nor a port name",
+        ),
+        (
+            cnp(
+                "t",
+                "x",
+                "  endpointSelector: {}\n  ingress:\n  - toPorts: [{ports: [{port: \"http\", endPort: 90}]}]\n",
+            ),
+            "endPort needs a numeric port",
         ),
         (
             cnp(

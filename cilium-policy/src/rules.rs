@@ -47,6 +47,22 @@ impl PortRange {
     }
 }
 
+/// A port given by its name (a container port's `name`), for a protocol (0: any). It
+/// stands for the port numbers that name has: on the endpoint the rule applies to for
+/// ingress, on the peers for egress (see [`crate::PolicyEngine::set_endpoint_ports`]).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
+pub struct NamedPort {
+    /// IP protocol (6 TCP, 17 UDP, 132 SCTP, 0 any).
+    pub proto: u8,
+    /// The name (an IANA service name: up to 15 lower-case letters, digits and inner
+    /// hyphens, with at least one letter).
+    pub name: String,
+}
+
+/// Named ports by name: the protocol and number each name stands for (a pod's container
+/// ports, or all the cluster's).
+pub type NamedPorts = std::collections::BTreeMap<String, std::collections::BTreeSet<(u8, u16)>>;
+
 /// A Cilium entity.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
 pub enum Entity {
@@ -88,8 +104,18 @@ pub struct Rule {
     pub deny: bool,
     /// Peers.
     pub peers: Vec<Peer>,
-    /// Ports (empty: all).
+    /// Ports (empty, with no named ports either: all).
     pub ports: Vec<PortRange>,
+    /// Ports by name, resolved per endpoint (see [`NamedPort`]).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub named_ports: Vec<NamedPort>,
+}
+
+impl Rule {
+    /// Whether the rule names no port at all (it then applies to every port).
+    pub fn all_ports(&self) -> bool {
+        self.ports.is_empty() && self.named_ports.is_empty()
+    }
 }
 
 fn proto_number(p: &str, path: &str) -> Result<u8, PolicyError> {
@@ -109,17 +135,59 @@ fn invalid(path: &str, reason: impl Into<String>) -> PolicyError {
     }
 }
 
-fn port_number(v: &PortValue, path: &str) -> Result<u16, PolicyError> {
+/// Whether `name` is a valid port name (Kubernetes' IANA_SVC_NAME rule).
+pub(crate) fn is_port_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 15
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && name.bytes().any(|b| b.is_ascii_lowercase())
+        && !name.starts_with('-')
+        && !name.ends_with('-')
+        && !name.contains("--")
+}
+
+/// A port: a number, or a name (`Err` carries the name).
+fn port_number(v: &PortValue, path: &str) -> Result<Result<u16, String>, PolicyError> {
     let n = match v {
         PortValue::Number(n) => *n,
-        PortValue::Text(s) => s.parse::<u32>().map_err(|_| {
-            invalid(
-                path,
-                format!("named port {s:?} is not supported; use a number"),
-            )
-        })?,
+        PortValue::Text(s) => match s.parse::<u32>() {
+            Ok(n) => n,
+            Err(_) if is_port_name(s) => return Ok(Err(s.clone())),
+            Err(_) => {
+                return Err(invalid(
+                    path,
+                    format!(
+                        "{s:?} is neither a port number nor a port name (up to 15 lower-case \
+                         letters, digits and inner hyphens, with a letter)"
+                    ),
+                ));
+            }
+        },
     };
-    u16::try_from(n).map_err(|_| invalid(path, format!("port {n} is out of range")))
+    u16::try_from(n)
+        .map(Ok)
+        .map_err(|_| invalid(path, format!("port {n} is out of range")))
+}
+
+/// A port entry: a range of numbers, or a port name.
+enum PortSpec {
+    Range(PortRange),
+    Named(NamedPort),
+}
+
+/// Splits port entries into ranges and named ports.
+fn split_ports(specs: Vec<PortSpec>) -> (Vec<PortRange>, Vec<NamedPort>) {
+    let mut ranges = Vec::new();
+    let mut named = Vec::new();
+    for s in specs {
+        match s {
+            PortSpec::Range(r) => ranges.push(r),
+            PortSpec::Named(n) => named.push(n),
+        }
+    }
+    (ranges, named)
 }
 
 fn range(
@@ -127,20 +195,31 @@ fn range(
     end: Option<u32>,
     proto: u8,
     path: &str,
-) -> Result<PortRange, PolicyError> {
+) -> Result<PortSpec, PolicyError> {
     let lo = match port {
-        Some(p) => port_number(p, &format!("{path}.port"))?,
+        Some(p) => match port_number(p, &format!("{path}.port"))? {
+            Ok(n) => n,
+            Err(name) => {
+                if end.is_some() {
+                    return Err(invalid(
+                        &format!("{path}.endPort"),
+                        "endPort needs a numeric port",
+                    ));
+                }
+                return Ok(PortSpec::Named(NamedPort { proto, name }));
+            }
+        },
         None => 0,
     };
     if lo == 0 {
         if end.is_some() {
             return Err(invalid(path, "endPort needs a port"));
         }
-        return Ok(PortRange {
+        return Ok(PortSpec::Range(PortRange {
             proto,
             lo: 0,
             hi: u16::MAX,
-        });
+        }));
     }
     let hi = match end {
         Some(e) => u16::try_from(e)
@@ -153,7 +232,7 @@ fn range(
             format!("endPort {hi} is below port {lo}"),
         ));
     }
-    Ok(PortRange { proto, lo, hi })
+    Ok(PortSpec::Range(PortRange { proto, lo, hi }))
 }
 
 fn cidr(text: &str, path: &str) -> Result<IpNet, PolicyError> {
@@ -211,7 +290,10 @@ fn scope(sel: &Selector, ns: Option<&str>) -> Selector {
 }
 
 /// Ports of a Cilium `toPorts` list (empty: all).
-fn cilium_ports(rules: Option<&Vec<PortRule>>, path: &str) -> Result<Vec<PortRange>, PolicyError> {
+fn cilium_ports(
+    rules: Option<&Vec<PortRule>>,
+    path: &str,
+) -> Result<(Vec<PortRange>, Vec<NamedPort>), PolicyError> {
     let mut out = Vec::new();
     for (i, pr) in rules.into_iter().flatten().enumerate() {
         for (j, p) in pr.ports.iter().enumerate() {
@@ -223,7 +305,7 @@ fn cilium_ports(rules: Option<&Vec<PortRule>>, path: &str) -> Result<Vec<PortRan
             out.push(range(p.port.as_ref(), p.end_port, proto, &at)?);
         }
     }
-    Ok(out)
+    Ok(split_ports(out))
 }
 
 struct Section<'a> {
@@ -331,6 +413,7 @@ impl CiliumNetworkPolicy {
                         deny,
                         peers: Vec::new(),
                         ports: Vec::new(),
+                        named_ports: Vec::new(),
                     });
                 }
                 for (i, sec) in sections.iter().enumerate() {
@@ -358,14 +441,14 @@ impl CiliumNetworkPolicy {
                             &format!("{at}.{l3_field}CIDRSet[{j}]"),
                         )?);
                     }
-                    let ports = cilium_ports(sec.ports, &at)?;
+                    let (ports, named_ports) = cilium_ports(sec.ports, &at)?;
                     let has_l3 = sec.endpoints.is_some()
                         || sec.entities.is_some()
                         || sec.cidrs.is_some()
                         || sec.cidr_sets.is_some();
                     // A rule with ports but no L3 peers applies to every peer; a rule with
                     // neither allows nothing (Cilium's default-deny idiom `- {}`).
-                    if !has_l3 && !ports.is_empty() {
+                    if !has_l3 && (!ports.is_empty() || !named_ports.is_empty()) {
                         peers.push(Peer::Entity(Entity::All));
                     }
                     out.push(Rule {
@@ -375,6 +458,7 @@ impl CiliumNetworkPolicy {
                         deny,
                         peers,
                         ports,
+                        named_ports,
                     });
                 }
             }
@@ -440,7 +524,10 @@ fn k8s_peer(p: &K8sPeer, ns: &str, path: &str) -> Result<Peer, PolicyError> {
     }
 }
 
-fn k8s_ports(ports: &[K8sPort], path: &str) -> Result<Vec<PortRange>, PolicyError> {
+fn k8s_ports(
+    ports: &[K8sPort],
+    path: &str,
+) -> Result<(Vec<PortRange>, Vec<NamedPort>), PolicyError> {
     ports
         .iter()
         .enumerate()
@@ -458,7 +545,8 @@ fn k8s_ports(ports: &[K8sPort], path: &str) -> Result<Vec<PortRange>, PolicyErro
             }
             range(p.port.as_ref(), p.end_port, proto, &at)
         })
-        .collect()
+        .collect::<Result<Vec<_>, _>>()
+        .map(split_ports)
 }
 
 /// One NetworkPolicy rule flattened: its peers and its ports.
@@ -527,6 +615,7 @@ impl K8sNetworkPolicy {
                 deny: false,
                 peers: Vec::new(),
                 ports: Vec::new(),
+                named_ports: Vec::new(),
             });
             let field = if direction == Direction::Ingress {
                 "ingress"
@@ -547,13 +636,15 @@ impl K8sNetworkPolicy {
                 if peers.is_empty() {
                     resolved.push(Peer::Entity(Entity::All));
                 }
+                let (ports, named_ports) = k8s_ports(ports, &at)?;
                 out.push(Rule {
                     origin: origin.clone(),
                     subject: subject.clone(),
                     direction,
                     deny: false,
                     peers: resolved,
-                    ports: k8s_ports(ports, &at)?,
+                    ports,
+                    named_ports,
                 });
             }
         }

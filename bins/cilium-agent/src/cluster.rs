@@ -494,6 +494,13 @@ async fn follow_ipcache<W: Watcher<IpIdentityPair>>(
                         &format!("ip={} error=\"{e}\"", object.ip),
                     );
                 }
+                if let Err(e) = node.policy_peer_ports(object.ip, &object.named_ports).await {
+                    log(
+                        "warning",
+                        "writing the policy of a remote endpoint's named ports failed",
+                        &format!("ip={} error=\"{e}\"", object.ip),
+                    );
+                }
             }
             Change::Delete { last, .. } if last.host_ip != node.ipv4 => {
                 node.remote_endpoints
@@ -501,6 +508,9 @@ async fn follow_ipcache<W: Watcher<IpIdentityPair>>(
                     .unwrap_or_else(|e| e.into_inner())
                     .remove(&last.ip);
                 node.ipcache_remove(last.ip, 32).await;
+                if !last.named_ports.is_empty() {
+                    let _ = node.policy_peer_ports(last.ip, &[]).await;
+                }
             }
             Change::Invalid { key, error } => {
                 log(

@@ -116,6 +116,9 @@ pub struct EndpointRecord {
     pub state: EndpointState,
     /// Regenerations so far.
     pub regenerations: u64,
+    /// The pod's named container ports (policies' named ports resolve against them).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub named_ports: Vec<cilium_core::cluster::NamedPort>,
 }
 
 /// Formats a MAC as `aa:bb:cc:dd:ee:ff`.

@@ -253,6 +253,7 @@ async fn cilium_objects_become_what_the_cluster_consumers_take() {
         key: 0,
         namespace: "default".into(),
         pod: "curl-pod".into(),
+        named_ports: Vec::new(),
     };
     assert_eq!(
         ceps.objects().values().collect::<Vec<_>>(),

@@ -47,7 +47,7 @@ fn log(level: &str, msg: &str, fields: &str) {
 /// The `status` of an endpoint's CiliumEndpoint (upstream's field names; no `policy`,
 /// as Cilium without `endpoint-status=policy`).
 pub(crate) fn status(ep: &EndpointRecord, node_ip: std::net::Ipv4Addr) -> Value {
-    json!({
+    let mut status = json!({
         "id": ep.id,
         "identity": {"id": ep.identity, "labels": ep.labels},
         "state": ep.state,
@@ -59,7 +59,16 @@ pub(crate) fn status(ep: &EndpointRecord, node_ip: std::net::Ipv4Addr) -> Value 
             "k8s-pod-name": ep.k8s_pod_name,
             "pod-name": format!("{}/{}", ep.k8s_namespace, ep.k8s_pod_name),
         },
-    })
+    });
+    // The pod's named ports, as Cilium writes them (left out when there are none).
+    if !ep.named_ports.is_empty() {
+        status["named-ports"] = ep
+            .named_ports
+            .iter()
+            .map(|p| json!({"name": p.name, "port": p.port, "protocol": p.protocol}))
+            .collect();
+    }
+    status
 }
 
 /// What the loop wrote: the status of each object (`Null`: to be written again).

@@ -4,6 +4,7 @@
 //! state, state file), deletion, restore after a restart and the CNI's delete queue; the
 //! node's IPAM; `cilium_lxc`, the endpoint programs' links and the endpoints' routes.
 
+use cilium_core::cluster::NamedPort;
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, Ipv4Addr};
 use std::time::Instant;
@@ -203,19 +204,22 @@ impl Node {
     /// The labels of a pod as the agent derives them: the pod's labels from its record,
     /// `io.kubernetes.pod.namespace`, `io.cilium.k8s.policy.cluster` and
     /// `io.cilium.k8s.policy.serviceaccount`, and `extra`; then the identity-relevant ones.
+    /// Also the pod's named container ports.
     async fn pod_labels(
         &self,
         namespace: &str,
         pod: &str,
         extra: &[String],
-    ) -> Result<LabelSet, ApiError> {
+    ) -> Result<(LabelSet, Vec<NamedPort>), ApiError> {
         let mut labels = LabelSet::new();
         let mut account = "default".to_owned();
+        let mut named_ports = Vec::new();
         if let Some(k8s) = &self.k8s
             && !namespace.is_empty()
             && !pod.is_empty()
         {
-            let (pod_labels, sa, ns_labels) = k8s_pod_labels(&k8s.0, namespace, pod).await?;
+            let (pod_labels, sa, ns_labels, ports) = k8s_pod_labels(&k8s.0, namespace, pod).await?;
+            named_ports = ports;
             for (k, v) in pod_labels {
                 let label = Label::k8s(k.clone(), v)
                     .map_err(|e| ApiError::bad_request(format!("pod label {k}: {e}")))?;
@@ -253,6 +257,7 @@ impl Node {
                 if let Some(sa) = record["spec"]["serviceAccountName"].as_str() {
                     account = sa.to_owned();
                 }
+                named_ports = cilium_k8s::convert::pod_named_ports(&record["spec"]);
             }
         }
         let ns = if namespace.is_empty() {
@@ -274,7 +279,7 @@ impl Node {
                 .map_err(|e| ApiError::bad_request(format!("label {item:?}: {e}")))?;
             labels.insert(label);
         }
-        Ok(self.filter.filter(&labels).0)
+        Ok((self.filter.filter(&labels).0, named_ports))
     }
 
     /// Creates an endpoint (`PUT /v1/endpoint/{id}`): claims its IP, gives it an id, labels
@@ -319,7 +324,7 @@ impl Node {
                 self.cidr
             )));
         }
-        let labels = self
+        let (labels, named_ports) = self
             .pod_labels(&req.k8s_namespace, &req.k8s_pod_name, &req.labels)
             .await?;
         let t_labels = started.elapsed();
@@ -370,6 +375,7 @@ impl Node {
             identity: 0,
             state: EndpointState::WaitingForIdentity,
             regenerations: 0,
+            named_ports,
         };
         ep.mac = match mac {
             Some(mac) => mac,
@@ -448,7 +454,9 @@ impl Node {
         nl: &Netlink,
     ) -> Result<(), ApiError> {
         let id = NumericIdentity::new(ep.identity);
-        let diff = st.policy.upsert_endpoint(ep.id, id, labels);
+        let diff = st
+            .policy
+            .upsert_endpoint(ep.id, id, labels, &ep.named_ports);
         let Some(dp) = st.endpoints.dp.as_mut() else {
             return Err(ApiError::unavailable("no datapath"));
         };
@@ -819,6 +827,7 @@ async fn k8s_pod_labels(
         BTreeMap<String, String>,
         Option<String>,
         BTreeMap<String, String>,
+        Vec<NamedPort>,
     ),
     ApiError,
 > {
@@ -838,9 +847,11 @@ async fn k8s_pod_labels(
         .get_opt(namespace)
         .await
         .map_err(unavailable(format!("reading namespace {namespace}")))?;
+    let spec = serde_json::to_value(&found.spec).unwrap_or_default();
     Ok((
         found.metadata.labels.unwrap_or_default(),
         found.spec.and_then(|s| s.service_account_name),
         ns.and_then(|n| n.metadata.labels).unwrap_or_default(),
+        cilium_k8s::convert::pod_named_ports(&spec),
     ))
 }

@@ -79,6 +79,7 @@ impl Node {
             key: 0,
             namespace: ep.k8s_namespace.clone(),
             pod: ep.k8s_pod_name.clone(),
+            named_ports: ep.named_ports.clone(),
         }
     }
 

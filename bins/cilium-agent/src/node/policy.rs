@@ -5,11 +5,14 @@
 //! the endpoints' policy maps (`cilium_policy_v2`).
 
 use cilium_bpf::policy::PolicyWriter;
+use cilium_core::cluster::{IpIdentityPair, NamedPort};
 use cilium_core::config::PolicyEnforcement;
 use cilium_core::kvstore::KvStore;
 use cilium_core::{LabelSet, NumericIdentity};
 use cilium_identity::IdentityBackend;
-use cilium_policy::{EnforcementMode, PolicyDiff, PolicyDocument, PolicyEngine, PolicyError, Rule};
+use cilium_policy::{
+    EnforcementMode, NamedPorts, PolicyDiff, PolicyDocument, PolicyEngine, PolicyError, Rule,
+};
 use serde_json::Value;
 
 use super::{ApiError, Node, POLICIES_PREFIX, internal};
@@ -131,16 +134,24 @@ impl PolicyState {
             .map_or((false, false), |p| (p.ingress_enforced, p.egress_enforced))
     }
 
-    /// Tells the engine about an endpoint and its identity; the maps are not written.
+    /// Tells the engine about an endpoint, its identity and its named ports; the maps are
+    /// not written.
     pub(super) fn upsert_endpoint(
         &mut self,
         endpoint: u16,
         id: NumericIdentity,
         labels: &LabelSet,
+        ports: &[NamedPort],
     ) -> PolicyDiff {
         let mut diff = self.engine.upsert_identity(id, labels.clone());
-        let ep_diff = self.engine.upsert_endpoint(endpoint, labels.clone());
-        merge(&mut diff, ep_diff);
+        merge(
+            &mut diff,
+            self.engine.upsert_endpoint(endpoint, labels.clone()),
+        );
+        merge(
+            &mut diff,
+            self.engine.set_endpoint_ports(endpoint, port_map(ports)),
+        );
         diff
     }
 
@@ -176,6 +187,20 @@ pub(super) fn enforcement(p: PolicyEnforcement) -> EnforcementMode {
         PolicyEnforcement::Always => EnforcementMode::Always,
         PolicyEnforcement::Never => EnforcementMode::Never,
     }
+}
+
+/// Named ports as the policy engine takes them (name -> protocol and number); a port of
+/// an unknown protocol is left out.
+pub(crate) fn port_map(ports: &[NamedPort]) -> NamedPorts {
+    let mut out = NamedPorts::new();
+    for p in ports {
+        if let Some(proto) = p.proto_number() {
+            out.entry(p.name.clone())
+                .or_default()
+                .insert((proto, p.port));
+        }
+    }
+    out
 }
 
 fn merge(into: &mut PolicyDiff, more: PolicyDiff) {
@@ -298,6 +323,21 @@ impl Node {
         st.policy.apply(&diff).map_err(|e| e.message)
     }
 
+    /// Records the named ports of a pod on another node (`ports` empty: it is gone), and
+    /// writes the policy entries they change.
+    pub(crate) async fn policy_peer_ports(
+        &self,
+        ip: std::net::Ipv4Addr,
+        ports: &[NamedPort],
+    ) -> Result<usize, String> {
+        let mut st = self.state.lock().await;
+        let diff = st
+            .policy
+            .engine
+            .set_peer_ports(&ip.to_string(), port_map(ports));
+        st.policy.apply(&diff).map_err(|e| e.message)
+    }
+
     /// Forgets a cluster identity that was deleted.
     pub(crate) async fn policy_identity_remove(&self, id: u32) -> Result<usize, String> {
         let mut st = self.state.lock().await;
@@ -344,6 +384,24 @@ impl Node {
                 engine.upsert_identity(NumericIdentity::new(ep.identity), labels.clone()),
             );
             merge(&mut diff, engine.upsert_endpoint(ep.id, labels));
+            merge(
+                &mut diff,
+                engine.set_endpoint_ports(ep.id, port_map(&ep.named_ports)),
+            );
+        }
+        // Other nodes' pods' named ports (egress rules' named ports resolve against them).
+        let remote: Vec<IpIdentityPair> = self
+            .remote_endpoints
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .cloned()
+            .collect();
+        for pair in remote {
+            merge(
+                &mut diff,
+                engine.set_peer_ports(&pair.ip.to_string(), port_map(&pair.named_ports)),
+            );
         }
         let ids: Vec<u16> = st.endpoints.iter().map(|e| e.id).collect();
         st.policy.replace(engine, &ids)
