@@ -413,6 +413,10 @@ fn privileged_lab_runs_the_seed() {
     let names: BTreeSet<&String> = seen.keys().collect();
     let want: BTreeSet<&String> = replicas.iter().map(|(n, _)| n).collect();
     assert_eq!(names, want, "{seen:?}");
+    // Every pod has its own host name, its processes and exec'd commands alike.
+    let (ok, out) = lab_cmd(&guard, &["exec", "curl-pod", "--", "hostname"]);
+    assert!(ok, "{out}");
+    assert_eq!(out.trim(), "curl-pod");
 
     // Hubble through the relay: all three nodes connected; curl-pod's flows seen on every
     // node with both ends named (remote pods too), its replies marked as replies, and a

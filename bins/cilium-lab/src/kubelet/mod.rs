@@ -145,15 +145,11 @@ impl Shared {
         }
         let (program, args) = argv.split_first().ok_or("no command given")?;
         let program = image_program(c, program);
-        let mut cmd = match &p.netns {
-            Some(ns) => {
-                let mut cmd = std::process::Command::new("ip");
-                cmd.args(["netns", "exec", ns]).arg(program);
-                cmd
-            }
-            None => std::process::Command::new(program),
-        };
-        cmd.args(args)
+        let prefix = runtime::pod_prefix(p.hostname(), p.netns.as_deref());
+        let mut cmd = std::process::Command::new(&prefix[0]);
+        cmd.args(&prefix[1..])
+            .arg(program)
+            .args(args)
             .env_clear()
             .envs(c.env.iter().map(|(k, v)| (k, v)));
         Ok(cmd)
@@ -800,6 +796,11 @@ impl Kubelet {
             containers,
             network,
             network_result: None,
+            hostname: if host_network {
+                self.cfg.node.clone()
+            } else {
+                runtime::pod_hostname(&name, pod.spec.as_ref().and_then(|s| s.hostname.as_deref()))
+            },
         };
         // Recorded before anything is made: a crash leaves nothing unknown.
         self.state().pods.insert(uid.to_owned(), record.clone());
@@ -894,9 +895,13 @@ impl Kubelet {
                     continue;
                 };
                 let timeout = Duration::from_secs(secs(probe.timeout_seconds, 1));
-                let (netns, env) = (record.netns.clone(), c.env.clone());
+                let (hostname, netns, env) = (
+                    record.hostname().to_owned(),
+                    record.netns.clone(),
+                    c.env.clone(),
+                );
                 let ok = tokio::task::spawn_blocking(move || {
-                    runtime::probe(netns.as_deref(), &command, &env, timeout)
+                    runtime::probe(&hostname, netns.as_deref(), &command, &env, timeout)
                 })
                 .await
                 .unwrap_or(false);
@@ -1029,9 +1034,16 @@ impl Kubelet {
     }
 
     fn start_container(&mut self, record: &mut PodRecord, i: usize) {
+        let hostname = record.hostname().to_owned();
         let c = &mut record.containers[i];
         let log_path = runtime::log_file(&self.cfg.dir, &record.uid, &c.name, c.restart_count);
-        match runtime::start_process(record.netns.as_deref(), &c.argv, &c.env, &log_path) {
+        match runtime::start_process(
+            &hostname,
+            record.netns.as_deref(),
+            &c.argv,
+            &c.env,
+            &log_path,
+        ) {
             Ok(child) => {
                 c.pid = Some(child.id());
                 c.started_at = node::now_rfc3339();
@@ -1437,6 +1449,7 @@ mod tests {
             start_time: "2026-12-05T00:00:00Z".into(),
             network: None,
             network_result: None,
+            hostname: String::new(),
             containers: vec![ContainerRecord {
                 name: "c".into(),
                 image: "nicolaka/netshoot".into(),

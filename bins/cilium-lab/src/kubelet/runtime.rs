@@ -68,9 +68,52 @@ pub struct PodRecord {
     /// The result of its CNI ADD (given to DEL as `prevResult`).
     #[serde(default)]
     pub network_result: Option<serde_json::Value>,
+    /// The host name its processes see (`spec.hostname` or its name; the node's name for
+    /// `hostNetwork`). Empty in records of earlier kubelets: its name then.
+    #[serde(default)]
+    pub hostname: String,
+}
+
+/// The host name Kubernetes gives a pod: `spec.hostname`, else its name, cut to 63
+/// characters (without a trailing `-` or `.`).
+pub fn pod_hostname(name: &str, spec_hostname: Option<&str>) -> String {
+    let h = spec_hostname.filter(|h| !h.is_empty()).unwrap_or(name);
+    let cut: String = h.chars().take(63).collect();
+    cut.trim_end_matches(['-', '.']).to_owned()
+}
+
+/// The command line prefix that runs a program as one of a pod's processes: in a UTS
+/// namespace of its own with the pod's host name (every pod has its own), in the pod's
+/// network namespace (`None`: the node's). The program and its arguments follow it; the
+/// process keeps the pid of the prefix's first program (each one execs the next).
+pub fn pod_prefix(hostname: &str, netns: Option<&str>) -> Vec<String> {
+    let mut argv: Vec<String> = [
+        "unshare",
+        "--uts",
+        "--",
+        "sh",
+        "-c",
+        "hostname -- \"$0\" && exec \"$@\"",
+        hostname,
+    ]
+    .map(str::to_owned)
+    .to_vec();
+    if let Some(ns) = netns {
+        argv.extend(["ip", "netns", "exec", ns].map(str::to_owned));
+    }
+    argv
 }
 
 impl PodRecord {
+    /// The host name its processes see.
+    pub fn hostname(&self) -> &str {
+        if self.hostname.is_empty() {
+            &self.name
+        } else {
+            &self.hostname
+        }
+    }
+
     /// The CNI container id of the pod's sandbox.
     pub fn container_id(&self) -> String {
         format!("{}-{}", self.namespace, self.uid)
@@ -208,9 +251,10 @@ pub fn log_file(dir: &Path, uid: &str, container: &str, restart: u32) -> PathBuf
         .join(format!("{restart}.log"))
 }
 
-/// Starts `argv` in network namespace `netns` (`None`: this one) in its own session,
-/// with `env`, its output appended to `log`.
+/// Starts `argv` as a process of a pod (see [`pod_prefix`]) in its own session, with
+/// `env`, its output appended to `log`.
 pub fn start_process(
+    hostname: &str,
     netns: Option<&str>,
     argv: &[String],
     env: &[(String, String)],
@@ -226,9 +270,7 @@ pub fn start_process(
         .open(log)
         .map_err(|e| format!("{}: {e}", log.display()))?;
     let mut cmd = Command::new("setsid");
-    if let Some(ns) = netns {
-        cmd.args(["ip", "netns", "exec", ns]);
-    }
+    cmd.args(pod_prefix(hostname, netns));
     // The container's environment only, not the kubelet's.
     cmd.arg(program)
         .args(args)
@@ -241,27 +283,22 @@ pub fn start_process(
         .map_err(|e| format!("starting {program}: {e}"))
 }
 
-/// Runs an exec probe's command in the pod's network namespace (`None`: the node's) with
-/// the container's environment: whether it exited 0 within `timeout` (killed after).
+/// Runs an exec probe's command as a process of the pod (see [`pod_prefix`]) with the
+/// container's environment: whether it exited 0 within `timeout` (killed after).
 pub fn probe(
+    hostname: &str,
     netns: Option<&str>,
     command: &[String],
     env: &[(String, String)],
     timeout: Duration,
 ) -> bool {
-    let Some((program, args)) = command.split_first() else {
+    if command.is_empty() {
         return false;
-    };
-    let mut cmd = match netns {
-        Some(ns) => {
-            let mut c = Command::new("ip");
-            c.args(["netns", "exec", ns, program]);
-            c
-        }
-        None => Command::new(program),
-    };
-    let child = cmd
-        .args(args)
+    }
+    let prefix = pod_prefix(hostname, netns);
+    let child = Command::new(&prefix[0])
+        .args(&prefix[1..])
+        .args(command)
         .env_clear()
         .envs(env.iter().map(|(k, v)| (k, v)))
         .stdin(Stdio::null())
@@ -337,6 +374,20 @@ mod tests {
     use super::*;
 
     #[test]
+    fn pods_get_their_kubernetes_host_names() {
+        assert_eq!(pod_hostname("webpod-7d9", None), "webpod-7d9");
+        assert_eq!(pod_hostname("p", Some("db-0")), "db-0");
+        assert_eq!(pod_hostname("p", Some("")), "p");
+        let long = format!("{}-{}", "a".repeat(62), "b".repeat(10));
+        assert_eq!(pod_hostname(&long, None), "a".repeat(62));
+        let argv = pod_prefix("webpod-7d9", Some("crsl-pod-u1"));
+        assert_eq!(argv[..3], ["unshare", "--uts", "--"]);
+        assert_eq!(argv[6], "webpod-7d9");
+        assert_eq!(argv[7..], ["ip", "netns", "exec", "crsl-pod-u1"]);
+        assert_eq!(pod_prefix("k8s-w1", None).len(), 7);
+    }
+
+    #[test]
     fn hosts_name_services_as_cluster_dns_would() {
         let services = vec![
             (
@@ -385,6 +436,7 @@ mod tests {
                     serde_json::json!({"name": "cilium", "plugins": [{"type": "cilium-cni"}]}),
                 ),
                 network_result: Some(serde_json::json!({"ips": [{"address": "172.20.1.2/32"}]})),
+                hostname: "p".into(),
             },
         );
         s.save(&dir).expect("save");
