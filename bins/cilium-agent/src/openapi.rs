@@ -758,8 +758,12 @@ fn policy_schemas() -> Vec<(&'static str, Value)> {
     let port = json!({"anyOf": [
         {"type": "integer", "minimum": 0, "maximum": u16::MAX},
         {"type": "string", "pattern": PORT_TEXT},
+        {"type": "string", "maxLength": 15, "allOf": [
+            {"pattern": "^[a-z0-9](-?[a-z0-9])*$"}, {"pattern": "[a-z]"}]},
         {"type": "null"},
-    ], "description": "A port number (named ports are not supported); 0 or absent: every port"});
+    ], "description": "A port number, or a container port's name (an IANA service name: \
+        up to 15 lower-case letters, digits and inner hyphens, with a letter); 0 or absent: \
+        every port"});
     let end_port = json!({"type": ["integer", "null"], "minimum": 0, "maximum": u16::MAX,
         "description": "The last port of a range: needs a port, and is not below it"});
     let entities: Vec<&str> = ["all", "cluster"]
