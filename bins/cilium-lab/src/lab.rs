@@ -306,6 +306,21 @@ impl Lab {
         })
     }
 
+    /// A test's own lab: directory `<tmp>/crs<pid><tag>-lab`, namespaces prefixed
+    /// `crs<pid><tag>`, the binaries beside `lab_binary` (a test's
+    /// `CARGO_BIN_EXE_cilium-lab`).
+    pub fn for_test(tag: &str, lab_binary: &Path) -> Lab {
+        let prefix = format!("crs{}{tag}", std::process::id());
+        Lab {
+            dir: std::env::temp_dir().join(format!("{prefix}-lab")),
+            prefix,
+            bin_dir: lab_binary
+                .parent()
+                .map(Path::to_path_buf)
+                .unwrap_or_default(),
+        }
+    }
+
     fn state_file(&self) -> PathBuf {
         self.dir.join("lab.json")
     }

@@ -8,7 +8,7 @@
 //! exercised) and one of the Services tests, and both must pass. Needs root; the lab uses
 //! its own directory and prefix and is taken down on drop.
 
-use std::path::PathBuf;
+use std::path::Path;
 use std::process::Command;
 
 use cilium_bpf::testing::is_root_or_skip;
@@ -81,16 +81,8 @@ fn privileged_conformance_sample_passes() {
         );
         return;
     }
-    let prefix = format!("crs{}e2e", std::process::id());
     let guard = Guard {
-        lab: cilium_lab::lab::Lab {
-            dir: std::env::temp_dir().join(format!("{prefix}-lab")),
-            prefix,
-            bin_dir: PathBuf::from(env!("CARGO_BIN_EXE_cilium-lab"))
-                .parent()
-                .expect("bin dir")
-                .to_path_buf(),
-        },
+        lab: cilium_lab::lab::Lab::for_test("e2e", Path::new(env!("CARGO_BIN_EXE_cilium-lab"))),
     };
     let up = Command::new(env!("CARGO_BIN_EXE_cilium-lab"))
         .arg("up")

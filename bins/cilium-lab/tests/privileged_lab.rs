@@ -28,16 +28,11 @@ struct Guard {
 
 impl Guard {
     fn new(tag: &str) -> Guard {
-        let prefix = format!("crs{}{tag}", std::process::id());
         Guard {
-            lab: cilium_lab::lab::Lab {
-                dir: std::env::temp_dir().join(format!("{prefix}-lab")),
-                prefix,
-                bin_dir: PathBuf::from(env!("CARGO_BIN_EXE_cilium-lab"))
-                    .parent()
-                    .expect("bin dir")
-                    .to_path_buf(),
-            },
+            lab: cilium_lab::lab::Lab::for_test(
+                tag,
+                std::path::Path::new(env!("CARGO_BIN_EXE_cilium-lab")),
+            ),
         }
     }
 
