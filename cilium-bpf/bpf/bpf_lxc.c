@@ -112,6 +112,11 @@ static __always_inline int handle_from_container(struct __sk_buff *skb)
 		svc = lb4_lookup_service_internal(pi.daddr, pi.dport, pi.proto);
 	if (svc) {
 		ret = lb4_local(skb, svc, &pi, ihl, src_label, 1, &svc_new);
+		if (ret == DROP_NO_SERVICE && SERVICE_NO_BACKEND_REJECT) {
+			/* Reported as Cilium does, then refused rather than left to time out. */
+			send_drop(skb, ret, METRIC_EGRESS, src_id, &pi, src_label, 0);
+			return lb4_reject(skb);
+		}
 		if (ret)
 			return send_drop(skb, ret, METRIC_EGRESS, src_id, &pi, src_label, 0);
 		/* A service flow's conntrack state is known from its translation. */

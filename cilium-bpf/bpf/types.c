@@ -19,6 +19,8 @@ struct ct_entry abi_ct_entry __attribute__((used));
 struct ipv4_nat_entry abi_ipv4_nat_entry __attribute__((used));
 struct policy_key abi_policy_key __attribute__((used));
 struct policy_entry abi_policy_entry __attribute__((used));
+struct policy_stats_key abi_policy_stats_key __attribute__((used));
+struct policy_stats_value abi_policy_stats_value __attribute__((used));
 struct datapath_event abi_datapath_event __attribute__((used));
 struct lb4_reverse_sk_key abi_lb4_reverse_sk_key __attribute__((used));
 struct lb4_reverse_sk abi_lb4_reverse_sk __attribute__((used));

@@ -70,12 +70,16 @@ pub struct DatapathConfig {
     pub enable_nodeport: bool,
     /// `enable-bpf-masquerade`: `to_netdev` masquerades pod traffic leaving the cluster.
     pub enable_bpf_masquerade: bool,
+    /// `service-no-backend-response: reject`: a packet for a service without backends is
+    /// answered with an ICMP port unreachable (else dropped).
+    pub service_no_backend_reject: bool,
 }
 
 impl DatapathConfig {
     /// Settings for a node, with the ARP responder on, no native-routing CIDR, no monitor
     /// aggregation (interval 5 s, flags SYN, FIN, RST), no conntrack accounting, NodePort
-    /// and BPF masquerading on (they act only where the node-device programs are attached).
+    /// and BPF masquerading on (they act only where the node-device programs are attached),
+    /// packets for services without backends rejected.
     pub fn new(bpf_root: impl Into<PathBuf>, node_ipv4: Ipv4Addr, router_ipv4: Ipv4Addr) -> Self {
         DatapathConfig {
             bpf_root: bpf_root.into(),
@@ -91,6 +95,7 @@ impl DatapathConfig {
             conntrack_accounting: false,
             enable_nodeport: true,
             enable_bpf_masquerade: true,
+            service_no_backend_reject: true,
         }
     }
 }
@@ -121,6 +126,7 @@ pub fn load_object(
     let accounting = u32::from(config.conntrack_accounting);
     let nodeport = u32::from(config.enable_nodeport);
     let masquerade = u32::from(config.enable_bpf_masquerade);
+    let reject = u32::from(config.service_no_backend_reject);
     EbpfLoader::new()
         .default_map_pin_directory(&globals)
         .override_global("NODE_IPV4", &node, true)
@@ -136,6 +142,7 @@ pub fn load_object(
         .override_global("CT_ACCOUNTING", &accounting, true)
         .override_global("ENABLE_NODEPORT", &nodeport, true)
         .override_global("ENABLE_BPF_MASQUERADE", &masquerade, true)
+        .override_global("SERVICE_NO_BACKEND_REJECT", &reject, true)
         .load(bytes)
         .map_err(|source| DatapathError::LoadObject {
             object,

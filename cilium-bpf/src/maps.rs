@@ -43,6 +43,8 @@ pub mod names {
     pub const SNAT4: &str = "cilium_snat_v4_external";
     /// Policy: endpoint id -> the endpoint's policy LPM trie (hash of maps).
     pub const POLICY: &str = "cilium_policy_v2";
+    /// What each policy entry allowed (packets, bytes per CPU).
+    pub const POLICY_STATS: &str = "cilium_policystats";
     /// Socket LB reverse translations.
     pub const LB4_REVERSE_SK: &str = "cilium_lb4_reverse_sk";
     /// Session affinity by client.

@@ -24,7 +24,7 @@ use cilium_policy::{Direction, EndpointPolicy, PolicyDiff, PolicyEngine, PortRan
 use crate::DatapathError;
 use crate::error::map_err;
 use crate::maps::{globals_dir, names};
-use crate::types::PolicyEntry;
+use crate::types::{PolicyEntry, PolicyStatsKey, PolicyStatsValue};
 
 /// Size of an endpoint's policy map (`POLICY_MAP_SIZE`).
 pub const POLICY_MAP_SIZE: u32 = 16384;
@@ -409,7 +409,51 @@ pub fn read_endpoint_policy(
     Ok(Some(out))
 }
 
+/// What each of `entries` (an endpoint's policy entries) allowed, from
+/// `cilium_policystats` summed over the CPUs: (packets, bytes), or None where nothing was
+/// counted (upstream's `bpf policy get` prints `-`). The datapath counts the packets policy
+/// decided: a flow's first, and the first after a policy change (established flows skip
+/// the lookups until then).
+pub fn read_policy_stats(
+    bpf_root: &Path,
+    endpoint: u16,
+    entries: &[LpmEntry],
+) -> Result<Vec<Option<(u64, u64)>>, DatapathError> {
+    let path = globals_dir(bpf_root).join(names::POLICY_STATS);
+    let data = MapData::from_pin(&path).map_err(map_err("open pinned", names::POLICY_STATS))?;
+    let map =
+        aya::maps::Map::from_map_data(data).map_err(map_err("open pinned", names::POLICY_STATS))?;
+    let stats: aya::maps::PerCpuHashMap<MapData, PolicyStatsKey, PolicyStatsValue> =
+        aya::maps::PerCpuHashMap::try_from(map)
+            .map_err(map_err("open pinned", names::POLICY_STATS))?;
+    entries
+        .iter()
+        .map(|e| match stats.get(&e.stats_key(endpoint), 0) {
+            Ok(values) => Ok(Some(
+                values
+                    .iter()
+                    .fold((0, 0), |(p, b), v| (p + v.packets, b + v.bytes)),
+            )),
+            Err(aya::maps::MapError::KeyNotFound) => Ok(None),
+            Err(e) => Err(map_err("lookup", names::POLICY_STATS)(e)),
+        })
+        .collect()
+}
+
 impl LpmEntry {
+    /// Its key in `cilium_policystats` for `endpoint`.
+    pub fn stats_key(&self, endpoint: u16) -> PolicyStatsKey {
+        PolicyStatsKey {
+            endpoint_id: endpoint,
+            pad1: 0,
+            prefix_len: self.prefixlen.saturating_sub(STATIC_PREFIX_BITS) as u8,
+            sec_label: self.identity,
+            egress: u8::from(self.egress),
+            protocol: self.protocol,
+            dport: self.port.to_be(),
+        }
+    }
+
     /// `PORT/PROTO` as `cilium-dbg bpf policy get` prints it: `ANY`, `80/TCP`, a range
     /// `8080-8087/TCP`, or `ANY/TCP` for every port of one protocol.
     pub fn port_proto(&self) -> String {

@@ -183,6 +183,28 @@ pub fn checksum(header: &[u8]) -> u16 {
     !(sum as u16)
 }
 
+/// Sets what one policy entry allowed in `cilium_policystats` under `bpf_root`: `value` on
+/// every CPU. Returns the number of CPUs (the sums a reader gets are `value` times it).
+pub fn set_policy_stats(
+    bpf_root: &std::path::Path,
+    key: crate::types::PolicyStatsKey,
+    value: crate::types::PolicyStatsValue,
+) -> Result<usize, String> {
+    use aya::maps::{Map, MapData, PerCpuHashMap, PerCpuValues};
+    let cpus = aya::util::nr_cpus().map_err(|(_, e)| e.to_string())?;
+    let path = crate::maps::globals_dir(bpf_root).join(crate::maps::names::POLICY_STATS);
+    let data = MapData::from_pin(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let map = Map::from_map_data(data).map_err(|e| e.to_string())?;
+    let mut stats: PerCpuHashMap<
+        MapData,
+        crate::types::PolicyStatsKey,
+        crate::types::PolicyStatsValue,
+    > = PerCpuHashMap::try_from(map).map_err(|e| e.to_string())?;
+    let values = PerCpuValues::try_from(vec![value; cpus]).map_err(|e| e.to_string())?;
+    stats.insert(key, values, 0).map_err(|e| e.to_string())?;
+    Ok(cpus)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

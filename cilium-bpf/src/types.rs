@@ -370,6 +370,40 @@ pub struct PolicyEntry {
 }
 pod!(PolicyEntry, 8);
 
+/// `policy_stats_key`: the key of `cilium_policystats` (12 bytes): an endpoint's policy
+/// entry, as its policy map key has it (port-and-protocol prefix length instead of the LPM
+/// prefix).
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct PolicyStatsKey {
+    /// The endpoint's id.
+    pub endpoint_id: u16,
+    /// Padding.
+    pub pad1: u8,
+    /// The entry's protocol + port prefix length (0-24).
+    pub prefix_len: u8,
+    /// The peer identity (0: any).
+    pub sec_label: u32,
+    /// 1 for egress.
+    pub egress: u8,
+    /// IP protocol (0: any).
+    pub protocol: u8,
+    /// Destination port (network byte order).
+    pub dport: u16,
+}
+pod!(PolicyStatsKey, 12);
+
+/// `policy_stats_value`: one CPU's counts in `cilium_policystats` (16 bytes).
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct PolicyStatsValue {
+    /// Packets the entry allowed.
+    pub packets: u64,
+    /// Their bytes.
+    pub bytes: u64,
+}
+pod!(PolicyStatsValue, 16);
+
 /// `datapath_event`: one record of `cilium_events` (56 bytes, version 1). Decoded by
 /// [`crate::events::Event::decode`].
 #[repr(C)]

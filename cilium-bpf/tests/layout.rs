@@ -329,6 +329,31 @@ fn rust_types_match_c_layouts() {
     );
     check(
         &all,
+        "policy_stats_key",
+        size_of::<PolicyStatsKey>(),
+        0,
+        &[
+            ("endpoint_id", offset_of!(PolicyStatsKey, endpoint_id)),
+            ("pad1", offset_of!(PolicyStatsKey, pad1)),
+            ("prefix_len", offset_of!(PolicyStatsKey, prefix_len)),
+            ("sec_label", offset_of!(PolicyStatsKey, sec_label)),
+            ("egress", offset_of!(PolicyStatsKey, egress)),
+            ("protocol", offset_of!(PolicyStatsKey, protocol)),
+            ("dport", offset_of!(PolicyStatsKey, dport)),
+        ],
+    );
+    check(
+        &all,
+        "policy_stats_value",
+        size_of::<PolicyStatsValue>(),
+        0,
+        &[
+            ("packets", offset_of!(PolicyStatsValue, packets)),
+            ("bytes", offset_of!(PolicyStatsValue, bytes)),
+        ],
+    );
+    check(
+        &all,
         "datapath_event",
         size_of::<RawEvent>(),
         0,

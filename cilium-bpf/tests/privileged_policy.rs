@@ -269,6 +269,27 @@ fn privileged_policy_matrix_matches_the_model() {
     }
     eprintln!("{}", report.join("\n"));
 
+    // What the entries allowed is counted under the entries' own keys (the last case's
+    // policy maps): allows only, a packet at least an IP header long.
+    let mut counted_packets = 0;
+    for ep in 100..109u16 {
+        let entries = cilium_bpf::policy::read_endpoint_policy(&env.bpffs, ep)
+            .expect("policy map")
+            .unwrap_or_default();
+        let stats = cilium_bpf::policy::read_policy_stats(&env.bpffs, ep, &entries).expect("stats");
+        for (e, s) in entries.iter().zip(&stats) {
+            if let Some((packets, bytes)) = s {
+                assert!(!e.deny, "a deny entry counted: {e:?}");
+                assert!(
+                    *bytes >= packets * 20,
+                    "{e:?}: {packets} packets, {bytes} bytes"
+                );
+                counted_packets += packets;
+            }
+        }
+    }
+    assert!(counted_packets > 0, "no allowed packet was counted");
+
     // Denials were dropped with Cilium's reasons and reported as policy verdicts.
     let events: Vec<Event> = reader.drain().into_iter().filter_map(Result::ok).collect();
     let drops = |reason: u8| {

@@ -102,7 +102,9 @@ fn privileged_clusterip_spreads_over_both_backends() {
         "{seen:?}"
     );
 
-    // No backends: the connection fails and the datapath reports why.
+    // No backends: the connection is refused (an ICMP port unreachable from the service,
+    // as Cilium's default service-no-backend-response=reject answers; curl's exit code 7,
+    // not 28 for a timeout) and the datapath reports why.
     let mut reader = EventReader::open(&env.bpffs).expect("events");
     reader.drain();
     let mut empty = webpod(&env);
@@ -110,13 +112,21 @@ fn privileged_clusterip_spreads_over_both_backends() {
     writer
         .apply(&lb.upsert(&empty).expect("upsert"))
         .expect("apply");
-    assert!(
-        curl(
+    let out = std::process::Command::new("ip")
+        .args([
+            "netns",
+            "exec",
             &env.pods[0].netns,
-            &["--max-time", "1", &format!("http://{VIP}/")]
-        )
-        .is_none()
-    );
+            "curl",
+            "-sS",
+            "--max-time",
+            "3",
+        ])
+        .arg(format!("http://{VIP}/"))
+        .output()
+        .expect("curl");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(7), "{err}");
     let drops = reader
         .drain()
         .into_iter()

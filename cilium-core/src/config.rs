@@ -89,6 +89,11 @@ pub const KEYS: &[(&str, &str, &str)] = &[
     ),
     ("bpf-lb-algorithm", "random", "random or maglev"),
     (
+        "service-no-backend-response",
+        "reject",
+        "a packet for a service without backends: reject (an ICMP port unreachable) or drop",
+    ),
+    (
         "bpf-lb-maglev-table-size",
         "16381",
         "Maglev table size (a listed prime)",
@@ -395,6 +400,16 @@ pub enum PolicyEnforcement {
     Never,
 }
 
+/// `service-no-backend-response`: what a packet for a service without backends gets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NoBackendResponse {
+    /// An ICMP port unreachable (the client's connection is refused at once).
+    Reject,
+    /// Nothing (the client times out).
+    Drop,
+}
+
 /// The agent's typed configuration.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]
@@ -427,6 +442,8 @@ pub struct AgentConfig {
     pub enable_ipv4_masquerade: bool,
     /// `enable-bpf-masquerade`.
     pub enable_bpf_masquerade: bool,
+    /// `service-no-backend-response`.
+    pub service_no_backend_response: NoBackendResponse,
     /// `install-no-conntrack-iptables-rules` (accepted for compatibility).
     pub install_no_conntrack_iptables_rules: bool,
     /// `bpf-lb-algorithm`.
@@ -749,6 +766,13 @@ impl AgentConfig {
             enable_ipv4_masquerade: r.bool("enable-ipv4-masquerade")?,
             enable_bpf_masquerade: r.bool("enable-bpf-masquerade")?,
             install_no_conntrack_iptables_rules: r.bool("install-no-conntrack-iptables-rules")?,
+            service_no_backend_response: r.choice(
+                "service-no-backend-response",
+                &[
+                    ("reject", NoBackendResponse::Reject),
+                    ("drop", NoBackendResponse::Drop),
+                ],
+            )?,
             bpf_lb_algorithm: r.choice(
                 "bpf-lb-algorithm",
                 &[
@@ -1201,6 +1225,16 @@ mod tests {
         let https = parse_kvstore_opt("etcd.address=https://a:2379").unwrap();
         assert!(etcd_config_of(&https).unwrap_err().contains("etcd.config"));
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn services_without_backends_are_rejected_unless_told_to_drop() {
+        let c = flags(&[]).unwrap();
+        assert_eq!(c.service_no_backend_response, NoBackendResponse::Reject);
+        let c = flags(&[("service-no-backend-response", "drop")]).unwrap();
+        assert_eq!(c.service_no_backend_response, NoBackendResponse::Drop);
+        let e = flags(&[("service-no-backend-response", "ignore")]).unwrap_err();
+        assert!(e.to_string().contains("service-no-backend-response"), "{e}");
     }
 
     #[test]

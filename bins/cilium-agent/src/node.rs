@@ -572,6 +572,8 @@ impl Node {
         dp_config.conntrack_accounting = config.bpf_conntrack_accounting;
         dp_config.enable_nodeport = config.kube_proxy_replacement;
         dp_config.enable_bpf_masquerade = config.enable_bpf_masquerade;
+        dp_config.service_no_backend_reject =
+            config.service_no_backend_response == cilium_core::config::NoBackendResponse::Reject;
         // Tunnel mode: the node's VXLAN device (collect-metadata, Cilium's port 8472),
         // made before the programs load (they carry its ifindex).
         let tunnel = if config.routing_mode == cilium_core::config::RoutingMode::Tunnel {

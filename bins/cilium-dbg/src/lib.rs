@@ -188,17 +188,26 @@ pub fn nat_list(maps: &Maps, now_secs: u64) -> Result<Vec<String>, DatapathError
 }
 
 /// `bpf policy get`: an endpoint's policy entries in Cilium's columns (identities are
-/// numeric: labels come from the agent; 0 is `ANY`). Statistics are not kept (`-`).
-pub fn policy_table(entries: &[cilium_bpf::policy::LpmEntry]) -> String {
+/// numeric: labels come from the agent; 0 is `ANY`), with what each allowed (`stats`, one
+/// per entry: packets and bytes, `-` where nothing was counted) and the entry's
+/// protocol + port prefix length.
+pub fn policy_table(
+    entries: &[cilium_bpf::policy::LpmEntry],
+    stats: &[Option<(u64, u64)>],
+) -> String {
     let mut tw = tabwriter::TabWriter::new(Vec::new()).minwidth(2).padding(3);
     let _ = writeln!(
         tw,
-        "POLICY\tDIRECTION\tIDENTITY\tPORT/PROTO\tPROXY PORT\tAUTH TYPE\tBYTES\tPACKETS\tPREFIX\tCOOKIE"
+        "POLICY\tDIRECTION\tIDENTITY\tPORT/PROTO\tPROXY PORT\tAUTH TYPE\tBYTES\tPACKETS\tPREFIX\t"
     );
-    for e in entries {
+    for (i, e) in entries.iter().enumerate() {
+        let (packets, bytes) = match stats.get(i).copied().flatten() {
+            Some((p, b)) => (p.to_string(), b.to_string()),
+            None => ("-".to_owned(), "-".to_owned()),
+        };
         let _ = writeln!(
             tw,
-            "{}\t{}\t{}\t{}\tNONE\tdisabled\t-\t-\t{}\t0",
+            "{}\t{}\t{}\t{}\tNONE\tdisabled\t{bytes}\t{packets}\t{}\t",
             if e.deny { "Deny" } else { "Allow" },
             if e.egress { "Egress" } else { "Ingress" },
             if e.identity == 0 {
@@ -208,6 +217,7 @@ pub fn policy_table(entries: &[cilium_bpf::policy::LpmEntry]) -> String {
             },
             e.port_proto(),
             e.prefixlen
+                .saturating_sub(cilium_bpf::policy::STATIC_PREFIX_BITS)
         );
     }
     let bytes = tw.into_inner().unwrap_or_default();

@@ -685,18 +685,24 @@ fn run(cli: Cli) -> Result<String, String> {
             let entries = cilium_bpf::policy::read_endpoint_policy(&cli.bpf_root, endpoint)
                 .map_err(err)?
                 .unwrap_or_default();
+            let stats = cilium_bpf::policy::read_policy_stats(&cli.bpf_root, endpoint, &entries)
+                .map_err(err)?;
             match out.output {
                 Some(Output::Json) => format!(
                     "{:#}\n",
                     serde_json::json!(
                         entries
                             .iter()
-                            .map(|e| serde_json::json!({
+                            .zip(&stats)
+                            .map(|(e, s)| serde_json::json!({
                                 "policy": if e.deny { "Deny" } else { "Allow" },
                                 "direction": if e.egress { "Egress" } else { "Ingress" },
                                 "identity": e.identity,
                                 "port_proto": e.port_proto(),
-                                "prefix": e.prefixlen,
+                                "prefix": e.prefixlen.saturating_sub(
+                                    cilium_bpf::policy::STATIC_PREFIX_BITS),
+                                "packets": s.map(|(p, _)| p),
+                                "bytes": s.map(|(_, b)| b),
                             }))
                             .collect::<Vec<_>>()
                     )
@@ -704,7 +710,7 @@ fn run(cli: Cli) -> Result<String, String> {
                 None if entries.is_empty() => {
                     "Policy stats empty. Perhaps the policy enforcement is disabled?\n".to_owned()
                 }
-                None => cilium_dbg::policy_table(&entries),
+                None => cilium_dbg::policy_table(&entries, &stats),
             }
         }
         Bpf::Nat {

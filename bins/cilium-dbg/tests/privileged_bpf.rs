@@ -191,10 +191,10 @@ fn privileged_bpf_views_show_what_the_datapath_holds() {
     assert_eq!(
         lines,
         [
-            "POLICY   DIRECTION   IDENTITY   PORT/PROTO   PROXY PORT   AUTH TYPE   BYTES   PACKETS   PREFIX   COOKIE",
-            "Deny     Ingress     ANY        ANY/UDP      NONE         disabled    -       -         48       0",
-            "Allow    Egress      ANY        ANY          NONE         disabled    -       -         40       0",
-            "Allow    Ingress     300        80-81/TCP    NONE         disabled    -       -         63       0",
+            "POLICY   DIRECTION   IDENTITY   PORT/PROTO   PROXY PORT   AUTH TYPE   BYTES   PACKETS   PREFIX",
+            "Deny     Ingress     ANY        ANY/UDP      NONE         disabled    -       -         8",
+            "Allow    Egress      ANY        ANY          NONE         disabled    -       -         0",
+            "Allow    Ingress     300        80-81/TCP    NONE         disabled    -       -         23",
         ],
         "{out}"
     );
@@ -302,10 +302,41 @@ fn upstream_reads_the_same_maps(fs: &BpfFs) {
         assert!(ok, "{args:?}");
         assert_eq!(sorted_lines(&theirs(args)), sorted_lines(&ours), "{args:?}");
     }
-    // Endpoint 7's policy map is pinned under Cilium's name; upstream's `bpf policy get`
-    // also needs the per-entry counters of `cilium_policystats`, which this datapath does
-    // not keep (its own prints `-`), so only the pin is checked.
+    // Endpoint 7's policy map, pinned under Cilium's name, with what its entries allowed
+    // from `cilium_policystats` (written here for one entry: 3 packets of 60 bytes on each
+    // CPU): upstream reads the same entries and sums the same counters.
     assert!(cilium_bpf::policy::endpoint_pin(&fs.0, 7).exists());
+    let allow = cilium_bpf::policy::read_endpoint_policy(&fs.0, 7)
+        .expect("policy")
+        .expect("endpoint 7")
+        .into_iter()
+        .find(|e| e.identity == 300)
+        .expect("the allow entry");
+    let cpus = cilium_bpf::testing::set_policy_stats(
+        &fs.0,
+        allow.stats_key(7),
+        cilium_bpf::types::PolicyStatsValue {
+            packets: 3,
+            bytes: 180,
+        },
+    )
+    .expect("stats");
+    let ours = {
+        let (ok, out, _) = dbg(fs, &["bpf", "policy", "get", "7", "-n"]);
+        assert!(ok, "{out}");
+        out
+    };
+    let total = 3 * cpus;
+    assert!(
+        ours.lines().any(|l| l.contains("80-81/TCP")
+            && l.contains(&format!(" {} ", 60 * total))
+            && l.contains(&format!(" {total} "))),
+        "{ours}"
+    );
+    assert_eq!(
+        sorted_lines(&theirs(&["bpf", "policy", "get", "7", "-n"])),
+        sorted_lines(&ours)
+    );
     // Conntrack and NAT: the entries written above, read with Cilium's key order (the
     // conntrack tuple's addresses reversed, NAT's not) and printed alike.
     let ct = theirs(&["bpf", "ct", "list", "global"]);

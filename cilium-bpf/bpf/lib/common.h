@@ -295,6 +295,23 @@ struct policy_entry {
 	__u16 pad2;
 };
 
+/* cilium_policystats: what each policy entry allowed, per endpoint (Cilium's policy stats
+ * map; upstream's `cilium-dbg bpf policy get` prints it beside the entries). */
+struct policy_stats_key {
+	__u16 endpoint_id;
+	__u8 pad1;
+	__u8 prefix_len; /* the entry's protocol + port prefix length (0-24) */
+	__u32 sec_label;
+	__u8 egress;
+	__u8 protocol;
+	__be16 dport;
+};
+
+struct policy_stats_value {
+	__u64 packets;
+	__u64 bytes;
+};
+
 /* ---- events ------------------------------------------------------------------------------- */
 
 /* Event types (Cilium's CILIUM_NOTIFY_*). */

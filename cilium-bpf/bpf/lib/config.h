@@ -30,6 +30,8 @@ volatile const __u32 CT_REPORT_FLAGS = 0x07;
 volatile const __u32 ENABLE_NODEPORT = 1;
 /* enable-bpf-masquerade: to_netdev masquerades pod traffic leaving the cluster. */
 volatile const __u32 ENABLE_BPF_MASQUERADE = 1;
+/* service-no-backend-response: 1 reject (an ICMP port unreachable), 0 drop. */
+volatile const __u32 SERVICE_NO_BACKEND_REJECT = 1;
 /* bpf-conntrack-accounting: count packets and bytes in conntrack entries. */
 volatile const __u32 CT_ACCOUNTING = 0;
 

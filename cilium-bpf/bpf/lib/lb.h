@@ -397,6 +397,74 @@ static __always_inline int lb4_rev_nat(struct __sk_buff *skb, struct pkt_info *p
 	return ret ? ret : 1;
 }
 
+/* Folds a bpf_csum_diff sum into a 16-bit Internet checksum. */
+static __always_inline __sum16 csum_fold32(__s64 sum)
+{
+	__u32 s = (__u32)sum;
+
+	s = (s & 0xffff) + (s >> 16);
+	s = (s & 0xffff) + (s >> 16);
+	return (__sum16)~s;
+}
+
+#define ICMP_DEST_UNREACH 3
+#define ICMP_PORT_UNREACH 3
+/* The IP header and 8 bytes of the offending packet, which an ICMP error quotes. */
+#define ICMP_QUOTE_LEN 28
+
+/* An ICMP port unreachable with its quote, as written after the new IP header. */
+struct icmp_reject {
+	struct icmphdr icmp;
+	__u8 quote[ICMP_QUOTE_LEN];
+};
+
+/* Answers a packet for a service without backends with an ICMP port unreachable from the
+ * service's address, sent back out of the interface the packet came in on (Cilium's
+ * `service-no-backend-response: reject`, its default): the client's connection fails at
+ * once (ECONNREFUSED) instead of timing out. The packet becomes the answer. */
+static __always_inline int lb4_reject(struct __sk_buff *skb)
+{
+	void *data = (void *)(long)skb->data;
+	void *data_end = (void *)(long)skb->data_end;
+	struct ethhdr *eth = data;
+	struct iphdr *ip = (void *)(eth + 1);
+	struct icmp_reject r = {};
+	struct iphdr nip = {};
+	__u8 smac[ETH_ALEN], dmac[ETH_ALEN];
+	__be32 saddr, daddr;
+
+	if ((void *)ip + ICMP_QUOTE_LEN > data_end || ip->ihl != 5)
+		return TC_ACT_SHOT;
+	__builtin_memcpy(r.quote, ip, ICMP_QUOTE_LEN);
+	__builtin_memcpy(smac, eth->h_source, ETH_ALEN);
+	__builtin_memcpy(dmac, eth->h_dest, ETH_ALEN);
+	saddr = ip->saddr;
+	daddr = ip->daddr;
+	if (bpf_skb_change_tail(skb, ETH_HLEN + sizeof(nip) + sizeof(r), 0))
+		return TC_ACT_SHOT;
+	data = (void *)(long)skb->data;
+	data_end = (void *)(long)skb->data_end;
+	eth = data;
+	if ((void *)eth + ETH_HLEN + sizeof(nip) + sizeof(r) > data_end)
+		return TC_ACT_SHOT;
+	__builtin_memcpy(eth->h_dest, smac, ETH_ALEN);
+	__builtin_memcpy(eth->h_source, dmac, ETH_ALEN);
+	nip.version = 4;
+	nip.ihl = 5;
+	nip.tot_len = bpf_htons(sizeof(nip) + sizeof(r));
+	nip.ttl = 64;
+	nip.protocol = IPPROTO_ICMP;
+	nip.saddr = daddr;
+	nip.daddr = saddr;
+	nip.check = csum_fold32(bpf_csum_diff(NULL, 0, (__be32 *)&nip, sizeof(nip), 0));
+	r.icmp.type = ICMP_DEST_UNREACH;
+	r.icmp.code = ICMP_PORT_UNREACH;
+	r.icmp.checksum = csum_fold32(bpf_csum_diff(NULL, 0, (__be32 *)&r, sizeof(r), 0));
+	__builtin_memcpy((void *)eth + ETH_HLEN, &nip, sizeof(nip));
+	__builtin_memcpy((void *)eth + ETH_HLEN + sizeof(nip), &r, sizeof(r));
+	return bpf_redirect(skb->ifindex, 0);
+}
+
 static __always_inline void decrease_ttl(struct iphdr *ip)
 {
 	__u32 check = (__u32)ip->check;

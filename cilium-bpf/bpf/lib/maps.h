@@ -17,6 +17,7 @@
 #define EVENTS_RING_SIZE (1 << 20)
 #define POLICY_MAP_SIZE 16384
 #define POLICY_ENDPOINTS_MAX 65535
+#define POLICY_STATS_MAP_SIZE 65536
 
 /* Local endpoints: IP -> interface, MACs, endpoint id, identity. */
 struct {
@@ -46,6 +47,16 @@ struct {
 	__uint(max_entries, METRICS_MAP_SIZE);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } cilium_metrics SEC(".maps");
+
+/* Packets and bytes each policy entry allowed, per CPU (Cilium's cilium_policystats). */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_PERCPU_HASH);
+	__type(key, struct policy_stats_key);
+	__type(value, struct policy_stats_value);
+	__uint(max_entries, POLICY_STATS_MAP_SIZE);
+	__uint(map_flags, BPF_F_NO_COMMON_LRU);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} cilium_policystats SEC(".maps");
 
 /* The agent's policy revision (index 0), bumped after every change of an endpoint's policy
  * map: a conntrack entry remembers the revision at which its flow last passed policy, and

@@ -27,11 +27,45 @@
 #define POLICY_VERDICT_ALLOWED 1
 #define POLICY_VERDICT_DENIED 2
 
+/* Counts a packet of `len` bytes on the entry that allowed it: the entry's key is the
+ * packet's, cut to the entry's protocol + port prefix (its flags' bits 3-7), as the agent
+ * wrote it, so the count is found under the entry's own key. */
+static __always_inline void policy_account(__u16 ep_id, __u32 sec_label, __u8 egress,
+					   __u8 proto, __be16 dport, __u8 flags, __u32 len)
+{
+	struct policy_stats_key key = {};
+	struct policy_stats_value *v;
+	__u8 prefix = flags >> 3;
+
+	key.endpoint_id = ep_id;
+	key.prefix_len = prefix;
+	key.sec_label = sec_label;
+	key.egress = egress;
+	if (prefix >= 8)
+		key.protocol = proto;
+	if (prefix > 8) {
+		__u32 bits = prefix > 24 ? 16 : prefix - 8;
+		__u16 mask = (__u16)(0xffff0000U >> bits);
+
+		key.dport = bpf_htons(bpf_ntohs(dport) & mask);
+	}
+	v = bpf_map_lookup_elem(&cilium_policystats, &key);
+	if (v) {
+		v->packets += 1;
+		v->bytes += len;
+	} else {
+		struct policy_stats_value nv = { .packets = 1, .bytes = len };
+
+		bpf_map_update_elem(&cilium_policystats, &key, &nv, BPF_NOEXIST);
+	}
+}
+
 /* The verdict of an endpoint's policy for a peer: 0 allowed (or the endpoint has no policy
  * map, so nothing is enforced), DROP_POLICY when nothing allows it, DROP_POLICY_DENY when a
- * deny entry matches. */
+ * deny entry matches. An allowed packet is counted on the entry that allowed it (the
+ * peer's own before the any-peer one). */
 static __always_inline int policy_verdict(__u16 ep_id, __u32 peer, __u8 egress, __u8 proto,
-					  __be16 dport)
+					  __be16 dport, __u32 len)
 {
 	__u32 id = ep_id;
 	struct policy_key key = {};
@@ -61,8 +95,12 @@ static __always_inline int policy_verdict(__u16 ep_id, __u32 peer, __u8 egress, 
 	if (any) {
 		if (any->flags & POLICY_F_DENY)
 			return DROP_POLICY_DENY;
-		allowed = 1;
+		allowed |= 2;
 	}
+	if (allowed & 1)
+		policy_account(ep_id, peer, egress, proto, dport, exact ? exact->flags : 0, len);
+	else if (allowed & 2)
+		policy_account(ep_id, 0, egress, proto, dport, any ? any->flags : 0, len);
 	return allowed ? 0 : DROP_POLICY;
 }
 
@@ -135,9 +173,11 @@ static __always_inline int policy_enforce(struct __sk_buff *skb, int ct_state,
 	if (ct_state == CT_ESTABLISHED && pi->policy_ok)
 		return 0;
 	if (src_id)
-		ret = policy_verdict(src_id, dst_label, POLICY_EGRESS, pi->proto, pi->dport);
+		ret = policy_verdict(src_id, dst_label, POLICY_EGRESS, pi->proto, pi->dport,
+				     skb->len);
 	if (!ret && dst_id) {
-		ret = policy_verdict(dst_id, src_label, POLICY_INGRESS, pi->proto, pi->dport);
+		ret = policy_verdict(dst_id, src_label, POLICY_INGRESS, pi->proto, pi->dport,
+				     skb->len);
 		ingress = 1;
 	}
 	if (ct_state == CT_NEW || ct_state == CT_NEW_TRACKED)
