@@ -2,10 +2,11 @@
 
 //! Kubernetes' own e2e tests against the lab, a small sample of what `cargo xtask
 //! conformance` runs whole: upstream's `e2e.test` (built from the pinned Kubernetes module
-//! by `cargo xtask e2e-build`) runs one spec of the NetworkPolicy suite (its pods are
+//! by `cargo xtask e2e-build`) runs two specs of the NetworkPolicy suite (its pods are
 //! upstream's agnhost `porter`, its probes `/agnhost connect` through `kubectl exec`, so
 //! the kubelet's mapping of the agnhost image and of the programs an exec names is
-//! exercised) and one of the Services tests, and both must pass. Needs root; the lab uses
+//! exercised; one of them resolves a named port on pods of other nodes) and one of the
+//! Services tests, and all must pass. Needs root; the lab uses
 //! its own directory and prefix and is taken down on drop.
 
 use std::path::Path;
@@ -26,8 +27,10 @@ impl Drop for Guard {
 }
 
 /// The specs run: (the name in the JUnit report, after `[It] `).
-const SPECS: [&str; 2] = [
+const SPECS: [&str; 3] = [
     "[sig-network] Netpol NetworkPolicy between server and client should support a 'default-deny-ingress' policy [Feature:NetworkPolicy]",
+    // Named ports of pods on other nodes, through their CiliumEndpoints.
+    "[sig-network] Netpol NetworkPolicy between server and client should allow egress access on one named port [Feature:NetworkPolicy]",
     "[sig-network] Services should serve a basic endpoint from pods [Conformance]",
 ];
 
