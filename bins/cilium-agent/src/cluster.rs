@@ -174,7 +174,39 @@ pub async fn run_k8s(node: Arc<Node>, config: AgentConfig, client: kube::Client)
         follow_k8s_policies(node.clone(), "NetworkPolicy", || {
             kubernetes::network_policies(client.clone())
         }),
+        async {
+            let name = node.name.clone();
+            let pods = api_retry("pods", || kubernetes::local_pods(client.clone(), &name)).await;
+            follow_pod_labels(node.clone(), pods, |key| {
+                key.split_once('/')
+                    .map(|(ns, pod)| (ns.to_owned(), Some(pod.to_owned())))
+            })
+            .await;
+        },
+        async {
+            let namespaces =
+                api_retry("namespaces", || kubernetes::namespaces(client.clone())).await;
+            follow_pod_labels(node.clone(), namespaces, |key| Some((key.to_owned(), None))).await;
+        },
     );
+}
+
+/// Relabels the local endpoints whose pod (or namespace) changed: `target` turns an
+/// object's key into the namespace and, for a pod, its name. The first list is followed
+/// too (an endpoint restored after a restart may have missed a change).
+async fn follow_pod_labels<T, W: Watcher<T>>(
+    node: Arc<Node>,
+    (mut inf, initial): Started<W, T>,
+    target: impl Fn(&str) -> Option<(String, Option<String>)>,
+) {
+    let mut pending: std::collections::VecDeque<_> = initial.into();
+    loop {
+        if let Change::Upsert { key, .. } = next_change(&mut pending, &mut inf).await
+            && let Some((namespace, pod)) = target(&key)
+        {
+            node.relabel_pods(&namespace, pod.as_deref()).await;
+        }
+    }
 }
 
 /// The policies of one Kubernetes kind in the policy engine, under the origins the engine

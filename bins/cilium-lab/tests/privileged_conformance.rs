@@ -2,11 +2,11 @@
 
 //! Kubernetes' own e2e tests against the lab, a small sample of what `cargo xtask
 //! conformance` runs whole: upstream's `e2e.test` (built from the pinned Kubernetes module
-//! by `cargo xtask e2e-build`) runs two specs of the NetworkPolicy suite (its pods are
+//! by `cargo xtask e2e-build`) runs four specs of the NetworkPolicy suite (its pods are
 //! upstream's agnhost `porter`, its probes `/agnhost connect` through `kubectl exec`, so
 //! the kubelet's mapping of the agnhost image and of the programs an exec names is
-//! exercised; one of them resolves a named port on pods of other nodes) and one of the
-//! Services tests, and all must pass. Needs root; the lab uses
+//! exercised; others resolve a named port on pods of other nodes and follow a pod's and a
+//! namespace's new labels) and one of the Services tests, and all must pass. Needs root; the lab uses
 //! its own directory and prefix and is taken down on drop.
 
 use std::path::Path;
@@ -27,10 +27,13 @@ impl Drop for Guard {
 }
 
 /// The specs run: (the name in the JUnit report, after `[It] `).
-const SPECS: [&str; 3] = [
+const SPECS: [&str; 5] = [
     "[sig-network] Netpol NetworkPolicy between server and client should support a 'default-deny-ingress' policy [Feature:NetworkPolicy]",
     // Named ports of pods on other nodes, through their CiliumEndpoints.
     "[sig-network] Netpol NetworkPolicy between server and client should allow egress access on one named port [Feature:NetworkPolicy]",
+    // A pod's and a namespace's labels changed: the endpoints get new identities.
+    "[sig-network] Netpol NetworkPolicy between server and client should deny ingress access to updated pod [Feature:NetworkPolicy]",
+    "[sig-network] Netpol NetworkPolicy between server and client should allow ingress access from updated namespace [Feature:NetworkPolicy]",
     "[sig-network] Services should serve a basic endpoint from pods [Conformance]",
 ];
 

@@ -13,6 +13,8 @@
 //! | services | `Service` JSON | [`services`]: Services |
 //! | services | `Endpoints` JSON | [`service_endpoints`]: EndpointSlices, per Service |
 //! | policies | policy documents | [`cilium_policies`] (two kinds), [`network_policies`] |
+//! | relabelling | labels, service account, ports | [`local_pods`]: this node's Pods |
+//! | relabelling | labels | [`namespaces`]: Namespaces |
 
 use cilium_core::LabelSet;
 use cilium_core::cluster::{
@@ -22,7 +24,7 @@ use cilium_k8s::Error;
 use cilium_k8s::convert;
 use cilium_k8s::types::CiliumIdentity;
 use cilium_k8s::watch::Informer;
-use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::core::v1::{Namespace, Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind};
@@ -56,6 +58,58 @@ pub async fn endpoints(
 ) -> Result<Started<Informer<DynamicObject, IpIdentityPair>, IpIdentityPair>, Error> {
     let api = cilium_api(client, "CiliumEndpoint");
     Informer::start_with(api, Default::default(), convert::ip_identity_pair).await
+}
+
+/// What a pod's identity and named ports are made of: its labels, service account and
+/// container ports (a change of anything else is no change here).
+#[derive(Debug, Clone, PartialEq)]
+pub struct PodInputs {
+    /// `metadata.labels`.
+    pub labels: std::collections::BTreeMap<String, String>,
+    /// `spec.serviceAccountName`.
+    pub service_account: Option<String>,
+    /// `spec.containers[].ports`.
+    pub ports: Value,
+}
+
+/// The pods scheduled to `node`, as what their endpoints' identities are made of.
+pub async fn local_pods(
+    client: kube::Client,
+    node: &str,
+) -> Result<Started<Informer<Pod, PodInputs>, PodInputs>, Error> {
+    let config = kube::runtime::watcher::Config::default().fields(&format!("spec.nodeName={node}"));
+    Informer::start_with(Api::<Pod>::all(client), config, |p: &Pod| {
+        let spec = p.spec.as_ref();
+        Ok(PodInputs {
+            labels: p.metadata.labels.clone().unwrap_or_default(),
+            service_account: spec.and_then(|s| s.service_account_name.clone()),
+            ports: spec
+                .map(|s| {
+                    s.containers
+                        .iter()
+                        .map(|c| serde_json::to_value(&c.ports).unwrap_or_default())
+                        .collect()
+                })
+                .unwrap_or_default(),
+        })
+    })
+    .await
+}
+
+/// Every namespace, as its labels.
+pub async fn namespaces(
+    client: kube::Client,
+) -> Result<
+    Started<
+        Informer<Namespace, std::collections::BTreeMap<String, String>>,
+        std::collections::BTreeMap<String, String>,
+    >,
+    Error,
+> {
+    Informer::start_with(Api::<Namespace>::all(client), Default::default(), |n| {
+        Ok(n.metadata.labels.clone().unwrap_or_default())
+    })
+    .await
 }
 
 /// Every CiliumIdentity as its number and labels (`cilium_k8s::identity::decode`).

@@ -505,6 +505,90 @@ impl Node {
         self.state.lock().await.endpoints.iter().cloned().collect()
     }
 
+    /// Gives the endpoints of a pod (`pod` None: of every pod of `namespace`) the labels
+    /// and named ports their pod has now (its labels, its namespace's, its service
+    /// account), as Cilium does when a pod or namespace is relabelled: where the
+    /// identity-relevant labels changed, a new identity, and the datapath, policy and
+    /// state that depend on it; the old identity is released. Returns how many changed.
+    pub async fn relabel_pods(&self, namespace: &str, pod: Option<&str>) -> usize {
+        let targets: Vec<(u16, String)> = {
+            let st = self.state.lock().await;
+            st.endpoints
+                .iter()
+                .filter(|e| {
+                    e.k8s_namespace == namespace
+                        && pod.is_none_or(|p| e.k8s_pod_name == p)
+                        && !e.k8s_pod_name.is_empty()
+                })
+                .map(|e| (e.id, e.k8s_pod_name.clone()))
+                .collect()
+        };
+        let mut changed = 0;
+        for (id, name) in targets {
+            match self.relabel_endpoint(id, namespace, &name).await {
+                Ok(true) => changed += 1,
+                Ok(false) => {}
+                Err(e) => eprintln!(
+                    "level=warning msg=\"relabelling an endpoint failed\" endpoint={id} pod={namespace}/{name} error=\"{}\"",
+                    e.message
+                ),
+            }
+        }
+        changed
+    }
+
+    async fn relabel_endpoint(
+        &self,
+        id: u16,
+        namespace: &str,
+        pod: &str,
+    ) -> Result<bool, ApiError> {
+        let (labels, named_ports) = self.pod_labels(namespace, pod, &[]).await?;
+        {
+            let st = self.state.lock().await;
+            match st.endpoints.records.get(&id) {
+                Some(ep) if ep.labels != labels.to_strings() || ep.named_ports != named_ports => {}
+                _ => return Ok(false),
+            }
+        }
+        let acquired = self
+            .identities
+            .acquire(&labels)
+            .await
+            .map_err(|e| ApiError::internal(format!("allocating an identity: {e}")))?;
+        let new_id = acquired.identity.id;
+        let nl = Netlink::open().map_err(internal("netlink"))?;
+        let mut st = self.state.lock().await;
+        // Gone (or another pod's) meanwhile: nothing to relabel.
+        let Some(mut ep) = st
+            .endpoints
+            .records
+            .get(&id)
+            .filter(|e| e.k8s_namespace == namespace && e.k8s_pod_name == pod)
+            .cloned()
+        else {
+            let _ = self.identities.release(new_id);
+            return Ok(false);
+        };
+        let old_id = ep.identity;
+        ep.identity = new_id.get();
+        ep.labels = labels.to_strings();
+        ep.named_ports = named_ports;
+        ep.regenerations += 1;
+        if let Err(e) = self.write_datapath(&mut st, &ep, &labels, &nl).await {
+            let _ = self.identities.release(new_id);
+            return Err(e);
+        }
+        endpoint::persist(&self.state_dir, &ep).map_err(internal("writing the endpoint state"))?;
+        st.endpoints.records.insert(id, ep.clone());
+        drop(st);
+        if old_id != ep.identity {
+            let _ = self.identities.release(NumericIdentity::new(old_id));
+        }
+        self.publish_endpoint(&ep).await;
+        Ok(true)
+    }
+
     /// Deletes an endpoint (`DELETE /v1/endpoint/{id}`): policy, maps, links, identity,
     /// IP, state file. Returns the deleted endpoint.
     pub async fn delete_endpoint(&self, id: &str) -> Result<EndpointRecord, ApiError> {
