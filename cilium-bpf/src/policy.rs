@@ -455,7 +455,7 @@ impl LpmEntry {
     }
 
     /// `PORT/PROTO` as `cilium-dbg bpf policy get` prints it: `ANY`, `80/TCP`, a range
-    /// `8080-8087/TCP`, or `ANY/TCP` for every port of one protocol.
+    /// `8080-8087/TCP`, or `TCP` for every port of one protocol.
     pub fn port_proto(&self) -> String {
         if self.prefixlen <= STATIC_PREFIX_BITS {
             return "ANY".to_owned();
@@ -471,7 +471,7 @@ impl LpmEntry {
             .saturating_sub(STATIC_PREFIX_BITS + 8)
             .min(16);
         if bits == 0 {
-            return format!("ANY/{proto}");
+            return proto;
         }
         let span = (1u32 << (16 - bits)) - 1;
         let lo = u32::from(self.port);
@@ -557,7 +557,7 @@ mod tests {
             deny: false,
         };
         assert_eq!(e(0, 0, 40).port_proto(), "ANY");
-        assert_eq!(e(6, 0, 48).port_proto(), "ANY/TCP");
+        assert_eq!(e(6, 0, 48).port_proto(), "TCP");
         assert_eq!(e(6, 80, 64).port_proto(), "80/TCP");
         assert_eq!(e(17, 8080, 61).port_proto(), "8080-8087/UDP");
     }

@@ -188,12 +188,13 @@ pub fn nat_list(maps: &Maps, now_secs: u64) -> Result<Vec<String>, DatapathError
 }
 
 /// `bpf policy get`: an endpoint's policy entries in Cilium's columns (identities are
-/// numeric: labels come from the agent; 0 is `ANY`), with what each allowed (`stats`, one
-/// per entry: packets and bytes, `-` where nothing was counted) and the entry's
-/// protocol + port prefix length.
+/// numeric: labels come from the agent; 0 is `ANY` unless `numeric`, as upstream's `-n`
+/// prints it), with what each allowed (`stats`, one per entry: packets and bytes, `-`
+/// where nothing was counted) and the entry's protocol + port prefix length.
 pub fn policy_table(
     entries: &[cilium_bpf::policy::LpmEntry],
     stats: &[Option<(u64, u64)>],
+    numeric: bool,
 ) -> String {
     let mut tw = tabwriter::TabWriter::new(Vec::new()).minwidth(2).padding(3);
     let _ = writeln!(
@@ -210,7 +211,7 @@ pub fn policy_table(
             "{}\t{}\t{}\t{}\tNONE\tdisabled\t{bytes}\t{packets}\t{}\t",
             if e.deny { "Deny" } else { "Allow" },
             if e.egress { "Egress" } else { "Ingress" },
-            if e.identity == 0 {
+            if e.identity == 0 && !numeric {
                 "ANY".to_owned()
             } else {
                 e.identity.to_string()

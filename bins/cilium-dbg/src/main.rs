@@ -680,7 +680,12 @@ fn run(cli: Cli) -> Result<String, String> {
             command: CtCmd::List { out, .. },
         } => lines(&ct_list(&maps).map_err(err)?, &out),
         Bpf::Policy {
-            command: PolicyCmd::Get { endpoint, out, .. },
+            command:
+                PolicyCmd::Get {
+                    endpoint,
+                    numeric,
+                    out,
+                },
         } => {
             let entries = cilium_bpf::policy::read_endpoint_policy(&cli.bpf_root, endpoint)
                 .map_err(err)?
@@ -710,7 +715,7 @@ fn run(cli: Cli) -> Result<String, String> {
                 None if entries.is_empty() => {
                     "Policy stats empty. Perhaps the policy enforcement is disabled?\n".to_owned()
                 }
-                None => cilium_dbg::policy_table(&entries, &stats),
+                None => cilium_dbg::policy_table(&entries, &stats, numeric),
             }
         }
         Bpf::Nat {

@@ -192,8 +192,8 @@ fn privileged_bpf_views_show_what_the_datapath_holds() {
         lines,
         [
             "POLICY   DIRECTION   IDENTITY   PORT/PROTO   PROXY PORT   AUTH TYPE   BYTES   PACKETS   PREFIX",
-            "Deny     Ingress     ANY        ANY/UDP      NONE         disabled    -       -         8",
-            "Allow    Egress      ANY        ANY          NONE         disabled    -       -         0",
+            "Deny     Ingress     0          UDP          NONE         disabled    -       -         8",
+            "Allow    Egress      0          ANY          NONE         disabled    -       -         0",
             "Allow    Ingress     300        80-81/TCP    NONE         disabled    -       -         23",
         ],
         "{out}"
