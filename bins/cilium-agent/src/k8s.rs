@@ -57,14 +57,26 @@ fn backends(port: &Value, endpoints: Option<&Value>, protocol: L4Proto) -> Vec<B
     out
 }
 
+/// The labels by which a Service asks service proxies to leave it alone: `headless`, and
+/// a `service-proxy-name` naming another proxy (Cilium's `k8s-service-proxy-name` is
+/// empty: any name is another's).
+const HEADLESS_LABEL: &str = "service.kubernetes.io/headless";
+const SERVICE_PROXY_NAME_LABEL: &str = "service.kubernetes.io/service-proxy-name";
+
 /// The frontends of a Service object (with the backends its Endpoints give), for a node
-/// whose IP is `node_ip`. Headless services (`clusterIP: None`) have none.
+/// whose IP is `node_ip`. Headless services (`clusterIP: None`, or labelled
+/// `service.kubernetes.io/headless`) and those labelled with a `service-proxy-name` have
+/// none, as Cilium leaves them to no proxy or to the one they name.
 pub fn services_from_k8s(
     svc: &Value,
     endpoints: Option<&Value>,
     node_ip: Ipv4Addr,
 ) -> Vec<Service> {
     let meta = &svc["metadata"];
+    let labels = &meta["labels"];
+    if labels.get(HEADLESS_LABEL).is_some() || labels.get(SERVICE_PROXY_NAME_LABEL).is_some() {
+        return Vec::new();
+    }
     let name = format!(
         "{}/{}",
         meta["namespace"].as_str().unwrap_or("default"),
@@ -152,6 +164,15 @@ mod tests {
         // Headless: nothing.
         let headless = json!({"metadata": {"name": "h"}, "spec": {"clusterIP": "None", "ports": [{"port": 80}]}});
         assert!(services_from_k8s(&headless, None, Ipv4Addr::LOCALHOST).is_empty());
+        // Labelled headless, or for another service proxy: nothing either.
+        for label in [HEADLESS_LABEL, SERVICE_PROXY_NAME_LABEL] {
+            let mut labelled = svc.clone();
+            labelled["metadata"]["labels"] = json!({label: "foo-bar"});
+            assert!(
+                services_from_k8s(&labelled, Some(&eps), Ipv4Addr::LOCALHOST).is_empty(),
+                "{label}"
+            );
+        }
         // NodePort: also the node's IP at the node port.
         let np = json!({"metadata": {"name": "n"}, "spec": {"type": "NodePort", "clusterIP": "10.96.0.11",
             "ports": [{"port": 80, "nodePort": 30080}]}});
