@@ -7,7 +7,8 @@
 //! CiliumIdentity: the identity decoder never panics, and what it accepts writes back to an
 //! object that decodes to the same number and labels. The same bytes through the agent's
 //! converters (`cilium_k8s::convert`): as a CiliumEndpoint (an accepted one keeps the
-//! object's namespace and name), as a Cilium policy, and as an EndpointSlice merged into
+//! object's namespace and name, its named ports have names and numbers), as a pod's named
+//! container ports, as a Cilium policy, and as an EndpointSlice merged into
 //! its Service's endpoints (present exactly when the slice names a Service), which the
 //! load-balancer translation then reads; none of them panics.
 #![no_main]
@@ -59,7 +60,11 @@ fuzz_target!(|data: &[u8]| {
             object.metadata.namespace.clone().unwrap_or_default()
         );
         assert_ne!(pair.id, 0);
+        assert!(pair.named_ports.iter().all(|p| !p.name.is_empty() && p.port != 0));
     }
+    // As a pod: its named container ports (each with a name and a port number).
+    let ports = convert::pod_named_ports(&object.data["spec"]);
+    assert!(ports.iter().all(|p| !p.name.is_empty() && p.port != 0));
     let _ = convert::cilium_policy_document(&object);
     let k = key(&object);
     let mut cache: Cache<DynamicObject, CiliumNode> = Cache::new(decode);
