@@ -54,7 +54,11 @@ fn is_root() -> bool {
 fn upstream_dbg(root: &BpfFs, api: &Path, args: &[&str]) -> Option<(bool, String, String)> {
     let binary = cilium_k8s::testing::upstream_client("cilium-dbg")?;
     let host = format!("unix://{}", api.display());
-    let script = "mount --bind \"$0\" /sys/fs/bpf && exec \"$@\"";
+    // Upstream takes the first bpf filesystem it finds mounted: every other one (a lab's,
+    // another test's) is unmounted in this private mount namespace, nowhere else.
+    let script = "mount --bind \"$0\" /sys/fs/bpf && \
+        for m in $(awk '$3 == \"bpf\" && $2 != \"/sys/fs/bpf\" {print $2}' /proc/mounts); do \
+        umount -l \"$m\"; done && exec \"$@\"";
     let mut all: Vec<&std::ffi::OsStr> = vec![
         "--mount".as_ref(),
         "--propagation".as_ref(),
