@@ -4,7 +4,6 @@
 //! state, state file), deletion, restore after a restart and the CNI's delete queue; the
 //! node's IPAM; `cilium_lxc`, the endpoint programs' links and the endpoints' routes.
 
-use cilium_core::cluster::NamedPort;
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, Ipv4Addr};
 use std::time::Instant;
@@ -13,6 +12,7 @@ use cilium_bpf::Datapath;
 use cilium_bpf::link::Netlink;
 use cilium_bpf::maps::EndpointMap;
 use cilium_bpf::types::{EndpointInfo, RemoteEndpointInfo, mac_to_u64};
+use cilium_core::cluster::NamedPort;
 use cilium_core::kvstore::KvStore;
 use cilium_core::{IdPool, Label, LabelSet, NumericIdentity};
 use cilium_identity::IdentityBackend;
@@ -551,13 +551,13 @@ impl Node {
                 _ => return Ok(false),
             }
         }
+        let nl = Netlink::open().map_err(internal("netlink"))?;
         let acquired = self
             .identities
             .acquire(&labels)
             .await
             .map_err(|e| ApiError::internal(format!("allocating an identity: {e}")))?;
         let new_id = acquired.identity.id;
-        let nl = Netlink::open().map_err(internal("netlink"))?;
         let mut st = self.state.lock().await;
         // Gone (or another pod's) meanwhile: nothing to relabel.
         let Some(mut ep) = st
