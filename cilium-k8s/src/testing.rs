@@ -184,19 +184,23 @@ pub fn upstream_client(name: &str) -> Option<PathBuf> {
         _ => workspace.join("target"),
     };
     let bin = target.join("upstream").join(name);
-    if bin.exists() {
-        return Some(bin);
+    built_or_skip(&bin, "cargo xtask upstream-build").then_some(bin)
+}
+
+/// Whether a program a test needs (built by the xtask command `how`) exists; when not,
+/// prints that the test is skipped, or fails under CI (`CI` set), where `cargo xtask
+/// test` builds it.
+pub fn built_or_skip(program: &Path, how: &str) -> bool {
+    if program.exists() {
+        return true;
     }
     assert!(
         std::env::var_os("CI").is_none(),
-        "{} is missing: cargo xtask upstream-build",
-        bin.display()
+        "{} is missing: {how}",
+        program.display()
     );
-    eprintln!(
-        "skipped: {} not built (cargo xtask upstream-build)",
-        bin.display()
-    );
-    None
+    eprintln!("skipped: {} not built ({how})", program.display());
+    false
 }
 
 /// The directory with the upstream binaries (`kube-apiserver`, ..., `kube-proxy`,
