@@ -26,6 +26,10 @@
 //!   a NodePort whose backend is local.
 //! - `masquerade`: `to_netdev`, an established flow of a pod to the world (SNAT).
 //!
+//! The two endpoints and the node's device are interfaces of a network namespace of
+//! the bench's (`crs<pid>-bench`, deleted at the end), which the measuring thread enters:
+//! every packet carries its interface's index, as on a node where each pod has its own.
+//!
 //! Each scenario runs with `monitor-aggregation` `medium` (the chart's default) and `none`
 //! (every packet reported; the bench drains the event ring after every call so the ring
 //! never fills, as an agent would). Each figure is the median over 21 calls (5 for new
@@ -33,6 +37,11 @@
 //!
 //! Needs root (CAP_BPF and a private bpffs) and clang-19 (to build the harness); otherwise
 //! prints why it is skipped.
+//!
+//! `CILIUM_BENCH_BPF_DIR=DIR` loads `bench_lxc.o` and `bench_host.o` from DIR instead of
+//! the objects built into the bench: a variant of the datapath compiled by hand (with
+//! `cilium-bpf/bpf/clang.flags`) is measured against the same reference in seconds, with
+//! no rebuild of the workspace.
 
 use std::net::Ipv4Addr;
 use std::process::Command;
@@ -79,6 +88,11 @@ struct Harness {
 
 impl Harness {
     fn load(config: &DatapathConfig, object: &'static str, bytes: &[u8]) -> Harness {
+        let from_dir = std::env::var_os("CILIUM_BENCH_BPF_DIR").map(|dir| {
+            let path = std::path::Path::new(&dir).join(object);
+            std::fs::read(&path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()))
+        });
+        let bytes = from_dir.as_deref().unwrap_or(bytes);
         let mut ebpf = cilium_bpf::load_object(config, object, bytes).expect("load harness");
         let names: Vec<String> = ebpf.programs().map(|(n, _)| n.to_owned()).collect();
         for name in names {
@@ -118,15 +132,15 @@ impl Harness {
 fn time(
     harness: &Harness,
     program: &'static str,
-    packet: &[u8],
+    (packet, ifindex): (&[u8], u32),
     rounds: usize,
     verdict: u32,
 ) -> f64 {
     let prog = harness.program(program);
     let mut per_run = Vec::with_capacity(rounds);
     for _ in 0..rounds {
-        let r =
-            cilium_bpf::loader::test_run_program(prog, program, packet, REPEAT).expect("test run");
+        let r = cilium_bpf::loader::test_run_program_on(prog, program, packet, REPEAT, ifindex)
+            .expect("test run");
         assert_eq!(r.verdict, verdict, "{program}: verdict");
         per_run.push(r.per_run.as_nanos() as f64);
     }
@@ -180,7 +194,13 @@ fn main() {
         })
     };
     let (a, b) = (Ipv4Addr::new(10, 0, 0, 1), Ipv4Addr::new(10, 0, 0, 2));
-    cilium_bpf::testing::loopback_endpoints(&mut maps, &[a, b]).expect("endpoints");
+    // Each endpoint behind an interface of its own, and the node's device, as on a node:
+    // interfaces in a namespace of the bench's, which this thread enters to run the
+    // programs on packets of those interfaces.
+    let links = cilium_bpf::testing::TestLinks::new(&format!("crs{}-bench", std::process::id()), 3);
+    let (if_a, if_b, if_dev) = (links.ifindexes[0], links.ifindexes[1], links.ifindexes[2]);
+    cilium_bpf::testing::endpoints_at(&mut maps, &[(a, if_a), (b, if_b)]).expect("endpoints");
+    let _inside = links.enter();
 
     // A ClusterIP (vip:80) and a NodePort (node:30080), both to b:8080, with Maglev tables
     // (the reference's algorithm).
@@ -240,7 +260,7 @@ fn main() {
     let ref_est = time(
         &lxc[0],
         "bench_reference",
-        &ack(a, vip, 50000, 80),
+        (&ack(a, vip, 50000, 80), if_a),
         rounds,
         TC_ACT_OK,
     );
@@ -248,14 +268,14 @@ fn main() {
     let ref_new = time(
         &lxc[0],
         "bench_reference_new",
-        &syn(a, vip, 1, 80),
+        (&syn(a, vip, 1, 80), if_a),
         rounds_new,
         TC_ACT_OK,
     );
     let pass = time(
         &lxc[0],
         "bench_pass",
-        &ack(a, vip, 50000, 80),
+        (&ack(a, vip, 50000, 80), if_a),
         rounds,
         TC_ACT_OK,
     );
@@ -263,12 +283,13 @@ fn main() {
     println!("datapath/reference_established  {ref_est:>7.1} ns/packet");
     println!("datapath/reference_new          {ref_new:>7.1} ns/packet");
 
-    // Each scenario: (name, object, program, packet, new flows?, verdict).
+    // Each scenario: (name, object, program, packet and its interface, new flows?,
+    // verdict).
     struct Case {
         name: &'static str,
         host: bool,
         program: &'static str,
-        packet: Vec<u8>,
+        packet: (Vec<u8>, u32),
         new: bool,
         verdict: u32,
     }
@@ -287,7 +308,7 @@ fn main() {
             "local",
             false,
             "bench_from_container",
-            ack(a, b, 40000, 80),
+            (ack(a, b, 40000, 80), if_a),
             false,
             TC_ACT_REDIRECT,
         ),
@@ -295,7 +316,7 @@ fn main() {
             "service_new",
             false,
             "bench_from_container_new",
-            syn(a, vip, 1, 80),
+            (syn(a, vip, 1, 80), if_a),
             true,
             TC_ACT_REDIRECT,
         ),
@@ -303,7 +324,7 @@ fn main() {
             "service_established",
             false,
             "bench_from_container",
-            ack(a, vip, 50000, 80),
+            (ack(a, vip, 50000, 80), if_a),
             false,
             TC_ACT_REDIRECT,
         ),
@@ -311,7 +332,7 @@ fn main() {
             "service_reply",
             false,
             "bench_from_container",
-            ack(b, a, 8080, 50000),
+            (ack(b, a, 8080, 50000), if_b),
             false,
             TC_ACT_REDIRECT,
         ),
@@ -319,7 +340,7 @@ fn main() {
             "nodeport_new",
             true,
             "bench_from_netdev_new",
-            syn(outside, node_ip, 1, 30080),
+            (syn(outside, node_ip, 1, 30080), if_dev),
             true,
             TC_ACT_REDIRECT,
         ),
@@ -327,7 +348,7 @@ fn main() {
             "nodeport_established",
             true,
             "bench_from_netdev",
-            ack(outside, node_ip, 50000, 30080),
+            (ack(outside, node_ip, 50000, 30080), if_dev),
             false,
             TC_ACT_REDIRECT,
         ),
@@ -335,7 +356,7 @@ fn main() {
             "masquerade",
             true,
             "bench_to_netdev",
-            ack(a, world, 40001, 443),
+            (ack(a, world, 40001, 443), if_dev),
             false,
             TC_ACT_OK,
         ),
@@ -345,7 +366,7 @@ fn main() {
             "policy_new",
             false,
             "bench_from_container_new",
-            syn(a, b, 1, 80),
+            (syn(a, b, 1, 80), if_a),
             true,
             TC_ACT_REDIRECT,
         ),
@@ -353,7 +374,7 @@ fn main() {
             "policy_established",
             false,
             "bench_from_container",
-            ack(a, b, 50001, 80),
+            (ack(a, b, 50001, 80), if_a),
             false,
             TC_ACT_REDIRECT,
         ),
@@ -371,7 +392,7 @@ fn main() {
                 let h = if c.host { &mut host[i] } else { &mut lxc[i] };
                 h.reset_port(1024);
                 let rounds = if c.new { rounds_new } else { rounds };
-                *figure = time(h, c.program, &c.packet, rounds, c.verdict);
+                *figure = time(h, c.program, (&c.packet.0, c.packet.1), rounds, c.verdict);
             }
             let reference = if c.new { ref_new } else { ref_est };
             println!(
@@ -419,11 +440,12 @@ fn main() {
     run(after_policy, &mut lxc, &mut host);
     // A denied port is dropped: the policy is really in the path.
     let denied = ipv4_tcp_packet(a, b, 50002, 81, 0x02);
-    let r = cilium_bpf::loader::test_run_program(
+    let r = cilium_bpf::loader::test_run_program_on(
         lxc[0].program("bench_from_container"),
         "bench_from_container",
         &denied,
         1,
+        if_a,
     )
     .expect("test run");
     assert_eq!(r.verdict, 2, "port 81 is not allowed");

@@ -16,27 +16,31 @@
 #include "lib/nat.h"
 #include "lib/policy.h"
 
-/* Delivers a packet whose destination is a local endpoint into its pod, once the
- * endpoint's ingress policy allows it (conntrack state `ct_state`: replies pass, new flows
- * get a verdict), as to_container would: the packet skips the endpoint's device. */
+/* Delivers a packet to local endpoint `ep` (the packet's destination) into its pod, once
+ * the endpoint's ingress policy allows it (conntrack state `ct_state`: replies pass, new
+ * flows get a verdict), as to_container would: the packet skips the endpoint's device. */
 static __always_inline int deliver_local(struct __sk_buff *skb, struct pkt_info *pi,
-					 __u32 src_label, int ct_state)
+					 __u32 src_label, int ct_state,
+					 const struct endpoint_info *ep)
 {
 	void *data = (void *)(long)skb->data;
 	void *data_end = (void *)(long)skb->data_end;
 	struct ethhdr *eth = data;
 	struct iphdr *ip = (void *)(eth + 1);
-	struct endpoint_info *ep;
+	struct policy_peers peers = {};
 	__u32 ifindex;
 	int ret;
 
 	if ((void *)(ip + 1) > data_end)
 		return send_drop(skb, DROP_INVALID, METRIC_INGRESS, 0, pi, src_label, 0);
-	ep = lookup_ip4_endpoint(ip->daddr);
 	if (!ep || (ep->flags & ENDPOINT_F_HOST))
 		return TC_ACT_OK;
 	pi->reply = ct_state == CT_REPLY;
-	ret = policy_enforce(skb, ct_state, pi, ep->lxc_id, 0, ep->lxc_id, src_label, ep->sec_id);
+	peers.dst_id = ep->lxc_id;
+	peers.src_label = src_label;
+	peers.dst_label = ep->sec_id;
+	peers.dst_ifindex = ep->ifindex;
+	ret = policy_enforce(skb, ct_state, pi, ep->lxc_id, &peers);
 	if (ret)
 		return send_drop(skb, ret, METRIC_INGRESS, ep->lxc_id, pi, src_label, ep->sec_id);
 	ifindex = ep->ifindex;
@@ -76,12 +80,12 @@ static __always_inline int handle_from_netdev(struct __sk_buff *skb)
 	/* Traffic for a pod of this node (from another node): its ingress policy, then
 	 * straight into the pod; a reply of a service flow whose client lives here gets its
 	 * frontend back first. */
-	ep = lookup_ip4_endpoint(pi.daddr);
+	ep = pi.daddr == NODE_IPV4 ? NULL : lookup_ip4_endpoint(pi.daddr);
 	if (ep && !(ep->flags & ENDPOINT_F_HOST)) {
 		ret = ct_lookup4_rev_nat(skb, &pi, ihl, &ct_state);
 		if (ret)
 			return send_drop(skb, ret, METRIC_INGRESS, 0, &pi, src_label, 0);
-		return deliver_local(skb, &pi, src_label, ct_state);
+		return deliver_local(skb, &pi, src_label, ct_state, ep);
 	}
 	if (pi.proto != IPPROTO_TCP && pi.proto != IPPROTO_UDP)
 		return TC_ACT_OK;
@@ -93,11 +97,12 @@ static __always_inline int handle_from_netdev(struct __sk_buff *skb)
 	if (ret > 1)
 		return send_drop(skb, ret, METRIC_INGRESS, 0, &pi, src_label, 0);
 	if (ret == 1) {
-		if (lookup_ip4_endpoint(pi.daddr)) {
+		ep = lookup_ip4_endpoint(pi.daddr);
+		if (ep) {
 			ret = ct_lookup4_rev_nat(skb, &pi, ihl, &ct_state);
 			if (ret)
 				return send_drop(skb, ret, METRIC_INGRESS, 0, &pi, src_label, 0);
-			return deliver_local(skb, &pi, src_label, ct_state);
+			return deliver_local(skb, &pi, src_label, ct_state, ep);
 		}
 		/* NodePort reply: back to the frontend, out towards the client. */
 		ret = lb4_rev_nat(skb, &pi, ihl);
@@ -114,12 +119,13 @@ static __always_inline int handle_from_netdev(struct __sk_buff *skb)
 	svc = lb4_lookup_service(pi.daddr, pi.dport, pi.proto);
 	if (!svc)
 		return TC_ACT_OK;
-	ret = lb4_local(skb, svc, &pi, ihl, src_label, 0, &new_flow);
+	ret = lb4_local(skb, svc, &pi, ihl, src_label, 0, 0, &new_flow);
 	if (ret)
 		return send_drop(skb, ret, METRIC_INGRESS, 0, &pi, src_label, 0);
-	if (lookup_ip4_endpoint(pi.daddr))
+	ep = lookup_ip4_endpoint_at(pi.deliver_ifindex, pi.daddr);
+	if (ep)
 		return deliver_local(skb, &pi, src_label,
-				     new_flow ? CT_NEW_TRACKED : CT_ESTABLISHED);
+				     new_flow ? CT_NEW_TRACKED : CT_ESTABLISHED, ep);
 	/* The backend is on another node: masquerade so its replies come back here. */
 	ret = snat4_egress(skb, &pi, ihl);
 	if (ret)

@@ -51,7 +51,7 @@ static __always_inline int handle_arp(struct __sk_buff *skb)
 	tip = arp->tip;
 	if (sip == tip)
 		return TC_ACT_OK; /* gratuitous */
-	ep = lookup_ip4_endpoint(sip);
+	ep = lookup_ip4_endpoint_at(skb->ifindex, sip);
 	pi.saddr = sip;
 	pi.daddr = tip;
 	if (!ep || ep->ifindex != skb->ifindex)
@@ -75,6 +75,7 @@ static __always_inline int handle_from_container(struct __sk_buff *skb)
 	struct pkt_info pi = {};
 	struct endpoint_info *src, *dst;
 	struct lb4_service *svc = NULL;
+	struct policy_peers peers = {};
 	struct iphdr *ip;
 	__u32 src_label, dst_label, ihl;
 	__u16 src_id;
@@ -97,7 +98,7 @@ static __always_inline int handle_from_container(struct __sk_buff *skb)
 		return send_drop(skb, ret, METRIC_EGRESS, 0, &pi, 0, 0);
 
 	/* The source must be the endpoint behind this very interface: no spoofing. */
-	src = lookup_ip4_endpoint(ip->saddr);
+	src = lookup_ip4_endpoint_at(skb->ifindex, ip->saddr);
 	if (!src || src->ifindex != skb->ifindex)
 		return send_drop(skb, DROP_INVALID_SIP, METRIC_EGRESS, 0, &pi, 0, 0);
 	src_label = src->sec_id;
@@ -111,7 +112,7 @@ static __always_inline int handle_from_container(struct __sk_buff *skb)
 	if (pi.proto == IPPROTO_TCP || pi.proto == IPPROTO_UDP)
 		svc = lb4_lookup_service_internal(pi.daddr, pi.dport, pi.proto);
 	if (svc) {
-		ret = lb4_local(skb, svc, &pi, ihl, src_label, 1, &svc_new);
+		ret = lb4_local(skb, svc, &pi, ihl, src_label, 1, skb->ifindex, &svc_new);
 		if (ret == DROP_NO_SERVICE && SERVICE_NO_BACKEND_REJECT) {
 			/* Reported as Cilium does, then refused rather than left to time out. */
 			send_drop(skb, ret, METRIC_EGRESS, src_id, &pi, src_label, 0);
@@ -144,15 +145,24 @@ static __always_inline int handle_from_container(struct __sk_buff *skb)
 	if ((void *)(ip + 1) > data_end)
 		return send_drop(skb, DROP_INVALID, METRIC_EGRESS, src_id, &pi, src_label, 0);
 
-	dst = lookup_ip4_endpoint(ip->daddr);
+	/* Conntrack remembered where this flow's packets were delivered: usually an array
+	 * index finds the destination. */
+	dst = lookup_ip4_endpoint_at(pi.deliver_ifindex, ip->daddr);
 	local = dst && !(dst->flags & ENDPOINT_F_HOST);
 	dst_label = dst ? dst->sec_id : resolve_identity4(ip->daddr);
 
 	/* Policy: replies of tracked flows pass; everything else needs this endpoint's egress
 	 * policy and, for a pod on this node, the destination's ingress policy. */
 	pi.reply = ct_state == CT_REPLY;
-	ret = policy_enforce(skb, ct_state, &pi, src_id, src_id, local ? dst->lxc_id : 0,
-			     src_label, dst_label);
+	peers.src_id = src_id;
+	peers.src_label = src_label;
+	peers.dst_label = dst_label;
+	peers.src_ifindex = skb->ifindex;
+	if (local) {
+		peers.dst_id = dst->lxc_id;
+		peers.dst_ifindex = dst->ifindex;
+	}
+	ret = policy_enforce(skb, ct_state, &pi, src_id, &peers);
 	if (ret)
 		return send_drop(skb, ret, METRIC_EGRESS, src_id, &pi, src_label, dst_label);
 	data = (void *)(long)skb->data;
@@ -220,6 +230,7 @@ static __always_inline int handle_to_container(struct __sk_buff *skb)
 	void *data_end = (void *)(long)skb->data_end;
 	struct ethhdr *eth = data;
 	struct pkt_info pi = {};
+	struct policy_peers peers = {};
 	struct endpoint_info *dst;
 	struct iphdr *ip;
 	__u32 src_label, dst_label;
@@ -237,7 +248,8 @@ static __always_inline int handle_to_container(struct __sk_buff *skb)
 	if (ret)
 		return send_drop(skb, ret, METRIC_INGRESS, 0, &pi, 0, 0);
 
-	dst = lookup_ip4_endpoint(ip->daddr);
+	/* The packet leaves through the endpoint's own interface. */
+	dst = lookup_ip4_endpoint_at(skb->ifindex, ip->daddr);
 	if (!dst)
 		return TC_ACT_OK;
 	dst_label = dst->sec_id;
@@ -250,7 +262,11 @@ static __always_inline int handle_to_container(struct __sk_buff *skb)
 	if (ret)
 		return send_drop(skb, ret, METRIC_INGRESS, dst_id, &pi, src_label, dst_label);
 	pi.reply = ct_state == CT_REPLY;
-	ret = policy_enforce(skb, ct_state, &pi, dst_id, 0, dst_id, src_label, dst_label);
+	peers.dst_id = dst_id;
+	peers.src_label = src_label;
+	peers.dst_label = dst_label;
+	peers.dst_ifindex = dst->ifindex;
+	ret = policy_enforce(skb, ct_state, &pi, dst_id, &peers);
 	if (ret)
 		return send_drop(skb, ret, METRIC_INGRESS, dst_id, &pi, src_label, dst_label);
 	send_trace(skb, TRACE_TO_LXC, METRIC_INGRESS, dst_id, &pi, src_label, dst_label, 0,
@@ -268,6 +284,7 @@ static __always_inline int handle_from_overlay(struct __sk_buff *skb)
 	struct ethhdr *eth = data;
 	struct pkt_info pi = {};
 	struct bpf_tunnel_key key = {};
+	struct policy_peers peers = {};
 	struct endpoint_info *dst;
 	struct iphdr *ip;
 	__u32 src_label, dst_label, ifindex;
@@ -297,7 +314,11 @@ static __always_inline int handle_from_overlay(struct __sk_buff *skb)
 	if (ret)
 		return send_drop(skb, ret, METRIC_INGRESS, dst_id, &pi, src_label, dst_label);
 	pi.reply = ct_state == CT_REPLY;
-	ret = policy_enforce(skb, ct_state, &pi, dst_id, 0, dst_id, src_label, dst_label);
+	peers.dst_id = dst_id;
+	peers.src_label = src_label;
+	peers.dst_label = dst_label;
+	peers.dst_ifindex = ifindex;
+	ret = policy_enforce(skb, ct_state, &pi, dst_id, &peers);
 	if (ret)
 		return send_drop(skb, ret, METRIC_INGRESS, dst_id, &pi, src_label, dst_label);
 	data = (void *)(long)skb->data;
@@ -309,9 +330,7 @@ static __always_inline int handle_from_overlay(struct __sk_buff *skb)
 	if (ip->ttl <= 1)
 		return send_drop(skb, DROP_INVALID, METRIC_INGRESS, dst_id, &pi, src_label,
 				 dst_label);
-	dst = lookup_ip4_endpoint(ip->daddr);
-	if (!dst)
-		return TC_ACT_OK;
+	/* Reverse NAT changed the source only: `dst` is still the destination. */
 	__builtin_memcpy(eth->h_dest, &dst->mac, ETH_ALEN);
 	__builtin_memcpy(eth->h_source, &dst->node_mac, ETH_ALEN);
 	decrease_ttl(ip);

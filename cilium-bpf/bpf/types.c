@@ -6,6 +6,7 @@
 
 struct endpoint_key abi_endpoint_key __attribute__((used));
 struct endpoint_info abi_endpoint_info __attribute__((used));
+struct lxc_ifindex_entry abi_lxc_ifindex_entry __attribute__((used));
 struct ipcache_key abi_ipcache_key __attribute__((used));
 struct remote_endpoint_info abi_remote_endpoint_info __attribute__((used));
 struct metrics_key abi_metrics_key __attribute__((used));

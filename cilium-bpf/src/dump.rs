@@ -13,7 +13,7 @@ use serde::Serialize;
 use crate::DatapathError;
 use crate::error::map_err;
 use crate::lb::ServiceWriter;
-use crate::maps::{BpfHashMap, IpcacheMap, MetricsMap, globals_dir, names};
+use crate::maps::{BpfHashMap, EndpointMap, IpcacheMap, MetricsMap, globals_dir, names};
 use crate::types::*;
 
 /// `TCP`, `UDP`, `SCTP`, `ICMP`, `ANY`, or the protocol number.
@@ -400,6 +400,19 @@ pub fn map_entries(bpf_root: &Path, name: &str) -> Result<Vec<(String, String)>,
                 )
             })
             .collect(),
+        names::LXC_IFINDEX => {
+            let map = EndpointMap::open(bpf_root)?;
+            let mut rows = Vec::new();
+            for ifindex in 1..crate::maps::LXC_IFINDEX_MAX {
+                if let Some((ip, v)) = map.by_ifindex(ifindex)? {
+                    rows.push((
+                        format!("{ifindex}"),
+                        format!("{ip} id={} sec_id={}", v.lxc_id, v.sec_id),
+                    ));
+                }
+            }
+            rows
+        }
         names::POLICY_REV => {
             let path = globals_dir(bpf_root).join(name);
             let data = MapData::from_pin(&path).map_err(map_err("open pinned", name))?;

@@ -270,22 +270,36 @@ impl Datapath {
         attach_pinned(&mut self.host, HOST_OBJECT, &NETDEV_PROGRAMS, &dir, ifname)
     }
 
-    /// Runs a datapath program (`from_container`, `to_container`, `from_netdev`, `to_netdev`) on a packet with
-    /// `BPF_PROG_TEST_RUN`, `repeat` times, in the kernel. The packet's `skb->ifindex` is
-    /// the loopback device's (1). Returns the program's verdict (`TC_ACT_*`) and the
-    /// kernel-measured time per run.
+    /// Runs a datapath program (`from_container`, `to_container`, `from_netdev`,
+    /// `to_netdev`) on a packet with `BPF_PROG_TEST_RUN`, `repeat` times, in the kernel. The
+    /// packet's `skb->ifindex` is the loopback device's (1). Returns the program's verdict
+    /// (`TC_ACT_*`) and the kernel-measured time per run.
     pub fn test_run(
         &mut self,
         program: &'static str,
         packet: &[u8],
         repeat: u32,
     ) -> Result<TestRunOutcome, DatapathError> {
+        self.test_run_on(program, packet, repeat, 0)
+    }
+
+    /// [`Datapath::test_run`] with the packet on interface `ifindex` (`skb->ifindex`; 0 for
+    /// the loopback device's): an interface of the calling thread's network namespace (see
+    /// [`crate::testing::TestLinks`]).
+    pub fn test_run_on(
+        &mut self,
+        program: &'static str,
+        packet: &[u8],
+        repeat: u32,
+        ifindex: u32,
+    ) -> Result<TestRunOutcome, DatapathError> {
         let (ebpf, object) = if program.ends_with("netdev") {
             (&mut self.host, HOST_OBJECT)
         } else {
             (&mut self.ebpf, OBJECT)
         };
-        test_run_program(classifier(ebpf, object, program)?, program, packet, repeat)
+        let prog = classifier(ebpf, object, program)?;
+        test_run_program_on(prog, program, packet, repeat, ifindex)
     }
 
     /// Detaches the endpoint programs from `ifname` and removes their pins. Returns false if
@@ -391,16 +405,36 @@ pub struct TestRunOutcome {
     pub per_run: std::time::Duration,
 }
 
-/// Runs a loaded tc program with `BPF_PROG_TEST_RUN`.
+/// Runs a loaded tc program with `BPF_PROG_TEST_RUN` (`skb->ifindex` 1, loopback).
 pub fn test_run_program(
     prog: &SchedClassifier,
     name: &'static str,
     packet: &[u8],
     repeat: u32,
 ) -> Result<TestRunOutcome, DatapathError> {
+    test_run_program_on(prog, name, packet, repeat, 0)
+}
+
+/// Offset of `ifindex` in `struct __sk_buff` (the test run's context).
+const SKB_IFINDEX_OFFSET: usize = 40;
+
+/// Runs a loaded tc program with `BPF_PROG_TEST_RUN` on a packet of interface `ifindex`
+/// (`skb->ifindex`; 0: loopback's). The kernel takes the interface from the calling
+/// thread's network namespace and refuses an index it does not find there.
+pub fn test_run_program_on(
+    prog: &SchedClassifier,
+    name: &'static str,
+    packet: &[u8],
+    repeat: u32,
+    ifindex: u32,
+) -> Result<TestRunOutcome, DatapathError> {
     use aya::programs::TestRun;
+    // The context up to and including `ifindex`; the kernel zero-fills the rest.
+    let mut ctx = [0u8; SKB_IFINDEX_OFFSET + 4];
+    ctx[SKB_IFINDEX_OFFSET..].copy_from_slice(&ifindex.to_ne_bytes());
     let opts = aya::programs::TestRunOptions {
         data_in: Some(packet),
+        ctx_in: (ifindex != 0).then_some(&ctx[..]),
         repeat: repeat.max(1),
         ..Default::default()
     };

@@ -21,6 +21,8 @@ use crate::types::*;
 pub mod names {
     /// Local endpoints.
     pub const LXC: &str = "cilium_lxc";
+    /// Local endpoints by interface index (not an upstream map; written with `cilium_lxc`).
+    pub const LXC_IFINDEX: &str = "cilium_lxc_ifindex";
     /// Prefix to identity.
     pub const IPCACHE: &str = "cilium_ipcache_v2";
     /// Per-CPU counters.
@@ -55,8 +57,9 @@ pub mod names {
     /// upstream map).
     pub const POLICY_REV: &str = "cilium_policy_rev";
     /// Every pinned map.
-    pub const ALL: [&str; 16] = [
+    pub const ALL: [&str; 17] = [
         POLICY_REV,
+        LXC_IFINDEX,
         LB4_AFFINITY,
         LB_AFFINITY_MATCH,
         POLICY,
@@ -167,8 +170,6 @@ impl<K: aya::Pod, V: aya::Pod> BpfHashMap<K, V> {
     }
 }
 
-/// `cilium_lxc`: local endpoints by IP.
-pub type EndpointMap = BpfHashMap<EndpointKey, EndpointInfo>;
 /// `cilium_lb4_services_v2`.
 pub type Lb4ServicesMap = BpfHashMap<Lb4Key, Lb4Service>;
 /// `cilium_lb4_backends_v3`.
@@ -184,20 +185,138 @@ pub type LbAffinityMatchMap = BpfHashMap<LbAffinityMatch, u8>;
 /// `cilium_lb4_affinity`.
 pub type Lb4AffinityMap = BpfHashMap<Lb4AffinityKey, LbAffinityVal>;
 
+/// Interface indexes `cilium_lxc_ifindex` has a slot for (the datapath's `LXC_IFINDEX_MAX`).
+pub const LXC_IFINDEX_MAX: u32 = 65536;
+
+/// `cilium_lxc`, local endpoints by IP, and beside it `cilium_lxc_ifindex`, the same
+/// endpoints by interface index, which the programs read first (an array index instead of
+/// a hash lookup; they check the address and fall back to `cilium_lxc`). Every change goes
+/// through here so the two agree: an endpoint is added to `cilium_lxc` first and removed from
+/// it last.
+pub struct EndpointMap {
+    lxc: BpfHashMap<EndpointKey, EndpointInfo>,
+    by_ifindex: aya::maps::Array<MapData, LxcIfindexEntry>,
+}
+
+impl std::fmt::Debug for EndpointMap {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EndpointMap")
+            .field("lxc", &self.lxc)
+            .finish_non_exhaustive()
+    }
+}
+
 impl EndpointMap {
-    /// Records a local IPv4 endpoint.
+    /// Opens both pinned maps.
+    pub fn open(bpf_root: &Path) -> Result<Self, DatapathError> {
+        let lxc = BpfHashMap::open(bpf_root, names::LXC)?;
+        let by_ifindex = aya::maps::Array::try_from(open_map(bpf_root, names::LXC_IFINDEX)?)
+            .map_err(|source| DatapathError::Map {
+                op: "open pinned",
+                map: names::LXC_IFINDEX,
+                source: Box::new(source),
+            })?;
+        Ok(EndpointMap { lxc, by_ifindex })
+    }
+
+    fn read_slot(&self, ifindex: u32) -> Result<LxcIfindexEntry, DatapathError> {
+        self.by_ifindex
+            .get(&ifindex, 0)
+            .map_err(|source| DatapathError::Map {
+                op: "lookup",
+                map: names::LXC_IFINDEX,
+                source: Box::new(source),
+            })
+    }
+
+    fn set_slot(&mut self, ifindex: u32, entry: &LxcIfindexEntry) -> Result<(), DatapathError> {
+        self.by_ifindex
+            .set(ifindex, entry, 0)
+            .map_err(|source| DatapathError::Map {
+                op: "update",
+                map: names::LXC_IFINDEX,
+                source: Box::new(source),
+            })
+    }
+
+    /// Clears the slot of `ifindex` if it holds the endpoint `ip`.
+    fn clear_slot(&mut self, ifindex: u32, ip: Ipv4Addr) -> Result<(), DatapathError> {
+        if ifindex == 0 || ifindex >= LXC_IFINDEX_MAX {
+            return Ok(());
+        }
+        if self.read_slot(ifindex)?.ip4 == ip.octets() {
+            self.set_slot(ifindex, &LxcIfindexEntry::default())?;
+        }
+        Ok(())
+    }
+
+    /// Records a local IPv4 endpoint. An endpoint of a pod (not the host's, which has no
+    /// interface of its own) also takes its interface's slot in `cilium_lxc_ifindex`; an
+    /// endpoint that moved to another interface leaves its old slot.
     pub fn upsert_ipv4(&mut self, ip: Ipv4Addr, info: &EndpointInfo) -> Result<(), DatapathError> {
-        self.insert(&EndpointKey::ipv4(ip), info)
+        let old = self.get_ipv4(ip)?;
+        self.lxc.insert(&EndpointKey::ipv4(ip), info)?;
+        if let Some(old) = old.filter(|o| o.ifindex != info.ifindex) {
+            self.clear_slot(old.ifindex, ip)?;
+        }
+        if info.flags & ENDPOINT_F_HOST == 0 && info.ifindex != 0 && info.ifindex < LXC_IFINDEX_MAX
+        {
+            let entry = LxcIfindexEntry {
+                ip4: ip.octets(),
+                pad: 0,
+                info: *info,
+            };
+            self.set_slot(info.ifindex, &entry)?;
+        }
+        Ok(())
     }
 
     /// The endpoint with this IPv4 address.
     pub fn get_ipv4(&self, ip: Ipv4Addr) -> Result<Option<EndpointInfo>, DatapathError> {
-        self.get(&EndpointKey::ipv4(ip))
+        self.lxc.get(&EndpointKey::ipv4(ip))
     }
 
-    /// Forgets a local IPv4 endpoint.
+    /// Forgets a local IPv4 endpoint (its interface's slot first).
     pub fn remove_ipv4(&mut self, ip: Ipv4Addr) -> Result<bool, DatapathError> {
-        self.remove(&EndpointKey::ipv4(ip))
+        if let Some(old) = self.get_ipv4(ip)? {
+            self.clear_slot(old.ifindex, ip)?;
+        }
+        self.lxc.remove(&EndpointKey::ipv4(ip))
+    }
+
+    /// Every entry of `cilium_lxc`.
+    pub fn entries(&self) -> Result<Vec<(EndpointKey, EndpointInfo)>, DatapathError> {
+        self.lxc.entries()
+    }
+
+    /// Clears every slot of `cilium_lxc_ifindex` that does not hold what `cilium_lxc` says
+    /// (an endpoint gone from it, or now behind another interface): what a writer that
+    /// stopped halfway leaves. Returns how many were cleared.
+    pub fn prune_slots(&mut self) -> Result<usize, DatapathError> {
+        let mut cleared = 0;
+        for ifindex in 1..LXC_IFINDEX_MAX {
+            let Some((ip, _)) = self.by_ifindex(ifindex)? else {
+                continue;
+            };
+            let current = self.get_ipv4(ip)?;
+            if current.is_none_or(|c| c.ifindex != ifindex || c.flags & ENDPOINT_F_HOST != 0) {
+                self.set_slot(ifindex, &LxcIfindexEntry::default())?;
+                cleared += 1;
+            }
+        }
+        Ok(cleared)
+    }
+
+    /// The endpoint in the slot of `ifindex` in `cilium_lxc_ifindex`, with its address.
+    pub fn by_ifindex(
+        &self,
+        ifindex: u32,
+    ) -> Result<Option<(Ipv4Addr, EndpointInfo)>, DatapathError> {
+        if ifindex >= LXC_IFINDEX_MAX {
+            return Ok(None);
+        }
+        let e = self.read_slot(ifindex)?;
+        Ok((e.ip4 != [0; 4]).then(|| (Ipv4Addr::from(e.ip4), e.info)))
     }
 }
 
@@ -403,7 +522,7 @@ impl std::os::fd::AsFd for EventReader {
 /// Every map of the datapath, opened from its pin.
 #[derive(Debug)]
 pub struct Maps {
-    /// `cilium_lxc`.
+    /// `cilium_lxc` and `cilium_lxc_ifindex`.
     pub endpoints: EndpointMap,
     /// `cilium_ipcache_v2`.
     pub ipcache: IpcacheMap,
@@ -427,7 +546,7 @@ impl Maps {
     /// Opens every map pinned under `<bpf_root>/tc/globals`.
     pub fn open(bpf_root: &Path) -> Result<Self, DatapathError> {
         Ok(Maps {
-            endpoints: BpfHashMap::open(bpf_root, names::LXC)?,
+            endpoints: EndpointMap::open(bpf_root)?,
             ipcache: IpcacheMap::open(bpf_root)?,
             metrics: MetricsMap::open(bpf_root)?,
             lb4_services: BpfHashMap::open(bpf_root, names::LB4_SERVICES)?,

@@ -34,6 +34,85 @@ pub fn run(args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// A network namespace with interfaces of its own, for test runs of packets on a given interface
+/// (`BPF_PROG_TEST_RUN` takes `skb->ifindex` only from an interface of the calling
+/// thread's namespace: [`TestLinks::enter`]). Deleted on drop.
+#[derive(Debug)]
+pub struct TestLinks {
+    /// The namespace (`/run/netns/<netns>`).
+    pub netns: String,
+    /// The interfaces' indexes, in creation order.
+    pub ifindexes: Vec<u32>,
+}
+
+impl TestLinks {
+    /// Creates namespace `netns` (a name of the caller's, with its project prefix) with
+    /// `count` interfaces named `lxc0`, `lxc1`, ... (veths, each with a peer `lxc0p`, ...:
+    /// kernels may lack the dummy driver).
+    pub fn new(netns: &str, count: usize) -> Self {
+        let _ = Command::new("ip").args(["netns", "del", netns]).output();
+        run(&["ip", "netns", "add", netns]);
+        let mut links = TestLinks {
+            netns: netns.to_owned(),
+            ifindexes: Vec::new(),
+        };
+        for i in 0..count {
+            let name = format!("lxc{i}");
+            let peer = format!("{name}p");
+            run(&[
+                "ip", "-n", netns, "link", "add", &name, "type", "veth", "peer", "name", &peer,
+            ]);
+            let out = run(&["ip", "-n", netns, "-o", "link", "show", "dev", &name]);
+            let index = out
+                .split(':')
+                .next()
+                .and_then(|n| n.trim().parse().ok())
+                .unwrap_or_else(|| panic!("no ifindex in {out:?}"));
+            links.ifindexes.push(index);
+        }
+        links
+    }
+
+    /// Moves the calling thread into the namespace until the guard drops.
+    pub fn enter(&self) -> NetnsGuard {
+        let original = std::fs::File::open("/proc/thread-self/ns/net").expect("own netns");
+        let path = format!("/run/netns/{}", self.netns);
+        let file = std::fs::File::open(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+        // SAFETY: `file` is an open network namespace file that outlives the call; setns
+        // only changes this thread's namespace.
+        let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
+        assert_eq!(rc, 0, "setns {path}: {}", std::io::Error::last_os_error());
+        NetnsGuard { original }
+    }
+}
+
+impl Drop for TestLinks {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.netns])
+            .output();
+    }
+}
+
+/// The calling thread inside a [`TestLinks`] namespace; back in its own on drop.
+#[derive(Debug)]
+pub struct NetnsGuard {
+    original: std::fs::File,
+}
+
+impl Drop for NetnsGuard {
+    fn drop(&mut self) {
+        // SAFETY: `original` is the thread's former network namespace, open until here.
+        let rc = unsafe { libc::setns(self.original.as_raw_fd(), libc::CLONE_NEWNET) };
+        if rc != 0 {
+            eprintln!(
+                "returning to the original network namespace: {}",
+                std::io::Error::last_os_error()
+            );
+        }
+    }
+}
+
 /// Starts `f` on a new thread that has entered the network namespace `/run/netns/<ns>`.
 pub fn spawn_in_netns<T: Send + 'static>(
     ns: &str,
@@ -115,10 +194,20 @@ pub fn loopback_endpoints(
     maps: &mut crate::maps::Maps,
     ips: &[Ipv4Addr],
 ) -> Result<(), crate::DatapathError> {
-    for (i, ip) in ips.iter().enumerate() {
+    let at: Vec<(Ipv4Addr, u32)> = ips.iter().map(|ip| (*ip, 1)).collect();
+    endpoints_at(maps, &at)
+}
+
+/// Local endpoints as [`loopback_endpoints`] writes them, each behind its own interface:
+/// `(address, ifindex)` (the interfaces of a [`TestLinks`]).
+pub fn endpoints_at(
+    maps: &mut crate::maps::Maps,
+    endpoints: &[(Ipv4Addr, u32)],
+) -> Result<(), crate::DatapathError> {
+    for (i, (ip, ifindex)) in endpoints.iter().enumerate() {
         let n = u8::try_from(i).unwrap_or(u8::MAX).saturating_add(10);
         let info = crate::types::EndpointInfo {
-            ifindex: 1,
+            ifindex: *ifindex,
             lxc_id: u16::from(n),
             mac: crate::types::mac_to_u64([2, 0, 0, 0, 0, n]),
             node_mac: crate::types::mac_to_u64([2, 0, 0, 0, 1, n]),

@@ -91,6 +91,20 @@ pub struct EndpointInfo {
 }
 pod!(EndpointInfo, 48);
 
+/// `lxc_ifindex_entry`: the value of `cilium_lxc_ifindex` (56 bytes, indexed by the
+/// endpoint's interface index): the endpoint's address and its `cilium_lxc` entry.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct LxcIfindexEntry {
+    /// The endpoint's IPv4 address (network byte order); all zero: no endpoint.
+    pub ip4: [u8; 4],
+    /// Padding.
+    pub pad: u32,
+    /// The endpoint's `cilium_lxc` value.
+    pub info: EndpointInfo,
+}
+pod!(LxcIfindexEntry, 56);
+
 /// `endpoint_info.flags`: the endpoint is the host.
 pub const ENDPOINT_F_HOST: u32 = 1;
 /// `endpoint_info.flags`: the endpoint lives in the host network namespace.
@@ -284,8 +298,9 @@ pub struct CtEntry {
     /// The policy revision (`cilium_policy_rev` + 1) at which the flow last passed policy;
     /// 0: not yet (this project's use of upstream's unused `reserved0`).
     pub policy_rev: u32,
-    /// Unused.
-    pub reserved0: u32,
+    /// The interface of the flow's source endpoint, where its replies are delivered (0: the
+    /// source is not a local endpoint); upstream's unused `reserved0`, as `policy_rev`.
+    pub reply_ifindex: u32,
     /// Backend of a service connection.
     pub backend_id: u64,
     /// Packets seen.
@@ -298,7 +313,8 @@ pub struct CtEntry {
     pub flags: u16,
     /// Rev-NAT index of a service connection.
     pub rev_nat_index: u16,
-    /// Interface index.
+    /// The interface of the flow's destination endpoint, where its packets are delivered
+    /// (0: not a local endpoint, or an index of 65536 or more).
     pub ifindex: u16,
     /// TCP flags seen leaving.
     pub tx_flags_seen: u8,

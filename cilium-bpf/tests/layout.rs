@@ -141,6 +141,17 @@ fn rust_types_match_c_layouts() {
             ("pad2", offset_of!(EndpointInfo, pad2)),
         ],
     );
+    check(
+        &all,
+        "lxc_ifindex_entry",
+        size_of::<LxcIfindexEntry>(),
+        0,
+        &[
+            ("ip4", offset_of!(LxcIfindexEntry, ip4)),
+            ("pad", offset_of!(LxcIfindexEntry, pad)),
+            ("info", offset_of!(LxcIfindexEntry, info)),
+        ],
+    );
     // The Rust key leaves out the LPM prefix length (aya's lpm_trie::Key adds it).
     check(
         &all,
@@ -267,7 +278,7 @@ fn rust_types_match_c_layouts() {
         0,
         &[
             ("policy_rev", offset_of!(CtEntry, policy_rev)),
-            ("reserved0", offset_of!(CtEntry, reserved0)),
+            ("reply_ifindex", offset_of!(CtEntry, reply_ifindex)),
             ("backend_id", offset_of!(CtEntry, backend_id)),
             ("packets", offset_of!(CtEntry, packets)),
             ("bytes", offset_of!(CtEntry, bytes)),
@@ -391,6 +402,7 @@ fn the_loaded_object_uses_the_same_types() {
     for name in [
         "endpoint_key",
         "endpoint_info",
+        "lxc_ifindex_entry",
         "ipcache_key",
         "remote_endpoint_info",
         "lb4_key",

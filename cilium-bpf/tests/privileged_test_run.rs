@@ -364,3 +364,155 @@ fn privileged_monitor_aggregation_and_policy_revision() {
         }
     }
 }
+
+/// Endpoints by interface (`cilium_lxc_ifindex`): each endpoint behind an interface of
+/// a namespace of the test's, the programs run on packets of those interfaces. The slots
+/// follow `cilium_lxc` (written, moved, cleared, pruned); a packet is still checked
+/// against its own interface (anti-spoofing); conntrack remembers where a flow's packets
+/// and its replies go, and a remembered interface that now holds another endpoint is not
+/// trusted.
+#[test]
+fn privileged_endpoints_by_interface() {
+    use cilium_bpf::events::{Event, EventKind, ObservationPoint};
+    if !is_root_or_skip("privileged_endpoints_by_interface") {
+        return;
+    }
+    let fs = BpfFs::new();
+    let config = DatapathConfig::new(
+        &fs.path,
+        Ipv4Addr::new(192, 168, 10, 100),
+        Ipv4Addr::new(10, 0, 0, 254),
+    );
+    // monitor-aggregation none: every delivered packet is reported, with its endpoint.
+    assert_eq!(config.monitor_aggregation, 0);
+    let mut dp = Datapath::load(config).expect("load");
+    let mut maps = Maps::open(&fs.path).expect("maps");
+    let links = cilium_bpf::testing::TestLinks::new(&format!("crs{}-tr", std::process::id()), 3);
+    let [if0, if1, if2] = [links.ifindexes[0], links.ifindexes[1], links.ifindexes[2]];
+    let (a, b, c) = (
+        Ipv4Addr::new(10, 0, 0, 1),
+        Ipv4Addr::new(10, 0, 0, 2),
+        Ipv4Addr::new(10, 0, 0, 3),
+    );
+    cilium_bpf::testing::endpoints_at(&mut maps, &[(a, if0), (b, if1)]).expect("endpoints");
+    let slot = |maps: &Maps, i| maps.endpoints.by_ifindex(i).expect("slot");
+    assert_eq!(
+        slot(&maps, if0).map(|(ip, e)| (ip, e.lxc_id)),
+        Some((a, 10))
+    );
+    assert_eq!(
+        slot(&maps, if1).map(|(ip, e)| (ip, e.lxc_id)),
+        Some((b, 11))
+    );
+    assert_eq!(slot(&maps, if2), None);
+
+    let mut reader = cilium_bpf::maps::EventReader::open(&fs.path).expect("events");
+    let _inside = links.enter();
+    let mut run = |pkt: &[u8], ifindex: u32| {
+        dp.test_run_on("from_container", pkt, 1, ifindex)
+            .expect("test run")
+            .verdict
+    };
+    // The endpoint a that was delivered to (the trace's destination endpoint id).
+    let mut delivered_to = || {
+        let events: Vec<Event> = reader.drain().into_iter().filter_map(Result::ok).collect();
+        let to: Vec<u16> = events
+            .iter()
+            .filter(|e| {
+                e.kind
+                    == EventKind::Trace {
+                        point: ObservationPoint::ToEndpoint,
+                    }
+            })
+            .map(|e| e.dst_endpoint)
+            .collect();
+        to
+    };
+    delivered_to();
+    assert_eq!(
+        run(&ipv4_tcp_packet(a, b, 40000, 80, 0x02), if0),
+        TC_ACT_REDIRECT
+    );
+    assert_eq!(delivered_to(), vec![11]);
+    // a's address from b's interface: spoofed, dropped.
+    assert_eq!(
+        run(&ipv4_tcp_packet(a, b, 40001, 80, 0x02), if1),
+        TC_ACT_SHOT
+    );
+    // The flow's entry remembers both interfaces (a -> b:80, stored as Cilium stores it).
+    let key = cilium_bpf::types::Ipv4CtTuple {
+        daddr: a.octets(),
+        saddr: b.octets(),
+        dport: 80u16.to_be(),
+        sport: 40000u16.to_be(),
+        nexthdr: 6,
+        flags: 0,
+    };
+    let entry = maps.ct4_tcp.get(&key).expect("lookup").expect("tracked");
+    assert_eq!((u32::from(entry.ifindex), entry.reply_ifindex), (if1, if0));
+    // The reply goes back to a, and the flow's next packet to b.
+    assert_eq!(
+        run(&ipv4_tcp_packet(b, a, 80, 40000, 0x12), if1),
+        TC_ACT_REDIRECT
+    );
+    assert_eq!(
+        run(&ipv4_tcp_packet(a, b, 40000, 80, 0x10), if0),
+        TC_ACT_REDIRECT
+    );
+    assert_eq!(delivered_to(), vec![10, 11]);
+
+    // b comes back behind another interface as endpoint 99, and c takes b's old one: the
+    // flow's remembered interface now holds c, and the packet still goes to b.
+    let b_again = cilium_bpf::types::EndpointInfo {
+        ifindex: if2,
+        lxc_id: 99,
+        sec_id: 399,
+        ..cilium_bpf::types::EndpointInfo::default()
+    };
+    maps.endpoints.upsert_ipv4(b, &b_again).expect("move b");
+    assert_eq!(slot(&maps, if1), None, "b's old slot is cleared");
+    assert_eq!(
+        slot(&maps, if2).map(|(ip, e)| (ip, e.lxc_id)),
+        Some((b, 99))
+    );
+    let c_info = cilium_bpf::types::EndpointInfo {
+        ifindex: if1,
+        lxc_id: 12,
+        sec_id: 302,
+        ..cilium_bpf::types::EndpointInfo::default()
+    };
+    maps.endpoints.upsert_ipv4(c, &c_info).expect("c");
+    assert_eq!(
+        run(&ipv4_tcp_packet(a, b, 40000, 80, 0x10), if0),
+        TC_ACT_REDIRECT
+    );
+    assert_eq!(delivered_to(), vec![99]);
+    // c's address from c's interface works; b's old address there does not.
+    assert_eq!(
+        run(&ipv4_tcp_packet(c, a, 40002, 80, 0x02), if1),
+        TC_ACT_REDIRECT
+    );
+    assert_eq!(
+        run(&ipv4_tcp_packet(b, a, 40003, 80, 0x02), if1),
+        TC_ACT_SHOT
+    );
+
+    // Removing an endpoint clears its slot; a slot whose endpoint left cilium_lxc without
+    // it (a writer that stopped halfway) is pruned.
+    assert!(maps.endpoints.remove_ipv4(a).expect("remove"));
+    assert_eq!(slot(&maps, if0), None);
+    let mut raw = cilium_bpf::maps::BpfHashMap::<
+        cilium_bpf::types::EndpointKey,
+        cilium_bpf::types::EndpointInfo,
+    >::open(&fs.path, cilium_bpf::maps::names::LXC)
+    .expect("cilium_lxc");
+    raw.remove(&cilium_bpf::types::EndpointKey::ipv4(c))
+        .expect("remove c behind the writer's back");
+    assert_eq!(maps.endpoints.prune_slots().expect("prune"), 1);
+    assert_eq!(slot(&maps, if1), None);
+    assert_eq!(
+        slot(&maps, if2).map(|(ip, _)| ip),
+        Some(b),
+        "b's slot stays"
+    );
+}

@@ -107,6 +107,19 @@ struct endpoint_info {
 	__u32 pad2[2];
 };
 
+/* ---- cilium_lxc_ifindex (not an upstream map) ------------------------------------------- */
+
+/* The local endpoint behind an interface, by interface index: the endpoint's cilium_lxc
+ * entry and its address. Programs that know the interface a packet comes from or goes to
+ * (its own, or one conntrack remembered) find the endpoint by an array index instead of a
+ * hash of the address. An entry counts only for its own address and interface, so a stale
+ * or wrong index costs the hash lookup it replaces and nothing else. */
+struct lxc_ifindex_entry {
+	__be32 ip4;
+	__u32 pad;
+	struct endpoint_info info;
+};
+
 /* ---- cilium_ipcache_v2 ----------------------------------------------------------------- */
 
 struct ipcache_key {
@@ -251,14 +264,16 @@ struct ipv4_ct_tuple {
 
 struct ct_entry {
 	__u32 policy_rev; /* cilium_policy_rev + 1 when the flow last passed policy; 0: not yet */
-	__u32 reserved0;
+	__u32 reply_ifindex; /* the interface of the flow's source endpoint (its replies go
+			      * there), 0: not a local endpoint; upstream's reserved0 */
 	__u64 backend_id;
 	__u64 packets;
 	__u64 bytes;
 	__u32 lifetime;
 	__u16 flags; /* rx_closing, tx_closing, ... as Cilium's bit fields */
 	__u16 rev_nat_index;
-	__u16 ifindex;
+	__u16 ifindex; /* the interface of the flow's destination endpoint when it is local
+			* and below LXC_IFINDEX_MAX (its packets are delivered there), else 0 */
 	__u8 tx_flags_seen;
 	__u8 rx_flags_seen;
 	__u32 src_sec_id;

@@ -56,16 +56,16 @@ static __always_inline __u32 ct_lifetime(__u8 proto, __u8 tcp_flags, __u16 flags
 }
 
 /* Updates an entry for a packet travelling in direction `tx` (1: as the entry was created,
- * 0: the reply direction), writing only what changed: the lifetime moves once a second,
+ * 0: the reply direction) at `now` (bpf_mono_now, read once per packet by the caller),
+ * writing only what changed: the lifetime moves once a second,
  * counters only with bpf-conntrack-accounting. Returns 1 when the packet is worth a trace
  * report under monitor aggregation (Cilium's __ct_update_timeout): a TCP flag of
  * monitor-aggregation-flags not seen before in this direction, or the report interval has
  * passed since this direction's last report (a new entry, zeroed, always reports). */
 static __always_inline int ct_touch(struct ct_entry *e, __u8 proto, __u8 tcp_flags,
-				    __u32 len, int tx)
+				    __u32 len, int tx, __u32 now)
 {
 	__u16 flags = e->flags;
-	__u32 now = bpf_mono_now();
 	__u32 lifetime, last;
 	__u8 seen = 0, acc;
 
@@ -134,8 +134,9 @@ static __always_inline void ct_key(struct ipv4_ct_tuple *t, __be32 saddr, __be32
 }
 
 /* Whether the packet answers a tracked flow: its entry (created in the other direction) is
- * touched as a reply and `*rev_nat` gets the flow's reverse-NAT index (0: not a service
- * flow). ICMP echo: request and reply carry the same id (in sport); the port is 0. */
+ * touched as a reply, `*rev_nat` gets the flow's reverse-NAT index (0: not a service
+ * flow) and `pi->deliver_ifindex` the interface of the flow's source endpoint. ICMP echo:
+ * request and reply carry the same id (in sport); the port is 0. */
 static __always_inline int ct_reply4(struct __sk_buff *skb, struct pkt_info *pi,
 				     __u16 *rev_nat)
 {
@@ -149,8 +150,9 @@ static __always_inline int ct_reply4(struct __sk_buff *skb, struct pkt_info *pi,
 	e = bpf_map_lookup_elem(ct_map(pi->proto), &key);
 	if (!e)
 		return 0;
-	pi->quiet = !ct_touch(e, pi->proto, pi->tcp_flags, skb->len, 0);
+	pi->quiet = !ct_touch(e, pi->proto, pi->tcp_flags, skb->len, 0, bpf_mono_now());
 	*rev_nat = e->rev_nat_index;
+	pi->deliver_ifindex = (__u16)e->reply_ifindex;
 	return 1;
 }
 
@@ -166,8 +168,8 @@ static __always_inline __u32 policy_rev_stamp(void)
 
 /* The conntrack state of a packet that is not a service request: CT_REPLY (see
  * ct_reply4, which sets `*rev_nat`), CT_ESTABLISHED when its own flow is tracked (the entry
- * touched, and `pi->policy_ok` telling whether it passed policy at the current revision),
- * else CT_NEW. */
+ * touched, `pi->policy_ok` telling whether it passed policy at the current revision and
+ * `pi->deliver_ifindex` where its packets were delivered), else CT_NEW. */
 static __always_inline int ct_lookup4(struct __sk_buff *skb, struct pkt_info *pi,
 				      __u16 *rev_nat)
 {
@@ -182,8 +184,9 @@ static __always_inline int ct_lookup4(struct __sk_buff *skb, struct pkt_info *pi
 	e = bpf_map_lookup_elem(ct_map(pi->proto), &key);
 	if (!e)
 		return CT_NEW;
-	pi->quiet = !ct_touch(e, pi->proto, pi->tcp_flags, skb->len, 1);
+	pi->quiet = !ct_touch(e, pi->proto, pi->tcp_flags, skb->len, 1, bpf_mono_now());
 	pi->policy_ok = e->policy_rev == policy_rev_stamp();
+	pi->deliver_ifindex = e->ifindex;
 	return CT_ESTABLISHED;
 }
 

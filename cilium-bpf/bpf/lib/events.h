@@ -24,7 +24,8 @@ struct pkt_info {
 	__u8 policy_ok;  /* conntrack: the flow passed policy at the current revision */
 	__be32 svc_addr; /* a service flow's frontend (its conntrack entry holds the flow's */
 	__be16 svc_port; /* policy stamp); port 0: not a service flow */
-	__u16 pad;
+	__u16 deliver_ifindex; /* conntrack: where the flow's packets were delivered (0: no
+				* idea), a hint for lookup_ip4_endpoint_at */
 };
 
 /* Monitor aggregation levels (Cilium's TRACE_AGGREGATE_*). */

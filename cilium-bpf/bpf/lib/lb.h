@@ -237,10 +237,13 @@ static __always_inline __u32 lb4_select_backend(const struct lb4_service *svc, _
 /* Translates the destination of a packet to a service frontend into one of its backends,
  * recording the choice in conntrack so every later packet of the flow goes to the same
  * backend. `*new_flow` tells whether the translated flow was new to conntrack (its entry is
- * created here, so policy need not look it up again). Returns 0, or a drop reason. */
+ * created here, so policy need not look it up again). `src_ifindex` is the client
+ * endpoint's interface (0: the client is not a local endpoint), kept in the translated
+ * flow's entry for its replies; `pi->deliver_ifindex` gets where the flow's packets were
+ * delivered so far. Returns 0, or a drop reason. */
 static __always_inline int lb4_local(struct __sk_buff *skb, const struct lb4_service *svc,
 				     struct pkt_info *pi, __u32 ihl, __u32 src_label, int scope_int,
-				     int *new_flow)
+				     __u32 src_ifindex, int *new_flow)
 {
 	struct ipv4_ct_tuple skey = {}, fkey = {};
 	struct ct_entry *e = NULL, *fe;
@@ -252,6 +255,7 @@ static __always_inline int lb4_local(struct __sk_buff *skb, const struct lb4_ser
 	int syn_only = pi->proto == IPPROTO_TCP &&
 		       (pi->tcp_flags & (TCP_FLAG_SYN | TCP_FLAG_ACK)) == TCP_FLAG_SYN;
 	void *ct = ct_map(pi->proto);
+	__u32 now = bpf_mono_now();
 
 	*new_flow = 0;
 	ct_key(&skey, pi->saddr, vip, pi->sport, vport, pi->proto, TUPLE_F_SERVICE);
@@ -273,11 +277,11 @@ static __always_inline int lb4_local(struct __sk_buff *skb, const struct lb4_ser
 		 * The translated flow's entry, which replies use, is refreshed at most once a
 		 * second (in the service entry's otherwise unused last_rx_report), and on the
 		 * packets conntrack reports or that open or close the connection. */
-		__u32 now = bpf_mono_now();
-		int report = ct_touch(e, pi->proto, pi->tcp_flags, skb->len, 1);
+		int report = ct_touch(e, pi->proto, pi->tcp_flags, skb->len, 1, now);
 
 		pi->quiet = !report;
 		pi->policy_ok = e->policy_rev == policy_rev_stamp();
+		pi->deliver_ifindex = e->ifindex;
 		*new_flow = 0;
 		if (!report && e->last_rx_report == now &&
 		    !(pi->tcp_flags & (TCP_FLAG_SYN | TCP_FLAG_FIN | TCP_FLAG_RST)))
@@ -302,8 +306,8 @@ static __always_inline int lb4_local(struct __sk_buff *skb, const struct lb4_ser
 		ne.backend_id = backend_id;
 		ne.rev_nat_index = rev_nat;
 		ne.src_sec_id = src_label;
-		ct_touch(&ne, pi->proto, pi->tcp_flags, skb->len, 1);
-		ne.last_rx_report = bpf_mono_now();
+		ct_touch(&ne, pi->proto, pi->tcp_flags, skb->len, 1, now);
+		ne.last_rx_report = now;
 		bpf_map_update_elem(ct, &skey, &ne, BPF_ANY);
 	}
 
@@ -317,7 +321,9 @@ static __always_inline int lb4_local(struct __sk_buff *skb, const struct lb4_ser
 			fe->rev_nat_index = rev_nat;
 		if (fe->backend_id != backend_id)
 			fe->backend_id = backend_id;
-		ct_touch(fe, pi->proto, pi->tcp_flags, skb->len, 1);
+		if (fe->reply_ifindex != src_ifindex)
+			fe->reply_ifindex = src_ifindex;
+		ct_touch(fe, pi->proto, pi->tcp_flags, skb->len, 1, now);
 	} else {
 		struct ct_entry fne = {};
 
@@ -326,7 +332,8 @@ static __always_inline int lb4_local(struct __sk_buff *skb, const struct lb4_ser
 		fne.backend_id = backend_id;
 		fne.rev_nat_index = rev_nat;
 		fne.src_sec_id = src_label;
-		ct_touch(&fne, pi->proto, pi->tcp_flags, skb->len, 1);
+		fne.reply_ifindex = src_ifindex;
+		ct_touch(&fne, pi->proto, pi->tcp_flags, skb->len, 1, now);
 		bpf_map_update_elem(ct, &fkey, &fne, BPF_ANY);
 	}
 	if (*new_flow) {

@@ -8,6 +8,7 @@
 #include "common.h"
 
 #define ENDPOINTS_MAP_SIZE 65535
+#define LXC_IFINDEX_MAX 65536
 #define IPCACHE_MAP_SIZE 512000
 #define METRICS_MAP_SIZE 1024
 #define LB_MAP_SIZE 65536
@@ -28,6 +29,18 @@ struct {
 	__uint(map_flags, BPF_F_NO_PREALLOC);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } cilium_lxc SEC(".maps");
+
+/* Local endpoints by interface index (below LXC_IFINDEX_MAX), written beside cilium_lxc
+ * by the same writer (see struct lxc_ifindex_entry). Not an upstream map: Cilium compiles
+ * each endpoint's own identity into its program; these programs are shared by every
+ * endpoint and find theirs here. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__type(key, __u32);
+	__type(value, struct lxc_ifindex_entry);
+	__uint(max_entries, LXC_IFINDEX_MAX);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} cilium_lxc_ifindex SEC(".maps");
 
 /* Every known prefix -> identity (and tunnel endpoint). */
 struct {

@@ -70,6 +70,22 @@ static __always_inline struct endpoint_info *lookup_ip4_endpoint(__be32 addr)
 	return bpf_map_lookup_elem(&cilium_lxc, &key);
 }
 
+/* The local endpoint with address `addr`, looked for first behind interface `ifindex` (the
+ * packet's own interface, or the one conntrack remembered for its flow; 0: none known) in
+ * cilium_lxc_ifindex, then in cilium_lxc. Either way the answer is cilium_lxc's. */
+static __always_inline struct endpoint_info *lookup_ip4_endpoint_at(__u32 ifindex, __be32 addr)
+{
+	struct lxc_ifindex_entry *e;
+	__u32 key = ifindex;
+
+	if (key && key < LXC_IFINDEX_MAX) {
+		e = bpf_map_lookup_elem(&cilium_lxc_ifindex, &key);
+		if (e && e->ip4 == addr && e->info.ifindex == key)
+			return &e->info;
+	}
+	return lookup_ip4_endpoint(addr);
+}
+
 static __always_inline struct remote_endpoint_info *ipcache_lookup4(__be32 addr)
 {
 	struct ipcache_key key = {};

@@ -122,9 +122,16 @@ static __always_inline void send_policy_verdict(struct __sk_buff *skb, int verdi
 		   src_id, dst_id);
 }
 
-/* Remembers in the flow's entry that it passed policy at the current revision: the
- * service entry of a service flow (which its established packets read), else the flow's. */
-static __always_inline void ct_policy_stamp(const struct pkt_info *pi)
+/* The value of ct_entry.ifindex for a destination endpoint's interface. */
+static __always_inline __u16 ct_ifindex(__u32 ifindex)
+{
+	return ifindex < LXC_IFINDEX_MAX ? (__u16)ifindex : 0;
+}
+
+/* Remembers in the flow's entry that it passed policy at the current revision, and where
+ * its packets are delivered (`dst_ifindex`, 0: not to a local endpoint): the service entry
+ * of a service flow (which its established packets read), else the flow's. */
+static __always_inline void ct_policy_stamp(const struct pkt_info *pi, __u32 dst_ifindex)
 {
 	struct ipv4_ct_tuple key = {};
 	struct ct_entry *e;
@@ -136,13 +143,17 @@ static __always_inline void ct_policy_stamp(const struct pkt_info *pi)
 	else
 		ct_key(&key, pi->saddr, pi->daddr, pi->sport, dport, pi->proto, TUPLE_F_OUT);
 	e = bpf_map_lookup_elem(ct_map(pi->proto), &key);
-	if (e)
+	if (e) {
 		e->policy_rev = policy_rev_stamp();
+		if (e->ifindex != ct_ifindex(dst_ifindex))
+			e->ifindex = ct_ifindex(dst_ifindex);
+	}
 }
 
-/* Tracks a new flow that policy allowed. */
+/* Tracks a new flow that policy allowed, with the interfaces of its endpoints (0: not a
+ * local endpoint). */
 static __always_inline void ct_policy_create(struct __sk_buff *skb, const struct pkt_info *pi,
-					     __u32 src_label)
+					     __u32 src_label, __u32 src_ifindex, __u32 dst_ifindex)
 {
 	struct ipv4_ct_tuple key = {};
 	struct ct_entry e = {};
@@ -151,19 +162,35 @@ static __always_inline void ct_policy_create(struct __sk_buff *skb, const struct
 	ct_key(&key, pi->saddr, pi->daddr, pi->sport, dport, pi->proto, TUPLE_F_OUT);
 	e.src_sec_id = src_label;
 	e.policy_rev = policy_rev_stamp();
-	ct_touch(&e, pi->proto, pi->tcp_flags, skb->len, 1);
+	e.reply_ifindex = src_ifindex;
+	e.ifindex = ct_ifindex(dst_ifindex);
+	ct_touch(&e, pi->proto, pi->tcp_flags, skb->len, 1, bpf_mono_now());
 	bpf_map_update_elem(ct_map(pi->proto), &key, &e, BPF_ANY);
 }
 
-/* Policy for a packet between `src_id` (0: not a local endpoint) and `dst_id` (same) in
- * conntrack state `ct_state`: replies pass, and so do established flows that passed at the
- * current policy revision; otherwise the source's egress policy and the destination's
- * ingress policy must both allow it (an allowed tracked flow is stamped with the revision). A new flow gets a verdict event and, if
- * allowed, a conntrack entry. Returns 0 or the drop reason. */
+/* The endpoints of a packet, as policy sees them: endpoint ids (0: not a local endpoint),
+ * identities and the local endpoints' interfaces (0: not local). */
+struct policy_peers {
+	__u16 src_id;
+	__u16 dst_id;
+	__u32 src_label;
+	__u32 dst_label;
+	__u32 src_ifindex;
+	__u32 dst_ifindex;
+};
+
+/* Policy for a packet between `p->src_id` and `p->dst_id` in conntrack state `ct_state`:
+ * replies pass, and so do established flows that passed at the current policy revision;
+ * otherwise the source's egress policy and the destination's ingress policy must both allow
+ * it (an allowed tracked flow is stamped with the revision and its delivery interface). A
+ * new flow gets a verdict event and, if allowed, a conntrack entry. Returns 0 or the drop
+ * reason. */
 static __always_inline int policy_enforce(struct __sk_buff *skb, int ct_state,
-					  const struct pkt_info *pi, __u16 source, __u16 src_id,
-					  __u16 dst_id, __u32 src_label, __u32 dst_label)
+					  const struct pkt_info *pi, __u16 source,
+					  const struct policy_peers *p)
 {
+	__u16 src_id = p->src_id, dst_id = p->dst_id;
+	__u32 src_label = p->src_label, dst_label = p->dst_label;
 	int ret = 0;
 	__u8 ingress = 0;
 
@@ -184,9 +211,9 @@ static __always_inline int policy_enforce(struct __sk_buff *skb, int ct_state,
 		send_policy_verdict(skb, ret, ingress, source, pi, src_label, dst_label, src_id,
 				    dst_id);
 	if (ct_state == CT_NEW && !ret)
-		ct_policy_create(skb, pi, src_label);
+		ct_policy_create(skb, pi, src_label, p->src_ifindex, p->dst_ifindex);
 	else if (ct_state != CT_NEW && !ret)
-		ct_policy_stamp(pi);
+		ct_policy_stamp(pi, p->dst_ifindex);
 	return ret;
 }
 

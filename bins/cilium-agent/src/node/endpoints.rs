@@ -145,6 +145,11 @@ impl EndpointTable {
                     }
                 }
             }
+            if let Err(e) = dp.lxc.prune_slots() {
+                eprintln!(
+                    "level=warning msg=\"could not check cilium_lxc_ifindex against cilium_lxc\" error=\"{e}\""
+                );
+            }
             let links = dp
                 .programs
                 .config()
