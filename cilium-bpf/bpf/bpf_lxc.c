@@ -76,6 +76,7 @@ static __always_inline int handle_from_container(struct __sk_buff *skb)
 	struct endpoint_info *src, *dst;
 	struct lb4_service *svc = NULL;
 	struct policy_peers peers = {};
+	struct src_identity sid = {};
 	struct iphdr *ip;
 	__u32 src_label, dst_label, ihl;
 	__u16 src_id;
@@ -103,6 +104,8 @@ static __always_inline int handle_from_container(struct __sk_buff *skb)
 		return send_drop(skb, DROP_INVALID_SIP, METRIC_EGRESS, 0, &pi, 0, 0);
 	src_label = src->sec_id;
 	src_id = src->lxc_id;
+	sid.addr = pi.saddr;
+	sid.id = src_label;
 	ihl = ip->ihl * 4;
 
 	/* Requests to a service frontend get a backend (a reply's destination is never a
@@ -112,7 +115,7 @@ static __always_inline int handle_from_container(struct __sk_buff *skb)
 	if (pi.proto == IPPROTO_TCP || pi.proto == IPPROTO_UDP)
 		svc = lb4_lookup_service_internal(pi.daddr, pi.dport, pi.proto);
 	if (svc) {
-		ret = lb4_local(skb, svc, &pi, ihl, src_label, 1, skb->ifindex, &svc_new);
+		ret = lb4_local(skb, svc, &pi, ihl, &sid, 1, skb->ifindex, &svc_new);
 		if (ret == DROP_NO_SERVICE && SERVICE_NO_BACKEND_REJECT) {
 			/* Reported as Cilium does, then refused rather than left to time out. */
 			send_drop(skb, ret, METRIC_EGRESS, src_id, &pi, src_label, 0);
@@ -231,6 +234,7 @@ static __always_inline int handle_to_container(struct __sk_buff *skb)
 	struct ethhdr *eth = data;
 	struct pkt_info pi = {};
 	struct policy_peers peers = {};
+	struct src_identity src = {};
 	struct endpoint_info *dst;
 	struct iphdr *ip;
 	__u32 src_label, dst_label;
@@ -254,14 +258,17 @@ static __always_inline int handle_to_container(struct __sk_buff *skb)
 		return TC_ACT_OK;
 	dst_label = dst->sec_id;
 	dst_id = dst->lxc_id;
-	src_label = resolve_identity4(ip->saddr);
+	src.addr = ip->saddr;
 	/* Ingress policy for traffic from the stack (the host, other nodes, the world);
 	 * replies of tracked flows pass, and a reply of a service flow whose backend is
 	 * behind the stack gets its frontend back. */
 	ret = ct_lookup4_rev_nat(skb, &pi, ip->ihl * 4, &ct_state);
 	if (ret)
-		return send_drop(skb, ret, METRIC_INGRESS, dst_id, &pi, src_label, dst_label);
+		return send_drop(skb, ret, METRIC_INGRESS, dst_id, &pi, src_identity_get(&src),
+				 dst_label);
 	pi.reply = ct_state == CT_REPLY;
+	/* The source's identity (an ipcache lookup) only when policy or a report needs it. */
+	src_label = needs_src_identity(ct_state, &pi, TRACE_TO_LXC) ? src_identity_get(&src) : 0;
 	peers.dst_id = dst_id;
 	peers.src_label = src_label;
 	peers.dst_label = dst_label;

@@ -516,3 +516,95 @@ fn privileged_endpoints_by_interface() {
         "b's slot stays"
     );
 }
+
+/// What is reported from the node's side at each monitor aggregation level, and with which
+/// source identity. `to_container` (traffic from the stack) and `from_netdev` resolve the
+/// source's identity only when policy or a report needs it: every report still carries
+/// it. `to_netdev` masquerading tracks no connection, so at `medium` it counts its packets
+/// and reports none (as Cilium's to-netdev); at `none` it reports each.
+#[test]
+fn privileged_node_side_reports() {
+    use cilium_bpf::events::{Event, EventKind, ObservationPoint};
+    if !is_root_or_skip("privileged_node_side_reports") {
+        return;
+    }
+    let (a, b) = (Ipv4Addr::new(10, 0, 0, 1), Ipv4Addr::new(10, 0, 0, 2));
+    let peer = Ipv4Addr::new(172, 16, 5, 5);
+    let world = Ipv4Addr::new(198, 51, 100, 1);
+    for (level, reports) in [(0u8, 5usize), (3, 2)] {
+        let fs = BpfFs::new();
+        let mut config = DatapathConfig::new(
+            &fs.path,
+            Ipv4Addr::new(192, 168, 10, 100),
+            Ipv4Addr::new(10, 0, 0, 254),
+        );
+        config.monitor_aggregation = level;
+        let mut dp = Datapath::load(config).expect("load");
+        let mut maps = Maps::open(&fs.path).expect("maps");
+        cilium_bpf::testing::loopback_endpoints(&mut maps, &[a, b]).expect("endpoints");
+        // The peer outside the node has an identity of its own in the ipcache.
+        let info = cilium_bpf::types::RemoteEndpointInfo {
+            sec_identity: 777,
+            ..cilium_bpf::types::RemoteEndpointInfo::default()
+        };
+        maps.ipcache.upsert_ipv4(peer, 32, &info).expect("ipcache");
+        let mut reader = cilium_bpf::maps::EventReader::open(&fs.path).expect("events");
+        let mut run = |program: &'static str, pkt: &[u8]| {
+            dp.test_run(program, pkt, 1).expect("test run").verdict
+        };
+        let mut traces = |point: ObservationPoint| -> Vec<Event> {
+            reader
+                .drain()
+                .into_iter()
+                .filter_map(Result::ok)
+                .filter(|e| e.kind == EventKind::Trace { point })
+                .collect()
+        };
+        traces(ObservationPoint::ToEndpoint);
+
+        // peer -> b:80 from the stack: SYN, three ACKs, FIN.
+        for flags in [0x02, 0x10, 0x10, 0x10, 0x11] {
+            assert_eq!(
+                run("to_container", &ipv4_tcp_packet(peer, b, 45000, 80, flags)),
+                TC_ACT_OK
+            );
+        }
+        let seen = traces(ObservationPoint::ToEndpoint);
+        assert_eq!(seen.len(), reports, "level {level}: {seen:?}");
+        assert!(
+            seen.iter().all(|e| e.src_identity == 777),
+            "level {level}: every report names the source's identity: {seen:?}"
+        );
+
+        // The same from another node straight into b (from_netdev's local delivery).
+        for flags in [0x02, 0x10, 0x10, 0x10, 0x11] {
+            assert_eq!(
+                run("from_netdev", &ipv4_tcp_packet(peer, b, 45001, 80, flags)),
+                TC_ACT_REDIRECT
+            );
+        }
+        let seen = traces(ObservationPoint::ToEndpoint);
+        assert_eq!(seen.len(), reports, "level {level}: {seen:?}");
+        assert!(seen.iter().all(|e| e.src_identity == 777), "{seen:?}");
+
+        // a -> the world, masqueraded on the way out: counted always, reported at `none`.
+        let before = maps
+            .metrics
+            .count(cilium_bpf::maps::REASON_FORWARDED, 2)
+            .expect("metrics");
+        for flags in [0x02, 0x10, 0x10] {
+            assert_eq!(
+                run("to_netdev", &ipv4_tcp_packet(a, world, 40000, 443, flags)),
+                TC_ACT_OK
+            );
+        }
+        let seen = traces(ObservationPoint::ToNetwork);
+        assert_eq!(seen.len(), if level == 0 { 3 } else { 0 }, "{seen:?}");
+        assert_eq!(
+            maps.metrics
+                .count(cilium_bpf::maps::REASON_FORWARDED, 2)
+                .expect("metrics"),
+            before + 3
+        );
+    }
+}

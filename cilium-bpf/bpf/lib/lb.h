@@ -242,8 +242,8 @@ static __always_inline __u32 lb4_select_backend(const struct lb4_service *svc, _
  * flow's entry for its replies; `pi->deliver_ifindex` gets where the flow's packets were
  * delivered so far. Returns 0, or a drop reason. */
 static __always_inline int lb4_local(struct __sk_buff *skb, const struct lb4_service *svc,
-				     struct pkt_info *pi, __u32 ihl, __u32 src_label, int scope_int,
-				     __u32 src_ifindex, int *new_flow)
+				     struct pkt_info *pi, __u32 ihl, struct src_identity *src,
+				     int scope_int, __u32 src_ifindex, int *new_flow)
 {
 	struct ipv4_ct_tuple skey = {}, fkey = {};
 	struct ct_entry *e = NULL, *fe;
@@ -305,7 +305,7 @@ static __always_inline int lb4_local(struct __sk_buff *skb, const struct lb4_ser
 			return DROP_NO_SERVICE;
 		ne.backend_id = backend_id;
 		ne.rev_nat_index = rev_nat;
-		ne.src_sec_id = src_label;
+		ne.src_sec_id = src_identity_get(src);
 		ct_touch(&ne, pi->proto, pi->tcp_flags, skb->len, 1, now);
 		ne.last_rx_report = now;
 		bpf_map_update_elem(ct, &skey, &ne, BPF_ANY);
@@ -331,7 +331,7 @@ static __always_inline int lb4_local(struct __sk_buff *skb, const struct lb4_ser
 		*new_flow = 1;
 		fne.backend_id = backend_id;
 		fne.rev_nat_index = rev_nat;
-		fne.src_sec_id = src_label;
+		fne.src_sec_id = src_identity_get(src);
 		fne.reply_ifindex = src_ifindex;
 		ct_touch(&fne, pi->proto, pi->tcp_flags, skb->len, 1, now);
 		bpf_map_update_elem(ct, &fkey, &fne, BPF_ANY);

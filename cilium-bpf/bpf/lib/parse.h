@@ -115,4 +115,20 @@ static __always_inline __u32 resolve_identity4(__be32 addr)
 	return IDENTITY_WORLD;
 }
 
+/* A packet's source identity, resolved from its address (resolve_identity4) the first time
+ * something needs it: a policy decision, a reported event, a new conntrack entry.
+ * Established flows that passed policy at the current revision and report nothing never
+ * pay the lookups. `id` 0: not resolved yet. */
+struct src_identity {
+	__be32 addr;
+	__u32 id;
+};
+
+static __always_inline __u32 src_identity_get(struct src_identity *s)
+{
+	if (!s->id)
+		s->id = resolve_identity4(s->addr);
+	return s->id;
+}
+
 #endif

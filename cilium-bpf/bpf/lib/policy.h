@@ -168,6 +168,17 @@ static __always_inline void ct_policy_create(struct __sk_buff *skb, const struct
 	bpf_map_update_elem(ct_map(pi->proto), &key, &e, BPF_ANY);
 }
 
+/* Whether a packet in conntrack state `ct_state`, reported (or not) at observation point
+ * `obs`, needs its source's identity: policy decides it (see policy_enforce), or its trace
+ * is reported. */
+static __always_inline int needs_src_identity(int ct_state, const struct pkt_info *pi,
+					      __u8 obs)
+{
+	if (ct_state != CT_REPLY && !(ct_state == CT_ESTABLISHED && pi->policy_ok))
+		return 1;
+	return trace_wanted(obs, pi);
+}
+
 /* The endpoints of a packet, as policy sees them: endpoint ids (0: not a local endpoint),
  * identities and the local endpoints' interfaces (0: not local). */
 struct policy_peers {
