@@ -97,47 +97,49 @@ static __always_inline int handle_from_netdev(struct __sk_buff *skb)
 	if (!ENABLE_NODEPORT && !ENABLE_BPF_MASQUERADE)
 		return TC_ACT_OK;
 
+	/* NodePort (the node's address), ExternalIPs and LoadBalancer addresses routed here.
+	 * Looked up first: masquerading's ports (SNAT_PORT_MIN and up) lie above the NodePort
+	 * range, so a reply of a masqueraded flow never matches a service. */
+	svc = ENABLE_NODEPORT ? lb4_lookup_service(pi.daddr, pi.dport, pi.proto) : NULL;
+	if (svc) {
+		ret = lb4_local(skb, svc, &pi, ihl, &src, 0, 0, &new_flow);
+		if (ret)
+			return send_drop(skb, ret, METRIC_INGRESS, 0, &pi, src_identity_get(&src),
+					 0);
+		ep = lookup_ip4_endpoint_at(pi.deliver_ifindex, pi.daddr);
+		if (ep)
+			return deliver_local(skb, &pi, &src,
+					     new_flow ? CT_NEW_TRACKED : CT_ESTABLISHED, ep);
+		/* The backend is on another node: masquerade so its replies come back here. */
+		ret = snat4_egress(skb, &pi, ihl);
+		if (ret)
+			return send_drop(skb, ret, METRIC_INGRESS, 0, &pi, src_identity_get(&src),
+					 0);
+		send_trace(skb, TRACE_TO_NETWORK, METRIC_EGRESS, 0, &pi, src_identity_get(&src),
+			   0, 0, 0);
+		return fib_redirect(skb, pi.saddr, pi.daddr);
+	}
+
 	/* A reply of a masqueraded flow (a pod's, or a NodePort flow to a backend elsewhere). */
 	ret = pi.daddr == NODE_IPV4 ? snat4_ingress(skb, &pi, ihl) : 0;
 	if (ret > 1)
 		return send_drop(skb, ret, METRIC_INGRESS, 0, &pi, src_identity_get(&src), 0);
-	if (ret == 1) {
-		ep = lookup_ip4_endpoint(pi.daddr);
-		if (ep) {
-			ret = ct_lookup4_rev_nat(skb, &pi, ihl, &ct_state);
-			if (ret)
-				return send_drop(skb, ret, METRIC_INGRESS, 0, &pi,
-						 src_identity_get(&src), 0);
-			return deliver_local(skb, &pi, &src, ct_state, ep);
-		}
-		/* NodePort reply: back to the frontend, out towards the client. */
-		ret = lb4_rev_nat(skb, &pi, ihl);
-		if (ret > 1)
-			return send_drop(skb, ret, METRIC_INGRESS, 0, &pi, src_identity_get(&src), 0);
-		send_trace(skb, TRACE_TO_NETWORK, METRIC_EGRESS, 0, &pi, src_identity_get(&src),
-			   IDENTITY_WORLD, 0, 0);
-		return fib_redirect(skb, pi.saddr, pi.daddr);
+	if (ret == 0)
+		return TC_ACT_OK;
+	ep = lookup_ip4_endpoint(pi.daddr);
+	if (ep) {
+		ret = ct_lookup4_rev_nat(skb, &pi, ihl, &ct_state);
+		if (ret)
+			return send_drop(skb, ret, METRIC_INGRESS, 0, &pi, src_identity_get(&src),
+					 0);
+		return deliver_local(skb, &pi, &src, ct_state, ep);
 	}
-	if (!ENABLE_NODEPORT)
-		return TC_ACT_OK;
-
-	/* NodePort (the node's address), ExternalIPs and LoadBalancer addresses routed here. */
-	svc = lb4_lookup_service(pi.daddr, pi.dport, pi.proto);
-	if (!svc)
-		return TC_ACT_OK;
-	ret = lb4_local(skb, svc, &pi, ihl, &src, 0, 0, &new_flow);
-	if (ret)
+	/* NodePort reply: back to the frontend, out towards the client. */
+	ret = lb4_rev_nat(skb, &pi, ihl);
+	if (ret > 1)
 		return send_drop(skb, ret, METRIC_INGRESS, 0, &pi, src_identity_get(&src), 0);
-	ep = lookup_ip4_endpoint_at(pi.deliver_ifindex, pi.daddr);
-	if (ep)
-		return deliver_local(skb, &pi, &src, new_flow ? CT_NEW_TRACKED : CT_ESTABLISHED,
-				     ep);
-	/* The backend is on another node: masquerade so its replies come back here. */
-	ret = snat4_egress(skb, &pi, ihl);
-	if (ret)
-		return send_drop(skb, ret, METRIC_INGRESS, 0, &pi, src_identity_get(&src), 0);
-	send_trace(skb, TRACE_TO_NETWORK, METRIC_EGRESS, 0, &pi, src_identity_get(&src), 0, 0,
-		   0);
+	send_trace(skb, TRACE_TO_NETWORK, METRIC_EGRESS, 0, &pi, src_identity_get(&src),
+		   IDENTITY_WORLD, 0, 0);
 	return fib_redirect(skb, pi.saddr, pi.daddr);
 }
 

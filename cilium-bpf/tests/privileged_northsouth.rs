@@ -133,7 +133,8 @@ fn privileged_nodeport_and_masquerade() {
             .next()
             .and_then(|p| p.parse().ok())
             .expect("port");
-        assert!(port >= 1024, "NAT port {port} in Cilium's range");
+        // Cilium's NODEPORT_PORT_MIN_NAT..NODEPORT_PORT_MAX_NAT, above the NodePort range.
+        assert!(port >= 32768, "NAT port {port} in Cilium's range");
     }
     let maps = cilium_bpf::maps::Maps::open(&env.bpffs).expect("maps");
     let nat = maps.snat4.entries().expect("snat entries");

@@ -9,8 +9,10 @@
 #include "conntrack.h"
 #include "lb.h"
 
-/* Ports masquerading allocates (Cilium's range), and how often a taken port is retried. */
-#define SNAT_PORT_MIN 1024
+/* Ports masquerading allocates (Cilium's NODEPORT_PORT_MIN_NAT..NODEPORT_PORT_MAX_NAT: above
+ * the NodePort range, so that from_netdev can look services up first), and how often a
+ * taken port is retried. */
+#define SNAT_PORT_MIN 32768
 #define SNAT_PORT_MAX 65535
 #define SNAT_COLLISION_RETRIES 32
 
