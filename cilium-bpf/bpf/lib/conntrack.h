@@ -104,6 +104,13 @@ static __always_inline int ct_touch(struct ct_entry *e, __u8 proto, __u8 tcp_fla
 	return 0;
 }
 
+/* An interface as conntrack keeps it for lookup_ip4_endpoint_at: ct_entry.ifindex holds
+ * 16 bits, and cilium_lxc_ifindex has no slot beyond them (0: none). */
+static __always_inline __u16 ct_ifindex(__u32 ifindex)
+{
+	return ifindex < LXC_IFINDEX_MAX ? (__u16)ifindex : 0;
+}
+
 /* Conntrack states of a packet. */
 #define CT_NEW 0
 #define CT_ESTABLISHED 1
@@ -152,7 +159,7 @@ static __always_inline int ct_reply4(struct __sk_buff *skb, struct pkt_info *pi,
 		return 0;
 	pi->quiet = !ct_touch(e, pi->proto, pi->tcp_flags, skb->len, 0, bpf_mono_now());
 	*rev_nat = e->rev_nat_index;
-	pi->deliver_ifindex = (__u16)e->reply_ifindex;
+	pi->deliver_ifindex = ct_ifindex(e->reply_ifindex);
 	return 1;
 }
 

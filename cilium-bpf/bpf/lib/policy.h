@@ -122,12 +122,6 @@ static __always_inline void send_policy_verdict(struct __sk_buff *skb, int verdi
 		   src_id, dst_id);
 }
 
-/* The value of ct_entry.ifindex for a destination endpoint's interface. */
-static __always_inline __u16 ct_ifindex(__u32 ifindex)
-{
-	return ifindex < LXC_IFINDEX_MAX ? (__u16)ifindex : 0;
-}
-
 /* Remembers in the flow's entry that it passed policy at the current revision, and where
  * its packets are delivered (`dst_ifindex`, 0: not to a local endpoint): the service entry
  * of a service flow (which its established packets read), else the flow's. */
