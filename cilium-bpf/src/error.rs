@@ -84,6 +84,12 @@ pub enum DatapathError {
         #[source]
         source: std::io::Error,
     },
+    /// Socket LB's cgroup is not a cgroup v2 directory.
+    #[error("{path} is not a cgroup v2 directory (socket LB attaches to one)")]
+    NotCgroup2 {
+        /// The path.
+        path: PathBuf,
+    },
     /// The bpf root is not on a BPF file system, so nothing could be pinned there.
     #[error("{path} is not on a BPF file system (mount -t bpf bpf {path})")]
     NotBpffs {

@@ -183,6 +183,18 @@ pub(crate) fn io_err(
 
 /// Whether `path` is on a BPF file system.
 pub fn is_bpffs(path: &Path) -> Result<bool, DatapathError> {
+    Ok(fs_magic(path)? == BPF_FS_MAGIC)
+}
+
+const CGROUP2_SUPER_MAGIC: i64 = 0x6367_7270;
+
+/// Whether `path` is on a cgroup v2 file system (a cgroup directory).
+pub fn is_cgroup2(path: &Path) -> Result<bool, DatapathError> {
+    Ok(fs_magic(path)? == CGROUP2_SUPER_MAGIC)
+}
+
+/// The magic number of the file system `path` is on.
+fn fs_magic(path: &Path) -> Result<i64, DatapathError> {
     let c = CString::new(path.as_os_str().as_bytes()).map_err(|_| DatapathError::Io {
         action: "checking the file system of",
         path: path.to_path_buf(),
@@ -198,7 +210,7 @@ pub fn is_bpffs(path: &Path) -> Result<bool, DatapathError> {
             std::io::Error::last_os_error(),
         ));
     }
-    Ok(st.f_type as i64 == BPF_FS_MAGIC)
+    Ok(st.f_type as i64)
 }
 
 impl Datapath {
@@ -699,6 +711,11 @@ impl SocketLb {
         if !is_bpffs(bpf_root)? {
             return Err(DatapathError::NotBpffs {
                 path: bpf_root.to_path_buf(),
+            });
+        }
+        if !cgroup.is_dir() || !is_cgroup2(cgroup)? {
+            return Err(DatapathError::NotCgroup2 {
+                path: cgroup.to_path_buf(),
             });
         }
         let globals = globals_dir(bpf_root);

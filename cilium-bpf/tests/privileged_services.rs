@@ -385,6 +385,16 @@ fn privileged_socket_lb_translates_at_connect() {
     }
     let (env, _dp, _servers) = setup();
     let cg = TestCgroup::new(&format!("{}-sock", env.prefix));
+    // A directory that is not a cgroup is refused by name (an agent's cgroup-root that no
+    // one mounted).
+    let plain = std::env::temp_dir().join(format!("{}-not-a-cgroup", env.prefix));
+    std::fs::create_dir_all(&plain).expect("dir");
+    let refused = cilium_bpf::SocketLb::attach(&env.bpffs, &plain).map(|_| ());
+    let _ = std::fs::remove_dir(&plain);
+    assert!(
+        matches!(refused, Err(cilium_bpf::DatapathError::NotCgroup2 { .. })),
+        "{refused:?}"
+    );
     let _sock = cilium_bpf::SocketLb::attach(&env.bpffs, &cg.0).expect("attach socket LB");
     let mut lb = LbManager::new(LbConfig::default());
     let mut writer = ServiceWriter::open(&env.bpffs).expect("writer");

@@ -155,6 +155,16 @@ pub const KEYS: &[(&str, &str, &str)] = &[
     ("state-dir", "/var/run/cilium", "state directory"),
     ("bpf-root", "/sys/fs/bpf", "BPF file system root"),
     (
+        "bpf-lb-sock",
+        "false",
+        "socket LB: connections of cgroup-root's processes go straight to a service's backend",
+    ),
+    (
+        "cgroup-root",
+        "/run/cilium/cgroupv2",
+        "cgroup v2 directory socket LB attaches to (never mounted by the agent)",
+    ),
+    (
         "local-router-ipv4",
         "",
         "router IP on cilium_host (empty: allocate)",
@@ -484,6 +494,12 @@ pub struct AgentConfig {
     pub state_dir: PathBuf,
     /// `bpf-root`.
     pub bpf_root: PathBuf,
+    /// `bpf-lb-sock`: socket LB on the processes of `cgroup-root`. Unlike Cilium,
+    /// `kube-proxy-replacement` does not turn it on: attaching to a cgroup reaches every
+    /// process in it, which only an explicit setting may do.
+    pub bpf_lb_sock: bool,
+    /// `cgroup-root`.
+    pub cgroup_root: PathBuf,
     /// `local-router-ipv4`.
     pub local_router_ipv4: Option<Ipv4Addr>,
     /// `mtu` (0: detect).
@@ -826,6 +842,8 @@ impl AgentConfig {
             socket_path: r.parse("socket-path", nonempty_path)?,
             state_dir: r.parse("state-dir", nonempty_path)?,
             bpf_root: r.parse("bpf-root", nonempty_path)?,
+            bpf_lb_sock: r.bool("bpf-lb-sock")?,
+            cgroup_root: r.parse("cgroup-root", nonempty_path)?,
             local_router_ipv4: r.parse("local-router-ipv4", |v| {
                 if v.is_empty() {
                     Ok(None)

@@ -316,7 +316,10 @@ async fn healthz(State(agent): State<Arc<Agent>>) -> Json<Value> {
         "cilium": {"state": "Ok", "msg": format!("cilium-rs {VERSION}")},
         "kvstore": kvstore,
         "kubernetes": kubernetes,
-        "kube-proxy-replacement": kube_proxy_replacement(&config),
+        "kube-proxy-replacement": kube_proxy_replacement(
+            &config,
+            agent.node().and_then(|n| n.socket_lb_cgroup()).is_some(),
+        ),
         "routing": {
             "inter-host-routing-mode": match config.routing_mode {
                 RoutingMode::Tunnel => "Tunnel",
@@ -375,7 +378,8 @@ fn ipam_status(node: &Value) -> Value {
 
 /// Cilium's `KubeProxyReplacement` status: the mode, and the features this datapath has
 /// with the configuration (`cilium-dbg status --verbose` prints them).
-fn kube_proxy_replacement(config: &AgentConfig) -> Value {
+/// Cilium's `KubeProxyReplacement` status; `socket_lb`: socket LB is attached.
+fn kube_proxy_replacement(config: &AgentConfig, socket_lb: bool) -> Value {
     let on = config.kube_proxy_replacement;
     let (algorithm, lut) = match config.bpf_lb_algorithm {
         LbAlgorithm::Random => ("Random", 0),
@@ -394,7 +398,7 @@ fn kube_proxy_replacement(config: &AgentConfig) -> Value {
             "sessionAffinity": {"enabled": on},
             "hostPort": {"enabled": false},
             "externalIPs": {"enabled": on},
-            "socketLB": {"enabled": false},
+            "socketLB": {"enabled": socket_lb},
             "socketLBTracing": {"enabled": false},
             "nat46X64": {"enabled": false},
             "gracefulTermination": {"enabled": false},

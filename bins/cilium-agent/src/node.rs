@@ -74,6 +74,7 @@ struct LoadedDatapath {
     maps: Maps,
     policy: PolicyWriter,
     services: ServiceWriter,
+    socket_lb: Option<cilium_bpf::loader::SocketLb>,
 }
 
 /// The node's mutable state: one struct per subsystem, each defined in its file with the
@@ -177,6 +178,8 @@ pub struct Node {
     pub(crate) remote_endpoints:
         std::sync::Mutex<BTreeMap<Ipv4Addr, cilium_core::cluster::IpIdentityPair>>,
     state: tokio::sync::Mutex<NodeState>,
+    /// Socket LB (`bpf-lb-sock`), attached to `cgroup-root` for as long as the node runs.
+    socket_lb: Option<cilium_bpf::loader::SocketLb>,
     /// What the last start restored.
     pub restore: std::sync::Mutex<RestoreReport>,
     /// The agent's metrics.
@@ -195,6 +198,29 @@ fn node_name(config: &AgentConfig) -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|s| s.trim().to_owned())
         .unwrap_or_else(|_| "localhost".into())
+}
+
+/// Attaches socket LB to `cgroup` (`cgroup-root`): the services' connections of every
+/// process in it go straight to a backend. Never mounts anything; a path that is not a
+/// cgroup v2 directory leaves socket LB off with a warning (the services still work through
+/// the endpoints' programs, for pods).
+fn attach_socket_lb(bpf_root: &Path, cgroup: &Path) -> Option<cilium_bpf::loader::SocketLb> {
+    match cilium_bpf::loader::SocketLb::attach(bpf_root, cgroup) {
+        Ok(lb) => {
+            eprintln!(
+                "level=info msg=\"socket LB attached\" cgroup-root={}",
+                cgroup.display()
+            );
+            Some(lb)
+        }
+        Err(e) => {
+            eprintln!(
+                "level=warning msg=\"socket LB is off: bpf-lb-sock needs cgroup-root to be a cgroup v2 directory\" cgroup-root={} error=\"{e}\"",
+                cgroup.display()
+            );
+            None
+        }
+    }
 }
 
 fn mount_bpffs(root: &Path) -> Result<(), String> {
@@ -517,11 +543,12 @@ impl Node {
             );
         }
         let lb_config = service_sync::lb_config(config, &name, options.datapath)?;
-        let dp = if options.datapath {
+        let mut dp = if options.datapath {
             Some(Self::load_datapath(config, ipv4, router, cidr, &lb_config).await?)
         } else {
             None
         };
+        let socket_lb = dp.as_mut().and_then(|d| d.socket_lb.take());
         let delete_queue = config
             .socket_path
             .parent()
@@ -544,6 +571,7 @@ impl Node {
             remote_endpoints: std::sync::Mutex::new(BTreeMap::new()),
             endpoint_routes: true,
             state: tokio::sync::Mutex::new(NodeState::new(ipam, config, lb_config.clone(), dp)),
+            socket_lb,
             restore: std::sync::Mutex::new(RestoreReport::default()),
             metrics,
         });
@@ -624,6 +652,11 @@ impl Node {
             ),
         }
         let maps = Maps::open(&config.bpf_root).map_err(|e| e.to_string())?;
+        let socket_lb = if config.bpf_lb_sock {
+            attach_socket_lb(&config.bpf_root, &config.cgroup_root)
+        } else {
+            None
+        };
         let policy = PolicyWriter::open(&config.bpf_root, true).map_err(|e| e.to_string())?;
         let services = ServiceWriter::open(&config.bpf_root).map_err(|e| e.to_string())?;
         // The host side: cilium_host (router IP) and its peer cilium_net, as Cilium has them.
@@ -659,7 +692,13 @@ impl Node {
             maps,
             policy,
             services,
+            socket_lb,
         })
+    }
+
+    /// The cgroup socket LB is attached to, if it is.
+    pub fn socket_lb_cgroup(&self) -> Option<&Path> {
+        self.socket_lb.as_ref().map(|lb| lb.cgroup())
     }
 
     /// The embedded store.

@@ -84,7 +84,33 @@ pub fn verbose_lines(health: &Value) -> Vec<String> {
         node["node"]["ipv4"].as_str().unwrap_or_default(),
         node["node"]["router"].as_str().unwrap_or_default()
     ));
+    let kpr = &health["kube-proxy-replacement"];
+    if kpr.is_object() {
+        let on = |v: &Value| enabled_text(v["enabled"].as_bool().unwrap_or(false));
+        out.push("KubeProxyReplacement Details:".to_owned());
+        for (k, v) in [
+            (
+                "Status:",
+                kpr["mode"].as_str().unwrap_or("False").to_owned(),
+            ),
+            ("Socket LB:", on(&kpr["features"]["socketLB"])),
+            (
+                "Backend Selection:",
+                kpr["features"]["nodePort"]["algorithm"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned(),
+            ),
+            ("Session Affinity:", on(&kpr["features"]["sessionAffinity"])),
+        ] {
+            out.push(format!("  {k:<22}{v}"));
+        }
+    }
     out
+}
+
+fn enabled_text(on: bool) -> String {
+    if on { "Enabled" } else { "Disabled" }.to_owned()
 }
 
 /// `config` lines from `GET /config`: the runtime options as Cilium lists them.
@@ -135,4 +161,44 @@ pub fn config_patch(assignments: &[String]) -> Result<Value, ClientError> {
         patch.insert("options".into(), Value::Object(options));
     }
     Ok(Value::Object(patch))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn verbose_status_shows_the_kube_proxy_replacement_details() {
+        let health = json!({
+            "node-state": {"ipam": {"ipv4": ["10.0.1.0/24"]}, "node": {"name": "n1"}},
+            "kube-proxy-replacement": {"mode": "True", "features": {
+                "socketLB": {"enabled": true},
+                "nodePort": {"algorithm": "Maglev"},
+                "sessionAffinity": {"enabled": false},
+            }},
+        });
+        let lines = verbose_lines(&health);
+        let at = lines
+            .iter()
+            .position(|l| l == "KubeProxyReplacement Details:")
+            .expect("details");
+        assert_eq!(
+            lines[at + 1..],
+            [
+                "  Status:               True",
+                "  Socket LB:            Enabled",
+                "  Backend Selection:    Maglev",
+                "  Session Affinity:     Disabled",
+            ]
+        );
+        // An agent without the section prints none.
+        let mut bare = health.clone();
+        bare["kube-proxy-replacement"] = Value::Null;
+        assert!(
+            !verbose_lines(&bare)
+                .iter()
+                .any(|l| l.starts_with("KubeProxy"))
+        );
+    }
 }

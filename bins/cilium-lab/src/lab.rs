@@ -74,6 +74,9 @@ impl LabNode {
     }
 }
 
+/// The cgroup v2 hierarchy the lab makes its nodes' cgroups in.
+const CGROUP_UNIFIED: &str = "/sys/fs/cgroup/unified";
+
 /// Everything a lab made, as saved in `lab.json`.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct LabState {
@@ -85,8 +88,12 @@ pub struct LabState {
     pub nodes: Vec<LabNode>,
     /// Network namespaces made, in order.
     pub namespaces: Vec<String>,
-    /// bpffs mounts made.
+    /// bpffs mounts made (and the nodes' cgroup bind mounts).
     pub mounts: Vec<PathBuf>,
+    /// cgroup v2 directories made (the lab's, then each node's): removed at `down`, last
+    /// first.
+    #[serde(default)]
+    pub cgroups: Vec<PathBuf>,
     /// Whether the lab made `/etc/netns` itself (removed at `down` if empty).
     #[serde(default)]
     pub made_etc_netns: bool,
@@ -492,6 +499,7 @@ impl Lab {
             state.mounts.push(bpffs.clone());
             self.save(&state)?;
             run(&["mount", "-t", "bpf", "bpf", &bpffs.to_string_lossy()])?;
+            self.add_node_cgroup(&mut state, &name, &root)?;
             state.nodes.push(LabNode {
                 name,
                 netns,
@@ -1149,6 +1157,43 @@ impl Lab {
         Ok(bound)
     }
 
+    /// The node's cgroup (`/sys/fs/cgroup/unified/<prefix>/<node>`), bind-mounted at
+    /// `<root>/run/cilium/cgroupv2`: the agent's `cgroup-root` (a `hostPath`) finds it there
+    /// and attaches socket LB to it, and the kubelet puts the processes of `hostNetwork`
+    /// pods in it, so that the node's own processes reach services as on a node with
+    /// Cilium. Without a cgroup v2 hierarchy at /sys/fs/cgroup/unified a node has none
+    /// (socket LB stays off; pods reach services either way).
+    fn add_node_cgroup(&self, state: &mut LabState, node: &str, root: &Path) -> Result<(), String> {
+        let unified = Path::new(CGROUP_UNIFIED);
+        if !cilium_bpf::loader::is_cgroup2(unified).unwrap_or(false) {
+            eprintln!(
+                "cilium-lab: no cgroup v2 hierarchy at {CGROUP_UNIFIED}: {node} runs without socket LB"
+            );
+            return Ok(());
+        }
+        let lab = unified.join(&self.prefix);
+        if !state.cgroups.contains(&lab) {
+            std::fs::create_dir_all(&lab).map_err(|e| format!("{}: {e}", lab.display()))?;
+            state.cgroups.push(lab.clone());
+            self.save(state)?;
+        }
+        let cgroup = lab.join(node);
+        std::fs::create_dir_all(&cgroup).map_err(|e| format!("{}: {e}", cgroup.display()))?;
+        state.cgroups.push(cgroup.clone());
+        self.save(state)?;
+        let target = root.join("run/cilium/cgroupv2");
+        std::fs::create_dir_all(&target).map_err(|e| format!("{}: {e}", target.display()))?;
+        state.mounts.push(target.clone());
+        self.save(state)?;
+        run(&[
+            "mount",
+            "--bind",
+            &cgroup.to_string_lossy(),
+            &target.to_string_lossy(),
+        ])?;
+        Ok(())
+    }
+
     /// `cilium-lab down`: stops every process the lab started (by pid, after checking it is
     /// still the program it started: kubelets first, so that none restarts a pod, then the
     /// pods the kubelets recorded, Cilium's among them, then the control plane), removes
@@ -1191,6 +1236,24 @@ impl Lab {
         }
         for m in &state.mounts {
             let _ = Command::new("umount").arg(m).stderr(Stdio::null()).status();
+        }
+        // A cgroup goes once its last process has exited (they were all stopped above).
+        for cg in state.cgroups.iter().rev() {
+            let deadline = Instant::now() + Duration::from_secs(5);
+            loop {
+                match std::fs::remove_dir(cg) {
+                    Ok(()) => {
+                        done.push(format!("removed cgroup {}", cg.display()));
+                        break;
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => break,
+                    Err(e) if Instant::now() >= deadline => {
+                        done.push(format!("could not remove cgroup {}: {e}", cg.display()));
+                        break;
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_millis(100)),
+                }
+            }
         }
         if state.made_etc_netns {
             let _ = std::fs::remove_dir("/etc/netns");

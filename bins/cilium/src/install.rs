@@ -205,6 +205,8 @@ fn agent(s: &Settings, version: &str) -> Value {
         // The chart has this in cilium-config; an argument here, so that a runtime
         // without mount namespaces can name the node's directory in its place.
         "--write-cni-conf-when-ready=/host/etc/cni/net.d/05-cilium.conflist",
+        // cilium-config's `cgroup-root` in the chart, an argument for the same reason.
+        "--cgroup-root=/run/cilium/cgroupv2",
         "--ipv4-node=$(HOST_IP)",
     ]
     .map(str::to_owned)
@@ -214,12 +216,14 @@ fn agent(s: &Settings, version: &str) -> Value {
         json!({"name": "bpf-maps", "mountPath": "/sys/fs/bpf", "mountPropagation": "HostToContainer"}),
         json!({"name": "cilium-run", "mountPath": "/var/run/cilium"}),
         json!({"name": "etc-cni-netd", "mountPath": "/host/etc/cni/net.d"}),
+        json!({"name": "cilium-cgroup", "mountPath": "/run/cilium/cgroupv2"}),
     ];
     let mut volumes = vec![
         json!({"name": "cilium-config-path", "configMap": {"name": "cilium-config"}}),
         host_path("bpf-maps", "/sys/fs/bpf"),
         host_path("cilium-run", "/var/run/cilium"),
         host_path("etc-cni-netd", "/etc/cni/net.d"),
+        host_path("cilium-cgroup", "/run/cilium/cgroupv2"),
     ];
     if hubble_tls_on(s) {
         // The chart's `hubble-tls` volume. The files' keys are in cilium-config as the

@@ -366,6 +366,13 @@ pub const KNOWN_VALUES: &[KnownValue] = &[
         "services in BPF instead of kube-proxy",
     ),
     known(
+        "socketLB.enabled",
+        BOOL,
+        None,
+        "bpf-lb-sock",
+        "socket LB for the node's own processes (written as kubeProxyReplacement when unset, as Cilium turns it on with it)",
+    ),
+    known(
         "installNoConntrackIptablesRules",
         BOOL,
         Some("false"),
@@ -1501,6 +1508,7 @@ impl Reader<'_> {
             enable_ipv4_masquerade: self.flag("enableIPv4Masquerade")?,
             bpf_masquerade: self.bool("bpf.masquerade")?,
             kube_proxy_replacement: self.string("kubeProxyReplacement")?.as_deref() == Some("true"),
+            socket_lb: self.bool("socketLB.enabled")?,
             install_no_conntrack_iptables_rules: self.flag("installNoConntrackIptablesRules")?,
             cni_exclusive: self.flag("cni.exclusive")?,
             lb_algorithm: match self.string("loadBalancer.algorithm")?.as_deref() {
@@ -1591,6 +1599,8 @@ pub struct Settings {
     pub bpf_masquerade: Option<bool>,
     /// `kubeProxyReplacement` (`kube-proxy-replacement`).
     pub kube_proxy_replacement: bool,
+    /// `socketLB.enabled` (`bpf-lb-sock`; unset: as `kubeProxyReplacement`).
+    pub socket_lb: Option<bool>,
     /// `installNoConntrackIptablesRules` (`install-no-conntrack-iptables-rules`).
     pub install_no_conntrack_iptables_rules: bool,
     /// `cni.exclusive` (`cni-exclusive`).
@@ -1725,6 +1735,12 @@ impl Settings {
         put(
             "kube-proxy-replacement",
             self.kube_proxy_replacement.to_string(),
+        );
+        put(
+            "bpf-lb-sock",
+            self.socket_lb
+                .unwrap_or(self.kube_proxy_replacement)
+                .to_string(),
         );
         if let Some(a) = self.lb_algorithm {
             let name = match a {
@@ -1975,6 +1991,8 @@ mod tests {
             data,
             map(&[
                 ("auto-direct-node-routes", "true"),
+                // kubeProxyReplacement=true turns socket LB on, as in Cilium.
+                ("bpf-lb-sock", "true"),
                 ("cluster-id", "0"),
                 ("cni-exclusive", "true"),
                 ("cluster-name", "default"),
@@ -2033,6 +2051,7 @@ mod tests {
             ("routing-mode", "tunnel"),
             ("tunnel-protocol", "vxlan"),
             ("kube-proxy-replacement", "false"),
+            ("bpf-lb-sock", "false"),
             ("ipam", "cluster-pool"),
             ("cluster-pool-ipv4-cidr", "10.0.0.0/8"),
             ("cluster-pool-ipv4-mask-size", "24"),

@@ -103,9 +103,20 @@ const STATUS_REPORT: Duration = Duration::from_secs(60);
 pub struct Shared {
     state: Arc<Mutex<RuntimeState>>,
     dir: PathBuf,
+    /// The node's root directory (see [`Config::host_root`]).
+    host_root: PathBuf,
 }
 
 impl Shared {
+    /// The cgroup of a pod's processes: the node's ([`runtime::node_cgroup`]) for a
+    /// `hostNetwork` pod (`netns` `None`), none for the others.
+    fn cgroup_of(&self, netns: Option<&str>) -> Option<PathBuf> {
+        match netns {
+            None => runtime::node_cgroup(&self.host_root),
+            Some(_) => None,
+        }
+    }
+
     fn find(&self, namespace: &str, pod: &str) -> Result<PodRecord, String> {
         let state = self.state.lock().map_err(|_| "kubelet state poisoned")?;
         state
@@ -145,7 +156,8 @@ impl Shared {
         }
         let (program, args) = argv.split_first().ok_or("no command given")?;
         let program = image_program(c, program);
-        let prefix = runtime::pod_prefix(p.hostname(), p.netns.as_deref());
+        let cgroup = self.cgroup_of(p.netns.as_deref());
+        let prefix = runtime::pod_prefix(p.hostname(), p.netns.as_deref(), cgroup.as_deref());
         let mut cmd = std::process::Command::new(&prefix[0]);
         cmd.args(&prefix[1..])
             .arg(program)
@@ -275,6 +287,7 @@ impl Kubelet {
             shared: Shared {
                 state: Arc::new(Mutex::new(state)),
                 dir: cfg.dir.clone(),
+                host_root: cfg.host_root.clone(),
             },
             cfg,
             client,
@@ -900,8 +913,10 @@ impl Kubelet {
                     record.netns.clone(),
                     c.env.clone(),
                 );
+                let cgroup = self.shared.cgroup_of(netns.as_deref());
                 let ok = tokio::task::spawn_blocking(move || {
-                    runtime::probe(&hostname, netns.as_deref(), &command, &env, timeout)
+                    let cgroup = cgroup.as_deref();
+                    runtime::probe(&hostname, netns.as_deref(), cgroup, &command, &env, timeout)
                 })
                 .await
                 .unwrap_or(false);
@@ -1037,9 +1052,11 @@ impl Kubelet {
         let hostname = record.hostname().to_owned();
         let c = &mut record.containers[i];
         let log_path = runtime::log_file(&self.cfg.dir, &record.uid, &c.name, c.restart_count);
+        let cgroup = self.shared.cgroup_of(record.netns.as_deref());
         match runtime::start_process(
             &hostname,
             record.netns.as_deref(),
+            cgroup.as_deref(),
             &c.argv,
             &c.env,
             &log_path,

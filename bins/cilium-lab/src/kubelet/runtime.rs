@@ -82,22 +82,38 @@ pub fn pod_hostname(name: &str, spec_hostname: Option<&str>) -> String {
     cut.trim_end_matches(['-', '.']).to_owned()
 }
 
+/// The node's cgroup: the cgroup v2 directory at `<root>/run/cilium/cgroupv2` (the lab
+/// bind-mounts one there for each node; the agent's `cgroup-root` names the same path), if
+/// there is one. Its processes are the node's own: socket LB reaches them.
+pub fn node_cgroup(host_root: &Path) -> Option<PathBuf> {
+    let dir = host_root.join("run/cilium/cgroupv2");
+    cilium_bpf::loader::is_cgroup2(&dir)
+        .unwrap_or(false)
+        .then_some(dir)
+}
+
 /// The command line prefix that runs a program as one of a pod's processes: in a UTS
 /// namespace of its own with the pod's host name (every pod has its own), in the pod's
-/// network namespace (`None`: the node's). The program and its arguments follow it; the
-/// process keeps the pid of the prefix's first program (each one execs the next).
-pub fn pod_prefix(hostname: &str, netns: Option<&str>) -> Vec<String> {
-    let mut argv: Vec<String> = [
-        "unshare",
-        "--uts",
-        "--",
-        "sh",
-        "-c",
-        "hostname -- \"$0\" && exec \"$@\"",
-        hostname,
-    ]
-    .map(str::to_owned)
-    .to_vec();
+/// network namespace (`None`: the node's), and in `cgroup` if given (the node's, for a
+/// `hostNetwork` pod: its processes are the node's own). The program and its arguments
+/// follow it; the process keeps the pid of the prefix's first program (each one execs the
+/// next).
+pub fn pod_prefix(hostname: &str, netns: Option<&str>, cgroup: Option<&Path>) -> Vec<String> {
+    let mut argv: Vec<String> = ["unshare", "--uts", "--", "sh", "-c"]
+        .map(str::to_owned)
+        .to_vec();
+    match cgroup {
+        Some(cg) => argv.extend([
+            "echo $$ > \"$1/cgroup.procs\" && hostname -- \"$0\" && shift && exec \"$@\""
+                .to_owned(),
+            hostname.to_owned(),
+            cg.to_string_lossy().into_owned(),
+        ]),
+        None => argv.extend([
+            "hostname -- \"$0\" && exec \"$@\"".to_owned(),
+            hostname.to_owned(),
+        ]),
+    }
     if let Some(ns) = netns {
         argv.extend(["ip", "netns", "exec", ns].map(str::to_owned));
     }
@@ -256,6 +272,7 @@ pub fn log_file(dir: &Path, uid: &str, container: &str, restart: u32) -> PathBuf
 pub fn start_process(
     hostname: &str,
     netns: Option<&str>,
+    cgroup: Option<&Path>,
     argv: &[String],
     env: &[(String, String)],
     log: &Path,
@@ -270,7 +287,7 @@ pub fn start_process(
         .open(log)
         .map_err(|e| format!("{}: {e}", log.display()))?;
     let mut cmd = Command::new("setsid");
-    cmd.args(pod_prefix(hostname, netns));
+    cmd.args(pod_prefix(hostname, netns, cgroup));
     // The container's environment only, not the kubelet's.
     cmd.arg(program)
         .args(args)
@@ -288,6 +305,7 @@ pub fn start_process(
 pub fn probe(
     hostname: &str,
     netns: Option<&str>,
+    cgroup: Option<&Path>,
     command: &[String],
     env: &[(String, String)],
     timeout: Duration,
@@ -295,7 +313,7 @@ pub fn probe(
     if command.is_empty() {
         return false;
     }
-    let prefix = pod_prefix(hostname, netns);
+    let prefix = pod_prefix(hostname, netns, cgroup);
     let child = Command::new(&prefix[0])
         .args(&prefix[1..])
         .args(command)
@@ -380,11 +398,20 @@ mod tests {
         assert_eq!(pod_hostname("p", Some("")), "p");
         let long = format!("{}-{}", "a".repeat(62), "b".repeat(10));
         assert_eq!(pod_hostname(&long, None), "a".repeat(62));
-        let argv = pod_prefix("webpod-7d9", Some("crsl-pod-u1"));
+        let argv = pod_prefix("webpod-7d9", Some("crsl-pod-u1"), None);
         assert_eq!(argv[..3], ["unshare", "--uts", "--"]);
         assert_eq!(argv[6], "webpod-7d9");
         assert_eq!(argv[7..], ["ip", "netns", "exec", "crsl-pod-u1"]);
-        assert_eq!(pod_prefix("k8s-w1", None).len(), 7);
+        assert_eq!(pod_prefix("k8s-w1", None, None).len(), 7);
+        // A hostNetwork pod's process joins the node's cgroup before it becomes the program.
+        let cg = Path::new("/sys/fs/cgroup/unified/crsl/k8s-w1");
+        let argv = pod_prefix("k8s-w1", None, Some(cg));
+        assert!(
+            argv[5].starts_with("echo $$ > \"$1/cgroup.procs\" && "),
+            "{argv:?}"
+        );
+        assert!(argv[5].ends_with("&& shift && exec \"$@\""), "{argv:?}");
+        assert_eq!(argv[6..], ["k8s-w1", "/sys/fs/cgroup/unified/crsl/k8s-w1"]);
     }
 
     #[test]
