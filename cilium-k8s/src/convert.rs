@@ -28,6 +28,22 @@ use serde_json::{Map, Value, json};
 /// The label naming the Service an EndpointSlice belongs to.
 pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
 
+/// The label by which a Service, or one of its EndpointSlices, asks service proxies to
+/// leave it alone.
+pub const HEADLESS_LABEL: &str = "service.kubernetes.io/headless";
+
+/// The label naming the service proxy that serves a Service or EndpointSlice (Cilium's
+/// `k8s-service-proxy-name` is empty: any name is another proxy's).
+pub const SERVICE_PROXY_NAME_LABEL: &str = "service.kubernetes.io/service-proxy-name";
+
+/// Whether an object's labels leave it to no service proxy or to another one
+/// ([`HEADLESS_LABEL`], [`SERVICE_PROXY_NAME_LABEL`]), as kube-proxy's and Cilium's
+/// watches select them away.
+pub fn left_to_other_proxies(labels: Option<&std::collections::BTreeMap<String, String>>) -> bool {
+    labels
+        .is_some_and(|l| l.contains_key(HEADLESS_LABEL) || l.contains_key(SERVICE_PROXY_NAME_LABEL))
+}
+
 /// The annotation `kubectl apply` keeps its last input in (left out of documents).
 const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
 
@@ -142,6 +158,8 @@ pub fn slice_service(slice: &EndpointSlice) -> Option<String> {
 /// not `false`, its `ports` (`name`, `port`, `protocol`) the slice's ports that have a
 /// number. Slices of other Services, and FQDN slices, are ignored; `None` when no slice is
 /// the Service's. Subsets without ready addresses are left out, addresses appear once.
+/// Slices labelled for no proxy or another one ([`left_to_other_proxies`]) count as
+/// absent.
 pub fn endpoints_from_slices<'a>(
     namespace: &str,
     service: &str,
@@ -151,6 +169,7 @@ pub fn endpoints_from_slices<'a>(
     let mut mine: Vec<&EndpointSlice> = slices
         .into_iter()
         .filter(|s| slice_service(s).as_deref() == Some(key.as_str()))
+        .filter(|s| !left_to_other_proxies(s.metadata.labels.as_ref()))
         .collect();
     if mine.is_empty() {
         return None;
@@ -519,6 +538,16 @@ mod tests {
         );
         assert_eq!(slice_service(&a).as_deref(), Some("default/web"));
         assert_eq!(slice_service(&orphan), None);
+        // A slice labelled headless, or for another proxy, is no one's endpoints here.
+        for label in [HEADLESS_LABEL, SERVICE_PROXY_NAME_LABEL] {
+            let mut hidden = a.clone();
+            if let Some(l) = hidden.metadata.labels.as_mut() {
+                l.insert(label.to_owned(), String::new());
+            }
+            assert!(endpoints_from_slices("default", "web", [&hidden]).is_none());
+            let eps = endpoints_from_slices("default", "web", [&hidden, &c]).unwrap();
+            assert_eq!(eps["subsets"].as_array().map(Vec::len), Some(1), "{eps}");
+        }
     }
 
     #[test]

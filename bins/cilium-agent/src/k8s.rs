@@ -7,6 +7,7 @@
 
 use std::net::{IpAddr, Ipv4Addr};
 
+use cilium_k8s::convert::{HEADLESS_LABEL, SERVICE_PROXY_NAME_LABEL};
 use cilium_lb::maglev::L4Proto;
 use cilium_lb::service::{Backend, L3n4Addr, Service, ServiceType, TrafficPolicy};
 use serde_json::Value;
@@ -56,12 +57,6 @@ fn backends(port: &Value, endpoints: Option<&Value>, protocol: L4Proto) -> Vec<B
     }
     out
 }
-
-/// The labels by which a Service asks service proxies to leave it alone: `headless`, and
-/// a `service-proxy-name` naming another proxy (Cilium's `k8s-service-proxy-name` is
-/// empty: any name is another's).
-const HEADLESS_LABEL: &str = "service.kubernetes.io/headless";
-const SERVICE_PROXY_NAME_LABEL: &str = "service.kubernetes.io/service-proxy-name";
 
 /// The frontends of a Service object (with the backends its Endpoints give), for a node
 /// whose IP is `node_ip`. Headless services (`clusterIP: None`, or labelled
