@@ -21,6 +21,7 @@ REQS=(
   "iproute2           ip                                             namespaces, veths, routes in tests and the lab"
   "iputils-ping       ping                                           datapath tests"
   "netcat-openbsd     nc.openbsd                                     Kubernetes' e2e Services tests (nc in exec pods, as agnhost's image has it)"
+  "wget               wget                                           Kubernetes' e2e Services tests (wget in host-network exec pods, as agnhost's image has it)"
   "iperf3             iperf3                                         datapath tests (TCP streams through the datapath)"
   "python3            python3                                        test servers inside namespaces"
   "python3-venv       /usr/share/doc/python3-venv                    cargo xtask test: the schemathesis venv (target/schemathesis-venv)"
