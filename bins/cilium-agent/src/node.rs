@@ -215,7 +215,7 @@ fn attach_socket_lb(bpf_root: &Path, cgroup: &Path) -> Option<cilium_bpf::loader
         }
         Err(e) => {
             eprintln!(
-                "level=warning msg=\"socket LB is off: bpf-lb-sock needs cgroup-root to be a cgroup v2 directory\" cgroup-root={} error=\"{e}\"",
+                "level=warning msg=\"socket LB is off: it could not be attached to cgroup-root (a cgroup v2 directory)\" cgroup-root={} error=\"{e}\"",
                 cgroup.display()
             );
             None

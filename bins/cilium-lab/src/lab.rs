@@ -1171,16 +1171,17 @@ impl Lab {
             );
             return Ok(());
         }
+        // Recorded before they are made, so that `down` removes them whatever happens next.
         let lab = unified.join(&self.prefix);
         if !state.cgroups.contains(&lab) {
-            std::fs::create_dir_all(&lab).map_err(|e| format!("{}: {e}", lab.display()))?;
             state.cgroups.push(lab.clone());
             self.save(state)?;
+            std::fs::create_dir_all(&lab).map_err(|e| format!("{}: {e}", lab.display()))?;
         }
         let cgroup = lab.join(node);
-        std::fs::create_dir_all(&cgroup).map_err(|e| format!("{}: {e}", cgroup.display()))?;
         state.cgroups.push(cgroup.clone());
         self.save(state)?;
+        std::fs::create_dir_all(&cgroup).map_err(|e| format!("{}: {e}", cgroup.display()))?;
         let target = root.join("run/cilium/cgroupv2");
         std::fs::create_dir_all(&target).map_err(|e| format!("{}: {e}", target.display()))?;
         state.mounts.push(target.clone());
