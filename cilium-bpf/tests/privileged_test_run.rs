@@ -16,6 +16,24 @@ const TC_ACT_OK: u32 = 0;
 const TC_ACT_SHOT: u32 = 2;
 const TC_ACT_REDIRECT: u32 = 7;
 
+/// The conntrack key of TCP flow `src:sport -> dst:dport`, as conntrack stores it (Cilium's
+/// order: the addresses reversed, the ports not).
+fn tcp_flow_key(
+    src: Ipv4Addr,
+    sport: u16,
+    dst: Ipv4Addr,
+    dport: u16,
+) -> cilium_bpf::types::Ipv4CtTuple {
+    cilium_bpf::types::Ipv4CtTuple {
+        daddr: src.octets(),
+        saddr: dst.octets(),
+        dport: dport.to_be(),
+        sport: sport.to_be(),
+        nexthdr: 6,
+        flags: 0,
+    }
+}
+
 #[test]
 fn privileged_from_container_verdicts() {
     if !is_root_or_skip("privileged_from_container_verdicts") {
@@ -140,14 +158,7 @@ fn privileged_from_container_verdicts() {
     // The translated flow's entry counted the packet once (policy reuses the translation's
     // conntrack state instead of looking the flow up again).
     // a:40001 -> b:8080, as conntrack stores it (Cilium's order: the addresses reversed).
-    let translated = cilium_bpf::types::Ipv4CtTuple {
-        daddr: a.octets(),
-        saddr: b.octets(),
-        dport: 8080u16.to_be(),
-        sport: 40001u16.to_be(),
-        nexthdr: 6,
-        flags: 0,
-    };
+    let translated = tcp_flow_key(a, 40001, b, 8080);
     let entry = maps
         .ct4_tcp
         .get(&translated)
@@ -440,14 +451,7 @@ fn privileged_endpoints_by_interface() {
         TC_ACT_SHOT
     );
     // The flow's entry remembers both interfaces (a -> b:80, stored as Cilium stores it).
-    let key = cilium_bpf::types::Ipv4CtTuple {
-        daddr: a.octets(),
-        saddr: b.octets(),
-        dport: 80u16.to_be(),
-        sport: 40000u16.to_be(),
-        nexthdr: 6,
-        flags: 0,
-    };
+    let key = tcp_flow_key(a, 40000, b, 80);
     let entry = maps.ct4_tcp.get(&key).expect("lookup").expect("tracked");
     assert_eq!((u32::from(entry.ifindex), entry.reply_ifindex), (if1, if0));
     // The reply goes back to a, and the flow's next packet to b.
